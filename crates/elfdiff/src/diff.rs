@@ -1,0 +1,554 @@
+//! Correlation and comparison: which symbols of the original and patched objects are the same
+//! thing, and which functions and data changed. Relocations are compared by what they point at
+//! (symbol name and addend, or string content), never by section offsets that move between builds.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::arch::{Arch, InsnMap, X86_64};
+use crate::model::{
+    reloc_width, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol,
+};
+use crate::names::{is_prefix_symbol, normalize, normalize_section, split_parent};
+
+/// A change klpgen will not turn into a livepatch, with what to do instead.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable key, `refuse.<kind>.<symbol or section>`.
+    pub key: String,
+    pub symbol: String,
+    pub section: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Unchanged,
+    /// Changed, with a one-line description of the first difference.
+    Changed(String),
+    New,
+}
+
+/// The verdict on one function of the patched object.
+#[derive(Debug, Clone)]
+pub struct FuncResult {
+    pub patched: SymIdx<Patched>,
+    pub orig: Option<SymIdx<Orig>>,
+    pub verdict: Verdict,
+    /// Included because a split child (`.cold`, `.part`) of it changed, or it is such a child
+    /// of an included function.
+    pub via_child: bool,
+}
+
+/// Per-section decoded instruction boundaries, for finding where PC-relative relocations point.
+pub(crate) struct Insns {
+    maps: Vec<Option<InsnMap>>,
+}
+
+impl Insns {
+    fn new<S: Side>(obj: &Object<'_, S>) -> Self {
+        let maps = obj
+            .sections
+            .iter()
+            .map(|s| {
+                (s.is_exec() && !s.relocs.is_empty() && !s.data.is_empty())
+                    .then(|| X86_64.decode(s.data))
+            })
+            .collect();
+        Insns { maps }
+    }
+    pub(crate) fn bias<S: Side>(&self, obj: &Object<'_, S>, sec: SecIdx<S>, r: &Reloc<S>) -> i64 {
+        match &self.maps[sec.get()] {
+            Some(map) => X86_64.pcrel_bias(obj.sec(sec).data, map, r.offset, r.r_type),
+            None => 0,
+        }
+    }
+}
+
+/// Where a relocation points, resolved past section symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<S: Side> {
+    /// A named symbol (defined or not) plus the addend to use against it.
+    Symbol { sym: SymIdx<S>, addend: i64 },
+    /// A string in a merged-string section: the string starts at `start`; the relocation's
+    /// addend is kept as is against the section.
+    String { sec: SecIdx<S>, start: u64 },
+    /// Anonymous bytes of a section (no symbol covers the target).
+    Anon { sec: SecIdx<S>, offset: i64 },
+}
+
+/// A comparable identity for what a relocation refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RefKey {
+    Sym(String, i64),
+    Str(Vec<u8>, i64),
+    Anon(String, i64, Vec<u8>),
+}
+
+pub(crate) fn resolve<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    site: SecIdx<S>,
+    r: &Reloc<S>,
+) -> Target<S> {
+    let sym = obj.sym(r.sym);
+    if sym.kind != SymKind::Section {
+        return Target::Symbol {
+            sym: r.sym,
+            addend: r.addend,
+        };
+    }
+    let Some(tsec) = sym.section else {
+        return Target::Symbol {
+            sym: r.sym,
+            addend: r.addend,
+        };
+    };
+    let bias = insns.bias(obj, site, r);
+    let effective = r.addend + bias;
+    let section = obj.sec(tsec);
+    if effective >= 0 {
+        if let Some(named) = obj.symbol_at(tsec, effective as u64) {
+            if !is_prefix_symbol(obj.sym(named).name) {
+                return Target::Symbol {
+                    sym: named,
+                    addend: r.addend - obj.sym(named).value as i64,
+                };
+            }
+        }
+        if section.is_strings() && (effective as u64) < section.data.len() as u64 {
+            let e = effective as usize;
+            let start = section.data[..e]
+                .iter()
+                .rposition(|&b| b == 0)
+                .map_or(0, |p| p + 1);
+            return Target::String {
+                sec: tsec,
+                start: start as u64,
+            };
+        }
+    }
+    Target::Anon {
+        sec: tsec,
+        offset: effective,
+    }
+}
+
+fn ref_key<S: Side>(obj: &Object<'_, S>, insns: &Insns, site: SecIdx<S>, r: &Reloc<S>) -> RefKey {
+    match resolve(obj, insns, site, r) {
+        Target::Symbol { sym, addend } => RefKey::Sym(normalize(obj.sym(sym).name), addend),
+        Target::String { sec, start } => {
+            let data = obj.sec(sec).data;
+            let s = &data[start as usize..];
+            let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+            // The delta from the string start, measured in the same frame as the addend.
+            RefKey::Str(s[..end].to_vec(), r.addend - start as i64)
+        }
+        Target::Anon { sec, offset } => {
+            let s = obj.sec(sec);
+            RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec())
+        }
+    }
+}
+
+/// The result of diffing one object pair.
+pub struct Diff<'a, 'd> {
+    pub orig: &'a Object<'d, Orig>,
+    pub patched: &'a Object<'d, Patched>,
+    pub(crate) orig_insns: Insns,
+    pub(crate) patched_insns: Insns,
+    /// Correlated symbols, patched → original.
+    pub matched: HashMap<SymIdx<Patched>, SymIdx<Orig>>,
+    pub matched_rev: HashMap<SymIdx<Orig>, SymIdx<Patched>>,
+    /// One entry per function defined in the patched object (prefix labels excluded).
+    pub functions: Vec<FuncResult>,
+    pub refusals: Vec<Refusal>,
+    /// Differences that were noticed and deliberately not acted on.
+    pub ignored: Vec<String>,
+}
+
+fn kind_class(kind: SymKind) -> Option<u8> {
+    match kind {
+        SymKind::Func => Some(0),
+        SymKind::Object => Some(1),
+        _ => None,
+    }
+}
+
+fn correlatable<S: Side>(s: &Symbol<'_, S>) -> bool {
+    s.section.is_some() && kind_class(s.kind).is_some() && !s.name.is_empty()
+}
+
+/// Match symbols by normalised name within their kind: exact names first, then in table order.
+fn correlate(
+    orig: &Object<'_, Orig>,
+    patched: &Object<'_, Patched>,
+) -> HashMap<SymIdx<Patched>, SymIdx<Orig>> {
+    let mut groups: HashMap<(u8, String), (Vec<SymIdx<Orig>>, Vec<SymIdx<Patched>>)> =
+        HashMap::new();
+    for i in orig.symbol_indices() {
+        let s = orig.sym(i);
+        if correlatable(s) {
+            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            groups.entry(key).or_default().0.push(i);
+        }
+    }
+    for i in patched.symbol_indices() {
+        let s = patched.sym(i);
+        if correlatable(s) {
+            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            if let Some(g) = groups.get_mut(&key) {
+                g.1.push(i);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (_, (os, ps)) in groups {
+        if ps.is_empty() {
+            continue;
+        }
+        let mut used = vec![false; os.len()];
+        let mut pending = Vec::new();
+        for &p in &ps {
+            let name = patched.sym(p).name;
+            match os
+                .iter()
+                .enumerate()
+                .find(|(k, &o)| !used[*k] && orig.sym(o).name == name)
+            {
+                Some((k, &o)) => {
+                    used[k] = true;
+                    out.insert(p, o);
+                }
+                None => pending.push(p),
+            }
+        }
+        let mut free = os.iter().enumerate().filter(|(k, _)| !used[*k]);
+        for p in pending {
+            match free.next() {
+                Some((_, &o)) => {
+                    out.insert(p, o);
+                }
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// Section names whose contents are data a running kernel owns (checked for changes).
+fn is_data_section(name: &str) -> bool {
+    [".data", ".rodata", ".bss", ".init.data", ".init.rodata"]
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+        && !name.starts_with(".rodata.str")
+        && !name.starts_with(".rodata.cst")
+}
+
+fn is_init_section(name: &str) -> bool {
+    name.starts_with(".init.") || name.starts_with(".exit.")
+}
+
+impl<'a, 'd> Diff<'a, 'd> {
+    pub fn new(orig: &'a Object<'d, Orig>, patched: &'a Object<'d, Patched>) -> Self {
+        let matched = correlate(orig, patched);
+        let matched_rev = matched.iter().map(|(&p, &o)| (o, p)).collect();
+        let mut diff = Diff {
+            orig,
+            patched,
+            orig_insns: Insns::new(orig),
+            patched_insns: Insns::new(patched),
+            matched,
+            matched_rev,
+            functions: Vec::new(),
+            refusals: Vec::new(),
+            ignored: Vec::new(),
+        };
+        diff.compare_all();
+        diff
+    }
+
+    /// Compare the bytes and relocations of two symbols; None when equal, else the first
+    /// difference.
+    fn compare_syms(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Option<String> {
+        let (os, ps) = (self.orig.sym(o), self.patched.sym(p));
+        if os.size != ps.size {
+            return Some(format!("size {} -> {}", os.size, ps.size));
+        }
+        let (Some(osec), Some(psec)) = (os.section, ps.section) else {
+            return None;
+        };
+        let (osx, psx) = (self.orig.sec(osec), self.patched.sec(psec));
+        if osx.is_nobits() != psx.is_nobits() {
+            return Some("moved between initialised and zeroed data".into());
+        }
+        let orelocs = osx.relocs_in(os.value, os.value + os.size);
+        let prelocs = psx.relocs_in(ps.value, ps.value + ps.size);
+        if !osx.is_nobits() {
+            let mut ob = self.orig.sym_bytes(o).to_vec();
+            let mut pb = self.patched.sym_bytes(p).to_vec();
+            mask(&mut ob, os.value, orelocs);
+            mask(&mut pb, ps.value, prelocs);
+            if let Some(i) = ob.iter().zip(&pb).position(|(a, b)| a != b) {
+                return Some(format!("bytes differ at +{i:#x}"));
+            }
+        }
+        if orelocs.len() != prelocs.len() {
+            return Some(format!(
+                "{} relocations -> {}",
+                orelocs.len(),
+                prelocs.len()
+            ));
+        }
+        for (ro, rp) in orelocs.iter().zip(prelocs) {
+            let (offo, offp) = (ro.offset - os.value, rp.offset - ps.value);
+            if offo != offp || ro.r_type != rp.r_type {
+                return Some(format!("relocation at +{offo:#x} moved or changed type"));
+            }
+            let ko = ref_key(self.orig, &self.orig_insns, osec, ro);
+            let kp = ref_key(self.patched, &self.patched_insns, psec, rp);
+            if ko != kp {
+                return Some(format!(
+                    "relocation at +{offo:#x}: {} -> {}",
+                    describe(&ko),
+                    describe(&kp)
+                ));
+            }
+        }
+        None
+    }
+
+    /// Whether a function of the patched object has an ftrace entry (so it can be patched).
+    pub fn patched_traceable(&self, f: SymIdx<Patched>) -> bool {
+        traceable(self.patched, &self.patched_insns, f)
+    }
+    /// Whether a function of the original object has an ftrace entry.
+    pub fn orig_traceable(&self, f: SymIdx<Orig>) -> bool {
+        traceable(self.orig, &self.orig_insns, f)
+    }
+
+    fn compare_all(&mut self) {
+        let mut results = Vec::new();
+        for p in self.patched.symbol_indices() {
+            let s = self.patched.sym(p);
+            if s.kind != SymKind::Func || s.section.is_none() || is_prefix_symbol(s.name) {
+                continue;
+            }
+            let orig = self.matched.get(&p).copied();
+            let verdict = match orig {
+                None => Verdict::New,
+                Some(o) => match self.compare_syms(o, p) {
+                    None => Verdict::Unchanged,
+                    Some(why) => Verdict::Changed(why),
+                },
+            };
+            results.push(FuncResult {
+                patched: p,
+                orig,
+                verdict,
+                via_child: false,
+            });
+        }
+
+        // Split children (.cold, .part) follow their parent: a changed child makes its parent
+        // changed, and an included parent takes its children along.
+        let by_norm: HashMap<String, usize> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (normalize(self.patched.sym(r.patched).name), i))
+            .collect();
+        for i in 0..results.len() {
+            let name = self.patched.sym(results[i].patched).name;
+            let Some(parent) = split_parent(name) else {
+                continue;
+            };
+            let Some(&pi) = by_norm.get(&parent) else {
+                continue;
+            };
+            if matches!(results[i].verdict, Verdict::Changed(_))
+                && results[pi].verdict == Verdict::Unchanged
+            {
+                results[pi].verdict = Verdict::Changed(format!("its split part {name} changed"));
+                results[pi].via_child = true;
+            }
+        }
+        for i in 0..results.len() {
+            let name = self.patched.sym(results[i].patched).name;
+            if let Some(parent) = split_parent(name) {
+                if let Some(&pi) = by_norm.get(&parent) {
+                    if results[pi].verdict != Verdict::Unchanged
+                        && results[i].verdict == Verdict::Unchanged
+                    {
+                        results[i].verdict = Verdict::Changed(format!("part of changed {parent}"));
+                        results[i].via_child = true;
+                    }
+                }
+            }
+        }
+
+        let mut refusals = Vec::new();
+        for r in &results {
+            let ps = self.patched.sym(r.patched);
+            let section = self.patched.sec(ps.section.expect("defined")).name;
+            let Verdict::Changed(why) = &r.verdict else {
+                continue;
+            };
+            let o = r.orig.expect("changed functions are matched");
+            let name = self.orig.sym(o).name;
+            if is_init_section(section) {
+                refusals.push(Refusal {
+                    key: format!("refuse.init-changed.{name}"),
+                    symbol: name.into(),
+                    section: section.into(),
+                    reason: format!("__init/__exit function changed ({why}); it has already run (or never will) and its memory is freed"),
+                    hint: "do the work in a livepatch callback (KLPGEN_POST_PATCH) or in a function that runs after boot".into(),
+                });
+                continue;
+            }
+            let child = split_parent(name).is_some();
+            if !child && !self.orig_traceable(o) {
+                refusals.push(Refusal {
+                    key: format!("refuse.no-ftrace.{name}"),
+                    symbol: name.into(),
+                    section: section.into(),
+                    reason: format!("function changed ({why}) but has no ftrace entry (notrace, or not traceable), so livepatch cannot redirect it"),
+                    hint: "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into(),
+                });
+            }
+        }
+        if let Some(refs) = self.data_refusals() {
+            refusals.extend(refs);
+        }
+        self.functions = results;
+        self.refusals = refusals;
+    }
+
+    fn data_refusals(&self) -> Option<Vec<Refusal>> {
+        let mut out = Vec::new();
+        for (&p, &o) in &self.matched {
+            let ps = self.patched.sym(p);
+            if ps.kind != SymKind::Object {
+                continue;
+            }
+            let section = self.patched.sec(ps.section?).name;
+            if !is_data_section(section) {
+                continue;
+            }
+            if let Some(why) = self.compare_syms(o, p) {
+                let name = self.orig.sym(o).name;
+                let init = is_init_section(section);
+                out.push(Refusal {
+                    key: format!(
+                        "refuse.{}.{name}",
+                        if init { "init-changed" } else { "data-changed" }
+                    ),
+                    symbol: name.into(),
+                    section: section.into(),
+                    reason: format!("existing data object changed ({why}); a livepatch replaces code, the running kernel keeps its copy of the data"),
+                    hint: "leave the definition as it is and keep new state in a shadow variable (klp_shadow_*), or change it from a post-patch callback".into(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Some(out)
+    }
+
+    /// Names of changed functions as they appear in the original object.
+    pub fn changed(&self) -> Vec<&'d str> {
+        let mut v: Vec<_> = self
+            .functions
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Changed(_)))
+            .map(|f| self.orig.sym(f.orig.expect("matched")).name)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+    /// Names of new functions as they appear in the patched object.
+    pub fn new_functions(&self) -> Vec<&'d str> {
+        let mut v: Vec<_> = self
+            .functions
+            .iter()
+            .filter(|f| f.verdict == Verdict::New)
+            .map(|f| self.patched.sym(f.patched).name)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub(crate) fn resolve_patched(
+        &self,
+        site: SecIdx<Patched>,
+        r: &Reloc<Patched>,
+    ) -> Target<Patched> {
+        resolve(self.patched, &self.patched_insns, site, r)
+    }
+}
+
+fn describe(k: &RefKey) -> String {
+    match k {
+        RefKey::Sym(n, a) => format!("{n}{a:+}"),
+        RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
+        RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
+    }
+}
+
+/// Zero relocation fields so that only instruction bytes are compared.
+fn mask<S: Side>(bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
+    for r in relocs {
+        let w = reloc_width(r.r_type).unwrap_or(0) as usize;
+        let start = (r.offset - base) as usize;
+        if let Some(field) = bytes.get_mut(start..start + w) {
+            field.fill(0);
+        }
+    }
+}
+
+fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool {
+    let s = obj.sym(f);
+    let Some(sec) = s.section else { return false };
+    let window = X86_64.fentry_window();
+    let fentry = X86_64.fentry_symbol();
+    // The call to __fentry__ right at the entry.
+    let direct = obj
+        .sec(sec)
+        .relocs_in(s.value, s.value + window.min(s.size.max(1)))
+        .iter()
+        .any(|r| obj.sym(r.sym).name == fentry);
+    if direct {
+        return true;
+    }
+    // Or an __mcount_loc entry pointing into the entry window (the call may be patched out).
+    if let Some(mc) = obj.find_section("__mcount_loc") {
+        for r in &obj.sec(mc).relocs {
+            if let Target::Symbol { sym, addend } = resolve(obj, insns, mc, r) {
+                let t = obj.sym(sym);
+                if t.section == Some(sec) {
+                    let at = t.value as i64 + addend;
+                    if at >= s.value as i64 && at < (s.value + window) as i64 {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// All distinct symbol names referenced by relocations of a function (for callers analysis
+/// and reports).
+pub fn callees<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> HashSet<String> {
+    let s = obj.sym(f);
+    let mut out = HashSet::new();
+    if let Some(sec) = s.section {
+        for r in obj.sec(sec).relocs_in(s.value, s.value + s.size) {
+            let t = obj.sym(r.sym);
+            if t.kind != SymKind::Section {
+                out.insert(t.name.to_string());
+            }
+        }
+    }
+    out
+}

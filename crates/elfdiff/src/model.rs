@@ -1,0 +1,479 @@
+//! A read-only model of one relocatable x86-64 ELF object: sections, symbols and relocations,
+//! borrowed from the file bytes, with indices typed by which side of the diff they belong to.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use object::elf;
+use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
+use object::Endianness;
+
+use crate::error::Error;
+
+/// Marker for the original (unpatched) object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Orig {}
+/// Marker for the patched object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Patched {}
+
+/// Which side of a diff an object is; only a marker, used to type indices.
+pub trait Side: fmt::Debug + Copy + Eq + std::hash::Hash + 'static {
+    const NAME: &'static str;
+}
+impl Side for Orig {
+    const NAME: &'static str = "original";
+}
+impl Side for Patched {
+    const NAME: &'static str = "patched";
+}
+
+macro_rules! typed_index {
+    ($name:ident) => {
+        /// An index typed by the side of the diff it belongs to, so the two cannot be mixed up.
+        pub struct $name<S: Side>(pub u32, PhantomData<S>);
+        impl<S: Side> $name<S> {
+            pub fn new(i: usize) -> Self {
+                Self(i as u32, PhantomData)
+            }
+            pub fn get(self) -> usize {
+                self.0 as usize
+            }
+        }
+        impl<S: Side> Clone for $name<S> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<S: Side> Copy for $name<S> {}
+        impl<S: Side> PartialEq for $name<S> {
+            fn eq(&self, o: &Self) -> bool {
+                self.0 == o.0
+            }
+        }
+        impl<S: Side> Eq for $name<S> {}
+        impl<S: Side> std::hash::Hash for $name<S> {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.0.hash(h)
+            }
+        }
+        impl<S: Side> PartialOrd for $name<S> {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl<S: Side> Ord for $name<S> {
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                self.0.cmp(&o.0)
+            }
+        }
+        impl<S: Side> fmt::Debug for $name<S> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({}:{})", stringify!($name), S::NAME, self.0)
+            }
+        }
+    };
+}
+typed_index!(SecIdx);
+typed_index!(SymIdx);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymKind {
+    Func,
+    Object,
+    Section,
+    File,
+    NoType,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    Local,
+    Global,
+    Weak,
+}
+
+/// One relocation, attached to the section it patches.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloc<S: Side> {
+    pub offset: u64,
+    pub r_type: u32,
+    pub sym: SymIdx<S>,
+    pub addend: i64,
+}
+
+#[derive(Debug)]
+pub struct Section<'d, S: Side> {
+    /// Index in the ELF section header table.
+    pub elf_index: usize,
+    pub name: &'d str,
+    pub sh_type: u32,
+    pub sh_flags: u64,
+    pub sh_addralign: u64,
+    pub sh_entsize: u64,
+    pub size: u64,
+    /// Empty for SHT_NOBITS.
+    pub data: &'d [u8],
+    /// Relocations that apply to this section, sorted by offset.
+    pub relocs: Vec<Reloc<S>>,
+    /// The section symbol, if the object has one.
+    pub section_sym: Option<SymIdx<S>>,
+    /// Non-section symbols defined in this section, sorted by value.
+    pub syms: Vec<SymIdx<S>>,
+    /// Member of a section group (COMDAT).
+    pub in_group: bool,
+}
+
+impl<S: Side> Section<'_, S> {
+    pub fn is_alloc(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_ALLOC) != 0
+    }
+    pub fn is_exec(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_EXECINSTR) != 0
+    }
+    pub fn is_strings(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_STRINGS) != 0
+    }
+    pub fn is_merge(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_MERGE) != 0
+    }
+    pub fn is_nobits(&self) -> bool {
+        self.sh_type == elf::SHT_NOBITS
+    }
+    /// Relocations whose site lies in `[start, end)`.
+    pub fn relocs_in(&self, start: u64, end: u64) -> &[Reloc<S>] {
+        let lo = self.relocs.partition_point(|r| r.offset < start);
+        let hi = self.relocs.partition_point(|r| r.offset < end);
+        &self.relocs[lo..hi]
+    }
+}
+
+#[derive(Debug)]
+pub struct Symbol<'d, S: Side> {
+    pub elf_index: usize,
+    pub name: &'d str,
+    pub kind: SymKind,
+    pub bind: Bind,
+    /// Defining section; None for undefined, absolute and common symbols.
+    pub section: Option<SecIdx<S>>,
+    pub undefined: bool,
+    pub value: u64,
+    pub size: u64,
+}
+
+impl<S: Side> Symbol<'_, S> {
+    pub fn is_global(&self) -> bool {
+        self.bind != Bind::Local
+    }
+}
+
+/// One parsed relocatable object.
+#[derive(Debug)]
+pub struct Object<'d, S: Side> {
+    /// Name used in messages (usually the file path).
+    pub label: String,
+    pub sections: Vec<Section<'d, S>>,
+    pub symbols: Vec<Symbol<'d, S>>,
+    /// The STT_FILE symbol's name, the source file's base name.
+    pub file_name: Option<&'d str>,
+    /// ELF section index -> our section index.
+    elf_to_sec: Vec<Option<SecIdx<S>>>,
+}
+
+/// Relocation field width in bytes for an x86-64 relocation type.
+pub fn reloc_width(r_type: u32) -> Option<u64> {
+    Some(match r_type {
+        elf::R_X86_64_64 | elf::R_X86_64_PC64 | elf::R_X86_64_GOTPC64 | elf::R_X86_64_GOTOFF64 => 8,
+        elf::R_X86_64_PC32
+        | elf::R_X86_64_PLT32
+        | elf::R_X86_64_32
+        | elf::R_X86_64_32S
+        | elf::R_X86_64_GOTPCREL
+        | elf::R_X86_64_GOTPCRELX
+        | elf::R_X86_64_REX_GOTPCRELX => 4,
+        elf::R_X86_64_16 | elf::R_X86_64_PC16 => 2,
+        elf::R_X86_64_8 | elf::R_X86_64_PC8 => 1,
+        elf::R_X86_64_NONE => 0,
+        _ => return None,
+    })
+}
+
+/// Whether the relocation is PC-relative (its value depends on where the site is).
+pub fn reloc_is_pcrel(r_type: u32) -> bool {
+    matches!(
+        r_type,
+        elf::R_X86_64_PC32
+            | elf::R_X86_64_PLT32
+            | elf::R_X86_64_PC64
+            | elf::R_X86_64_PC16
+            | elf::R_X86_64_PC8
+            | elf::R_X86_64_GOTPCREL
+            | elf::R_X86_64_GOTPCRELX
+            | elf::R_X86_64_REX_GOTPCRELX
+    )
+}
+
+impl<'d, S: Side> Object<'d, S> {
+    pub fn parse(label: impl Into<String>, data: &'d [u8]) -> Result<Self, Error> {
+        let label = label.into();
+        let bad = |what: String| Error::Malformed {
+            object: label.clone(),
+            what,
+        };
+        let header = elf::FileHeader64::<Endianness>::parse(data)
+            .map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
+        let endian = header
+            .endian()
+            .map_err(|e| bad(format!("bad ELF endianness: {e}")))?;
+        if header.e_type(endian) != elf::ET_REL {
+            return Err(bad("not a relocatable object (ET_REL)".into()));
+        }
+        if header.e_machine(endian) != elf::EM_X86_64 {
+            return Err(Error::UnsupportedArch {
+                object: label.clone(),
+                machine: header.e_machine(endian),
+            });
+        }
+        let table = header
+            .sections(endian, data)
+            .map_err(|e| bad(format!("section headers: {e}")))?;
+        let symtab = table
+            .symbols(endian, data, elf::SHT_SYMTAB)
+            .map_err(|e| bad(format!("symbol table: {e}")))?;
+
+        let mut grouped = vec![false; table.len()];
+        for sh in table.iter() {
+            if sh.sh_type(endian) == elf::SHT_GROUP {
+                if let Ok(Some((_flags, members))) = sh.group(endian, data) {
+                    for m in members {
+                        let m = m.get(endian) as usize;
+                        if m < grouped.len() {
+                            grouped[m] = true;
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut sections = Vec::new();
+        let mut elf_to_sec = vec![None; table.len()];
+        for (i, sh) in table.iter().enumerate() {
+            let sh_type = sh.sh_type(endian);
+            if matches!(
+                sh_type,
+                elf::SHT_NULL
+                    | elf::SHT_SYMTAB
+                    | elf::SHT_STRTAB
+                    | elf::SHT_RELA
+                    | elf::SHT_REL
+                    | elf::SHT_GROUP
+                    | elf::SHT_SYMTAB_SHNDX
+            ) {
+                continue;
+            }
+            let name = table
+                .section_name(endian, sh)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(format!("section {i} has no valid name")))?;
+            let bytes = if sh_type == elf::SHT_NOBITS {
+                &[][..]
+            } else {
+                sh.data(endian, data)
+                    .map_err(|e| bad(format!("section {name}: {e}")))?
+            };
+            elf_to_sec[i] = Some(SecIdx::new(sections.len()));
+            sections.push(Section {
+                elf_index: i,
+                name,
+                sh_type,
+                sh_flags: sh.sh_flags(endian),
+                sh_addralign: sh.sh_addralign(endian),
+                sh_entsize: sh.sh_entsize(endian),
+                size: sh.sh_size(endian),
+                data: bytes,
+                relocs: Vec::new(),
+                section_sym: None,
+                syms: Vec::new(),
+                in_group: grouped[i],
+            });
+        }
+
+        let mut symbols = Vec::with_capacity(symtab.len());
+        let mut file_name = None;
+        for (i, sym) in symtab.iter().enumerate() {
+            let name = symtab
+                .symbol_name(endian, sym)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(format!("symbol {i} has no valid name")))?;
+            let kind = match sym.st_type() {
+                elf::STT_FUNC => SymKind::Func,
+                elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
+                elf::STT_SECTION => SymKind::Section,
+                elf::STT_FILE => SymKind::File,
+                elf::STT_NOTYPE => SymKind::NoType,
+                _ => SymKind::Other,
+            };
+            let bind = match sym.st_bind() {
+                elf::STB_LOCAL => Bind::Local,
+                elf::STB_WEAK => Bind::Weak,
+                _ => Bind::Global,
+            };
+            let shndx = sym.st_shndx(endian);
+            let section = match symtab.symbol_section(endian, sym, object::SymbolIndex(i)) {
+                Ok(Some(idx)) => elf_to_sec.get(idx.0).copied().flatten(),
+                _ => None,
+            };
+            if kind == SymKind::File && file_name.is_none() && !name.is_empty() {
+                file_name = Some(name);
+            }
+            symbols.push(Symbol {
+                elf_index: i,
+                name,
+                kind,
+                bind,
+                section,
+                undefined: shndx == elf::SHN_UNDEF && i != 0,
+                value: sym.st_value(endian),
+                size: sym.st_size(endian),
+            });
+        }
+
+        for (i, s) in symbols.iter().enumerate() {
+            if let Some(sec) = s.section {
+                let section = &mut sections[sec.get()];
+                if s.kind == SymKind::Section {
+                    section.section_sym.get_or_insert(SymIdx::new(i));
+                } else if matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType)
+                    && !s.name.is_empty()
+                {
+                    section.syms.push(SymIdx::new(i));
+                }
+            }
+        }
+        for section in &mut sections {
+            section
+                .syms
+                .sort_by_key(|s| (symbols[s.get()].value, symbols[s.get()].elf_index));
+        }
+
+        for (i, sh) in table.iter().enumerate() {
+            if sh.sh_type(endian) != elf::SHT_RELA {
+                if sh.sh_type(endian) == elf::SHT_REL {
+                    return Err(bad(format!("section {i}: SHT_REL is not used on x86-64")));
+                }
+                continue;
+            }
+            let target = sh.sh_info(endian) as usize;
+            let Some(Some(target)) = elf_to_sec.get(target).copied() else {
+                continue;
+            };
+            let (relas, _) = sh
+                .rela(endian, data)
+                .map_err(|e| bad(format!("relocation section {i}: {e}")))?
+                .ok_or_else(|| bad(format!("relocation section {i} unreadable")))?;
+            let tsec: &mut Section<S> = &mut sections[target.get()];
+            for r in relas {
+                let sym = r.r_sym(endian, false) as usize;
+                if sym >= symbols.len() {
+                    return Err(bad(format!(
+                        "relocation in {} refers to symbol {sym}, past the symbol table",
+                        tsec.name
+                    )));
+                }
+                let r_type = r.r_type(endian, false);
+                let offset = r.r_offset(endian);
+                let width = reloc_width(r_type).ok_or_else(|| {
+                    bad(format!(
+                        "unsupported x86-64 relocation type {r_type} in {} at {offset:#x}",
+                        tsec.name
+                    ))
+                })?;
+                if !tsec.is_nobits() && offset + width > tsec.size {
+                    return Err(bad(format!(
+                        "relocation at {offset:#x} lies outside section {}",
+                        tsec.name
+                    )));
+                }
+                tsec.relocs.push(Reloc {
+                    offset,
+                    r_type,
+                    sym: SymIdx::new(sym),
+                    addend: r.r_addend(endian),
+                });
+            }
+        }
+        for section in &mut sections {
+            section.relocs.sort_by_key(|r| r.offset);
+        }
+
+        Ok(Object {
+            label,
+            sections,
+            symbols,
+            file_name,
+            elf_to_sec,
+        })
+    }
+
+    pub fn sec(&self, i: SecIdx<S>) -> &Section<'d, S> {
+        &self.sections[i.get()]
+    }
+    pub fn sym(&self, i: SymIdx<S>) -> &Symbol<'d, S> {
+        &self.symbols[i.get()]
+    }
+    pub fn sec_by_elf_index(&self, i: usize) -> Option<SecIdx<S>> {
+        self.elf_to_sec.get(i).copied().flatten()
+    }
+    pub fn section_indices(&self) -> impl Iterator<Item = SecIdx<S>> {
+        (0..self.sections.len()).map(SecIdx::new)
+    }
+    pub fn symbol_indices(&self) -> impl Iterator<Item = SymIdx<S>> {
+        (0..self.symbols.len()).map(SymIdx::new)
+    }
+    pub fn find_section(&self, name: &str) -> Option<SecIdx<S>> {
+        self.sections
+            .iter()
+            .position(|s| s.name == name)
+            .map(SecIdx::new)
+    }
+    /// The named symbol of this section covering `offset`, if any (largest value ≤ offset,
+    /// and offset inside its size, or exactly at a zero-size symbol).
+    pub fn symbol_at(&self, sec: SecIdx<S>, offset: u64) -> Option<SymIdx<S>> {
+        let s = self.sec(sec);
+        let mut best = None;
+        for &i in &s.syms {
+            let sym = self.sym(i);
+            if sym.value > offset {
+                break;
+            }
+            let covers = offset < sym.value + sym.size || (sym.size == 0 && sym.value == offset);
+            if covers {
+                // Prefer functions and objects over NOTYPE labels, globals over locals.
+                let better = match best {
+                    None => true,
+                    Some(b) => {
+                        let b: &Symbol<S> = self.sym(b);
+                        (b.kind == SymKind::NoType && sym.kind != SymKind::NoType)
+                            || (b.bind == Bind::Local && sym.bind != Bind::Local)
+                    }
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        best
+    }
+    /// The bytes of a defined symbol (empty for NOBITS or out-of-range symbols).
+    pub fn sym_bytes(&self, i: SymIdx<S>) -> &'d [u8] {
+        let sym = self.sym(i);
+        let Some(sec) = sym.section else { return &[] };
+        let data = self.sec(sec).data;
+        let start = sym.value as usize;
+        let end = start.saturating_add(sym.size as usize);
+        data.get(start..end).unwrap_or(&[])
+    }
+}

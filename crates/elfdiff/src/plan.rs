@@ -1,0 +1,445 @@
+//! Inclusion: from a diff, the exact contents of the livepatch object — which sections are
+//! copied whole, which special-section entries are kept, and where every relocation of the
+//! included code points (a copied symbol, or a symbol of the running kernel).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use object::elf;
+
+use crate::diff::{Diff, Target, Verdict};
+use crate::error::Error;
+use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
+use crate::names::is_prefix_symbol;
+
+/// Sections whose entries point into functions and must be cut per entry.
+/// `None` means the entry size must come from the target (DWARF struct) or the caller.
+const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
+    ("__mcount_loc", Some(8), None),
+    ("__bug_table", None, Some("bug_entry")),
+    ("__ex_table", None, Some("exception_table_entry")),
+    ("__jump_table", None, Some("jump_entry")),
+    (".altinstructions", None, Some("alt_instr")),
+    (".smp_locks", Some(4), None),
+    (".static_call_sites", None, Some("static_call_site")),
+    (".printk_index", None, Some("pi_entry")),
+    (".retpoline_sites", Some(4), None),
+    (".return_sites", Some(4), None),
+    (".call_sites", Some(4), None),
+    (".ibt_endbr_seal", Some(4), None),
+    (".cfi_sites", Some(4), None),
+];
+
+/// Sections objtool writes; when objtool runs again on the linked livepatch module (x86 with
+/// IBT or Clang LTO: "delayed objtool"), copies would collide with what it regenerates.
+const OBJTOOL_SECTIONS: &[&str] = &[
+    ".retpoline_sites",
+    ".return_sites",
+    ".call_sites",
+    ".ibt_endbr_seal",
+    ".cfi_sites",
+    ".static_call_sites",
+    ".orc_unwind",
+    ".orc_unwind_ip",
+    ".orc_header",
+];
+
+/// The DWARF structure that gives each special section's entry size, for callers that read
+/// it from the target.
+pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SPECIAL_SECTIONS
+        .iter()
+        .filter_map(|(s, _, st)| st.map(|st| (*s, st)))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Entry sizes by section name (from the target's DWARF or the command line).
+    pub entry_sizes: HashMap<String, u64>,
+    /// objtool will run on the linked module, so its output sections are not copied.
+    pub objtool_regenerates: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanTarget {
+    /// A symbol copied into the livepatch object (index into `Plan::symbols`).
+    Symbol(usize),
+    /// The start of a copied section (index into `Plan::sections`).
+    Section(usize),
+    /// A symbol of the object being patched (index into `Plan::externals`).
+    External(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanReloc {
+    pub offset: u64,
+    pub r_type: u32,
+    pub target: PlanTarget,
+    pub addend: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanSection {
+    pub name: String,
+    pub sh_type: u32,
+    pub sh_flags: u64,
+    pub align: u64,
+    pub entsize: u64,
+    /// Contents; for SHT_NOBITS, `size` bytes of zeros are meant and `data` is empty.
+    pub data: Vec<u8>,
+    pub size: u64,
+    pub relocs: Vec<PlanReloc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanSymbol {
+    pub name: String,
+    pub section: usize,
+    pub value: u64,
+    pub size: u64,
+    pub kind: SymKind,
+}
+
+/// A symbol of the running kernel (or module) the new code refers to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct External {
+    /// Name as in the original object (and so in the target).
+    pub name: String,
+    /// Local (static) in the original object: found in the target by its file.
+    pub local: bool,
+    /// Undefined in the object (defined in another object of the target).
+    pub undefined: bool,
+}
+
+/// A function the livepatch replaces.
+#[derive(Debug, Clone)]
+pub struct PlanFunc {
+    /// The original function's name (as in the target).
+    pub old_name: String,
+    /// Local in the original object.
+    pub old_local: bool,
+    /// The new body (index into `Plan::symbols`).
+    pub new_sym: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub sections: Vec<PlanSection>,
+    pub symbols: Vec<PlanSymbol>,
+    pub externals: Vec<External>,
+    pub funcs: Vec<PlanFunc>,
+    /// The original object's source file name (STT_FILE) and local symbol names, which
+    /// identify its locals among same-named ones in the target.
+    pub file_name: Option<String>,
+    pub orig_locals: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+struct Builder<'p, 'a, 'd> {
+    diff: &'p Diff<'a, 'd>,
+    opts: &'p PlanOptions,
+    plan: Plan,
+    sec_map: HashMap<SecIdx<Patched>, usize>,
+    sym_map: HashMap<SymIdx<Patched>, usize>,
+    ext_map: BTreeMap<External, usize>,
+    included_funcs: HashSet<SymIdx<Patched>>,
+    queue: VecDeque<SecIdx<Patched>>,
+}
+
+impl Diff<'_, '_> {
+    /// Work out what the livepatch object contains.
+    pub fn plan(&self, opts: &PlanOptions) -> Result<Plan, Error> {
+        let included_funcs: HashSet<_> = self
+            .functions
+            .iter()
+            .filter(|f| {
+                let sec = self.patched.sym(f.patched).section.expect("defined");
+                f.verdict != Verdict::Unchanged
+                    && !self.patched.sec(sec).name.starts_with(".init.")
+                    && !self.patched.sec(sec).name.starts_with(".exit.")
+            })
+            .map(|f| f.patched)
+            .collect();
+        let mut b = Builder {
+            diff: self,
+            opts,
+            plan: Plan::default(),
+            sec_map: HashMap::new(),
+            sym_map: HashMap::new(),
+            ext_map: BTreeMap::new(),
+            included_funcs,
+            queue: VecDeque::new(),
+        };
+        b.plan.file_name = self.orig.file_name.map(str::to_string);
+        b.plan.orig_locals = self
+            .orig
+            .symbols
+            .iter()
+            .filter(|s| {
+                s.bind == Bind::Local
+                    && matches!(s.kind, SymKind::Func | SymKind::Object)
+                    && s.section.is_some()
+            })
+            .map(|s| s.name.to_string())
+            .collect();
+
+        let mut funcs: Vec<_> = self
+            .functions
+            .iter()
+            .filter(|f| b.included_funcs.contains(&f.patched))
+            .collect();
+        funcs.sort_by_key(|f| f.patched);
+        for f in &funcs {
+            let sec = self.patched.sym(f.patched).section.expect("defined");
+            b.include_section(sec);
+        }
+        b.drain()?;
+        for f in &funcs {
+            if let (Verdict::Changed(_), Some(o)) = (&f.verdict, f.orig) {
+                let os = self.orig.sym(o);
+                if crate::names::split_parent(os.name).is_some() {
+                    continue; // reached through its parent's new body
+                }
+                b.plan.funcs.push(PlanFunc {
+                    old_name: os.name.to_string(),
+                    old_local: os.bind == Bind::Local,
+                    new_sym: b.sym_map[&f.patched],
+                });
+            }
+        }
+        b.special_sections()?;
+        b.drain()?;
+        Ok(b.plan)
+    }
+}
+
+impl Builder<'_, '_, '_> {
+    fn include_section(&mut self, sec: SecIdx<Patched>) -> usize {
+        if let Some(&i) = self.sec_map.get(&sec) {
+            return i;
+        }
+        let s = self.diff.patched.sec(sec);
+        let idx = self.plan.sections.len();
+        self.plan.sections.push(PlanSection {
+            name: s.name.to_string(),
+            sh_type: s.sh_type,
+            sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
+            align: s.sh_addralign,
+            entsize: s.sh_entsize,
+            data: s.data.to_vec(),
+            size: s.size,
+            relocs: Vec::new(),
+        });
+        self.sec_map.insert(sec, idx);
+        for &sym in &s.syms {
+            let y = self.diff.patched.sym(sym);
+            if y.name.is_empty() || y.kind == SymKind::NoType && y.name.starts_with(".L") {
+                continue;
+            }
+            self.sym_map.insert(sym, self.plan.symbols.len());
+            self.plan.symbols.push(PlanSymbol {
+                name: y.name.to_string(),
+                section: idx,
+                value: y.value,
+                size: y.size,
+                kind: y.kind,
+            });
+        }
+        self.queue.push_back(sec);
+        idx
+    }
+
+    fn external(&mut self, e: External) -> PlanTarget {
+        let next = self.plan.externals.len();
+        let i = *self.ext_map.entry(e.clone()).or_insert(next);
+        if i == next {
+            self.plan.externals.push(e);
+        }
+        PlanTarget::External(i)
+    }
+
+    /// Where a reference to `sym` of the patched object goes.
+    fn symbol_target(&mut self, sym: SymIdx<Patched>) -> PlanTarget {
+        let d = self.diff;
+        let t = d.patched.sym(sym);
+        if t.undefined || t.section.is_none() {
+            return self.external(External {
+                name: t.name.to_string(),
+                local: false,
+                undefined: true,
+            });
+        }
+        let sec = t.section.expect("defined");
+        let copy = match t.kind {
+            SymKind::Func => {
+                self.included_funcs.contains(&sym)
+                    || is_prefix_symbol(t.name)
+                    || !d.matched.contains_key(&sym)
+            }
+            SymKind::Object => !d.matched.contains_key(&sym),
+            _ => true,
+        };
+        if copy {
+            let idx = self.include_section(sec);
+            return match self.sym_map.get(&sym) {
+                Some(&s) => PlanTarget::Symbol(s),
+                None => PlanTarget::Section(idx),
+            };
+        }
+        let o = d.orig.sym(d.matched[&sym]);
+        self.external(External {
+            name: o.name.to_string(),
+            local: o.bind == Bind::Local,
+            undefined: false,
+        })
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        while let Some(sec) = self.queue.pop_front() {
+            let out = self.sec_map[&sec];
+            let relocs = self.diff.patched.sec(sec).relocs.clone();
+            for r in &relocs {
+                let planned = self.plan_reloc(sec, r, r.offset);
+                self.plan.sections[out].relocs.push(planned);
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_reloc(
+        &mut self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+        out_offset: u64,
+    ) -> PlanReloc {
+        let d = self.diff;
+        let (target, addend) = match d.resolve_patched(site, r) {
+            Target::Symbol { sym, addend } => {
+                let t = d.patched.sym(sym);
+                let target = self.symbol_target(sym);
+                // A section-relative reference into a copied section keeps its raw addend.
+                match target {
+                    PlanTarget::Section(_) => (target, addend + t.value as i64),
+                    _ => (target, addend),
+                }
+            }
+            Target::String { sec, .. } | Target::Anon { sec, .. } => {
+                (PlanTarget::Section(self.include_section(sec)), r.addend)
+            }
+        };
+        PlanReloc {
+            offset: out_offset,
+            r_type: r.r_type,
+            target,
+            addend,
+        }
+    }
+
+    fn entry_size(&self, name: &str) -> Option<u64> {
+        if let Some(&n) = self.opts.entry_sizes.get(name) {
+            return Some(n);
+        }
+        let fixed = SPECIAL_SECTIONS
+            .iter()
+            .find(|(s, _, _)| *s == name)
+            .and_then(|(_, n, _)| *n);
+        fixed.or_else(|| {
+            let s = self.diff.patched.sec(self.diff.patched.find_section(name)?);
+            (s.sh_entsize > 0).then_some(s.sh_entsize)
+        })
+    }
+
+    /// Does this relocation point into code the livepatch carries?
+    fn points_into_included(
+        &self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+    ) -> bool {
+        let d = self.diff;
+        let sec = match d.resolve_patched(site, r) {
+            Target::Symbol { sym, .. } => d.patched.sym(sym).section,
+            Target::Anon { sec, .. } | Target::String { sec, .. } => Some(sec),
+        };
+        sec.is_some_and(|s| {
+            d.patched.sec(s).is_exec()
+                && self.sec_map.contains_key(&s)
+                && self
+                    .included_funcs
+                    .iter()
+                    .any(|f| d.patched.sym(*f).section == Some(s))
+        })
+    }
+
+    fn special_sections(&mut self) -> Result<(), Error> {
+        let d = self.diff;
+        for (name, _, _) in SPECIAL_SECTIONS {
+            let Some(sec) = d.patched.find_section(name) else {
+                continue;
+            };
+            if self.opts.objtool_regenerates && OBJTOOL_SECTIONS.contains(name) {
+                self.plan.notes.push(format!(
+                    "{name}: left to objtool, which runs on the linked module"
+                ));
+                continue;
+            }
+            let s = d.patched.sec(sec);
+            let wanted: Vec<_> = s
+                .relocs
+                .iter()
+                .filter(|r| self.points_into_included(sec, r))
+                .map(|r| r.offset)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let size = self
+                .entry_size(name)
+                .ok_or_else(|| Error::UnknownEntrySize {
+                    object: d.patched.label.clone(),
+                    section: name.to_string(),
+                })?;
+            if size == 0 || s.size % size != 0 {
+                return Err(Error::Malformed {
+                    object: d.patched.label.clone(),
+                    what: format!(
+                        "{name} is {} bytes, not a multiple of its entry size {size}",
+                        s.size
+                    ),
+                });
+            }
+            let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
+            keep.dedup();
+            let mut data = Vec::with_capacity(keep.len() * size as usize);
+            let mut relocs = Vec::new();
+            for (k, entry) in keep.iter().enumerate() {
+                let start = entry * size;
+                let out_base = k as u64 * size;
+                data.extend_from_slice(&s.data[start as usize..(start + size) as usize]);
+                for r in s.relocs_in(start, start + size) {
+                    let planned = self.plan_reloc(sec, r, out_base + (r.offset - start));
+                    relocs.push(planned);
+                }
+            }
+            self.plan.sections.push(PlanSection {
+                name: name.to_string(),
+                sh_type: s.sh_type,
+                sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
+                align: s.sh_addralign,
+                entsize: s.sh_entsize,
+                size: data.len() as u64,
+                data,
+                relocs,
+            });
+        }
+        for s in &d.patched.sections {
+            if (s.name.starts_with(".orc_unwind") || s.name == ".orc_header")
+                && !self.opts.objtool_regenerates
+            {
+                self.plan.notes.push(format!(
+                    "{}: ORC entries are not carried; the module's objtool run must regenerate them",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! patchgen: turn an elfdiff plan into the pieces of a livepatch module — the object with the
+//! new code (`writer`), bindings of its references to the target (`target`), the module sources
+//! (`kmod`), and the klp markings applied to the linked `.ko` (`klp`).
+//!
+//! **This crate never spawns processes, writes files or prints.** It maps bytes to bytes.
+
+pub mod klp;
+pub mod kmod;
+pub mod target;
+pub mod writer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("target {target}: {what}")]
+    Target { target: String, what: String },
+    #[error("symbol {symbol} ({}) not found in target {target}: cannot bind a klp relocation to it", if *.local { "static" } else { "global, not exported" })]
+    MissingSymbol {
+        target: String,
+        symbol: String,
+        local: bool,
+    },
+    #[error("klp symbol name {name} is longer than the kernel accepts")]
+    NameTooLong { name: String },
+    #[error("module {module}: {what}")]
+    Module { module: String, what: String },
+    #[error("struct {structure} in the target: {what}")]
+    Layout { structure: String, what: String },
+    #[error("cannot write the livepatch object: {0}")]
+    Write(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

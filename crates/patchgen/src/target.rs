@@ -1,0 +1,283 @@
+//! The target kernel's symbols: its vmlinux symbol table (for `sympos` and to check that every
+//! klp relocation resolves) and Module.symvers (which symbols the module loader can resolve).
+
+use std::collections::{HashMap, HashSet};
+
+use object::elf;
+use object::read::elf::{FileHeader, Sym};
+use object::Endianness;
+
+use elfdiff::plan::External;
+
+use crate::Error;
+
+#[derive(Debug, Clone)]
+struct TSym {
+    name: String,
+    addr: u64,
+    local: bool,
+    /// Index of the STT_FILE group this local symbol belongs to (None for globals).
+    file_group: Option<usize>,
+}
+
+/// Symbols of the object being patched (vmlinux), in file order.
+#[derive(Debug)]
+pub struct TargetSymtab {
+    pub label: String,
+    syms: Vec<TSym>,
+    by_name: HashMap<String, Vec<usize>>,
+    /// (file name, indices of its local symbols)
+    groups: Vec<(String, Vec<usize>)>,
+}
+
+impl TargetSymtab {
+    pub fn parse(label: &str, data: &[u8]) -> Result<Self, Error> {
+        let bad = |what: String| Error::Target {
+            target: label.to_string(),
+            what,
+        };
+        let header = elf::FileHeader64::<Endianness>::parse(data)
+            .map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
+        let endian = header.endian().map_err(|e| bad(e.to_string()))?;
+        let sections = header
+            .sections(endian, data)
+            .map_err(|e| bad(format!("section headers: {e}")))?;
+        let symtab = sections
+            .symbols(endian, data, elf::SHT_SYMTAB)
+            .map_err(|e| bad(format!("symbol table: {e}")))?;
+        if symtab.is_empty() {
+            return Err(bad("has no symbol table (stripped?)".into()));
+        }
+        let mut syms = Vec::with_capacity(symtab.len());
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for sym in symtab.iter() {
+            let name = symtab
+                .symbol_name(endian, sym)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default();
+            match sym.st_type() {
+                elf::STT_FILE => {
+                    groups.push((name, Vec::new()));
+                    continue;
+                }
+                elf::STT_SECTION => continue,
+                _ => {}
+            }
+            if name.is_empty() || sym.st_shndx(endian) == elf::SHN_UNDEF {
+                continue;
+            }
+            let local = sym.st_bind() == elf::STB_LOCAL;
+            let idx = syms.len();
+            let file_group = if local && !groups.is_empty() {
+                let g = groups.len() - 1;
+                groups[g].1.push(idx);
+                Some(g)
+            } else {
+                None
+            };
+            syms.push(TSym {
+                name,
+                addr: sym.st_value(endian),
+                local,
+                file_group,
+            });
+        }
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in syms.iter().enumerate() {
+            by_name.entry(s.name.clone()).or_default().push(i);
+        }
+        // kallsyms orders same-named symbols by address: that is what sympos counts.
+        for v in by_name.values_mut() {
+            v.sort_by_key(|&i| (syms[i].addr, i));
+        }
+        Ok(TargetSymtab {
+            label: label.to_string(),
+            syms,
+            by_name,
+            groups,
+        })
+    }
+
+    /// The file group that holds the original object's locals: same file name, containing all
+    /// (or, failing that, most) of the given local names.
+    fn find_group(&self, file: &str, locals: &[String]) -> Result<usize, Error> {
+        let mut best: Vec<(usize, usize)> = Vec::new();
+        for (g, (name, members)) in self.groups.iter().enumerate() {
+            if name != file {
+                continue;
+            }
+            let names: HashSet<&str> = members
+                .iter()
+                .map(|&i| self.syms[i].name.as_str())
+                .collect();
+            let hits = locals.iter().filter(|l| names.contains(l.as_str())).count();
+            best.push((hits, g));
+        }
+        best.sort_by(|a, b| b.cmp(a));
+        match best.as_slice() {
+            [] => Err(Error::Target {
+                target: self.label.clone(),
+                what: format!("no symbols of source file {file} (is this the kernel the objects were built for?)"),
+            }),
+            [(hits, _), (hits2, _), ..] if hits == hits2 => Err(Error::Target {
+                target: self.label.clone(),
+                what: format!("several files named {file} have the same local symbols; cannot tell which one the patch changes"),
+            }),
+            [(_, g), ..] => Ok(*g),
+        }
+    }
+
+    /// sympos of symbol index `i`: 0 when its name is unique, else its 1-based rank.
+    fn sympos(&self, i: usize) -> u64 {
+        let all = &self.by_name[&self.syms[i].name];
+        if all.len() == 1 {
+            0
+        } else {
+            all.iter().position(|&j| j == i).expect("member") as u64 + 1
+        }
+    }
+
+    /// Resolve a reference to a symbol of the target; returns its sympos.
+    pub fn locate(
+        &self,
+        ext: &External,
+        file: Option<&str>,
+        locals: &[String],
+    ) -> Result<u64, Error> {
+        let missing = || Error::MissingSymbol {
+            target: self.label.clone(),
+            symbol: ext.name.clone(),
+            local: ext.local,
+        };
+        let cands = self.by_name.get(&ext.name).ok_or_else(missing)?;
+        if ext.local {
+            let file = file.ok_or_else(|| Error::Target {
+                target: self.label.clone(),
+                what: format!(
+                    "local symbol {} referenced but the object has no STT_FILE symbol",
+                    ext.name
+                ),
+            })?;
+            let g = self.find_group(file, locals)?;
+            let i = cands
+                .iter()
+                .copied()
+                .find(|&i| self.syms[i].file_group == Some(g))
+                .ok_or_else(missing)?;
+            Ok(self.sympos(i))
+        } else {
+            let i = cands
+                .iter()
+                .copied()
+                .find(|&i| !self.syms[i].local)
+                .ok_or_else(missing)?;
+            Ok(self.sympos(i))
+        }
+    }
+
+    /// All (name, sympos) pairs, for checks.
+    pub fn count(&self, name: &str) -> usize {
+        self.by_name.get(name).map_or(0, Vec::len)
+    }
+}
+
+/// Exported symbols from Module.symvers (`crc name module export-type [namespace]`).
+#[derive(Debug, Default)]
+pub struct Symvers {
+    exported: HashMap<String, String>,
+}
+
+impl Symvers {
+    pub fn parse(label: &str, text: &str) -> Result<Self, Error> {
+        let mut exported = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() < 4 {
+                return Err(Error::Target {
+                    target: label.to_string(),
+                    what: format!(
+                        "line {}: not a Module.symvers line (crc, name, module, export type)",
+                        n + 1
+                    ),
+                });
+            }
+            exported.insert(f[1].to_string(), f[2].to_string());
+        }
+        Ok(Symvers { exported })
+    }
+    /// Whether `name` is exported by vmlinux (or by a module; then the module's name).
+    pub fn exporter(&self, name: &str) -> Option<&str> {
+        self.exported.get(name).map(String::as_str)
+    }
+    pub fn len(&self) -> usize {
+        self.exported.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.exported.is_empty()
+    }
+}
+
+/// How one external reference is bound in the livepatch module.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Binding {
+    /// An exported symbol: an ordinary relocation the module loader resolves.
+    Plain { name: String },
+    /// A klp relocation through `.klp.sym.<objname>.<name>,<sympos>`.
+    Klp {
+        objname: String,
+        name: String,
+        sympos: u64,
+    },
+}
+
+impl Binding {
+    /// The symbol name used in the livepatch object.
+    pub fn symbol_name(&self) -> String {
+        match self {
+            Binding::Plain { name } => name.clone(),
+            Binding::Klp {
+                objname,
+                name,
+                sympos,
+            } => format!(".klp.sym.{objname}.{name},{sympos}"),
+        }
+    }
+}
+
+/// Names the kernel parses with fixed limits (`%55[^.]` and `%511[^,]`).
+const MAX_OBJNAME: usize = 55;
+const MAX_SYMNAME: usize = 511;
+
+/// Decide how each external of a plan is bound; every klp symbol is checked against the
+/// target's symbol table.
+pub fn bind_externals(
+    plan: &elfdiff::Plan,
+    objname: &str,
+    symtab: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Vec<Binding>, Error> {
+    plan.externals
+        .iter()
+        .map(|ext| {
+            if !ext.local && symvers.exporter(&ext.name).is_some() {
+                return Ok(Binding::Plain {
+                    name: ext.name.clone(),
+                });
+            }
+            let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+            if objname.len() > MAX_OBJNAME || ext.name.len() > MAX_SYMNAME {
+                return Err(Error::NameTooLong {
+                    name: format!("{objname}.{}", ext.name),
+                });
+            }
+            Ok(Binding::Klp {
+                objname: objname.to_string(),
+                name: ext.name.clone(),
+                sympos,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! Write the livepatch object (`klpgen_patch.o`): the planned sections with their relocations,
+//! local copies of the new functions plus a global alias per replaced function for the hook,
+//! and undefined `.klp.sym.*` symbols for references that become klp relocations once the
+//! module is linked (see `klp.rs`).
+
+use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
+use object::{
+    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionFlags, SectionKind,
+    SymbolFlags, SymbolKind, SymbolScope,
+};
+
+use elfdiff::model::SymKind;
+use elfdiff::plan::PlanTarget;
+use elfdiff::Plan;
+
+use crate::target::Binding;
+use crate::Error;
+
+/// The global symbol the hook uses for the new body of replaced function `i`.
+pub fn new_func_alias(i: usize) -> String {
+    format!("__klpgen_func_{i}")
+}
+
+fn kind_of(sh_type: u32, flags: u64) -> SectionKind {
+    let f = |x: u32| flags & u64::from(x) != 0;
+    if sh_type == elf::SHT_NOBITS {
+        SectionKind::UninitializedData
+    } else if f(elf::SHF_EXECINSTR) {
+        SectionKind::Text
+    } else if f(elf::SHF_STRINGS) {
+        SectionKind::ReadOnlyString
+    } else if f(elf::SHF_WRITE) {
+        SectionKind::Data
+    } else if f(elf::SHF_ALLOC) {
+        SectionKind::ReadOnlyData
+    } else {
+        SectionKind::Other
+    }
+}
+
+/// Serialise a plan whose externals are bound by `bindings` (same order as `plan.externals`).
+/// `alias_base` numbers the aliases so several objects can go into one module.
+pub fn write_patch_object(
+    plan: &Plan,
+    bindings: &[Binding],
+    alias_base: usize,
+) -> Result<Vec<u8>, Error> {
+    if bindings.len() != plan.externals.len() {
+        return Err(Error::Internal(format!(
+            "{} bindings for {} externals",
+            bindings.len(),
+            plan.externals.len()
+        )));
+    }
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut secs: Vec<SectionId> = Vec::with_capacity(plan.sections.len());
+    for s in &plan.sections {
+        let id = obj.add_section(
+            Vec::new(),
+            s.name.as_bytes().to_vec(),
+            kind_of(s.sh_type, s.sh_flags),
+        );
+        // Keep the original flags, but not merge/strings (we copy whole sections and the
+        // linker must not deduplicate across them) or group membership.
+        let keep =
+            !u64::from(elf::SHF_MERGE | elf::SHF_STRINGS | elf::SHF_GROUP | elf::SHF_LINK_ORDER);
+        obj.section_mut(id).flags = SectionFlags::Elf {
+            sh_flags: s.sh_flags & keep,
+        };
+        let align = s.align.max(1);
+        if s.sh_type == elf::SHT_NOBITS {
+            obj.append_section_bss(id, s.size, align);
+        } else {
+            obj.set_section_data(id, s.data.clone(), align);
+        }
+        secs.push(id);
+    }
+    let gnu_stack = obj.add_section(Vec::new(), b".note.GNU-stack".to_vec(), SectionKind::Other);
+    obj.section_mut(gnu_stack).flags = SectionFlags::Elf { sh_flags: 0 };
+
+    let mut syms: Vec<SymbolId> = Vec::with_capacity(plan.symbols.len());
+    for s in &plan.symbols {
+        let kind = match s.kind {
+            SymKind::Func => SymbolKind::Text,
+            SymKind::Object => SymbolKind::Data,
+            _ => SymbolKind::Unknown,
+        };
+        syms.push(obj.add_symbol(Symbol {
+            name: s.name.as_bytes().to_vec(),
+            value: s.value,
+            size: s.size,
+            kind,
+            scope: SymbolScope::Compilation,
+            weak: false,
+            section: SymbolSection::Section(secs[s.section]),
+            flags: SymbolFlags::None,
+        }));
+    }
+    for (i, f) in plan.funcs.iter().enumerate() {
+        let s = &plan.symbols[f.new_sym];
+        obj.add_symbol(Symbol {
+            name: new_func_alias(alias_base + i).into_bytes(),
+            value: s.value,
+            size: s.size,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Dynamic,
+            weak: false,
+            section: SymbolSection::Section(secs[s.section]),
+            flags: SymbolFlags::None,
+        });
+    }
+    let mut ext_ids = Vec::with_capacity(bindings.len());
+    for b in bindings {
+        ext_ids.push(obj.add_symbol(Symbol {
+            name: b.symbol_name().into_bytes(),
+            value: 0,
+            size: 0,
+            kind: SymbolKind::Unknown,
+            scope: SymbolScope::Dynamic,
+            weak: false,
+            section: SymbolSection::Undefined,
+            flags: SymbolFlags::None,
+        }));
+    }
+
+    for (si, s) in plan.sections.iter().enumerate() {
+        for r in &s.relocs {
+            let symbol = match r.target {
+                PlanTarget::Symbol(i) => syms[i],
+                PlanTarget::Section(i) => obj.section_symbol(secs[i]),
+                PlanTarget::External(i) => ext_ids[i],
+            };
+            obj.add_relocation(
+                secs[si],
+                Relocation {
+                    offset: r.offset,
+                    symbol,
+                    addend: r.addend,
+                    flags: RelocationFlags::Elf { r_type: r.r_type },
+                },
+            )
+            .map_err(|e| Error::Write(format!("relocation in {}: {e}", s.name)))?;
+        }
+    }
+    obj.write().map_err(|e| Error::Write(e.to_string()))
+}

@@ -1,0 +1,383 @@
+//! `klpgen build`: the pipeline from patches to a livepatch module.
+//! config check → affected units → original objects → apply patches → patched objects →
+//! revert (always) → diff → plan → bind to the target → module sources → kbuild → klp markings
+//! → structural check.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use elfdiff::{Diff, Object, PlanOptions};
+use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
+use patchgen::target::{bind_externals, Binding, Symvers, TargetSymtab};
+
+use crate::diffcmd::{entry_sizes, verdict, write_file};
+use crate::kbuild::{self, DiffBuild};
+use crate::kernel::{check_config, Tree};
+use crate::patch::{self, Applied, PatchFile};
+use crate::process::Interrupt;
+use crate::{BuildArgs, HookArg, Verdict};
+
+fn stage(t0: &Instant, what: &str) {
+    eprintln!("klpgen: [{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// `livepatch-<name>`; kernel module names are at most 55 characters.
+fn module_name(args: &BuildArgs) -> Result<String> {
+    let raw = match &args.name {
+        Some(n) => n.clone(),
+        None => args.patches[0]
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "patch".into()),
+    };
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("livepatch-{clean}");
+    if name.len() > 55 {
+        bail!(
+            "module name {name} is longer than the kernel's 55 characters; pass a shorter --name"
+        );
+    }
+    Ok(name)
+}
+
+fn tree_workdir(tree: &Tree) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(tree.source.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(tree.build.as_os_str().as_encoded_bytes());
+    let key: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    kbuild::cache_root().join("trees").join(key)
+}
+
+pub fn run(args: BuildArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let intr = Interrupt::install()?;
+    let tree = Tree::open(
+        &args.sourcedir,
+        args.builddir.as_deref(),
+        args.config.as_deref(),
+        args.vmlinux.as_deref(),
+    )?;
+    check_config(&tree.config, &tree.config_path)?;
+    tree.check_target()?;
+    let module = module_name(&args)?;
+    let patches: Vec<PatchFile> = args
+        .patches
+        .iter()
+        .map(|p| PatchFile::load(p))
+        .collect::<Result<_>>()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let hook = match args.hook {
+        HookArg::Rust => HookLang::Rust,
+        HookArg::C => HookLang::C,
+        HookArg::Auto if tree.config.is_set("CONFIG_RUST") => HookLang::Rust,
+        HookArg::Auto => HookLang::C,
+    };
+
+    let workdir = tree_workdir(&tree);
+    fs::create_dir_all(&workdir).with_context(|| format!("cannot create {}", workdir.display()))?;
+    if patch::recover(&workdir, &intr)? {
+        eprintln!(
+            "klpgen: restored {} from an interrupted earlier run",
+            tree.source.display()
+        );
+    }
+    let run_dir = workdir.join("runs").join(&module);
+    if run_dir.exists() {
+        fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot clean {}", run_dir.display()))?;
+    }
+    for d in ["orig", "patched", "module"] {
+        fs::create_dir_all(run_dir.join(d))?;
+    }
+
+    let mut files: Vec<String> = patches
+        .iter()
+        .flat_map(|p| p.files.iter().cloned())
+        .collect();
+    files.dedup();
+    let units = kbuild::affected_units(&tree, &files)?;
+    if units.is_empty() {
+        eprintln!(
+            "klpgen: the patches touch no compiled file ({})",
+            files.join(", ")
+        );
+        return Err(Verdict::NoChange.into());
+    }
+    for u in &units {
+        if let Some(m) = kbuild::module_of_unit(&tree, u) {
+            return Err(Verdict::Refused(format!(
+                "{u} is part of module {m}; patching modules is not supported yet (only vmlinux)"
+            ))
+            .into());
+        }
+    }
+    stage(
+        &t0,
+        &format!("{} unit(s) affected: {}", units.len(), units.join(" ")),
+    );
+
+    let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
+    stage(&t0, "building original objects (function sections)");
+    let built = diffbuild.build_units(
+        &tree,
+        &units,
+        jobs,
+        &run_dir.join("orig.log"),
+        "building the original objects",
+        &intr,
+    )?;
+    for (u, p) in units.iter().zip(&built) {
+        copy_to(p, &run_dir.join("orig").join(u))?;
+    }
+    intr.check()?;
+
+    stage(&t0, "applying patches");
+    let applied = Applied::apply(&tree.source, &patches, &workdir, &intr)?;
+    stage(&t0, "building patched objects");
+    let patched_build = diffbuild
+        .build_units(
+            &tree,
+            &units,
+            jobs,
+            &run_dir.join("patched.log"),
+            "building the patched objects",
+            &intr,
+        )
+        .and_then(|paths| {
+            units
+                .iter()
+                .zip(&paths)
+                .try_for_each(|(u, p)| copy_to(p, &run_dir.join("patched").join(u)))
+        });
+    // The patched objects must not be mistaken for original ones by the next run.
+    diffbuild.forget(&units);
+    let reverted = applied.revert();
+    patched_build?;
+    reverted.context("restoring the source tree")?;
+    stage(&t0, "patches reverted, source tree restored");
+    intr.check()?;
+
+    // The target: symbols, exports, layouts.
+    let vmlinux = fs::read(&tree.vmlinux)
+        .with_context(|| format!("cannot read {}", tree.vmlinux.display()))?;
+    let vm_label = tree.vmlinux.display().to_string();
+    let symtab = TargetSymtab::parse(&vm_label, &vmlinux)?;
+    let symvers_text = fs::read_to_string(&tree.symvers)?;
+    let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
+    let sizes = entry_sizes(Some((&vm_label, &vmlinux)), &[])?;
+    let objtool_regenerates = tree.config.is_set("CONFIG_OBJTOOL")
+        && (tree.config.is_set("CONFIG_X86_KERNEL_IBT") || tree.config.is_set("CONFIG_LTO_CLANG"));
+    if tree.config.is_set("CONFIG_UNWINDER_ORC") && !objtool_regenerates {
+        bail!("this target runs objtool per object (no IBT, no Clang LTO); carrying ORC data into the livepatch for such targets is not supported yet");
+    }
+
+    stage(&t0, "diffing");
+    let mut summary = Summary::default();
+    let mut objects = Vec::new();
+    let mut refusals = Vec::new();
+    let mut hook_funcs = Vec::new();
+    let mut all_bindings: Vec<Binding> = Vec::new();
+    for u in &units {
+        let ob = fs::read(run_dir.join("orig").join(u))?;
+        let pb = fs::read(run_dir.join("patched").join(u))?;
+        if ob == pb {
+            continue;
+        }
+        let orig = Object::parse(format!("{u} (original)"), &ob)?;
+        let patched = Object::parse(format!("{u} (patched)"), &pb)?;
+        let diff = Diff::new(&orig, &patched);
+        let report = diff.report();
+        crate::diffcmd::print_text(u, &report);
+        refusals.extend(report.refused.iter().cloned());
+        if report.changed.is_empty() && report.new.is_empty() {
+            continue;
+        }
+        summary.changed.extend(report.changed.iter().cloned());
+        summary.new.extend(report.new.iter().cloned());
+        if !report.refused.is_empty() {
+            continue;
+        }
+        let plan = diff.plan(&PlanOptions {
+            entry_sizes: sizes.clone(),
+            objtool_regenerates,
+        })?;
+        let bindings = bind_externals(&plan, "vmlinux", &symtab, &symvers)
+            .with_context(|| format!("binding the references of {u}"))?;
+        let base = hook_funcs.len();
+        for (i, f) in plan.funcs.iter().enumerate() {
+            let ext = elfdiff::plan::External {
+                name: f.old_name.clone(),
+                local: f.old_local,
+                undefined: false,
+            };
+            let sympos = symtab.locate(&ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+            hook_funcs.push(HookFunc {
+                old_name: f.old_name.clone(),
+                sympos,
+                new_symbol: patchgen::writer::new_func_alias(base + i),
+            });
+        }
+        let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
+        objects.push(bytes);
+        all_bindings.extend(bindings);
+    }
+    let fake = elfdiff::Report {
+        changed: summary.changed.clone(),
+        new: summary.new.clone(),
+        refused: refusals,
+        ignored: vec![],
+    };
+    if let Some(v) = verdict(&fake) {
+        return Err(v.into());
+    }
+    if hook_funcs.is_empty() {
+        return Err(Verdict::Refused(
+            "only new functions and no changed one: nothing would call the new code".into(),
+        )
+        .into());
+    }
+
+    stage(
+        &t0,
+        &format!("writing module sources ({} hook)", hook.as_str()),
+    );
+    let layouts = match hook {
+        HookLang::Rust => elfdiff::dwarf::struct_layouts(
+            &vm_label,
+            &vmlinux,
+            &kmod::KLP_STRUCTS,
+            "livepatch/core.c",
+        )
+        .context(
+            "reading klp_* layouts for the Rust hook (use --hook c for targets without DWARF)",
+        )?,
+        HookLang::C => HashMap::new(),
+    };
+    let spec = ModuleSpec {
+        module: module.clone(),
+        description: format!(
+            "livepatch built by klpgen from {}",
+            args.patches
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        objects: vec![HookObject {
+            name: None,
+            funcs: hook_funcs.clone(),
+        }],
+        replace: !args.non_replace,
+    };
+    let moddir = run_dir.join("module");
+    for (name, text) in kmod::render(&spec, hook, &layouts)? {
+        fs::write(moddir.join(name), text)?;
+    }
+    // Several objects: link them into one before kbuild sees them.
+    let patch_obj = moddir.join("klpgen_patch.o");
+    match objects.len() {
+        1 => fs::write(&patch_obj, &objects[0])?,
+        _ => {
+            let mut parts = Vec::new();
+            for (i, o) in objects.iter().enumerate() {
+                let p = moddir.join(format!("klpgen_part{i}.o"));
+                fs::write(&p, o)?;
+                parts.push(p);
+            }
+            link_relocatable(&parts, &patch_obj, &intr)?;
+        }
+    }
+    stage(&t0, "building the module with the target's kbuild");
+    let ko = kbuild::build_module(&tree, &moddir, &module, jobs, &intr)?;
+    let linked = fs::read(&ko)?;
+    let (final_ko, klp) = patchgen::klp::finalize_module(&module, &linked)?;
+    let findings = patchgen::klp::check_module(&module, &final_ko)?;
+    if !findings.is_empty() {
+        let list: Vec<String> = findings
+            .iter()
+            .map(|f| format!("  [{}] {}", f.key, f.detail))
+            .collect();
+        bail!(
+            "the generated module failed its checks:\n{}",
+            list.join("\n")
+        );
+    }
+    let out = args.output.join(format!("{module}.ko"));
+    write_file(&out, &final_ko)?;
+    stage(&t0, "done");
+
+    let klp_relocs: usize = klp.sections.iter().map(|(_, n)| n).sum();
+    println!("livepatch module: {}", out.display());
+    println!("  kernel:          {}", tree.release);
+    println!("  hook:            {}", hook.as_str());
+    println!("  changed:         {}", join_or_none(&summary.changed));
+    println!("  new:             {}", join_or_none(&summary.new));
+    println!(
+        "  klp relocations: {klp_relocs} in {} section(s)",
+        klp.sections.len()
+    );
+    for b in all_bindings
+        .iter()
+        .filter(|b| matches!(b, Binding::Klp { .. }))
+    {
+        println!("    {}", b.symbol_name());
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Summary {
+    changed: Vec<String>,
+    new: Vec<String>,
+}
+
+fn join_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn copy_to(from: &Path, to: &Path) -> Result<()> {
+    if let Some(d) = to.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn link_relocatable(parts: &[PathBuf], out: &Path, intr: &Interrupt) -> Result<()> {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["-r".as_ref(), "-o".as_ref(), out.as_os_str()];
+    for p in parts {
+        args.push(p.as_os_str());
+    }
+    let o = crate::process::run("ld", args, None, &[], None, intr)?;
+    if !o.success {
+        bail!("linking the livepatch objects failed:\n{}", o.stderr);
+    }
+    Ok(())
+}

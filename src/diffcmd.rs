@@ -1,0 +1,163 @@
+//! `klpgen diff`: the differ on one object pair, optionally writing the livepatch object.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use elfdiff::{Diff, Object, PlanOptions, Report};
+use patchgen::target::{bind_externals, Symvers, TargetSymtab};
+
+use crate::{DiffArgs, Format, Verdict};
+
+/// Entry sizes of special sections: the target's DWARF first, then the command line.
+pub fn entry_sizes(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    if let Some((label, data)) = target {
+        let wanted: Vec<&str> = elfdiff::plan::special_section_structs()
+            .map(|(_, s)| s)
+            .collect();
+        // A target without DWARF simply contributes nothing here.
+        if let Ok(layouts) = elfdiff::dwarf::struct_layouts(label, data, &wanted, "") {
+            for (sec, st) in elfdiff::plan::special_section_structs() {
+                if let Some(l) = layouts.get(st) {
+                    sizes.insert(sec.to_string(), l.size);
+                }
+            }
+        }
+    }
+    for e in cli {
+        let (sec, n) = e
+            .split_once('=')
+            .with_context(|| format!("--entry-size {e}: expected SECTION=BYTES"))?;
+        let n: u64 = n
+            .parse()
+            .with_context(|| format!("--entry-size {e}: not a number"))?;
+        sizes.insert(sec.to_string(), n);
+    }
+    Ok(sizes)
+}
+
+/// Turn a report into the verdict klpgen stops with, if any.
+pub fn verdict(report: &Report) -> Option<Verdict> {
+    if !report.refused.is_empty() {
+        let lines: Vec<String> = report
+            .refused
+            .iter()
+            .map(|r| {
+                format!(
+                    "\n  [{}] {} in {}: {}\n    hint: {}",
+                    r.key, r.symbol, r.section, r.reason, r.hint
+                )
+            })
+            .collect();
+        return Some(Verdict::Refused(format!(
+            "{} unsupported change(s):{}",
+            report.refused.len(),
+            lines.concat()
+        )));
+    }
+    if report.changed.is_empty() && report.new.is_empty() {
+        return Some(Verdict::NoChange);
+    }
+    None
+}
+
+pub fn print_text(label: &str, r: &Report) {
+    println!("{label}:");
+    for f in &r.changed {
+        println!("  changed  {f}");
+    }
+    for f in &r.new {
+        println!("  new      {f}");
+    }
+    for f in &r.refused {
+        println!("  refused  {} ({})", f.symbol, f.key);
+    }
+}
+
+pub fn run(a: DiffArgs) -> Result<()> {
+    let ob = fs::read(&a.orig).with_context(|| format!("cannot read {}", a.orig.display()))?;
+    let pb =
+        fs::read(&a.patched).with_context(|| format!("cannot read {}", a.patched.display()))?;
+    let orig = Object::parse(a.orig.display().to_string(), &ob)?;
+    let patched = Object::parse(a.patched.display().to_string(), &pb)?;
+    let diff = Diff::new(&orig, &patched);
+    let report = diff.report();
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print_text(&a.patched.display().to_string(), &report),
+    }
+    if let Some(v) = verdict(&report) {
+        return Err(v.into());
+    }
+    if let Some(out) = &a.output {
+        let symtab_bytes = match &a.symtab {
+            Some(p) => fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            None => ob.clone(),
+        };
+        let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
+        let sizes = entry_sizes(
+            a.symtab
+                .is_some()
+                .then_some((label.as_str(), &symtab_bytes[..])),
+            &a.entry_size,
+        )?;
+        let plan = diff.plan(&PlanOptions {
+            entry_sizes: sizes,
+            objtool_regenerates: false,
+        })?;
+        let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
+        let symvers = match &a.symvers {
+            Some(p) => Symvers::parse(&p.display().to_string(), &fs::read_to_string(p)?)?,
+            None => Symvers::default(),
+        };
+        let bindings = if a.symvers.is_some() {
+            bind_externals(&plan, &a.objname, &symtab, &symvers)?
+        } else {
+            bind_without_symvers(&plan, &a.objname, &symtab)?
+        };
+        let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;
+        write_file(out, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Without Module.symvers, globals are taken as exported; statics become klp relocations.
+fn bind_without_symvers(
+    plan: &elfdiff::Plan,
+    objname: &str,
+    symtab: &TargetSymtab,
+) -> Result<Vec<patchgen::target::Binding>> {
+    use patchgen::target::Binding;
+    plan.externals
+        .iter()
+        .map(|e| {
+            if !e.local {
+                return Ok(Binding::Plain {
+                    name: e.name.clone(),
+                });
+            }
+            let sympos = symtab.locate(e, plan.file_name.as_deref(), &plan.orig_locals)?;
+            Ok(Binding::Klp {
+                objname: objname.to_string(),
+                name: e.name.clone(),
+                sympos,
+            })
+        })
+        .collect()
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("klpgen-tmp");
+    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if !path.is_file() {
+        bail!("{} was not written", path.display());
+    }
+    Ok(())
+}

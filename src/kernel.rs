@@ -1,0 +1,182 @@
+//! The kernel tree and its target build: where the sources, `.config`, vmlinux and
+//! Module.symvers are, and whether the configuration can carry a livepatch at all.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// A parsed `.config`: option → value (`y`, `m`, a number or a quoted string).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub values: HashMap<String, String>,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Self {
+        let values = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("CONFIG_"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config { values }
+    }
+    pub fn is_set(&self, opt: &str) -> bool {
+        matches!(self.values.get(opt).map(String::as_str), Some("y"))
+    }
+}
+
+/// What a livepatch needs from the kernel configuration: every entry must hold.
+/// Each alternative list is satisfied by any one of its options.
+const REQUIRED: &[(&[&str], &str)] = &[
+    (&["CONFIG_LIVEPATCH"], "the livepatch core itself"),
+    (&["CONFIG_MODULES"], "a livepatch is a module"),
+    (
+        &["CONFIG_KALLSYMS_ALL"],
+        "klp relocations resolve static functions and data through kallsyms",
+    ),
+    (
+        &[
+            "CONFIG_DYNAMIC_FTRACE_WITH_REGS",
+            "CONFIG_DYNAMIC_FTRACE_WITH_ARGS",
+        ],
+        "livepatch redirects functions through ftrace",
+    ),
+    (
+        &["CONFIG_SYSFS"],
+        "the livepatch core is controlled through /sys/kernel/livepatch",
+    ),
+];
+
+/// Refuse configurations that cannot work, naming the option.
+pub fn check_config(cfg: &Config, path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    for (alts, why) in REQUIRED {
+        if !alts.iter().any(|o| cfg.is_set(o)) {
+            missing.push(format!("  {} is not set: {why}", alts.join(" or ")));
+        }
+    }
+    if cfg.is_set("CONFIG_TRIM_UNUSED_KSYMS") {
+        missing.push(
+            "  CONFIG_TRIM_UNUSED_KSYMS is set: exports a livepatch needs may have been trimmed"
+                .into(),
+        );
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the kernel configuration {} cannot carry a livepatch:\n{}",
+            path.display(),
+            missing.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The paths of one kernel: sources, the target build, and its artefacts.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub source: PathBuf,
+    pub build: PathBuf,
+    pub config_path: PathBuf,
+    pub config_text: String,
+    pub config: Config,
+    pub vmlinux: PathBuf,
+    pub symvers: PathBuf,
+    pub release: String,
+}
+
+impl Tree {
+    pub fn open(
+        source: &Path,
+        build: Option<&Path>,
+        config: Option<&Path>,
+        vmlinux: Option<&Path>,
+    ) -> Result<Self> {
+        let source = source
+            .canonicalize()
+            .with_context(|| format!("kernel source tree {} does not exist", source.display()))?;
+        if !source.join("Makefile").is_file() || !source.join("kernel").is_dir() {
+            bail!(
+                "{} is not a kernel source tree (no Makefile and kernel/)",
+                source.display()
+            );
+        }
+        let build = match build {
+            Some(b) => b.canonicalize().with_context(|| {
+                format!("kernel build directory {} does not exist", b.display())
+            })?,
+            None => source.clone(),
+        };
+        let config_path = config.map_or_else(|| build.join(".config"), Path::to_path_buf);
+        let config_text = std::fs::read_to_string(&config_path).with_context(|| {
+            format!(
+                "cannot read the kernel configuration {} (pass --config)",
+                config_path.display()
+            )
+        })?;
+        let config = Config::parse(&config_text);
+        let vmlinux = vmlinux.map_or_else(|| build.join("vmlinux"), Path::to_path_buf);
+        let symvers = build.join("Module.symvers");
+        let release = std::fs::read_to_string(build.join("include/config/kernel.release"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Ok(Tree {
+            source,
+            build,
+            config_path,
+            config_text,
+            config,
+            vmlinux,
+            symvers,
+            release,
+        })
+    }
+
+    /// Check that the target build has what klpgen reads from it.
+    pub fn check_target(&self) -> Result<()> {
+        for (p, what) in [
+            (&self.vmlinux, "the target vmlinux (pass --vmlinux)"),
+            (&self.symvers, "Module.symvers of the target build"),
+        ] {
+            if !p.is_file() {
+                bail!(
+                    "{} not found: {what}; build the target kernel first",
+                    p.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_livepatch_is_named() {
+        let cfg = Config::parse("CONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n# CONFIG_LIVEPATCH is not set\n");
+        let err = check_config(&cfg, Path::new(".config"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONFIG_LIVEPATCH is not set"), "{err}");
+        assert!(!err.contains("CONFIG_MODULES is"), "{err}");
+    }
+
+    #[test]
+    fn ftrace_alternatives_are_either() {
+        let cfg = Config::parse("CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_REGS=y\n");
+        check_config(&cfg, Path::new(".config")).unwrap();
+        let cfg = Config::parse(
+            "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\n",
+        );
+        let err = check_config(&cfg, Path::new(".config"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONFIG_DYNAMIC_FTRACE_WITH_REGS or CONFIG_DYNAMIC_FTRACE_WITH_ARGS"),
+            "{err}"
+        );
+    }
+}

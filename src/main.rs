@@ -1,0 +1,155 @@
+//! klpgen: build Linux kernel livepatch modules from source patches.
+//! The binary parses arguments once, runs one command, and maps errors to stable exit codes.
+
+mod build;
+mod diffcmd;
+mod kbuild;
+mod kernel;
+mod patch;
+mod process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes shared by every command.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const REFUSED: u8 = 2;
+    pub const NO_CHANGE: u8 = 3;
+    pub const KERNEL_BUILD: u8 = 4;
+}
+
+/// A run that ends with a verdict rather than an error.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Unsupported change(s); the message lists them.
+    Refused(String),
+    NoChange,
+}
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Refused(m) => write!(f, "refused: {m}"),
+            Verdict::NoChange => f.write_str("no functional change"),
+        }
+    }
+}
+impl std::error::Error for Verdict {}
+
+#[derive(Parser)]
+#[command(
+    name = "klpgen",
+    version,
+    about = "Build Linux kernel livepatch modules from source patches"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum HookArg {
+    Auto,
+    Rust,
+    C,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a livepatch module from one or more patches.
+    Build(BuildArgs),
+    /// Diff one original/patched object pair and print changed and new functions.
+    Diff(DiffArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Kernel source tree the patches apply to.
+    #[arg(short = 's', long)]
+    pub sourcedir: PathBuf,
+    /// The target kernel's build directory (its vmlinux, Module.symvers, .config); default: the source tree.
+    #[arg(long)]
+    pub builddir: Option<PathBuf>,
+    /// The target kernel's .config (default: BUILDDIR/.config).
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// The target vmlinux (default: BUILDDIR/vmlinux).
+    #[arg(short = 'v', long)]
+    pub vmlinux: Option<PathBuf>,
+    /// Parallel jobs for kbuild.
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Livepatch name: the module is livepatch-NAME (default: the first patch's file stem).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Output directory for livepatch-NAME.ko.
+    #[arg(short = 'o', long, default_value = ".")]
+    pub output: PathBuf,
+    /// Hook language: Rust where the kernel has CONFIG_RUST=y, else C.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hook: HookArg,
+    /// Stack on earlier livepatches instead of replacing them atomically.
+    #[arg(short = 'R', long)]
+    pub non_replace: bool,
+    /// Patches (unified diffs, -p1 from the source tree root).
+    #[arg(required = true)]
+    pub patches: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    pub orig: PathBuf,
+    pub patched: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write the livepatch object for this pair.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Target symbol table (vmlinux); default: ORIG's own symbols.
+    #[arg(long)]
+    pub symtab: Option<PathBuf>,
+    /// Module.symvers of the target (which symbols are exported).
+    #[arg(long)]
+    pub symvers: Option<PathBuf>,
+    /// Object name for klp symbols (vmlinux or a module name).
+    #[arg(long, default_value = "vmlinux")]
+    pub objname: String,
+    /// Entry size of a special section, SECTION=BYTES.
+    #[arg(long = "entry-size")]
+    pub entry_size: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => build::run(a),
+        Command::Diff(a) => diffcmd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            let code = if let Some(v) = e.downcast_ref::<Verdict>() {
+                match v {
+                    Verdict::Refused(_) => exit::REFUSED,
+                    Verdict::NoChange => exit::NO_CHANGE,
+                }
+            } else if e.downcast_ref::<kbuild::KernelBuildFailed>().is_some() {
+                exit::KERNEL_BUILD
+            } else {
+                exit::ERROR
+            };
+            eprintln!("klpgen: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Source patches: what they touch, and applying them to the tree with GNU patch so that the
+//! tree is always restored — on success, on error, on SIGINT/SIGTERM, and (through a journal
+//! written before any change) on the next run after a SIGKILL. File times are restored too,
+//! so the user's own builds do not see spurious changes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::process::{self, Interrupt};
+
+/// A patch file as given on the command line.
+#[derive(Debug, Clone)]
+pub struct PatchFile {
+    pub path: PathBuf,
+    pub text: String,
+    /// Files it touches, relative to the tree root (`-p1`).
+    pub files: Vec<String>,
+}
+
+impl PatchFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            fs::read(path).with_context(|| format!("cannot read patch {}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("patch {} is not UTF-8 text", path.display()))?;
+        let files = touched_files(&text).with_context(|| format!("patch {}", path.display()))?;
+        if files.is_empty() {
+            bail!(
+                "patch {} changes no file (is it a unified diff?)",
+                path.display()
+            );
+        }
+        Ok(PatchFile {
+            path: path.to_path_buf(),
+            text,
+            files,
+        })
+    }
+}
+
+/// Files a unified diff touches, with the first path component stripped (`-p1`).
+/// Refuses paths that leave the tree and binary hunks.
+pub fn touched_files(text: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("GIT binary patch")
+            || (line.starts_with("Binary files ") && line.ends_with(" differ"))
+        {
+            bail!("binary hunks cannot be applied to a kernel tree");
+        }
+        let Some(rest) = line
+            .strip_prefix("+++ ")
+            .or_else(|| line.strip_prefix("--- "))
+        else {
+            continue;
+        };
+        let path = rest.split('\t').next().unwrap_or("").trim();
+        if path == "/dev/null" || path.is_empty() {
+            continue;
+        }
+        if path.starts_with('/') {
+            bail!("absolute path {path} in patch: paths must be relative to the tree (-p1)");
+        }
+        let stripped = path.split_once('/').map_or(path, |(_, r)| r);
+        if stripped.split('/').any(|c| c == "..") {
+            bail!("path {path} leaves the kernel tree");
+        }
+        if !out.iter().any(|f| f == stripped) {
+            out.push(stripped.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    /// Copy of the patch as applied.
+    patch: PathBuf,
+    /// (file, modification time in ns since the epoch; None when the patch creates it)
+    mtimes: Vec<(String, Option<u128>)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    source: PathBuf,
+    applied: Vec<JournalEntry>,
+}
+
+fn mtime_ns(p: &Path) -> Option<u128> {
+    let t = fs::metadata(p).ok()?.modified().ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_nanos())
+}
+
+fn set_mtime(p: &Path, ns: u128) -> Result<()> {
+    let t = UNIX_EPOCH + Duration::from_nanos(ns as u64);
+    let f = fs::File::options().write(true).open(p)?;
+    f.set_modified(t)?;
+    Ok(())
+}
+
+fn gnu_patch(
+    source: &Path,
+    patch: &Path,
+    reverse: bool,
+    dry: bool,
+    intr: &Interrupt,
+) -> Result<process::Output> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "-p1".as_ref(),
+        "--batch".as_ref(),
+        "-E".as_ref(),
+        "--no-backup-if-mismatch".as_ref(),
+        "-r".as_ref(),
+        "-".as_ref(),
+    ];
+    args.push(if reverse {
+        "--reverse".as_ref()
+    } else {
+        "--forward".as_ref()
+    });
+    if dry {
+        args.push("--dry-run".as_ref());
+    }
+    args.push("-d".as_ref());
+    args.push(source.as_os_str());
+    args.push("-i".as_ref());
+    args.push(patch.as_os_str());
+    process::run("patch", args, None, &[], None, intr)
+}
+
+/// Patches applied to a tree; dropping it reverts them and restores file times.
+pub struct Applied {
+    journal_path: PathBuf,
+    journal: Journal,
+    intr: Interrupt,
+    reverted: bool,
+}
+
+impl Applied {
+    /// Apply `patches` in order. A patch that does not apply is reported with GNU patch's own
+    /// message, and the ones applied before it are reverted.
+    pub fn apply(
+        source: &Path,
+        patches: &[PatchFile],
+        workdir: &Path,
+        intr: &Interrupt,
+    ) -> Result<Self> {
+        let journal_path = workdir.join("journal.json");
+        let mut applied = Applied {
+            journal_path,
+            journal: Journal {
+                source: source.to_path_buf(),
+                applied: Vec::new(),
+            },
+            intr: intr.clone(),
+            reverted: false,
+        };
+        for (i, p) in patches.iter().enumerate() {
+            let copy = workdir.join(format!("applied-{i}.patch"));
+            fs::write(&copy, &p.text)?;
+            let dry = gnu_patch(source, &copy, false, true, intr)?;
+            if !dry.success {
+                bail!(
+                    "patch {} does not apply to {}:\n{}{}",
+                    p.path.display(),
+                    source.display(),
+                    dry.stdout,
+                    dry.stderr
+                );
+            }
+            let mtimes = p
+                .files
+                .iter()
+                .map(|f| (f.clone(), mtime_ns(&source.join(f))))
+                .collect();
+            applied.journal.applied.push(JournalEntry {
+                patch: copy.clone(),
+                mtimes,
+            });
+            applied.save()?;
+            let out = gnu_patch(source, &copy, false, false, intr)?;
+            if !out.success {
+                bail!(
+                    "patch {} failed to apply:\n{}{}",
+                    p.path.display(),
+                    out.stdout,
+                    out.stderr
+                );
+            }
+        }
+        Ok(applied)
+    }
+
+    fn save(&self) -> Result<()> {
+        let tmp = self.journal_path.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(&self.journal)?)?;
+        fs::rename(&tmp, &self.journal_path)?;
+        Ok(())
+    }
+
+    /// Revert now, reporting failure (Drop reverts silently as a last resort).
+    pub fn revert(mut self) -> Result<()> {
+        self.reverted = true;
+        undo(&self.journal, &Interrupt::default())?;
+        let _ = fs::remove_file(&self.journal_path);
+        Ok(())
+    }
+}
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        if self.reverted {
+            return;
+        }
+        // An uninterruptible revert: the signal that got us here must not stop the restore.
+        let _ = &self.intr;
+        match undo(&self.journal, &Interrupt::default()) {
+            Ok(()) => {
+                let _ = fs::remove_file(&self.journal_path);
+            }
+            Err(e) => eprintln!(
+                "klpgen: could not restore the source tree ({e:#}); the journal {} says what was applied",
+                self.journal_path.display()
+            ),
+        }
+    }
+}
+
+fn undo(j: &Journal, intr: &Interrupt) -> Result<()> {
+    for e in j.applied.iter().rev() {
+        // Only revert what is still applied: a reverse dry run tells.
+        let check = gnu_patch(&j.source, &e.patch, true, true, intr)?;
+        if check.success {
+            let out = gnu_patch(&j.source, &e.patch, true, false, intr)?;
+            if !out.success {
+                bail!(
+                    "reverting {} failed:\n{}{}",
+                    e.patch.display(),
+                    out.stdout,
+                    out.stderr
+                );
+            }
+        }
+        for (f, t) in &e.mtimes {
+            if let Some(t) = t {
+                let p = j.source.join(f);
+                if p.exists() {
+                    set_mtime(&p, *t)
+                        .with_context(|| format!("restoring the time of {}", p.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a crash (SIGKILL, power loss): restore the tree from a journal left in `workdir`.
+/// Returns whether anything was recovered.
+pub fn recover(workdir: &Path, intr: &Interrupt) -> Result<bool> {
+    let path = workdir.join("journal.json");
+    let Ok(bytes) = fs::read(&path) else {
+        return Ok(false);
+    };
+    let j: Journal = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "journal {} is unreadable; restore the tree by hand",
+            path.display()
+        )
+    })?;
+    undo(&j, intr)?;
+    fs::remove_file(&path)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touched_files_strip_one_component() {
+        let t = "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-x\n+y\n";
+        assert_eq!(touched_files(t).unwrap(), vec!["fs/proc/cmdline.c"]);
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert!(touched_files("--- a/x\n+++ /etc/passwd\n").is_err());
+        assert!(touched_files("--- a/../x\n+++ b/../x\n").is_err());
+        assert!(touched_files("diff --git a/f b/f\nGIT binary patch\n").is_err());
+    }
+
+    #[test]
+    fn new_files_come_from_plus_lines() {
+        let t = "--- /dev/null\n+++ b/new.c\n@@ -0,0 +1 @@\n+x\n";
+        assert_eq!(touched_files(t).unwrap(), vec!["new.c"]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The one place klpgen starts other programs (make, patch, gcc through kbuild). Children are
+//! polled so that SIGINT/SIGTERM stop them and let klpgen restore the source tree first.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Set by SIGINT/SIGTERM; checked between stages and while children run.
+#[derive(Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn install() -> Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&flag))
+                .context("installing signal handlers")?;
+        }
+        Ok(Interrupt(flag))
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn check(&self) -> Result<()> {
+        if self.is_set() {
+            bail!(Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// The error a run ends with when it was interrupted.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+impl std::error::Error for Interrupted {}
+
+/// Captured result of a finished command.
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `program args...` in `dir` with extra environment, capturing output; stops the child
+/// when interrupted.
+pub fn run<I, S>(
+    program: &str,
+    args: I,
+    dir: Option<&Path>,
+    env: &[(&str, &OsStr)],
+    log: Option<&Path>,
+    intr: &Interrupt,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let (out_path, err_path);
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    match log {
+        Some(l) => {
+            out_path = l.to_path_buf();
+            err_path = l.with_extension("stderr");
+        }
+        None => {
+            out_path = tmp.path().join("stdout");
+            err_path = tmp.path().join("stderr");
+        }
+    }
+    cmd.stdout(
+        std::fs::File::create(&out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?,
+    );
+    cmd.stderr(
+        std::fs::File::create(&err_path)
+            .with_context(|| format!("creating {}", err_path.display()))?,
+    );
+    let desc = format!("{program} {:?}", cmd.get_args().collect::<Vec<_>>());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {program} (is it installed?)"))?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if intr.is_set() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(Interrupted);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let out = Output {
+        success: status.success(),
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    };
+    if !out.success && status.code().is_none() && !intr.is_set() {
+        bail!("{desc} was killed by a signal");
+    }
+    Ok(out)
+}
