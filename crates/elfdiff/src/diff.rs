@@ -186,8 +186,8 @@ fn correlate(
     orig: &Object<'_, Orig>,
     patched: &Object<'_, Patched>,
 ) -> HashMap<SymIdx<Patched>, SymIdx<Orig>> {
-    let mut groups: HashMap<(u8, String), (Vec<SymIdx<Orig>>, Vec<SymIdx<Patched>>)> =
-        HashMap::new();
+    type Group = (Vec<SymIdx<Orig>>, Vec<SymIdx<Patched>>);
+    let mut groups: HashMap<(u8, String), Group> = HashMap::new();
     for i in orig.symbol_indices() {
         let s = orig.sym(i);
         if correlatable(s) {

@@ -80,7 +80,7 @@ pub fn struct_layouts(
             .name
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        order.push((!(!prefer.is_empty() && name.contains(prefer)), i));
+        order.push((prefer.is_empty() || !name.contains(prefer), i));
     }
     order.sort();
 

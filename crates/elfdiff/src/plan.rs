@@ -397,7 +397,7 @@ impl Builder<'_, '_, '_> {
                     object: d.patched.label.clone(),
                     section: name.to_string(),
                 })?;
-            if size == 0 || s.size % size != 0 {
+            if size == 0 || !s.size.is_multiple_of(size) {
                 return Err(Error::Malformed {
                     object: d.patched.label.clone(),
                     what: format!(

@@ -174,7 +174,7 @@ pub fn check_module(label: &str, ko: &[u8]) -> Result<Vec<Finding>, Error> {
 
     for sym in symtab.iter() {
         let name = String::from_utf8_lossy(symtab.symbol_name(endian, sym).unwrap_or(b""));
-        if name.starts_with(KLP_SYM_PREFIX) {
+        if let Some(rest) = name.strip_prefix(KLP_SYM_PREFIX) {
             let shndx = object::read::elf::Sym::st_shndx(sym, endian);
             if shndx != SHN_LIVEPATCH {
                 f(
@@ -182,7 +182,6 @@ pub fn check_module(label: &str, ko: &[u8]) -> Result<Vec<Finding>, Error> {
                     format!("{name} has section index {shndx:#x}, not SHN_LIVEPATCH"),
                 );
             }
-            let rest = &name[KLP_SYM_PREFIX.len()..];
             let ok = rest
                 .split_once('.')
                 .and_then(|(obj, r)| r.rsplit_once(',').map(|(n, p)| (obj, n, p)))

@@ -1,0 +1,242 @@
+//! Fixture harness: each `tests/fixtures/*.c` is compiled twice with gcc and kernel-like flags
+//! (with and without `-DPATCHED`), diffed with elfdiff, and checked against its `//#` header
+//! lines. Fixtures that expect a livepatch also get one written, parsed back and checked.
+//!
+//! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
+//! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
+//! `sym`), `plain: sym` (an ordinary relocation to `sym`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use elfdiff::model::{Orig, SymKind};
+use elfdiff::{Diff, Object, PlanOptions};
+use libtest_mimic::{Arguments, Failed, Trial};
+use patchgen::target::{Binding, TargetSymtab};
+
+/// Flags close to an x86-64 kernel build with IBT, retpolines, return thunks, call padding and
+/// ftrace, plus the function/data sections klpgen diffs with.
+const CFLAGS: &[&str] = &[
+    "-O2",
+    "-c",
+    "-ffunction-sections",
+    "-fdata-sections",
+    "-fno-pic",
+    "-mcmodel=kernel",
+    "-mno-red-zone",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-common",
+    "-fcf-protection=branch",
+    "-fno-jump-tables",
+    "-mindirect-branch=thunk-extern",
+    "-mfunction-return=thunk-extern",
+    "-fpatchable-function-entry=16,16",
+    "-pg",
+    "-mfentry",
+    "-mrecord-mcount",
+];
+
+#[derive(Default, Debug)]
+struct Expect {
+    changed: Option<BTreeSet<String>>,
+    new: Option<BTreeSet<String>>,
+    unchanged: Vec<String>,
+    nochange: bool,
+    refuse: Vec<String>,
+    klp: Vec<String>,
+    plain: Vec<String>,
+}
+
+fn parse_expect(src: &str) -> Result<Expect, String> {
+    let mut e = Expect::default();
+    for line in src.lines() {
+        let Some(d) = line.strip_prefix("//#") else {
+            continue;
+        };
+        let d = d.trim();
+        let (key, val) = d.split_once(':').unwrap_or((d, ""));
+        let words = || val.split_whitespace().map(String::from);
+        match key.trim() {
+            "changed" => e.changed = Some(words().collect()),
+            "new" => e.new = Some(words().collect()),
+            "unchanged" => e.unchanged.extend(words()),
+            "nochange" => e.nochange = true,
+            "refuse" => e.refuse.extend(words()),
+            "klp" => e.klp.extend(words()),
+            "plain" => e.plain.extend(words()),
+            other => return Err(format!("unknown directive {other:?}")),
+        }
+    }
+    if e.changed.is_none() && e.new.is_none() && !e.nochange && e.refuse.is_empty() {
+        return Err("fixture states no expectation".into());
+    }
+    Ok(e)
+}
+
+fn compile(src: &Path, out: &Path, patched: bool) -> Result<(), Failed> {
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS);
+    if patched {
+        cmd.arg("-DPATCHED");
+    }
+    cmd.arg(src).arg("-o").arg(out);
+    let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "gcc failed on {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn check(src: PathBuf) -> Result<(), Failed> {
+    let text = std::fs::read_to_string(&src).map_err(|e| e.to_string())?;
+    let expect = parse_expect(&text)?;
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("fixtures")
+        .join(&stem);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (op, pp) = (dir.join("orig.o"), dir.join("patched.o"));
+    compile(&src, &op, false)?;
+    compile(&src, &pp, true)?;
+    let ob = std::fs::read(&op).map_err(|e| e.to_string())?;
+    let pb = std::fs::read(&pp).map_err(|e| e.to_string())?;
+    let orig = Object::parse("orig.o", &ob)?;
+    let patched = Object::parse("patched.o", &pb)?;
+    let diff = Diff::new(&orig, &patched);
+    let report = diff.report();
+    let got_changed: BTreeSet<String> = report.changed.iter().cloned().collect();
+    let got_new: BTreeSet<String> = report.new.iter().cloned().collect();
+
+    if let Some(c) = &expect.changed {
+        if *c != got_changed {
+            return Err(
+                format!("changed: expected {c:?}, got {got_changed:?} ({report:?})").into(),
+            );
+        }
+    }
+    if let Some(n) = &expect.new {
+        if *n != got_new {
+            return Err(format!("new: expected {n:?}, got {got_new:?}").into());
+        }
+    } else if expect.changed.is_some() && !got_new.is_empty() {
+        return Err(format!("unexpected new functions {got_new:?}").into());
+    }
+    for u in &expect.unchanged {
+        if got_changed.contains(u) {
+            return Err(format!("{u} reported changed").into());
+        }
+    }
+    if expect.nochange
+        && (!got_changed.is_empty() || !got_new.is_empty() || !report.refused.is_empty())
+    {
+        return Err(format!("expected no change, got {report:?}").into());
+    }
+    for kind in &expect.refuse {
+        let prefix = format!("refuse.{kind}.");
+        if !report.refused.iter().any(|r| r.key.starts_with(&prefix)) {
+            return Err(format!("expected a {prefix}* refusal, got {:?}", report.refused).into());
+        }
+    }
+    if expect.refuse.is_empty() && !report.refused.is_empty() {
+        return Err(format!("unexpected refusals {:?}", report.refused).into());
+    }
+    if expect.nochange || !expect.refuse.is_empty() {
+        return Ok(());
+    }
+
+    // Write the livepatch object, parse it back and check it.
+    let plan = diff.plan(&PlanOptions::default())?;
+    let symtab = TargetSymtab::parse("orig.o", &ob)?;
+    let bindings: Vec<Binding> = plan
+        .externals
+        .iter()
+        .map(|e| {
+            if e.local {
+                let sympos = symtab.locate(e, plan.file_name.as_deref(), &plan.orig_locals)?;
+                Ok(Binding::Klp {
+                    objname: "vmlinux".into(),
+                    name: e.name.clone(),
+                    sympos,
+                })
+            } else {
+                Ok(Binding::Plain {
+                    name: e.name.clone(),
+                })
+            }
+        })
+        .collect::<Result<_, patchgen::Error>>()?;
+    for k in &expect.klp {
+        let found = bindings.iter().any(|b| match b {
+            Binding::Klp { name, .. } => elfdiff::names::normalize(name) == *k,
+            _ => false,
+        });
+        if !found {
+            return Err(format!("expected a klp relocation to {k}, bindings: {bindings:?}").into());
+        }
+    }
+    for p in &expect.plain {
+        if !bindings.contains(&Binding::Plain { name: p.clone() }) {
+            return Err(
+                format!("expected an ordinary relocation to {p}, bindings: {bindings:?}").into(),
+            );
+        }
+    }
+    let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;
+    std::fs::write(dir.join("livepatch.o"), &bytes).map_err(|e| e.to_string())?;
+    let back: Object<'_, Orig> = Object::parse("livepatch.o", &bytes)?;
+    let defined: BTreeSet<&str> = back
+        .symbols
+        .iter()
+        .filter(|s| s.kind == SymKind::Func && s.section.is_some())
+        .map(|s| s.name)
+        .collect();
+    for f in got_changed.iter().chain(&got_new) {
+        if !defined.contains(f.as_str()) {
+            return Err(
+                format!("{f} is missing from the livepatch object (has {defined:?})").into(),
+            );
+        }
+    }
+    for i in 0..plan.funcs.len() {
+        let alias = patchgen::writer::new_func_alias(i);
+        if !back
+            .symbols
+            .iter()
+            .any(|s| s.name == alias && s.is_global() && s.section.is_some())
+        {
+            return Err(format!("hook alias {alias} missing").into());
+        }
+    }
+    for b in &bindings {
+        let name = b.symbol_name();
+        if !back.symbols.iter().any(|s| s.name == name && s.undefined) {
+            return Err(format!("reference {name} missing from the livepatch object").into());
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    files.sort();
+    let trials = files
+        .into_iter()
+        .map(|f| {
+            let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+            Trial::test(name, move || check(f))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
