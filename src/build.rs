@@ -112,6 +112,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         fs::create_dir_all(run_dir.join(d))?;
     }
 
+    patch::check_first_applies(&tree.source, &patches, &intr)?;
     let mut files: Vec<String> = patches
         .iter()
         .flat_map(|p| p.files.iter().cloned())

@@ -132,6 +132,25 @@ fn gnu_patch(
     process::run("patch", args, None, &[], None, intr)
 }
 
+/// Check, without touching the tree, that the first patch applies (later ones may depend on
+/// earlier ones and are checked as they are applied). Reports GNU patch's own message.
+pub fn check_first_applies(source: &Path, patches: &[PatchFile], intr: &Interrupt) -> Result<()> {
+    let Some(p) = patches.first() else {
+        return Ok(());
+    };
+    let dry = gnu_patch(source, &p.path, false, true, intr)?;
+    if !dry.success {
+        bail!(
+            "patch {} does not apply to {}:\n{}{}",
+            p.path.display(),
+            source.display(),
+            dry.stdout,
+            dry.stderr
+        );
+    }
+    Ok(())
+}
+
 /// Patches applied to a tree; dropping it reverts them and restores file times.
 pub struct Applied {
     journal_path: PathBuf,

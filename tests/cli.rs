@@ -1,0 +1,206 @@
+//! The klpgen CLI on a miniature kernel tree with a stand-in `make` (a script that compiles the
+//! requested units with gcc): clear answers to bad input, and a tree left exactly as it was
+//! after a failed or interrupted build.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
+
+const CONFIG: &str = "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n";
+
+/// Stand-in for make: `olddefconfig` succeeds; each requested `x.o` is compiled from `x.c`;
+/// a source containing SLOW_MARK makes it announce itself and sleep (to be interrupted).
+const FAKE_MAKE: &str = r#"#!/bin/sh
+src=""; out=""; units=""; prev=""
+for a in "$@"; do
+  if [ "$prev" = "-C" ]; then src="$a"; fi
+  case "$a" in O=*) out="${a#O=}";; *.o) units="$units $a";; esac
+  prev="$a"
+done
+for u in $units; do
+  c="$src/${u%.o}.c"
+  mkdir -p "$(dirname "$out/$u")"
+  gcc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
+  if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
+done
+exit 0
+"#;
+
+struct Tree {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Tree {
+    fn new(config: &str) -> Tree {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let src = root.join("src");
+        fs::create_dir_all(src.join("kernel")).unwrap();
+        fs::create_dir_all(src.join("lib")).unwrap();
+        fs::write(src.join("Makefile"), "# miniature tree\n").unwrap();
+        fs::write(
+            src.join("lib/demo.c"),
+            "int demo(int x)\n{\n\treturn x + 1;\n}\n",
+        )
+        .unwrap();
+        let build = root.join("build");
+        fs::create_dir_all(&build).unwrap();
+        fs::write(build.join(".config"), config).unwrap();
+        fs::write(build.join("vmlinux"), b"").unwrap();
+        fs::write(build.join("Module.symvers"), b"").unwrap();
+        let bin = root.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("make"), FAKE_MAKE).unwrap();
+        fs::set_permissions(bin.join("make"), fs::Permissions::from_mode(0o755)).unwrap();
+        Tree { _tmp: tmp, root }
+    }
+    fn src(&self) -> PathBuf {
+        self.root.join("src")
+    }
+    fn patch(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.root.join(name);
+        fs::write(&p, body).unwrap();
+        p
+    }
+    fn command(&self, patch: &Path) -> Command {
+        let mut c = Command::new(KLPGEN);
+        let path = format!(
+            "{}:{}",
+            self.root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path)
+            .env("KLPGEN_CACHE_DIR", self.root.join("cache"))
+            .arg("build")
+            .arg("--sourcedir")
+            .arg(self.src())
+            .arg("--builddir")
+            .arg(self.root.join("build"))
+            .arg("-o")
+            .arg(self.root.join("out"))
+            .arg(patch);
+        c
+    }
+    fn snapshot(&self) -> (Vec<u8>, SystemTime) {
+        let p = self.src().join("lib/demo.c");
+        (
+            fs::read(&p).unwrap(),
+            fs::metadata(&p).unwrap().modified().unwrap(),
+        )
+    }
+}
+
+const GOOD_PATCH: &str = "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,4 @@\n int demo(int x)\n {\n-\treturn x + 1;\n+\treturn x + 2; /* SLOW_MARK */\n }\n";
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn missing_tree_is_named() {
+    let o = Command::new(KLPGEN)
+        .args(["build", "--sourcedir", "/nonexistent/linux", "x.patch"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/linux does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn config_without_livepatch_names_the_option() {
+    let t = Tree::new(&CONFIG.replace("CONFIG_LIVEPATCH=y\n", "# CONFIG_LIVEPATCH is not set\n"));
+    let p = t.patch("p.patch", GOOD_PATCH);
+    let o = t.command(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("CONFIG_LIVEPATCH is not set"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn patch_that_does_not_apply_leaves_tree_alone() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch(
+        "bad.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,4 @@\n int demo(int x)\n {\n-\treturn x * 9;\n+\treturn x * 8;\n }\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("does not apply"), "{err}");
+    assert!(
+        err.contains("FAILED") || err.contains("hunk"),
+        "patch's own message expected: {err}"
+    );
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn interrupted_build_restores_the_tree() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let child = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the stand-in make is building the patched unit, then interrupt klpgen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marker = loop {
+        let found = fs::read_dir(t.root.join("cache/trees"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("kbuild/sleeping"))
+            .filter(|m| m.exists());
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stand-in make never reached the patched build"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(marker.exists());
+    assert_ne!(
+        t.snapshot().0,
+        before.0,
+        "the patch should be applied at this point"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert_eq!(
+        t.snapshot(),
+        before,
+        "source or its time stamp not restored"
+    );
+    // No journal is left behind: the next run has nothing to recover.
+    let journal = marker
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("journal.json");
+    assert!(!journal.exists());
+}

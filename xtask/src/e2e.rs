@@ -1,0 +1,489 @@
+//! `cargo xtask e2e`: builds livepatch modules from the cases under tests/e2e with klpgen and
+//! checks them in a qemu guest running the test kernel.
+
+use crate::guest;
+use crate::kernel::{self, Kernel};
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hard limit for one `klpgen build`.
+pub const KLPGEN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Cases not started within this time of the first one fail as skipped, keeping a run bounded.
+const E2E_BUDGET: Duration = Duration::from_secs(45 * 60);
+
+/// One directory under tests/e2e.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Extra arguments for `klpgen build` (from the `args` file).
+    pub args: Vec<String>,
+    /// Present for must-fail cases.
+    pub expect: Option<Expect>,
+}
+
+/// What a must-fail case expects from `klpgen build`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub exit: Option<i32>,
+    pub stderr: Vec<String>,
+}
+
+impl Case {
+    fn patch(&self) -> PathBuf {
+        self.dir.join("case.patch")
+    }
+
+    /// Name of the module inside the kernel.
+    pub fn module_name(&self) -> String {
+        module_name(&self.name)
+    }
+}
+
+/// `livepatch_<name with - replaced by _>`.
+pub fn module_name(name: &str) -> String {
+    format!("livepatch_{}", name.replace('-', "_"))
+}
+
+fn valid_case_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Parses an `expect` file: lines `exit=N` and/or `stderr=SUBSTRING`.
+pub fn parse_expect(text: &str) -> Result<Expect> {
+    let mut e = Expect::default();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        match line.split_once('=') {
+            Some(("exit", n)) => {
+                e.exit = Some(
+                    n.trim()
+                        .parse()
+                        .with_context(|| format!("bad exit code {n:?}"))?,
+                )
+            }
+            Some(("stderr", s)) => e.stderr.push(s.to_string()),
+            _ => bail!("unrecognised expect line {line:?}"),
+        }
+    }
+    if e.exit.is_none() && e.stderr.is_empty() {
+        bail!("expect file has neither exit= nor stderr=");
+    }
+    Ok(e)
+}
+
+fn e2e_dir() -> PathBuf {
+    util::repo_root().join("tests/e2e")
+}
+
+/// All cases, sorted by name.
+pub fn load_cases() -> Result<Vec<Case>> {
+    let root = e2e_dir();
+    let mut cases = Vec::new();
+    for entry in fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !valid_case_name(&name) {
+            bail!("case directory name {name:?} must be lowercase letters, digits, '-' and '_'");
+        }
+        let dir = entry.path();
+        let args = match fs::read_to_string(dir.join("args")) {
+            Ok(s) => s.split_whitespace().map(String::from).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).context(format!("{name}/args")),
+        };
+        let expect = match fs::read_to_string(dir.join("expect")) {
+            Ok(s) => Some(parse_expect(&s).with_context(|| format!("{name}/expect"))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context(format!("{name}/expect")),
+        };
+        cases.push(Case {
+            name,
+            dir,
+            args,
+            expect,
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(cases)
+}
+
+/// `cargo build --release -p klpgen`; returns the binary's path.
+pub fn build_klpgen() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    util::run(Command::new(cargo).current_dir(util::repo_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "klpgen",
+    ]))?;
+    let bin = util::target_dir().join("release/klpgen");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The outcome of one `klpgen build`.
+pub struct KlpgenRun {
+    /// `None` when it was killed for taking longer than [`KLPGEN_TIMEOUT`].
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub seconds: u64,
+}
+
+impl KlpgenRun {
+    /// Tails of stdout and stderr, for failure messages.
+    pub fn show(&self) -> String {
+        format!(
+            "  klpgen stdout (tail):\n{}  klpgen stderr (tail):\n{}",
+            util::indent(&util::tail_lines(&self.stdout, 30)),
+            util::indent(&util::tail_lines(&self.stderr, 30))
+        )
+    }
+}
+
+/// The `klpgen build` command line for a patch.
+pub fn klpgen_command(
+    klpgen: &Path,
+    k: &Kernel,
+    name: &str,
+    output: &Path,
+    extra: &[String],
+    patch: &Path,
+) -> Command {
+    let mut c = Command::new(klpgen);
+    c.arg("build")
+        .arg("--sourcedir")
+        .arg(&k.src)
+        .arg("--builddir")
+        .arg(&k.build)
+        .arg("--name")
+        .arg(name)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .arg(patch)
+        .env("PATH", util::path_with_cargo_bin())
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd` with stdout/stderr captured to `<logs>/klpgen.stdout|stderr`.
+pub fn run_klpgen(mut cmd: Command, logs: &Path) -> Result<KlpgenRun> {
+    fs::create_dir_all(logs)?;
+    let out_path = logs.join("klpgen.stdout");
+    let err_path = logs.join("klpgen.stderr");
+    fs::write(logs.join("klpgen.cmdline"), util::display(&cmd) + "\n")?;
+    cmd.stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", util::display(&cmd)))?;
+    let status = util::wait_timeout_graceful(&mut child, KLPGEN_TIMEOUT, Duration::from_secs(15))?;
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    Ok(KlpgenRun {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+        seconds: start.elapsed().as_secs(),
+    })
+}
+
+/// Whether `patch` applies forward (cleanly) to `src`, without changing anything.
+fn patch_applies(src: &Path, patch: &Path) -> Result<(bool, String)> {
+    let out = Command::new("patch")
+        .args(["-p1", "--dry-run", "--forward", "--batch", "-d"])
+        .arg(src)
+        .arg("-i")
+        .arg(patch)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run patch (package patch)")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}
+
+struct Outcome {
+    passed: bool,
+    summary: String,
+}
+
+fn fail(summary: impl Into<String>) -> Outcome {
+    Outcome {
+        passed: false,
+        summary: summary.into(),
+    }
+}
+
+fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Outcome> {
+    let output = workdir.join(&case.name);
+    let logs = workdir.join(format!("{}.files", case.name));
+    for d in [&output, &logs] {
+        if d.exists() {
+            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
+        }
+    }
+    fs::create_dir_all(&logs)?;
+    if !case.patch().is_file() {
+        return Ok(fail("case.patch is missing"));
+    }
+    let (ok, text) = patch_applies(&k.src, &case.patch())?;
+    if !ok {
+        eprintln!("{}", util::indent(&text));
+        return Ok(fail("case.patch does not apply to the kernel source"));
+    }
+
+    let cmd = klpgen_command(klpgen, k, &case.name, &output, &case.args, &case.patch());
+    eprintln!("  $ {}", util::display(&cmd));
+    let run = run_klpgen(cmd, &logs)?;
+
+    // klpgen must leave the (shared, cached) source tree as it found it.
+    let (ok, text) = patch_applies(&k.src, &case.patch())?;
+    if !ok {
+        eprintln!("{}", util::indent(&text));
+        let restored = Command::new("patch")
+            .args(["-p1", "-R", "--batch", "-s", "-d"])
+            .arg(&k.src)
+            .arg("-i")
+            .arg(case.patch())
+            .stdin(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        eprintln!("{}", run.show());
+        return Ok(fail(format!(
+            "klpgen left the kernel source tree modified ({})",
+            if restored {
+                "reverted it"
+            } else {
+                "COULD NOT REVERT: delete the kernel cache"
+            }
+        )));
+    }
+
+    let Some(status) = run.status else {
+        eprintln!("{}", run.show());
+        return Ok(fail(format!(
+            "klpgen build timed out after {}s",
+            KLPGEN_TIMEOUT.as_secs()
+        )));
+    };
+
+    if let Some(expect) = &case.expect {
+        let mut problems = Vec::new();
+        if let Some(code) = expect.exit {
+            if status.code() != Some(code) {
+                problems.push(format!("klpgen {status}, expected exit code {code}"));
+            }
+        }
+        for s in &expect.stderr {
+            if !run.stderr.contains(s.as_str()) {
+                problems.push(format!("stderr lacks {s:?}"));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(Outcome {
+                passed: true,
+                summary: format!("klpgen failed as expected ({status}, {}s)", run.seconds),
+            });
+        }
+        eprintln!("{}", run.show());
+        return Ok(fail(problems.join("; ")));
+    }
+
+    if !status.success() {
+        eprintln!("{}", run.show());
+        return Ok(fail(format!("klpgen build failed ({status})")));
+    }
+    let module = output.join(format!("livepatch-{}.ko", case.name));
+    if !module.is_file() {
+        eprintln!("{}", run.show());
+        return Ok(fail(format!("{} was not produced", module.display())));
+    }
+    let probe = match fs::read(case.dir.join("probe.sh")) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(format!("cannot read probe.sh: {e}"))),
+    };
+    let module_name = case.module_name();
+    let report = guest::boot(&guest::Spec {
+        bzimage: &k.bzimage(),
+        module: &module,
+        module_name: &module_name,
+        probe: &probe,
+        workdir: &logs,
+    })?;
+    let fails = report.failed_checks();
+    if fails.is_empty() {
+        return Ok(Outcome {
+            passed: true,
+            summary: format!("klpgen {}s, boot {:.0}s", run.seconds, report.seconds),
+        });
+    }
+    eprintln!(
+        "  --- console tail ({}) ---\n{}",
+        report.console_path.display(),
+        util::indent(&util::tail_lines(&report.console, 40))
+    );
+    for f in &fails {
+        eprintln!("  check failed: {f}");
+    }
+    Ok(fail(fails[0].clone()))
+}
+
+/// Runs the selected cases (all when `filters` is empty); returns whether all passed.
+pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
+    let mut cases = load_cases()?;
+    for f in filters {
+        if !cases.iter().any(|c| &c.name == f) {
+            let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+            bail!("no e2e case {f:?} (cases: {})", names.join(", "));
+        }
+    }
+    if !filters.is_empty() {
+        cases.retain(|c| filters.contains(&c.name));
+    }
+    if cases.is_empty() {
+        bail!("no e2e cases under {}", e2e_dir().display());
+    }
+    let klpgen = build_klpgen()?;
+    let k = kernel::ensure()?;
+    let workdir = util::target_dir().join("e2e");
+    fs::create_dir_all(&workdir)?;
+
+    let mut results = Vec::new();
+    let all_start = Instant::now();
+    for case in &cases {
+        let start = Instant::now();
+        let outcome = if all_start.elapsed() > E2E_BUDGET {
+            fail(format!(
+                "not run: the e2e time budget ({} min) is used up",
+                E2E_BUDGET.as_secs() / 60
+            ))
+        } else {
+            eprintln!("e2e: {} ...", case.name);
+            run_case(case, &klpgen, &k, &workdir)
+                .unwrap_or_else(|e| fail(format!("harness error: {e:#}")))
+        };
+        let verdict = if outcome.passed { "PASS" } else { "FAIL" };
+        eprintln!(
+            "e2e: {verdict} {} ({}s): {}",
+            case.name,
+            start.elapsed().as_secs(),
+            outcome.summary
+        );
+        results.push((case.name.as_str(), outcome));
+    }
+    println!();
+    for (name, o) in &results {
+        println!(
+            "{} {name}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.summary
+        );
+    }
+    let passed = results.iter().filter(|(_, o)| o.passed).count();
+    let failed = results.len() - passed;
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+/// `cargo xtask boot KO PROBE`: boots one livepatch module with a probe script and runs the
+/// same checks as the e2e test (handy for debugging klpgen output or the harness itself).
+pub fn cmd_boot(args: &[String]) -> Result<bool> {
+    let [ko, probe] = args else {
+        bail!("usage: cargo xtask boot MODULE.ko PROBE.sh");
+    };
+    let ko = PathBuf::from(ko);
+    let stem = ko
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let module_name = stem.replace('-', "_");
+    let probe = fs::read(probe).with_context(|| format!("cannot read {probe}"))?;
+    let k = kernel::ensure()?;
+    let workdir = util::target_dir().join("e2e").join("boot.files");
+    let report = guest::boot(&guest::Spec {
+        bzimage: &k.bzimage(),
+        module: &ko,
+        module_name: &module_name,
+        probe: &probe,
+        workdir: &workdir,
+    })?;
+    for (phase, label) in guest::PHASES {
+        if let Some(out) = report.outputs.get(*phase) {
+            println!("probe output {label}:\n{}", util::indent(&out.join("\n")));
+        }
+    }
+    println!("guest reported: {:?}", report.values);
+    println!(
+        "boot took {:.1}s; console: {}",
+        report.seconds,
+        report.console_path.display()
+    );
+    let fails = report.failed_checks();
+    for f in &fails {
+        println!("check failed: {f}");
+    }
+    let ok = fails.is_empty();
+    println!("{} passed, {} failed", usize::from(ok), usize::from(!ok));
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_files() {
+        let e = parse_expect("exit=3\nstderr=no functional change\n").unwrap();
+        assert_eq!(e.exit, Some(3));
+        assert_eq!(e.stderr, vec!["no functional change"]);
+        assert!(parse_expect("").is_err());
+        assert!(parse_expect("exit=x").is_err());
+        assert!(parse_expect("bogus=1").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            module_name("proc-string-c-hook"),
+            "livepatch_proc_string_c_hook"
+        );
+        assert!(valid_case_name("static-call"));
+        assert!(!valid_case_name("Bad name"));
+        assert!(!valid_case_name("-x"));
+    }
+
+    #[test]
+    fn shipped_cases_are_well_formed() {
+        let cases = load_cases().unwrap();
+        assert!(!cases.is_empty());
+        for c in &cases {
+            assert!(c.patch().is_file(), "{}: case.patch missing", c.name);
+            assert!(c.dir.join("README").is_file(), "{}: README missing", c.name);
+            if c.expect.is_none() {
+                assert!(
+                    c.dir.join("probe.sh").is_file(),
+                    "{}: probe.sh missing",
+                    c.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Boots the test kernel in qemu with a livepatch module and a probe script, and reads back
+//! what the guest's /init reported on the serial console.
+
+use crate::initramfs::{self, Archive};
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Host path of the static busybox (package busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
+/// Hard limit for one guest boot.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Kernel command line of the guest.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init";
+/// Prefix of the result lines the guest's /init prints.
+const MARK: &str = "KLPGEN-E2E: ";
+/// Prefix of the lines carrying the probe's own output.
+const OUT_MARK: &str = "KLPGEN-OUT ";
+/// Console strings that mean the kernel complained.
+pub const BAD_CONSOLE: &[&str] = &["Call Trace", "Oops", "BUG:", "WARNING:", "Kernel panic"];
+
+/// Busybox applets linked into /bin of the guest.
+const APPLETS: &[&str] = &[
+    "sh", "ash", "cat", "echo", "printf", "test", "[", "grep", "sed", "awk", "head", "tail", "tr",
+    "cut", "wc", "ls", "mount", "umount", "insmod", "rmmod", "lsmod", "sleep", "reboot", "dmesg",
+    "sync", "mkdir", "uname", "true", "false", "od", "hexdump", "find", "stat", "readlink",
+];
+
+/// The probe phases, in the order the guest runs them.
+pub const PHASES: &[(&str, &str)] = &[
+    ("before", "before loading"),
+    ("after-load", "after loading"),
+    ("after-unload", "after disabling and unloading"),
+];
+
+/// What to boot.
+pub struct Spec<'a> {
+    pub bzimage: &'a Path,
+    /// The livepatch `.ko`.
+    pub module: &'a Path,
+    /// The module's name inside the kernel (e.g. `livepatch_foo`).
+    pub module_name: &'a str,
+    /// POSIX sh script; exit 0 means the patched behaviour is visible.
+    pub probe: &'a [u8],
+    /// Directory for the initramfs and console log.
+    pub workdir: &'a Path,
+}
+
+/// What the guest reported.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub console_path: PathBuf,
+    pub console: String,
+    pub timed_out: bool,
+    pub seconds: f64,
+    /// `key=value` pairs printed by /init.
+    pub values: BTreeMap<String, String>,
+    /// Probe output per phase.
+    pub outputs: BTreeMap<String, Vec<String>>,
+}
+
+impl Report {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Kernel complaints found on the console (lines, at most a few).
+    pub fn complaints(&self) -> Vec<&str> {
+        self.console
+            .lines()
+            .filter(|l| !l.contains(OUT_MARK))
+            .filter(|l| BAD_CONSOLE.iter().any(|b| l.contains(b)))
+            .take(5)
+            .collect()
+    }
+
+    /// Console lines from the livepatch core (for the demo's narrative).
+    pub fn livepatch_messages(&self) -> Vec<&str> {
+        self.console
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| l.starts_with("livepatch") || l.contains(": tainting kernel"))
+            .collect()
+    }
+
+    /// Every check of the end-to-end test that failed, described; empty means pass.
+    pub fn failed_checks(&self) -> Vec<String> {
+        let mut fails = Vec::new();
+        if self.timed_out {
+            fails.push(format!(
+                "the guest did not finish within {}s (qemu killed)",
+                BOOT_TIMEOUT.as_secs()
+            ));
+        }
+        let v = |k: &str| self.value(k).unwrap_or("<missing>");
+        if self.value("start").is_none() {
+            fails.push("the guest's /init never started".to_string());
+        }
+        let before = v("probe-before");
+        if before == "0" || before == "<missing>" {
+            fails.push(format!(
+                "probe before loading should fail (the unpatched kernel must not show the change), got probe-before={before}"
+            ));
+        }
+        if v("insmod") != "0" {
+            fails.push(format!("insmod failed (insmod={})", v("insmod")));
+        } else {
+            let checks = [
+                ("enabled", "1", "the patch is not enabled after loading"),
+                ("transition", "0", "the patch transition did not complete"),
+                (
+                    "probe-after-load",
+                    "0",
+                    "probe after loading failed (patched behaviour not visible)",
+                ),
+                ("disable", "0", "writing 0 to .../enabled failed"),
+                (
+                    "sysfs-gone",
+                    "1",
+                    "/sys/kernel/livepatch/<mod> did not go away after disabling",
+                ),
+                ("rmmod", "0", "rmmod failed"),
+            ];
+            for (key, want, what) in checks {
+                if v(key) != want {
+                    fails.push(format!("{what} ({key}={}, expected {want})", v(key)));
+                }
+            }
+            let after = v("probe-after-unload");
+            if after == "0" || after == "<missing>" {
+                fails.push(format!(
+                    "probe after unloading should fail (old behaviour back), got probe-after-unload={after}"
+                ));
+            }
+        }
+        if self.value("done").is_none() && !self.timed_out {
+            fails.push("the guest's /init did not run to the end".to_string());
+        }
+        for line in self.complaints() {
+            fails.push(format!("kernel complaint on the console: {}", line.trim()));
+        }
+        fails
+    }
+}
+
+/// Shell-quotes nothing: the module name is checked to be `[A-Za-z0-9_]+` instead.
+fn check_module_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("invalid module name {name:?}");
+    }
+    Ok(())
+}
+
+/// The guest's /init script.
+pub fn init_script(module_name: &str) -> String {
+    INIT_TEMPLATE.replace("@MODULE@", module_name)
+}
+
+const INIT_TEMPLATE: &str = r#"#!/bin/sh
+# Generated by `cargo xtask`: loads, checks, disables and unloads a livepatch module.
+PATH=/bin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+M=@MODULE@
+D=/sys/kernel/livepatch/$M
+say() { echo "KLPGEN-E2E: $*"; }
+probe() {
+    sh /probe.sh >/tmp/probe.out 2>&1
+    rc=$?
+    while IFS= read -r line || [ -n "$line" ]; do
+        echo "KLPGEN-OUT $1| $line"
+    done </tmp/probe.out
+    say "probe-$1=$rc"
+}
+say start=1
+probe before
+insmod /lp.ko
+rc=$?
+say "insmod=$rc"
+if [ "$rc" -eq 0 ]; then
+    i=0
+    while [ "$i" -lt 300 ]; do
+        [ "$(cat "$D/transition" 2>/dev/null)" = 0 ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    say "enabled=$(cat "$D/enabled" 2>/dev/null)"
+    say "transition=$(cat "$D/transition" 2>/dev/null)"
+    probe after-load
+    echo 0 >"$D/enabled"
+    say "disable=$?"
+    i=0
+    while [ -d "$D" ] && [ "$i" -lt 300 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ -d "$D" ]; then say sysfs-gone=0; else say sysfs-gone=1; fi
+    rmmod "$M"
+    say "rmmod=$?"
+    probe after-unload
+fi
+say done=1
+sync
+reboot -f
+"#;
+
+/// Writes the gzip'd initramfs for `spec` to `out`.
+pub fn build_initramfs(spec: &Spec<'_>, out: &Path) -> Result<()> {
+    check_module_name(spec.module_name)?;
+    let busybox = fs::read(BUSYBOX)
+        .with_context(|| format!("cannot read {BUSYBOX} (package busybox-static)"))?;
+    let module =
+        fs::read(spec.module).with_context(|| format!("cannot read {}", spec.module.display()))?;
+    let mut a = Archive::new();
+    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+        a.dir(d);
+    }
+    a.char_dev("dev/console", 0o600, 5, 1);
+    a.file("bin/busybox", 0o755, &busybox);
+    for applet in APPLETS {
+        a.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    a.file("init", 0o755, init_script(spec.module_name).as_bytes());
+    a.file("probe.sh", 0o755, spec.probe);
+    a.file("lp.ko", 0o644, &module);
+    initramfs::write_gzip(&a.finish(), out)
+}
+
+/// Parses the console log into a report (everything but the timing fields).
+pub fn parse_console(console: &str) -> Report {
+    let mut r = Report {
+        console: console.to_string(),
+        ..Report::default()
+    };
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(pos) = line.find(MARK) {
+            let rest = &line[pos + MARK.len()..];
+            if let Some((k, v)) = rest.split_once('=') {
+                r.values
+                    .entry(k.trim().to_string())
+                    .or_insert_with(|| v.trim().to_string());
+            }
+        } else if let Some(pos) = line.find(OUT_MARK) {
+            let rest = &line[pos + OUT_MARK.len()..];
+            if let Some((phase, text)) = rest.split_once("| ") {
+                r.outputs
+                    .entry(phase.to_string())
+                    .or_default()
+                    .push(text.to_string());
+            } else if let Some(phase) = rest.strip_suffix('|') {
+                r.outputs
+                    .entry(phase.to_string())
+                    .or_default()
+                    .push(String::new());
+            }
+        }
+    }
+    r
+}
+
+/// Builds the initramfs and boots qemu (TCG, no KVM) with a hard timeout.
+pub fn boot(spec: &Spec<'_>) -> Result<Report> {
+    fs::create_dir_all(spec.workdir)?;
+    let initrd = spec.workdir.join("initrd.gz");
+    build_initramfs(spec, &initrd)?;
+    let console_path = spec.workdir.join("console.log");
+    let console_file = File::create(&console_path)?;
+    let console_err = console_file.try_clone()?;
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-accel",
+        "tcg",
+    ])
+    .arg("-kernel")
+    .arg(spec.bzimage)
+    .arg("-initrd")
+    .arg(&initrd)
+    .arg("-append")
+    .arg(KERNEL_CMDLINE)
+    .stdin(Stdio::null())
+    .stdout(console_file)
+    .stderr(console_err);
+    let start = Instant::now();
+    let mut child = qemu.spawn().with_context(|| {
+        format!(
+            "cannot start `{}` (package qemu-system-x86)",
+            util::display(&qemu)
+        )
+    })?;
+    let status = util::wait_timeout(&mut child, BOOT_TIMEOUT)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let console = String::from_utf8_lossy(&fs::read(&console_path)?).into_owned();
+    let mut r = parse_console(&console);
+    r.console_path = console_path;
+    r.seconds = seconds;
+    r.timed_out = status.is_none();
+    if let Some(st) = status {
+        if !st.success() && r.value("start").is_none() {
+            bail!(
+                "qemu failed ({st}):\n{}",
+                util::indent(&util::tail_lines(&console, 20))
+            );
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "Run /init as init process\r
+KLPGEN-E2E: start=1\r
+KLPGEN-E2E: probe-before=1\r
+livepatch: enabling patch 'livepatch_x'\r
+KLPGEN-E2E: insmod=0\r
+KLPGEN-E2E: enabled=1\r
+KLPGEN-E2E: transition=0\r
+KLPGEN-OUT after-load| hello patched\r
+KLPGEN-E2E: probe-after-load=0\r
+KLPGEN-E2E: disable=0\r
+KLPGEN-E2E: sysfs-gone=1\r
+KLPGEN-E2E: rmmod=0\r
+KLPGEN-E2E: probe-after-unload=1\r
+KLPGEN-E2E: done=1\r
+reboot: Restarting system\r
+";
+
+    #[test]
+    fn good_console_passes() {
+        let r = parse_console(GOOD);
+        assert_eq!(r.failed_checks(), Vec::<String>::new());
+        assert_eq!(r.outputs["after-load"], vec!["hello patched"]);
+        assert_eq!(
+            r.livepatch_messages(),
+            vec!["livepatch: enabling patch 'livepatch_x'"]
+        );
+    }
+
+    #[test]
+    fn bad_console_fails() {
+        let bad = GOOD
+            .replace("probe-after-load=0", "probe-after-load=1")
+            .replace("reboot:", "WARNING: CPU: 0 PID: 1 at kernel/x.c:1\nreboot:");
+        let f = parse_console(&bad).failed_checks();
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f[0].contains("probe after loading failed"));
+        assert!(f[1].contains("WARNING:"));
+        let f = parse_console("KLPGEN-E2E: start=1\nKLPGEN-E2E: probe-before=0\n").failed_checks();
+        assert!(f.iter().any(|m| m.contains("probe before loading")));
+        assert!(f.iter().any(|m| m.contains("insmod failed")));
+        assert!(f.iter().any(|m| m.contains("did not run to the end")));
+    }
+
+    #[test]
+    fn module_name_is_checked() {
+        assert!(check_module_name("livepatch_a_b1").is_ok());
+        assert!(check_module_name("x;reboot").is_err());
+        assert!(check_module_name("").is_err());
+        assert!(init_script("livepatch_z").contains("M=livepatch_z\n"));
+    }
+}

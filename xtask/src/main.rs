@@ -1,0 +1,68 @@
+//! `cargo xtask`: developer tasks for klpgen (setup, test kernel, end-to-end tests, demo).
+
+mod demo;
+mod e2e;
+mod guest;
+mod initramfs;
+mod kernel;
+mod setup;
+mod util;
+
+use anyhow::{bail, Result};
+use std::process::Command;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup            install the Debian packages and bindgen the project needs (idempotent)
+  kernel           build or reuse the cached test kernel; print its source and build dirs
+  e2e [CASE...]    build klpgen, then build and boot-test the cases under tests/e2e
+  demo             build examples/proc-version.patch with klpgen and show it working in qemu
+  test             cargo test --workspace, then the e2e test
+  boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
+";
+
+fn main() {
+    match real_main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Returns `Ok(false)` for a test run that completed with failures.
+fn real_main() -> Result<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    match args.first().map(String::as_str) {
+        Some("setup") => setup::cmd_setup().map(|()| true),
+        Some("kernel") => kernel::cmd_kernel().map(|()| true),
+        Some("e2e") => e2e::cmd_e2e(rest),
+        Some("demo") => demo::cmd_demo().map(|()| true),
+        Some("test") => cmd_test(rest),
+        Some("boot") => e2e::cmd_boot(rest),
+        Some("help" | "-h" | "--help") | None => {
+            print!("{USAGE}");
+            Ok(true)
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test.
+fn cmd_test(rest: &[String]) -> Result<bool> {
+    if !rest.is_empty() {
+        bail!("`cargo xtask test` takes no arguments");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    util::run(
+        Command::new(cargo)
+            .current_dir(util::repo_root())
+            .args(["test", "--workspace"]),
+    )?;
+    e2e::cmd_e2e(&[])
+}

@@ -1,0 +1,129 @@
+//! `cargo xtask setup`: installs the Debian packages and tools the project's builds and tests need.
+
+use crate::util;
+use anyhow::{bail, Result};
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+
+/// Debian 12 packages needed to build the test kernel, klpgen's modules, and to boot them.
+pub const PACKAGES: &[&str] = &[
+    "linux-source-6.12",
+    "rustc-web",
+    "rust-web-src",
+    "cargo-web",
+    "libclang-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "libelf-dev",
+    "flex",
+    "bison",
+    "bc",
+    "libssl-dev",
+    "cpio",
+    "dwarves",
+    "patch",
+    "gcc",
+    "make",
+    "xz-utils",
+    "python3",
+];
+
+/// The packages of `PACKAGES` that dpkg does not report as installed.
+fn missing_packages() -> Result<Vec<&'static str>> {
+    let out = Command::new("dpkg-query")
+        .arg("-W")
+        .arg("-f=${Package} ${Status}\n")
+        .args(PACKAGES)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()?;
+    // dpkg-query exits 1 when some package is unknown; its output still lists the rest.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: HashSet<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(" install ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|p| p.split(':').next().unwrap_or(p))
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `apt-get ...`, through sudo when not root.
+fn apt_get() -> Command {
+    let mut c = if is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null());
+    c
+}
+
+fn install_packages() -> Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages present");
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    util::run(apt_get().arg("update"))?;
+    util::run(
+        apt_get()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "packages still missing after apt-get install: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn install_bindgen() -> Result<()> {
+    if util::cargo_bin_dir().join("bindgen").is_file() || util::which("bindgen").is_some() {
+        eprintln!("setup: bindgen present");
+        return Ok(());
+    }
+    eprintln!("setup: installing bindgen-cli (cargo install, a few minutes)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    util::run(
+        Command::new(cargo)
+            .args(["install", "--locked", "bindgen-cli"])
+            .stdin(Stdio::null()),
+    )?;
+    if !util::cargo_bin_dir().join("bindgen").is_file() {
+        bail!(
+            "cargo install bindgen-cli did not produce {}",
+            util::cargo_bin_dir().join("bindgen").display()
+        );
+    }
+    Ok(())
+}
+
+/// Idempotent; quick when everything is installed.
+pub fn cmd_setup() -> Result<()> {
+    install_packages()?;
+    install_bindgen()?;
+    Ok(())
+}
