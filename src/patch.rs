@@ -132,23 +132,28 @@ fn gnu_patch(
     process::run("patch", args, None, &[], None, intr)
 }
 
-/// Check, without touching the tree, that the first patch applies (later ones may depend on
-/// earlier ones and are checked as they are applied). Reports GNU patch's own message.
-pub fn check_first_applies(source: &Path, patches: &[PatchFile], intr: &Interrupt) -> Result<()> {
-    let Some(p) = patches.first() else {
-        return Ok(());
-    };
-    let dry = gnu_patch(source, &p.path, false, true, intr)?;
+/// Dry-run `patch` (a file holding `shown`'s text); reports GNU patch's own message.
+fn ensure_applies(source: &Path, patch: &Path, shown: &Path, intr: &Interrupt) -> Result<()> {
+    let dry = gnu_patch(source, patch, false, true, intr)?;
     if !dry.success {
         bail!(
             "patch {} does not apply to {}:\n{}{}",
-            p.path.display(),
+            shown.display(),
             source.display(),
             dry.stdout,
             dry.stderr
         );
     }
     Ok(())
+}
+
+/// Check, without touching the tree, that the first patch applies (later ones may depend on
+/// earlier ones and are checked as they are applied).
+pub fn check_first_applies(source: &Path, patches: &[PatchFile], intr: &Interrupt) -> Result<()> {
+    match patches.first() {
+        Some(p) => ensure_applies(source, &p.path, &p.path, intr),
+        None => Ok(()),
+    }
 }
 
 /// Patches applied to a tree; dropping it reverts them and restores file times.
@@ -181,16 +186,7 @@ impl Applied {
         for (i, p) in patches.iter().enumerate() {
             let copy = workdir.join(format!("applied-{i}.patch"));
             fs::write(&copy, &p.text)?;
-            let dry = gnu_patch(source, &copy, false, true, intr)?;
-            if !dry.success {
-                bail!(
-                    "patch {} does not apply to {}:\n{}{}",
-                    p.path.display(),
-                    source.display(),
-                    dry.stdout,
-                    dry.stderr
-                );
-            }
+            ensure_applies(source, &copy, &p.path, intr)?;
             let mtimes = p
                 .files
                 .iter()
