@@ -34,8 +34,12 @@ impl PatchFile {
                 path.display()
             );
         }
+        // GNU patch runs with -d <tree>: a relative path would be taken from there.
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
         Ok(PatchFile {
-            path: path.to_path_buf(),
+            path,
             text,
             files,
         })
