@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -20,11 +19,8 @@ use crate::kbuild::{self, DiffBuild};
 use crate::kernel::{check_config, Tree};
 use crate::patch::{self, Applied, PatchFile};
 use crate::process::Interrupt;
+use crate::report::{self as rpt, BuildReport};
 use crate::{BuildArgs, HookArg, Verdict};
-
-fn stage(t0: &Instant, what: &str) {
-    eprintln!("klpgen: [{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
 
 /// `livepatch-<name>`; kernel module names are at most 55 characters.
 fn module_name(args: &BuildArgs) -> Result<String> {
@@ -69,7 +65,24 @@ fn tree_workdir(tree: &Tree) -> PathBuf {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    let t0 = Instant::now();
+    let mut rep = BuildReport::new(args.quiet);
+    let result = build(&args, &mut rep);
+    match &result {
+        Ok(()) => rep.finish("built", crate::exit::OK, None),
+        Err(e) => {
+            let (code, word) = crate::classify(e);
+            rep.finish(word, code, Some(format!("{e:#}")));
+        }
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&rep)?;
+        write_file(path, &json).context("writing the report")?;
+    }
+    result
+}
+
+fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
+    rep.stage("checking the target");
     let intr = Interrupt::install()?;
     let tree = Tree::open(
         &args.sourcedir,
@@ -79,7 +92,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     )?;
     check_config(&tree.config, &tree.config_path)?;
     tree.check_target()?;
-    let module = module_name(&args)?;
+    let module = module_name(args)?;
     let patches: Vec<PatchFile> = args
         .patches
         .iter()
@@ -88,12 +101,22 @@ pub fn run(args: BuildArgs) -> Result<()> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rep.kernel.release = tree.release.clone();
+    rep.kernel.config_sha256 = rpt::sha256_hex(tree.config_text.as_bytes());
+    rep.patches = patches
+        .iter()
+        .map(|p| rpt::PatchEntry {
+            path: p.path.display().to_string(),
+            sha256: rpt::sha256_hex(p.text.as_bytes()),
+        })
+        .collect();
     let hook = match args.hook {
         HookArg::Rust => HookLang::Rust,
         HookArg::C => HookLang::C,
         HookArg::Auto if tree.config.is_set("CONFIG_RUST") => HookLang::Rust,
         HookArg::Auto => HookLang::C,
     };
+    rep.hook = Some(hook.as_str());
 
     let workdir = tree_workdir(&tree);
     fs::create_dir_all(&workdir).with_context(|| format!("cannot create {}", workdir.display()))?;
@@ -112,13 +135,23 @@ pub fn run(args: BuildArgs) -> Result<()> {
         fs::create_dir_all(run_dir.join(d))?;
     }
 
+    rep.stage("checking the patches and finding affected units");
     patch::check_first_applies(&tree.source, &patches, &intr)?;
     let mut files: Vec<String> = patches
         .iter()
         .flat_map(|p| p.files.iter().cloned())
         .collect();
     files.dedup();
-    let units = kbuild::affected_units(&tree, &files)?;
+    let mut units = kbuild::affected_units(&tree, &files)?;
+    for t in &args.targets {
+        match t.as_str() {
+            "vmlinux" | "modules" => {}
+            u if u.ends_with(".o") => units.push(u.to_string()),
+            other => bail!("--target {other}: expected an object (UNIT.o), vmlinux or modules"),
+        }
+    }
+    units.sort();
+    units.dedup();
     if units.is_empty() {
         eprintln!(
             "klpgen: the patches touch no compiled file ({})",
@@ -134,13 +167,16 @@ pub fn run(args: BuildArgs) -> Result<()> {
             .into());
         }
     }
-    stage(
-        &t0,
-        &format!("{} unit(s) affected: {}", units.len(), units.join(" ")),
-    );
+    if !args.quiet {
+        eprintln!(
+            "klpgen: {} unit(s) affected: {}",
+            units.len(),
+            units.join(" ")
+        );
+    }
 
     let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
-    stage(&t0, "building original objects (function sections)");
+    rep.stage("building original objects (function sections)");
     let built = diffbuild.build_units(
         &tree,
         &units,
@@ -154,9 +190,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
     }
     intr.check()?;
 
-    stage(&t0, "applying patches");
+    check_compiler(
+        &tree,
+        &run_dir.join("orig").join(&units[0]),
+        args.skip_compiler_check,
+        rep,
+    )?;
+    if args.debug || args.skip_cleanup {
+        eprintln!("klpgen: work directory {}", run_dir.display());
+    }
+    rep.stage("applying patches");
     let applied = Applied::apply(&tree.source, &patches, &workdir, &intr)?;
-    stage(&t0, "building patched objects");
+    rep.stage("building patched objects");
     let patched_build = diffbuild
         .build_units(
             &tree,
@@ -177,7 +222,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     let reverted = applied.revert();
     patched_build?;
     reverted.context("restoring the source tree")?;
-    stage(&t0, "patches reverted, source tree restored");
+    rep.stage("patches reverted, source tree restored");
     intr.check()?;
 
     // The target: symbols, exports, layouts.
@@ -194,7 +239,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         bail!("this target runs objtool per object (no IBT, no Clang LTO); carrying ORC data into the livepatch for such targets is not supported yet");
     }
 
-    stage(&t0, "diffing");
+    rep.stage("diffing");
     let mut summary = Summary::default();
     let mut objects = Vec::new();
     let mut refusals = Vec::new();
@@ -210,8 +255,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
         let patched = Object::parse(format!("{u} (patched)"), &pb)?;
         let diff = Diff::new(&orig, &patched);
         let report = diff.report();
-        crate::diffcmd::print_text(u, &report);
+        if !args.quiet {
+            crate::diffcmd::print_text(u, &report);
+        }
         refusals.extend(report.refused.iter().cloned());
+        rep.objects.push(object_entry(u, &report));
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
@@ -242,6 +290,20 @@ pub fn run(args: BuildArgs) -> Result<()> {
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
         objects.push(bytes);
+        for b in &bindings {
+            if let Binding::Klp {
+                objname,
+                name,
+                sympos,
+            } = b
+            {
+                rep.klp_relocations.push(rpt::KlpReloc {
+                    object: objname.clone(),
+                    symbol: name.clone(),
+                    sympos: *sympos,
+                });
+            }
+        }
         all_bindings.extend(bindings);
     }
     let fake = elfdiff::Report {
@@ -260,10 +322,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         .into());
     }
 
-    stage(
-        &t0,
-        &format!("writing module sources ({} hook)", hook.as_str()),
-    );
+    rep.stage(&format!("writing module sources ({} hook)", hook.as_str()));
     let layouts = match hook {
         HookLang::Rust => elfdiff::dwarf::struct_layouts(
             &vm_label,
@@ -310,7 +369,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
             link_relocatable(&parts, &patch_obj, &intr)?;
         }
     }
-    stage(&t0, "building the module with the target's kbuild");
+    rep.stage("building the module with the target's kbuild");
     let ko = kbuild::build_module(&tree, &moddir, &module, jobs, &intr)?;
     let linked = fs::read(&ko)?;
     let (final_ko, klp) = patchgen::klp::finalize_module(&module, &linked)?;
@@ -327,7 +386,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
     }
     let out = args.output.join(format!("{module}.ko"));
     write_file(&out, &final_ko)?;
-    stage(&t0, "done");
+    rep.module = Some(rpt::ModuleEntry {
+        path: out.display().to_string(),
+        sha256: rpt::sha256_hex(&final_ko),
+    });
+    rep.stage("done");
 
     let klp_relocs: usize = klp.sections.iter().map(|(_, n)| n).sum();
     println!("livepatch module: {}", out.display());
@@ -381,4 +444,74 @@ fn link_relocatable(parts: &[PathBuf], out: &Path, intr: &Interrupt) -> Result<(
         bail!("linking the livepatch objects failed:\n{}", o.stderr);
     }
     Ok(())
+}
+
+fn object_entry(unit: &str, r: &elfdiff::Report) -> rpt::ObjectEntry {
+    let mut functions: Vec<rpt::FunctionVerdict> = Vec::new();
+    let plain = |name: &String, verdict| rpt::FunctionVerdict {
+        name: name.clone(),
+        verdict,
+        reason: None,
+        key: None,
+        hint: None,
+    };
+    functions.extend(r.changed.iter().map(|n| plain(n, "changed")));
+    functions.extend(r.new.iter().map(|n| plain(n, "new")));
+    functions.extend(r.refused.iter().map(|f| rpt::FunctionVerdict {
+        name: f.symbol.clone(),
+        verdict: "refused",
+        reason: Some(f.reason.clone()),
+        key: Some(f.key.clone()),
+        hint: Some(f.hint.clone()),
+    }));
+    rpt::ObjectEntry {
+        unit: unit.to_string(),
+        target: "vmlinux".into(),
+        functions,
+    }
+}
+
+/// GCC identification strings (`GCC: (...) X.Y.Z`) in an object's `.comment`.
+fn compilers(label: &Path, bytes: &[u8]) -> Result<Vec<String>> {
+    use object::{Object as _, ObjectSection as _};
+    let file =
+        object::File::parse(bytes).with_context(|| format!("cannot parse {}", label.display()))?;
+    let data = file
+        .section_by_name(".comment")
+        .and_then(|s| s.data().ok())
+        .unwrap_or(&[]);
+    let mut out: Vec<String> = data
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .filter(|s| s.starts_with("GCC:") || s.contains("clang version"))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The objects klpgen diffs must come from the compiler that built the target: code from
+/// another compiler differs everywhere and may not match the running kernel's calling
+/// conventions. Refuses with both values unless told to skip.
+fn check_compiler(tree: &Tree, orig_obj: &Path, skip: bool, rep: &mut BuildReport) -> Result<()> {
+    let vm = fs::read(&tree.vmlinux)
+        .with_context(|| format!("cannot read {}", tree.vmlinux.display()))?;
+    let target = compilers(&tree.vmlinux, &vm)?;
+    rep.kernel.compiler = target.join("; ");
+    let ours = compilers(orig_obj, &fs::read(orig_obj)?)?;
+    let mismatch: Vec<&String> = ours.iter().filter(|c| !target.contains(c)).collect();
+    if mismatch.is_empty() || target.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "compiler mismatch: the target was built by [{}], klpgen's objects by [{}]",
+        target.join("; "),
+        ours.join("; ")
+    );
+    if skip {
+        eprintln!("klpgen: warning: {msg} (--skip-compiler-check)");
+        return Ok(());
+    }
+    bail!("{msg}; build with the target's compiler (or pass --skip-compiler-check if you know they are equivalent)")
 }

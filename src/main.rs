@@ -7,6 +7,7 @@ mod kbuild;
 mod kernel;
 mod patch;
 mod process;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,25 @@ pub struct BuildArgs {
     /// Stack on earlier livepatches instead of replacing them atomically.
     #[arg(short = 'R', long)]
     pub non_replace: bool,
+    /// Extra kbuild object targets (UNIT.o) to diff besides those the patch touches; the
+    /// kpatch-build targets `vmlinux` and `modules` are accepted and implied.
+    #[arg(short = 't', long = "target")]
+    pub targets: Vec<String>,
+    /// Keep klpgen's work directory and print where it is (kpatch-build's -d).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Keep klpgen's work directory (it is kept in the cache anyway; accepted for kpatch-build users).
+    #[arg(long)]
+    pub skip_cleanup: bool,
+    /// Build even when the compiler differs from the one that built the target.
+    #[arg(long)]
+    pub skip_compiler_check: bool,
+    /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Only print the result.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Patches (unified diffs, -p1 from the source tree root).
     #[arg(required = true)]
     pub patches: Vec<PathBuf>,
@@ -138,18 +158,22 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            let code = if let Some(v) = e.downcast_ref::<Verdict>() {
-                match v {
-                    Verdict::Refused(_) => exit::REFUSED,
-                    Verdict::NoChange => exit::NO_CHANGE,
-                }
-            } else if e.downcast_ref::<kbuild::KernelBuildFailed>().is_some() {
-                exit::KERNEL_BUILD
-            } else {
-                exit::ERROR
-            };
             eprintln!("klpgen: {e:#}");
-            ExitCode::from(code)
+            ExitCode::from(classify(&e).0)
         }
+    }
+}
+
+/// The exit code and report word for an error.
+pub fn classify(e: &anyhow::Error) -> (u8, &'static str) {
+    if let Some(v) = e.downcast_ref::<Verdict>() {
+        match v {
+            Verdict::Refused(_) => (exit::REFUSED, "refused"),
+            Verdict::NoChange => (exit::NO_CHANGE, "no-change"),
+        }
+    } else if e.downcast_ref::<kbuild::KernelBuildFailed>().is_some() {
+        (exit::KERNEL_BUILD, "kernel-build-failed")
+    } else {
+        (exit::ERROR, "error")
     }
 }

@@ -51,7 +51,15 @@ impl Tree {
         let build = root.join("build");
         fs::create_dir_all(&build).unwrap();
         fs::write(build.join(".config"), config).unwrap();
-        fs::write(build.join("vmlinux"), b"").unwrap();
+        // Any ELF object compiled by the same gcc stands in for vmlinux (its .comment names
+        // the compiler klpgen compares with).
+        let cc = Command::new("gcc")
+            .args(["-c", "-o"])
+            .arg(build.join("vmlinux"))
+            .arg(src.join("lib/demo.c"))
+            .status()
+            .unwrap();
+        assert!(cc.success());
         fs::write(build.join("Module.symvers"), b"").unwrap();
         let bin = root.join("bin");
         fs::create_dir_all(&bin).unwrap();
@@ -210,10 +218,40 @@ fn relative_patch_path_is_found() {
     let t = Tree::new(CONFIG);
     let before = t.snapshot();
     t.patch("rel.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
-    let o = t.command(Path::new("rel.patch")).current_dir(&t.root).output().unwrap();
+    let o = t
+        .command(Path::new("rel.patch"))
+        .current_dir(&t.root)
+        .output()
+        .unwrap();
     let err = stderr(&o);
-    assert!(!err.contains("does not apply") && !err.contains("Can't open"), "{err}");
+    assert!(
+        !err.contains("does not apply") && !err.contains("Can't open"),
+        "{err}"
+    );
     // The miniature tree has no real vmlinux: the run gets past both builds and stops there.
-    assert!(err.contains("patched objects") || err.contains("vmlinux"), "{err}");
+    assert!(
+        err.contains("patched objects") || err.contains("vmlinux"),
+        "{err}"
+    );
     assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn report_is_written_when_the_run_fails() {
+    let t = Tree::new(&CONFIG.replace("CONFIG_KALLSYMS_ALL=y\n", ""));
+    let p = t.patch("p.patch", GOOD_PATCH);
+    let report = t.root.join("out/report.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["schema"], "klpgen-report/1");
+    assert_eq!(v["result"], "error");
+    assert_eq!(v["exit_code"], 1);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("CONFIG_KALLSYMS_ALL"),
+        "{v}"
+    );
 }

@@ -1,0 +1,153 @@
+//! The `--report` JSON document of `klpgen build` (schema in docs/report.md) and the stage
+//! clock that prints one line per stage.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub const SCHEMA: &str = "klpgen-report/1";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Kernel {
+    pub release: String,
+    pub config_sha256: String,
+    /// The compiler that built the target vmlinux (its `.comment`).
+    pub compiler: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PatchEntry {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionVerdict {
+    pub name: String,
+    /// `changed`, `new` or `refused`.
+    pub verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ObjectEntry {
+    /// The translation unit, relative to the build root.
+    pub unit: String,
+    /// The object patched at run time (`vmlinux` or a module name).
+    pub target: String,
+    pub functions: Vec<FunctionVerdict>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KlpReloc {
+    pub object: String,
+    pub symbol: String,
+    pub sympos: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModuleEntry {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub schema: &'static str,
+    pub klpgen_version: &'static str,
+    /// `built`, `refused`, `no-change`, `kernel-build-failed` or `error`.
+    pub result: String,
+    pub exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub kernel: Kernel,
+    pub patches: Vec<PatchEntry>,
+    pub objects: Vec<ObjectEntry>,
+    pub klp_relocations: Vec<KlpReloc>,
+    pub hook: Option<&'static str>,
+    pub module: Option<ModuleEntry>,
+    pub stages: Vec<Stage>,
+    #[serde(skip)]
+    clock: Option<(Instant, Instant, String)>,
+    #[serde(skip)]
+    quiet: bool,
+}
+
+impl BuildReport {
+    pub fn new(quiet: bool) -> Self {
+        BuildReport {
+            schema: SCHEMA,
+            klpgen_version: env!("CARGO_PKG_VERSION"),
+            result: String::new(),
+            exit_code: 0,
+            message: None,
+            kernel: Kernel::default(),
+            patches: Vec::new(),
+            objects: Vec::new(),
+            klp_relocations: Vec::new(),
+            hook: None,
+            module: None,
+            stages: Vec::new(),
+            clock: None,
+            quiet,
+        }
+    }
+
+    /// Close the running stage and start `name`; prints one line unless quiet.
+    pub fn stage(&mut self, name: &str) {
+        let now = Instant::now();
+        let start = match self.clock.take() {
+            Some((start, since, prev)) => {
+                self.stages.push(Stage {
+                    name: prev,
+                    seconds: round_ms(now.duration_since(since).as_secs_f64()),
+                });
+                start
+            }
+            None => now,
+        };
+        if !self.quiet {
+            eprintln!(
+                "klpgen: [{:>6.1}s] {name}",
+                now.duration_since(start).as_secs_f64()
+            );
+        }
+        self.clock = Some((start, now, name.to_string()));
+    }
+
+    /// Record how the run ended.
+    pub fn finish(&mut self, result: &'static str, code: u8, message: Option<String>) {
+        if let Some((_, since, prev)) = self.clock.take() {
+            self.stages.push(Stage {
+                name: prev,
+                seconds: round_ms(since.elapsed().as_secs_f64()),
+            });
+        }
+        self.result = result.to_string();
+        self.exit_code = code;
+        self.message = message;
+    }
+}
+
+fn round_ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
