@@ -4,7 +4,8 @@
 //!
 //! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
 //! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
-//! `sym`), `plain: sym` (an ordinary relocation to `sym`).
+//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`), `copied: sym` (carried in the livepatch
+//! object, not bound to the target).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ struct Expect {
     refuse: Vec<String>,
     klp: Vec<String>,
     plain: Vec<String>,
+    copied: Vec<String>,
 }
 
 fn parse_expect(src: &str) -> Result<Expect, String> {
@@ -65,6 +67,7 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
             "refuse" => e.refuse.extend(words()),
             "klp" => e.klp.extend(words()),
             "plain" => e.plain.extend(words()),
+            "copied" => e.copied.extend(words()),
             other => return Err(format!("unknown directive {other:?}")),
         }
     }
@@ -173,7 +176,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         .collect::<Result<_, patchgen::Error>>()?;
     for k in &expect.klp {
         let found = bindings.iter().any(|b| match b {
-            Binding::Klp { name, .. } => elfdiff::names::normalize(name) == *k,
+            Binding::Klp { name, .. } => name == k || elfdiff::names::normalize(name) == *k,
             _ => false,
         });
         if !found {
@@ -185,6 +188,19 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(
                 format!("expected an ordinary relocation to {p}, bindings: {bindings:?}").into(),
             );
+        }
+    }
+    for c in &expect.copied {
+        let in_plan = plan
+            .symbols
+            .iter()
+            .any(|s| elfdiff::names::normalize(&s.name) == *c);
+        let bound = plan
+            .externals
+            .iter()
+            .any(|e| elfdiff::names::normalize(&e.name) == *c);
+        if !in_plan || bound {
+            return Err(format!("expected {c} copied into the livepatch (copied: {in_plan}, bound to the target: {bound})").into());
         }
     }
     let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;

@@ -136,7 +136,12 @@ pub(crate) fn resolve<S: Side>(
     }
 }
 
-fn ref_key<S: Side>(obj: &Object<'_, S>, insns: &Insns, site: SecIdx<S>, r: &Reloc<S>) -> RefKey {
+pub(crate) fn ref_key<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    site: SecIdx<S>,
+    r: &Reloc<S>,
+) -> RefKey {
     match resolve(obj, insns, site, r) {
         Target::Symbol { sym, addend } => RefKey::Sym(normalize(obj.sym(sym).name), addend),
         Target::String { sec, start } => {
@@ -181,7 +186,48 @@ fn correlatable<S: Side>(s: &Symbol<'_, S>) -> bool {
     s.section.is_some() && kind_class(s.kind).is_some() && !s.name.is_empty()
 }
 
-/// Match symbols by normalised name within their kind: exact names first, then in table order.
+/// Functions that refer to each symbol (by normalised name), for telling apart static locals
+/// that share a name (`count.1` in `f`, `count.2` in `g`).
+fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
+    let mut out: HashMap<SymIdx<S>, Vec<String>> = HashMap::new();
+    for sec in obj.section_indices() {
+        let section = obj.sec(sec);
+        if !section.is_exec() {
+            continue;
+        }
+        for r in &section.relocs {
+            let Some(user) = obj.symbol_at(sec, r.offset) else {
+                continue;
+            };
+            let t = obj.sym(r.sym);
+            let target = match (t.kind, t.section) {
+                (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
+                    [only] => *only,
+                    _ => continue,
+                },
+                _ => r.sym,
+            };
+            let v = out.entry(target).or_default();
+            let name = normalize(obj.sym(user).name);
+            if !v.contains(&name) {
+                v.push(name);
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// A GCC static local (`name.N`): function-scope, numbered per translation unit.
+fn is_static_local(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Match symbols by normalised name within their kind: static locals by the functions that
+/// use them, then exact names, then in table order. Special statics are never matched.
 fn correlate(
     orig: &Object<'_, Orig>,
     patched: &Object<'_, Patched>,
@@ -190,41 +236,78 @@ fn correlate(
     let mut groups: HashMap<(u8, String), Group> = HashMap::new();
     for i in orig.symbol_indices() {
         let s = orig.sym(i);
-        if correlatable(s) {
+        if correlatable(s) && !is_special(orig, i) {
             let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
             groups.entry(key).or_default().0.push(i);
         }
     }
     for i in patched.symbol_indices() {
         let s = patched.sym(i);
-        if correlatable(s) {
+        if correlatable(s) && !is_special(patched, i) {
             let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
             if let Some(g) = groups.get_mut(&key) {
                 g.1.push(i);
             }
         }
     }
+    let needs_users = groups
+        .values()
+        .any(|(os, ps)| os.len() > 1 && ps.iter().any(|&p| is_static_local(patched.sym(p).name)));
+    let (ousers, pusers) = if needs_users {
+        (users(orig), users(patched))
+    } else {
+        (HashMap::new(), HashMap::new())
+    };
+    let mut keys: Vec<_> = groups.keys().cloned().collect();
+    keys.sort();
     let mut out = HashMap::new();
-    for (_, (os, ps)) in groups {
+    for key in keys {
+        let (os, ps) = &groups[&key];
         if ps.is_empty() {
             continue;
         }
         let mut used = vec![false; os.len()];
-        let mut pending = Vec::new();
-        for &p in &ps {
-            let name = patched.sym(p).name;
+        let mut pending: Vec<SymIdx<Patched>> = ps.clone();
+        // Pass 1: static locals by the functions that use them.
+        if os.len() > 1 {
+            pending.retain(|&p| {
+                if !is_static_local(patched.sym(p).name) {
+                    return true;
+                }
+                let Some(pu) = pusers.get(&p) else {
+                    return true;
+                };
+                match os
+                    .iter()
+                    .enumerate()
+                    .find(|(k, o)| !used[*k] && ousers.get(o) == Some(pu))
+                {
+                    Some((k, &o)) => {
+                        used[k] = true;
+                        out.insert(p, o);
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        // Pass 2: exact names.
+        pending.retain(|&p| {
+            let pname = patched.sym(p).name;
             match os
                 .iter()
                 .enumerate()
-                .find(|(k, &o)| !used[*k] && orig.sym(o).name == name)
+                .find(|(k, &o)| !used[*k] && orig.sym(o).name == pname)
             {
                 Some((k, &o)) => {
                     used[k] = true;
                     out.insert(p, o);
+                    false
                 }
-                None => pending.push(p),
+                None => true,
             }
-        }
+        });
+        // Pass 3: what is left, in table order.
         let mut free = os.iter().enumerate().filter(|(k, _)| !used[*k]);
         for p in pending {
             match free.next() {
@@ -236,6 +319,37 @@ fn correlate(
         }
     }
     out
+}
+
+/// Statics that must never be matched with the running kernel's copy: each build's are
+/// fresh (lockdep keys, once-flags, ratelimit states, `__func__`, switch tables, dynamic-debug
+/// descriptors, anything in `.data..once`).
+fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
+    let s = obj.sym(i);
+    if s.kind != SymKind::Object {
+        return false;
+    }
+    let base = normalize(s.name);
+    const NAMES: &[&str] = &[
+        "__key",
+        "__warned",
+        "__already_done",
+        "__func__",
+        "_rs",
+        "CSWTCH",
+        "_entry",
+        "__print_once",
+        "__UNIQUE_ID_ddebug",
+        "descriptor",
+        "__msg",
+    ];
+    if NAMES.contains(&base.as_str()) {
+        return true;
+    }
+    s.section.is_some_and(|sec| {
+        let n = obj.sec(sec).name;
+        n == ".data..once" || n.starts_with("__dyndbg") || n.starts_with(".data.once")
+    })
 }
 
 /// Section names whose contents are data a running kernel owns (checked for changes).
@@ -292,7 +406,11 @@ impl<'a, 'd> Diff<'a, 'd> {
             mask(&mut ob, os.value, orelocs);
             mask(&mut pb, ps.value, prelocs);
             if let Some(i) = ob.iter().zip(&pb).position(|(a, b)| a != b) {
-                return Some(format!("bytes differ at +{i:#x}"));
+                let line_only =
+                    osx.is_exec() && line_numbers_only(self.orig, os.value, &ob, &pb, orelocs);
+                if !line_only {
+                    return Some(format!("bytes differ at +{i:#x}"));
+                }
             }
         }
         if orelocs.len() != prelocs.len() {
@@ -407,6 +525,31 @@ impl<'a, 'd> Diff<'a, 'd> {
                 });
                 continue;
             }
+            if self
+                .orig
+                .sec(self.orig.sym(o).section.expect("defined"))
+                .in_group
+            {
+                refusals.push(Refusal {
+                    key: format!("refuse.comdat-changed.{name}"),
+                    symbol: name.into(),
+                    section: section.into(),
+                    reason: format!("function in a section group (COMDAT) changed ({why}); the linker kept one copy of the group for the whole kernel, so which body runs is not this object's to decide"),
+                    hint: "make the function static or non-inline in its own translation unit, or patch its callers".into(),
+                });
+                continue;
+            }
+            let removed = self.removed_static_locals(o, r.patched);
+            if let Some(local) = removed.first() {
+                refusals.push(Refusal {
+                    key: format!("refuse.static-local-removed.{name}"),
+                    symbol: name.into(),
+                    section: section.into(),
+                    reason: format!("the new {name} no longer uses its static local {local}; the running kernel's state in it would silently be abandoned"),
+                    hint: "keep using the static local in the new version (its state carries over), or move the state to a shadow variable".into(),
+                });
+                continue;
+            }
             let child = split_parent(name).is_some();
             if !child && !self.orig_traceable(o) {
                 refusals.push(Refusal {
@@ -421,8 +564,82 @@ impl<'a, 'd> Diff<'a, 'd> {
         if let Some(refs) = self.data_refusals() {
             refusals.extend(refs);
         }
+        refusals.extend(self.unknown_section_refusals(&results));
         self.functions = results;
         self.refusals = refusals;
+    }
+
+    /// Sections of unknown role whose entries point into code the livepatch replaces.
+    fn unknown_section_refusals(&self, results: &[FuncResult]) -> Vec<Refusal> {
+        let code: HashSet<SecIdx<Patched>> = results
+            .iter()
+            .filter(|r| r.verdict != Verdict::Unchanged)
+            .filter_map(|r| self.patched.sym(r.patched).section)
+            .collect();
+        let mut out = Vec::new();
+        for sec in self.patched.section_indices() {
+            let s = self.patched.sec(sec);
+            if !s.is_alloc() || crate::plan::is_known_section(s.name) {
+                continue;
+            }
+            let hit = s.relocs.iter().find_map(|r| {
+                match resolve(self.patched, &self.patched_insns, sec, r) {
+                    Target::Symbol { sym, .. } => {
+                        let t = self.patched.sym(sym);
+                        t.section.filter(|ts| code.contains(ts)).map(|_| t.name)
+                    }
+                    Target::Anon { sec: ts, .. } | Target::String { sec: ts, .. } => {
+                        code.contains(&ts).then(|| self.patched.sec(ts).name)
+                    }
+                }
+            });
+            if let Some(target) = hit {
+                out.push(Refusal {
+                    key: format!("refuse.unknown-special-section.{}", s.name),
+                    symbol: target.into(),
+                    section: s.name.into(),
+                    reason: format!("section {} has entries pointing into changed code ({target}) and klpgen does not know its format, so it cannot carry the right entries", s.name),
+                    hint: "if it is an array of fixed-size entries, pass --entry-size SECTION=BYTES to klpgen diff; otherwise report the section so klpgen can learn it".into(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Static locals (`name.N`) the original function used and the new one no longer does.
+    fn removed_static_locals(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Vec<String> {
+        fn locals<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> Vec<String> {
+            let s = obj.sym(f);
+            let Some(sec) = s.section else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for r in obj.sec(sec).relocs_in(s.value, s.value + s.size) {
+                let t = obj.sym(r.sym);
+                let target = match (t.kind, t.section) {
+                    (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
+                        [only] => obj.sym(*only),
+                        _ => continue,
+                    },
+                    _ => t,
+                };
+                if target.kind == SymKind::Object
+                    && target.bind == crate::model::Bind::Local
+                    && is_static_local(target.name)
+                {
+                    out.push(normalize(target.name));
+                }
+            }
+            out
+        }
+        let new = locals(self.patched, p);
+        let mut gone: Vec<String> = locals(self.orig, o)
+            .into_iter()
+            .filter(|l| !new.contains(l))
+            .collect();
+        gone.sort();
+        gone.dedup();
+        gone
     }
 
     fn data_refusals(&self) -> Option<Vec<Refusal>> {
@@ -487,12 +704,85 @@ impl<'a, 'd> Diff<'a, 'd> {
     }
 }
 
-fn describe(k: &RefKey) -> String {
+pub(crate) fn describe(k: &RefKey) -> String {
     match k {
         RefKey::Sym(n, a) => format!("{n}{a:+}"),
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
         RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
     }
+}
+
+/// Callees whose integer argument is a source line number (`__LINE__`): a function whose only
+/// differences are those immediates did not change (the patch just moved lines around).
+const LINE_TAKERS: &[&str] = &[
+    "__might_sleep",
+    "__might_fault",
+    "__might_resched",
+    "__cant_sleep",
+    "__cant_migrate",
+    "warn_slowpath_fmt",
+    "lockdep_rcu_suspicious",
+    "__might_sleep_precision",
+];
+
+/// Whether two masked byte images of one function differ only in `mov $imm32, %reg32`
+/// instructions that load a line number for a call to one of `LINE_TAKERS`.
+fn line_numbers_only(
+    obj: &Object<'_, Orig>,
+    base: u64,
+    ob: &[u8],
+    pb: &[u8],
+    relocs: &[Reloc<Orig>],
+) -> bool {
+    use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
+    if ob.len() != pb.len() {
+        return false;
+    }
+    let decode = |b: &[u8]| -> Vec<iced_x86::Instruction> {
+        let mut d = Decoder::with_ip(64, b, 0, DecoderOptions::NONE);
+        let mut v = Vec::new();
+        while d.can_decode() {
+            v.push(d.decode());
+        }
+        v
+    };
+    let (oi, pi) = (decode(ob), decode(pb));
+    if oi.len() != pi.len() {
+        return false;
+    }
+    // The callee of a call instruction, from the relocation inside it.
+    let callee = |insn: &iced_x86::Instruction| -> Option<&str> {
+        let (start, end) = (base + insn.ip(), base + insn.ip() + insn.len() as u64);
+        relocs
+            .iter()
+            .find(|r| r.offset >= start && r.offset < end)
+            .map(|r| obj.sym(r.sym).name)
+    };
+    for (k, (a, b)) in oi.iter().zip(&pi).enumerate() {
+        let (sa, sb) = (a.ip() as usize, b.ip() as usize);
+        if a.len() != b.len() || a.ip() != b.ip() {
+            return false;
+        }
+        if ob[sa..sa + a.len()] == pb[sb..sb + b.len()] {
+            continue;
+        }
+        let is_line_load = a.code() == Code::Mov_r32_imm32
+            && b.code() == Code::Mov_r32_imm32
+            && a.op0_register() == b.op0_register();
+        if !is_line_load {
+            return false;
+        }
+        let feeds_line_taker = oi[k + 1..]
+            .iter()
+            .take(8)
+            .find(|i| i.mnemonic() == Mnemonic::Call)
+            .and_then(|c| callee(c))
+            .is_some_and(|n| LINE_TAKERS.contains(&n));
+        if !feeds_line_taker {
+            return false;
+        }
+    }
+    true
 }
 
 /// Zero relocation fields so that only instruction bytes are compared.

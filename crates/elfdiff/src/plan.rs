@@ -43,6 +43,63 @@ const OBJTOOL_SECTIONS: &[&str] = &[
     ".orc_header",
 ];
 
+/// Sections whose role klpgen knows: ordinary code and data, metadata it drops or that
+/// kbuild regenerates, and the special sections above. Any other section that points into
+/// changed code is refused rather than silently dropped.
+pub fn is_known_section(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        ".text",
+        ".data",
+        ".rodata",
+        ".bss",
+        ".init.",
+        ".exit.",
+        ".ref.",
+        ".meminit",
+        ".noinstr.text",
+        ".entry.text",
+        ".head.text",
+        ".sched.text",
+        ".cpuidle.text",
+        ".spinlock.text",
+        ".lock.text",
+        ".irqentry.text",
+        ".softirqentry.text",
+        ".kprobes.text",
+        ".debug",
+        ".comment",
+        ".note",
+        ".discard",
+        ".modinfo",
+        "___ksymtab",
+        "__ksymtab",
+        "__kcrctab",
+        ".export_symbol",
+        "__param",
+        "__patchable_function_entries",
+        ".initcall",
+        ".con_initcall",
+        ".orc_",
+        ".altinstr_replacement",
+        ".altinstr_aux",
+        "_ftrace_events",
+        "__tracepoints",
+        "__bpf_raw_tp_map",
+        "_ftrace_eval_map",
+        ".static_call.text",
+        ".static_call_tramp_key",
+        ".gnu.",
+        ".llvm_addrsig",
+        ".init_array",
+        ".ctors",
+        ".eh_frame",
+        ".note.GNU-stack",
+    ];
+    SPECIAL_SECTIONS.iter().any(|(s, _, _)| *s == name)
+        || OBJTOOL_SECTIONS.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// The DWARF structure that gives each special section's entry size, for callers that read
 /// it from the target.
 pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
