@@ -176,6 +176,11 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     }
 
     let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
+    if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
+        let stale: Vec<String> = list.lines().map(String::from).collect();
+        diffbuild.forget(&stale);
+        fs::remove_file(workdir.join("kbuild-dirty"))?;
+    }
     rep.stage("building original objects (function sections)");
     let built = diffbuild.build_units(
         &tree,
@@ -199,6 +204,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     if args.debug || args.skip_cleanup {
         eprintln!("klpgen: work directory {}", run_dir.display());
     }
+    let saved = run_dir.join("kbuild-saved");
+    diffbuild.save(&units, &saved)?;
+    // Until the originals are back, these units in klpgen's build directory may hold patched
+    // code: a run killed in between leaves this list, and the next run rebuilds them.
+    let dirty = workdir.join("kbuild-dirty");
+    fs::write(&dirty, units.join("\n"))?;
     rep.stage("applying patches");
     let applied = Applied::apply(&tree.source, &patches, &workdir, &intr)?;
     rep.stage("building patched objects");
@@ -218,8 +229,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 .try_for_each(|(u, p)| copy_to(p, &run_dir.join("patched").join(u)))
         });
     // The patched objects must not be mistaken for original ones by the next run.
-    diffbuild.forget(&units);
     let reverted = applied.revert();
+    diffbuild.restore(&units, &saved);
+    let _ = fs::remove_file(&dirty);
     patched_build?;
     reverted.context("restoring the source tree")?;
     rep.stage("patches reverted, source tree restored");
@@ -245,6 +257,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut refusals = Vec::new();
     let mut hook_funcs = Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
+    let mut manifest = patchgen::check::Manifest::default();
     for u in &units {
         let ob = fs::read(run_dir.join("orig").join(u))?;
         let pb = fs::read(run_dir.join("patched").join(u))?;
@@ -289,6 +302,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             });
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
+        manifest.add_unit("vmlinux", &plan, &bindings, &hook_funcs[base..]);
         objects.push(bytes);
         for b in &bindings {
             if let Binding::Klp {
@@ -372,18 +386,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     rep.stage("building the module with the target's kbuild");
     let ko = kbuild::build_module(&tree, &moddir, &module, jobs, &intr)?;
     let linked = fs::read(&ko)?;
-    let (final_ko, klp) = patchgen::klp::finalize_module(&module, &linked)?;
-    let findings = patchgen::klp::check_module(&module, &final_ko)?;
-    if !findings.is_empty() {
-        let list: Vec<String> = findings
-            .iter()
-            .map(|f| format!("  [{}] {}", f.key, f.detail))
-            .collect();
-        bail!(
-            "the generated module failed its checks:\n{}",
-            list.join("\n")
-        );
-    }
+    let (final_ko, klp) = patchgen::klp::finalize_module_with(&module, &linked, Some(&manifest))?;
+    // `klpgen check` against the target; any finding fails the build.
+    crate::checkcmd::verify_built(&module, &final_ko, &vm_label, &vmlinux, &symvers)?;
     let out = args.output.join(format!("{module}.ko"));
     write_file(&out, &final_ko)?;
     rep.module = Some(rpt::ModuleEntry {

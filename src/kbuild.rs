@@ -234,6 +234,49 @@ impl DiffBuild {
             .collect()
     }
 
+    /// Keep the original objects (and their kbuild command records) aside before the patched
+    /// build overwrites them.
+    pub fn save(&self, units: &[String], into: &Path) -> Result<()> {
+        for u in units {
+            let (obj, cmd) = self.files_of(u);
+            for f in [obj, cmd] {
+                let rel = f.strip_prefix(&self.dir).unwrap_or(&f);
+                let to = into.join(rel);
+                if let Some(d) = to.parent() {
+                    fs::create_dir_all(d)?;
+                }
+                fs::copy(&f, &to)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Put the original objects back once the sources are restored, so the next run finds
+    /// them up to date (kbuild's own dependency tracking is the cache); on any failure the
+    /// units are forgotten instead, and simply rebuilt next time.
+    pub fn restore(&self, units: &[String], from: &Path) {
+        let ok = units.iter().all(|u| {
+            let (obj, cmd) = self.files_of(u);
+            [obj, cmd].iter().all(|f| {
+                let rel = f.strip_prefix(&self.dir).unwrap_or(f);
+                fs::copy(from.join(rel), f).is_ok()
+            })
+        });
+        if !ok {
+            self.forget(units);
+        }
+    }
+
+    fn files_of(&self, unit: &str) -> (PathBuf, PathBuf) {
+        let obj = self.dir.join(unit);
+        let name = obj
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmd = obj.with_file_name(format!(".{name}.cmd"));
+        (obj, cmd)
+    }
+
     /// Forget built units so the next build recompiles them from the (restored) sources.
     pub fn forget(&self, units: &[String]) {
         for u in units {
