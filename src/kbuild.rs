@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::kernel::Tree;
 use crate::process::{self, Interrupt};
@@ -240,12 +240,15 @@ impl DiffBuild {
         for u in units {
             let (obj, cmd) = self.files_of(u);
             for f in [obj, cmd] {
+                if !f.exists() {
+                    continue; // no command record: kbuild rebuilds the unit anyway
+                }
                 let rel = f.strip_prefix(&self.dir).unwrap_or(&f);
                 let to = into.join(rel);
                 if let Some(d) = to.parent() {
                     fs::create_dir_all(d)?;
                 }
-                fs::copy(&f, &to)?;
+                fs::copy(&f, &to).with_context(|| format!("keeping {} aside", f.display()))?;
             }
         }
         Ok(())
@@ -259,7 +262,12 @@ impl DiffBuild {
             let (obj, cmd) = self.files_of(u);
             [obj, cmd].iter().all(|f| {
                 let rel = f.strip_prefix(&self.dir).unwrap_or(f);
-                fs::copy(from.join(rel), f).is_ok()
+                let saved = from.join(rel);
+                if saved.exists() {
+                    fs::copy(saved, f).is_ok()
+                } else {
+                    fs::remove_file(f).is_ok() || !f.exists()
+                }
             })
         });
         if !ok {

@@ -12,9 +12,10 @@ const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
 
 const CONFIG: &str = "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n";
 
-/// Stand-in for make: `olddefconfig` succeeds; each requested `x.o` is compiled from `x.c`;
+/// Stand-in for make: `olddefconfig` succeeds; each requested `x.o` is compiled from `x.c`
+/// unless it is newer than `x.c`;
 /// a source containing SLOW_MARK makes it announce itself and sleep (to be interrupted).
-const FAKE_MAKE: &str = r#"#!/bin/sh
+const FAKE_MAKE: &str = r#"#!/bin/bash
 src=""; out=""; units=""; prev=""
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
@@ -23,6 +24,8 @@ for a in "$@"; do
 done
 for u in $units; do
   c="$src/${u%.o}.c"
+  # Like make: an object newer than its source is up to date.
+  if [ "$out/$u" -nt "$c" ]; then continue; fi
   mkdir -p "$(dirname "$out/$u")"
   gcc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
@@ -253,5 +256,83 @@ fn report_is_written_when_the_run_fails() {
             .unwrap()
             .contains("CONFIG_KALLSYMS_ALL"),
         "{v}"
+    );
+}
+
+#[test]
+fn killed_build_is_recovered_by_the_next_run() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let mut child = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kbuild = loop {
+        let found = fs::read_dir(t.root.join("cache/trees"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("kbuild"))
+            .filter(|k| k.join("sleeping").exists());
+        if let Some(k) = found {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stand-in make never reached the patched build"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert_ne!(
+        t.snapshot().0,
+        before.0,
+        "the tree is patched after the kill"
+    );
+    fs::remove_file(kbuild.join("sleeping")).unwrap();
+
+    // The next run (another patch) restores the tree first and rebuilds the unit the killed
+    // run left patched in klpgen's build directory.
+    let quick = t.patch(
+        "quick.patch",
+        &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),
+    );
+    let o = t
+        .command(&quick)
+        .arg("--name")
+        .arg("quick")
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("restored"), "{}", stderr(&o));
+    assert_eq!(t.snapshot(), before);
+    let orig = kbuild
+        .parent()
+        .unwrap()
+        .join("runs/livepatch-quick/orig/lib/demo.o");
+    let pristine = t.root.join("pristine.o");
+    let cc = Command::new("gcc")
+        .args([
+            "-O2",
+            "-c",
+            "-ffunction-sections",
+            "-fdata-sections",
+            "-pg",
+            "-mfentry",
+            "-mrecord-mcount",
+        ])
+        .arg(t.src().join("lib/demo.c"))
+        .arg("-o")
+        .arg(&pristine)
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    assert!(
+        fs::read(&orig).unwrap() == fs::read(&pristine).unwrap(),
+        "the original object was built from patched sources"
     );
 }
