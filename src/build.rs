@@ -12,12 +12,13 @@ use sha2::{Digest, Sha256};
 
 use elfdiff::{Diff, Object, PlanOptions};
 use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
-use patchgen::target::{bind_externals, Binding, Symvers, TargetSymtab};
+use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
 
 use crate::diffcmd::{entry_sizes, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
 use crate::kernel::{check_config, Tree};
 use crate::patch::{self, Applied, PatchFile};
+use crate::oot::OotModule;
 use crate::process::Interrupt;
 use crate::report::{self as rpt, BuildReport};
 use crate::{BuildArgs, HookArg, Verdict};
@@ -135,106 +136,22 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         fs::create_dir_all(run_dir.join(d))?;
     }
 
-    rep.stage("checking the patches and finding affected units");
-    patch::check_first_applies(&tree.source, &patches, &intr)?;
-    let mut files: Vec<String> = patches
-        .iter()
-        .flat_map(|p| p.files.iter().cloned())
-        .collect();
-    files.dedup();
-    let mut units = kbuild::affected_units(&tree, &files)?;
-    for t in &args.targets {
-        match t.as_str() {
-            "vmlinux" | "modules" => {}
-            u if u.ends_with(".o") => units.push(u.to_string()),
-            other => bail!("--target {other}: expected an object (UNIT.o), vmlinux or modules"),
+    let oot = match (&args.oot_module, &args.oot_module_src) {
+        (Some(ko), Some(src)) => Some(OotModule::open(ko, src)?),
+        (None, None) => None,
+        _ => bail!("--oot-module and --oot-module-src go together"),
+    };
+    let pairs = match &oot {
+        Some(m) => {
+            rep.stage(&format!("building module {} from {}, original and patched", m.name, m.src.display()));
+            let pairs = m.build_pairs(&tree, &patches, &run_dir, jobs, &intr)?;
+            if let Some((_, o, _)) = pairs.first() {
+                check_compiler(&tree, o, args.skip_compiler_check, rep)?;
+            }
+            pairs
         }
-    }
-    units.sort();
-    units.dedup();
-    if units.is_empty() {
-        eprintln!(
-            "klpgen: the patches touch no compiled file ({})",
-            files.join(", ")
-        );
-        return Err(Verdict::NoChange.into());
-    }
-    for u in &units {
-        if let Some(m) = kbuild::module_of_unit(&tree, u) {
-            return Err(Verdict::Refused(format!(
-                "{u} is part of module {m}; patching modules is not supported yet (only vmlinux)"
-            ))
-            .into());
-        }
-    }
-    if !args.quiet {
-        eprintln!(
-            "klpgen: {} unit(s) affected: {}",
-            units.len(),
-            units.join(" ")
-        );
-    }
-
-    let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
-    if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
-        let stale: Vec<String> = list.lines().map(String::from).collect();
-        diffbuild.forget(&stale);
-        fs::remove_file(workdir.join("kbuild-dirty"))?;
-    }
-    rep.stage("building original objects (function sections)");
-    let built = diffbuild.build_units(
-        &tree,
-        &units,
-        jobs,
-        &run_dir.join("orig.log"),
-        "building the original objects",
-        &intr,
-    )?;
-    for (u, p) in units.iter().zip(&built) {
-        copy_to(p, &run_dir.join("orig").join(u))?;
-    }
-    intr.check()?;
-
-    check_compiler(
-        &tree,
-        &run_dir.join("orig").join(&units[0]),
-        args.skip_compiler_check,
-        rep,
-    )?;
-    if args.debug || args.skip_cleanup {
-        eprintln!("klpgen: work directory {}", run_dir.display());
-    }
-    let saved = run_dir.join("kbuild-saved");
-    diffbuild.save(&units, &saved)?;
-    // Until the originals are back, these units in klpgen's build directory may hold patched
-    // code: a run killed in between leaves this list, and the next run rebuilds them.
-    let dirty = workdir.join("kbuild-dirty");
-    fs::write(&dirty, units.join("\n"))?;
-    rep.stage("applying patches");
-    let applied = Applied::apply(&tree.source, &patches, &workdir, &intr)?;
-    rep.stage("building patched objects");
-    let patched_build = diffbuild
-        .build_units(
-            &tree,
-            &units,
-            jobs,
-            &run_dir.join("patched.log"),
-            "building the patched objects",
-            &intr,
-        )
-        .and_then(|paths| {
-            units
-                .iter()
-                .zip(&paths)
-                .try_for_each(|(u, p)| copy_to(p, &run_dir.join("patched").join(u)))
-        });
-    // The patched objects must not be mistaken for original ones by the next run.
-    let reverted = applied.revert();
-    diffbuild.restore(&units, &saved);
-    let _ = fs::remove_file(&dirty);
-    patched_build?;
-    reverted.context("restoring the source tree")?;
-    rep.stage("patches reverted, source tree restored");
+        None => tree_pairs(args, rep, &tree, &patches, &workdir, &run_dir, jobs, &intr)?,
+    };
     intr.check()?;
 
     // The target: symbols, exports, layouts.
@@ -251,6 +168,17 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         bail!("this target runs objtool per object (no IBT, no Clang LTO); carrying ORC data into the livepatch for such targets is not supported yet");
     }
 
+    // For an out-of-tree module: its name, its .ko (label, bytes) and symbol table.
+    let mod_target = match &oot {
+        Some(m) => {
+            let bytes = fs::read(&m.ko).with_context(|| format!("cannot read {}", m.ko.display()))?;
+            let label = m.ko.display().to_string();
+            let table = TargetSymtab::parse_module(&label, &bytes)?;
+            Some((m.name.clone(), (label, bytes), table))
+        }
+        None => None,
+    };
+    let objname = mod_target.as_ref().map_or("vmlinux", |(n, _, _)| n.as_str());
     rep.stage("diffing");
     let mut summary = Summary::default();
     let mut objects = Vec::new();
@@ -258,9 +186,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut hook_funcs = Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
     let mut manifest = patchgen::check::Manifest::default();
-    for u in &units {
-        let ob = fs::read(run_dir.join("orig").join(u))?;
-        let pb = fs::read(run_dir.join("patched").join(u))?;
+    for (u, orig_path, patched_path) in &pairs {
+        let ob = fs::read(orig_path)?;
+        let pb = fs::read(patched_path)?;
         if ob == pb {
             continue;
         }
@@ -272,7 +200,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             crate::diffcmd::print_text(u, &report);
         }
         refusals.extend(report.refused.iter().cloned());
-        rep.objects.push(object_entry(u, &report));
+        rep.objects.push(object_entry(u, objname, &report));
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
@@ -285,7 +213,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             entry_sizes: sizes.clone(),
             objtool_regenerates,
         })?;
-        let bindings = bind_externals(&plan, "vmlinux", &symtab, &symvers)
+        let bindings = match &mod_target {
+            Some((name, _, mtab)) => {
+                bind_externals_module(&plan, name, mtab, &symtab, &symvers)
+            }
+            None => bind_externals(&plan, "vmlinux", &symtab, &symvers),
+        }
             .with_context(|| format!("binding the references of {u}"))?;
         let base = hook_funcs.len();
         for (i, f) in plan.funcs.iter().enumerate() {
@@ -294,7 +227,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 local: f.old_local,
                 undefined: false,
             };
-            let sympos = symtab.locate(&ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+            let table = mod_target.as_ref().map_or(&symtab, |(_, _, t)| t);
+            let sympos = table.locate(&ext, plan.file_name.as_deref(), &plan.orig_locals)?;
             hook_funcs.push(HookFunc {
                 old_name: f.old_name.clone(),
                 sympos,
@@ -302,7 +236,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             });
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
-        manifest.add_unit("vmlinux", &plan, &bindings, &hook_funcs[base..]);
+        manifest.add_unit(objname, &plan, &bindings, &hook_funcs[base..]);
         objects.push(bytes);
         for b in &bindings {
             if let Binding::Klp {
@@ -360,7 +294,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 .join(", ")
         ),
         objects: vec![HookObject {
-            name: None,
+            name: mod_target.as_ref().map(|(n, _, _)| n.clone()),
             funcs: hook_funcs.clone(),
         }],
         replace: !args.non_replace,
@@ -388,7 +322,16 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let linked = fs::read(&ko)?;
     let (final_ko, klp) = patchgen::klp::finalize_module_with(&module, &linked, Some(&manifest))?;
     // `klpgen check` against the target; any finding fails the build.
-    crate::checkcmd::verify_built(&module, &final_ko, &vm_label, &vmlinux, &symvers)?;
+    crate::checkcmd::verify_built(
+        &module,
+        &final_ko,
+        &vm_label,
+        &vmlinux,
+        &symvers,
+        mod_target
+            .as_ref()
+            .map(|(_, (label, bytes), _)| (label.as_str(), bytes.as_slice())),
+    )?;
     let out = args.output.join(format!("{module}.ko"));
     write_file(&out, &final_ko)?;
     rep.module = Some(rpt::ModuleEntry {
@@ -451,7 +394,7 @@ fn link_relocatable(parts: &[PathBuf], out: &Path, intr: &Interrupt) -> Result<(
     Ok(())
 }
 
-fn object_entry(unit: &str, r: &elfdiff::Report) -> rpt::ObjectEntry {
+fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEntry {
     let mut functions: Vec<rpt::FunctionVerdict> = Vec::new();
     let plain = |name: &String, verdict| rpt::FunctionVerdict {
         name: name.clone(),
@@ -471,7 +414,7 @@ fn object_entry(unit: &str, r: &elfdiff::Report) -> rpt::ObjectEntry {
     }));
     rpt::ObjectEntry {
         unit: unit.to_string(),
-        target: "vmlinux".into(),
+        target: target.into(),
         functions,
     }
 }
@@ -519,4 +462,123 @@ fn check_compiler(tree: &Tree, orig_obj: &Path, skip: bool, rep: &mut BuildRepor
         return Ok(());
     }
     bail!("{msg}; build with the target's compiler (or pass --skip-compiler-check if you know they are equivalent)")
+}
+
+/// Build the affected units of the kernel tree before and after the patches (applied to the
+/// tree, journaled, always reverted); returns (unit, original object, patched object).
+#[allow(clippy::too_many_arguments)]
+fn tree_pairs(
+    args: &BuildArgs,
+    rep: &mut BuildReport,
+    tree: &Tree,
+    patches: &[PatchFile],
+    workdir: &Path,
+    run_dir: &Path,
+    jobs: usize,
+    intr: &Interrupt,
+) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    rep.stage("checking the patches and finding affected units");
+    patch::check_first_applies(&tree.source, patches, intr)?;
+    let mut files: Vec<String> = patches
+        .iter()
+        .flat_map(|p| p.files.iter().cloned())
+        .collect();
+    files.dedup();
+    let mut units = kbuild::affected_units(tree, &files)?;
+    for t in &args.targets {
+        match t.as_str() {
+            "vmlinux" | "modules" => {}
+            u if u.ends_with(".o") => units.push(u.to_string()),
+            other => bail!("--target {other}: expected an object (UNIT.o), vmlinux or modules"),
+        }
+    }
+    units.sort();
+    units.dedup();
+    if units.is_empty() {
+        eprintln!(
+            "klpgen: the patches touch no compiled file ({})",
+            files.join(", ")
+        );
+        return Err(Verdict::NoChange.into());
+    }
+    for u in &units {
+        if let Some(m) = kbuild::module_of_unit(tree, u) {
+            return Err(Verdict::Refused(format!(
+                "{u} is part of module {m}; patching modules is not supported yet (only vmlinux)"
+            ))
+            .into());
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "klpgen: {} unit(s) affected: {}",
+            units.len(),
+            units.join(" ")
+        );
+    }
+
+    let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
+    if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
+        let stale: Vec<String> = list.lines().map(String::from).collect();
+        diffbuild.forget(&stale);
+        fs::remove_file(workdir.join("kbuild-dirty"))?;
+    }
+    rep.stage("building original objects (function sections)");
+    let built = diffbuild.build_units(
+        tree,
+        &units,
+        jobs,
+        &run_dir.join("orig.log"),
+        "building the original objects",
+        intr,
+    )?;
+    for (u, p) in units.iter().zip(&built) {
+        copy_to(p, &run_dir.join("orig").join(u))?;
+    }
+    intr.check()?;
+
+    check_compiler(
+        tree,
+        &run_dir.join("orig").join(&units[0]),
+        args.skip_compiler_check,
+        rep,
+    )?;
+    if args.debug || args.skip_cleanup {
+        eprintln!("klpgen: work directory {}", run_dir.display());
+    }
+    let saved = run_dir.join("kbuild-saved");
+    diffbuild.save(&units, &saved)?;
+    // Until the originals are back, these units in klpgen's build directory may hold patched
+    // code: a run killed in between leaves this list, and the next run rebuilds them.
+    let dirty = workdir.join("kbuild-dirty");
+    fs::write(&dirty, units.join("\n"))?;
+    rep.stage("applying patches");
+    let applied = Applied::apply(&tree.source, patches, workdir, intr)?;
+    rep.stage("building patched objects");
+    let patched_build = diffbuild
+        .build_units(
+            tree,
+            &units,
+            jobs,
+            &run_dir.join("patched.log"),
+            "building the patched objects",
+            intr,
+        )
+        .and_then(|paths| {
+            units
+                .iter()
+                .zip(&paths)
+                .try_for_each(|(u, p)| copy_to(p, &run_dir.join("patched").join(u)))
+        });
+    // The patched objects must not be mistaken for original ones by the next run.
+    let reverted = applied.revert();
+    diffbuild.restore(&units, &saved);
+    let _ = fs::remove_file(&dirty);
+    patched_build?;
+    reverted.context("restoring the source tree")?;
+    rep.stage("patches reverted, source tree restored");
+    Ok(units
+        .iter()
+        .map(|u| (u.clone(), run_dir.join("orig").join(u), run_dir.join("patched").join(u)))
+        .collect())
 }

@@ -86,7 +86,15 @@ pub fn run(a: DiffArgs) -> Result<()> {
     let diff = Diff::new(&orig, &patched);
     let report = diff.report();
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => {
+            // The report plus, per changed or new function, why (`klpgen explain`).
+            let mut v = serde_json::to_value(&report)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                let ex = elfdiff::explain::explain(&diff);
+                m.insert("explain".into(), serde_json::to_value(&ex.functions)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
         Format::Text => print_text(&a.patched.display().to_string(), &report),
     }
     if let Some(v) = verdict(&report) {

@@ -2,9 +2,13 @@
 //! The binary parses arguments once, runs one command, and maps errors to stable exit codes.
 
 mod build;
+mod callerscmd;
+mod checkcmd;
 mod diffcmd;
+mod explaincmd;
 mod kbuild;
 mod kernel;
+mod oot;
 mod patch;
 mod process;
 mod report;
@@ -70,6 +74,15 @@ enum Command {
     Build(BuildArgs),
     /// Diff one original/patched object pair and print changed and new functions.
     Diff(DiffArgs),
+    /// Verify a livepatch module against its target: modinfo, klp symbols and relocations,
+    /// replaced functions (present and ftrace-able), exported undefined symbols.
+    Check(checkcmd::CheckArgs),
+    /// Explain why each function of one object pair changed: the first differing instruction,
+    /// its source lines and inlined callees, and the refusals.
+    Explain(explaincmd::ExplainArgs),
+    /// Who calls a function (from the target's vmlinux.o, up to a depth): which callers
+    /// livepatch cannot redirect, whose address is taken, which call it inside a loop.
+    Callers(callerscmd::CallersArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,6 +127,13 @@ pub struct BuildArgs {
     /// Build even when the compiler differs from the one that built the target.
     #[arg(long)]
     pub skip_compiler_check: bool,
+    /// Patch an out-of-tree module: the module as built for the target (KO) ...
+    #[arg(long, value_name = "KO")]
+    pub oot_module: Option<PathBuf>,
+    /// ... and its source directory, which the patches apply to (-p1). It is copied, never
+    /// built in or patched.
+    #[arg(long, value_name = "DIR")]
+    pub oot_module_src: Option<PathBuf>,
     /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -154,6 +174,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(a) => build::run(a),
         Command::Diff(a) => diffcmd::run(a),
+        Command::Check(a) => checkcmd::run(a),
+        Command::Explain(a) => explaincmd::run(a),
+        Command::Callers(a) => callerscmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -5,7 +5,10 @@
 //! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
 //! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
 //! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`), `copied: sym` (carried in the livepatch
-//! object, not bound to the target).
+//! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
+//! `--include-callers` does).
+//! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
+//! then compiled with `-g`; keys in tests/support/explain.rs).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,9 @@ use elfdiff::model::{Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
+
+#[path = "support/explain.rs"]
+mod explain_check;
 
 /// Flags close to an x86-64 kernel build with IBT, retpolines, return thunks, call padding and
 /// ftrace, plus the function/data sections klpgen diffs with.
@@ -47,7 +53,10 @@ struct Expect {
     refuse: Vec<String>,
     klp: Vec<String>,
     plain: Vec<String>,
+    /// `explain: FUNC key=value ...` (tests/support/explain.rs); compiles the fixture with -g.
+    explain: Vec<explain_check::Directive>,
     copied: Vec<String>,
+    include: Vec<String>,
 }
 
 fn parse_expect(src: &str) -> Result<Expect, String> {
@@ -67,7 +76,9 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
             "refuse" => e.refuse.extend(words()),
             "klp" => e.klp.extend(words()),
             "plain" => e.plain.extend(words()),
+            "explain" => e.explain.push(explain_check::parse(val)?),
             "copied" => e.copied.extend(words()),
+            "include" => e.include.extend(words()),
             other => return Err(format!("unknown directive {other:?}")),
         }
     }
@@ -77,9 +88,12 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
     Ok(e)
 }
 
-fn compile(src: &Path, out: &Path, patched: bool) -> Result<(), Failed> {
+fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
     let mut cmd = Command::new("gcc");
     cmd.args(CFLAGS);
+    if debug {
+        cmd.arg("-g");
+    }
     if patched {
         cmd.arg("-DPATCHED");
     }
@@ -105,14 +119,24 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         .join(&stem);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (op, pp) = (dir.join("orig.o"), dir.join("patched.o"));
-    compile(&src, &op, false)?;
-    compile(&src, &pp, true)?;
+    let debug = !expect.explain.is_empty();
+    compile(&src, &op, false, debug)?;
+    compile(&src, &pp, true, debug)?;
     let ob = std::fs::read(&op).map_err(|e| e.to_string())?;
     let pb = std::fs::read(&pp).map_err(|e| e.to_string())?;
     let orig = Object::parse("orig.o", &ob)?;
     let patched = Object::parse("patched.o", &pb)?;
-    let diff = Diff::new(&orig, &patched);
-    let report = diff.report();
+    let mut diff = Diff::new(&orig, &patched);
+    let mut included_refusals = Vec::new();
+    for f in &expect.include {
+        match diff.include_unchanged(f, "included by the fixture") {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("include: {f} is not an unchanged function").into()),
+            Err(r) => included_refusals.push(r),
+        }
+    }
+    let mut report = diff.report();
+    report.refused.extend(included_refusals);
     let got_changed: BTreeSet<String> = report.changed.iter().cloned().collect();
     let got_new: BTreeSet<String> = report.new.iter().cloned().collect();
 
@@ -148,6 +172,11 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     }
     if expect.refuse.is_empty() && !report.refused.is_empty() {
         return Err(format!("unexpected refusals {:?}", report.refused).into());
+    }
+    if debug {
+        let ex = elfdiff::explain::explain(&diff);
+        let file = src.file_name().unwrap_or_default().to_string_lossy();
+        explain_check::check(&ex, &expect.explain, &text, &file)?;
     }
     if expect.nochange || !expect.refuse.is_empty() {
         return Ok(());

@@ -316,6 +316,10 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("{}", run.show());
         return Ok(fail(format!("{} was not produced", module.display())));
     }
+    let checked = match check_module(klpgen, k, &module, &run.stdout, &logs)? {
+        Ok(summary) => summary,
+        Err(problem) => return Ok(fail(problem)),
+    };
     let probe = match fs::read(case.dir.join("probe.sh")) {
         Ok(p) => p,
         Err(e) => return Ok(fail(format!("cannot read probe.sh: {e}"))),
@@ -332,7 +336,10 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
     if fails.is_empty() {
         return Ok(Outcome {
             passed: true,
-            summary: format!("klpgen {}s, boot {:.0}s", run.seconds, report.seconds),
+            summary: format!(
+                "klpgen {}s, {checked}, boot {:.0}s",
+                run.seconds, report.seconds
+            ),
         });
     }
     eprintln!(
@@ -344,6 +351,153 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("  check failed: {f}");
     }
     Ok(fail(fails[0].clone()))
+}
+
+/// The `.klp.sym.*` names `klpgen build` printed, in order.
+fn klp_symbols_of(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(".klp.sym."))
+        .map(String::from)
+        .collect()
+}
+
+/// `bytes` with the NUL-terminated string `from` (it must occur exactly once as a whole
+/// string) overwritten by `to` of the same length.
+fn replace_string(bytes: &[u8], from: &str, to: &str) -> Result<Vec<u8>> {
+    if from.len() != to.len() {
+        bail!("cannot replace {from:?} by {to:?}: lengths differ");
+    }
+    let pat: Vec<u8> = from.bytes().chain([0]).collect();
+    let hits: Vec<usize> = bytes
+        .windows(pat.len())
+        .enumerate()
+        .filter(|(i, w)| *w == pat.as_slice() && (*i == 0 || bytes[i - 1] == 0))
+        .map(|(i, _)| i)
+        .collect();
+    let [at] = hits.as_slice() else {
+        bail!(
+            "{from:?} occurs {} times in the module, not once",
+            hits.len()
+        );
+    };
+    let mut out = bytes.to_vec();
+    out[*at..*at + to.len()].copy_from_slice(to.as_bytes());
+    Ok(out)
+}
+
+/// A klp symbol name with a position that cannot be right: 9 for a unique name (position
+/// 0), 0 (ambiguous) for one of several.
+fn wrong_sympos(sym: &str) -> Option<String> {
+    let (head, pos) = sym.rsplit_once(',')?;
+    if pos.is_empty() || !pos.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let new = if pos.bytes().all(|c| c == b'0') {
+        "9".repeat(pos.len())
+    } else {
+        "0".repeat(pos.len())
+    };
+    Some(format!("{head},{new}"))
+}
+
+/// A klp symbol name whose symbol cannot exist (`#` is no C identifier character).
+fn renamed_symbol(sym: &str) -> Option<String> {
+    let rest = sym.strip_prefix(".klp.sym.")?;
+    let (obj, name) = rest.split_once('.')?;
+    let mut chars = name.chars();
+    chars.next()?;
+    Some(format!(".klp.sym.{obj}.#{}", chars.as_str()))
+}
+
+/// The hand-corrupted copies of a module: (file stem, bytes, the finding key they must get).
+fn corruptions(
+    ko: &[u8],
+    klp_syms: &[String],
+) -> Result<Vec<(&'static str, Vec<u8>, &'static str)>> {
+    let mut out = Vec::new();
+    // Every livepatch=Y entry (.modinfo may start right after another section's last byte).
+    let (pat, mut no_lp) = (b"livepatch=Y\0", ko.to_vec());
+    let mut hits = 0;
+    for i in 0..ko.len().saturating_sub(pat.len() - 1) {
+        if ko[i..].starts_with(pat) {
+            no_lp[i + pat.len() - 2] = b'N';
+            hits += 1;
+        }
+    }
+    if hits == 0 {
+        bail!("the module has no livepatch=Y");
+    }
+    out.push(("no-livepatch-modinfo", no_lp, "check.modinfo.livepatch"));
+    if let Some(sym) = klp_syms.first() {
+        let wrong = wrong_sympos(sym).with_context(|| format!("{sym}: no position"))?;
+        out.push((
+            "wrong-sympos",
+            replace_string(ko, sym, &wrong)?,
+            "check.klp-sym.position",
+        ));
+        let renamed = renamed_symbol(sym).with_context(|| format!("{sym}: not a klp symbol"))?;
+        out.push((
+            "renamed-klp-symbol",
+            replace_string(ko, sym, &renamed)?,
+            "check.klp-sym.missing",
+        ));
+    }
+    Ok(out)
+}
+
+/// `klpgen check` on a freshly built module: it must pass, and each hand-corrupted copy
+/// must fail with its key. `Ok(Err(_))` is a test failure.
+fn check_module(
+    klpgen: &Path,
+    k: &Kernel,
+    module: &Path,
+    build_stdout: &str,
+    logs: &Path,
+) -> Result<Result<String, String>> {
+    let check = |ko: &Path| -> Result<(Option<i32>, String)> {
+        let mut c = Command::new(klpgen);
+        c.arg("check")
+            .arg(ko)
+            .arg("--vmlinux")
+            .arg(k.build.join("vmlinux"))
+            .arg("--symvers")
+            .arg(k.build.join("Module.symvers"))
+            .stdin(Stdio::null());
+        let out = c
+            .output()
+            .with_context(|| format!("cannot run `{}`", util::display(&c)))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.code(), text))
+    };
+    let (code, text) = check(module)?;
+    fs::write(logs.join("klpgen-check.out"), &text)?;
+    if code != Some(0) {
+        eprintln!("{}", util::indent(&text));
+        return Ok(Err(format!(
+            "klpgen check rejected the module it built (exit {code:?})"
+        )));
+    }
+    let ko = fs::read(module)?;
+    let klp_syms = klp_symbols_of(build_stdout);
+    let cases = corruptions(&ko, &klp_syms)?;
+    for (stem, bytes, key) in &cases {
+        let path = logs.join(format!("corrupt-{stem}.ko"));
+        fs::write(&path, bytes)?;
+        let (code, text) = check(&path)?;
+        if code != Some(1) || !text.contains(&format!("[{key}]")) {
+            eprintln!("{}", util::indent(&text));
+            return Ok(Err(format!(
+                "klpgen check on the {stem} copy: exit {code:?}, expected 1 with [{key}]"
+            )));
+        }
+    }
+    Ok(Ok(format!(
+        "check ok and {} corrupted copies rejected",
+        cases.len()
+    )))
 }
 
 /// Runs the selected cases (all when `filters` is empty); returns whether all passed.
@@ -457,6 +611,36 @@ mod tests {
         assert!(parse_expect("").is_err());
         assert!(parse_expect("exit=x").is_err());
         assert!(parse_expect("bogus=1").is_err());
+    }
+
+    #[test]
+    fn corrupted_copies() {
+        let ko = b"\0xx\0livepatch=Y\0.klp.sym.vmlinux.put_task_struct,13\0.klp.sym.vmlinux.f,0\0";
+        let syms = klp_symbols_of(
+            "livepatch module: x\n    .klp.sym.vmlinux.put_task_struct,13\n    .klp.sym.vmlinux.f,0\n",
+        );
+        assert_eq!(syms.len(), 2);
+        let c = corruptions(ko, &syms).unwrap();
+        let get = |stem: &str| {
+            String::from_utf8_lossy(&c.iter().find(|x| x.0 == stem).unwrap().1).into_owned()
+        };
+        assert!(get("no-livepatch-modinfo").contains("livepatch=N\0"));
+        assert!(get("wrong-sympos").contains(".klp.sym.vmlinux.put_task_struct,00\0"));
+        assert!(get("renamed-klp-symbol").contains(".klp.sym.vmlinux.#ut_task_struct,13\0"));
+        assert_eq!(
+            wrong_sympos(".klp.sym.vmlinux.f,0").unwrap(),
+            ".klp.sym.vmlinux.f,9"
+        );
+        // A string that is only a suffix of another is not a match.
+        assert!(replace_string(
+            b"\0a.klp.sym.vmlinux.f,0\0",
+            ".klp.sym.vmlinux.f,0",
+            ".klp.sym.vmlinux.f,9"
+        )
+        .is_err());
+        assert!(replace_string(ko, "livepatch=Y", "livepatch").is_err());
+        assert!(corruptions(b"\0license=GPL\0", &[]).is_err());
+        assert_eq!(corruptions(ko, &[]).unwrap().len(), 1);
     }
 
     #[test]

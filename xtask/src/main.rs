@@ -1,11 +1,14 @@
 //! `cargo xtask`: developer tasks for klpgen (setup, test kernel, end-to-end tests, demo).
 
+mod bench;
 mod demo;
 mod e2e;
+mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
 mod setup;
+mod stress;
 mod util;
 
 use anyhow::{bail, Result};
@@ -19,8 +22,15 @@ commands:
   kernel           build or reuse the cached test kernel; print its source and build dirs
   e2e [CASE...]    build klpgen, then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
-  test             cargo test --workspace, then the e2e test
+  test             cargo test --workspace, then the e2e test, then the stress test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
+  bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
+  fuzz [--seconds N] [--sanitizer address|none] [TARGET...]
+                   build the cargo-fuzz targets under fuzz/, seed them from real objects and
+                   run each for N seconds (default 60); fails on any crash
+  stress [--cycles N]
+                   load, disable and unload the proc-string module N times (default 100) in
+                   qemu while a workload runs the patched function; checks every cycle
 ";
 
 fn main() {
@@ -43,8 +53,11 @@ fn real_main() -> Result<bool> {
         Some("kernel") => kernel::cmd_kernel().map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
+        Some("bench") => bench::cmd_bench(),
         Some("test") => cmd_test(rest),
         Some("boot") => e2e::cmd_boot(rest),
+        Some("fuzz") => fuzz::cmd_fuzz(rest),
+        Some("stress") => stress::cmd_stress(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(true)
@@ -53,7 +66,8 @@ fn real_main() -> Result<bool> {
     }
 }
 
-/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test.
+/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, then the
+/// load/unload stress test (about 30 s).
 fn cmd_test(rest: &[String]) -> Result<bool> {
     if !rest.is_empty() {
         bail!("`cargo xtask test` takes no arguments");
@@ -64,5 +78,7 @@ fn cmd_test(rest: &[String]) -> Result<bool> {
             .current_dir(util::repo_root())
             .args(["test", "--workspace"]),
     )?;
-    e2e::cmd_e2e(&[])
+    let e2e_ok = e2e::cmd_e2e(&[])?;
+    let stress_ok = stress::cmd_stress(&[])?;
+    Ok(e2e_ok && stress_ok)
 }

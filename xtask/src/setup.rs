@@ -23,9 +23,13 @@ pub const PACKAGES: &[&str] = &[
     "dwarves",
     "patch",
     "gcc",
+    "g++",
     "make",
     "xz-utils",
     "python3",
+    "valgrind",
+    "time",
+    "graphviz",
 ];
 
 /// The packages of `PACKAGES` that dpkg does not report as installed.
@@ -100,22 +104,28 @@ fn install_packages() -> Result<()> {
     Ok(())
 }
 
-fn install_bindgen() -> Result<()> {
-    if util::cargo_bin_dir().join("bindgen").is_file() || util::which("bindgen").is_some() {
-        eprintln!("setup: bindgen present");
+/// Tools installed with `cargo install --locked`: (crate, the binary it installs).
+/// bindgen builds the kernel's Rust support; cargo-fuzz runs `cargo xtask fuzz`
+/// (its libFuzzer runtime is compiled with g++).
+pub const CARGO_TOOLS: &[(&str, &str)] =
+    &[("bindgen-cli", "bindgen"), ("cargo-fuzz", "cargo-fuzz")];
+
+fn install_cargo_tool(krate: &str, bin: &str) -> Result<()> {
+    if util::cargo_bin_dir().join(bin).is_file() || util::which(bin).is_some() {
+        eprintln!("setup: {bin} present");
         return Ok(());
     }
-    eprintln!("setup: installing bindgen-cli (cargo install, a few minutes)");
+    eprintln!("setup: installing {krate} (cargo install, a few minutes)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     util::run(
         Command::new(cargo)
-            .args(["install", "--locked", "bindgen-cli"])
+            .args(["install", "--locked", krate])
             .stdin(Stdio::null()),
     )?;
-    if !util::cargo_bin_dir().join("bindgen").is_file() {
+    if !util::cargo_bin_dir().join(bin).is_file() {
         bail!(
-            "cargo install bindgen-cli did not produce {}",
-            util::cargo_bin_dir().join("bindgen").display()
+            "cargo install {krate} did not produce {}",
+            util::cargo_bin_dir().join(bin).display()
         );
     }
     Ok(())
@@ -124,6 +134,8 @@ fn install_bindgen() -> Result<()> {
 /// Idempotent; quick when everything is installed.
 pub fn cmd_setup() -> Result<()> {
     install_packages()?;
-    install_bindgen()?;
+    for (krate, bin) in CARGO_TOOLS {
+        install_cargo_tool(krate, bin)?;
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Architecture-specific knowledge behind one interface (x86-64 today): where a PC-relative
 //! relocation really points, and how a function's ftrace entry looks.
 
-use iced_x86::{Decoder, DecoderOptions};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
 use crate::model::reloc_is_pcrel;
 
@@ -17,6 +17,42 @@ pub trait Arch {
     fn fentry_symbol(&self) -> &'static str;
     /// How far into a function the ftrace call may sit (after `endbr64`).
     fn fentry_window(&self) -> u64;
+    /// Decode `code` (found at section offset `base`) into instructions with their control
+    /// flow, for the call graph; appends to `out`. Undecodable bytes become `Flow::Other`.
+    fn decode_flow(&self, code: &[u8], base: u64, out: &mut Vec<FlowInsn>);
+    /// Whether a branch to the named symbol is a thunk that stands for a return or an
+    /// indirect branch (x86: return and retpoline thunks), not a call of that function.
+    fn is_branch_thunk(&self, name: &str) -> bool;
+    /// Length of the landing pad a function may start with (x86: `endbr64`), 0 if `code`
+    /// does not start with one; a branch to just past it still enters the function.
+    fn entry_pad_len(&self, code: &[u8]) -> u64;
+}
+
+/// How an instruction transfers control, as the call graph sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// A direct call (x86: `call rel32`).
+    Call,
+    /// A direct unconditional jump (x86: `jmp rel32`/`rel8`).
+    Jump,
+    /// A direct conditional jump (x86: `jcc`, `loop`, `jrcxz`).
+    CondJump,
+    /// Anything else, indirect calls and jumps included.
+    Other,
+}
+
+/// One decoded instruction of a code section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInsn {
+    pub start: u64,
+    pub end: u64,
+    pub flow: Flow,
+    /// For direct branches: the target as encoded (section offset), meaningless where a
+    /// relocation fills the displacement field.
+    pub target: u64,
+    /// For direct branches: the section offset of the displacement field (where a relocation
+    /// for the branch target sits).
+    pub field: u64,
 }
 
 /// Instruction boundaries of one code section: sorted (start, end) pairs.
@@ -43,7 +79,7 @@ impl Arch for X86_64 {
         }
         let width = crate::model::reloc_width(r_type).unwrap_or(4) as i64;
         match insns.containing(site) {
-            Some((_, end)) if end >= site + width as u64 => (end - site) as i64,
+            Some((_, end)) if end >= site.saturating_add(width as u64) => (end - site) as i64,
             _ => width,
         }
     }
@@ -67,6 +103,64 @@ impl Arch for X86_64 {
         // endbr64 (4 bytes) then the 5-byte call; the relocation field starts one byte in.
         16
     }
+
+    fn decode_flow(&self, code: &[u8], base: u64, out: &mut Vec<FlowInsn>) {
+        let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
+        let mut insn = Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut insn);
+            let start = insn.ip();
+            let end = insn.next_ip();
+            let direct = !insn.is_invalid()
+                && insn.op_count() == 1
+                && insn.op0_kind() == OpKind::NearBranch64;
+            let flow = match insn.code() {
+                _ if !direct => Flow::Other,
+                Code::Call_rel32_64 | Code::Call_rel16 => Flow::Call,
+                Code::Jmp_rel32_64 | Code::Jmp_rel8_64 | Code::Jmp_rel16 => Flow::Jump,
+                Code::Xbegin_rel32 | Code::Xbegin_rel16 => Flow::Other,
+                // jcc, loop, loopcc, jrcxz.
+                _ => Flow::CondJump,
+            };
+            let (target, field) = if flow == Flow::Other {
+                (0, 0)
+            } else {
+                let offsets = decoder.get_constant_offsets(&insn);
+                (
+                    insn.near_branch_target(),
+                    start + offsets.immediate_offset() as u64,
+                )
+            };
+            out.push(FlowInsn {
+                start,
+                end,
+                flow,
+                target,
+                field,
+            });
+        }
+    }
+
+    fn is_branch_thunk(&self, name: &str) -> bool {
+        name == "__x86_return_thunk"
+            || name.starts_with("__x86_indirect_thunk_")
+            || name.starts_with("__x86_indirect_call_thunk_")
+            || name.starts_with("__x86_indirect_jump_thunk_")
+            || name == "__x86_return_skl"
+            || name == "srso_return_thunk"
+            || name == "srso_alias_return_thunk"
+            || name == "retbleed_return_thunk"
+            || name == "its_return_thunk"
+            || name.starts_with("__x86_indirect_its_thunk_")
+    }
+
+    fn entry_pad_len(&self, code: &[u8]) -> u64 {
+        if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+            4
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +176,42 @@ mod tests {
         assert_eq!(X86_64.pcrel_bias(&code, &map, 2, elf::R_X86_64_PC32), 5);
         // Absolute relocations have no bias.
         assert_eq!(X86_64.pcrel_bias(&code, &map, 2, elf::R_X86_64_32S), 0);
+    }
+
+    #[test]
+    fn flow_of_direct_branches() {
+        let code = [
+            0xe8, 0, 0, 0, 0, // 0x10 call 0x15
+            0x0f, 0x85, 0xf5, 0xff, 0xff, 0xff, // 0x15 jne 0x10
+            0xeb, 0xfe, // 0x1b jmp 0x1b
+            0xe9, 0x10, 0, 0, 0, // 0x1d jmp 0x32
+            0xff, 0xd0, // 0x22 call *%rax
+            0xe2, 0xfc, // 0x24 loop 0x22
+            0xc3, // 0x26 ret
+        ];
+        let mut out = Vec::new();
+        X86_64.decode_flow(&code, 0x10, &mut out);
+        let got: Vec<(u64, Flow, u64, u64)> = out
+            .iter()
+            .map(|i| (i.start, i.flow, i.target, i.field))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0x10, Flow::Call, 0x15, 0x11),
+                (0x15, Flow::CondJump, 0x10, 0x17),
+                (0x1b, Flow::Jump, 0x1b, 0x1c),
+                (0x1d, Flow::Jump, 0x32, 0x1e),
+                (0x22, Flow::Other, 0, 0),
+                (0x24, Flow::CondJump, 0x22, 0x25),
+                (0x26, Flow::Other, 0, 0),
+            ]
+        );
+        assert!(X86_64.is_branch_thunk("__x86_return_thunk"));
+        assert!(X86_64.is_branch_thunk("__x86_indirect_thunk_rax"));
+        assert!(!X86_64.is_branch_thunk("schedule"));
+        assert_eq!(X86_64.entry_pad_len(&[0xf3, 0x0f, 0x1e, 0xfa, 0xc3]), 4);
+        assert_eq!(X86_64.entry_pad_len(&[0xc3]), 0);
     }
 
     #[test]

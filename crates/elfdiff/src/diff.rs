@@ -107,14 +107,15 @@ pub(crate) fn resolve<S: Side>(
         };
     };
     let bias = insns.bias(obj, site, r);
-    let effective = r.addend + bias;
+    // Malformed input may overflow; real addends and biases are small.
+    let effective = r.addend.wrapping_add(bias);
     let section = obj.sec(tsec);
     if effective >= 0 {
         if let Some(named) = obj.symbol_at(tsec, effective as u64) {
             if !is_prefix_symbol(obj.sym(named).name) {
                 return Target::Symbol {
                     sym: named,
-                    addend: r.addend - obj.sym(named).value as i64,
+                    addend: r.addend.wrapping_sub(obj.sym(named).value as i64),
                 };
             }
         }
@@ -149,7 +150,7 @@ pub(crate) fn ref_key<S: Side>(
             let s = &data[start as usize..];
             let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
             // The delta from the string start, measured in the same frame as the addend.
-            RefKey::Str(s[..end].to_vec(), r.addend - start as i64)
+            RefKey::Str(s[..end].to_vec(), r.addend.wrapping_sub(start as i64))
         }
         Target::Anon { sec, offset } => {
             let s = obj.sec(sec);
@@ -398,8 +399,8 @@ impl<'a, 'd> Diff<'a, 'd> {
         if osx.is_nobits() != psx.is_nobits() {
             return Some("moved between initialised and zeroed data".into());
         }
-        let orelocs = osx.relocs_in(os.value, os.value + os.size);
-        let prelocs = psx.relocs_in(ps.value, ps.value + ps.size);
+        let orelocs = osx.relocs_in(os.value, os.value.saturating_add(os.size));
+        let prelocs = psx.relocs_in(ps.value, ps.value.saturating_add(ps.size));
         if !osx.is_nobits() {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
@@ -614,7 +615,7 @@ impl<'a, 'd> Diff<'a, 'd> {
                 return Vec::new();
             };
             let mut out = Vec::new();
-            for r in obj.sec(sec).relocs_in(s.value, s.value + s.size) {
+            for r in obj.sec(sec).relocs_in(s.value, s.value.saturating_add(s.size)) {
                 let t = obj.sym(r.sym);
                 let target = match (t.kind, t.section) {
                     (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
@@ -670,6 +671,46 @@ impl<'a, 'd> Diff<'a, 'd> {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Some(out)
+    }
+
+    /// Treat an unchanged function as changed, so it is re-emitted from the patched build
+    /// and replaced too (`--include-callers`: widening the consistency boundary to callers).
+    /// Returns false when the object has no such function, or it is already changed or new;
+    /// a refusal when it cannot be patched.
+    pub fn include_unchanged(&mut self, orig_name: &str, why: &str) -> Result<bool, Refusal> {
+        let Some(idx) = self.functions.iter().position(|f| {
+            f.orig
+                .is_some_and(|o| self.orig.sym(o).name == orig_name)
+        }) else {
+            return Ok(false);
+        };
+        if self.functions[idx].verdict != Verdict::Unchanged {
+            return Ok(false);
+        }
+        let o = self.functions[idx].orig.expect("matched");
+        let sym = self.orig.sym(o);
+        let section = self.orig.sec(sym.section.expect("defined")).name;
+        let refusal = |reason: String, hint: &str| Refusal {
+            key: format!("refuse.caller-unpatchable.{orig_name}"),
+            symbol: orig_name.into(),
+            section: section.into(),
+            reason,
+            hint: hint.into(),
+        };
+        if is_init_section(section) {
+            return Err(refusal(
+                format!("{orig_name} ({why}) is __init/__exit code and cannot be patched"),
+                "lower --include-callers, or accept that this caller keeps the old behaviour until it returns",
+            ));
+        }
+        if !self.orig_traceable(o) {
+            return Err(refusal(
+                format!("{orig_name} ({why}) has no ftrace entry (notrace), so it cannot be patched"),
+                "lower --include-callers, or accept that this caller keeps the old behaviour until it returns",
+            ));
+        }
+        self.functions[idx].verdict = Verdict::Changed(why.to_string());
+        Ok(true)
     }
 
     /// Names of changed functions as they appear in the original object.
@@ -776,7 +817,7 @@ fn line_numbers_only(
             .iter()
             .take(8)
             .find(|i| i.mnemonic() == Mnemonic::Call)
-            .and_then(|c| callee(c))
+            .and_then(&callee)
             .is_some_and(|n| LINE_TAKERS.contains(&n));
         if !feeds_line_taker {
             return false;
@@ -789,8 +830,14 @@ fn line_numbers_only(
 fn mask<S: Side>(bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
     for r in relocs {
         let w = reloc_width(r.r_type).unwrap_or(0) as usize;
-        let start = (r.offset - base) as usize;
-        if let Some(field) = bytes.get_mut(start..start + w) {
+        let Some(start) = r
+            .offset
+            .checked_sub(base)
+            .and_then(|s| usize::try_from(s).ok())
+        else {
+            continue;
+        };
+        if let Some(field) = bytes.get_mut(start..start.saturating_add(w)) {
             field.fill(0);
         }
     }
@@ -804,7 +851,7 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
     // The call to __fentry__ right at the entry.
     let direct = obj
         .sec(sec)
-        .relocs_in(s.value, s.value + window.min(s.size.max(1)))
+        .relocs_in(s.value, s.value.saturating_add(window.min(s.size.max(1))))
         .iter()
         .any(|r| obj.sym(r.sym).name == fentry);
     if direct {
@@ -816,8 +863,9 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
             if let Target::Symbol { sym, addend } = resolve(obj, insns, mc, r) {
                 let t = obj.sym(sym);
                 if t.section == Some(sec) {
-                    let at = t.value as i64 + addend;
-                    if at >= s.value as i64 && at < (s.value + window) as i64 {
+                    let at = i128::from(t.value) + i128::from(addend);
+                    let start = i128::from(s.value);
+                    if at >= start && at < start + i128::from(window) {
                         return true;
                     }
                 }
@@ -833,7 +881,7 @@ pub fn callees<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> HashSet<String> {
     let s = obj.sym(f);
     let mut out = HashSet::new();
     if let Some(sec) = s.section {
-        for r in obj.sec(sec).relocs_in(s.value, s.value + s.size) {
+        for r in obj.sec(sec).relocs_in(s.value, s.value.saturating_add(s.size)) {
             let t = obj.sym(r.sym);
             if t.kind != SymKind::Section {
                 out.insert(t.name.to_string());

@@ -5,9 +5,11 @@
 //! **This crate never spawns processes, writes files or prints.** Callers hand it bytes.
 
 pub mod arch;
+pub mod callgraph;
 pub mod diff;
 pub mod dwarf;
 pub mod error;
+pub mod explain;
 pub mod model;
 pub mod names;
 pub mod plan;

@@ -277,6 +277,12 @@ impl<'d, S: Side> Object<'d, S> {
                 .ok()
                 .and_then(|n| std::str::from_utf8(n).ok())
                 .ok_or_else(|| bad(format!("section {i} has no valid name")))?;
+            let align = sh.sh_addralign(endian);
+            if align > 1 && !align.is_power_of_two() {
+                return Err(bad(format!(
+                    "section {name}: alignment {align} is not a power of two"
+                )));
+            }
             let bytes = if sh_type == elf::SHT_NOBITS {
                 &[][..]
             } else {
@@ -289,7 +295,7 @@ impl<'d, S: Side> Object<'d, S> {
                 name,
                 sh_type,
                 sh_flags: sh.sh_flags(endian),
-                sh_addralign: sh.sh_addralign(endian),
+                sh_addralign: align,
                 sh_entsize: sh.sh_entsize(endian),
                 size: sh.sh_size(endian),
                 data: bytes,
@@ -344,6 +350,13 @@ impl<'d, S: Side> Object<'d, S> {
         for (i, s) in symbols.iter().enumerate() {
             if let Some(sec) = s.section {
                 let section = &mut sections[sec.get()];
+                // Every extent computation (`value + size`) downstream relies on this.
+                if s.value.checked_add(s.size).is_none_or(|end| end > section.size) {
+                    return Err(bad(format!(
+                        "symbol {} ({:#x}, {} bytes) lies outside section {}",
+                        s.name, s.value, s.size, section.name
+                    )));
+                }
                 if s.kind == SymKind::Section {
                     section.section_sym.get_or_insert(SymIdx::new(i));
                 } else if matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType)
@@ -391,7 +404,7 @@ impl<'d, S: Side> Object<'d, S> {
                         tsec.name
                     ))
                 })?;
-                if !tsec.is_nobits() && offset + width > tsec.size {
+                if offset.checked_add(width).is_none_or(|end| end > tsec.size) {
                     return Err(bad(format!(
                         "relocation at {offset:#x} lies outside section {}",
                         tsec.name
@@ -449,7 +462,8 @@ impl<'d, S: Side> Object<'d, S> {
             if sym.value > offset {
                 break;
             }
-            let covers = offset < sym.value + sym.size || (sym.size == 0 && sym.value == offset);
+            let covers = offset < sym.value.saturating_add(sym.size)
+                || (sym.size == 0 && sym.value == offset);
             if covers {
                 // Prefer functions and objects over NOTYPE labels, globals over locals.
                 let better = match best {

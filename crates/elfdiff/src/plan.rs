@@ -375,7 +375,7 @@ impl Builder<'_, '_, '_> {
                 let target = self.symbol_target(sym);
                 // A section-relative reference into a copied section keeps its raw addend.
                 match target {
-                    PlanTarget::Section(_) => (target, addend + t.value as i64),
+                    PlanTarget::Section(_) => (target, addend.wrapping_add(t.value as i64)),
                     _ => (target, addend),
                 }
             }
@@ -454,6 +454,12 @@ impl Builder<'_, '_, '_> {
                     object: d.patched.label.clone(),
                     section: name.to_string(),
                 })?;
+            if s.is_nobits() {
+                return Err(Error::Malformed {
+                    object: d.patched.label.clone(),
+                    what: format!("{name} has relocations but no contents (SHT_NOBITS)"),
+                });
+            }
             if size == 0 || !s.size.is_multiple_of(size) {
                 return Err(Error::Malformed {
                     object: d.patched.label.clone(),
@@ -465,13 +471,33 @@ impl Builder<'_, '_, '_> {
             }
             let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
             keep.dedup();
-            let mut data = Vec::with_capacity(keep.len() * size as usize);
+            // Each kept entry holds a relocation, so it lies inside the section's data: the
+            // copy is never larger than the section.
+            let mut data = Vec::with_capacity(s.data.len());
             let mut relocs = Vec::new();
             for (k, entry) in keep.iter().enumerate() {
                 let start = entry * size;
                 let out_base = k as u64 * size;
-                data.extend_from_slice(&s.data[start as usize..(start + size) as usize]);
+                let bytes = usize::try_from(start)
+                    .ok()
+                    .zip(usize::try_from(start + size).ok())
+                    .and_then(|(a, b)| s.data.get(a..b))
+                    .ok_or_else(|| Error::Malformed {
+                        object: d.patched.label.clone(),
+                        what: format!("{name}: entry {entry} lies outside the section"),
+                    })?;
+                data.extend_from_slice(bytes);
                 for r in s.relocs_in(start, start + size) {
+                    let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
+                    if r.offset - start + width > size {
+                        return Err(Error::Malformed {
+                            object: d.patched.label.clone(),
+                            what: format!(
+                                "{name}: the relocation at {:#x} straddles two {size}-byte entries",
+                                r.offset
+                            ),
+                        });
+                    }
                     let planned = self.plan_reloc(sec, r, out_base + (r.offset - start));
                     relocs.push(planned);
                 }

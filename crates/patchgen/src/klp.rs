@@ -1,16 +1,16 @@
 //! klp markings on the linked module: relocations against `.klp.sym.*` symbols move into
 //! `.klp.rela.<objname>.<section>` sections (SHT_RELA, SHF_ALLOC | SHF_RELA_LIVEPATCH) and those
 //! symbols get section index SHN_LIVEPATCH. Linkers drop these markings, so this runs on the
-//! final `.ko` after kbuild has linked it. Also a structural check of the result.
+//! final `.ko` after kbuild has linked it. Also records what the module replaces and which
+//! target symbols it binds ([`Manifest`]) for `klpgen check` (see `check.rs`).
 
 use std::collections::BTreeMap;
 
 use object::build::elf::{Builder, SectionData};
 use object::build::Id as _;
 use object::elf;
-use object::read::elf::{FileHeader, SectionHeader};
-use object::Endianness;
 
+use crate::check::{Manifest, FUNCS_SECTION, SYMS_SECTION};
 use crate::Error;
 
 pub const SHN_LIVEPATCH: u16 = 0xff20;
@@ -34,13 +34,49 @@ fn klp_objname(sym: &str) -> Option<&str> {
     Some(&rest[..dot])
 }
 
+/// The most alignment padding the rewritten module may need, summed over its sections.
+/// Real modules need a few pages at most; the writer lays out file offsets by alignment, so
+/// without a bound a corrupt `sh_addralign` would make it allocate gigabytes.
+pub const MAX_ALIGNMENT_PADDING: u64 = 16 << 20;
+
+fn check_alignments(b: &Builder<'_>) -> Result<(), String> {
+    let mut total: u64 = 0;
+    for s in b.sections.iter() {
+        let align = s.sh_addralign;
+        if align > 1 && !align.is_power_of_two() {
+            return Err(format!(
+                "section {}: alignment {align} is not a power of two",
+                String::from_utf8_lossy(&s.name)
+            ));
+        }
+        total = total.saturating_add(align);
+    }
+    if total > MAX_ALIGNMENT_PADDING {
+        return Err(format!(
+            "section alignments add up to {total} bytes, more than a module can need ({MAX_ALIGNMENT_PADDING})"
+        ));
+    }
+    Ok(())
+}
+
 /// Apply the klp markings to a linked livepatch module.
 pub fn finalize_module(label: &str, ko: &[u8]) -> Result<(Vec<u8>, KlpSummary), Error> {
+    finalize_module_with(label, ko, None)
+}
+
+/// Apply the klp markings and, with a manifest, write its records into the non-allocated
+/// sections `.klpgen.funcs` and `.klpgen.syms` (the module loader ignores them).
+pub fn finalize_module_with(
+    label: &str,
+    ko: &[u8],
+    manifest: Option<&Manifest>,
+) -> Result<(Vec<u8>, KlpSummary), Error> {
     let bad = |what: String| Error::Module {
         module: label.to_string(),
         what,
     };
     let mut b = Builder::read(ko).map_err(|e| bad(format!("cannot parse: {e}")))?;
+    check_alignments(&b).map_err(bad)?;
     let mut summary = KlpSummary::default();
 
     let mut klp_syms = std::collections::HashMap::new();
@@ -57,8 +93,27 @@ pub fn finalize_module(label: &str, ko: &[u8]) -> Result<(Vec<u8>, KlpSummary), 
             summary.symbols.push(name);
         }
     }
-    if klp_syms.is_empty() {
+    if klp_syms.is_empty() && manifest.is_none() {
         return Ok((ko.to_vec(), summary));
+    }
+    if let Some(m) = manifest {
+        for (name, text) in [
+            (FUNCS_SECTION, m.funcs_text()),
+            (SYMS_SECTION, m.syms_text()),
+        ] {
+            if b.sections
+                .iter()
+                .any(|s| s.name.as_slice() == name.as_bytes())
+            {
+                return Err(bad(format!("already has a {name} section")));
+            }
+            let s = b.sections.add();
+            s.name = name.as_bytes().to_vec().into();
+            s.sh_type = elf::SHT_PROGBITS;
+            s.sh_flags = 0;
+            s.sh_addralign = 1;
+            s.data = SectionData::Data(text.into());
+        }
     }
     let symtab = b
         .sections
@@ -126,130 +181,11 @@ pub fn finalize_module(label: &str, ko: &[u8]) -> Result<(Vec<u8>, KlpSummary), 
     Ok((out, summary))
 }
 
-/// One problem found in a finished livepatch module.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Finding {
-    pub key: String,
-    pub detail: String,
-}
+pub use crate::check::Finding;
 
-/// Structural checks of a finalised module: modinfo `livepatch=Y`, every `.klp.rela` section
-/// well formed (flags, target, SHN_LIVEPATCH symbols only, parseable names), no undefined
-/// `.klp.sym` symbol left.
+/// Target-independent structural checks of a finalised module; see
+/// [`crate::check::check_structure`] (and [`crate::check::check_module`] for the full check
+/// against the target).
 pub fn check_module(label: &str, ko: &[u8]) -> Result<Vec<Finding>, Error> {
-    let bad = |what: String| Error::Module {
-        module: label.to_string(),
-        what,
-    };
-    let header = elf::FileHeader64::<Endianness>::parse(ko).map_err(|e| bad(e.to_string()))?;
-    let endian = header.endian().map_err(|e| bad(e.to_string()))?;
-    let sections = header
-        .sections(endian, ko)
-        .map_err(|e| bad(e.to_string()))?;
-    let symtab = sections
-        .symbols(endian, ko, elf::SHT_SYMTAB)
-        .map_err(|e| bad(e.to_string()))?;
-    let mut findings = Vec::new();
-    let mut f = |key: &str, detail: String| {
-        findings.push(Finding {
-            key: key.to_string(),
-            detail,
-        })
-    };
-
-    let modinfo = sections
-        .section_by_name(endian, b".modinfo")
-        .and_then(|(_, s)| s.data(endian, ko).ok())
-        .unwrap_or(&[]);
-    let entries: Vec<&[u8]> = modinfo.split(|&c| c == 0).collect();
-    if !entries.contains(&&b"livepatch=Y"[..]) {
-        f(
-            "check.modinfo.livepatch",
-            "modinfo has no livepatch=Y".into(),
-        );
-    }
-    if !entries.iter().any(|e| e.starts_with(b"license=GPL")) {
-        f("check.modinfo.license", "modinfo has no GPL license".into());
-    }
-
-    for sym in symtab.iter() {
-        let name = String::from_utf8_lossy(symtab.symbol_name(endian, sym).unwrap_or(b""));
-        if let Some(rest) = name.strip_prefix(KLP_SYM_PREFIX) {
-            let shndx = object::read::elf::Sym::st_shndx(sym, endian);
-            if shndx != SHN_LIVEPATCH {
-                f(
-                    "check.klp-sym.shndx",
-                    format!("{name} has section index {shndx:#x}, not SHN_LIVEPATCH"),
-                );
-            }
-            let ok = rest
-                .split_once('.')
-                .and_then(|(obj, r)| r.rsplit_once(',').map(|(n, p)| (obj, n, p)))
-                .is_some_and(|(obj, n, p)| {
-                    !obj.is_empty()
-                        && obj.len() <= 55
-                        && !n.is_empty()
-                        && n.len() <= 511
-                        && p.parse::<u64>().is_ok()
-                });
-            if !ok {
-                f(
-                    "check.klp-sym.name",
-                    format!("{name} is not .klp.sym.<obj>.<name>,<pos>"),
-                );
-            }
-        }
-    }
-
-    for (i, s) in sections.iter().enumerate() {
-        let name = String::from_utf8_lossy(sections.section_name(endian, s).unwrap_or(b""));
-        if !name.starts_with(KLP_RELA_PREFIX) {
-            continue;
-        }
-        let flags = s.sh_flags(endian);
-        if s.sh_type(endian) != elf::SHT_RELA {
-            f("check.klp-rela.type", format!("{name} is not SHT_RELA"));
-        }
-        if flags & SHF_RELA_LIVEPATCH == 0 || flags & u64::from(elf::SHF_ALLOC) == 0 {
-            f(
-                "check.klp-rela.flags",
-                format!("{name} lacks SHF_ALLOC or SHF_RELA_LIVEPATCH"),
-            );
-        }
-        let target = s.sh_info(endian) as usize;
-        if target == 0 || target >= sections.len() || target == i {
-            f(
-                "check.klp-rela.target",
-                format!("{name} applies to no valid section"),
-            );
-        }
-        let obj = &name[KLP_RELA_PREFIX.len()..];
-        let obj = obj.split('.').next().unwrap_or("");
-        if let Ok(Some((relas, _))) = s.rela(endian, ko) {
-            for r in relas {
-                let idx = r.r_sym(endian, false) as usize;
-                let Ok(sym) = symtab.symbol(object::SymbolIndex(idx)) else {
-                    f(
-                        "check.klp-rela.symbol",
-                        format!("{name}: relocation names symbol {idx}, past the table"),
-                    );
-                    continue;
-                };
-                let sname = String::from_utf8_lossy(symtab.symbol_name(endian, sym).unwrap_or(b""));
-                if object::read::elf::Sym::st_shndx(sym, endian) != SHN_LIVEPATCH {
-                    f(
-                        "check.klp-rela.symbol",
-                        format!("{name}: {sname} is not a livepatch symbol"),
-                    );
-                }
-                if klp_objname(&sname) != Some(obj) {
-                    f(
-                        "check.klp-rela.object",
-                        format!("{name}: {sname} belongs to another object"),
-                    );
-                }
-            }
-        }
-    }
-    Ok(findings)
+    crate::check::check_structure(label, ko)
 }

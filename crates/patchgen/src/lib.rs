@@ -1,11 +1,14 @@
 //! patchgen: turn an elfdiff plan into the pieces of a livepatch module — the object with the
 //! new code (`writer`), bindings of its references to the target (`target`), the module sources
-//! (`kmod`), and the klp markings applied to the linked `.ko` (`klp`).
+//! (`kmod`), the klp markings applied to the linked `.ko` (`klp`), and the verification of a
+//! finished module against its target (`check`).
 //!
 //! **This crate never spawns processes, writes files or prints.** It maps bytes to bytes.
 
+pub mod check;
 pub mod klp;
 pub mod kmod;
+pub mod patchfile;
 pub mod target;
 pub mod writer;
 

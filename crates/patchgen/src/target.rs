@@ -31,7 +31,18 @@ pub struct TargetSymtab {
 }
 
 impl TargetSymtab {
+    /// vmlinux: kallsyms counts same-named symbols in address order.
     pub fn parse(label: &str, data: &[u8]) -> Result<Self, Error> {
+        Self::parse_ordered(label, data, true)
+    }
+
+    /// A module `.ko`: the livepatch core walks a module's symbols in symbol-table order
+    /// (addresses in a relocatable object are section offsets and say nothing).
+    pub fn parse_module(label: &str, data: &[u8]) -> Result<Self, Error> {
+        Self::parse_ordered(label, data, false)
+    }
+
+    fn parse_ordered(label: &str, data: &[u8], by_address: bool) -> Result<Self, Error> {
         let bad = |what: String| Error::Target {
             target: label.to_string(),
             what,
@@ -86,9 +97,11 @@ impl TargetSymtab {
         for (i, s) in syms.iter().enumerate() {
             by_name.entry(s.name.clone()).or_default().push(i);
         }
-        // kallsyms orders same-named symbols by address: that is what sympos counts.
-        for v in by_name.values_mut() {
-            v.sort_by_key(|&i| (syms[i].addr, i));
+        // sympos counts same-named symbols in kallsyms order.
+        if by_address {
+            for v in by_name.values_mut() {
+                v.sort_by_key(|&i| (syms[i].addr, i));
+            }
         }
         Ok(TargetSymtab {
             label: label.to_string(),
@@ -245,6 +258,44 @@ impl Binding {
             } => format!(".klp.sym.{objname}.{name},{sympos}"),
         }
     }
+}
+
+/// Bind the externals of a plan for code that lives in module `modname`: references to the
+/// module's own symbols become klp relocations against it (sympos from the module's `.ko`);
+/// undefined ones are the kernel's (exported: ordinary; otherwise klp against vmlinux).
+pub fn bind_externals_module(
+    plan: &elfdiff::Plan,
+    modname: &str,
+    module: &TargetSymtab,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Vec<Binding>, Error> {
+    plan.externals
+        .iter()
+        .map(|ext| {
+            let (objname, table) = if ext.undefined {
+                if symvers.exporter(&ext.name).is_some() {
+                    return Ok(Binding::Plain {
+                        name: ext.name.clone(),
+                    });
+                }
+                ("vmlinux", vmlinux)
+            } else {
+                (modname, module)
+            };
+            let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+            if objname.len() > MAX_OBJNAME || ext.name.len() > MAX_SYMNAME {
+                return Err(Error::NameTooLong {
+                    name: format!("{objname}.{}", ext.name),
+                });
+            }
+            Ok(Binding::Klp {
+                objname: objname.to_string(),
+                name: ext.name.clone(),
+                sympos,
+            })
+        })
+        .collect()
 }
 
 /// Names the kernel parses with fixed limits (`%55[^.]` and `%511[^,]`).

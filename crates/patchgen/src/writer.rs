@@ -68,6 +68,12 @@ pub fn write_patch_object(
             sh_flags: s.sh_flags & keep,
         };
         let align = s.align.max(1);
+        if !align.is_power_of_two() {
+            return Err(Error::Write(format!(
+                "section {}: alignment {align} is not a power of two",
+                s.name
+            )));
+        }
         if s.sh_type == elf::SHT_NOBITS {
             obj.append_section_bss(id, s.size, align);
         } else {
@@ -79,6 +85,11 @@ pub fn write_patch_object(
     obj.section_mut(gnu_stack).flags = SectionFlags::Elf { sh_flags: 0 };
 
     let mut syms: Vec<SymbolId> = Vec::with_capacity(plan.symbols.len());
+    let sec_of = |i: usize| {
+        secs.get(i)
+            .copied()
+            .ok_or_else(|| Error::Internal(format!("plan names section {i} of {}", secs.len())))
+    };
     for s in &plan.symbols {
         let kind = match s.kind {
             SymKind::Func => SymbolKind::Text,
@@ -92,12 +103,14 @@ pub fn write_patch_object(
             kind,
             scope: SymbolScope::Compilation,
             weak: false,
-            section: SymbolSection::Section(secs[s.section]),
+            section: SymbolSection::Section(sec_of(s.section)?),
             flags: SymbolFlags::None,
         }));
     }
     for (i, f) in plan.funcs.iter().enumerate() {
-        let s = &plan.symbols[f.new_sym];
+        let s = plan.symbols.get(f.new_sym).ok_or_else(|| {
+            Error::Internal(format!("plan names symbol {} for {}", f.new_sym, f.old_name))
+        })?;
         obj.add_symbol(Symbol {
             name: new_func_alias(alias_base + i).into_bytes(),
             value: s.value,
@@ -105,7 +118,7 @@ pub fn write_patch_object(
             kind: SymbolKind::Text,
             scope: SymbolScope::Dynamic,
             weak: false,
-            section: SymbolSection::Section(secs[s.section]),
+            section: SymbolSection::Section(sec_of(s.section)?),
             flags: SymbolFlags::None,
         });
     }
@@ -126,10 +139,13 @@ pub fn write_patch_object(
     for (si, s) in plan.sections.iter().enumerate() {
         for r in &s.relocs {
             let symbol = match r.target {
-                PlanTarget::Symbol(i) => syms[i],
-                PlanTarget::Section(i) => obj.section_symbol(secs[i]),
-                PlanTarget::External(i) => ext_ids[i],
-            };
+                PlanTarget::Symbol(i) => syms.get(i).copied(),
+                PlanTarget::Section(i) => secs.get(i).map(|&id| obj.section_symbol(id)),
+                PlanTarget::External(i) => ext_ids.get(i).copied(),
+            }
+            .ok_or_else(|| {
+                Error::Internal(format!("relocation in {} names {:?}", s.name, r.target))
+            })?;
             obj.add_relocation(
                 secs[si],
                 Relocation {

@@ -1,0 +1,280 @@
+//! Malformed objects found by fuzzing (`cargo xtask fuzz`, target `elfdiff_pair`): each must
+//! give an error or a sane result, never a panic. The objects are built here with the `object`
+//! writer and then corrupted in exactly the field the fuzzer found.
+
+use object::read::elf::{FileHeader, SectionHeader};
+use object::write::{Object as WObject, Relocation, Symbol, SymbolId, SymbolSection};
+use object::{
+    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
+    SymbolKind, SymbolScope,
+};
+
+use elfdiff::{Diff, Error, Object, Orig, Patched, PlanOptions};
+
+/// endbr64; call __fentry__; mov $ret, %eax; ret
+fn body(ret: u8) -> Vec<u8> {
+    vec![
+        0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xb8, ret, 0, 0, 0, 0xc3,
+    ]
+}
+
+/// What `__mcount_loc` points at.
+#[derive(Clone, Copy)]
+enum McTarget {
+    Func,
+    Section,
+}
+
+struct Spec {
+    ret: u8,
+    /// Bytes of padding in front of `f` in its section.
+    pad: usize,
+    /// Whether `f` calls `__fentry__` (a relocation at +5).
+    fentry: bool,
+    /// Make that call's relocation section-relative, with this addend.
+    call_section_addend: Option<i64>,
+    /// `__mcount_loc`: (size, relocations (offset, target, addend)).
+    mcount: Option<(usize, Vec<(u64, McTarget, i64)>)>,
+}
+
+impl Spec {
+    fn new(ret: u8) -> Self {
+        Spec {
+            ret,
+            pad: 0,
+            fentry: true,
+            call_section_addend: None,
+            mcount: None,
+        }
+    }
+}
+
+/// A relocatable x86-64 object with one function `f` in `.text.f`.
+fn build(spec: &Spec) -> Vec<u8> {
+    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    o.add_file_symbol(b"t.c".to_vec());
+    let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
+    let code = body(spec.ret);
+    o.append_section_data(text, &vec![0x90; spec.pad], 16);
+    o.append_section_data(text, &code, 1);
+    let f = o.add_symbol(Symbol {
+        name: b"f".to_vec(),
+        value: spec.pad as u64,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(text),
+        flags: SymbolFlags::None,
+    });
+    let reloc = |o: &mut WObject, sec, offset, symbol: SymbolId, addend, r_type| {
+        o.add_relocation(
+            sec,
+            Relocation {
+                offset,
+                symbol,
+                addend,
+                flags: RelocationFlags::Elf { r_type },
+            },
+        )
+        .unwrap();
+    };
+    if spec.fentry {
+        let fe = o.add_symbol(Symbol {
+            name: b"__fentry__".to_vec(),
+            value: 0,
+            size: 0,
+            kind: SymbolKind::Unknown,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Undefined,
+            flags: SymbolFlags::None,
+        });
+        let (sym, addend) = match spec.call_section_addend {
+            Some(a) => (o.section_symbol(text), a),
+            None => (fe, -4),
+        };
+        reloc(
+            &mut o,
+            text,
+            spec.pad as u64 + 5,
+            sym,
+            addend,
+            elf::R_X86_64_PLT32,
+        );
+    }
+    if let Some((size, relocs)) = &spec.mcount {
+        let mc = o.add_section(Vec::new(), b"__mcount_loc".to_vec(), SectionKind::Data);
+        o.append_section_data(mc, &vec![0; *size], 8);
+        for &(offset, target, addend) in relocs {
+            let sym = match target {
+                McTarget::Func => f,
+                McTarget::Section => o.section_symbol(text),
+            };
+            reloc(&mut o, mc, offset, sym, addend, elf::R_X86_64_64);
+        }
+    }
+    o.write().unwrap()
+}
+
+type Hdr = elf::FileHeader64<Endianness>;
+
+/// File offset of the header of the named section.
+fn shdr_offset(data: &[u8], name: &str) -> usize {
+    let h = Hdr::parse(data).unwrap();
+    let e = h.endian().unwrap();
+    let table = h.sections(e, data).unwrap();
+    let (idx, _) = table.section_by_name(e, name.as_bytes()).unwrap();
+    h.e_shoff(e) as usize + idx.0 * usize::from(h.e_shentsize(e))
+}
+
+/// File offset of the named section's contents.
+fn section_offset(data: &[u8], name: &str) -> usize {
+    let h = Hdr::parse(data).unwrap();
+    let e = h.endian().unwrap();
+    let table = h.sections(e, data).unwrap();
+    let (_, s) = table.section_by_name(e, name.as_bytes()).unwrap();
+    s.sh_offset(e) as usize
+}
+
+/// File offset of the symbol table entry of the named symbol.
+fn sym_offset(data: &[u8], name: &str) -> usize {
+    let h = Hdr::parse(data).unwrap();
+    let e = h.endian().unwrap();
+    let table = h.sections(e, data).unwrap();
+    let syms = table.symbols(e, data, elf::SHT_SYMTAB).unwrap();
+    let idx = syms
+        .iter()
+        .position(|s| syms.symbol_name(e, s).unwrap() == name.as_bytes())
+        .unwrap();
+    section_offset(data, ".symtab") + idx * 24
+}
+
+fn put_u32(data: &mut [u8], at: usize, v: u32) {
+    data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(data: &mut [u8], at: usize, v: u64) {
+    data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+// Offsets of fields in Elf64_Shdr, Elf64_Sym and Elf64_Rela.
+const SH_TYPE: usize = 4;
+const SH_ADDRALIGN: usize = 48;
+const ST_SIZE: usize = 16;
+const R_OFFSET: usize = 0;
+
+fn malformed(e: Error) -> String {
+    match e {
+        Error::Malformed { what, .. } => what,
+        other => panic!("expected a malformed-object error, got {other:?}"),
+    }
+}
+
+#[test]
+fn well_formed_pair_diffs_and_plans() {
+    let (ob, pb) = (build(&Spec::new(1)), build(&Spec::new(2)));
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    let diff = Diff::new(&orig, &patched);
+    assert_eq!(diff.report().changed, vec!["f"]);
+    assert!(diff.report().refused.is_empty());
+    assert_eq!(diff.plan(&PlanOptions::default()).unwrap().funcs.len(), 1);
+}
+
+/// The writer asserted on it (`object` requires power-of-two alignment).
+#[test]
+fn section_alignment_must_be_a_power_of_two() {
+    let mut b = build(&Spec::new(1));
+    let at = shdr_offset(&b, ".text.f") + SH_ADDRALIGN;
+    put_u64(&mut b, at, 24);
+    let e = Object::<Orig>::parse("o", &b).unwrap_err();
+    assert!(malformed(e).contains("alignment 24 is not a power of two"));
+}
+
+/// `value + size` overflowed when the function's extent was computed.
+#[test]
+fn symbol_outside_its_section_is_refused() {
+    let mut b = build(&Spec::new(1));
+    let at = sym_offset(&b, "f") + ST_SIZE;
+    put_u64(&mut b, at, u64::MAX);
+    let e = Object::<Patched>::parse("o", &b).unwrap_err();
+    assert!(malformed(e).contains("symbol f"));
+}
+
+/// `offset + width` overflowed in the bounds check itself.
+#[test]
+fn relocation_offset_near_the_end_of_the_address_space() {
+    let mut b = build(&Spec::new(1));
+    let at = section_offset(&b, ".rela.text.f") + R_OFFSET;
+    put_u64(&mut b, at, u64::MAX - 1);
+    let e = Object::<Orig>::parse("o", &b).unwrap_err();
+    assert!(malformed(e).contains("lies outside section .text.f"));
+}
+
+/// `addend + bias` (where a PC-relative reference points) overflowed.
+#[test]
+fn huge_pc_relative_addend_is_compared_not_added() {
+    let spec = |addend| Spec {
+        call_section_addend: Some(addend),
+        ..Spec::new(1)
+    };
+    let (ob, pb) = (build(&spec(i64::MAX)), build(&spec(-4)));
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    let diff = Diff::new(&orig, &patched);
+    assert_eq!(diff.report().changed, vec!["f"]);
+}
+
+/// `__mcount_loc` entry `symbol value + addend` overflowed while looking for an ftrace entry.
+#[test]
+fn mcount_entry_with_extreme_addend_is_not_an_ftrace_entry() {
+    let spec = |ret| Spec {
+        pad: 16,
+        fentry: false,
+        mcount: Some((8, vec![(0, McTarget::Func, i64::MAX)])),
+        ..Spec::new(ret)
+    };
+    let (ob, pb) = (build(&spec(1)), build(&spec(2)));
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    let keys: Vec<String> = Diff::new(&orig, &patched)
+        .report()
+        .refused
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(keys, vec!["refuse.no-ftrace.f"]);
+}
+
+/// A relocation crossing two `__mcount_loc` entries was cut in half: the livepatch object
+/// held a relocation past the end of its section.
+#[test]
+fn special_section_relocation_straddling_entries() {
+    let spec = |ret| Spec {
+        mcount: Some((16, vec![(4, McTarget::Section, 0)])),
+        ..Spec::new(ret)
+    };
+    let (ob, pb) = (build(&spec(1)), build(&spec(2)));
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    let diff = Diff::new(&orig, &patched);
+    let e = diff.plan(&PlanOptions::default()).unwrap_err();
+    assert!(malformed(e).contains("straddles two 8-byte entries"));
+}
+
+/// A special section without contents (SHT_NOBITS) was sliced as if it had them.
+#[test]
+fn special_section_without_contents() {
+    let spec = |ret| Spec {
+        mcount: Some((8, vec![(0, McTarget::Section, 0)])),
+        ..Spec::new(ret)
+    };
+    let (ob, mut pb) = (build(&spec(1)), build(&spec(2)));
+    let at = shdr_offset(&pb, "__mcount_loc") + SH_TYPE;
+    put_u32(&mut pb, at, elf::SHT_NOBITS);
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    let diff = Diff::new(&orig, &patched);
+    let e = diff.plan(&PlanOptions::default()).unwrap_err();
+    assert!(malformed(e).contains("no contents"));
+}

@@ -1,0 +1,297 @@
+//! The refusal catalogue (`docs/refusals.md`) against the code: every refusal kind klpgen emits
+//! (`"refuse.<kind>.` in a format string under `src/` or `crates/*/src/`) is documented, every
+//! documented kind has a fixture (`//# refuse: <kind>`, which the fixture harness checks really
+//! produces it), and every key-less `Verdict::Refused` message of the CLI is documented.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The sources that can emit refusals: the CLI and the library crates (not tests, not xtask).
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    if let Ok(crates) = std::fs::read_dir(root().join("crates")) {
+        for c in crates.flatten() {
+            rust_files(&c.path().join("src"), &mut files);
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable source");
+            (p, text)
+        })
+        .collect()
+}
+
+/// The string literal starting at `start` (which must be a `"`): its content and the index just
+/// past its closing quote.
+fn literal(text: &str, start: usize) -> Option<(String, usize)> {
+    let bytes = text.as_bytes();
+    if bytes.get(start) != Some(&b'"') {
+        return None;
+    }
+    let mut i = start + 1;
+    let mut out = String::new();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                out.push_str(text.get(i..i + 2)?);
+                i += 2;
+            }
+            b'"' => return Some((out, i + 1)),
+            _ => {
+                let c = text[i..].chars().next()?;
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    None
+}
+
+/// The string literals among the arguments that follow a literal ending at `from`, up to the
+/// parenthesis that closes the macro call it is in.
+fn following_literals(text: &str, from: usize) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut depth = 0i32;
+    let mut i = from;
+    let mut out = Vec::new();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' if depth == 0 => break,
+            b')' => depth -= 1,
+            b'"' => {
+                if let Some((s, end)) = literal(text, i) {
+                    out.push(s);
+                    i = end;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+fn is_kind(s: &str) -> bool {
+    !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Refusal kinds a source text emits. A key whose kind is itself a placeholder
+/// (`"refuse.{}.{name}"`) counts the kind-like literals among the macro's arguments; finding
+/// none is an error, so a kind cannot hide behind a variable.
+fn emitted_kinds(label: &str, text: &str) -> Result<BTreeSet<String>, String> {
+    let mut kinds = BTreeSet::new();
+    const PAT: &str = "\"refuse.";
+    let mut from = 0;
+    while let Some(pos) = text[from..].find(PAT) {
+        let at = from + pos;
+        from = at + PAT.len();
+        let (lit, end) = literal(text, at)
+            .ok_or_else(|| format!("{label}: unterminated string at byte {at}"))?;
+        let rest = &lit["refuse.".len()..];
+        if rest.starts_with('{') {
+            let found: Vec<String> = following_literals(text, end)
+                .into_iter()
+                .filter(|s| is_kind(s))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{label}: refusal key {lit:?} takes its kind from a variable; write the kinds as literals in the format! call"
+                ));
+            }
+            kinds.extend(found);
+        } else {
+            let kind: String = rest
+                .chars()
+                .take_while(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                .collect();
+            if !is_kind(&kind) || !rest[kind.len()..].starts_with('.') {
+                return Err(format!(
+                    "{label}: cannot read the kind of refusal key {lit:?}"
+                ));
+            }
+            kinds.insert(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+fn catalogue() -> String {
+    std::fs::read_to_string(root().join("docs/refusals.md")).expect("docs/refusals.md exists")
+}
+
+/// Kinds documented in the catalogue: headings `## \`refuse.<kind>.<...>\``.
+fn documented_kinds(doc: &str) -> BTreeSet<String> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("## `refuse."))
+        .filter_map(|rest| {
+            let kind: String = rest.chars().take_while(|&c| c != '.' && c != '`').collect();
+            is_kind(&kind).then_some(kind)
+        })
+        .collect()
+}
+
+/// Kinds some fixture expects with `//# refuse: <kind>`.
+fn fixture_kinds() -> BTreeSet<String> {
+    let mut kinds = BTreeSet::new();
+    let dir = root().join("tests/fixtures");
+    for e in std::fs::read_dir(dir).expect("tests/fixtures").flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "c") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("readable fixture");
+        for line in text.lines() {
+            let Some(d) = line.strip_prefix("//#") else {
+                continue;
+            };
+            if let Some(v) = d.trim().strip_prefix("refuse:") {
+                kinds.extend(v.split_whitespace().map(String::from));
+            }
+        }
+    }
+    kinds
+}
+
+#[test]
+fn scanner_reads_literal_and_computed_kinds() {
+    let src = r#"
+        key: format!("refuse.no-ftrace.{name}"),
+        key: format!(
+            "refuse.{}.{name}",
+            if init { "init-changed" } else { "data-changed" }
+        ),
+    "#;
+    let got = emitted_kinds("sample", src).unwrap();
+    let want: BTreeSet<String> = ["no-ftrace", "init-changed", "data-changed"]
+        .map(String::from)
+        .into();
+    assert_eq!(got, want);
+    assert!(emitted_kinds("bad", r#"format!("refuse.{kind}.{name}")"#).is_err());
+    assert!(emitted_kinds("bad", r#"format!("refuse.{}.{name}", kind)"#).is_err());
+}
+
+#[test]
+fn every_emitted_kind_is_documented() {
+    let mut emitted = BTreeSet::new();
+    for (p, text) in sources() {
+        emitted.extend(emitted_kinds(&p.display().to_string(), &text).unwrap());
+    }
+    // The differ's own kinds are there: the scan works on the real sources.
+    for k in ["data-changed", "init-changed", "no-ftrace"] {
+        assert!(
+            emitted.contains(k),
+            "scan of the sources missed {k}: {emitted:?}"
+        );
+    }
+    let documented = documented_kinds(&catalogue());
+    let missing: Vec<&String> = emitted.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "refusal kinds emitted but not in docs/refusals.md: {missing:?} (documented: {documented:?})"
+    );
+}
+
+#[test]
+fn every_documented_kind_has_a_fixture() {
+    let documented = documented_kinds(&catalogue());
+    assert!(
+        !documented.is_empty(),
+        "docs/refusals.md lists no `refuse.<kind>` heading"
+    );
+    let fixtures = fixture_kinds();
+    let missing: Vec<&String> = documented.difference(&fixtures).collect();
+    assert!(
+        missing.is_empty(),
+        "documented refusal kinds without a `//# refuse:` fixture in tests/fixtures: {missing:?}"
+    );
+}
+
+/// The longest constant piece of a format string (placeholders removed), trimmed.
+fn constant_part(fmt: &str) -> String {
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    let mut in_arg = false;
+    for c in fmt.chars() {
+        match c {
+            '{' => {
+                in_arg = true;
+                pieces.push(std::mem::take(&mut cur));
+            }
+            '}' if in_arg => in_arg = false,
+            c if !in_arg => cur.push(c),
+            _ => {}
+        }
+    }
+    pieces.push(cur);
+    pieces
+        .into_iter()
+        .map(|p| {
+            p.trim_matches(|c: char| c.is_whitespace() || c == ';' || c == ':' || c == ',')
+                .to_string()
+        })
+        .max_by_key(|p| p.len())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_keyless_refusal_is_documented() {
+    let doc = catalogue();
+    let mut seen = 0;
+    for (p, text) in sources() {
+        let mut from = 0;
+        while let Some(pos) = text[from..].find("Verdict::Refused(") {
+            let at = from + pos;
+            from = at + 1;
+            // Pattern matches (`Verdict::Refused(_) =>`) and the definition are not refusals.
+            let Some(q) = text[at..].find('"').map(|q| at + q) else {
+                continue;
+            };
+            if text[at..q].contains(')') || text[at..q].contains("=>") {
+                continue;
+            }
+            let (msg, _) = literal(&text, q).expect("terminated literal");
+            // The wrappers that list keyed refusals are covered by the kinds above.
+            if msg.contains("unsupported change(s)") {
+                continue;
+            }
+            seen += 1;
+            let part = constant_part(&msg);
+            assert!(
+                part.len() >= 12 && doc.contains(&part),
+                "{}: refusal message {msg:?} is not in docs/refusals.md (looked for {part:?})",
+                p.display()
+            );
+        }
+    }
+    assert!(
+        seen > 0,
+        "found no key-less Verdict::Refused in the sources"
+    );
+}

@@ -1,0 +1,246 @@
+//! `cargo xtask bench`: the speed and memory figures klpgen is held to, measured on the test
+//! kernel — `klpgen build` cold (nothing of klpgen's cached) and warm, and `klpgen diff` on the
+//! largest object pair (instructions under callgrind, peak memory), and the call graph of the
+//! target's vmlinux.o (`klpgen callers`). Not a test: it prints the
+//! figures, compares them with the targets, and writes target/bench/results.json.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{e2e, kernel, util};
+
+/// Targets from the issues: (name, limit, unit).
+const TARGETS: &[(&str, f64, &str)] = &[
+    ("build_cold_seconds", 75.0, "s"),
+    ("build_warm_seconds", 8.0, "s"),
+    ("diff_instructions_millions", 120.0, "M instructions"),
+    ("diff_peak_rss_mb", 50.0, "MB"),
+    ("callgraph_seconds", 1.0, "s"),
+];
+
+fn klpgen_build(klpgen: &Path, k: &kernel::Kernel, cache: &Path, name: &str, patch: &Path, out: &Path) -> Result<f64> {
+    let start = Instant::now();
+    let o = Command::new(klpgen)
+        .arg("build")
+        .arg("-q")
+        .arg("--sourcedir")
+        .arg(&k.src)
+        .arg("--builddir")
+        .arg(&k.build)
+        .arg("--name")
+        .arg(name)
+        .arg("-o")
+        .arg(out)
+        .arg(patch)
+        .env("PATH", util::path_with_cargo_bin())
+        .env("KLPGEN_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .context("running klpgen build")?;
+    let secs = start.elapsed().as_secs_f64();
+    if !o.status.success() {
+        bail!("klpgen build {} failed:\n{}", patch.display(), String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(secs)
+}
+
+/// The run directory klpgen left for module `name` in `cache`.
+fn run_dir(cache: &Path, name: &str) -> Result<PathBuf> {
+    for e in fs::read_dir(cache.join("trees"))? {
+        let d = e?.path().join("runs").join(format!("livepatch-{name}"));
+        if d.is_dir() {
+            return Ok(d);
+        }
+    }
+    bail!("no run directory for {name} under {}", cache.display())
+}
+
+fn callgrind_instructions(klpgen: &Path, orig: &Path, patched: &Path, out: &Path) -> Result<u64> {
+    let file = out.join("callgrind.out");
+    let o = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", file.display()))
+        .arg(klpgen)
+        .arg("diff")
+        .arg(orig)
+        .arg(patched)
+        .stdin(Stdio::null())
+        .output()
+        .context("running valgrind (package valgrind)")?;
+    if !matches!(o.status.code(), Some(0) | Some(3)) {
+        bail!("klpgen diff under callgrind failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let text = fs::read_to_string(&file)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no instruction total in the callgrind output")
+}
+
+fn peak_rss_kb(klpgen: &Path, orig: &Path, patched: &Path) -> Result<u64> {
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(klpgen)
+        .arg("diff")
+        .arg(orig)
+        .arg(patched)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .context("running /usr/bin/time (package time)")?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .context("no maximum resident set size from /usr/bin/time")
+}
+
+/// The call graph of the target's vmlinux.o: `klpgen callers --timing` (median wall time of
+/// three runs, process start included) and the graph's size from its timing line.
+struct CallgraphFigure {
+    seconds: f64,
+    runs: Vec<f64>,
+    functions: u64,
+    edges: u64,
+    sites: u64,
+    /// klpgen's own account: "read .. ms, parse .. ms, graph .. ms, total .. ms".
+    internal: String,
+}
+
+fn callgraph_figure(klpgen: &Path, build: &Path) -> Result<CallgraphFigure> {
+    let mut runs = Vec::new();
+    let mut last = String::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let o = Command::new(klpgen)
+            .args(["callers", "--depth", "1", "--timing", "--builddir"])
+            .arg(build)
+            .arg("show_val_kb")
+            .stdin(Stdio::null())
+            .output()
+            .context("running klpgen callers")?;
+        runs.push(start.elapsed().as_secs_f64());
+        if !o.status.success() {
+            bail!("klpgen callers failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        }
+        // A sanity check of the graph itself: show_val_kb's caller in fs/proc/meminfo.c.
+        if !String::from_utf8_lossy(&o.stdout).contains("meminfo_proc_show") {
+            bail!("klpgen callers show_val_kb does not list meminfo_proc_show:\n{}", String::from_utf8_lossy(&o.stdout));
+        }
+        last = String::from_utf8_lossy(&o.stderr).into_owned();
+    }
+    // "callgraph: N functions, M edges (S call sites); read .. ms, ..."
+    let line = last
+        .lines()
+        .find_map(|l| l.strip_prefix("callgraph: "))
+        .context("no timing line from klpgen callers --timing")?;
+    let number_before = |word: &str| -> Result<u64> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words
+            .iter()
+            .position(|w| w.trim_end_matches([',', ')', ';']) == word)
+            .with_context(|| format!("no {word:?} in {line:?}"))?;
+        let n = words
+            .get(i.wrapping_sub(1))
+            .map(|w| w.trim_start_matches('('))
+            .with_context(|| format!("no count before {word:?} in {line:?}"))?;
+        n.parse().with_context(|| format!("{n:?} in {line:?}"))
+    };
+    let mut sorted = runs.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Ok(CallgraphFigure {
+        seconds: sorted[1],
+        functions: number_before("functions")?,
+        edges: number_before("edges")?,
+        sites: number_before("call")?,
+        internal: line.split_once("; ").map_or("", |(_, t)| t).to_string(),
+        runs,
+    })
+}
+
+fn section_count(path: &Path) -> Result<usize> {
+    let bytes = fs::read(path)?;
+    let obj = elfdiff::Object::<elfdiff::Orig>::parse(path.display().to_string(), &bytes)?;
+    Ok(obj.sections.len())
+}
+
+pub fn cmd_bench() -> Result<bool> {
+    let k = kernel::ensure()?;
+    let klpgen = e2e::build_klpgen()?;
+    let root = util::target_dir().join("bench");
+    let cache = root.join("cache");
+    if cache.exists() {
+        fs::remove_dir_all(&cache)?;
+    }
+    fs::create_dir_all(&root)?;
+    let repo = util::repo_root();
+    let one_c = repo.join("tests/e2e/proc-string/case.patch");
+    let big = repo.join("xtask/bench/events-core.patch");
+
+    eprintln!("bench: call graph of vmlinux.o (klpgen callers --timing)...");
+    let cg = callgraph_figure(&klpgen, &k.build)?;
+    eprintln!(
+        "bench: call graph: {:.2} s, {} functions, {} edges ({})",
+        cg.seconds, cg.functions, cg.edges, cg.internal
+    );
+
+    eprintln!("bench: klpgen build, cold (target kernel built, klpgen's cache empty)...");
+    let cold = klpgen_build(&klpgen, &k, &cache, "bench-one", &one_c, &root.join("out"))?;
+    let mut warm_runs = Vec::new();
+    for _ in 0..3 {
+        warm_runs.push(klpgen_build(&klpgen, &k, &cache, "bench-one", &one_c, &root.join("out"))?);
+    }
+    warm_runs.sort_by(|a, b| a.total_cmp(b));
+    let warm = warm_runs[1];
+
+    eprintln!("bench: diffing the largest object pair (kernel/events/core.o)...");
+    klpgen_build(&klpgen, &k, &cache, "bench-events", &big, &root.join("out"))?;
+    let run = run_dir(&cache, "bench-events")?;
+    let orig = run.join("orig/kernel/events/core.o");
+    let patched = run.join("patched/kernel/events/core.o");
+    let size = fs::metadata(&orig)?.len();
+    let sections = section_count(&orig)?;
+    let instructions = callgrind_instructions(&klpgen, &orig, &patched, &root)?;
+    let rss_kb = peak_rss_kb(&klpgen, &orig, &patched)?;
+
+    let figures = [
+        ("build_cold_seconds", cold),
+        ("build_warm_seconds", warm),
+        ("diff_instructions_millions", instructions as f64 / 1e6),
+        ("diff_peak_rss_mb", rss_kb as f64 / 1024.0),
+        ("callgraph_seconds", cg.seconds),
+    ];
+    println!("klpgen bench on {} ({} cores)", k.build.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("  one-.c patch (tests/e2e/proc-string): cold {cold:.1} s, warm {warm:.1} s (median of 3: {warm_runs:.1?})");
+    println!("  diff of kernel/events/core.o: {:.2} MB, {sections} sections", size as f64 / 1e6);
+    println!(
+        "  call graph of vmlinux.o: {} functions, {} edges ({} call sites); median of 3: {:.2?} s; {}",
+        cg.functions, cg.edges, cg.sites, cg.runs, cg.internal
+    );
+    let mut all_ok = true;
+    for ((name, value), (_, limit, unit)) in figures.iter().zip(TARGETS) {
+        let ok = value < limit;
+        all_ok &= ok;
+        println!("  {name:<28} {value:>10.2} {unit:<15} target < {limit} {}", if ok { "ok" } else { "MISSED" });
+    }
+    let json = serde_json::json!({
+        "kernel_build": k.build.display().to_string(),
+        "object": { "path": "kernel/events/core.o", "bytes": size, "sections": sections },
+        "build_cold_seconds": cold,
+        "build_warm_seconds": warm,
+        "build_warm_runs": warm_runs,
+        "diff_instructions": instructions,
+        "diff_peak_rss_kb": rss_kb,
+        "callgraph_seconds": cg.seconds,
+        "callgraph_runs": cg.runs,
+        "callgraph": { "functions": cg.functions, "edges": cg.edges, "call_sites": cg.sites, "timing": cg.internal },
+        "targets_met": all_ok,
+    });
+    fs::write(root.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    println!("  results: {}", root.join("results.json").display());
+    Ok(true)
+}
