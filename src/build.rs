@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use elfdiff::callgraph::CallGraph;
 use elfdiff::{Diff, Object, PlanOptions};
 use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
 use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
@@ -17,8 +18,8 @@ use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, 
 use crate::diffcmd::{entry_sizes, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
 use crate::kernel::{check_config, Tree};
-use crate::patch::{self, Applied, PatchFile};
 use crate::oot::OotModule;
+use crate::patch::{self, Applied, PatchFile};
 use crate::process::Interrupt;
 use crate::report::{self as rpt, BuildReport};
 use crate::{BuildArgs, HookArg, Verdict};
@@ -143,7 +144,11 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     };
     let pairs = match &oot {
         Some(m) => {
-            rep.stage(&format!("building module {} from {}, original and patched", m.name, m.src.display()));
+            rep.stage(&format!(
+                "building module {} from {}, original and patched",
+                m.name,
+                m.src.display()
+            ));
             let pairs = m.build_pairs(&tree, &patches, &run_dir, jobs, &intr)?;
             if let Some((_, o, _)) = pairs.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
@@ -171,14 +176,17 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     // For an out-of-tree module: its name, its .ko (label, bytes) and symbol table.
     let mod_target = match &oot {
         Some(m) => {
-            let bytes = fs::read(&m.ko).with_context(|| format!("cannot read {}", m.ko.display()))?;
+            let bytes =
+                fs::read(&m.ko).with_context(|| format!("cannot read {}", m.ko.display()))?;
             let label = m.ko.display().to_string();
             let table = TargetSymtab::parse_module(&label, &bytes)?;
             Some((m.name.clone(), (label, bytes), table))
         }
         None => None,
     };
-    let objname = mod_target.as_ref().map_or("vmlinux", |(n, _, _)| n.as_str());
+    let objname = mod_target
+        .as_ref()
+        .map_or("vmlinux", |(n, _, _)| n.as_str());
     rep.stage("diffing");
     let mut summary = Summary::default();
     let mut objects = Vec::new();
@@ -194,13 +202,19 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         let orig = Object::parse(format!("{u} (original)"), &ob)?;
         let patched = Object::parse(format!("{u} (patched)"), &pb)?;
-        let diff = Diff::new(&orig, &patched);
-        let report = diff.report();
+        let mut diff = Diff::new(&orig, &patched);
+        let graph = CallGraph::build(&[&orig]);
+        let mut caller_refusals = Vec::new();
+        let included = include_callers(&mut diff, &graph, args, &mut caller_refusals)?;
+        let mut report = diff.report();
+        report.refused.extend(caller_refusals);
         if !args.quiet {
             crate::diffcmd::print_text(u, &report);
         }
         refusals.extend(report.refused.iter().cloned());
-        rep.objects.push(object_entry(u, objname, &report));
+        let mut entry = object_entry(u, objname, &report);
+        annotate_callers(&mut entry, &graph, &orig, &included, args.quiet);
+        rep.objects.push(entry);
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
@@ -214,12 +228,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             objtool_regenerates,
         })?;
         let bindings = match &mod_target {
-            Some((name, _, mtab)) => {
-                bind_externals_module(&plan, name, mtab, &symtab, &symvers)
-            }
+            Some((name, _, mtab)) => bind_externals_module(&plan, name, mtab, &symtab, &symvers),
             None => bind_externals(&plan, "vmlinux", &symtab, &symvers),
         }
-            .with_context(|| format!("binding the references of {u}"))?;
+        .with_context(|| format!("binding the references of {u}"))?;
         let base = hook_funcs.len();
         for (i, f) in plan.funcs.iter().enumerate() {
             let ext = elfdiff::plan::External {
@@ -402,6 +414,8 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         reason: None,
         key: None,
         hint: None,
+        why: None,
+        callers: None,
     };
     functions.extend(r.changed.iter().map(|n| plain(n, "changed")));
     functions.extend(r.new.iter().map(|n| plain(n, "new")));
@@ -411,6 +425,8 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         reason: Some(f.reason.clone()),
         key: Some(f.key.clone()),
         hint: Some(f.hint.clone()),
+        why: None,
+        callers: None,
     }));
     rpt::ObjectEntry {
         unit: unit.to_string(),
@@ -579,6 +595,110 @@ fn tree_pairs(
     rep.stage("patches reverted, source tree restored");
     Ok(units
         .iter()
-        .map(|u| (u.clone(), run_dir.join("orig").join(u), run_dir.join("patched").join(u)))
+        .map(|u| {
+            (
+                u.clone(),
+                run_dir.join("orig").join(u),
+                run_dir.join("patched").join(u),
+            )
+        })
         .collect())
+}
+
+/// `--include-callers N`: re-emit the callers of the changed functions (within the object, up
+/// to depth N) so tasks switch only once they have left them. Returns the functions added
+/// with the reason; refusals for callers that cannot be patched go to `refusals`.
+fn include_callers(
+    diff: &mut Diff<'_, '_>,
+    graph: &CallGraph<'_>,
+    args: &BuildArgs,
+    refusals: &mut Vec<elfdiff::Refusal>,
+) -> Result<Vec<(String, String)>> {
+    let mut added: Vec<(String, String)> = Vec::new();
+    if args.include_callers == 0 {
+        return Ok(added);
+    }
+    let changed: Vec<String> = diff.changed().into_iter().map(String::from).collect();
+    let file = diff.orig.file_name;
+    for name in &changed {
+        for f in graph.lookup(name, file) {
+            for r in graph.callers(f, args.include_callers) {
+                let caller = graph.func(r.func).name.to_string();
+                if added.iter().any(|(n, _)| *n == caller) || changed.contains(&caller) {
+                    continue;
+                }
+                let why = format!("caller of {name} at depth {} (--include-callers)", r.depth);
+                match diff.include_unchanged(&caller, &why) {
+                    Ok(true) => added.push((caller, why)),
+                    Ok(false) => {}
+                    Err(refusal) => refusals.push(refusal),
+                }
+                if added.len() > args.max_callers {
+                    bail!(
+                        "--include-callers {} would add more than {} callers ({} so far, last {}); raise --max-callers or lower the depth",
+                        args.include_callers,
+                        args.max_callers,
+                        added.len(),
+                        added.last().map_or("", |(n, _)| n.as_str())
+                    );
+                }
+            }
+        }
+    }
+    Ok(added)
+}
+
+/// Add the consistency analysis to a report entry and warn about callers that loop over a
+/// changed function and are not themselves replaced.
+fn annotate_callers(
+    entry: &mut rpt::ObjectEntry,
+    graph: &CallGraph<'_>,
+    orig: &Object<'_, elfdiff::Orig>,
+    included: &[(String, String)],
+    quiet: bool,
+) {
+    let replaced: Vec<&str> = entry
+        .functions
+        .iter()
+        .filter(|f| f.verdict == "changed")
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>();
+    let replaced: Vec<String> = replaced.iter().map(|s| s.to_string()).collect();
+    for f in entry
+        .functions
+        .iter_mut()
+        .filter(|f| f.verdict == "changed")
+    {
+        f.why = Some(
+            included
+                .iter()
+                .find(|(n, _)| *n == f.name)
+                .map_or_else(|| "its code changed".to_string(), |(_, why)| why.clone()),
+        );
+        let mut info = rpt::CallerInfo::default();
+        for id in graph.lookup(&f.name, orig.file_name) {
+            let c = graph.consistency(id);
+            info.address_taken |= c.address_taken;
+            for e in &c.callers {
+                info.direct.push(graph.func(e.caller).name.to_string());
+            }
+            for l in &c.looping_callers {
+                info.looping.push(graph.func(*l).name.to_string());
+            }
+        }
+        info.direct.sort();
+        info.direct.dedup();
+        info.looping.sort();
+        info.looping.dedup();
+        let own_change = !included.iter().any(|(n, _)| *n == f.name);
+        if !quiet && own_change {
+            for l in info.looping.iter().filter(|l| !replaced.contains(l)) {
+                eprintln!(
+                    "klpgen: warning: {l}() calls {}() in a loop; a task inside {l}() during the transition may see the old and the new {}() in turn (--include-callers 1 patches {l}() too)",
+                    f.name, f.name
+                );
+            }
+        }
+        f.callers = Some(info);
+    }
 }

@@ -299,13 +299,26 @@ impl DiffBuild {
 
 /// Build an external module directory against the target with function sections (objects
 /// for diffing only).
-pub fn build_external(tree: &Tree, dir: &Path, jobs: usize, log: &Path, what: &str, intr: &Interrupt) -> Result<()> {
+pub fn build_external(
+    tree: &Tree,
+    dir: &Path,
+    jobs: usize,
+    log: &Path,
+    what: &str,
+    intr: &Interrupt,
+) -> Result<()> {
     let m = format!("M={}", dir.display());
     let j = format!("-j{jobs}");
     let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
     make(
         &tree.build,
-        &[m.as_ref(), j.as_ref(), kcflags.as_ref(), "KBUILD_MODPOST_WARN=1".as_ref(), "modules".as_ref()],
+        &[
+            m.as_ref(),
+            j.as_ref(),
+            kcflags.as_ref(),
+            "KBUILD_MODPOST_WARN=1".as_ref(),
+            "modules".as_ref(),
+        ],
         log,
         what,
         intr,

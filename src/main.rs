@@ -134,6 +134,13 @@ pub struct BuildArgs {
     /// built in or patched.
     #[arg(long, value_name = "DIR")]
     pub oot_module_src: Option<PathBuf>,
+    /// Widen the patch to the callers of the changed functions, up to this depth (callers in
+    /// the same translation unit; the consistency boundary moves out to them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub include_callers: u32,
+    /// Stop when --include-callers would add more than this many functions.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_callers: usize,
     /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
     #[arg(long)]
     pub report: Option<PathBuf>,

@@ -25,7 +25,8 @@ pub struct OotModule {
 
 /// The module name recorded in a `.ko` (modinfo `name=`), else its file stem.
 pub fn module_name_of(ko: &Path, bytes: &[u8]) -> Result<String> {
-    let file = object::File::parse(bytes).with_context(|| format!("{} is not an ELF module", ko.display()))?;
+    let file = object::File::parse(bytes)
+        .with_context(|| format!("{} is not an ELF module", ko.display()))?;
     let modinfo = file
         .section_by_name(".modinfo")
         .and_then(|s| s.data().ok())
@@ -36,7 +37,9 @@ pub fn module_name_of(ko: &Path, bytes: &[u8]) -> Result<String> {
     {
         return Ok(String::from_utf8_lossy(name).into_owned());
     }
-    let stem = ko.file_stem().map(|s| s.to_string_lossy().replace('-', "_"));
+    let stem = ko
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('-', "_"));
     stem.context("module file has no name")
 }
 
@@ -116,7 +119,10 @@ impl OotModule {
                 dir,
                 jobs,
                 &dir.with_extension("log"),
-                &format!("building the {what} module {} (function sections)", self.name),
+                &format!(
+                    "building the {what} module {} (function sections)",
+                    self.name
+                ),
                 intr,
             )?;
         }
@@ -138,7 +144,11 @@ impl OotModule {
             .map(|n| dir.join(format!("{n}.mod")))
             .find(|p| p.is_file())
             .with_context(|| {
-                format!("kbuild built no module named {} from {}", self.name, self.src.display())
+                format!(
+                    "kbuild built no module named {} from {}",
+                    self.name,
+                    self.src.display()
+                )
             })?;
         let text = fs::read_to_string(&list)?;
         let mut out = Vec::new();

@@ -124,7 +124,12 @@ pub fn apply_to_copy(dir: &Path, p: &PatchFile, intr: &Interrupt) -> Result<()> 
     ensure_applies(dir, &p.path, &p.path, intr)?;
     let out = gnu_patch(dir, &p.path, false, false, intr)?;
     if !out.success {
-        bail!("patch {} failed to apply:\n{}{}", p.path.display(), out.stdout, out.stderr);
+        bail!(
+            "patch {} failed to apply:\n{}{}",
+            p.path.display(),
+            out.stdout,
+            out.stderr
+        );
     }
     Ok(())
 }

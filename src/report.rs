@@ -40,6 +40,23 @@ pub struct FunctionVerdict {
     pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Why it changed (changed functions): its own code, or re-emitted as a caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Consistency analysis (changed functions), within its translation unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callers: Option<CallerInfo>,
+}
+
+#[derive(Debug, Serialize, Clone, Default)]
+pub struct CallerInfo {
+    /// Direct callers (calls and tail calls) in the same object.
+    pub direct: Vec<String>,
+    /// Callers that call it inside a loop: a task parked in one of them may run the old and
+    /// the new version in turn unless the caller is patched too.
+    pub looping: Vec<String>,
+    /// Its address is taken (it may be called through a pointer, callers unknown).
+    pub address_taken: bool,
 }
 
 #[derive(Debug, Serialize)]

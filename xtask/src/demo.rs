@@ -48,6 +48,7 @@ pub fn cmd_demo() -> Result<()> {
         module_name: &module_name,
         probe: PROBE.as_bytes(),
         workdir: &logs,
+        preload: None,
     })?;
     for (phase, label) in guest::PHASES {
         let lines = report.outputs.get(*phase).cloned().unwrap_or_default();

@@ -24,6 +24,10 @@ pub struct Case {
     pub args: Vec<String>,
     /// Present for must-fail cases.
     pub expect: Option<Expect>,
+    /// An out-of-tree module under tests/e2e-modules/ the case patches (file `oot-module`):
+    /// built against the test kernel, loaded before the livepatch, and the patch applies to
+    /// its sources.
+    pub oot: Option<String>,
 }
 
 /// What a must-fail case expects from `klpgen build`.
@@ -42,6 +46,35 @@ impl Case {
     pub fn module_name(&self) -> String {
         module_name(&self.name)
     }
+}
+
+/// Build an out-of-tree module from a copy of `src` against the test kernel; returns its .ko.
+fn build_oot_module(k: &Kernel, src: &Path, dir: &Path) -> Result<PathBuf> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::create_dir_all(dir)?;
+    for e in fs::read_dir(src).with_context(|| format!("cannot list {}", src.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            fs::copy(e.path(), dir.join(e.file_name()))?;
+        }
+    }
+    util::run(
+        Command::new("make")
+            .arg("-C")
+            .arg(&k.build)
+            .arg(format!("M={}", dir.display()))
+            .arg("RUSTC=/usr/bin/rustc")
+            .arg("modules")
+            .env("PATH", util::path_with_cargo_bin())
+            .stdin(Stdio::null()),
+    )?;
+    let ko = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "ko"))
+        .with_context(|| format!("no module built from {}", src.display()))?;
+    Ok(ko)
 }
 
 /// `livepatch_<name with - replaced by _>`.
@@ -109,11 +142,17 @@ pub fn load_cases() -> Result<Vec<Case>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context(format!("{name}/expect")),
         };
+        let oot = match fs::read_to_string(dir.join("oot-module")) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context(format!("{name}/oot-module")),
+        };
         cases.push(Case {
             name,
             dir,
             args,
             expect,
+            oot,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -243,18 +282,41 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
     if !case.patch().is_file() {
         return Ok(fail("case.patch is missing"));
     }
-    let (ok, text) = patch_applies(&k.src, &case.patch())?;
+    // An out-of-tree module case: build the module as the running kernel has it.
+    let mut args = case.args.clone();
+    let oot_ko = match &case.oot {
+        Some(dir) => {
+            let src = util::repo_root().join("tests/e2e-modules").join(dir);
+            let ko = build_oot_module(k, &src, &logs.join("oot-build"))?;
+            args.extend([
+                "--oot-module".to_string(),
+                ko.display().to_string(),
+                "--oot-module-src".to_string(),
+                src.display().to_string(),
+            ]);
+            Some(ko)
+        }
+        None => None,
+    };
+    let patch_root = match &case.oot {
+        Some(dir) => util::repo_root().join("tests/e2e-modules").join(dir),
+        None => k.src.clone(),
+    };
+    let (ok, text) = patch_applies(&patch_root, &case.patch())?;
     if !ok {
         eprintln!("{}", util::indent(&text));
-        return Ok(fail("case.patch does not apply to the kernel source"));
+        return Ok(fail(format!(
+            "case.patch does not apply to {}",
+            patch_root.display()
+        )));
     }
 
-    let cmd = klpgen_command(klpgen, k, &case.name, &output, &case.args, &case.patch());
+    let cmd = klpgen_command(klpgen, k, &case.name, &output, &args, &case.patch());
     eprintln!("  $ {}", util::display(&cmd));
     let run = run_klpgen(cmd, &logs)?;
 
     // klpgen must leave the (shared, cached) source tree as it found it.
-    let (ok, text) = patch_applies(&k.src, &case.patch())?;
+    let (ok, text) = patch_applies(&patch_root, &case.patch())?;
     if !ok {
         eprintln!("{}", util::indent(&text));
         let restored = Command::new("patch")
@@ -316,7 +378,14 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("{}", run.show());
         return Ok(fail(format!("{} was not produced", module.display())));
     }
-    let checked = match check_module(klpgen, k, &module, &run.stdout, &logs)? {
+    let checked = match check_module(
+        klpgen,
+        k,
+        &module,
+        &run.stdout,
+        &logs,
+        oot_ko.as_deref().and_then(Path::parent),
+    )? {
         Ok(summary) => summary,
         Err(problem) => return Ok(fail(problem)),
     };
@@ -331,6 +400,7 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         module_name: &module_name,
         probe: &probe,
         workdir: &logs,
+        preload: oot_ko.as_deref(),
     })?;
     let fails = report.failed_checks();
     if fails.is_empty() {
@@ -455,6 +525,7 @@ fn check_module(
     module: &Path,
     build_stdout: &str,
     logs: &Path,
+    modules: Option<&Path>,
 ) -> Result<Result<String, String>> {
     let check = |ko: &Path| -> Result<(Option<i32>, String)> {
         let mut c = Command::new(klpgen);
@@ -465,6 +536,9 @@ fn check_module(
             .arg("--symvers")
             .arg(k.build.join("Module.symvers"))
             .stdin(Stdio::null());
+        if let Some(dir) = modules {
+            c.arg("--modules").arg(dir);
+        }
         let out = c
             .output()
             .with_context(|| format!("cannot run `{}`", util::display(&c)))?;
@@ -578,6 +652,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         module_name: &module_name,
         probe: &probe,
         workdir: &workdir,
+        preload: None,
     })?;
     for (phase, label) in guest::PHASES {
         if let Some(out) = report.outputs.get(*phase) {

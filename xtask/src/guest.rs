@@ -48,6 +48,8 @@ pub struct Spec<'a> {
     pub probe: &'a [u8],
     /// Directory for the initramfs and console log.
     pub workdir: &'a Path,
+    /// A module loaded before anything else (the out-of-tree module a case patches).
+    pub preload: Option<&'a Path>,
 }
 
 /// What the guest reported.
@@ -178,6 +180,11 @@ probe() {
     done </tmp/probe.out
     say "probe-$1=$rc"
 }
+if [ -f /oot.ko ]; then
+    insmod /oot.ko
+    say "preload=$?"
+    sleep 1
+fi
 say start=1
 probe before
 insmod /lp.ko
@@ -338,6 +345,10 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
     a.file("init", 0o755, init.as_bytes());
     a.file("probe.sh", 0o755, spec.probe);
     a.file("lp.ko", 0o644, &module);
+    if let Some(p) = spec.preload {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        a.file("oot.ko", 0o644, &bytes);
+    }
     initramfs::write_gzip(&a.finish(), out)
 }
 

@@ -122,7 +122,7 @@ impl StressReport {
                 self.value("workload-runs").unwrap_or("<missing>")
             )),
         }
-        if !self.ok_cycles.is_empty() && !self.workload_patched().is_some_and(|n| n > 0) {
+        if !self.ok_cycles.is_empty() && self.workload_patched().unwrap_or(0) == 0 {
             f.push(format!(
                 "the workload never ran the patched code (workload-patched={})",
                 self.value("workload-patched").unwrap_or("<missing>")
@@ -214,6 +214,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         module_name: &module_name,
         probe: &probe,
         workdir: &workdir,
+        preload: None,
     };
     let initrd = workdir.join("initrd.gz");
     let init = guest::stress_init_script(&module_name, cycles, WORKLOAD);

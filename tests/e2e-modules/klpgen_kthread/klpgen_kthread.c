@@ -46,7 +46,7 @@ static int worker_fn(void *data)
 		if (last == 3)
 			mixed++;
 		passes++;
-		msleep(10);
+		msleep(50);
 	}
 	return 0;
 }
