@@ -194,18 +194,62 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut hook_funcs = Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
     let mut manifest = patchgen::check::Manifest::default();
+    // Read and diff every pair first: --include-callers needs the changed functions of all
+    // units to find their callers in any of them (units added with -t included).
+    let mut bytes = Vec::new();
     for (u, orig_path, patched_path) in &pairs {
-        let ob = fs::read(orig_path)?;
-        let pb = fs::read(patched_path)?;
-        if ob == pb {
+        bytes.push((u.clone(), fs::read(orig_path)?, fs::read(patched_path)?));
+    }
+    let mut objects_pairs = Vec::new();
+    for (u, ob, pb) in &bytes {
+        objects_pairs.push((
+            Object::parse(format!("{u} (original)"), ob)?,
+            Object::parse(format!("{u} (patched)"), pb)?,
+        ));
+    }
+    let mut diffs: Vec<Diff<'_, '_>> = objects_pairs.iter().map(|(o, p)| Diff::new(o, p)).collect();
+    let changed_targets: Vec<(String, Option<String>)> = diffs
+        .iter()
+        .flat_map(|d| {
+            d.functions
+                .iter()
+                .filter(|f| matches!(f.verdict, elfdiff::Verdict::Changed(_)))
+                .filter_map(|f| f.orig)
+                .map(|o| {
+                    let sym = d.orig.sym(o);
+                    let file =
+                        (!sym.is_global()).then(|| d.orig.file_name.unwrap_or("").to_string());
+                    (sym.name.to_string(), file)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let kernel_graph_bytes = match &mod_target {
+        None if tree.build.join("vmlinux.o").is_file() => {
+            Some(fs::read(tree.build.join("vmlinux.o"))?)
+        }
+        _ => None,
+    };
+    let kernel_obj = match &kernel_graph_bytes {
+        Some(b) => Object::<elfdiff::Orig>::parse("vmlinux.o", b).ok(),
+        None => None,
+    };
+    let kernel_graph = kernel_obj.as_ref().map(|o| CallGraph::build(&[o]));
+    let mut included_total = 0usize;
+    for (((u, ob, pb), (orig, _)), diff) in bytes.iter().zip(&objects_pairs).zip(diffs.iter_mut()) {
+        let graph = CallGraph::build(&[orig]);
+        let mut caller_refusals = Vec::new();
+        let included = include_callers(
+            diff,
+            &graph,
+            args,
+            &changed_targets,
+            &mut included_total,
+            &mut caller_refusals,
+        )?;
+        if ob == pb && included.is_empty() {
             continue;
         }
-        let orig = Object::parse(format!("{u} (original)"), &ob)?;
-        let patched = Object::parse(format!("{u} (patched)"), &pb)?;
-        let mut diff = Diff::new(&orig, &patched);
-        let graph = CallGraph::build(&[&orig]);
-        let mut caller_refusals = Vec::new();
-        let included = include_callers(&mut diff, &graph, args, &mut caller_refusals)?;
         let mut report = diff.report();
         report.refused.extend(caller_refusals);
         if !args.quiet {
@@ -213,7 +257,11 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         refusals.extend(report.refused.iter().cloned());
         let mut entry = object_entry(u, objname, &report);
-        annotate_callers(&mut entry, &graph, &orig, &included, args.quiet);
+        let (g, file_of) = match &kernel_graph {
+            Some(k) => (k, orig.file_name),
+            None => (&graph, orig.file_name),
+        };
+        annotate_callers(&mut entry, g, file_of, &included, args);
         rep.objects.push(entry);
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
@@ -612,16 +660,22 @@ fn include_callers(
     diff: &mut Diff<'_, '_>,
     graph: &CallGraph<'_>,
     args: &BuildArgs,
+    targets: &[(String, Option<String>)],
+    total: &mut usize,
     refusals: &mut Vec<elfdiff::Refusal>,
 ) -> Result<Vec<(String, String)>> {
     let mut added: Vec<(String, String)> = Vec::new();
     if args.include_callers == 0 {
         return Ok(added);
     }
-    let changed: Vec<String> = diff.changed().into_iter().map(String::from).collect();
-    let file = diff.orig.file_name;
-    for name in &changed {
-        for f in graph.lookup(name, file) {
+    let changed: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+    let here = diff.orig.file_name;
+    for (name, file) in targets {
+        // A static of another file cannot be called from this one.
+        if file.is_some() && file.as_deref() != here {
+            continue;
+        }
+        for f in graph.lookup(name, file.as_deref()) {
             for r in graph.callers(f, args.include_callers) {
                 let caller = graph.func(r.func).name.to_string();
                 if added.iter().any(|(n, _)| *n == caller) || changed.contains(&caller) {
@@ -629,16 +683,19 @@ fn include_callers(
                 }
                 let why = format!("caller of {name} at depth {} (--include-callers)", r.depth);
                 match diff.include_unchanged(&caller, &why) {
-                    Ok(true) => added.push((caller, why)),
+                    Ok(true) => {
+                        added.push((caller, why));
+                        *total += 1;
+                    }
                     Ok(false) => {}
                     Err(refusal) => refusals.push(refusal),
                 }
-                if added.len() > args.max_callers {
+                if *total > args.max_callers {
                     bail!(
                         "--include-callers {} would add more than {} callers ({} so far, last {}); raise --max-callers or lower the depth",
                         args.include_callers,
                         args.max_callers,
-                        added.len(),
+                        *total,
                         added.last().map_or("", |(n, _)| n.as_str())
                     );
                 }
@@ -653,10 +710,11 @@ fn include_callers(
 fn annotate_callers(
     entry: &mut rpt::ObjectEntry,
     graph: &CallGraph<'_>,
-    orig: &Object<'_, elfdiff::Orig>,
+    file: Option<&str>,
     included: &[(String, String)],
-    quiet: bool,
+    args: &BuildArgs,
 ) {
+    let quiet = args.quiet;
     let replaced: Vec<&str> = entry
         .functions
         .iter()
@@ -676,14 +734,22 @@ fn annotate_callers(
                 .map_or_else(|| "its code changed".to_string(), |(_, why)| why.clone()),
         );
         let mut info = rpt::CallerInfo::default();
-        for id in graph.lookup(&f.name, orig.file_name) {
+        for id in graph.lookup(&f.name, file) {
             let c = graph.consistency(id);
             info.address_taken |= c.address_taken;
+            // Statics of other files are shown as file:name.
+            let label = |id| {
+                let func = graph.func(id);
+                match func.file {
+                    Some(f) if !func.global && Some(f) != file => format!("{f}:{}", func.name),
+                    _ => func.name.to_string(),
+                }
+            };
             for e in &c.callers {
-                info.direct.push(graph.func(e.caller).name.to_string());
+                info.direct.push(label(e.caller));
             }
             for l in &c.looping_callers {
-                info.looping.push(graph.func(*l).name.to_string());
+                info.looping.push(label(*l));
             }
         }
         info.direct.sort();
