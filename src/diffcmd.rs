@@ -77,10 +77,14 @@ pub fn print_text(label: &str, r: &Report) {
     }
 }
 
+/// The bytes of an original/patched object pair named on the command line.
+pub fn read_pair(orig: &Path, patched: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    Ok((read(orig)?, read(patched)?))
+}
+
 pub fn run(a: DiffArgs) -> Result<()> {
-    let ob = fs::read(&a.orig).with_context(|| format!("cannot read {}", a.orig.display()))?;
-    let pb =
-        fs::read(&a.patched).with_context(|| format!("cannot read {}", a.patched.display()))?;
+    let (ob, pb) = read_pair(&a.orig, &a.patched)?;
     let orig = Object::parse(a.orig.display().to_string(), &ob)?;
     let patched = Object::parse(a.patched.display().to_string(), &pb)?;
     let diff = Diff::new(&orig, &patched);

@@ -1,10 +1,9 @@
 //! `klpgen explain`: why each function of one object pair changed — the first differing
 //! instruction of both versions, its source lines and inlined callees — and the refusals.
 
-use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use elfdiff::explain::{explain, Cause, DiffKind, Explain, Explanation, Site};
 use elfdiff::names::normalize;
@@ -26,9 +25,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(a: ExplainArgs) -> Result<()> {
-    let ob = fs::read(&a.orig).with_context(|| format!("cannot read {}", a.orig.display()))?;
-    let pb =
-        fs::read(&a.patched).with_context(|| format!("cannot read {}", a.patched.display()))?;
+    let (ob, pb) = crate::diffcmd::read_pair(&a.orig, &a.patched)?;
     let orig = Object::parse(a.orig.display().to_string(), &ob)?;
     let patched = Object::parse(a.patched.display().to_string(), &pb)?;
     let diff = Diff::new(&orig, &patched);

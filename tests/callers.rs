@@ -2,6 +2,9 @@
 //! tests/fixtures/callgraph/{a,b}.c with kernel-like flags, with and without function
 //! sections (vmlinux.o has none), linked by `ld -r` as kbuild links vmlinux.o.
 
+#[path = "support/cflags.rs"]
+mod cflags;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -9,25 +12,6 @@ use std::sync::OnceLock;
 use elfdiff::callgraph::{CallGraph, FuncId, Taker, Unpatchable};
 use elfdiff::model::Orig;
 use elfdiff::Object;
-
-/// The fixture harness's flags, without `-ffunction-sections -fdata-sections`.
-const CFLAGS: &[&str] = &[
-    "-O2",
-    "-c",
-    "-fno-pic",
-    "-mcmodel=kernel",
-    "-mno-red-zone",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-common",
-    "-fcf-protection=branch",
-    "-fno-jump-tables",
-    "-mindirect-branch=thunk-extern",
-    "-mfunction-return=thunk-extern",
-    "-fpatchable-function-entry=16,16",
-    "-pg",
-    "-mfentry",
-    "-mrecord-mcount",
-];
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -57,9 +41,9 @@ fn build_linked(sections: bool) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callgraph");
     for f in ["a", "b"] {
         let mut cmd = Command::new("gcc");
-        cmd.args(CFLAGS);
+        cmd.args(cflags::KERNEL_CFLAGS);
         if sections {
-            cmd.args(["-ffunction-sections", "-fdata-sections"]);
+            cmd.args(cflags::DIFF_CFLAGS);
         }
         run(cmd
             .arg(src.join(format!("{f}.c")))

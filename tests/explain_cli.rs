@@ -1,30 +1,11 @@
 //! `klpgen explain` (and the `explain` array of `klpgen diff --format json`) on object pairs
 //! compiled from the fixtures with gcc and `-g`.
 
+#[path = "support/cflags.rs"]
+mod cflags;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// Kernel-like flags (as the fixture harness uses) plus DWARF.
-const CFLAGS: &[&str] = &[
-    "-O2",
-    "-g",
-    "-c",
-    "-ffunction-sections",
-    "-fdata-sections",
-    "-fno-pic",
-    "-mcmodel=kernel",
-    "-mno-red-zone",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-common",
-    "-fcf-protection=branch",
-    "-fno-jump-tables",
-    "-mindirect-branch=thunk-extern",
-    "-mfunction-return=thunk-extern",
-    "-fpatchable-function-entry=16,16",
-    "-pg",
-    "-mfentry",
-    "-mrecord-mcount",
-];
 
 /// The line of fixture `name` that carries the comment mark `@mark`.
 fn marked_line(name: &str, mark: &str) -> u64 {
@@ -54,7 +35,9 @@ fn pair(name: &str) -> (PathBuf, PathBuf) {
     let out = (dir.join("orig.o"), dir.join("patched.o"));
     for (o, patched) in [(&out.0, false), (&out.1, true)] {
         let mut cmd = Command::new("gcc");
-        cmd.args(CFLAGS);
+        cmd.args(cflags::KERNEL_CFLAGS)
+            .args(cflags::DIFF_CFLAGS)
+            .arg("-g");
         if patched {
             cmd.arg("-DPATCHED");
         }

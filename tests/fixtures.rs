@@ -16,33 +16,14 @@ use std::process::Command;
 
 use elfdiff::model::{Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
+#[path = "support/cflags.rs"]
+mod cflags;
+
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
 
 #[path = "support/explain.rs"]
 mod explain_check;
-
-/// Flags close to an x86-64 kernel build with IBT, retpolines, return thunks, call padding and
-/// ftrace, plus the function/data sections klpgen diffs with.
-const CFLAGS: &[&str] = &[
-    "-O2",
-    "-c",
-    "-ffunction-sections",
-    "-fdata-sections",
-    "-fno-pic",
-    "-mcmodel=kernel",
-    "-mno-red-zone",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-common",
-    "-fcf-protection=branch",
-    "-fno-jump-tables",
-    "-mindirect-branch=thunk-extern",
-    "-mfunction-return=thunk-extern",
-    "-fpatchable-function-entry=16,16",
-    "-pg",
-    "-mfentry",
-    "-mrecord-mcount",
-];
 
 #[derive(Default, Debug)]
 struct Expect {
@@ -90,7 +71,7 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
 
 fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
     let mut cmd = Command::new("gcc");
-    cmd.args(CFLAGS);
+    cmd.args(cflags::KERNEL_CFLAGS).args(cflags::DIFF_CFLAGS);
     if debug {
         cmd.arg("-g");
     }

@@ -284,16 +284,7 @@ pub fn bind_externals_module(
                 (modname, module)
             };
             let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            if objname.len() > MAX_OBJNAME || ext.name.len() > MAX_SYMNAME {
-                return Err(Error::NameTooLong {
-                    name: format!("{objname}.{}", ext.name),
-                });
-            }
-            Ok(Binding::Klp {
-                objname: objname.to_string(),
-                name: ext.name.clone(),
-                sympos,
-            })
+            klp_binding(objname, &ext.name, sympos)
         })
         .collect()
 }
@@ -301,6 +292,20 @@ pub fn bind_externals_module(
 /// Names the kernel parses with fixed limits (`%55[^.]` and `%511[^,]`).
 const MAX_OBJNAME: usize = 55;
 const MAX_SYMNAME: usize = 511;
+
+/// A klp binding, refused when the kernel could not parse its symbol name.
+fn klp_binding(objname: &str, name: &str, sympos: u64) -> Result<Binding, Error> {
+    if objname.len() > MAX_OBJNAME || name.len() > MAX_SYMNAME {
+        return Err(Error::NameTooLong {
+            name: format!("{objname}.{name}"),
+        });
+    }
+    Ok(Binding::Klp {
+        objname: objname.to_string(),
+        name: name.to_string(),
+        sympos,
+    })
+}
 
 /// Decide how each external of a plan is bound; every klp symbol is checked against the
 /// target's symbol table.
@@ -319,16 +324,7 @@ pub fn bind_externals(
                 });
             }
             let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            if objname.len() > MAX_OBJNAME || ext.name.len() > MAX_SYMNAME {
-                return Err(Error::NameTooLong {
-                    name: format!("{objname}.{}", ext.name),
-                });
-            }
-            Ok(Binding::Klp {
-                objname: objname.to_string(),
-                name: ext.name.clone(),
-                sympos,
-            })
+            klp_binding(objname, &ext.name, sympos)
         })
         .collect()
 }
