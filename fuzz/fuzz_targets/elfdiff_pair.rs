@@ -33,10 +33,9 @@ fn bind(plan: &elfdiff::Plan, symtab: Option<&TargetSymtab>) -> Vec<Binding> {
     plan.externals
         .iter()
         .map(|e| {
-            let located = symtab.and_then(|t| {
-                e.local
-                    .then(|| t.locate(e, plan.file_name.as_deref(), &plan.orig_locals).ok())
-                    .flatten()
+            let located = symtab.filter(|_| e.local).and_then(|t| {
+                t.locate(e, plan.file_name.as_deref(), &plan.orig_locals)
+                    .ok()
             });
             match located {
                 Some(sympos) => Binding::Klp {
@@ -85,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .map(|&(s, n)| (s.to_string(), n))
             .collect::<HashMap<_, _>>(),
-        objtool_regenerates: data.len() % 2 == 0,
+        objtool_regenerates: data.len().is_multiple_of(2),
     };
     plan_and_write(&diff, a, &opts);
 });

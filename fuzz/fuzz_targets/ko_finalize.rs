@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = check_structure("finalized.ko", &out);
-    let target = TargetObject::vmlinux("vmlinux", data).or_else(|_| TargetObject::module("target.ko", data));
+    let target =
+        TargetObject::vmlinux("vmlinux", data).or_else(|_| TargetObject::module("target.ko", data));
     if let Ok(vmlinux) = target {
         let inputs = Inputs {
             vmlinux: &vmlinux,

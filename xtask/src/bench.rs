@@ -22,7 +22,14 @@ const TARGETS: &[(&str, f64, &str)] = &[
     ("callgraph_seconds", 1.0, "s"),
 ];
 
-fn klpgen_build(klpgen: &Path, k: &kernel::Kernel, cache: &Path, name: &str, patch: &Path, out: &Path) -> Result<f64> {
+fn klpgen_build(
+    klpgen: &Path,
+    k: &kernel::Kernel,
+    cache: &Path,
+    name: &str,
+    patch: &Path,
+    out: &Path,
+) -> Result<f64> {
     let start = Instant::now();
     let o = Command::new(klpgen)
         .arg("build")
@@ -43,7 +50,11 @@ fn klpgen_build(klpgen: &Path, k: &kernel::Kernel, cache: &Path, name: &str, pat
         .context("running klpgen build")?;
     let secs = start.elapsed().as_secs_f64();
     if !o.status.success() {
-        bail!("klpgen build {} failed:\n{}", patch.display(), String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "klpgen build {} failed:\n{}",
+            patch.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     Ok(secs)
 }
@@ -72,11 +83,17 @@ fn callgrind_instructions(klpgen: &Path, orig: &Path, patched: &Path, out: &Path
         .output()
         .context("running valgrind (package valgrind)")?;
     if !matches!(o.status.code(), Some(0) | Some(3)) {
-        bail!("klpgen diff under callgrind failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "klpgen diff under callgrind failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let text = fs::read_to_string(&file)?;
     text.lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no instruction total in the callgrind output")
 }
@@ -125,11 +142,17 @@ fn callgraph_figure(klpgen: &Path, build: &Path) -> Result<CallgraphFigure> {
             .context("running klpgen callers")?;
         runs.push(start.elapsed().as_secs_f64());
         if !o.status.success() {
-            bail!("klpgen callers failed:\n{}", String::from_utf8_lossy(&o.stderr));
+            bail!(
+                "klpgen callers failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         // A sanity check of the graph itself: show_val_kb's caller in fs/proc/meminfo.c.
         if !String::from_utf8_lossy(&o.stdout).contains("meminfo_proc_show") {
-            bail!("klpgen callers show_val_kb does not list meminfo_proc_show:\n{}", String::from_utf8_lossy(&o.stdout));
+            bail!(
+                "klpgen callers show_val_kb does not list meminfo_proc_show:\n{}",
+                String::from_utf8_lossy(&o.stdout)
+            );
         }
         last = String::from_utf8_lossy(&o.stderr).into_owned();
     }
@@ -192,7 +215,14 @@ pub fn cmd_bench() -> Result<bool> {
     let cold = klpgen_build(&klpgen, &k, &cache, "bench-one", &one_c, &root.join("out"))?;
     let mut warm_runs = Vec::new();
     for _ in 0..3 {
-        warm_runs.push(klpgen_build(&klpgen, &k, &cache, "bench-one", &one_c, &root.join("out"))?);
+        warm_runs.push(klpgen_build(
+            &klpgen,
+            &k,
+            &cache,
+            "bench-one",
+            &one_c,
+            &root.join("out"),
+        )?);
     }
     warm_runs.sort_by(|a, b| a.total_cmp(b));
     let warm = warm_runs[1];
@@ -214,9 +244,16 @@ pub fn cmd_bench() -> Result<bool> {
         ("diff_peak_rss_mb", rss_kb as f64 / 1024.0),
         ("callgraph_seconds", cg.seconds),
     ];
-    println!("klpgen bench on {} ({} cores)", k.build.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "klpgen bench on {} ({} cores)",
+        k.build.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("  one-.c patch (tests/e2e/proc-string): cold {cold:.1} s, warm {warm:.1} s (median of 3: {warm_runs:.1?})");
-    println!("  diff of kernel/events/core.o: {:.2} MB, {sections} sections", size as f64 / 1e6);
+    println!(
+        "  diff of kernel/events/core.o: {:.2} MB, {sections} sections",
+        size as f64 / 1e6
+    );
     println!(
         "  call graph of vmlinux.o: {} functions, {} edges ({} call sites); median of 3: {:.2?} s; {}",
         cg.functions, cg.edges, cg.sites, cg.runs, cg.internal
@@ -225,7 +262,10 @@ pub fn cmd_bench() -> Result<bool> {
     for ((name, value), (_, limit, unit)) in figures.iter().zip(TARGETS) {
         let ok = value < limit;
         all_ok &= ok;
-        println!("  {name:<28} {value:>10.2} {unit:<15} target < {limit} {}", if ok { "ok" } else { "MISSED" });
+        println!(
+            "  {name:<28} {value:>10.2} {unit:<15} target < {limit} {}",
+            if ok { "ok" } else { "MISSED" }
+        );
     }
     let json = serde_json::json!({
         "kernel_build": k.build.display().to_string(),

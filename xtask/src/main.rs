@@ -18,14 +18,14 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup            install the Debian packages and bindgen the project needs (idempotent)
+  setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
   kernel           build or reuse the cached test kernel; print its source and build dirs
   e2e [CASE...]    build klpgen, then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
-  test             cargo test --workspace, then the e2e test, then the stress test
+  test             cargo test --workspace, then the e2e, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
-  fuzz [--seconds N] [--sanitizer address|none] [TARGET...]
+  fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
   stress [--cycles N]
@@ -66,8 +66,9 @@ fn real_main() -> Result<bool> {
     }
 }
 
-/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, then the
-/// load/unload stress test (about 30 s).
+/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, the load/unload
+/// stress test (about 30 s) and a short fuzz run (20 s per target, fixed seed; about 2.5 min
+/// with the build).
 fn cmd_test(rest: &[String]) -> Result<bool> {
     if !rest.is_empty() {
         bail!("`cargo xtask test` takes no arguments");
@@ -80,5 +81,6 @@ fn cmd_test(rest: &[String]) -> Result<bool> {
     )?;
     let e2e_ok = e2e::cmd_e2e(&[])?;
     let stress_ok = stress::cmd_stress(&[])?;
-    Ok(e2e_ok && stress_ok)
+    let fuzz_ok = fuzz::run(&fuzz::Options::quick(20))?;
+    Ok(e2e_ok && stress_ok && fuzz_ok)
 }

@@ -1471,6 +1471,49 @@ mod tests {
     }
 
     #[test]
+    fn cold_parts_belong_to_their_parent_and_recursion_is_a_self_edge() {
+        // foo: call foo (resolved: recursion); jne foo.cold; ret.
+        // foo.cold (in .text.unlikely): call bar; jmp back into foo.
+        let mut o = Obj::new();
+        let text = o.section(
+            ".text",
+            SectionKind::Text,
+            &[0xe8, 0xfb, 0xff, 0xff, 0xff, 0x0f, 0x85, 0, 0, 0, 0, 0xc3],
+        );
+        let cold = o.section(
+            ".text.unlikely",
+            SectionKind::Text,
+            &[0xe8, 0, 0, 0, 0, 0xe9, 0, 0, 0, 0],
+        );
+        o.file("foo.c");
+        o.sym("foo.cold", Some(cold), 0, 10, SymbolKind::Text, false);
+        let foo = o.sym("foo", Some(text), 0, 12, SymbolKind::Text, true);
+        let foo_cold = o.0.symbol_id(b"foo.cold").unwrap();
+        let bar = o.sym("bar", None, 0, 0, SymbolKind::Text, true);
+        o.reloc(text, 7, foo_cold, -4, elf::R_X86_64_PC32);
+        o.reloc(cold, 1, bar, -4, elf::R_X86_64_PLT32);
+        o.reloc(cold, 6, foo, 0xb - 4, elf::R_X86_64_PC32);
+        let bytes = o.0.write().unwrap();
+        let obj = Object::<Orig>::parse("cold.o", &bytes).unwrap();
+        let g = CallGraph::build(&[&obj]);
+        assert!(g.find("foo.cold").is_empty(), "not a function of its own");
+        let (foo, bar) = (one(&g, "foo"), one(&g, "bar"));
+        let callees: Vec<Edge> = g.callees(foo);
+        assert_eq!(names(&g, callees.iter().map(|e| e.callee)), ["bar", "foo"]);
+        let to_bar = g.edge(foo, bar).unwrap();
+        assert_eq!((to_bar.calls, to_bar.tail_calls), (1, 0));
+        let site = g.sites_to(bar)[0];
+        assert_eq!((site.section, site.offset), (".text.unlikely", 0));
+        assert_eq!(
+            g.edge(foo, foo).map(|e| (e.calls, e.tail_calls)),
+            Some((1, 0))
+        );
+        // Recursion does not make foo its own caller in the breadth-first walk.
+        assert!(g.callers(foo, 2).is_empty());
+        assert_eq!(names(&g, g.callers(bar, 2).iter().map(|r| r.func)), ["foo"]);
+    }
+
+    #[test]
     fn names_and_files() {
         assert_eq!(cold_parent("foo.cold"), Some("foo"));
         assert_eq!(cold_parent("foo.isra.0.cold.2"), Some("foo.isra.0"));

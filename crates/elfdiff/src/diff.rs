@@ -615,7 +615,10 @@ impl<'a, 'd> Diff<'a, 'd> {
                 return Vec::new();
             };
             let mut out = Vec::new();
-            for r in obj.sec(sec).relocs_in(s.value, s.value.saturating_add(s.size)) {
+            for r in obj
+                .sec(sec)
+                .relocs_in(s.value, s.value.saturating_add(s.size))
+            {
                 let t = obj.sym(r.sym);
                 let target = match (t.kind, t.section) {
                     (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
@@ -678,10 +681,11 @@ impl<'a, 'd> Diff<'a, 'd> {
     /// Returns false when the object has no such function, or it is already changed or new;
     /// a refusal when it cannot be patched.
     pub fn include_unchanged(&mut self, orig_name: &str, why: &str) -> Result<bool, Refusal> {
-        let Some(idx) = self.functions.iter().position(|f| {
-            f.orig
-                .is_some_and(|o| self.orig.sym(o).name == orig_name)
-        }) else {
+        let Some(idx) = self
+            .functions
+            .iter()
+            .position(|f| f.orig.is_some_and(|o| self.orig.sym(o).name == orig_name))
+        else {
             return Ok(false);
         };
         if self.functions[idx].verdict != Verdict::Unchanged {
@@ -881,7 +885,10 @@ pub fn callees<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> HashSet<String> {
     let s = obj.sym(f);
     let mut out = HashSet::new();
     if let Some(sec) = s.section {
-        for r in obj.sec(sec).relocs_in(s.value, s.value.saturating_add(s.size)) {
+        for r in obj
+            .sec(sec)
+            .relocs_in(s.value, s.value.saturating_add(s.size))
+        {
             let t = obj.sym(r.sym);
             if t.kind != SymKind::Section {
                 out.insert(t.name.to_string());

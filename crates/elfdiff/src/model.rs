@@ -351,7 +351,10 @@ impl<'d, S: Side> Object<'d, S> {
             if let Some(sec) = s.section {
                 let section = &mut sections[sec.get()];
                 // Every extent computation (`value + size`) downstream relies on this.
-                if s.value.checked_add(s.size).is_none_or(|end| end > section.size) {
+                if s.value
+                    .checked_add(s.size)
+                    .is_none_or(|end| end > section.size)
+                {
                     return Err(bad(format!(
                         "symbol {} ({:#x}, {} bytes) lies outside section {}",
                         s.name, s.value, s.size, section.name

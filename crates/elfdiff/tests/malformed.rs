@@ -25,6 +25,9 @@ enum McTarget {
     Section,
 }
 
+/// A relocation in `__mcount_loc`: (offset, target, addend).
+type McReloc = (u64, McTarget, i64);
+
 struct Spec {
     ret: u8,
     /// Bytes of padding in front of `f` in its section.
@@ -33,8 +36,8 @@ struct Spec {
     fentry: bool,
     /// Make that call's relocation section-relative, with this addend.
     call_section_addend: Option<i64>,
-    /// `__mcount_loc`: (size, relocations (offset, target, addend)).
-    mcount: Option<(usize, Vec<(u64, McTarget, i64)>)>,
+    /// `__mcount_loc`: (size, relocations).
+    mcount: Option<(usize, Vec<McReloc>)>,
 }
 
 impl Spec {

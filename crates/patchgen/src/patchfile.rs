@@ -114,6 +114,9 @@ mod tests {
     fn files_are_listed_once_in_order() {
         let t = "--- a/b.c\t2024-01-01\n+++ b/b.c\n--- a/a.c\n+++ b/a.c\n";
         assert_eq!(touched_files(t).unwrap(), vec!["b.c", "a.c"]);
-        assert_eq!(touched_files("not a patch\n").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            touched_files("not a patch\n").unwrap(),
+            Vec::<String>::new()
+        );
     }
 }

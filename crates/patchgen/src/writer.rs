@@ -52,6 +52,17 @@ pub fn write_patch_object(
             plan.externals.len()
         )));
     }
+    // The ELF writer lays out file offsets by alignment: bound the padding it may add.
+    let padding = plan
+        .sections
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.align));
+    if padding > crate::klp::MAX_ALIGNMENT_PADDING {
+        return Err(Error::Write(format!(
+            "section alignments add up to {padding} bytes, more than a livepatch object can need ({})",
+            crate::klp::MAX_ALIGNMENT_PADDING
+        )));
+    }
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     let mut secs: Vec<SectionId> = Vec::with_capacity(plan.sections.len());
     for s in &plan.sections {
@@ -109,7 +120,10 @@ pub fn write_patch_object(
     }
     for (i, f) in plan.funcs.iter().enumerate() {
         let s = plan.symbols.get(f.new_sym).ok_or_else(|| {
-            Error::Internal(format!("plan names symbol {} for {}", f.new_sym, f.old_name))
+            Error::Internal(format!(
+                "plan names symbol {} for {}",
+                f.new_sym, f.old_name
+            ))
         })?;
         obj.add_symbol(Symbol {
             name: new_func_alias(alias_base + i).into_bytes(),

@@ -133,6 +133,16 @@ fn writer_refuses_odd_alignment() {
     }
 }
 
+/// A 64 GiB alignment taken over from a corrupt object: the ELF writer reserved a buffer
+/// that large and the allocation failure aborted the process.
+#[test]
+fn writer_refuses_huge_alignment() {
+    match write_patch_object(&plan(1 << 36), &[], 0) {
+        Err(Error::Write(m)) => assert!(m.contains("alignments add up to"), "{m}"),
+        other => panic!("expected a write error, got {other:?}"),
+    }
+}
+
 /// Indices in a plan that point nowhere are an error, not an index panic.
 #[test]
 fn writer_refuses_dangling_plan_indices() {
