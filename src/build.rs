@@ -261,7 +261,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             Some(k) => (k, orig.file_name),
             None => (&graph, orig.file_name),
         };
+        let explained = elfdiff::explain::explain(diff);
         annotate_callers(&mut entry, g, file_of, &included, args);
+        annotate_explain(&mut entry, &explained, &included);
         rep.objects.push(entry);
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
@@ -464,6 +466,7 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         hint: None,
         why: None,
         callers: None,
+        explain: None,
     };
     functions.extend(r.changed.iter().map(|n| plain(n, "changed")));
     functions.extend(r.new.iter().map(|n| plain(n, "new")));
@@ -475,6 +478,7 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         hint: Some(f.hint.clone()),
         why: None,
         callers: None,
+        explain: None,
     }));
     rpt::ObjectEntry {
         unit: unit.to_string(),
@@ -727,12 +731,10 @@ fn annotate_callers(
         .iter_mut()
         .filter(|f| f.verdict == "changed")
     {
-        f.why = Some(
-            included
-                .iter()
-                .find(|(n, _)| *n == f.name)
-                .map_or_else(|| "its code changed".to_string(), |(_, why)| why.clone()),
-        );
+        f.why = Some(included.iter().find(|(n, _)| *n == f.name).map_or_else(
+            || "its own code changed".to_string(),
+            |(_, why)| why.clone(),
+        ));
         let mut info = rpt::CallerInfo::default();
         for id in graph.lookup(&f.name, file) {
             let c = graph.consistency(id);
@@ -766,5 +768,40 @@ fn annotate_callers(
             }
         }
         f.callers = Some(info);
+    }
+}
+
+/// Say why each function changed (own code, inlined code, split part, or included as a
+/// caller) and attach `klpgen explain`'s finding.
+fn annotate_explain(
+    entry: &mut rpt::ObjectEntry,
+    explained: &elfdiff::explain::Explain,
+    included: &[(String, String)],
+) {
+    use elfdiff::explain::Cause;
+    for f in entry
+        .functions
+        .iter_mut()
+        .filter(|f| f.verdict != "refused")
+    {
+        let Some(e) = explained.functions.iter().find(|e| e.function == f.name) else {
+            continue;
+        };
+        if !included.iter().any(|(n, _)| *n == f.name) {
+            f.why = Some(match e.cause {
+                Cause::OwnCode => "its own code changed".to_string(),
+                Cause::InlinedCallee => format!(
+                    "code inlined into it changed ({})",
+                    if e.inlined_callees.is_empty() {
+                        "callee unknown".to_string()
+                    } else {
+                        e.inlined_callees.join(" in ")
+                    }
+                ),
+                Cause::SplitPart => "a split part (.cold/.part) changed".to_string(),
+                Cause::New => "new function".to_string(),
+            });
+        }
+        f.explain = Some(e.clone());
     }
 }

@@ -43,9 +43,13 @@ pub struct FunctionVerdict {
     /// Why it changed (changed functions): its own code, or re-emitted as a caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
-    /// Consistency analysis (changed functions), within its translation unit.
+    /// Consistency analysis (changed functions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callers: Option<CallerInfo>,
+    /// What `klpgen explain` says: the first differing instruction, source lines, inlined
+    /// callees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<elfdiff::explain::Explanation>,
 }
 
 #[derive(Debug, Serialize, Clone, Default)]
