@@ -29,6 +29,7 @@ for u in $units; do
   mkdir -p "$(dirname "$out/$u")"
   gcc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
+  if [ -n "$FAKE_MAKE_SLEEP" ]; then sleep "$FAKE_MAKE_SLEEP"; fi
 done
 exit 0
 "#;
@@ -334,5 +335,61 @@ fn killed_build_is_recovered_by_the_next_run() {
     assert!(
         fs::read(&orig).unwrap() == fs::read(&pristine).unwrap(),
         "the original object was built from patched sources"
+    );
+}
+
+#[test]
+fn interrupted_at_random_points_the_tree_is_always_restored() {
+    // 24 trials: SIGINT, SIGTERM or SIGKILL at a pseudo-random moment of a run whose every
+    // compile takes 0.15 s; after a SIGKILL the next run must restore the tree first.
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let mut seed: u64 = 0x6b6c_7067_656e;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut interrupted = 0;
+    for trial in 0..24 {
+        let signal = ["-INT", "-TERM", "-KILL"][trial % 3];
+        let delay = Duration::from_millis(next(700));
+        let child = t
+            .command(&p)
+            .env("FAKE_MAKE_SLEEP", "0.15")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        let o = child.wait_with_output().unwrap();
+        if o.status.code() != Some(1) || stderr(&o).contains("interrupted") {
+            interrupted += 1;
+        }
+        if signal == "-KILL" {
+            // Give an orphaned stand-in make time to finish, then let the next run recover.
+            std::thread::sleep(Duration::from_millis(400));
+            let again = t.command(&p).output().unwrap();
+            assert!(
+                !stderr(&again).contains("could not restore"),
+                "{}",
+                stderr(&again)
+            );
+        }
+        assert_eq!(
+            t.snapshot(),
+            before,
+            "trial {trial}: {signal} after {delay:?} left the tree changed"
+        );
+    }
+    // Most trials really interrupted a run (the others hit it before or after its work).
+    assert!(
+        interrupted >= 12,
+        "only {interrupted} of 24 trials interrupted a run"
     );
 }
