@@ -122,6 +122,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
 
     let workdir = tree_workdir(&tree);
     fs::create_dir_all(&workdir).with_context(|| format!("cannot create {}", workdir.display()))?;
+    let _lock = lock_tree(&workdir, &tree)?;
     if patch::recover(&workdir, &intr)? {
         eprintln!(
             "klpgen: restored {} from an interrupted earlier run",
@@ -804,4 +805,37 @@ fn annotate_explain(
         }
         f.explain = Some(e.clone());
     }
+}
+
+/// One run at a time per kernel tree (and so per cache directory): an exclusive lock on a file
+/// in the tree's work directory, held until the run ends. Its contents name the holder.
+fn lock_tree(workdir: &Path, tree: &Tree) -> Result<fs::File> {
+    use std::io::{Seek, Write};
+    let path = workdir.join("lock");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another klpgen run is using {} ({}); wait for it to finish",
+                tree.source.display(),
+                holder.trim()
+            );
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    let args: Vec<String> = std::env::args().collect();
+    writeln!(f, "pid {}: {}", std::process::id(), args.join(" "))?;
+    Ok(f)
 }

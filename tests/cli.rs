@@ -393,3 +393,35 @@ fn interrupted_at_random_points_the_tree_is_always_restored() {
         "only {interrupted} of 24 trials interrupted a run"
     );
 }
+
+#[test]
+fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let first = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_dir(t.root.join("cache/trees"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .is_some_and(|e| e.path().join("kbuild/sleeping").exists())
+    {
+        assert!(Instant::now() < deadline, "first run never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = t.command(&p).output().unwrap();
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another klpgen run is using"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+}
