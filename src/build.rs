@@ -159,6 +159,32 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         None => tree_pairs(args, rep, &tree, &patches, &workdir, &run_dir, jobs, &intr)?,
     };
     intr.check()?;
+    let mut pairs = pairs;
+    if args.include_callers > 0 && oot.is_none() {
+        let extra = caller_units(args, &tree, &pairs)?;
+        if !extra.is_empty() {
+            rep.stage(&format!(
+                "building {} unit(s) with callers to include: {}",
+                extra.len(),
+                extra.join(" ")
+            ));
+            let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
+            let built = diffbuild.build_units(
+                &tree,
+                &extra,
+                jobs,
+                &run_dir.join("callers.log"),
+                "building the units of callers",
+                &intr,
+            )?;
+            // The patches do not touch these units: the original object is the patched one.
+            for (u, p) in extra.iter().zip(&built) {
+                let o = run_dir.join("orig").join(u);
+                copy_to(p, &o)?;
+                pairs.push((u.clone(), o.clone(), o));
+            }
+        }
+    }
 
     // The target: symbols, exports, layouts.
     let vmlinux = fs::read(&tree.vmlinux)
@@ -838,4 +864,75 @@ fn lock_tree(workdir: &Path, tree: &Tree) -> Result<fs::File> {
     let args: Vec<String> = std::env::args().collect();
     writeln!(f, "pid {}: {}", std::process::id(), args.join(" "))?;
     Ok(f)
+}
+
+/// Units not yet built that hold callers (up to --include-callers deep, from the target's
+/// vmlinux.o call graph) of the functions the patches change.
+fn caller_units(
+    args: &BuildArgs,
+    tree: &Tree,
+    pairs: &[(String, PathBuf, PathBuf)],
+) -> Result<Vec<String>> {
+    let vmlinux_o = tree.build.join("vmlinux.o");
+    if !vmlinux_o.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut changed: Vec<(String, Option<String>)> = Vec::new();
+    let mut defined_here: Vec<(String, Option<String>)> = Vec::new();
+    for (u, o, p) in pairs {
+        let (ob, pb) = (fs::read(o)?, fs::read(p)?);
+        let orig = Object::parse(format!("{u} (original)"), &ob)?;
+        let patched = Object::parse(format!("{u} (patched)"), &pb)?;
+        let file = orig.file_name.map(str::to_string);
+        for s in &orig.symbols {
+            if s.kind == elfdiff::model::SymKind::Func && s.section.is_some() {
+                defined_here.push((
+                    s.name.to_string(),
+                    (!s.is_global()).then(|| file.clone().unwrap_or_default()),
+                ));
+            }
+        }
+        let diff = Diff::new(&orig, &patched);
+        for f in &diff.functions {
+            if let (elfdiff::Verdict::Changed(_), Some(o)) = (&f.verdict, f.orig) {
+                let sym = orig.sym(o);
+                changed.push((
+                    sym.name.to_string(),
+                    (!sym.is_global()).then(|| file.clone().unwrap_or_default()),
+                ));
+            }
+        }
+    }
+    let bytes = fs::read(&vmlinux_o)?;
+    let kernel = Object::<elfdiff::Orig>::parse("vmlinux.o", &bytes)?;
+    let graph = CallGraph::build(&[&kernel]);
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    for (name, file) in &changed {
+        for f in graph.lookup(name, file.as_deref()) {
+            for r in graph.callers(f, args.include_callers) {
+                let func = graph.func(r.func);
+                let key = (
+                    func.name.to_string(),
+                    (!func.global).then(|| func.file.unwrap_or("").to_string()),
+                );
+                if !defined_here.contains(&key) && !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    if wanted.len() > args.max_callers {
+        bail!(
+            "--include-callers {} reaches {} callers outside the patched units (more than --max-callers {}); raise --max-callers or lower the depth",
+            args.include_callers,
+            wanted.len(),
+            args.max_callers
+        );
+    }
+    let mut units = kbuild::units_defining(tree, &wanted)?;
+    units.retain(|u| !pairs.iter().any(|(p, _, _)| p == u));
+    Ok(units)
 }

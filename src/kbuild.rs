@@ -145,6 +145,47 @@ fn unit_of_cmd_file(build: &Path, cmd: &Path) -> Option<String> {
     Some(dir.join(obj).to_string_lossy().into_owned())
 }
 
+/// Units of the target build that define the given functions: globals by name, statics by
+/// name and source file (`base.c`). Reads the symbol tables of the target's own objects.
+pub fn units_defining(tree: &Tree, wanted: &[(String, Option<String>)]) -> Result<Vec<String>> {
+    use object::{Object as _, ObjectSymbol as _, SymbolKind};
+    let mut out = Vec::new();
+    for cmd in walk_cmd_files(&tree.build)? {
+        let Some(unit) = unit_of_cmd_file(&tree.build, &cmd) else {
+            continue;
+        };
+        let Ok(bytes) = fs::read(tree.build.join(&unit)) else {
+            continue;
+        };
+        let Ok(file) = object::File::parse(&*bytes) else {
+            continue;
+        };
+        let mut files = Vec::new();
+        let mut found = false;
+        for sym in file.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            if sym.kind() == SymbolKind::File {
+                files.push(name.to_string());
+                continue;
+            }
+            if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+                continue;
+            }
+            found |= wanted.iter().any(|(w, f)| {
+                w == name
+                    && match f {
+                        None => sym.is_global(),
+                        Some(f) => !sym.is_global() && files.iter().any(|x| x == f),
+                    }
+            });
+        }
+        if found && module_of_unit(tree, &unit).is_none() {
+            out.push(unit);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a unit is linked into a module rather than vmlinux (from the target's `*.mod` lists).
 pub fn module_of_unit(tree: &Tree, unit: &str) -> Option<String> {
     let order = fs::read_to_string(tree.build.join("modules.order")).ok()?;

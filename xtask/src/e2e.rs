@@ -373,6 +373,17 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("{}", run.show());
         return Ok(fail(format!("klpgen build failed ({status})")));
     }
+    // Optional `stdout-contains`: lines klpgen's output must contain (what was built).
+    if let Ok(wanted) = fs::read_to_string(case.dir.join("stdout-contains")) {
+        let missing: Vec<&str> = wanted
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !run.stdout.contains(l.trim()))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("{}", run.show());
+            return Ok(fail(format!("klpgen output lacks {missing:?}")));
+        }
+    }
     let module = output.join(format!("livepatch-{}.ko", case.name));
     if !module.is_file() {
         eprintln!("{}", run.show());
