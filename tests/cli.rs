@@ -98,6 +98,28 @@ impl Tree {
             .arg(patch);
         c
     }
+    /// Wait until the stand-in make sleeps in the patched build (SLOW_MARK); returns klpgen's
+    /// build directory for the tree.
+    fn wait_for_patched_build(&self) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = fs::read_dir(self.root.join("cache/trees"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.path().join("kbuild"))
+                .filter(|k| k.join("sleeping").exists());
+            if let Some(k) = found {
+                return k;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stand-in make never reached the patched build"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn snapshot(&self) -> (Vec<u8>, SystemTime) {
         let p = self.src().join("lib/demo.c");
         (
@@ -171,23 +193,7 @@ fn interrupted_build_restores_the_tree() {
         .spawn()
         .unwrap();
     // Wait until the stand-in make is building the patched unit, then interrupt klpgen.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let marker = loop {
-        let found = fs::read_dir(t.root.join("cache/trees"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path().join("kbuild/sleeping"))
-            .filter(|m| m.exists());
-        if let Some(m) = found {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stand-in make never reached the patched build"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let marker = t.wait_for_patched_build().join("sleeping");
     assert!(marker.exists());
     assert_ne!(
         t.snapshot().0,
@@ -271,23 +277,7 @@ fn killed_build_is_recovered_by_the_next_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let kbuild = loop {
-        let found = fs::read_dir(t.root.join("cache/trees"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path().join("kbuild"))
-            .filter(|k| k.join("sleeping").exists());
-        if let Some(k) = found {
-            break k;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stand-in make never reached the patched build"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let kbuild = t.wait_for_patched_build();
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     assert_ne!(
@@ -404,16 +394,7 @@ fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_dir(t.root.join("cache/trees"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .is_some_and(|e| e.path().join("kbuild/sleeping").exists())
-    {
-        assert!(Instant::now() < deadline, "first run never got going");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    t.wait_for_patched_build();
     let second = t.command(&p).output().unwrap();
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{err}");
