@@ -604,6 +604,7 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let k = kernel::ensure()?;
     let workdir = util::target_dir().join("e2e");
     fs::create_dir_all(&workdir)?;
+    crate::selfdiff::check(&k.build)?;
 
     let mut results = Vec::new();
     let all_start = Instant::now();

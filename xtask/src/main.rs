@@ -7,6 +7,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod selfdiff;
 mod setup;
 mod stress;
 mod util;
