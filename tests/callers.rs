@@ -2,8 +2,8 @@
 //! tests/fixtures/callgraph/{a,b}.c with kernel-like flags, with and without function
 //! sections (vmlinux.o has none), linked by `ld -r` as kbuild links vmlinux.o.
 
-#[path = "support/cflags.rs"]
-mod cflags;
+#[path = "support/gcc.rs"]
+mod gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,16 +13,7 @@ use elfdiff::callgraph::{CallGraph, FuncId, Taker, Unpatchable};
 use elfdiff::model::Orig;
 use elfdiff::Object;
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use gcc::run;
 
 /// a.o and b.o linked into one relocatable object; with `sections`, built with function and
 /// data sections. Built once per test binary (the tests run in parallel).
@@ -41,9 +32,9 @@ fn build_linked(sections: bool) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callgraph");
     for f in ["a", "b"] {
         let mut cmd = Command::new("gcc");
-        cmd.args(cflags::KERNEL_CFLAGS);
+        cmd.args(gcc::KERNEL_CFLAGS);
         if sections {
-            cmd.args(cflags::DIFF_CFLAGS);
+            cmd.args(gcc::DIFF_CFLAGS);
         }
         run(cmd
             .arg(src.join(format!("{f}.c")))

@@ -5,6 +5,9 @@
 //! position of b.c's helper in address order, `klpgen check` must accept it and reject the
 //! other position.
 
+#[path = "support/gcc.rs"]
+mod gcc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,24 +21,6 @@ use patchgen::target::{bind_externals, Binding, Symvers, TargetSymtab};
 const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
 const RELEASE: &str = "6.12.0-klpgen-fixture";
 
-/// Kernel-like code generation (as in tests/fixtures.rs), without function sections: the
-/// target is built the way a kernel is.
-const CFLAGS: &[&str] = &[
-    "-O2",
-    "-c",
-    "-fno-pic",
-    "-mcmodel=kernel",
-    "-mno-red-zone",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-common",
-    "-fcf-protection=branch",
-    "-mindirect-branch=thunk-extern",
-    "-mfunction-return=thunk-extern",
-    "-pg",
-    "-mfentry",
-    "-mrecord-mcount",
-];
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/dup_static")
@@ -48,20 +33,11 @@ fn workdir() -> PathBuf {
     d
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use gcc::run;
 
 fn gcc(src: &str, out: &Path, extra: &[&str]) {
     run(Command::new("gcc")
-        .args(CFLAGS)
+        .args(gcc::KERNEL_CFLAGS)
         .args(extra)
         .arg(fixture(src))
         .arg("-o")
@@ -296,7 +272,7 @@ fn replaced_function_must_be_ftrace_able() {
     let target = TargetObject::vmlinux("vmlinux", &vm).unwrap();
     assert!(target.mcount_count().is_some_and(|n| n >= 4));
 
-    let flags: Vec<&str> = CFLAGS
+    let flags: Vec<&str> = gcc::KERNEL_CFLAGS
         .iter()
         .copied()
         .filter(|f| *f != "-mrecord-mcount")
@@ -329,7 +305,7 @@ fn replaced_function_must_be_ftrace_able() {
     );
     std::fs::write(&notrace, src).unwrap();
     run(Command::new("gcc")
-        .args(CFLAGS)
+        .args(gcc::KERNEL_CFLAGS)
         .arg(&notrace)
         .arg("-o")
         .arg(dir.join("b.o")));

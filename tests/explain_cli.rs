@@ -1,8 +1,8 @@
 //! `klpgen explain` (and the `explain` array of `klpgen diff --format json`) on object pairs
 //! compiled from the fixtures with gcc and `-g`.
 
-#[path = "support/cflags.rs"]
-mod cflags;
+#[path = "support/gcc.rs"]
+mod gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,8 +35,8 @@ fn pair(name: &str) -> (PathBuf, PathBuf) {
     let out = (dir.join("orig.o"), dir.join("patched.o"));
     for (o, patched) in [(&out.0, false), (&out.1, true)] {
         let mut cmd = Command::new("gcc");
-        cmd.args(cflags::KERNEL_CFLAGS)
-            .args(cflags::DIFF_CFLAGS)
+        cmd.args(gcc::KERNEL_CFLAGS)
+            .args(gcc::DIFF_CFLAGS)
             .arg("-g");
         if patched {
             cmd.arg("-DPATCHED");

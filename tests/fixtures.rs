@@ -16,8 +16,8 @@ use std::process::Command;
 
 use elfdiff::model::{Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
-#[path = "support/cflags.rs"]
-mod cflags;
+#[path = "support/gcc.rs"]
+mod gcc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
@@ -71,7 +71,7 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
 
 fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
     let mut cmd = Command::new("gcc");
-    cmd.args(cflags::KERNEL_CFLAGS).args(cflags::DIFF_CFLAGS);
+    cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
     if debug {
         cmd.arg("-g");
     }

@@ -12,9 +12,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use object::elf;
-use object::read::elf::{FileHeader, Rela as _, SectionHeader, SectionTable, Sym, SymbolTable};
+use object::read::elf::{Rela as _, SectionHeader, Sym};
 use object::Endianness;
 
+use crate::elf::Elf;
 use crate::klp::{KLP_RELA_PREFIX, KLP_SYM_PREFIX, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use crate::kmod::HookFunc;
 use crate::target::{Binding, Symvers};
@@ -29,8 +30,6 @@ pub const MAX_OBJNAME: usize = 55;
 pub const MAX_SYMNAME: usize = 511;
 /// Object name of the kernel image in klp symbol names.
 pub const VMLINUX: &str = "vmlinux";
-
-type Hdr = elf::FileHeader64<Endianness>;
 
 // ---------------------------------------------------------------------------------------------
 // Findings
@@ -251,33 +250,7 @@ pub fn module_key(name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // ELF access
 
-struct Elf<'a> {
-    data: &'a [u8],
-    endian: Endianness,
-    e_type: u16,
-    sections: SectionTable<'a, Hdr>,
-    symtab: SymbolTable<'a, Hdr>,
-}
-
 impl<'a> Elf<'a> {
-    fn parse(data: &'a [u8], bad: &dyn Fn(String) -> Error) -> Result<Self, Error> {
-        let header = Hdr::parse(data).map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
-        let endian = header.endian().map_err(|e| bad(e.to_string()))?;
-        let sections = header
-            .sections(endian, data)
-            .map_err(|e| bad(format!("section headers: {e}")))?;
-        let symtab = sections
-            .symbols(endian, data, elf::SHT_SYMTAB)
-            .map_err(|e| bad(format!("symbol table: {e}")))?;
-        Ok(Elf {
-            data,
-            endian,
-            e_type: header.e_type(endian),
-            sections,
-            symtab,
-        })
-    }
-
     fn sym_name(&self, sym: &elf::Sym64<Endianness>) -> String {
         String::from_utf8_lossy(self.symtab.symbol_name(self.endian, sym).unwrap_or(b""))
             .into_owned()

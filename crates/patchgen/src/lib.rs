@@ -6,6 +6,7 @@
 //! **This crate never spawns processes, writes files or prints.** It maps bytes to bytes.
 
 pub mod check;
+mod elf;
 pub mod klp;
 pub mod kmod;
 pub mod patchfile;

@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use object::elf;
-use object::read::elf::{FileHeader, Sym};
-use object::Endianness;
+use object::read::elf::Sym;
 
 use elfdiff::plan::External;
 
+use crate::check::{MAX_OBJNAME, MAX_SYMNAME};
 use crate::Error;
 
 #[derive(Debug, Clone)]
@@ -47,15 +47,7 @@ impl TargetSymtab {
             target: label.to_string(),
             what,
         };
-        let header = elf::FileHeader64::<Endianness>::parse(data)
-            .map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
-        let endian = header.endian().map_err(|e| bad(e.to_string()))?;
-        let sections = header
-            .sections(endian, data)
-            .map_err(|e| bad(format!("section headers: {e}")))?;
-        let symtab = sections
-            .symbols(endian, data, elf::SHT_SYMTAB)
-            .map_err(|e| bad(format!("symbol table: {e}")))?;
+        let crate::elf::Elf { endian, symtab, .. } = crate::elf::Elf::parse(data, &bad)?;
         if symtab.is_empty() {
             return Err(bad("has no symbol table (stripped?)".into()));
         }
@@ -288,10 +280,6 @@ pub fn bind_externals_module(
         })
         .collect()
 }
-
-/// Names the kernel parses with fixed limits (`%55[^.]` and `%511[^,]`).
-const MAX_OBJNAME: usize = 55;
-const MAX_SYMNAME: usize = 511;
 
 /// A klp binding, refused when the kernel could not parse its symbol name.
 fn klp_binding(objname: &str, name: &str, sympos: u64) -> Result<Binding, Error> {
