@@ -123,7 +123,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let workdir = tree_workdir(&tree);
     fs::create_dir_all(&workdir).with_context(|| format!("cannot create {}", workdir.display()))?;
     let _lock = lock_tree(&workdir, &tree)?;
-    if patch::recover(&workdir, &intr)? {
+    if patch::recover(&workdir)? {
         eprintln!(
             "klpgen: restored {} from an interrupted earlier run",
             tree.source.display()

@@ -48,12 +48,25 @@ pub fn touched_files(text: &str) -> Result<Vec<String>> {
     Ok(patchgen::patchfile::touched_files(text)?)
 }
 
+/// One file as it was before a patch touched it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    /// Relative to the tree root.
+    file: String,
+    /// Byte-for-byte copy (None when the file did not exist: the patch creates it).
+    backup: Option<PathBuf>,
+    /// Modification time in ns since the epoch, and permission bits.
+    mtime: Option<u128>,
+    mode: Option<u32>,
+    /// Directories the patch may create for a new file (removed again when empty).
+    new_dirs: Vec<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct JournalEntry {
     /// Copy of the patch as applied.
     patch: PathBuf,
-    /// (file, modification time in ns since the epoch; None when the patch creates it)
-    mtimes: Vec<(String, Option<u128>)>,
+    files: Vec<Saved>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +84,95 @@ fn set_mtime(p: &Path, ns: u128) -> Result<()> {
     let t = UNIX_EPOCH + Duration::from_nanos(ns as u64);
     let f = fs::File::options().write(true).open(p)?;
     f.set_modified(t)?;
+    Ok(())
+}
+
+/// Copy what `files` are now into `dir`, so that they can be put back exactly whatever state
+/// an interrupted `patch` leaves them in.
+fn save_files(source: &Path, files: &[String], dir: &Path) -> Result<Vec<Saved>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut saved = Vec::new();
+    for (n, f) in files.iter().enumerate() {
+        let path = source.join(f);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                fs::create_dir_all(dir)?;
+                let backup = dir.join(format!("{n}"));
+                fs::copy(&path, &backup)
+                    .with_context(|| format!("saving {} before patching", path.display()))?;
+                saved.push(Saved {
+                    file: f.clone(),
+                    backup: Some(backup),
+                    mtime: mtime_ns(&path),
+                    mode: Some(meta.permissions().mode()),
+                    new_dirs: Vec::new(),
+                });
+            }
+            Ok(_) => bail!(
+                "{} is not a regular file; klpgen patches regular files only",
+                path.display()
+            ),
+            Err(_) => {
+                // Ancestors that do not exist yet, deepest first.
+                let mut new_dirs = Vec::new();
+                let mut rel = Path::new(f).parent();
+                while let Some(d) = rel.filter(|d| !d.as_os_str().is_empty()) {
+                    if source.join(d).exists() {
+                        break;
+                    }
+                    new_dirs.push(d.to_string_lossy().into_owned());
+                    rel = d.parent();
+                }
+                saved.push(Saved {
+                    file: f.clone(),
+                    backup: None,
+                    mtime: None,
+                    mode: None,
+                    new_dirs,
+                });
+            }
+        }
+    }
+    Ok(saved)
+}
+
+/// Put one file back as `s` recorded it; untouched files are left alone (not even rewritten).
+fn restore(source: &Path, s: &Saved) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = source.join(&s.file);
+    match &s.backup {
+        Some(backup) => {
+            let want = fs::read(backup)
+                .with_context(|| format!("reading the saved copy {}", backup.display()))?;
+            if fs::read(&path).ok().as_deref() != Some(&want[..]) {
+                if let Some(d) = path.parent() {
+                    fs::create_dir_all(d)?;
+                }
+                fs::write(&path, &want).with_context(|| format!("restoring {}", path.display()))?;
+            }
+            if let Some(mode) = s.mode {
+                let now = fs::metadata(&path)?.permissions().mode();
+                if now & 0o7777 != mode & 0o7777 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                }
+            }
+            if let Some(t) = s.mtime {
+                if mtime_ns(&path) != Some(t) {
+                    set_mtime(&path, t)
+                        .with_context(|| format!("restoring the time of {}", path.display()))?;
+                }
+            }
+        }
+        None => {
+            if fs::symlink_metadata(&path).is_ok() {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+            for d in &s.new_dirs {
+                // Only when empty: never remove what someone else put there.
+                let _ = fs::remove_dir(source.join(d));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -147,7 +249,6 @@ pub fn check_first_applies(source: &Path, patches: &[PatchFile], intr: &Interrup
 pub struct Applied {
     journal_path: PathBuf,
     journal: Journal,
-    intr: Interrupt,
     reverted: bool,
 }
 
@@ -167,21 +268,18 @@ impl Applied {
                 source: source.to_path_buf(),
                 applied: Vec::new(),
             },
-            intr: intr.clone(),
             reverted: false,
         };
         for (i, p) in patches.iter().enumerate() {
             let copy = workdir.join(format!("applied-{i}.patch"));
             fs::write(&copy, &p.text)?;
             ensure_applies(source, &copy, &p.path, intr)?;
-            let mtimes = p
-                .files
-                .iter()
-                .map(|f| (f.clone(), mtime_ns(&source.join(f))))
-                .collect();
+            let backups = workdir.join(format!("saved-{i}"));
+            let _ = fs::remove_dir_all(&backups);
+            let files = save_files(source, &p.files, &backups)?;
             applied.journal.applied.push(JournalEntry {
                 patch: copy.clone(),
-                mtimes,
+                files,
             });
             applied.save()?;
             let out = gnu_patch(source, &copy, false, false, intr)?;
@@ -207,7 +305,7 @@ impl Applied {
     /// Revert now, reporting failure (Drop reverts silently as a last resort).
     pub fn revert(mut self) -> Result<()> {
         self.reverted = true;
-        undo(&self.journal, &Interrupt::default())?;
+        undo(&self.journal)?;
         let _ = fs::remove_file(&self.journal_path);
         Ok(())
     }
@@ -218,9 +316,8 @@ impl Drop for Applied {
         if self.reverted {
             return;
         }
-        // An uninterruptible revert: the signal that got us here must not stop the restore.
-        let _ = &self.intr;
-        match undo(&self.journal, &Interrupt::default()) {
+        // Plain file copies: the signal that got us here cannot stop the restore.
+        match undo(&self.journal) {
             Ok(()) => {
                 let _ = fs::remove_file(&self.journal_path);
             }
@@ -232,29 +329,13 @@ impl Drop for Applied {
     }
 }
 
-fn undo(j: &Journal, intr: &Interrupt) -> Result<()> {
+/// Put every file back as it was before the first patch touched it. This does not ask GNU patch
+/// to reverse anything: a run killed while `patch` was writing leaves a half-applied patch
+/// that no reverse patch would match, and the saved copies restore it all the same.
+fn undo(j: &Journal) -> Result<()> {
     for e in j.applied.iter().rev() {
-        // Only revert what is still applied: a reverse dry run tells.
-        let check = gnu_patch(&j.source, &e.patch, true, true, intr)?;
-        if check.success {
-            let out = gnu_patch(&j.source, &e.patch, true, false, intr)?;
-            if !out.success {
-                bail!(
-                    "reverting {} failed:\n{}{}",
-                    e.patch.display(),
-                    out.stdout,
-                    out.stderr
-                );
-            }
-        }
-        for (f, t) in &e.mtimes {
-            if let Some(t) = t {
-                let p = j.source.join(f);
-                if p.exists() {
-                    set_mtime(&p, *t)
-                        .with_context(|| format!("restoring the time of {}", p.display()))?;
-                }
-            }
+        for s in &e.files {
+            restore(&j.source, s)?;
         }
     }
     Ok(())
@@ -262,7 +343,7 @@ fn undo(j: &Journal, intr: &Interrupt) -> Result<()> {
 
 /// After a crash (SIGKILL, power loss): restore the tree from a journal left in `workdir`.
 /// Returns whether anything was recovered.
-pub fn recover(workdir: &Path, intr: &Interrupt) -> Result<bool> {
+pub fn recover(workdir: &Path) -> Result<bool> {
     let path = workdir.join("journal.json");
     let Ok(bytes) = fs::read(&path) else {
         return Ok(false);
@@ -273,7 +354,7 @@ pub fn recover(workdir: &Path, intr: &Interrupt) -> Result<bool> {
             path.display()
         )
     })?;
-    undo(&j, intr)?;
+    undo(&j)?;
     fs::remove_file(&path)?;
     Ok(true)
 }
@@ -289,5 +370,54 @@ mod tests {
         assert_eq!(touched_files(t).unwrap(), vec!["fs/proc/cmdline.c"]);
         let e = touched_files("--- a/x\n+++ /etc/passwd\n").unwrap_err();
         assert!(e.to_string().contains("absolute path /etc/passwd"), "{e}");
+    }
+
+    /// A run killed while `patch` was writing leaves a half-applied multi-file patch (one file
+    /// changed, one new file in a new directory, one not yet touched): recovery puts back the
+    /// bytes, modes and times, and removes what the patch created.
+    #[test]
+    fn recovery_restores_a_half_applied_patch_from_the_saved_copies() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, work) = (tmp.path().join("src"), tmp.path().join("work"));
+        fs::create_dir_all(src.join("lib")).unwrap();
+        fs::create_dir_all(&work).unwrap();
+        fs::write(src.join("lib/a.c"), "int a;\n").unwrap();
+        fs::write(src.join("lib/b.c"), "int b;\n").unwrap();
+        fs::set_permissions(src.join("lib/b.c"), fs::Permissions::from_mode(0o640)).unwrap();
+        set_mtime(&src.join("lib/a.c"), 1_000_000_000_123).unwrap();
+        let before = |f: &str| {
+            let p = src.join(f);
+            (
+                fs::read(&p).unwrap(),
+                mtime_ns(&p),
+                fs::metadata(&p).unwrap().permissions().mode(),
+            )
+        };
+        let (a0, b0) = (before("lib/a.c"), before("lib/b.c"));
+        let files: Vec<String> = ["lib/a.c", "lib/b.c", "new/dir/c.c"]
+            .map(String::from)
+            .into();
+        let saved = save_files(&src, &files, &work.join("saved-0")).unwrap();
+        let j = Journal {
+            source: src.clone(),
+            applied: vec![JournalEntry {
+                patch: work.join("applied-0.patch"),
+                files: saved,
+            }],
+        };
+        fs::write(work.join("journal.json"), serde_json::to_vec(&j).unwrap()).unwrap();
+        // The half-applied state.
+        fs::write(src.join("lib/a.c"), "int a = 1;\n").unwrap();
+        fs::set_permissions(src.join("lib/b.c"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(src.join("new/dir")).unwrap();
+        fs::write(src.join("new/dir/c.c"), "int c;\n").unwrap();
+
+        assert!(recover(&work).unwrap());
+        assert_eq!(before("lib/a.c"), a0);
+        assert_eq!(before("lib/b.c"), b0);
+        assert!(!src.join("new").exists());
+        assert!(!work.join("journal.json").exists());
+        assert!(!recover(&work).unwrap(), "nothing left to recover");
     }
 }

@@ -68,6 +68,7 @@ where
 {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
+    die_with_parent(&mut cmd);
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
@@ -103,8 +104,7 @@ where
             break status;
         }
         if intr.is_set() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             bail!(Interrupted);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -120,4 +120,43 @@ where
         bail!("{desc} was killed by a signal");
     }
     Ok(out)
+}
+
+/// Children get SIGTERM when klpgen dies, even by SIGKILL: an orphaned `patch` would otherwise
+/// go on writing the source tree while the next run restores it, and an orphaned `make` would
+/// share klpgen's build directory with the next run's. GNU make passes SIGTERM on to its own
+/// children and deletes half-written targets.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid/prctl/getppid/kill are async-signal-safe; nothing is allocated.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stop a child on Ctrl-C/SIGTERM: SIGTERM first (make stops its compilers and removes partial
+/// targets), SIGKILL when it has not exited after two seconds.
+fn stop(child: &mut std::process::Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    for _ in 0..40 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
