@@ -160,8 +160,44 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     };
     intr.check()?;
     let mut pairs = pairs;
+    // Which object each unit's code lives in: vmlinux, or a module (in-tree `=m` or the
+    // out-of-tree one), whose `.ko` gives sympos for its own symbols.
+    let mut mod_targets: Vec<ModTarget> = Vec::new();
+    let mut unit_target: Vec<Option<usize>> = Vec::new();
+    for (u, _, _) in &pairs {
+        let ko = match &oot {
+            Some(m) => Some(m.ko.clone()),
+            None => kbuild::module_of_unit(&tree, u)
+                .map(|m| target_module_ko(&tree, u, &m))
+                .transpose()?,
+        };
+        unit_target.push(match ko {
+            None => None,
+            Some(ko) => Some(match mod_targets.iter().position(|t| t.ko == ko) {
+                Some(i) => i,
+                None => {
+                    mod_targets.push(ModTarget::load(&ko)?);
+                    mod_targets.len() - 1
+                }
+            }),
+        });
+    }
+    for t in &mod_targets {
+        if oot.is_none() && !args.quiet {
+            eprintln!(
+                "klpgen: patching module {} (symbols from {})",
+                t.name, t.label
+            );
+        }
+    }
     if args.include_callers > 0 && oot.is_none() {
-        let extra = caller_units(args, &tree, &pairs)?;
+        let vmlinux_pairs: Vec<_> = pairs
+            .iter()
+            .zip(&unit_target)
+            .filter(|(_, t)| t.is_none())
+            .map(|(p, _)| p.clone())
+            .collect();
+        let extra = caller_units(args, &tree, &vmlinux_pairs)?;
         if !extra.is_empty() {
             rep.stage(&format!(
                 "building {} unit(s) with callers to include: {}",
@@ -182,6 +218,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 let o = run_dir.join("orig").join(u);
                 copy_to(p, &o)?;
                 pairs.push((u.clone(), o.clone(), o));
+                unit_target.push(None);
             }
         }
     }
@@ -200,20 +237,6 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         bail!("this target runs objtool per object (no IBT, no Clang LTO); carrying ORC data into the livepatch for such targets is not supported yet");
     }
 
-    // For an out-of-tree module: its name, its .ko (label, bytes) and symbol table.
-    let mod_target = match &oot {
-        Some(m) => {
-            let bytes =
-                fs::read(&m.ko).with_context(|| format!("cannot read {}", m.ko.display()))?;
-            let label = m.ko.display().to_string();
-            let table = TargetSymtab::parse_module(&label, &bytes)?;
-            Some((m.name.clone(), (label, bytes), table))
-        }
-        None => None,
-    };
-    let objname = mod_target
-        .as_ref()
-        .map_or("vmlinux", |(n, _, _)| n.as_str());
     rep.stage("diffing");
     let mut summary = Summary::default();
     let mut objects = Vec::new();
@@ -251,19 +274,27 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let kernel_graph_bytes = match &mod_target {
-        None if tree.build.join("vmlinux.o").is_file() => {
+    let kernel_graph_bytes =
+        if unit_target.iter().any(Option::is_none) && tree.build.join("vmlinux.o").is_file() {
             Some(fs::read(tree.build.join("vmlinux.o"))?)
-        }
-        _ => None,
-    };
+        } else {
+            None
+        };
     let kernel_obj = match &kernel_graph_bytes {
         Some(b) => Object::<elfdiff::Orig>::parse("vmlinux.o", b).ok(),
         None => None,
     };
     let kernel_graph = kernel_obj.as_ref().map(|o| CallGraph::build(&[o]));
     let mut included_total = 0usize;
-    for (((u, ob, pb), (orig, _)), diff) in bytes.iter().zip(&objects_pairs).zip(diffs.iter_mut()) {
+    let mut hook_objects: Vec<HookObject> = Vec::new();
+    for ((((u, ob, pb), (orig, _)), diff), target) in bytes
+        .iter()
+        .zip(&objects_pairs)
+        .zip(diffs.iter_mut())
+        .zip(&unit_target)
+    {
+        let mod_target = target.map(|i| &mod_targets[i]);
+        let objname = mod_target.map_or("vmlinux", |t| t.name.as_str());
         let graph = CallGraph::build(&[orig]);
         let mut caller_refusals = Vec::new();
         let included = include_callers(
@@ -284,9 +315,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         refusals.extend(report.refused.iter().cloned());
         let mut entry = object_entry(u, objname, &report);
-        let (g, file_of) = match &kernel_graph {
-            Some(k) => (k, orig.file_name),
-            None => (&graph, orig.file_name),
+        let (g, file_of) = match (&kernel_graph, mod_target) {
+            (Some(k), None) => (k, orig.file_name),
+            _ => (&graph, orig.file_name),
         };
         let explained = elfdiff::explain::explain(diff);
         annotate_callers(&mut entry, g, file_of, &included, args);
@@ -304,11 +335,28 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             entry_sizes: sizes.clone(),
             objtool_regenerates,
         })?;
-        let bindings = match &mod_target {
-            Some((name, _, mtab)) => bind_externals_module(&plan, name, mtab, &symtab, &symvers),
+        let bindings = match mod_target {
+            Some(t) => bind_externals_module(&plan, &t.name, &t.table, &symtab, &symvers),
             None => bind_externals(&plan, "vmlinux", &symtab, &symvers),
         }
         .with_context(|| format!("binding the references of {u}"))?;
+        let late = patchgen::target::module_key_refusals(&plan, &bindings);
+        if !late.is_empty() {
+            let late_report = elfdiff::Report {
+                refused: late.clone(),
+                ..Default::default()
+            };
+            if !args.quiet {
+                crate::diffcmd::print_text(u, &late_report);
+            }
+            if let Some(entry) = rep.objects.last_mut() {
+                entry
+                    .functions
+                    .extend(object_entry(u, objname, &late_report).functions);
+            }
+            refusals.extend(late);
+            continue;
+        }
         let base = hook_funcs.len();
         for (i, f) in plan.funcs.iter().enumerate() {
             let ext = elfdiff::plan::External {
@@ -316,7 +364,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 local: f.old_local,
                 undefined: false,
             };
-            let table = mod_target.as_ref().map_or(&symtab, |(_, _, t)| t);
+            let table = mod_target.map_or(&symtab, |t| &t.table);
             let sympos = table.locate(&ext, plan.file_name.as_deref(), &plan.orig_locals)?;
             hook_funcs.push(HookFunc {
                 old_name: f.old_name.clone(),
@@ -326,6 +374,20 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
         manifest.add_unit(objname, &plan, &bindings, &hook_funcs[base..]);
+        let name = mod_target.map(|t| t.name.clone());
+        let group = match hook_objects.iter().position(|o| o.name == name) {
+            Some(i) => i,
+            None => {
+                hook_objects.push(HookObject {
+                    name,
+                    funcs: Vec::new(),
+                });
+                hook_objects.len() - 1
+            }
+        };
+        hook_objects[group]
+            .funcs
+            .extend(hook_funcs[base..].iter().cloned());
         objects.push(bytes);
         for b in &bindings {
             if let Binding::Klp {
@@ -382,10 +444,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        objects: vec![HookObject {
-            name: mod_target.as_ref().map(|(n, _, _)| n.clone()),
-            funcs: hook_funcs.clone(),
-        }],
+        objects: hook_objects,
         replace: !args.non_replace,
     };
     let moddir = run_dir.join("module");
@@ -417,9 +476,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         &vm_label,
         &vmlinux,
         &symvers,
-        mod_target
-            .as_ref()
-            .map(|(_, (label, bytes), _)| (label.as_str(), bytes.as_slice())),
+        &mod_targets
+            .iter()
+            .map(|t| (t.label.as_str(), t.bytes.as_slice()))
+            .collect::<Vec<_>>(),
     )?;
     let out = args.output.join(format!("{module}.ko"));
     write_file(&out, &final_ko)?;
@@ -446,6 +506,56 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         println!("    {}", b.symbol_name());
     }
     Ok(())
+}
+
+/// A module the patched code lives in: its name as the kernel knows it (`klp_object.name`),
+/// its `.ko` and that file's symbols (for `sympos` of the module's own symbols).
+struct ModTarget {
+    name: String,
+    ko: PathBuf,
+    label: String,
+    bytes: Vec<u8>,
+    table: TargetSymtab,
+}
+
+impl ModTarget {
+    fn load(ko: &Path) -> Result<Self> {
+        let bytes = fs::read(ko).with_context(|| format!("cannot read {}", ko.display()))?;
+        let label = ko.display().to_string();
+        let table = TargetSymtab::parse_module(&label, &bytes)?;
+        let name = crate::oot::module_name_of(ko, &bytes)?;
+        Ok(ModTarget {
+            name,
+            ko: ko.to_path_buf(),
+            label,
+            bytes,
+            table,
+        })
+    }
+}
+
+/// The target's `.ko` of the in-tree module `unit` belongs to (`module` as listed in
+/// `modules.order`): in the target build directory, else installed under /lib/modules.
+fn target_module_ko(tree: &Tree, unit: &str, module: &str) -> Result<PathBuf> {
+    let rel = Path::new(module).with_extension("ko");
+    let candidates = [
+        tree.build.join(&rel),
+        Path::new("/lib/modules")
+            .join(&tree.release)
+            .join("kernel")
+            .join(&rel),
+    ];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "{unit} is part of module {}; its .ko is needed for the positions of the module's symbols and is in neither {} nor {}",
+        rel.display(),
+        candidates[0].display(),
+        candidates[1].display()
+    )
 }
 
 #[derive(Default)]
@@ -595,14 +705,6 @@ fn tree_pairs(
             files.join(", ")
         );
         return Err(Verdict::NoChange.into());
-    }
-    for u in &units {
-        if let Some(m) = kbuild::module_of_unit(tree, u) {
-            return Err(Verdict::Refused(format!(
-                "{u} is part of module {m}; patching modules is not supported yet (only vmlinux)"
-            ))
-            .into());
-        }
     }
     if !args.quiet {
         eprintln!(

@@ -164,17 +164,16 @@ pub fn verify_built(
     vm_label: &str,
     vmlinux: &[u8],
     symvers: &Symvers,
-    module: Option<(&str, &[u8])>,
+    modules: &[(&str, &[u8])],
 ) -> Result<Report> {
     let target = TargetObject::vmlinux(vm_label, vmlinux)?;
-    let modules = match module {
-        Some((mlabel, bytes)) => {
-            let t = TargetObject::module(mlabel, bytes)?;
-            let name = crate::oot::module_name_of(std::path::Path::new(mlabel), bytes)?;
-            Some(HashMap::from([(check::module_key(&name), t)]))
-        }
-        None => None,
-    };
+    let mut map = HashMap::new();
+    for (mlabel, bytes) in modules {
+        let t = TargetObject::module(mlabel, bytes)?;
+        let name = crate::oot::module_name_of(std::path::Path::new(mlabel), bytes)?;
+        map.insert(check::module_key(&name), t);
+    }
+    let modules = (!map.is_empty()).then_some(map);
     let report = check::check_module(
         label,
         ko,

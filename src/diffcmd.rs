@@ -130,6 +130,13 @@ pub fn run(a: DiffArgs) -> Result<()> {
         } else {
             bind_without_symvers(&plan, &a.objname, &symtab)?
         };
+        let late = Report {
+            refused: patchgen::target::module_key_refusals(&plan, &bindings),
+            ..Default::default()
+        };
+        if let Some(v) = verdict(&late) {
+            return Err(v.into());
+        }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;
         write_file(out, &bytes)?;
     }

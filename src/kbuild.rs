@@ -186,14 +186,17 @@ pub fn units_defining(tree: &Tree, wanted: &[(String, Option<String>)]) -> Resul
     Ok(out)
 }
 
-/// Whether a unit is linked into a module rather than vmlinux (from the target's `*.mod` lists).
+/// The module a unit is linked into (its `modules.order` entry, e.g. `fs/binfmt_misc.o`), or
+/// None for vmlinux (from the target's `*.mod` lists).
 pub fn module_of_unit(tree: &Tree, unit: &str) -> Option<String> {
     let order = fs::read_to_string(tree.build.join("modules.order")).ok()?;
     for m in order.lines() {
         let modfile = tree.build.join(m).with_extension("mod");
-        let list = fs::read_to_string(&modfile).ok()?;
+        let Ok(list) = fs::read_to_string(&modfile) else {
+            continue;
+        };
         if list.split_whitespace().any(|o| o == unit) {
-            return Some(Path::new(m).file_stem()?.to_string_lossy().into_owned());
+            return Some(m.to_string());
         }
     }
     None

@@ -6,7 +6,9 @@
 //! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
 //! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`), `copied: sym` (carried in the livepatch
 //! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
-//! `--include-callers` does).
+//! `--include-callers` does), `module: NAME` (the object is part of module NAME: its statics
+//! bind as klp relocations against NAME instead of vmlinux), `entry-size: SECTION=BYTES` (as
+//! `klpgen diff --entry-size`).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs).
 
@@ -38,6 +40,8 @@ struct Expect {
     explain: Vec<explain_check::Directive>,
     copied: Vec<String>,
     include: Vec<String>,
+    module: Option<String>,
+    entry_sizes: std::collections::HashMap<String, u64>,
 }
 
 fn parse_expect(src: &str) -> Result<Expect, String> {
@@ -60,6 +64,16 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
             "explain" => e.explain.push(explain_check::parse(val)?),
             "copied" => e.copied.extend(words()),
             "include" => e.include.extend(words()),
+            "module" => e.module = words().next(),
+            "entry-size" => {
+                for w in words() {
+                    let (sec, n) = w
+                        .split_once('=')
+                        .and_then(|(s, n)| Some((s.to_string(), n.parse().ok()?)))
+                        .ok_or(format!("entry-size: expected SECTION=BYTES, got {w:?}"))?;
+                    e.entry_sizes.insert(sec, n);
+                }
+            }
             other => return Err(format!("unknown directive {other:?}")),
         }
     }
@@ -118,6 +132,13 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     }
     let mut report = diff.report();
     report.refused.extend(included_refusals);
+    // Refusals that only binding can tell (keys living in a module).
+    if report.refused.is_empty() && !report.changed.is_empty() {
+        let (plan, bindings) = plan_and_bind(&diff, &ob, &expect)?;
+        report
+            .refused
+            .extend(patchgen::target::module_key_refusals(&plan, &bindings));
+    }
     let got_changed: BTreeSet<String> = report.changed.iter().cloned().collect();
     let got_new: BTreeSet<String> = report.new.iter().cloned().collect();
 
@@ -164,26 +185,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     }
 
     // Write the livepatch object, parse it back and check it.
-    let plan = diff.plan(&PlanOptions::default())?;
-    let symtab = TargetSymtab::parse("orig.o", &ob)?;
-    let bindings: Vec<Binding> = plan
-        .externals
-        .iter()
-        .map(|e| {
-            if e.local {
-                let sympos = symtab.locate(e, plan.file_name.as_deref(), &plan.orig_locals)?;
-                Ok(Binding::Klp {
-                    objname: "vmlinux".into(),
-                    name: e.name.clone(),
-                    sympos,
-                })
-            } else {
-                Ok(Binding::Plain {
-                    name: e.name.clone(),
-                })
-            }
-        })
-        .collect::<Result<_, patchgen::Error>>()?;
+    let (plan, bindings) = plan_and_bind(&diff, &ob, &expect)?;
     for k in &expect.klp {
         let found = bindings.iter().any(|b| match b {
             Binding::Klp { name, .. } => name == k || elfdiff::names::normalize(name) == *k,
@@ -265,4 +267,39 @@ fn main() {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The livepatch plan of a fixture and its bindings, with the original object standing in for
+/// the target: statics become klp relocations (against `module:`, else vmlinux), globals
+/// ordinary ones.
+fn plan_and_bind(
+    diff: &Diff<'_, '_>,
+    orig: &[u8],
+    expect: &Expect,
+) -> Result<(elfdiff::Plan, Vec<Binding>), Failed> {
+    let module = expect.module.as_deref();
+    let plan = diff.plan(&PlanOptions {
+        entry_sizes: expect.entry_sizes.clone(),
+        ..PlanOptions::default()
+    })?;
+    let symtab = TargetSymtab::parse("orig.o", orig)?;
+    let bindings: Vec<Binding> = plan
+        .externals
+        .iter()
+        .map(|e| {
+            if e.local {
+                let sympos = symtab.locate(e, plan.file_name.as_deref(), &plan.orig_locals)?;
+                Ok(Binding::Klp {
+                    objname: module.unwrap_or("vmlinux").into(),
+                    name: e.name.clone(),
+                    sympos,
+                })
+            } else {
+                Ok(Binding::Plain {
+                    name: e.name.clone(),
+                })
+            }
+        })
+        .collect::<Result<_, patchgen::Error>>()?;
+    Ok((plan, bindings))
 }

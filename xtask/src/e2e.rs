@@ -28,6 +28,9 @@ pub struct Case {
     /// built against the test kernel, loaded before the livepatch, and the patch applies to
     /// its sources.
     pub oot: Option<String>,
+    /// An in-tree module of the test kernel the patch changes (file `target-module`, the
+    /// `.ko` path relative to the kernel build): loaded before the livepatch like `oot-module`.
+    pub target_module: Option<String>,
 }
 
 /// What a must-fail case expects from `klpgen build`.
@@ -147,12 +150,18 @@ pub fn load_cases() -> Result<Vec<Case>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context(format!("{name}/oot-module")),
         };
+        let target_module = match fs::read_to_string(dir.join("target-module")) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context(format!("{name}/target-module")),
+        };
         cases.push(Case {
             name,
             dir,
             args,
             expect,
             oot,
+            target_module,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -296,7 +305,7 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
             ]);
             Some(ko)
         }
-        None => None,
+        None => case.target_module.as_ref().map(|m| k.build.join(m)),
     };
     let patch_root = match &case.oot {
         Some(dir) => util::repo_root().join("tests/e2e-modules").join(dir),

@@ -86,12 +86,12 @@ pub fn locate() -> Result<Kernel> {
     })
 }
 
-/// Every `CONFIG_X=y` line of the fragment.
+/// Every `CONFIG_X=y` and `CONFIG_X=m` line of the fragment.
 fn required_options(fragment: &str) -> Vec<&str> {
     fragment
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
+        .filter(|l| l.starts_with("CONFIG_") && (l.ends_with("=y") || l.ends_with("=m")))
         .collect()
 }
 
@@ -214,9 +214,9 @@ mod tests {
     fn finds_missing_options() {
         let frag = "# c\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n# CONFIG_D is not set\n";
         let req = required_options(frag);
-        assert_eq!(req, vec!["CONFIG_A=y", "CONFIG_B=y"]);
-        let cfg = "CONFIG_A=y\n# CONFIG_B is not set\n";
-        assert_eq!(missing_options(&req, cfg), vec!["CONFIG_B=y"]);
-        assert!(missing_options(&req, "CONFIG_B=y\nCONFIG_A=y\n").is_empty());
+        assert_eq!(req, vec!["CONFIG_A=y", "CONFIG_B=y", "CONFIG_C=m"]);
+        let cfg = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n";
+        assert_eq!(missing_options(&req, cfg), vec!["CONFIG_B=y", "CONFIG_C=m"]);
+        assert!(missing_options(&req, "CONFIG_B=y\nCONFIG_C=m\nCONFIG_A=y\n").is_empty());
     }
 }

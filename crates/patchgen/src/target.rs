@@ -132,6 +132,13 @@ impl TargetSymtab {
         }
     }
 
+    /// Whether a global symbol of this name is defined here.
+    pub fn defines_global(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|v| v.iter().any(|&i| !self.syms[i].local))
+    }
+
     /// sympos of symbol index `i`: 0 when its name is unique, else its 1-based rank.
     fn sympos(&self, i: usize) -> u64 {
         let all = &self.by_name[&self.syms[i].name];
@@ -253,8 +260,10 @@ impl Binding {
 }
 
 /// Bind the externals of a plan for code that lives in module `modname`: references to the
-/// module's own symbols become klp relocations against it (sympos from the module's `.ko`);
-/// undefined ones are the kernel's (exported: ordinary; otherwise klp against vmlinux).
+/// module's own symbols become klp relocations against it (sympos from the module's `.ko`),
+/// including globals another object of the same module defines — exported or not, since the
+/// module may be loaded after the livepatch; other undefined ones are the kernel's (exported:
+/// ordinary; otherwise klp against vmlinux).
 pub fn bind_externals_module(
     plan: &elfdiff::Plan,
     modname: &str,
@@ -266,12 +275,15 @@ pub fn bind_externals_module(
         .iter()
         .map(|ext| {
             let (objname, table) = if ext.undefined {
-                if symvers.exporter(&ext.name).is_some() {
+                if module.defines_global(&ext.name) {
+                    (modname, module)
+                } else if symvers.exporter(&ext.name).is_some() {
                     return Ok(Binding::Plain {
                         name: ext.name.clone(),
                     });
+                } else {
+                    ("vmlinux", vmlinux)
                 }
-                ("vmlinux", vmlinux)
             } else {
                 (modname, module)
             };
@@ -313,6 +325,63 @@ pub fn bind_externals(
             }
             let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
             klp_binding(objname, &ext.name, sympos)
+        })
+        .collect()
+}
+
+/// Jump labels and static calls whose key lives in a module. The kernel sets up a livepatch
+/// module's `__jump_table` and `.static_call_sites` entries as the module loads; klp
+/// relocations against vmlinux are applied before that, but those against other modules only
+/// when the livepatch is enabled or that module arrives, so such an entry would name an
+/// unrelocated key. `bindings` are in `plan.externals` order.
+pub fn module_key_refusals(plan: &elfdiff::Plan, bindings: &[Binding]) -> Vec<elfdiff::Refusal> {
+    use elfdiff::plan::PlanTarget;
+    let in_module = |i: usize| match bindings.get(i) {
+        Some(Binding::Klp { objname, .. }) if objname != "vmlinux" => Some(objname.as_str()),
+        _ => None,
+    };
+    let mut found: Vec<(usize, &str)> = Vec::new();
+    for sec in &plan.sections {
+        if sec.name != "__jump_table" && sec.name != ".static_call_sites" {
+            continue;
+        }
+        for r in &sec.relocs {
+            if let PlanTarget::External(i) = r.target {
+                if in_module(i).is_some() && !found.contains(&(i, sec.name.as_str())) {
+                    found.push((i, sec.name.as_str()));
+                }
+            }
+        }
+    }
+    // On targets where objtool regenerates `.static_call_sites` for the linked livepatch, the
+    // sites are not in the plan: the code's references to the key or trampoline tell.
+    for (i, e) in plan.externals.iter().enumerate() {
+        if (e.name.starts_with("__SCK__") || e.name.starts_with("__SCT__"))
+            && in_module(i).is_some()
+            && !found.iter().any(|(j, _)| *j == i)
+        {
+            found.push((i, ".static_call_sites"));
+        }
+    }
+    found
+        .into_iter()
+        .map(|(i, section)| {
+            let name = &plan.externals[i].name;
+            let module = in_module(i).unwrap_or_default();
+            let what = if section == "__jump_table" {
+                "jump label (static key)"
+            } else {
+                "static call"
+            };
+            elfdiff::Refusal {
+                key: format!("refuse.module-static-key.{name}"),
+                symbol: name.clone(),
+                section: section.to_string(),
+                reason: format!(
+                    "the new code uses a {what} whose key {name} lives in module {module}; the kernel sets up the livepatch's {section} entries before it resolves references to {module}"
+                ),
+                hint: "in the patched function test the key with static_key_enabled() (a plain load) instead of static_branch_*(), or call the static call's current target directly; or move the change out of the code that uses the key".into(),
+            }
         })
         .collect()
 }

@@ -1,0 +1,97 @@
+//! How the references of code that lives in a module are bound: the module's own symbols
+//! (including globals another object of the module defines, exported or not) are klp
+//! relocations against the module, so the module may be loaded before or after the patch.
+
+use object::write::{Object as WObject, Symbol, SymbolSection};
+use object::{
+    Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+};
+
+use elfdiff::plan::External;
+use elfdiff::Plan;
+use patchgen::target::{bind_externals_module, Binding, Symvers, TargetSymtab};
+
+/// A symbol table with `file` as STT_FILE, then the given (name, global) functions.
+fn symtab(file: &str, funcs: &[(&str, bool)]) -> Vec<u8> {
+    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+    o.append_section_data(text, &[0xc3; 64], 16);
+    o.add_file_symbol(file.as_bytes().to_vec());
+    for (i, (name, global)) in funcs.iter().enumerate() {
+        o.add_symbol(Symbol {
+            name: name.as_bytes().to_vec(),
+            value: i as u64 * 4,
+            size: 4,
+            kind: SymbolKind::Text,
+            scope: if *global {
+                SymbolScope::Dynamic
+            } else {
+                SymbolScope::Compilation
+            },
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+    }
+    o.write().unwrap()
+}
+
+fn ext(name: &str, local: bool, undefined: bool) -> External {
+    External {
+        name: name.into(),
+        local,
+        undefined,
+    }
+}
+
+#[test]
+fn module_code_binds_its_own_module_first() {
+    let ko = symtab(
+        "status.c",
+        &[
+            ("show", false),
+            ("shared_helper", true),
+            ("exported_helper", true),
+        ],
+    );
+    let vm = symtab("core.c", &[("kernel_internal", true), ("printk", true)]);
+    let module = TargetSymtab::parse_module("m.ko", &ko).unwrap();
+    let vmlinux = TargetSymtab::parse("vmlinux", &vm).unwrap();
+    let symvers = Symvers::parse(
+        "Module.symvers",
+        "0x0\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0\texported_helper\tfs/m\tEXPORT_SYMBOL_GPL\t\n",
+    )
+    .unwrap();
+    let plan = Plan {
+        externals: vec![
+            ext("show", true, false),
+            ext("shared_helper", false, true),
+            ext("exported_helper", false, true),
+            ext("printk", false, true),
+            ext("kernel_internal", false, true),
+        ],
+        file_name: Some("status.c".into()),
+        orig_locals: vec!["show".into()],
+        ..Plan::default()
+    };
+    let got = bind_externals_module(&plan, "m", &module, &vmlinux, &symvers).unwrap();
+    let klp = |o: &str, n: &str| Binding::Klp {
+        objname: o.into(),
+        name: n.into(),
+        sympos: 0,
+    };
+    assert_eq!(
+        got,
+        vec![
+            klp("m", "show"),
+            // Defined by another object of the same module: not in Module.symvers.
+            klp("m", "shared_helper"),
+            // Exported by the module itself: still klp, or the patch would need it loaded.
+            klp("m", "exported_helper"),
+            Binding::Plain {
+                name: "printk".into()
+            },
+            klp("vmlinux", "kernel_internal"),
+        ]
+    );
+}
