@@ -14,6 +14,7 @@ use elfdiff::callgraph::CallGraph;
 use elfdiff::{Diff, Object, PlanOptions};
 use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
 use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
+use rayon::prelude::*;
 
 use crate::diffcmd::{entry_sizes, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
@@ -67,7 +68,8 @@ fn tree_workdir(tree: &Tree) -> PathBuf {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    let mut rep = BuildReport::new(args.quiet);
+    crate::progress::init(args.quiet, args.verbose || args.debug);
+    let mut rep = BuildReport::new();
     let result = build(&args, &mut rep);
     match &result {
         Ok(()) => rep.finish("built", crate::exit::OK, None),
@@ -124,10 +126,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     fs::create_dir_all(&workdir).with_context(|| format!("cannot create {}", workdir.display()))?;
     let _lock = lock_tree(&workdir, &tree)?;
     if patch::recover(&workdir)? {
-        eprintln!(
+        crate::progress::message(&format!(
             "klpgen: restored {} from an interrupted earlier run",
             tree.source.display()
-        );
+        ));
     }
     let run_dir = workdir.join("runs").join(&module);
     if run_dir.exists() {
@@ -184,10 +186,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     }
     for t in &mod_targets {
         if oot.is_none() && !args.quiet {
-            eprintln!(
+            crate::progress::message(&format!(
                 "klpgen: patching module {} (symbols from {})",
                 t.name, t.label
-            );
+            ));
         }
     }
     if args.include_callers > 0 && oot.is_none() {
@@ -257,7 +259,18 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             Object::parse(format!("{u} (patched)"), pb)?,
         ));
     }
-    let mut diffs: Vec<Diff<'_, '_>> = objects_pairs.iter().map(|(o, p)| Diff::new(o, p)).collect();
+    // The pairs are independent: diff them (and build their call graphs) in parallel; results
+    // keep the order of the units, so nothing printed or written depends on scheduling.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .context("starting the diff threads")?;
+    let (mut diffs, graphs): (Vec<Diff<'_, '_>>, Vec<CallGraph<'_>>) = pool.install(|| {
+        objects_pairs
+            .par_iter()
+            .map(|(o, p)| (Diff::new(o, p), CallGraph::build(&[o])))
+            .unzip()
+    });
     let changed_targets: Vec<(String, Option<String>)> = diffs
         .iter()
         .flat_map(|d| {
@@ -287,19 +300,19 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let kernel_graph = kernel_obj.as_ref().map(|o| CallGraph::build(&[o]));
     let mut included_total = 0usize;
     let mut hook_objects: Vec<HookObject> = Vec::new();
-    for ((((u, ob, pb), (orig, _)), diff), target) in bytes
+    for (((((u, ob, pb), (orig, _)), diff), target), graph) in bytes
         .iter()
         .zip(&objects_pairs)
         .zip(diffs.iter_mut())
         .zip(&unit_target)
+        .zip(&graphs)
     {
         let mod_target = target.map(|i| &mod_targets[i]);
         let objname = mod_target.map_or("vmlinux", |t| t.name.as_str());
-        let graph = CallGraph::build(&[orig]);
         let mut caller_refusals = Vec::new();
         let included = include_callers(
             diff,
-            &graph,
+            graph,
             args,
             &changed_targets,
             &mut included_total,
@@ -317,7 +330,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         let mut entry = object_entry(u, objname, &report);
         let (g, file_of) = match (&kernel_graph, mod_target) {
             (Some(k), None) => (k, orig.file_name),
-            _ => (&graph, orig.file_name),
+            _ => (graph, orig.file_name),
         };
         let explained = elfdiff::explain::explain(diff);
         annotate_callers(&mut entry, g, file_of, &included, args);
@@ -663,7 +676,7 @@ fn check_compiler(tree: &Tree, orig_obj: &Path, skip: bool, rep: &mut BuildRepor
         ours.join("; ")
     );
     if skip {
-        eprintln!("klpgen: warning: {msg} (--skip-compiler-check)");
+        crate::progress::message(&format!("klpgen: warning: {msg} (--skip-compiler-check)"));
         return Ok(());
     }
     bail!("{msg}; build with the target's compiler (or pass --skip-compiler-check if you know they are equivalent)")
@@ -700,18 +713,18 @@ fn tree_pairs(
     units.sort();
     units.dedup();
     if units.is_empty() {
-        eprintln!(
+        crate::progress::message(&format!(
             "klpgen: the patches touch no compiled file ({})",
             files.join(", ")
-        );
+        ));
         return Err(Verdict::NoChange.into());
     }
     if !args.quiet {
-        eprintln!(
+        crate::progress::message(&format!(
             "klpgen: {} unit(s) affected: {}",
             units.len(),
             units.join(" ")
-        );
+        ));
     }
 
     let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
@@ -741,7 +754,7 @@ fn tree_pairs(
         rep,
     )?;
     if args.debug || args.skip_cleanup {
-        eprintln!("klpgen: work directory {}", run_dir.display());
+        crate::progress::message(&format!("klpgen: work directory {}", run_dir.display()));
     }
     let saved = run_dir.join("kbuild-saved");
     diffbuild.save(&units, &saved)?;
@@ -890,10 +903,10 @@ fn annotate_callers(
         let own_change = !included.iter().any(|(n, _)| *n == f.name);
         if !quiet && own_change {
             for l in info.looping.iter().filter(|l| !replaced.contains(l)) {
-                eprintln!(
+                crate::progress::message(&format!(
                     "klpgen: warning: {l}() calls {}() in a loop; a task inside {l}() during the transition may see the old and the new {}() in turn (--include-callers 1 patches {l}() too)",
                     f.name, f.name
-                );
+                ));
             }
         }
         f.callers = Some(info);

@@ -262,6 +262,7 @@ impl DiffBuild {
         for u in units {
             args.push(u.as_ref());
         }
+        crate::progress::expect_objects(units);
         make(&tree.source, &args, log, what, intr)?;
         units
             .iter()

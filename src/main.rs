@@ -11,6 +11,7 @@ mod kernel;
 mod oot;
 mod patch;
 mod process;
+mod progress;
 mod report;
 
 use std::path::PathBuf;
@@ -118,9 +119,12 @@ pub struct BuildArgs {
     /// kpatch-build targets `vmlinux` and `modules` are accepted and implied.
     #[arg(short = 't', long = "target")]
     pub targets: Vec<String>,
-    /// Keep klpgen's work directory and print where it is (kpatch-build's -d).
+    /// Keep klpgen's work directory and print where it is (kpatch-build's -d); implies --verbose.
     #[arg(short = 'd', long)]
     pub debug: bool,
+    /// Also show every line make, patch and the compilers print (`-v` is kpatch-build's --vmlinux).
+    #[arg(long)]
+    pub verbose: bool,
     /// Keep klpgen's work directory (it is kept in the cache anyway; accepted for kpatch-build users).
     #[arg(long)]
     pub skip_cleanup: bool,

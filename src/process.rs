@@ -99,8 +99,16 @@ where
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {program} (is it installed?)"))?;
+    let mut follow = [Follow::new(&out_path), Follow::new(&err_path)];
     let status = loop {
+        for f in &mut follow {
+            f.poll();
+        }
         if let Some(status) = child.try_wait()? {
+            for f in &mut follow {
+                f.poll();
+                f.finish();
+            }
             break status;
         }
         if intr.is_set() {
@@ -159,4 +167,43 @@ fn stop(child: &mut std::process::Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Reads what a child has written to its output file so far and hands complete lines to
+/// `progress` (compile counts, `--verbose`).
+struct Follow {
+    file: Option<std::fs::File>,
+    partial: Vec<u8>,
+}
+
+impl Follow {
+    fn new(path: &Path) -> Self {
+        Follow {
+            file: std::fs::File::open(path).ok(),
+            partial: Vec::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        use std::io::Read;
+        let Some(f) = &mut self.file else { return };
+        let mut buf = [0u8; 8192];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
+            }
+        }
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            crate::progress::child_line(String::from_utf8_lossy(&line).trim_end());
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            crate::progress::child_line(String::from_utf8_lossy(&line).trim_end());
+        }
+    }
 }

@@ -109,12 +109,10 @@ pub struct BuildReport {
     pub stages: Vec<Stage>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
-    #[serde(skip)]
-    quiet: bool,
 }
 
 impl BuildReport {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new() -> Self {
         BuildReport {
             schema: SCHEMA,
             klpgen_version: env!("CARGO_PKG_VERSION"),
@@ -129,11 +127,10 @@ impl BuildReport {
             module: None,
             stages: Vec::new(),
             clock: None,
-            quiet,
         }
     }
 
-    /// Close the running stage and start `name`; prints one line unless quiet.
+    /// Close the running stage and start `name`; shown by `progress`.
     pub fn stage(&mut self, name: &str) {
         let now = Instant::now();
         let start = match self.clock.take() {
@@ -146,12 +143,7 @@ impl BuildReport {
             }
             None => now,
         };
-        if !self.quiet {
-            eprintln!(
-                "klpgen: [{:>6.1}s] {name}",
-                now.duration_since(start).as_secs_f64()
-            );
-        }
+        crate::progress::stage(name);
         self.clock = Some((start, now, name.to_string()));
     }
 

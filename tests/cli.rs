@@ -28,6 +28,7 @@ for u in $units; do
   if [ "$out/$u" -nt "$c" ]; then continue; fi
   mkdir -p "$(dirname "$out/$u")"
   gcc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
+  printf '  CC      %s\n' "$u"
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
   if [ -n "$FAKE_MAKE_SLEEP" ]; then sleep "$FAKE_MAKE_SLEEP"; fi
 done
@@ -244,6 +245,43 @@ fn relative_patch_path_is_found() {
         "{err}"
     );
     assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn progress_is_one_line_per_stage_and_verbose_shows_the_children() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    // Not a terminal: plain lines, one per stage, each with the elapsed time.
+    let o = t.command(&p).output().unwrap();
+    let err = stderr(&o);
+    let stage_lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("klpgen: [") && l.contains("s] "))
+        .collect();
+    assert!(
+        stage_lines
+            .iter()
+            .any(|l| l.ends_with("] building original objects (function sections)")),
+        "{err}"
+    );
+    assert!(
+        stage_lines
+            .iter()
+            .any(|l| l.ends_with("] building patched objects")),
+        "{err}"
+    );
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+    assert!(!err.contains("  | "), "{err}");
+    // --verbose: what make printed, as it printed it, both builds (a fresh tree: nothing of
+    // the original build cached).
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let o = t.command(&p).arg("--verbose").output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(err.matches("  |   CC      lib/demo.o").count(), 2, "{err}");
+    // -q: nothing but errors.
+    let o = t.command(&p).arg("-q").output().unwrap();
+    assert!(!stderr(&o).contains("klpgen: ["), "{}", stderr(&o));
 }
 
 #[test]
