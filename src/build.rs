@@ -494,11 +494,27 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             .map(|t| (t.label.as_str(), t.bytes.as_slice()))
             .collect::<Vec<_>>(),
     )?;
+    let final_ko = match (&args.sign_key, &args.sign_cert) {
+        (Some(key), Some(cert)) => {
+            rep.stage("signing the module");
+            kbuild::sign_module(
+                &tree,
+                &moddir,
+                &module,
+                &final_ko,
+                (key, cert),
+                args.sign_file.as_deref(),
+                &intr,
+            )?
+        }
+        _ => final_ko,
+    };
     let out = args.output.join(format!("{module}.ko"));
     write_file(&out, &final_ko)?;
     rep.module = Some(rpt::ModuleEntry {
         path: out.display().to_string(),
         sha256: rpt::sha256_hex(&final_ko),
+        signed: args.sign_key.is_some(),
     });
     rep.stage("done");
 
@@ -695,6 +711,7 @@ fn tree_pairs(
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let _source_lock = lock_source(&tree.source, intr)?;
     rep.stage("checking the patches and finding affected units");
     patch::check_first_applies(&tree.source, patches, intr)?;
     let mut files: Vec<String> = patches
@@ -979,6 +996,33 @@ fn lock_tree(workdir: &Path, tree: &Tree) -> Result<fs::File> {
     let args: Vec<String> = std::env::args().collect();
     writeln!(f, "pid {}: {}", std::process::id(), args.join(" "))?;
     Ok(f)
+}
+
+/// The source tree is patched in place: runs with different klpgen caches (their own locks)
+/// must still take turns on it, or one would build the other's patched files. A lock on the
+/// directory itself (nothing is written there); a second run waits, interruptibly.
+fn lock_source(source: &Path, intr: &Interrupt) -> Result<fs::File> {
+    let f = fs::File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
+    let mut said = false;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) => {
+                if !said {
+                    crate::progress::message(&format!(
+                        "klpgen: waiting for another klpgen run that is patching {}",
+                        source.display()
+                    ));
+                    said = true;
+                }
+                intr.check()?;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", source.display()))
+            }
+        }
+    }
 }
 
 /// Units not yet built that hold callers (up to --include-callers deep, from the target's

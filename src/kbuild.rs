@@ -445,3 +445,68 @@ mod tests {
         assert_eq!(unit_of_cmd_file(b, Path::new("/b/.vmlinux.o.cmd")), None);
     }
 }
+
+/// The trailer `scripts/sign-file` appends after the signature.
+const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// Sign a finished module as `make modules_sign` would: the target's `scripts/sign-file` (or
+/// `sign_file`), the hash named by the target's CONFIG_MODULE_SIG_HASH. Returns the signed
+/// bytes; the signature covers the module exactly as checked.
+pub fn sign_module(
+    tree: &Tree,
+    dir: &Path,
+    name: &str,
+    ko: &[u8],
+    (key, cert): (&Path, &Path),
+    sign_file: Option<&Path>,
+    intr: &Interrupt,
+) -> Result<Vec<u8>> {
+    let program = sign_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| tree.build.join("scripts/sign-file"));
+    if !program.is_file() {
+        bail!(
+            "cannot sign: {} does not exist (the target build has no CONFIG_MODULE_SIG tooling; build it with `make scripts` there or pass --sign-file)",
+            program.display()
+        );
+    }
+    for (what, p) in [("--sign-key", key), ("--sign-cert", cert)] {
+        // A PKCS#11 URI is passed through as it is.
+        if !p.to_string_lossy().starts_with("pkcs11:") && !p.is_file() {
+            bail!("{what} {}: no such file", p.display());
+        }
+    }
+    let hash = tree
+        .config
+        .values
+        .get("CONFIG_MODULE_SIG_HASH")
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "sha256".into());
+    let path = dir.join(format!("{name}.signed.ko"));
+    fs::write(&path, ko)?;
+    let args: [&OsStr; 4] = [
+        hash.as_ref(),
+        key.as_os_str(),
+        cert.as_os_str(),
+        path.as_os_str(),
+    ];
+    let out = process::run(&program.to_string_lossy(), args, None, &[], None, intr)?;
+    if !out.success {
+        bail!(
+            "{} failed to sign the module:\n{}{}",
+            program.display(),
+            out.stdout,
+            out.stderr
+        );
+    }
+    let signed = fs::read(&path)?;
+    if signed.len() <= ko.len() || !signed.starts_with(ko) || !signed.ends_with(SIGNATURE_MAGIC) {
+        bail!(
+            "{} exited successfully but {} does not carry an appended signature",
+            program.display(),
+            path.display()
+        );
+    }
+    Ok(signed)
+}

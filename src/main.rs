@@ -131,6 +131,16 @@ pub struct BuildArgs {
     /// Build even when the compiler differs from the one that built the target.
     #[arg(long)]
     pub skip_compiler_check: bool,
+    /// Sign the module with this private key (PEM, or a PKCS#11 URI) using the target's
+    /// `scripts/sign-file`, with the hash of the target's CONFIG_MODULE_SIG_HASH.
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM or DER) that goes with --sign-key.
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+    /// sign-file to use instead of the target build's `scripts/sign-file`.
+    #[arg(long, value_name = "PROGRAM")]
+    pub sign_file: Option<PathBuf>,
     /// Patch an out-of-tree module: the module as built for the target (KO) ...
     #[arg(long, value_name = "KO")]
     pub oot_module: Option<PathBuf>,

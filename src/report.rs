@@ -83,6 +83,8 @@ pub struct KlpReloc {
 pub struct ModuleEntry {
     pub path: String,
     pub sha256: String,
+    /// Signed with --sign-key/--sign-cert (the sha256 covers the signature).
+    pub signed: bool,
 }
 
 #[derive(Debug, Serialize)]

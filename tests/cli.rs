@@ -444,3 +444,59 @@ fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
         .unwrap();
     first.wait_with_output().unwrap();
 }
+
+#[test]
+fn runs_with_different_caches_take_turns_on_the_source_tree() {
+    // The cache lock does not cover a run with another cache; the source tree itself is
+    // locked, so the second run waits instead of building the first one's patched files.
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let first = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    t.wait_for_patched_build();
+    let quick = t.patch(
+        "quick.patch",
+        &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),
+    );
+    let err_path = t.root.join("second.stderr");
+    let mut second = t
+        .command(&quick)
+        .env("KLPGEN_CACHE_DIR", t.root.join("other-cache"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&err_path)
+        .unwrap()
+        .contains("waiting for another klpgen run that is patching")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "second run did not wait: {}",
+            fs::read_to_string(&err_path).unwrap()
+        );
+        assert!(second.try_wait().unwrap().is_none(), "second run ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // While it waits it has not touched the tree: the first run's patch is still the only one.
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+    second.wait().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    // The second run went on once the first had restored the tree, and built its own patch.
+    assert!(err.contains("building patched objects"), "{err}");
+    assert!(!err.contains("does not apply"), "{err}");
+    assert_eq!(t.snapshot(), before);
+}

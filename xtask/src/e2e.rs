@@ -31,6 +31,9 @@ pub struct Case {
     /// An in-tree module of the test kernel the patch changes (file `target-module`, the
     /// `.ko` path relative to the kernel build): loaded before the livepatch like `oot-module`.
     pub target_module: Option<String>,
+    /// File `reproducible`: the module is built a second time with another klpgen cache and
+    /// output directory and must be byte-identical.
+    pub reproducible: bool,
 }
 
 /// What a must-fail case expects from `klpgen build`.
@@ -155,6 +158,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context(format!("{name}/target-module")),
         };
+        let reproducible = dir.join("reproducible").is_file();
         cases.push(Case {
             name,
             dir,
@@ -162,6 +166,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             expect,
             oot,
             target_module,
+            reproducible,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -292,7 +297,12 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         return Ok(fail("case.patch is missing"));
     }
     // An out-of-tree module case: build the module as the running kernel has it.
-    let mut args = case.args.clone();
+    // `@KBUILD@` in `args` stands for the test kernel's build directory (its signing key...).
+    let mut args: Vec<String> = case
+        .args
+        .iter()
+        .map(|a| a.replace("@KBUILD@", &k.build.display().to_string()))
+        .collect();
     let oot_ko = match &case.oot {
         Some(dir) => {
             let src = util::repo_root().join("tests/e2e-modules").join(dir);
@@ -398,6 +408,11 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("{}", run.show());
         return Ok(fail(format!("{} was not produced", module.display())));
     }
+    if case.reproducible {
+        if let Err(problem) = rebuild_identical(klpgen, k, case, &args, &module, &logs)? {
+            return Ok(fail(problem));
+        }
+    }
     let checked = match check_module(
         klpgen,
         k,
@@ -441,6 +456,64 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         eprintln!("  check failed: {f}");
     }
     Ok(fail(fails[0].clone()))
+}
+
+/// Build the case's module again from scratch elsewhere (another klpgen cache, so every
+/// object is compiled anew in another directory, and another output directory): it must be
+/// byte-identical to `module`. Ok(Err(problem)) when it is not.
+fn rebuild_identical(
+    klpgen: &Path,
+    k: &Kernel,
+    case: &Case,
+    args: &[String],
+    module: &Path,
+    logs: &Path,
+) -> Result<Result<(), String>> {
+    let again = logs.join("again");
+    let cache = logs.join("again-cache");
+    for d in [&again, &cache] {
+        if d.exists() {
+            fs::remove_dir_all(d)?;
+        }
+    }
+    let mut cmd = klpgen_command(
+        klpgen,
+        k,
+        &case.name,
+        &again.join("out"),
+        args,
+        &case.patch(),
+    );
+    cmd.env("KLPGEN_CACHE_DIR", &cache);
+    let run = run_klpgen(cmd, &again)?;
+    if !run.status.is_some_and(|s| s.success()) {
+        eprintln!("{}", run.show());
+        return Ok(Err(
+            "the second, cold build for the reproducibility check failed".into(),
+        ));
+    }
+    let first = fs::read(module)?;
+    let second = fs::read(
+        again
+            .join("out")
+            .join(module.file_name().unwrap_or_default()),
+    )?;
+    // The second cache is only for this check.
+    let _ = fs::remove_dir_all(&cache);
+    if first != second {
+        return Ok(Err(format!(
+            "not reproducible: a cold rebuild in another cache gave a different module ({} vs {} bytes; kept in {})",
+            first.len(),
+            second.len(),
+            again.display()
+        )));
+    }
+    eprintln!(
+        "  reproducible: a cold rebuild in another cache and output directory is byte-identical ({} bytes, {}s)",
+        first.len(),
+        run.seconds
+    );
+    Ok(Ok(()))
 }
 
 /// The `.klp.sym.*` names `klpgen build` printed, in order.
