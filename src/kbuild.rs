@@ -431,21 +431,6 @@ pub fn cache_root() -> PathBuf {
     base.join("klpgen")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cmd_file_names_map_to_units() {
-        let b = Path::new("/b");
-        assert_eq!(
-            unit_of_cmd_file(b, Path::new("/b/fs/proc/.cmdline.o.cmd")).as_deref(),
-            Some("fs/proc/cmdline.o")
-        );
-        assert_eq!(unit_of_cmd_file(b, Path::new("/b/.vmlinux.o.cmd")), None);
-    }
-}
-
 /// The trailer `scripts/sign-file` appends after the signature.
 const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
 
@@ -509,4 +494,19 @@ pub fn sign_module(
         );
     }
     Ok(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_file_names_map_to_units() {
+        let b = Path::new("/b");
+        assert_eq!(
+            unit_of_cmd_file(b, Path::new("/b/fs/proc/.cmdline.o.cmd")).as_deref(),
+            Some("fs/proc/cmdline.o")
+        );
+        assert_eq!(unit_of_cmd_file(b, Path::new("/b/.vmlinux.o.cmd")), None);
+    }
 }
