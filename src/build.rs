@@ -96,6 +96,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     )?;
     check_config(&tree.config, &tree.config_path)?;
     tree.check_target()?;
+    if let Some(l) = &args.cc_launcher {
+        kbuild::set_compiler_launcher(&tree, l)?;
+    }
     let module = module_name(args)?;
     let patches: Vec<PatchFile> = args
         .patches

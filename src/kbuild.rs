@@ -47,6 +47,29 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `CC=<launcher> <compiler>` for every make klpgen runs, when a compiler launcher (ccache,
+/// sccache, distcc, icecc...) is asked for.
+static CC_WITH_LAUNCHER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Compile through `launcher` (a program, possibly with arguments, that runs the compiler it
+/// is given): the target's compiler kind (gcc, or clang for CONFIG_CC_IS_CLANG) behind it.
+pub fn set_compiler_launcher(tree: &Tree, launcher: &str) -> Result<()> {
+    let launcher = launcher.trim();
+    if launcher.is_empty() {
+        bail!("--cc-launcher: empty");
+    }
+    let cc = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
+        "clang"
+    } else {
+        "gcc"
+    };
+    let value = format!("{launcher} {cc}");
+    if CC_WITH_LAUNCHER.get_or_init(|| value.clone()) != &value {
+        bail!("a different compiler launcher was already set");
+    }
+    Ok(())
+}
+
 fn make(
     tree_source: &Path,
     args: &[&OsStr],
@@ -59,6 +82,10 @@ fn make(
     all.extend_from_slice(args);
     let rustc_arg = format!("RUSTC={}", rustc.display());
     all.push(rustc_arg.as_ref());
+    let cc_arg = CC_WITH_LAUNCHER.get().map(|cc| format!("CC={cc}"));
+    if let Some(cc) = &cc_arg {
+        all.push(cc.as_ref());
+    }
     let out = process::run("make", &all, None, &[], Some(log), intr)?;
     if !out.success {
         return Err(KernelBuildFailed {

@@ -138,6 +138,10 @@ pub struct BuildArgs {
     /// The X.509 certificate (PEM or DER) that goes with --sign-key.
     #[arg(long, value_name = "CERT", requires = "sign_key")]
     pub sign_cert: Option<PathBuf>,
+    /// Run every compile through this launcher (`ccache`, `sccache`, `distcc`, `icecc`, or a
+    /// command with arguments): kbuild gets `CC="<launcher> gcc"` (clang for clang-built targets).
+    #[arg(long, value_name = "CMD")]
+    pub cc_launcher: Option<String>,
     /// sign-file to use instead of the target build's `scripts/sign-file`.
     #[arg(long, value_name = "PROGRAM")]
     pub sign_file: Option<PathBuf>,

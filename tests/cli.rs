@@ -16,10 +16,10 @@ const CONFIG: &str = "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=
 /// unless it is newer than `x.c`;
 /// a source containing SLOW_MARK makes it announce itself and sleep (to be interrupted).
 const FAKE_MAKE: &str = r#"#!/bin/bash
-src=""; out=""; units=""; prev=""
+src=""; out=""; units=""; prev=""; cc="gcc"
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; *.o) units="$units $a";; esac
+  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; *.o) units="$units $a";; esac
   prev="$a"
 done
 for u in $units; do
@@ -27,7 +27,7 @@ for u in $units; do
   # Like make: an object newer than its source is up to date.
   if [ "$out/$u" -nt "$c" ]; then continue; fi
   mkdir -p "$(dirname "$out/$u")"
-  gcc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
+  $cc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
   printf '  CC      %s\n' "$u"
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
   if [ -n "$FAKE_MAKE_SLEEP" ]; then sleep "$FAKE_MAKE_SLEEP"; fi
@@ -499,4 +499,36 @@ fn runs_with_different_caches_take_turns_on_the_source_tree() {
     assert!(err.contains("building patched objects"), "{err}");
     assert!(!err.contains("does not apply"), "{err}");
     assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn compiles_go_through_the_compiler_launcher() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let log = t.root.join("launcher.log");
+    let launcher = t.root.join("bin/fake-ccache");
+    fs::write(
+        &launcher,
+        format!("#!/bin/sh\necho \"$*\" >> {}\nexec \"$@\"\n", log.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = t
+        .command(&p)
+        .arg("--cc-launcher")
+        .arg(&launcher)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("building patched objects"), "{err}");
+    // Both the original and the patched compile went through it, with the compiler behind.
+    let calls = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        calls
+            .lines()
+            .filter(|l| l.starts_with("gcc ") && l.contains("lib/demo.c"))
+            .count(),
+        2,
+        "{calls}"
+    );
 }
