@@ -72,7 +72,7 @@ pub enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Build a livepatch module from one or more patches.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Diff one original/patched object pair and print changed and new functions.
     Diff(DiffArgs),
     /// Verify a livepatch module against its target: modinfo, klp symbols and relocations,
@@ -197,7 +197,7 @@ pub struct DiffArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build(a) => build::run(a),
+        Command::Build(a) => build::run(*a),
         Command::Diff(a) => diffcmd::run(a),
         Command::Check(a) => checkcmd::run(a),
         Command::Explain(a) => explaincmd::run(a),
