@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use crate::diffcmd::{entry_sizes, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
 use crate::kernel::{check_config, Tree};
+use crate::mirror;
 use crate::oot::OotModule;
 use crate::patch::{self, Applied, PatchFile};
 use crate::process::Interrupt;
@@ -134,6 +135,26 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             tree.source.display()
         ));
     }
+    // An in-tree build: kbuild cannot build this tree elsewhere, so klpgen builds (and patches)
+    // a mirror of its sources instead; the user's tree is then never patched.
+    let oot_requested = args.oot_module.is_some();
+    let tree = if !oot_requested && mirror::is_in_tree_build(&tree.source) {
+        rep.stage("mirroring the sources of the in-tree build");
+        let m = workdir.join("source");
+        let st = mirror::sync(&tree.source, &m, &intr)?;
+        crate::progress::message(&format!(
+            "klpgen: {} holds an in-tree build; working on a mirror of its sources in {} ({} linked, {} copied, {} removed, {} unchanged)",
+            tree.source.display(),
+            m.display(),
+            st.linked,
+            st.copied,
+            st.removed,
+            st.unchanged
+        ));
+        Tree { source: m, ..tree }
+    } else {
+        tree
+    };
     let run_dir = workdir.join("runs").join(&module);
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir)
@@ -783,6 +804,10 @@ fn tree_pairs(
     let dirty = workdir.join("kbuild-dirty");
     fs::write(&dirty, units.join("\n"))?;
     rep.stage("applying patches");
+    // In a mirror (in-tree builds) the files are links to the user's: give them their own.
+    if tree.source.starts_with(workdir) {
+        mirror::unshare(&tree.source, &files)?;
+    }
     let applied = Applied::apply(&tree.source, patches, workdir, intr)?;
     rep.stage("building patched objects");
     let patched_build = diffbuild

@@ -8,6 +8,7 @@ mod diffcmd;
 mod explaincmd;
 mod kbuild;
 mod kernel;
+mod mirror;
 mod oot;
 mod patch;
 mod process;

@@ -532,3 +532,68 @@ fn compiles_go_through_the_compiler_launcher() {
         "{calls}"
     );
 }
+
+#[test]
+fn in_tree_builds_are_built_from_a_mirror_and_the_tree_is_never_patched() {
+    // The target was built inside its source tree (no O=): kbuild refuses to build such a tree
+    // elsewhere, so klpgen mirrors its sources (without the build output) and patches that.
+    let t = Tree::new(CONFIG);
+    let src = t.src();
+    for f in [".config", "vmlinux", "Module.symvers"] {
+        fs::copy(t.root.join("build").join(f), src.join(f)).unwrap();
+    }
+    // Build output of the in-tree build, with kbuild's record of it.
+    fs::write(src.join("lib/demo.o"), b"stale object").unwrap();
+    fs::write(src.join("lib/.demo.o.cmd"), "cmd_lib/demo.o := gcc ...\n").unwrap();
+    let listing = |dir: &Path| {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (before, files_before) = (t.snapshot(), listing(&src.join("lib")));
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let mut c = Command::new(KLPGEN);
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            t.root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("KLPGEN_CACHE_DIR", t.root.join("cache"))
+    .args(["build", "--sourcedir"])
+    .arg(&src)
+    .arg("-o")
+    .arg(t.root.join("out"))
+    .arg(&p)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let first = c.spawn().unwrap();
+    let kbuild = t.wait_for_patched_build();
+    // The patched build compiles the mirror's patched file; the user's file is untouched.
+    let mirror = kbuild.parent().unwrap().join("source");
+    assert!(fs::read_to_string(mirror.join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+    assert_eq!(t.snapshot(), before);
+    assert!(!mirror.join("lib/demo.o").exists() && !mirror.join(".config").exists());
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let o = first.wait_with_output().unwrap();
+    assert!(
+        stderr(&o).contains("holds an in-tree build; working on a mirror"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(listing(&src.join("lib")), files_before);
+    assert!(!fs::read_to_string(mirror.join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+}
