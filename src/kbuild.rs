@@ -107,7 +107,13 @@ pub fn affected_units(tree: &Tree, files: &[String]) -> Result<Vec<String>> {
         if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
             units.insert(format!("{stem}.o"));
         } else if f.ends_with(".h") {
-            headers.push(tree.source.join(f));
+            // As kbuild's records name it: absolute under the source tree (O= builds), or
+            // relative to it (in-tree builds, where klpgen's `tree.source` is its mirror and
+            // `tree.build` the user's tree).
+            for base in [&tree.source, &tree.build] {
+                headers.push(base.join(f).to_string_lossy().into_owned());
+            }
+            headers.push(f.clone());
         } else if f.ends_with(".rs") {
             bail!("{f}: patching Rust code of the kernel is not supported yet");
         } else {
@@ -119,9 +125,12 @@ pub fn affected_units(tree: &Tree, files: &[String]) -> Result<Vec<String>> {
         for entry in walk_cmd_files(&tree.build)? {
             found_records = true;
             let text = fs::read_to_string(&entry).unwrap_or_default();
-            if headers
-                .iter()
-                .any(|h| text.contains(h.to_string_lossy().as_ref()))
+            // The record's dependency list: whitespace-separated paths (`$(wildcard ...)`
+            // entries and line continuations are just other tokens).
+            if text
+                .split_whitespace()
+                .map(|t| t.trim_start_matches("./"))
+                .any(|t| headers.iter().any(|h| h == t))
             {
                 if let Some(unit) = unit_of_cmd_file(&tree.build, &entry) {
                     units.insert(unit);
@@ -535,5 +544,63 @@ mod tests {
             Some("fs/proc/cmdline.o")
         );
         assert_eq!(unit_of_cmd_file(b, Path::new("/b/.vmlinux.o.cmd")), None);
+    }
+
+    fn tree(source: &Path, build: &Path) -> Tree {
+        Tree {
+            source: source.to_path_buf(),
+            build: build.to_path_buf(),
+            config_path: build.join(".config"),
+            config_text: String::new(),
+            config: crate::kernel::Config::parse(""),
+            vmlinux: build.join("vmlinux"),
+            symvers: build.join("Module.symvers"),
+            release: String::new(),
+        }
+    }
+
+    #[test]
+    fn header_edits_reach_the_units_whose_records_name_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, build) = (tmp.path().join("src"), tmp.path().join("build"));
+        let rec = |dir: &Path, unit: &str, deps: &[String]| {
+            let (d, f) = unit.rsplit_once('/').unwrap();
+            fs::create_dir_all(dir.join(d)).unwrap();
+            let body = format!(
+                "cmd_{unit} := gcc ...\n\ndeps_{unit} := \\\n  {} \\\n\n",
+                deps.join(" \\\n  ")
+            );
+            fs::write(dir.join(d).join(format!(".{f}.cmd")), body).unwrap();
+        };
+        // An O= build: absolute paths into the source tree.
+        let abs = |f: &str| src.join(f).display().to_string();
+        rec(
+            &build,
+            "fs/open.o",
+            &[abs("fs/open.c"), abs("include/linux/fs.h")],
+        );
+        rec(
+            &build,
+            "arch/x86/a.o",
+            &[abs("arch/x86/include/linux/fs.h")],
+        );
+        rec(&build, "mm/b.o", &[abs("include/linux/mm.h")]);
+        let t = tree(&src, &build);
+        let got = affected_units(&t, &["include/linux/fs.h".to_string()]).unwrap();
+        assert_eq!(got, vec!["fs/open.o"]);
+        let got = affected_units(&t, &["mm/x.c".into(), "include/linux/mm.h".into()]).unwrap();
+        assert_eq!(got, vec!["mm/b.o", "mm/x.o"]);
+
+        // An in-tree build (klpgen's source is then its mirror): relative paths.
+        let intree = tmp.path().join("intree");
+        rec(
+            &intree,
+            "fs/open.o",
+            &["fs/open.c".into(), "include/linux/fs.h".into()],
+        );
+        rec(&intree, "kernel/c.o", &["include/linux/fs.hh".into()]);
+        let t = tree(&tmp.path().join("mirror"), &intree);
+        let got = affected_units(&t, &["include/linux/fs.h".to_string()]).unwrap();
+        assert_eq!(got, vec!["fs/open.o"]);
     }
 }
