@@ -743,7 +743,31 @@ fn tree_pairs(
         .flat_map(|p| p.files.iter().cloned())
         .collect();
     files.dedup();
-    let mut units = kbuild::affected_units(tree, &files)?;
+    let mut units = match kbuild::affected_units(tree, &files, &tree.build)? {
+        Some(u) => u,
+        None => {
+            // The target has no kbuild records (a distribution's build tree): klpgen's own
+            // build directory gets them, from a complete function-sections build made once.
+            let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
+            if !diffbuild.has_full_build() {
+                rep.stage(
+                    "building the whole kernel once to find which units include the edited headers",
+                );
+                crate::progress::message(&format!(
+                    "klpgen: the patch edits headers and {} has no kbuild dependency records (.*.o.cmd); building the whole kernel once in {} to learn them (later runs reuse it)",
+                    tree.build.display(),
+                    diffbuild.dir.display()
+                ));
+                diffbuild.build_all(tree, jobs, &run_dir.join("full-build.log"), intr)?;
+            }
+            kbuild::affected_units(tree, &files, &diffbuild.dir)?.with_context(|| {
+                format!(
+                    "{} holds a complete build but no dependency records",
+                    diffbuild.dir.display()
+                )
+            })?
+        }
+    };
     for t in &args.targets {
         match t.as_str() {
             "vmlinux" | "modules" => {}

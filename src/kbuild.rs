@@ -100,7 +100,14 @@ fn make(
 
 /// Translation units (object paths relative to the build root) a set of touched files affects:
 /// edited `.c`/`.S` files, and every unit whose kbuild dependency record names an edited header.
-pub fn affected_units(tree: &Tree, files: &[String]) -> Result<Vec<String>> {
+/// Dependency records are read under `records` (the target build, or klpgen's own build
+/// directory when the target has none). None: the patch edits headers and there are no records
+/// there to tell which units include them.
+pub fn affected_units(
+    tree: &Tree,
+    files: &[String],
+    records: &Path,
+) -> Result<Option<Vec<String>>> {
     let mut units = BTreeSet::new();
     let mut headers = Vec::new();
     for f in files {
@@ -122,7 +129,7 @@ pub fn affected_units(tree: &Tree, files: &[String]) -> Result<Vec<String>> {
     }
     if !headers.is_empty() {
         let mut found_records = false;
-        for entry in walk_cmd_files(&tree.build)? {
+        for entry in walk_cmd_files(records)? {
             found_records = true;
             let text = fs::read_to_string(&entry).unwrap_or_default();
             // The record's dependency list: whitespace-separated paths (`$(wildcard ...)`
@@ -132,19 +139,16 @@ pub fn affected_units(tree: &Tree, files: &[String]) -> Result<Vec<String>> {
                 .map(|t| t.trim_start_matches("./"))
                 .any(|t| headers.iter().any(|h| h == t))
             {
-                if let Some(unit) = unit_of_cmd_file(&tree.build, &entry) {
+                if let Some(unit) = unit_of_cmd_file(records, &entry) {
                     units.insert(unit);
                 }
             }
         }
         if !found_records {
-            bail!(
-                "the patch edits headers, but {} has no kbuild dependency records (.*.o.cmd) to find the files that include them",
-                tree.build.display()
-            );
+            return Ok(None);
         }
     }
-    Ok(units.into_iter().collect())
+    Ok(Some(units.into_iter().collect()))
 }
 
 fn walk_cmd_files(root: &Path) -> Result<Vec<PathBuf>> {
@@ -313,6 +317,38 @@ impl DiffBuild {
                 }
             })
             .collect()
+    }
+
+    /// Stamp left by a complete build of the tree in this directory.
+    fn full_build_stamp(&self) -> PathBuf {
+        self.dir.join(".klpgen-full-build")
+    }
+
+    /// Whether this directory holds a complete build (and so a dependency record per unit).
+    pub fn has_full_build(&self) -> bool {
+        self.full_build_stamp().is_file()
+    }
+
+    /// Build the whole kernel (vmlinux and modules) with function sections here, once: for
+    /// targets without dependency records of their own. Later runs find the records here.
+    pub fn build_all(&self, tree: &Tree, jobs: usize, log: &Path, intr: &Interrupt) -> Result<()> {
+        let o = format!("O={}", self.dir.display());
+        let j = format!("-j{jobs}");
+        let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
+        let mut args: Vec<&OsStr> =
+            vec![o.as_ref(), j.as_ref(), kcflags.as_ref(), "vmlinux".as_ref()];
+        if tree.config.is_set("CONFIG_MODULES") {
+            args.push("modules".as_ref());
+        }
+        make(
+            &tree.source,
+            &args,
+            log,
+            "building the whole kernel once to learn its dependencies",
+            intr,
+        )?;
+        fs::write(self.full_build_stamp(), b"")?;
+        Ok(())
     }
 
     /// Keep the original objects (and their kbuild command records) aside before the patched
@@ -586,9 +622,11 @@ mod tests {
         );
         rec(&build, "mm/b.o", &[abs("include/linux/mm.h")]);
         let t = tree(&src, &build);
-        let got = affected_units(&t, &["include/linux/fs.h".to_string()]).unwrap();
-        assert_eq!(got, vec!["fs/open.o"]);
-        let got = affected_units(&t, &["mm/x.c".into(), "include/linux/mm.h".into()]).unwrap();
+        let got = affected_units(&t, &["include/linux/fs.h".to_string()], &build).unwrap();
+        assert_eq!(got.unwrap(), vec!["fs/open.o"]);
+        let got = affected_units(&t, &["mm/x.c".into(), "include/linux/mm.h".into()], &build)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, vec!["mm/b.o", "mm/x.o"]);
 
         // An in-tree build (klpgen's source is then its mirror): relative paths.
@@ -600,7 +638,19 @@ mod tests {
         );
         rec(&intree, "kernel/c.o", &["include/linux/fs.hh".into()]);
         let t = tree(&tmp.path().join("mirror"), &intree);
-        let got = affected_units(&t, &["include/linux/fs.h".to_string()]).unwrap();
-        assert_eq!(got, vec!["fs/open.o"]);
+        let got = affected_units(&t, &["include/linux/fs.h".to_string()], &intree).unwrap();
+        assert_eq!(got.unwrap(), vec!["fs/open.o"]);
+        // No records at all: the caller must find another way.
+        let empty = tmp.path().join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        assert_eq!(
+            affected_units(&t, &["include/linux/fs.h".to_string()], &empty).unwrap(),
+            None
+        );
+        // A .c-only patch needs no records.
+        assert_eq!(
+            affected_units(&t, &["fs/open.c".to_string()], &empty).unwrap(),
+            Some(vec!["fs/open.o".to_string()])
+        );
     }
 }

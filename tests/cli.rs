@@ -19,15 +19,21 @@ const FAKE_MAKE: &str = r#"#!/bin/bash
 src=""; out=""; units=""; prev=""; cc="gcc"
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; *.o) units="$units $a";; esac
+  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; *.o) units="$units $a";; vmlinux) all=1;; esac
   prev="$a"
 done
+# `vmlinux`: every .c of the tree.
+if [ -n "$all" ]; then
+  units=$(cd "$src" && find . -name '*.c' | sed 's|^\./||; s|\.c$|.o|')
+  echo full > "$out/full-build-ran"
+fi
 for u in $units; do
   c="$src/${u%.o}.c"
   # Like make: an object newer than its source is up to date.
   if [ "$out/$u" -nt "$c" ]; then continue; fi
   mkdir -p "$(dirname "$out/$u")"
-  $cc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" || exit 2
+  $cc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" \
+    -MD -MF "$out/$(dirname "$u")/.$(basename "$u").cmd" || exit 2
   printf '  CC      %s\n' "$u"
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
   if [ -n "$FAKE_MAKE_SLEEP" ]; then sleep "$FAKE_MAKE_SLEEP"; fi
@@ -596,4 +602,43 @@ fn in_tree_builds_are_built_from_a_mirror_and_the_tree_is_never_patched() {
     assert!(!fs::read_to_string(mirror.join("lib/demo.c"))
         .unwrap()
         .contains("SLOW_MARK"));
+}
+
+#[test]
+fn header_edits_without_records_build_the_whole_tree_once() {
+    // The target build has no kbuild records (like a distribution's): for a header patch,
+    // klpgen builds everything once in its own directory and reads the records there.
+    let t = Tree::new(CONFIG);
+    let src = t.src();
+    fs::write(src.join("lib/demo.h"), "#define STEP 1\n").unwrap();
+    fs::write(
+        src.join("lib/demo.c"),
+        "#include \"demo.h\"\nint demo(int x)\n{\n\treturn x + STEP;\n}\n",
+    )
+    .unwrap();
+    fs::write(src.join("kernel/other.c"), "int other(int x)\n{\n\treturn x;\n}\n").unwrap();
+    let p = t.patch(
+        "h.patch",
+        "--- a/lib/demo.h\n+++ b/lib/demo.h\n@@ -1 +1 @@\n-#define STEP 1\n+#define STEP 2\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("has no kbuild dependency records"), "{err}");
+    assert!(err.contains("1 unit(s) affected: lib/demo.o"), "{err}");
+    assert!(err.contains("building patched objects"), "{err}");
+    let kbuild = fs::read_dir(t.root.join("cache/trees"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("kbuild");
+    assert!(kbuild.join("kernel/other.o").is_file(), "not a full build");
+    // The next run reuses those records: no second full build.
+    fs::remove_file(kbuild.join("full-build-ran")).unwrap();
+    let o = t.command(&p).output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("has no kbuild dependency records"), "{err}");
+    assert!(err.contains("1 unit(s) affected: lib/demo.o"), "{err}");
+    assert!(!kbuild.join("full-build-ran").exists());
 }
