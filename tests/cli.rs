@@ -616,7 +616,11 @@ fn header_edits_without_records_build_the_whole_tree_once() {
         "#include \"demo.h\"\nint demo(int x)\n{\n\treturn x + STEP;\n}\n",
     )
     .unwrap();
-    fs::write(src.join("kernel/other.c"), "int other(int x)\n{\n\treturn x;\n}\n").unwrap();
+    fs::write(
+        src.join("kernel/other.c"),
+        "int other(int x)\n{\n\treturn x;\n}\n",
+    )
+    .unwrap();
     let p = t.patch(
         "h.patch",
         "--- a/lib/demo.h\n+++ b/lib/demo.h\n@@ -1 +1 @@\n-#define STEP 1\n+#define STEP 2\n",
