@@ -335,8 +335,17 @@ impl DiffBuild {
         let o = format!("O={}", self.dir.display());
         let j = format!("-j{jobs}");
         let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
-        let mut args: Vec<&OsStr> =
-            vec![o.as_ref(), j.as_ref(), kcflags.as_ref(), "vmlinux".as_ref()];
+        // Objects and the relocatable vmlinux.o only: a vmlinux linked from function-sections
+        // objects has orphan sections (an error on WERROR configurations), and modules are
+        // not linked into .ko files (KBUILD_MODPOST_NOFINAL).
+        let mut args: Vec<&OsStr> = vec![
+            o.as_ref(),
+            j.as_ref(),
+            kcflags.as_ref(),
+            "KBUILD_MODPOST_WARN=1".as_ref(),
+            "KBUILD_MODPOST_NOFINAL=1".as_ref(),
+            "vmlinux.o".as_ref(),
+        ];
         if tree.config.is_set("CONFIG_MODULES") {
             args.push("modules".as_ref());
         }

@@ -19,10 +19,10 @@ const FAKE_MAKE: &str = r#"#!/bin/bash
 src=""; out=""; units=""; prev=""; cc="gcc"
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; *.o) units="$units $a";; vmlinux) all=1;; esac
+  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
   prev="$a"
 done
-# `vmlinux`: every .c of the tree.
+# `vmlinux.o`: every .c of the tree.
 if [ -n "$all" ]; then
   units=$(cd "$src" && find . -name '*.c' | sed 's|^\./||; s|\.c$|.o|')
   echo full > "$out/full-build-ran"
