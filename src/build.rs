@@ -137,6 +137,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     for d in ["orig", "patched", "module"] {
         fs::create_dir_all(run_dir.join(d))?;
     }
+    // <klpgen/klpgen.h>, on the include path of both builds.
+    let include = kbuild::install_header(&workdir)?;
 
     let oot = match (&args.oot_module, &args.oot_module_src) {
         (Some(ko), Some(src)) => Some(OotModule::open(ko, src)?),
@@ -150,13 +152,15 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 m.name,
                 m.src.display()
             ));
-            let pairs = m.build_pairs(&tree, &patches, &run_dir, jobs, &intr)?;
+            let pairs = m.build_pairs(&tree, &patches, &run_dir, &include, jobs, &intr)?;
             if let Some((_, o, _)) = pairs.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
             }
             pairs
         }
-        None => tree_pairs(args, rep, &tree, &patches, &workdir, &run_dir, jobs, &intr)?,
+        None => tree_pairs(
+            args, rep, &tree, &patches, &workdir, &run_dir, &include, jobs, &intr,
+        )?,
     };
     intr.check()?;
     let mut pairs = pairs;
@@ -168,7 +172,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 extra.len(),
                 extra.join(" ")
             ));
-            let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
+            let diffbuild =
+                DiffBuild::prepare(&tree, workdir.join("kbuild"), include.clone(), jobs, &intr)?;
             let built = diffbuild.build_units(
                 &tree,
                 &extra,
@@ -219,6 +224,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut objects = Vec::new();
     let mut refusals = Vec::new();
     let mut hook_funcs = Vec::new();
+    // (kind, function name, unit) of every callback, for the one-per-kind check.
+    let mut hook_callbacks: Vec<(elfdiff::CallbackKind, String, String)> = Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
     let mut manifest = patchgen::check::Manifest::default();
     // Read and diff every pair first: --include-callers needs the changed functions of all
@@ -292,11 +299,28 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         annotate_callers(&mut entry, g, file_of, &included, args);
         annotate_explain(&mut entry, &explained, &included);
         rep.objects.push(entry);
+        summary
+            .ignored
+            .extend(report.ignored.iter().map(|i| i.symbol.clone()));
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
         summary.changed.extend(report.changed.iter().cloned());
         summary.new.extend(report.new.iter().cloned());
+        // One callback of each kind per klp_object, across all units.
+        for c in &report.callbacks {
+            if let Some((_, first, unit)) = hook_callbacks.iter().find(|(k, _, _)| *k == c.kind) {
+                let mut r = elfdiff::annot::duplicate_callback(
+                    c.kind,
+                    &format!("{first} ({unit})"),
+                    &format!("{} ({u})", c.function),
+                );
+                r.symbol = c.function.clone();
+                refusals.push(r);
+            } else {
+                hook_callbacks.push((c.kind, c.function.clone(), u.clone()));
+            }
+        }
         if !report.refused.is_empty() {
             continue;
         }
@@ -348,11 +372,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         new: summary.new.clone(),
         refused: refusals,
         ignored: vec![],
+        callbacks: vec![],
     };
     if let Some(v) = verdict(&fake) {
         return Err(v.into());
     }
-    if hook_funcs.is_empty() {
+    if hook_funcs.is_empty() && hook_callbacks.is_empty() {
         return Err(Verdict::Refused(
             "only new functions and no changed one: nothing would call the new code".into(),
         )
@@ -385,6 +410,13 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         objects: vec![HookObject {
             name: mod_target.as_ref().map(|(n, _, _)| n.clone()),
             funcs: hook_funcs.clone(),
+            callbacks: hook_callbacks
+                .iter()
+                .map(|(kind, _, _)| kmod::HookCallback {
+                    kind: *kind,
+                    symbol: patchgen::writer::callback_alias(*kind),
+                })
+                .collect(),
         }],
         replace: !args.non_replace,
     };
@@ -435,6 +467,16 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     println!("  hook:            {}", hook.as_str());
     println!("  changed:         {}", join_or_none(&summary.changed));
     println!("  new:             {}", join_or_none(&summary.new));
+    if !hook_callbacks.is_empty() {
+        let cbs: Vec<String> = hook_callbacks
+            .iter()
+            .map(|(k, f, _)| format!("{}={f}", k.member()))
+            .collect();
+        println!("  callbacks:       {}", cbs.join(", "));
+    }
+    if !summary.ignored.is_empty() {
+        println!("  ignored:         {}", summary.ignored.join(", "));
+    }
     println!(
         "  klp relocations: {klp_relocs} in {} section(s)",
         klp.sections.len()
@@ -452,6 +494,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
 struct Summary {
     changed: Vec<String>,
     new: Vec<String>,
+    /// Differences left out by annotations.
+    ignored: Vec<String>,
 }
 
 fn join_or_none(v: &[String]) -> String {
@@ -511,6 +555,8 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         unit: unit.to_string(),
         target: target.into(),
         functions,
+        ignored: r.ignored.clone(),
+        callbacks: r.callbacks.clone(),
     }
 }
 
@@ -569,6 +615,7 @@ fn tree_pairs(
     patches: &[PatchFile],
     workdir: &Path,
     run_dir: &Path,
+    include: &Path,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
@@ -612,7 +659,13 @@ fn tree_pairs(
         );
     }
 
-    let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
+    let diffbuild = DiffBuild::prepare(
+        tree,
+        workdir.join("kbuild"),
+        include.to_path_buf(),
+        jobs,
+        intr,
+    )?;
     if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
         let stale: Vec<String> = list.lines().map(String::from).collect();
         diffbuild.forget(&stale);
