@@ -280,10 +280,9 @@ fn patches_can_include_the_annotation_header() {
         panic!("one tree directory expected: {trees:?}")
     };
     let installed = fs::read_to_string(tree.join("include/klpgen/klpgen.h")).unwrap();
-    let shipped = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("include/klpgen/klpgen.h"),
-    )
-    .unwrap();
+    let shipped =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/klpgen/klpgen.h"))
+            .unwrap();
     assert_eq!(installed, shipped);
     let log = fs::read_to_string(tree.join("kbuild/kcflags.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();

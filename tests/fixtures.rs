@@ -8,7 +8,8 @@
 //! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
 //! `--include-callers` does), `ignored: f .data.x` (exactly these symbols are reported under
 //! `ignored`), `callback: KIND f` (the patched object has callback `f` of KIND, and the
-//! livepatch object carries it under the hook's alias).
+//! livepatch object carries it under the hook's alias), `hint: TEXT` (some refusal's hint
+//! contains TEXT).
 //! Fixtures may `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs).
@@ -43,6 +44,7 @@ struct Expect {
     include: Vec<String>,
     ignored: Option<BTreeSet<String>>,
     callbacks: Vec<(String, String)>,
+    hints: Vec<String>,
 }
 
 fn parse_expect(src: &str) -> Result<Expect, String> {
@@ -66,6 +68,7 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
             "copied" => e.copied.extend(words()),
             "include" => e.include.extend(words()),
             "ignored" => e.ignored = Some(words().collect()),
+            "hint" => e.hints.push(val.trim().to_string()),
             "callback" => match words().collect::<Vec<_>>().as_slice() {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
                 _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
@@ -182,6 +185,11 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         let prefix = format!("refuse.{kind}.");
         if !report.refused.iter().any(|r| r.key.starts_with(&prefix)) {
             return Err(format!("expected a {prefix}* refusal, got {:?}", report.refused).into());
+        }
+    }
+    for h in &expect.hints {
+        if !report.refused.iter().any(|r| r.hint.contains(h.as_str())) {
+            return Err(format!("no refusal hint contains {h:?}: {:?}", report.refused).into());
         }
     }
     if expect.refuse.is_empty() && !report.refused.is_empty() {

@@ -21,9 +21,9 @@
  *   KLPGEN_PRE_UNPATCH_CALLBACK(fn)     void fn(struct klp_object *): before the transition
  *                                       back to the old code starts
  *   KLPGEN_POST_UNPATCH_CALLBACK(fn)    void fn(struct klp_object *): after it has completed
- *   KLPGEN_SYSCALL_DEFINE0..6(...)      SYSCALL_DEFINEn without the error-injection and
- *                                       syscall-tracing records, so a patch can change a
- *                                       syscall's body (x86-64)
+ *   KLPGEN_SYSCALL_DEFINE0..6(...)      SYSCALL_DEFINEn as a livepatch can replace it: no
+ *                                       error-injection or syscall-tracing records, and the
+ *                                       body inlined into the traceable entry stub (x86-64)
  *
  * Callbacks belong to the klp_object of the unit they are in (vmlinux, or the module the
  * unit is part of); at most one of each kind per object. The callback function is copied
@@ -90,11 +90,18 @@ struct klp_object;
  *   __do_sys_name(typed args)                 the body written after the macro,
  * (and __ia32_sys_name with CONFIG_IA32_EMULATION), plus, depending on the configuration, an
  * `_error_injection_whitelist` entry for each stub (CONFIG_FUNCTION_ERROR_INJECTION) and
- * syscall tracing metadata (CONFIG_FTRACE_SYSCALLS). The records point at the running
- * kernel's functions and cannot be carried by a livepatch; klpgen refuses a changed function
- * that has them. KLPGEN_SYSCALL_DEFINEn produces the same functions, with the same names and
- * code, and no records. The wrappers are static inline and usually all inlined into the
- * stub, which is then the function the livepatch replaces.
+ * syscall tracing metadata (CONFIG_FTRACE_SYSCALLS). Two things stop a livepatch there:
+ *  - the records point at the running kernel's functions and cannot be carried (klpgen
+ *    refuses a changed function on the error-injection list);
+ *  - __do_sys_name is `static inline`, and the kernel's `inline` implies notrace: when GCC
+ *    keeps it out of line (a body of any size), the changed function is one without an
+ *    ftrace entry, which livepatch cannot redirect.
+ * KLPGEN_SYSCALL_DEFINEn produces the same entry points, under the same names, without the
+ * records, and with __se_sys_name and __do_sys_name always inlined: the whole body is in the
+ * stub, an ordinary traceable global function, which is what the livepatch replaces. (The
+ * running kernel's out-of-line __do_sys_name is then only reached from the old stub.) For
+ * SYSCALL_DEFINE0, whose stub is an alias of __do_sys_name, the stub likewise becomes a
+ * function with the body inlined.
  *
  * The register-decoding helpers (SC_X86_64_REGS_TO_ARGS, SC_IA32_REGS_TO_ARGS) and the
  * argument mappers (__MAP, __SC_*) are the kernel's own, from <linux/syscalls.h>, which a
@@ -112,7 +119,12 @@ struct klp_object;
 #define KLPGEN__SYS_STUB0(abi, sname)						\
 	long __##abi##_sys_##sname(const struct pt_regs *regs);			\
 	long __##abi##_sys_##sname(const struct pt_regs *regs)			\
-		__attribute__((__alias__("__do_sys_" #sname)));
+	{									\
+		return __do_sys_##sname(regs);					\
+	}
+
+/* The wrappers' bodies go into the stubs (see above). */
+#define KLPGEN__BODY static inline __attribute__((__always_inline__)) long
 
 #ifdef CONFIG_IA32_EMULATION
 #define KLPGEN__IA32_STUB(x, name, ...)						\
@@ -124,24 +136,24 @@ struct klp_object;
 #endif
 
 #define KLPGEN_SYSCALL_DEFINEx(x, name, ...)					\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
+	KLPGEN__BODY __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
+	KLPGEN__BODY __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));		\
 	KLPGEN__SYS_STUB(x64, sys##name, SC_X86_64_REGS_TO_ARGS(x, __VA_ARGS__)) \
 	KLPGEN__IA32_STUB(x, name, __VA_ARGS__)					\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
+	KLPGEN__BODY __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
 	{									\
 		long ret = __do_sys##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
 		__MAP(x, __SC_TEST, __VA_ARGS__);				\
 		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
 		return ret;							\
 	}									\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+	KLPGEN__BODY __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #define KLPGEN_SYSCALL_DEFINE0(sname)						\
-	static long __do_sys_##sname(const struct pt_regs *__unused);		\
+	KLPGEN__BODY __do_sys_##sname(const struct pt_regs *__unused);		\
 	KLPGEN__SYS_STUB0(x64, sname)						\
 	KLPGEN__IA32_STUB0(sname)						\
-	static long __do_sys_##sname(const struct pt_regs *__unused)
+	KLPGEN__BODY __do_sys_##sname(const struct pt_regs *__unused)
 
 #else /* !CONFIG_X86_64 */
 

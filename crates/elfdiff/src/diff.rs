@@ -384,6 +384,12 @@ fn is_data_section(name: &str) -> bool {
         && !name.starts_with(".rodata.cst")
 }
 
+/// The body of a syscall defined with the kernel's `SYSCALL_DEFINEn` (or its compat twin).
+fn is_syscall_body(name: &str) -> bool {
+    let base = crate::annot::source_function(name);
+    base.starts_with("__do_sys_") || base.starts_with("__do_compat_sys_")
+}
+
 fn is_init_section(name: &str) -> bool {
     name.starts_with(".init.") || name.starts_with(".exit.")
 }
@@ -597,7 +603,11 @@ impl<'a, 'd> Diff<'a, 'd> {
                     symbol: name.into(),
                     section: section.into(),
                     reason: format!("function changed ({why}) but has no ftrace entry (notrace, or not traceable), so livepatch cannot redirect it"),
-                    hint: "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into(),
+                    hint: if is_syscall_body(name) {
+                        "this is a syscall body (SYSCALL_DEFINEn makes __do_sys_* static inline, hence notrace): define the syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which puts the body into the traceable __x64_sys_* stub".into()
+                    } else {
+                        "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into()
+                    },
                 });
             }
         }
