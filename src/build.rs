@@ -273,7 +273,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     for (((u, ob, pb), (orig, _)), diff) in bytes.iter().zip(&objects_pairs).zip(diffs.iter_mut()) {
         let graph = CallGraph::build(&[orig]);
         let mut caller_refusals = Vec::new();
-        let included = include_callers(
+        let mut included = include_callers(
             diff,
             &graph,
             args,
@@ -281,6 +281,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             &mut included_total,
             &mut caller_refusals,
         )?;
+        // Replaced although unchanged, as the patch's KLPGEN_FORCE_FUNCTION asks.
+        for f in &diff.forced {
+            included.push((f.clone(), "forced by KLPGEN_FORCE_FUNCTION".to_string()));
+        }
         if ob == pb && included.is_empty() {
             continue;
         }

@@ -14,6 +14,9 @@
  *                                       carried; the running kernel keeps its fn
  *   KLPGEN_IGNORE_SECTION("name")       changes to what lives in section "name" (a trailing
  *                                       '*' matches a prefix) are neither carried nor refused
+ *   KLPGEN_FORCE_FUNCTION(fn)           fn is replaced even if its code did not change (for
+ *                                       instance a caller that loops over a changed function,
+ *                                       so tasks switch only once they have left it)
  *   KLPGEN_PRE_PATCH_CALLBACK(fn)       int fn(struct klp_object *): runs before the object is
  *                                       patched; non-zero aborts loading the livepatch
  *   KLPGEN_POST_PATCH_CALLBACK(fn)      void fn(struct klp_object *): after the transition to
@@ -62,6 +65,12 @@ struct klp_object;
 	static const char __klpgen_ignore_function_##fn[]			\
 	__attribute__((__used__, __aligned__(1),				\
 		       __section__(".klpgen.ignore.functions"))) = #fn
+
+#define KLPGEN_FORCE_FUNCTION(fn)						\
+	_Static_assert(sizeof(&(fn)) != 0, "KLPGEN_FORCE_FUNCTION(" #fn ")");	\
+	static const char __klpgen_force_function_##fn[]			\
+	__attribute__((__used__, __aligned__(1),				\
+		       __section__(".klpgen.force.functions"))) = #fn
 
 #define KLPGEN_IGNORE_SECTION(name)						\
 	static const char KLPGEN__NAME(__klpgen_ignore_section_)[]		\

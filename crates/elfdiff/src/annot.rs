@@ -1,5 +1,6 @@
 //! Patch-author annotations: the `.klpgen.*` records that `include/klpgen/klpgen.h` leaves in
-//! the patched object (functions and sections whose changes are ignored, livepatch callbacks).
+//! the patched object (functions and sections whose changes are ignored, functions replaced
+//! although unchanged, livepatch callbacks).
 //! They are read from the patched object only, checked here, and acted on by the differ and
 //! the inclusion plan; they never reach the livepatch module.
 
@@ -12,6 +13,8 @@ use crate::model::{reloc_width, Object, Patched, SymIdx, SymKind};
 pub const IGNORE_FUNCTIONS: &str = ".klpgen.ignore.functions";
 /// Section of NUL-terminated section names (a trailing `*` matches a prefix).
 pub const IGNORE_SECTIONS: &str = ".klpgen.ignore.sections";
+/// Section of NUL-terminated names of functions replaced even when unchanged.
+pub const FORCE_FUNCTIONS: &str = ".klpgen.force.functions";
 /// Prefix of the callback sections, one per kind (`.klpgen.callbacks.post_patch`): arrays of
 /// pointers to functions.
 pub const CALLBACK_PREFIX: &str = ".klpgen.callbacks.";
@@ -78,6 +81,8 @@ pub struct Annotations {
     pub ignore_functions: Vec<String>,
     /// Section names or `prefix*` patterns (`KLPGEN_IGNORE_SECTION`).
     pub ignore_sections: Vec<String>,
+    /// Source function names (`KLPGEN_FORCE_FUNCTION`).
+    pub force_functions: Vec<String>,
     pub callbacks: Vec<Callback>,
     /// Records that are malformed, unknown or contradictory.
     pub refusals: Vec<Refusal>,
@@ -163,11 +168,18 @@ impl Annotations {
             &mut a.ignore_sections,
             &mut a.refusals,
         );
+        names(
+            obj,
+            FORCE_FUNCTIONS,
+            &mut a.force_functions,
+            &mut a.refusals,
+        );
         for sec in obj.section_indices() {
             let s = obj.sec(sec);
             if !s.name.starts_with(".klpgen.")
                 || s.name == IGNORE_FUNCTIONS
                 || s.name == IGNORE_SECTIONS
+                || s.name == FORCE_FUNCTIONS
             {
                 continue;
             }
@@ -196,7 +208,7 @@ impl Annotations {
             for entry in 0..s.size / 8 {
                 let at = entry * 8;
                 let r = s
-                    .relocs
+                    .relocs_in(at, at + 8)
                     .iter()
                     .find(|r| r.offset == at && reloc_width(r.r_type) == Some(8));
                 // The function the pointer holds: a named symbol, or a section symbol plus
@@ -254,20 +266,41 @@ impl Annotations {
         }
         a.callbacks.sort_by_key(|c| (c.kind, c.func));
         a.callbacks.dedup();
-        for f in &a.ignore_functions {
-            let defined = obj.symbols.iter().any(|s| {
-                s.kind == SymKind::Func && s.section.is_some() && source_function(s.name) == f
-            });
-            if !defined {
+        for (list, section, what) in [
+            (&a.ignore_functions, IGNORE_FUNCTIONS, "IGNORE"),
+            (&a.force_functions, FORCE_FUNCTIONS, "FORCE"),
+        ] {
+            for f in list {
+                let defined = obj.symbols.iter().any(|s| {
+                    s.kind == SymKind::Func && s.section.is_some() && source_function(s.name) == f
+                });
+                if !defined {
+                    a.refusals.push(annotation_refusal(
+                        f,
+                        section,
+                        format!("KLPGEN_{what}_FUNCTION({f}): this unit defines no function {f} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
+                        &format!("put KLPGEN_{what}_FUNCTION in the file that defines the function; for a function inlined into its callers, name the callers"),
+                    ));
+                }
+            }
+        }
+        for f in &a.force_functions {
+            if a.ignore_functions.contains(f) {
                 a.refusals.push(annotation_refusal(
                     f,
-                    IGNORE_FUNCTIONS,
-                    format!("KLPGEN_IGNORE_FUNCTION({f}): this unit defines no function {f} (declared elsewhere, or inlined everywhere), so ignoring it would have no effect"),
-                    "put KLPGEN_IGNORE_FUNCTION in the file that defines the function; for a function inlined into its callers, ignore the callers",
+                    FORCE_FUNCTIONS,
+                    format!("{f} is both ignored (KLPGEN_IGNORE_FUNCTION) and forced (KLPGEN_FORCE_FUNCTION)"),
+                    "keep one of the two annotations",
                 ));
             }
         }
         a
+    }
+
+    /// Whether a function (by its symbol name) is forced (replaced even when unchanged).
+    pub fn forces_function(&self, name: &str) -> bool {
+        let base = source_function(name);
+        self.force_functions.iter().any(|f| f == base)
     }
 
     /// Whether a function (by its symbol name) is ignored by name.
@@ -287,6 +320,7 @@ impl Annotations {
     pub fn is_empty(&self) -> bool {
         self.ignore_functions.is_empty()
             && self.ignore_sections.is_empty()
+            && self.force_functions.is_empty()
             && self.callbacks.is_empty()
     }
 }

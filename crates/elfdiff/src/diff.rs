@@ -195,6 +195,8 @@ pub struct Diff<'a, 'd> {
     pub ignored: Vec<Ignored>,
     /// The patched object's `.klpgen.*` annotations.
     pub annotations: Annotations,
+    /// Unchanged functions made changed by `KLPGEN_FORCE_FUNCTION` (original names).
+    pub forced: Vec<String>,
 }
 
 fn kind_class(kind: SymKind) -> Option<u8> {
@@ -409,6 +411,7 @@ impl<'a, 'd> Diff<'a, 'd> {
             refusals: Vec::new(),
             ignored: Vec::new(),
             annotations: Annotations::read(patched),
+            forced: Vec::new(),
         };
         diff.compare_all();
         diff
@@ -536,6 +539,7 @@ impl<'a, 'd> Diff<'a, 'd> {
         }
 
         self.apply_ignores(&mut results);
+        self.apply_forces(&mut results);
         let mut refusals = self.annotations.refusals.clone();
         for c in &self.annotations.callbacks {
             let name = self.patched.sym(c.func).name;
@@ -658,6 +662,28 @@ impl<'a, 'd> Diff<'a, 'd> {
                 reason: format!("function {was}; left out as {by} asks"),
             });
             r.verdict = Verdict::Ignored(was);
+        }
+    }
+
+    /// Unchanged functions `KLPGEN_FORCE_FUNCTION` names (and their split parts) become
+    /// changed, so they are replaced too; the refusal checks that follow apply to them.
+    fn apply_forces(&mut self, results: &mut [FuncResult]) {
+        if self.annotations.force_functions.is_empty() {
+            return;
+        }
+        for r in results.iter_mut() {
+            if r.verdict != Verdict::Unchanged || r.orig.is_none() {
+                continue;
+            }
+            let name = self.patched.sym(r.patched).name;
+            if self.annotations.forces_function(name) {
+                let o = r.orig.expect("checked above");
+                self.forced.push(self.orig.sym(o).name.to_string());
+                r.verdict = Verdict::Changed(format!(
+                    "unchanged, replaced as KLPGEN_FORCE_FUNCTION({}) asks",
+                    crate::annot::source_function(name)
+                ));
+            }
         }
     }
 
