@@ -23,7 +23,7 @@ enum Record {
     Callbacks {
         kind: &'static str,
         size: usize,
-        relocs: Vec<(u64, Target, i64)>,
+        relocs: Vec<SlotReloc>,
     },
     /// Raw bytes in a name-list section, optionally with a relocation.
     Names {
@@ -32,6 +32,9 @@ enum Record {
         reloc: bool,
     },
 }
+
+/// A relocation in a callback section: (offset, target, addend).
+type SlotReloc = (u64, Target, i64);
 
 #[derive(Clone, Copy)]
 enum Target {
@@ -199,7 +202,7 @@ fn a_well_formed_callback_is_found() {
 
 #[test]
 fn malformed_callback_records_are_refused() {
-    let bad: Vec<(usize, Vec<(u64, Target, i64)>)> = vec![
+    let bad: Vec<(usize, Vec<SlotReloc>)> = vec![
         (8, vec![]),                             // no pointer
         (12, vec![(0, Target::Func, 0)]),        // not an array of pointers
         (8, vec![(0, Target::Undefined, 0)]),    // defined in another unit
