@@ -163,6 +163,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     for d in ["orig", "patched", "module"] {
         fs::create_dir_all(run_dir.join(d))?;
     }
+    // <klpgen/klpgen.h>, on the include path of both builds.
+    let include = kbuild::install_header(&workdir)?;
 
     let oot = match (&args.oot_module, &args.oot_module_src) {
         (Some(ko), Some(src)) => Some(OotModule::open(ko, src)?),
@@ -176,13 +178,15 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 m.name,
                 m.src.display()
             ));
-            let pairs = m.build_pairs(&tree, &patches, &run_dir, jobs, &intr)?;
+            let pairs = m.build_pairs(&tree, &patches, &run_dir, &include, jobs, &intr)?;
             if let Some((_, o, _)) = pairs.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
             }
             pairs
         }
-        None => tree_pairs(args, rep, &tree, &patches, &workdir, &run_dir, jobs, &intr)?,
+        None => tree_pairs(
+            args, rep, &tree, &patches, &workdir, &run_dir, &include, jobs, &intr,
+        )?,
     };
     intr.check()?;
     let mut pairs = pairs;
@@ -230,7 +234,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 extra.len(),
                 extra.join(" ")
             ));
-            let diffbuild = DiffBuild::prepare(&tree, workdir.join("kbuild"), jobs, &intr)?;
+            let diffbuild =
+                DiffBuild::prepare(&tree, workdir.join("kbuild"), include.clone(), jobs, &intr)?;
             let built = diffbuild.build_units(
                 &tree,
                 &extra,
@@ -268,6 +273,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut objects = Vec::new();
     let mut refusals = Vec::new();
     let mut hook_funcs = Vec::new();
+    // (kind, function name, unit) of every callback, for the one-per-kind check.
+    // (kind, function, unit, klp_object name: None for vmlinux)
+    let mut hook_callbacks: Vec<(elfdiff::CallbackKind, String, String, Option<String>)> =
+        Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
     let mut manifest = patchgen::check::Manifest::default();
     // Read and diff every pair first: --include-callers needs the changed functions of all
@@ -334,7 +343,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         let mod_target = target.map(|i| &mod_targets[i]);
         let objname = mod_target.map_or("vmlinux", |t| t.name.as_str());
         let mut caller_refusals = Vec::new();
-        let included = include_callers(
+        let mut included = include_callers(
             diff,
             graph,
             args,
@@ -342,6 +351,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             &mut included_total,
             &mut caller_refusals,
         )?;
+        // Replaced although unchanged, as the patch's KLPGEN_FORCE_FUNCTION asks.
+        for f in &diff.forced {
+            included.push((f.clone(), "forced by KLPGEN_FORCE_FUNCTION".to_string()));
+        }
         if ob == pb && included.is_empty() {
             continue;
         }
@@ -360,11 +373,35 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         annotate_callers(&mut entry, g, file_of, &included, args);
         annotate_explain(&mut entry, &explained, &included);
         rep.objects.push(entry);
+        summary
+            .ignored
+            .extend(report.ignored.iter().map(|i| i.symbol.clone()));
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
         summary.changed.extend(report.changed.iter().cloned());
         summary.new.extend(report.new.iter().cloned());
+        // One callback of each kind per klp_object, across all units.
+        for c in &report.callbacks {
+            if let Some((_, first, unit, _)) =
+                hook_callbacks.iter().find(|(k, _, _, _)| *k == c.kind)
+            {
+                let mut r = elfdiff::annot::duplicate_callback(
+                    c.kind,
+                    &format!("{first} ({unit})"),
+                    &format!("{} ({u})", c.function),
+                );
+                r.symbol = c.function.clone();
+                refusals.push(r);
+            } else {
+                hook_callbacks.push((
+                    c.kind,
+                    c.function.clone(),
+                    u.clone(),
+                    mod_target.map(|t| t.name.clone()),
+                ));
+            }
+        }
         if !report.refused.is_empty() {
             continue;
         }
@@ -418,6 +455,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 hook_objects.push(HookObject {
                     name,
                     funcs: Vec::new(),
+                    callbacks: Vec::new(),
                 });
                 hook_objects.len() - 1
             }
@@ -447,11 +485,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         new: summary.new.clone(),
         refused: refusals,
         ignored: vec![],
+        callbacks: vec![],
     };
     if let Some(v) = verdict(&fake) {
         return Err(v.into());
     }
-    if hook_funcs.is_empty() {
+    if hook_funcs.is_empty() && hook_callbacks.is_empty() {
         return Err(Verdict::Refused(
             "only new functions and no changed one: nothing would call the new code".into(),
         )
@@ -471,6 +510,25 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         )?,
         HookLang::C => HashMap::new(),
     };
+    // Each callback goes to the klp_object of the code it came from (one of a kind per module:
+    // the writer names it by kind).
+    for (kind, _, _, obj) in &hook_callbacks {
+        let group = match hook_objects.iter().position(|o| &o.name == obj) {
+            Some(i) => i,
+            None => {
+                hook_objects.push(HookObject {
+                    name: obj.clone(),
+                    funcs: Vec::new(),
+                    callbacks: Vec::new(),
+                });
+                hook_objects.len() - 1
+            }
+        };
+        hook_objects[group].callbacks.push(kmod::HookCallback {
+            kind: *kind,
+            symbol: patchgen::writer::callback_alias(*kind),
+        });
+    }
     let spec = ModuleSpec {
         module: module.clone(),
         description: format!(
@@ -548,6 +606,16 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     println!("  hook:            {}", hook.as_str());
     println!("  changed:         {}", join_or_none(&summary.changed));
     println!("  new:             {}", join_or_none(&summary.new));
+    if !hook_callbacks.is_empty() {
+        let cbs: Vec<String> = hook_callbacks
+            .iter()
+            .map(|(k, f, _, _)| format!("{}={f}", k.member()))
+            .collect();
+        println!("  callbacks:       {}", cbs.join(", "));
+    }
+    if !summary.ignored.is_empty() {
+        println!("  ignored:         {}", summary.ignored.join(", "));
+    }
     println!(
         "  klp relocations: {klp_relocs} in {} section(s)",
         klp.sections.len()
@@ -615,6 +683,8 @@ fn target_module_ko(tree: &Tree, unit: &str, module: &str) -> Result<PathBuf> {
 struct Summary {
     changed: Vec<String>,
     new: Vec<String>,
+    /// Differences left out by annotations.
+    ignored: Vec<String>,
 }
 
 fn join_or_none(v: &[String]) -> String {
@@ -674,6 +744,8 @@ fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEnt
         unit: unit.to_string(),
         target: target.into(),
         functions,
+        ignored: r.ignored.clone(),
+        callbacks: r.callbacks.clone(),
     }
 }
 
@@ -732,6 +804,7 @@ fn tree_pairs(
     patches: &[PatchFile],
     workdir: &Path,
     run_dir: &Path,
+    include: &Path,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
@@ -748,7 +821,13 @@ fn tree_pairs(
         None => {
             // The target has no kbuild records (a distribution's build tree): klpgen's own
             // build directory gets them, from a complete function-sections build made once.
-            let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
+            let diffbuild = DiffBuild::prepare(
+                tree,
+                workdir.join("kbuild"),
+                include.to_path_buf(),
+                jobs,
+                intr,
+            )?;
             if !diffbuild.has_full_build() {
                 rep.stage(
                     "building the whole kernel once to find which units include the edited headers",
@@ -792,7 +871,13 @@ fn tree_pairs(
         ));
     }
 
-    let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), jobs, intr)?;
+    let diffbuild = DiffBuild::prepare(
+        tree,
+        workdir.join("kbuild"),
+        include.to_path_buf(),
+        jobs,
+        intr,
+    )?;
     if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
         let stale: Vec<String> = list.lines().map(String::from).collect();
         diffbuild.forget(&stale);

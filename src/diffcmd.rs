@@ -75,6 +75,12 @@ pub fn print_text(label: &str, r: &Report) {
     for f in &r.refused {
         println!("  refused  {} ({})", f.symbol, f.key);
     }
+    for i in &r.ignored {
+        println!("  ignored  {} in {}: {}", i.symbol, i.section, i.reason);
+    }
+    for c in &r.callbacks {
+        println!("  callback {} {}", c.kind.member(), c.function);
+    }
 }
 
 /// The bytes of an original/patched object pair named on the command line.

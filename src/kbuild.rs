@@ -15,6 +15,40 @@ use crate::process::{self, Interrupt};
 /// Flags added to the kernel's own for the objects klpgen diffs.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 
+/// The patch-author header (`#include <klpgen/klpgen.h>`), shipped in the binary.
+pub const HEADER: &str = include_str!("../include/klpgen/klpgen.h");
+
+/// Write the header to `<workdir>/include/klpgen/klpgen.h` (only when its contents differ, so
+/// its time stays put) and return the directory to put on the include path. The directory
+/// holds nothing else, so it can never shadow a kernel header.
+pub fn install_header(workdir: &Path) -> Result<PathBuf> {
+    let dir = workdir.join("include");
+    let file = dir.join("klpgen/klpgen.h");
+    if fs::read_to_string(&file).ok().as_deref() != Some(HEADER) {
+        fs::create_dir_all(dir.join("klpgen"))?;
+        let tmp = file.with_extension("h.tmp");
+        fs::write(&tmp, HEADER).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(dir)
+}
+
+/// `KCFLAGS` of the objects klpgen diffs: function sections, and the header's directory on
+/// the include path. Original and patched objects get the same flags (so the only difference
+/// between them is the patch, and kbuild's record of the original command stays valid for
+/// the next run, which keeps the original objects cached). make splits the value at
+/// whitespace, so a directory with whitespace in its path is left out, with a warning.
+pub fn diff_kcflags(include: &Path) -> String {
+    let inc = include.display().to_string();
+    if inc.chars().any(char::is_whitespace) {
+        eprintln!(
+            "klpgen: warning: {inc} contains whitespace, so <klpgen/klpgen.h> is not on the include path (set KLPGEN_CACHE_DIR to a path without)"
+        );
+        return format!("KCFLAGS={DIFF_CFLAGS}");
+    }
+    format!("KCFLAGS={DIFF_CFLAGS} -I{inc}")
+}
+
 /// The rustc every kernel make gets: the one the target kernel was built with.
 pub fn rustc() -> PathBuf {
     std::env::var_os("KLPGEN_RUSTC")
@@ -256,11 +290,19 @@ fn skip_rust_crates(tree: &Tree, units: &[String]) -> bool {
 /// klpgen's own build directory for function-sections objects of one kernel.
 pub struct DiffBuild {
     pub dir: PathBuf,
+    /// The directory holding `klpgen/klpgen.h` ([`install_header`]).
+    pub include: PathBuf,
 }
 
 impl DiffBuild {
     /// Prepare the directory: the target's exact `.config`, kept in sync.
-    pub fn prepare(tree: &Tree, dir: PathBuf, jobs: usize, intr: &Interrupt) -> Result<Self> {
+    pub fn prepare(
+        tree: &Tree,
+        dir: PathBuf,
+        include: PathBuf,
+        jobs: usize,
+        intr: &Interrupt,
+    ) -> Result<Self> {
         fs::create_dir_all(&dir)?;
         let cfg = dir.join(".config");
         let current = fs::read_to_string(&cfg).unwrap_or_default();
@@ -279,7 +321,7 @@ impl DiffBuild {
             fs::write(&stamp, &tree.config_text)?;
         }
         let _ = jobs;
-        Ok(DiffBuild { dir })
+        Ok(DiffBuild { dir, include })
     }
 
     /// Build the given units with function sections; returns their paths in the build dir.
@@ -294,7 +336,7 @@ impl DiffBuild {
     ) -> Result<Vec<PathBuf>> {
         let o = format!("O={}", self.dir.display());
         let j = format!("-j{jobs}");
-        let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
+        let kcflags = diff_kcflags(&self.include);
         let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
         if skip_rust_crates(tree, units) {
             args.push("CONFIG_RUST=".as_ref());
@@ -334,7 +376,7 @@ impl DiffBuild {
     pub fn build_all(&self, tree: &Tree, jobs: usize, log: &Path, intr: &Interrupt) -> Result<()> {
         let o = format!("O={}", self.dir.display());
         let j = format!("-j{jobs}");
-        let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
+        let kcflags = diff_kcflags(&self.include);
         // Objects and the relocatable vmlinux.o only: a vmlinux linked from function-sections
         // objects has orphan sections (an error on WERROR configurations), and modules are
         // not linked into .ko files (KBUILD_MODPOST_NOFINAL).
@@ -428,6 +470,7 @@ impl DiffBuild {
 pub fn build_external(
     tree: &Tree,
     dir: &Path,
+    include: &Path,
     jobs: usize,
     log: &Path,
     what: &str,
@@ -435,7 +478,7 @@ pub fn build_external(
 ) -> Result<()> {
     let m = format!("M={}", dir.display());
     let j = format!("-j{jobs}");
-    let kcflags = format!("KCFLAGS={DIFF_CFLAGS}");
+    let kcflags = diff_kcflags(include);
     make(
         &tree.build,
         &[

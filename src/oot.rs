@@ -99,6 +99,7 @@ impl OotModule {
         tree: &Tree,
         patches: &[PatchFile],
         workdir: &Path,
+        include: &Path,
         jobs: usize,
         intr: &Interrupt,
     ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
@@ -117,6 +118,7 @@ impl OotModule {
             kbuild::build_external(
                 tree,
                 dir,
+                include,
                 jobs,
                 &dir.with_extension("log"),
                 &format!(

@@ -70,6 +70,10 @@ pub struct ObjectEntry {
     /// The object patched at run time (`vmlinux` or a module name).
     pub target: String,
     pub functions: Vec<FunctionVerdict>,
+    /// Differences left out as `KLPGEN_IGNORE_FUNCTION`/`KLPGEN_IGNORE_SECTION` asked.
+    pub ignored: Vec<elfdiff::Ignored>,
+    /// Livepatch callbacks (`KLPGEN_*_CALLBACK`) the unit defines.
+    pub callbacks: Vec<elfdiff::CallbackEntry>,
 }
 
 #[derive(Debug, Serialize)]

@@ -13,13 +13,14 @@ const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
 const CONFIG: &str = "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n";
 
 /// Stand-in for make: `olddefconfig` succeeds; each requested `x.o` is compiled from `x.c`
-/// unless it is newer than `x.c`;
+/// (with `KCFLAGS`, which it also appends to `O/kcflags.log` per build) unless it is newer
+/// than `x.c`;
 /// a source containing SLOW_MARK makes it announce itself and sleep (to be interrupted).
 const FAKE_MAKE: &str = r#"#!/bin/bash
-src=""; out=""; units=""; prev=""; cc="gcc"
+src=""; out=""; units=""; prev=""; cc="gcc"; kcflags=""
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
+  case "$a" in O=*) out="${a#O=}";; CC=*) cc="${a#CC=}";; KCFLAGS=*) kcflags="${a#KCFLAGS=}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
   prev="$a"
 done
 # `vmlinux.o`: every .c of the tree.
@@ -27,12 +28,13 @@ if [ -n "$all" ]; then
   units=$(cd "$src" && find . -name '*.c' | sed 's|^\./||; s|\.c$|.o|')
   echo full > "$out/full-build-ran"
 fi
+if [ -n "$units" ]; then mkdir -p "$out"; echo "$kcflags" >>"$out/kcflags.log"; fi
 for u in $units; do
   c="$src/${u%.o}.c"
   # Like make: an object newer than its source is up to date.
   if [ "$out/$u" -nt "$c" ]; then continue; fi
   mkdir -p "$(dirname "$out/$u")"
-  $cc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount "$c" -o "$out/$u" \
+  $cc -O2 -c -ffunction-sections -fdata-sections -pg -mfentry -mrecord-mcount $kcflags "$c" -o "$out/$u" \
     -MD -MF "$out/$(dirname "$u")/.$(basename "$u").cmd" || exit 2
   printf '  CC      %s\n' "$u"
   if grep -q SLOW_MARK "$c"; then touch "$out/sleeping"; sleep 30; fi
@@ -251,6 +253,58 @@ fn relative_patch_path_is_found() {
         "{err}"
     );
     assert_eq!(t.snapshot(), before);
+}
+
+/// A patch may `#include <klpgen/klpgen.h>`: klpgen installs the header in its cache and both
+/// builds get the same flags, with its directory on the include path; the patched object then
+/// carries the annotation.
+#[test]
+fn patches_can_include_the_annotation_header() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch(
+        "annot.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,6 @@\n+#include <klpgen/klpgen.h>\n int demo(int x)\n {\n-\treturn x + 1;\n+\treturn x + 2;\n }\n+KLPGEN_IGNORE_FUNCTION(demo);\n",
+    );
+    let report = t.root.join("out/report.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
+    let err = stderr(&o);
+    // A missing header would fail the patched build (exit 4). The only change is to the
+    // ignored function: no functional change, and the report says what was ignored.
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("no functional change"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ignored  demo in .text.demo"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["result"], "no-change");
+    assert_eq!(v["objects"][0]["ignored"][0]["symbol"], "demo", "{v}");
+    assert_eq!(t.snapshot(), before);
+    let trees: Vec<PathBuf> = fs::read_dir(t.root.join("cache/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [tree] = trees.as_slice() else {
+        panic!("one tree directory expected: {trees:?}")
+    };
+    let installed = fs::read_to_string(tree.join("include/klpgen/klpgen.h")).unwrap();
+    let shipped =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/klpgen/klpgen.h"))
+            .unwrap();
+    assert_eq!(installed, shipped);
+    let log = fs::read_to_string(tree.join("kbuild/kcflags.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "original and patched build: {log}");
+    assert_eq!(lines[0], lines[1], "both builds get the same flags");
+    assert!(
+        lines[0].contains(&format!("-I{}", tree.join("include").display())),
+        "{log}"
+    );
+    let obj = fs::read(tree.join("runs/livepatch-annot/patched/lib/demo.o")).unwrap();
+    let name = b".klpgen.ignore.functions\0";
+    assert!(
+        obj.windows(name.len()).any(|w| w == name),
+        "the patched object has no .klpgen.ignore.functions section"
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
 //! `--include-callers` does), `module: NAME` (the object is part of module NAME: its statics
 //! bind as klp relocations against NAME instead of vmlinux), `entry-size: SECTION=BYTES` (as
-//! `klpgen diff --entry-size`).
+//! `klpgen diff --entry-size`), `ignored: f .data.x` (exactly these symbols are reported under
+//! `ignored`), `callback: KIND f` (the patched object has callback `f` of KIND, and the
+//! livepatch object carries it under the hook's alias), `hint: TEXT` (some refusal's hint
+//! contains TEXT).
+//! Fixtures may `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs).
 
@@ -42,6 +46,9 @@ struct Expect {
     include: Vec<String>,
     module: Option<String>,
     entry_sizes: std::collections::HashMap<String, u64>,
+    ignored: Option<BTreeSet<String>>,
+    callbacks: Vec<(String, String)>,
+    hints: Vec<String>,
 }
 
 fn parse_expect(src: &str) -> Result<Expect, String> {
@@ -74,6 +81,12 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
                     e.entry_sizes.insert(sec, n);
                 }
             }
+            "ignored" => e.ignored = Some(words().collect()),
+            "hint" => e.hints.push(val.trim().to_string()),
+            "callback" => match words().collect::<Vec<_>>().as_slice() {
+                [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
+                _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
+            },
             other => return Err(format!("unknown directive {other:?}")),
         }
     }
@@ -86,6 +99,8 @@ fn parse_expect(src: &str) -> Result<Expect, String> {
 fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
     let mut cmd = Command::new("gcc");
     cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
+    cmd.arg("-I")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"));
     if debug {
         cmd.arg("-g");
     }
@@ -156,6 +171,27 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     } else if expect.changed.is_some() && !got_new.is_empty() {
         return Err(format!("unexpected new functions {got_new:?}").into());
     }
+    let got_ignored: BTreeSet<String> = report.ignored.iter().map(|i| i.symbol.clone()).collect();
+    match &expect.ignored {
+        Some(want) if *want != got_ignored => {
+            return Err(format!("ignored: expected {want:?}, got {:?}", report.ignored).into());
+        }
+        None if !got_ignored.is_empty() => {
+            return Err(format!("unexpected ignored {:?}", report.ignored).into());
+        }
+        _ => {}
+    }
+    let got_callbacks: BTreeSet<(String, String)> = report
+        .callbacks
+        .iter()
+        .map(|c| (c.kind.member().to_string(), c.function.clone()))
+        .collect();
+    let want_callbacks: BTreeSet<(String, String)> = expect.callbacks.iter().cloned().collect();
+    if got_callbacks != want_callbacks {
+        return Err(
+            format!("callbacks: expected {want_callbacks:?}, got {got_callbacks:?}").into(),
+        );
+    }
     for u in &expect.unchanged {
         if got_changed.contains(u) {
             return Err(format!("{u} reported changed").into());
@@ -170,6 +206,11 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         let prefix = format!("refuse.{kind}.");
         if !report.refused.iter().any(|r| r.key.starts_with(&prefix)) {
             return Err(format!("expected a {prefix}* refusal, got {:?}", report.refused).into());
+        }
+    }
+    for h in &expect.hints {
+        if !report.refused.iter().any(|r| r.hint.contains(h.as_str())) {
+            return Err(format!("no refusal hint contains {h:?}: {:?}", report.refused).into());
         }
     }
     if expect.refuse.is_empty() && !report.refused.is_empty() {
@@ -239,6 +280,38 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             .any(|s| s.name == alias && s.is_global() && s.section.is_some())
         {
             return Err(format!("hook alias {alias} missing").into());
+        }
+    }
+    // What an annotation left out (and nothing re-included) is not in the livepatch.
+    for i in &report.ignored {
+        let included = got_changed.contains(&i.symbol) || got_new.contains(&i.symbol);
+        if !included && defined.contains(i.symbol.as_str()) {
+            return Err(format!("ignored {} is in the livepatch object", i.symbol).into());
+        }
+    }
+    for (kind, func) in &expect.callbacks {
+        let kind = elfdiff::CallbackKind::from_member(kind)
+            .ok_or_else(|| format!("callback: unknown kind {kind}"))?;
+        let alias = patchgen::writer::callback_alias(kind);
+        let at = |name: &str| {
+            back.symbols
+                .iter()
+                .find(|s| s.name == name && s.section.is_some())
+                .map(|s| (s.section, s.value))
+        };
+        match (at(&alias), at(func)) {
+            (Some(a), Some(f))
+                if a == f
+                    && back
+                        .symbols
+                        .iter()
+                        .any(|s| s.name == alias && s.is_global()) => {}
+            (a, f) => {
+                return Err(format!(
+                "callback alias {alias} ({a:?}) should be global and at the copy of {func} ({f:?})"
+            )
+                .into())
+            }
         }
     }
     for b in &bindings {

@@ -437,12 +437,27 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         workdir: &logs,
         preload: oot_ko.as_deref(),
     })?;
-    let fails = report.failed_checks();
+    let mut fails = report.failed_checks();
+    // Optional `console-expect`: lines the guest's console must show, in this order (kernel
+    // messages such as a callback's pr_info, interleaved with /init's `KLPGEN-E2E:` lines).
+    let mut expected = 0;
+    if let Ok(wanted) = fs::read_to_string(case.dir.join("console-expect")) {
+        let lines = console_expect_lines(&wanted);
+        expected = lines.len();
+        if let Err(missing) = console_in_order(&report.console, &lines) {
+            fails.push(missing);
+        }
+    }
     if fails.is_empty() {
+        let console = if expected > 0 {
+            format!(", {expected} console lines in order")
+        } else {
+            String::new()
+        };
         return Ok(Outcome {
             passed: true,
             summary: format!(
-                "klpgen {}s, {checked}, boot {:.0}s",
+                "klpgen {}s, {checked}, boot {:.0}s{console}",
                 run.seconds, report.seconds
             ),
         });
@@ -514,6 +529,30 @@ fn rebuild_identical(
         run.seconds
     );
     Ok(Ok(()))
+}
+
+/// The lines of a `console-expect` file (blank lines and `#` comments skipped).
+fn console_expect_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Whether each of `wanted` occurs in `console` (as a substring of a line), each on a later
+/// line than the one before; the error names the first that does not.
+fn console_in_order(console: &str, wanted: &[&str]) -> Result<(), String> {
+    let mut lines = console.lines().map(|l| l.trim_end_matches('\r'));
+    let mut last = "the start";
+    for w in wanted {
+        if !lines.any(|l| l.contains(w)) {
+            return Err(format!(
+                "console-expect: {w:?} does not appear on the console after {last:?}"
+            ));
+        }
+        last = w;
+    }
+    Ok(())
 }
 
 /// The `.klp.sym.*` names `klpgen build` printed, in order.
@@ -687,6 +726,7 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let workdir = util::target_dir().join("e2e");
     fs::create_dir_all(&workdir)?;
     crate::selfdiff::check(&k.build)?;
+    crate::syscallcheck::check(&k)?;
 
     let mut results = Vec::new();
     let all_start = Instant::now();
@@ -810,6 +850,21 @@ mod tests {
         assert!(replace_string(ko, "livepatch=Y", "livepatch").is_err());
         assert!(corruptions(b"\0license=GPL\0", &[]).is_err());
         assert_eq!(corruptions(ko, &[]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn console_order() {
+        let console = "a\r\nklpgen-e2e: pre\r\nKLPGEN-E2E: x=0\r\nklpgen-e2e: post\r\n";
+        let lines = console_expect_lines(
+            "# comment\n\nklpgen-e2e: pre\n KLPGEN-E2E: x=0\nklpgen-e2e: post\n",
+        );
+        assert_eq!(lines.len(), 3);
+        assert!(console_in_order(console, &lines).is_ok());
+        let swapped = ["klpgen-e2e: post", "klpgen-e2e: pre"];
+        let e = console_in_order(console, &swapped).unwrap_err();
+        assert!(e.contains("\"klpgen-e2e: pre\" does not appear"), "{e}");
+        // Two expectations cannot match one line.
+        assert!(console_in_order(console, &["klpgen-e2e: pre", "klpgen-e2e: pre"]).is_err());
     }
 
     #[test]

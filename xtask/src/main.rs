@@ -10,6 +10,7 @@ mod kernel;
 mod selfdiff;
 mod setup;
 mod stress;
+mod syscallcheck;
 mod util;
 
 use anyhow::{bail, Result};

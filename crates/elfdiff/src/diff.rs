@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::annot::Annotations;
 use crate::arch::{Arch, InsnMap, X86_64};
 use crate::model::{
     reloc_width, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol,
@@ -29,6 +30,25 @@ pub enum Verdict {
     /// Changed, with a one-line description of the first difference.
     Changed(String),
     New,
+    /// Changed or new, but an annotation (`KLPGEN_IGNORE_FUNCTION`/`_SECTION`) says to leave
+    /// it out: the running kernel keeps its version. Carries what it would have been.
+    Ignored(String),
+}
+
+impl Verdict {
+    /// Whether the function's patched version goes into the livepatch.
+    pub fn is_included(&self) -> bool {
+        matches!(self, Verdict::Changed(_) | Verdict::New)
+    }
+}
+
+/// A difference that an annotation told klpgen to leave out (reported, not acted on).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Ignored {
+    pub symbol: String,
+    pub section: String,
+    /// What the difference was and which annotation covers it.
+    pub reason: String,
 }
 
 /// The verdict on one function of the patched object.
@@ -171,8 +191,12 @@ pub struct Diff<'a, 'd> {
     /// One entry per function defined in the patched object (prefix labels excluded).
     pub functions: Vec<FuncResult>,
     pub refusals: Vec<Refusal>,
-    /// Differences that were noticed and deliberately not acted on.
-    pub ignored: Vec<String>,
+    /// Differences that were noticed and, as annotations asked, not acted on.
+    pub ignored: Vec<Ignored>,
+    /// The patched object's `.klpgen.*` annotations.
+    pub annotations: Annotations,
+    /// Unchanged functions made changed by `KLPGEN_FORCE_FUNCTION` (original names).
+    pub forced: Vec<String>,
 }
 
 fn kind_class(kind: SymKind) -> Option<u8> {
@@ -362,6 +386,12 @@ fn is_data_section(name: &str) -> bool {
         && !name.starts_with(".rodata.cst")
 }
 
+/// The body of a syscall defined with the kernel's `SYSCALL_DEFINEn` (or its compat twin).
+fn is_syscall_body(name: &str) -> bool {
+    let base = crate::annot::source_function(name);
+    base.starts_with("__do_sys_") || base.starts_with("__do_compat_sys_")
+}
+
 fn is_init_section(name: &str) -> bool {
     name.starts_with(".init.") || name.starts_with(".exit.")
 }
@@ -380,6 +410,8 @@ impl<'a, 'd> Diff<'a, 'd> {
             functions: Vec::new(),
             refusals: Vec::new(),
             ignored: Vec::new(),
+            annotations: Annotations::read(patched),
+            forced: Vec::new(),
         };
         diff.compare_all();
         diff
@@ -497,8 +529,7 @@ impl<'a, 'd> Diff<'a, 'd> {
             let name = self.patched.sym(results[i].patched).name;
             if let Some(parent) = split_parent(name) {
                 if let Some(&pi) = by_norm.get(&parent) {
-                    if results[pi].verdict != Verdict::Unchanged
-                        && results[i].verdict == Verdict::Unchanged
+                    if results[pi].verdict.is_included() && results[i].verdict == Verdict::Unchanged
                     {
                         results[i].verdict = Verdict::Changed(format!("part of changed {parent}"));
                         results[i].via_child = true;
@@ -507,7 +538,25 @@ impl<'a, 'd> Diff<'a, 'd> {
             }
         }
 
-        let mut refusals = Vec::new();
+        self.apply_ignores(&mut results);
+        self.apply_forces(&mut results);
+        let mut refusals = self.annotations.refusals.clone();
+        for c in &self.annotations.callbacks {
+            let name = self.patched.sym(c.func).name;
+            if let Some(Verdict::Ignored(_)) = results
+                .iter()
+                .find(|r| r.patched == c.func)
+                .map(|r| &r.verdict)
+            {
+                refusals.push(Refusal {
+                    key: format!("refuse.annotation.{name}"),
+                    symbol: name.into(),
+                    section: format!("{}{}", crate::annot::CALLBACK_PREFIX, c.kind.member()),
+                    reason: format!("{name} is a {} callback and also ignored (KLPGEN_IGNORE_FUNCTION or _SECTION); a callback must be carried in the livepatch", c.kind.member()),
+                    hint: "do not ignore the callback function or the section it is in".into(),
+                });
+            }
+        }
         for r in &results {
             let ps = self.patched.sym(r.patched);
             let section = self.patched.sec(ps.section.expect("defined")).name;
@@ -522,7 +571,7 @@ impl<'a, 'd> Diff<'a, 'd> {
                     symbol: name.into(),
                     section: section.into(),
                     reason: format!("__init/__exit function changed ({why}); it has already run (or never will) and its memory is freed"),
-                    hint: "do the work in a livepatch callback (KLPGEN_POST_PATCH) or in a function that runs after boot".into(),
+                    hint: "do the work in a livepatch callback (KLPGEN_POST_PATCH_CALLBACK from <klpgen/klpgen.h>) or in a function that runs after boot; or leave the change out with KLPGEN_IGNORE_FUNCTION".into(),
                 });
                 continue;
             }
@@ -558,29 +607,103 @@ impl<'a, 'd> Diff<'a, 'd> {
                     symbol: name.into(),
                     section: section.into(),
                     reason: format!("function changed ({why}) but has no ftrace entry (notrace, or not traceable), so livepatch cannot redirect it"),
-                    hint: "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into(),
+                    hint: if is_syscall_body(name) {
+                        "this is a syscall body (SYSCALL_DEFINEn makes __do_sys_* static inline, hence notrace): define the syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which puts the body into the traceable __x64_sys_* stub".into()
+                    } else {
+                        "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into()
+                    },
                 });
             }
         }
-        if let Some(refs) = self.data_refusals() {
-            refusals.extend(refs);
-        }
-        refusals.extend(self.unknown_section_refusals(&results));
+        let (data, data_ignored) = self.data_refusals();
+        refusals.extend(data);
+        self.ignored.extend(data_ignored);
+        let (special, special_ignored) = self.unknown_section_refusals(&results);
+        refusals.extend(special);
+        self.ignored.extend(special_ignored);
         self.functions = results;
         self.refusals = refusals;
     }
 
+    /// Changed and new functions an annotation covers become `Verdict::Ignored`, recorded
+    /// in `ignored`: by name (`KLPGEN_IGNORE_FUNCTION`, clones and split parts included) or
+    /// by the section they are in (`KLPGEN_IGNORE_SECTION`).
+    fn apply_ignores(&mut self, results: &mut [FuncResult]) {
+        if self.annotations.ignore_functions.is_empty()
+            && self.annotations.ignore_sections.is_empty()
+        {
+            return;
+        }
+        for r in results.iter_mut() {
+            let was = match &r.verdict {
+                Verdict::Changed(why) => format!("changed ({why})"),
+                Verdict::New => "new".to_string(),
+                _ => continue,
+            };
+            let ps = self.patched.sym(r.patched);
+            let section = self.patched.sec(ps.section.expect("defined")).name;
+            let by = if self.annotations.ignores_function(ps.name) {
+                format!(
+                    "KLPGEN_IGNORE_FUNCTION({})",
+                    crate::annot::source_function(ps.name)
+                )
+            } else if let Some(p) = self.annotations.ignoring_section(section) {
+                format!("KLPGEN_IGNORE_SECTION(\"{p}\")")
+            } else {
+                continue;
+            };
+            let name = match r.orig {
+                Some(o) => self.orig.sym(o).name,
+                None => ps.name,
+            };
+            self.ignored.push(Ignored {
+                symbol: name.into(),
+                section: section.into(),
+                reason: format!("function {was}; left out as {by} asks"),
+            });
+            r.verdict = Verdict::Ignored(was);
+        }
+    }
+
+    /// Unchanged functions `KLPGEN_FORCE_FUNCTION` names (and their split parts) become
+    /// changed, so they are replaced too; the refusal checks that follow apply to them.
+    fn apply_forces(&mut self, results: &mut [FuncResult]) {
+        if self.annotations.force_functions.is_empty() {
+            return;
+        }
+        for r in results.iter_mut() {
+            if r.verdict != Verdict::Unchanged || r.orig.is_none() {
+                continue;
+            }
+            let name = self.patched.sym(r.patched).name;
+            if self.annotations.forces_function(name) {
+                let o = r.orig.expect("checked above");
+                self.forced.push(self.orig.sym(o).name.to_string());
+                r.verdict = Verdict::Changed(format!(
+                    "unchanged, replaced as KLPGEN_FORCE_FUNCTION({}) asks",
+                    crate::annot::source_function(name)
+                ));
+            }
+        }
+    }
+
     /// Sections of unknown role whose entries point into code the livepatch replaces.
-    fn unknown_section_refusals(&self, results: &[FuncResult]) -> Vec<Refusal> {
+    /// Entries of an ignored section are recorded as ignored instead.
+    fn unknown_section_refusals(&self, results: &[FuncResult]) -> (Vec<Refusal>, Vec<Ignored>) {
         let code: HashSet<SecIdx<Patched>> = results
             .iter()
-            .filter(|r| r.verdict != Verdict::Unchanged)
+            .filter(|r| r.verdict.is_included())
             .filter_map(|r| self.patched.sym(r.patched).section)
             .collect();
         let mut out = Vec::new();
+        let mut ignored = Vec::new();
         for sec in self.patched.section_indices() {
             let s = self.patched.sec(sec);
-            if !s.is_alloc() || crate::plan::is_known_section(s.name) {
+            // `.klpgen.*` sections are annotations, read (and checked) by `annot`.
+            if !s.is_alloc()
+                || crate::plan::is_known_section(s.name)
+                || s.name.starts_with(".klpgen.")
+            {
                 continue;
             }
             let hit = s.relocs.iter().find_map(|r| {
@@ -594,7 +717,22 @@ impl<'a, 'd> Diff<'a, 'd> {
                     }
                 }
             });
-            if let Some(target) = hit {
+            let Some(target) = hit else { continue };
+            if let Some(p) = self.annotations.ignoring_section(s.name) {
+                ignored.push(Ignored {
+                    symbol: target.into(),
+                    section: s.name.into(),
+                    reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as KLPGEN_IGNORE_SECTION(\"{p}\") asks", s.name),
+                });
+            } else if s.name == "_error_injection_whitelist" {
+                out.push(Refusal {
+                    key: format!("refuse.error-injection.{target}"),
+                    symbol: target.into(),
+                    section: s.name.into(),
+                    reason: format!("{target} changed and is on the error-injection list (ALLOW_ERROR_INJECTION, which SYSCALL_DEFINE adds to every syscall stub); the entry names the running kernel's function and a livepatch cannot carry it"),
+                    hint: "define a changed syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which leaves the entry out; for other functions, KLPGEN_IGNORE_SECTION(\"_error_injection_whitelist\") drops the new version's entry".into(),
+                });
+            } else {
                 out.push(Refusal {
                     key: format!("refuse.unknown-special-section.{}", s.name),
                     symbol: target.into(),
@@ -604,7 +742,7 @@ impl<'a, 'd> Diff<'a, 'd> {
                 });
             }
         }
-        out
+        (out, ignored)
     }
 
     /// Static locals (`name.N`) the original function used and the new one no longer does.
@@ -646,19 +784,30 @@ impl<'a, 'd> Diff<'a, 'd> {
         gone
     }
 
-    fn data_refusals(&self) -> Option<Vec<Refusal>> {
+    /// Changed existing data objects: refused, or recorded as ignored when their section is.
+    fn data_refusals(&self) -> (Vec<Refusal>, Vec<Ignored>) {
         let mut out = Vec::new();
+        let mut ignored = Vec::new();
         for (&p, &o) in &self.matched {
             let ps = self.patched.sym(p);
             if ps.kind != SymKind::Object {
                 continue;
             }
-            let section = self.patched.sec(ps.section?).name;
+            let Some(psec) = ps.section else { continue };
+            let section = self.patched.sec(psec).name;
             if !is_data_section(section) {
                 continue;
             }
             if let Some(why) = self.compare_syms(o, p) {
                 let name = self.orig.sym(o).name;
+                if let Some(pat) = self.annotations.ignoring_section(section) {
+                    ignored.push(Ignored {
+                        symbol: name.into(),
+                        section: section.into(),
+                        reason: format!("existing data changed ({why}); the running kernel keeps its copy, as KLPGEN_IGNORE_SECTION(\"{pat}\") asks"),
+                    });
+                    continue;
+                }
                 let init = is_init_section(section);
                 out.push(Refusal {
                     key: format!(
@@ -673,7 +822,8 @@ impl<'a, 'd> Diff<'a, 'd> {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Some(out)
+        ignored.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        (out, ignored)
     }
 
     /// Treat an unchanged function as changed, so it is re-emitted from the patched build

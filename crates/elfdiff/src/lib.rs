@@ -4,6 +4,7 @@
 //!
 //! **This crate never spawns processes, writes files or prints.** Callers hand it bytes.
 
+pub mod annot;
 pub mod arch;
 pub mod callgraph;
 pub mod diff;
@@ -14,7 +15,8 @@ pub mod model;
 pub mod names;
 pub mod plan;
 
-pub use diff::{Diff, FuncResult, Refusal, Verdict};
+pub use annot::{Annotations, CallbackKind};
+pub use diff::{Diff, FuncResult, Ignored, Refusal, Verdict};
 pub use error::Error;
 pub use model::{Object, Orig, Patched};
 pub use plan::{Plan, PlanOptions};
@@ -29,7 +31,18 @@ pub struct Report {
     /// New functions, named as in the patched object.
     pub new: Vec<String>,
     pub refused: Vec<Refusal>,
-    pub ignored: Vec<String>,
+    /// Differences annotations (`KLPGEN_IGNORE_*`) left out.
+    pub ignored: Vec<Ignored>,
+    /// Livepatch callbacks (`KLPGEN_*_CALLBACK`) of the patched object.
+    pub callbacks: Vec<CallbackEntry>,
+}
+
+/// One callback of the patched object, for reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallbackEntry {
+    /// `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`.
+    pub kind: CallbackKind,
+    pub function: String,
 }
 
 impl Diff<'_, '_> {
@@ -39,6 +52,15 @@ impl Diff<'_, '_> {
             new: self.new_functions().into_iter().map(String::from).collect(),
             refused: self.refusals.clone(),
             ignored: self.ignored.clone(),
+            callbacks: self
+                .annotations
+                .callbacks
+                .iter()
+                .map(|c| CallbackEntry {
+                    kind: c.kind,
+                    function: self.patched.sym(c.func).name.to_string(),
+                })
+                .collect(),
         }
     }
 }

@@ -178,12 +178,22 @@ pub struct PlanFunc {
     pub new_sym: usize,
 }
 
+/// A livepatch callback carried in the object (`KLPGEN_*_CALLBACK`).
+#[derive(Debug, Clone)]
+pub struct PlanCallback {
+    pub kind: crate::annot::CallbackKind,
+    /// The callback function's copy (index into `Plan::symbols`).
+    pub sym: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub sections: Vec<PlanSection>,
     pub symbols: Vec<PlanSymbol>,
     pub externals: Vec<External>,
     pub funcs: Vec<PlanFunc>,
+    /// Callbacks, at most one per kind, in kind order.
+    pub callbacks: Vec<PlanCallback>,
     /// The original object's source file name (STT_FILE) and local symbol names, which
     /// identify its locals among same-named ones in the target.
     pub file_name: Option<String>,
@@ -205,17 +215,20 @@ struct Builder<'p, 'a, 'd> {
 impl Diff<'_, '_> {
     /// Work out what the livepatch object contains.
     pub fn plan(&self, opts: &PlanOptions) -> Result<Plan, Error> {
-        let included_funcs: HashSet<_> = self
+        let mut included_funcs: HashSet<_> = self
             .functions
             .iter()
             .filter(|f| {
                 let sec = self.patched.sym(f.patched).section.expect("defined");
-                f.verdict != Verdict::Unchanged
+                f.verdict.is_included()
                     && !self.patched.sec(sec).name.starts_with(".init.")
                     && !self.patched.sec(sec).name.starts_with(".exit.")
             })
             .map(|f| f.patched)
             .collect();
+        // Callback functions are copied like new functions, even an unchanged one (the copy
+        // behaves as the original does; its references are bound to the target).
+        included_funcs.extend(self.annotations.callbacks.iter().map(|c| c.func));
         let mut b = Builder {
             diff: self,
             opts,
@@ -250,6 +263,21 @@ impl Diff<'_, '_> {
             b.include_section(sec);
         }
         b.drain()?;
+        for c in &self.annotations.callbacks {
+            let sym = b
+                .sym_map
+                .get(&c.func)
+                .copied()
+                .ok_or_else(|| Error::Malformed {
+                    object: self.patched.label.clone(),
+                    what: format!(
+                        "{} callback {} is not among the functions the livepatch carries",
+                        c.kind.member(),
+                        self.patched.sym(c.func).name
+                    ),
+                })?;
+            b.plan.callbacks.push(PlanCallback { kind: c.kind, sym });
+        }
         for f in &funcs {
             if let (Verdict::Changed(_), Some(o)) = (&f.verdict, f.orig) {
                 let os = self.orig.sym(o);

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use elfdiff::dwarf::StructLayout;
+use elfdiff::dwarf::{Member, StructLayout};
+use elfdiff::CallbackKind;
 
 use crate::Error;
 
@@ -37,11 +38,21 @@ pub struct HookFunc {
     pub new_symbol: String,
 }
 
+/// A livepatch callback of one object: the kind and the global symbol of its function in
+/// klpgen_patch.o.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCallback {
+    pub kind: CallbackKind,
+    pub symbol: String,
+}
+
 /// One patched object: vmlinux (`name` None) or a module.
 #[derive(Debug, Clone)]
 pub struct HookObject {
     pub name: Option<String>,
     pub funcs: Vec<HookFunc>,
+    /// At most one per kind.
+    pub callbacks: Vec<HookCallback>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,8 +67,9 @@ pub struct ModuleSpec {
 /// Generated files, (file name, contents).
 pub type Sources = Vec<(String, String)>;
 
-/// The structures the Rust hook needs from the target's DWARF.
-pub const KLP_STRUCTS: [&str; 3] = ["klp_func", "klp_object", "klp_patch"];
+/// The structures the Rust hook needs from the target's DWARF (`klp_callbacks` only when the
+/// livepatch has callbacks).
+pub const KLP_STRUCTS: [&str; 4] = ["klp_func", "klp_object", "klp_patch", "klp_callbacks"];
 
 fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, Error> {
     let mut out = template.to_string();
@@ -143,9 +155,23 @@ fn render_c(spec: &ModuleSpec) -> Result<String, Error> {
             Some(n) => format!("\"{}\"", check_name(n)?),
             None => "NULL".into(),
         };
+        let mut callbacks = String::new();
+        for c in callbacks_of(obj)? {
+            let ret = if c.kind.returns_int() { "int" } else { "void" };
+            writeln!(
+                externs,
+                "extern {ret} {}(struct klp_object *obj);",
+                check_name(&c.symbol)?
+            )
+            .unwrap();
+            writeln!(callbacks, "\t\t\t.{} = {},", c.kind.member(), c.symbol).unwrap();
+        }
+        if !callbacks.is_empty() {
+            callbacks = format!("\t\t.callbacks = {{\n{callbacks}\t\t}},\n");
+        }
         writeln!(
             objects,
-            "\t{{\n\t\t.name = {name},\n\t\t.funcs = klpgen_funcs_{oi},\n\t}},"
+            "\t{{\n\t\t.name = {name},\n\t\t.funcs = klpgen_funcs_{oi},\n{callbacks}\t}},"
         )
         .unwrap();
     }
@@ -161,8 +187,94 @@ fn render_c(spec: &ModuleSpec) -> Result<String, Error> {
     )
 }
 
+/// An object's callbacks in kind order; more than one of a kind is an error.
+fn callbacks_of(obj: &HookObject) -> Result<Vec<&HookCallback>, Error> {
+    let mut v: Vec<&HookCallback> = obj.callbacks.iter().collect();
+    v.sort_by_key(|c| c.kind);
+    if let Some(w) = v.windows(2).find(|w| w[0].kind == w[1].kind) {
+        return Err(Error::Internal(format!(
+            "two {} callbacks ({}, {}) for one object",
+            w[0].kind.member(),
+            w[0].symbol,
+            w[1].symbol
+        )));
+    }
+    Ok(v)
+}
+
 /// A member the hook sets: (DWARF member name, Rust field name, Rust type, zero value).
 type Field = (&'static str, &'static str, &'static str, &'static str);
+
+/// The callback members of `klp_object`, flattened: `callbacks.<kind>` is found at the offset
+/// of `callbacks` in `klp_object` plus that of `<kind>` in `klp_callbacks`.
+const CALLBACK_FIELDS: [(CallbackKind, Field); 4] = [
+    (
+        CallbackKind::PrePatch,
+        (
+            "callbacks.pre_patch",
+            "pre_patch",
+            "Option<unsafe extern \"C\" fn(*mut KlpObject) -> c_int>",
+            "None",
+        ),
+    ),
+    (
+        CallbackKind::PostPatch,
+        (
+            "callbacks.post_patch",
+            "post_patch",
+            "Option<unsafe extern \"C\" fn(*mut KlpObject)>",
+            "None",
+        ),
+    ),
+    (
+        CallbackKind::PreUnpatch,
+        (
+            "callbacks.pre_unpatch",
+            "pre_unpatch",
+            "Option<unsafe extern \"C\" fn(*mut KlpObject)>",
+            "None",
+        ),
+    ),
+    (
+        CallbackKind::PostUnpatch,
+        (
+            "callbacks.post_unpatch",
+            "post_unpatch",
+            "Option<unsafe extern \"C\" fn(*mut KlpObject)>",
+            "None",
+        ),
+    ),
+];
+
+/// `klp_object` with the members of its `callbacks` member added as `callbacks.<member>`.
+fn flatten_callbacks(
+    object: &StructLayout,
+    callbacks: &StructLayout,
+) -> Result<StructLayout, Error> {
+    let at = object.member("callbacks").ok_or_else(|| Error::Layout {
+        structure: object.name.clone(),
+        what: "has no member callbacks (a kernel without livepatch callbacks)".into(),
+    })?;
+    if at.size != Some(callbacks.size) {
+        return Err(Error::Layout {
+            structure: object.name.clone(),
+            what: format!(
+                "member callbacks is {:?} bytes, struct {} is {}",
+                at.size, callbacks.name, callbacks.size
+            ),
+        });
+    }
+    let mut out = object.clone();
+    for m in &callbacks.members {
+        out.members.push(Member {
+            name: format!("callbacks.{}", m.name),
+            offset: at.offset + m.offset,
+            size: m.size,
+            pointer: m.pointer,
+        });
+    }
+    Ok(out)
+}
 
 const FUNC_FIELDS: &[Field] = &[
     ("old_name", "old_name", "*const c_char", "ptr::null()"),
@@ -182,6 +294,7 @@ const PATCH_FIELDS: &[Field] = &[
 fn rust_size(ty: &str) -> u64 {
     match ty {
         "bool" => 1,
+        // Pointers, `c_ulong` and `Option<fn>` (a nullable function pointer).
         _ => 8,
     }
 }
@@ -269,13 +382,35 @@ fn render_rust(
             what: "not found in the target's DWARF".into(),
         })
     };
+    // Callback members only when some object has callbacks: a module without them keeps
+    // exactly the layout code it had before callbacks existed.
+    let kinds: Vec<CallbackKind> = CallbackKind::ALL
+        .into_iter()
+        .filter(|k| {
+            spec.objects
+                .iter()
+                .any(|o| o.callbacks.iter().any(|c| c.kind == *k))
+        })
+        .collect();
+    let mut object_fields: Vec<Field> = OBJECT_FIELDS.to_vec();
+    let object_layout = if kinds.is_empty() {
+        get("klp_object")?.clone()
+    } else {
+        object_fields.extend(
+            CALLBACK_FIELDS
+                .iter()
+                .filter(|(k, _)| kinds.contains(k))
+                .map(|(_, f)| *f),
+        );
+        flatten_callbacks(get("klp_object")?, get("klp_callbacks")?)?
+    };
     let mut structs = String::new();
-    for (rust, c, fields) in [
-        ("KlpFunc", "klp_func", FUNC_FIELDS),
-        ("KlpObject", "klp_object", OBJECT_FIELDS),
-        ("KlpPatch", "klp_patch", PATCH_FIELDS),
+    for (rust, layout, fields) in [
+        ("KlpFunc", get("klp_func")?, FUNC_FIELDS),
+        ("KlpObject", &object_layout, &object_fields[..]),
+        ("KlpPatch", get("klp_patch")?, PATCH_FIELDS),
     ] {
-        structs.push_str(&rust_struct(rust, get(c)?, fields)?);
+        structs.push_str(&rust_struct(rust, layout, fields)?);
         structs.push('\n');
     }
     let mut externs = String::new();
@@ -304,9 +439,20 @@ fn render_rust(
             Some(n) => format!("c\"{}\".as_ptr()", check_name(n)?),
             None => "ptr::null()".into(),
         };
+        let mut callbacks = String::new();
+        for c in callbacks_of(obj)? {
+            let sym = check_name(&c.symbol)?;
+            let ret = if c.kind.returns_int() {
+                " -> c_int"
+            } else {
+                ""
+            };
+            writeln!(externs, "    fn {sym}(obj: *mut KlpObject){ret};").unwrap();
+            writeln!(callbacks, "        {}: Some({sym}),", c.kind.member()).unwrap();
+        }
         writeln!(
             objects,
-            "    KlpObject {{\n        name: {name},\n        funcs: (&raw mut KLPGEN_FUNCS_{oi}).cast::<KlpFunc>(),\n        ..KlpObject::ZERO\n    }},"
+            "    KlpObject {{\n        name: {name},\n        funcs: (&raw mut KLPGEN_FUNCS_{oi}).cast::<KlpFunc>(),\n{callbacks}        ..KlpObject::ZERO\n    }},"
         )
         .unwrap();
     }
@@ -391,6 +537,7 @@ mod tests {
                     sympos: 2,
                     new_symbol: "__klpgen_func_0".into(),
                 }],
+                callbacks: vec![],
             }],
             replace: true,
         };
@@ -403,5 +550,129 @@ mod tests {
         assert!(src[0]
             .1
             .contains("livepatch-x-y := klpgen_hook.o klpgen_patch.o"));
+    }
+
+    fn spec_with_callbacks(kinds: &[CallbackKind]) -> ModuleSpec {
+        ModuleSpec {
+            module: "livepatch-cb".into(),
+            description: "callbacks".into(),
+            objects: vec![HookObject {
+                name: None,
+                funcs: vec![],
+                callbacks: kinds
+                    .iter()
+                    .map(|&kind| HookCallback {
+                        kind,
+                        symbol: crate::writer::callback_alias(kind),
+                    })
+                    .collect(),
+            }],
+            replace: true,
+        }
+    }
+
+    /// Layouts as in 6.12 (x86-64): klp_object.callbacks at 16, klp_callbacks 40 bytes.
+    fn klp_layouts() -> HashMap<String, StructLayout> {
+        let mut m = HashMap::new();
+        for l in [
+            layout(
+                "klp_func",
+                88,
+                &[
+                    ("old_name", 0, 8, true),
+                    ("new_func", 8, 8, true),
+                    ("old_sympos", 16, 8, false),
+                ],
+            ),
+            layout(
+                "klp_object",
+                136,
+                &[
+                    ("name", 0, 8, true),
+                    ("funcs", 8, 8, true),
+                    ("callbacks", 16, 40, false),
+                ],
+            ),
+            layout(
+                "klp_callbacks",
+                40,
+                &[
+                    ("pre_patch", 0, 8, true),
+                    ("post_patch", 8, 8, true),
+                    ("pre_unpatch", 16, 8, true),
+                    ("post_unpatch", 24, 8, true),
+                    ("post_unpatch_enabled", 32, 1, false),
+                ],
+            ),
+            layout(
+                "klp_patch",
+                96,
+                &[
+                    ("mod", 0, 8, true),
+                    ("objs", 8, 8, true),
+                    ("replace", 24, 1, false),
+                ],
+            ),
+        ] {
+            m.insert(l.name.clone(), l);
+        }
+        m
+    }
+
+    #[test]
+    fn c_hook_wires_callbacks() {
+        let spec = spec_with_callbacks(&[CallbackKind::PostUnpatch, CallbackKind::PrePatch]);
+        let hook = &render(&spec, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(hook.contains("extern int __klpgen_callback_pre_patch(struct klp_object *obj);"));
+        assert!(
+            hook.contains("extern void __klpgen_callback_post_unpatch(struct klp_object *obj);")
+        );
+        let at = |s: &str| {
+            hook.find(s)
+                .unwrap_or_else(|| panic!("{s} missing:\n{hook}"))
+        };
+        // Kind order inside the initialiser, whatever the order of the spec.
+        assert!(at(".pre_patch = __klpgen_callback_pre_patch,") < at(".post_unpatch = "));
+        assert!(at(".callbacks = {") > at(".funcs = klpgen_funcs_0,"));
+        assert!(!hook.contains(".post_patch"));
+        // No callbacks: no callbacks member at all.
+        let plain = &render(&spec_with_callbacks(&[]), HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(!plain.contains(".callbacks"));
+    }
+
+    #[test]
+    fn rust_hook_places_callbacks_at_target_offsets() {
+        let spec = spec_with_callbacks(&[CallbackKind::PrePatch, CallbackKind::PostPatch]);
+        let hook = &render(&spec, HookLang::Rust, &klp_layouts()).unwrap()[1].1;
+        for want in [
+            "pre_patch: Option<unsafe extern \"C\" fn(*mut KlpObject) -> c_int>,",
+            "post_patch: Option<unsafe extern \"C\" fn(*mut KlpObject)>,",
+            "offset_of!(KlpObject, pre_patch) == 16",
+            "offset_of!(KlpObject, post_patch) == 24",
+            "size_of::<KlpObject>() == 136",
+            "fn __klpgen_callback_pre_patch(obj: *mut KlpObject) -> c_int;",
+            "fn __klpgen_callback_post_patch(obj: *mut KlpObject);",
+            "pre_patch: Some(__klpgen_callback_pre_patch),",
+            "post_patch: Some(__klpgen_callback_post_patch),",
+        ] {
+            assert!(hook.contains(want), "{want} missing:\n{hook}");
+        }
+        assert!(!hook.contains("pre_unpatch"));
+        // Without callbacks the object has no callback fields (and needs no klp_callbacks).
+        let mut layouts = klp_layouts();
+        layouts.remove("klp_callbacks");
+        let plain = &render(&spec_with_callbacks(&[]), HookLang::Rust, &layouts).unwrap()[1].1;
+        assert!(!plain.contains("pre_patch"));
+        // With callbacks but no klp_callbacks in the target: a layout error, not a guess.
+        assert!(matches!(
+            render(&spec, HookLang::Rust, &layouts),
+            Err(Error::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn two_callbacks_of_a_kind_are_an_error() {
+        let spec = spec_with_callbacks(&[CallbackKind::PostPatch, CallbackKind::PostPatch]);
+        assert!(render(&spec, HookLang::C, &HashMap::new()).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Write the livepatch object (`klpgen_patch.o`): the planned sections with their relocations,
-//! local copies of the new functions plus a global alias per replaced function for the hook,
-//! and undefined `.klp.sym.*` symbols for references that become klp relocations once the
-//! module is linked (see `klp.rs`).
+//! local copies of the new functions plus a global alias per replaced function and per
+//! callback for the hook, and undefined `.klp.sym.*` symbols for references that become klp
+//! relocations once the module is linked (see `klp.rs`).
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
@@ -19,6 +19,12 @@ use crate::Error;
 /// The global symbol the hook uses for the new body of replaced function `i`.
 pub fn new_func_alias(i: usize) -> String {
     format!("__klpgen_func_{i}")
+}
+
+/// The global symbol the hook uses for the callback of one kind (at most one per module
+/// object, so the kind names it).
+pub fn callback_alias(kind: elfdiff::CallbackKind) -> String {
+    format!("__klpgen_callback_{}", kind.member())
 }
 
 fn kind_of(sh_type: u32, flags: u64) -> SectionKind {
@@ -127,6 +133,25 @@ pub fn write_patch_object(
         })?;
         obj.add_symbol(Symbol {
             name: new_func_alias(alias_base + i).into_bytes(),
+            value: s.value,
+            size: s.size,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Dynamic,
+            weak: false,
+            section: SymbolSection::Section(sec_of(s.section)?),
+            flags: SymbolFlags::None,
+        });
+    }
+    for c in &plan.callbacks {
+        let s = plan.symbols.get(c.sym).ok_or_else(|| {
+            Error::Internal(format!(
+                "plan names symbol {} for the {} callback",
+                c.sym,
+                c.kind.member()
+            ))
+        })?;
+        obj.add_symbol(Symbol {
+            name: callback_alias(c.kind).into_bytes(),
             value: s.value,
             size: s.size,
             kind: SymbolKind::Text,

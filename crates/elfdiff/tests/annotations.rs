@@ -1,0 +1,269 @@
+//! Hand-made `.klpgen.*` records that `<klpgen/klpgen.h>` never writes: each must be refused
+//! with a `refuse.annotation.*` key (naming the section), never panic, never be taken as a
+//! callback or an ignore. The objects are built with the `object` writer.
+
+use object::write::{Object as WObject, Relocation, Symbol, SymbolSection};
+use object::{
+    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
+    SymbolKind, SymbolScope,
+};
+
+use elfdiff::{Diff, Object, Orig, Patched};
+
+/// endbr64; call __fentry__ (relocated); mov $ret, %eax; ret
+fn body(ret: u8) -> Vec<u8> {
+    vec![
+        0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xb8, ret, 0, 0, 0, 0xc3,
+    ]
+}
+
+/// What the one annotation section of the test object holds.
+enum Record {
+    /// A pointer-sized slot per entry; each relocation: (offset, target, addend).
+    Callbacks {
+        kind: &'static str,
+        size: usize,
+        relocs: Vec<SlotReloc>,
+    },
+    /// Raw bytes in a name-list section, optionally with a relocation.
+    Names {
+        section: &'static str,
+        bytes: Vec<u8>,
+        reloc: bool,
+    },
+}
+
+/// A relocation in a callback section: (offset, target, addend).
+type SlotReloc = (u64, Target, i64);
+
+#[derive(Clone, Copy)]
+enum Target {
+    Func,
+    TextSection,
+    Undefined,
+    Data,
+}
+
+/// An object with function `f` (returning `ret`) in `.text.f`, a variable `v`, and `record`.
+fn build(ret: u8, record: Option<&Record>) -> Vec<u8> {
+    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    o.add_file_symbol(b"t.c".to_vec());
+    let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
+    let code = body(ret);
+    let len = code.len() as u64;
+    o.append_section_data(text, &code, 16);
+    let f = o.add_symbol(Symbol {
+        name: b"f".to_vec(),
+        value: 0,
+        size: len,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Section(text),
+        flags: SymbolFlags::None,
+    });
+    let fentry = o.add_symbol(Symbol {
+        name: b"__fentry__".to_vec(),
+        value: 0,
+        size: 0,
+        kind: SymbolKind::Unknown,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Undefined,
+        flags: SymbolFlags::None,
+    });
+    o.add_relocation(
+        text,
+        Relocation {
+            offset: 5,
+            symbol: fentry,
+            addend: -4,
+            flags: RelocationFlags::Elf {
+                r_type: elf::R_X86_64_PLT32,
+            },
+        },
+    )
+    .unwrap();
+    let data = o.add_section(Vec::new(), b".data.v".to_vec(), SectionKind::Data);
+    o.append_section_data(data, &[0; 8], 8);
+    let v = o.add_symbol(Symbol {
+        name: b"v".to_vec(),
+        value: 0,
+        size: 8,
+        kind: SymbolKind::Data,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Section(data),
+        flags: SymbolFlags::None,
+    });
+    let ext = o.add_symbol(Symbol {
+        name: b"elsewhere".to_vec(),
+        value: 0,
+        size: 0,
+        kind: SymbolKind::Unknown,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Undefined,
+        flags: SymbolFlags::None,
+    });
+    match record {
+        None => {}
+        Some(Record::Callbacks { kind, size, relocs }) => {
+            let name = format!(".klpgen.callbacks.{kind}");
+            let s = o.add_section(Vec::new(), name.into_bytes(), SectionKind::ReadOnlyData);
+            o.append_section_data(s, &vec![0; *size], 8);
+            for &(offset, target, addend) in relocs {
+                let symbol = match target {
+                    Target::Func => f,
+                    Target::TextSection => o.section_symbol(text),
+                    Target::Undefined => ext,
+                    Target::Data => v,
+                };
+                o.add_relocation(
+                    s,
+                    Relocation {
+                        offset,
+                        symbol,
+                        addend,
+                        flags: RelocationFlags::Elf {
+                            r_type: elf::R_X86_64_64,
+                        },
+                    },
+                )
+                .unwrap();
+            }
+        }
+        Some(Record::Names {
+            section,
+            bytes,
+            reloc,
+        }) => {
+            let s = o.add_section(
+                Vec::new(),
+                section.as_bytes().to_vec(),
+                SectionKind::ReadOnlyData,
+            );
+            o.append_section_data(s, bytes, 1);
+            if *reloc {
+                o.add_relocation(
+                    s,
+                    Relocation {
+                        offset: 0,
+                        symbol: f,
+                        addend: 0,
+                        flags: RelocationFlags::Elf {
+                            r_type: elf::R_X86_64_64,
+                        },
+                    },
+                )
+                .unwrap();
+            }
+        }
+    }
+    o.write().unwrap()
+}
+
+/// (refusal keys, callbacks found, ignored) for a changed `f` plus `record`.
+fn outcome(record: &Record) -> (Vec<String>, usize, usize) {
+    let ob = build(1, None);
+    let pb = build(2, Some(record));
+    let orig = Object::<Orig>::parse("orig", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched", &pb).unwrap();
+    let r = Diff::new(&orig, &patched).report();
+    (
+        r.refused.iter().map(|x| x.key.clone()).collect(),
+        r.callbacks.len(),
+        r.ignored.len(),
+    )
+}
+
+fn refused_as_annotation(record: Record) {
+    let (keys, callbacks, ignored) = outcome(&record);
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with("refuse.annotation.")),
+        "{keys:?}"
+    );
+    assert_eq!(callbacks, 0);
+    assert_eq!(ignored, 0);
+}
+
+#[test]
+fn a_well_formed_callback_is_found() {
+    for (target, addend) in [(Target::Func, 0), (Target::TextSection, 0)] {
+        let (keys, callbacks, _) = outcome(&Record::Callbacks {
+            kind: "post_patch",
+            size: 8,
+            relocs: vec![(0, target, addend)],
+        });
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(callbacks, 1);
+    }
+}
+
+#[test]
+fn malformed_callback_records_are_refused() {
+    let bad: Vec<(usize, Vec<SlotReloc>)> = vec![
+        (8, vec![]),                             // no pointer
+        (12, vec![(0, Target::Func, 0)]),        // not an array of pointers
+        (8, vec![(0, Target::Undefined, 0)]),    // defined in another unit
+        (8, vec![(0, Target::Data, 0)]),         // not a function
+        (8, vec![(0, Target::Func, 4)]),         // into the middle of a function
+        (8, vec![(0, Target::TextSection, 5)]),  // likewise, section-relative
+        (8, vec![(0, Target::TextSection, -8)]), // before the section
+        (8, vec![(0, Target::TextSection, i64::MAX)]),
+    ];
+    for (size, relocs) in bad {
+        refused_as_annotation(Record::Callbacks {
+            kind: "pre_patch",
+            size,
+            relocs,
+        });
+    }
+    // A good first slot and an empty second one: the record as a whole is refused.
+    let (keys, _, _) = outcome(&Record::Callbacks {
+        kind: "pre_patch",
+        size: 16,
+        relocs: vec![(0, Target::Func, 0)],
+    });
+    assert_eq!(keys, ["refuse.annotation..klpgen.callbacks.pre_patch"]);
+}
+
+#[test]
+fn unknown_and_malformed_name_lists_are_refused() {
+    refused_as_annotation(Record::Callbacks {
+        kind: "mid_patch",
+        size: 8,
+        relocs: vec![(0, Target::Func, 0)],
+    });
+    refused_as_annotation(Record::Names {
+        section: ".klpgen.ignore.functions",
+        bytes: b"f\0\0\0\0\0\0\0".to_vec(),
+        reloc: true,
+    });
+    refused_as_annotation(Record::Names {
+        section: ".klpgen.ignore.sections",
+        bytes: b"\xff\xfe\0".to_vec(),
+        reloc: false,
+    });
+    refused_as_annotation(Record::Names {
+        section: ".klpgen.ignore.functions",
+        bytes: b"no_such_function\0".to_vec(),
+        reloc: false,
+    });
+    refused_as_annotation(Record::Names {
+        section: ".klpgen.something",
+        bytes: b"f\0".to_vec(),
+        reloc: false,
+    });
+}
+
+#[test]
+fn padding_between_names_is_skipped() {
+    let (keys, _, ignored) = outcome(&Record::Names {
+        section: ".klpgen.ignore.functions",
+        bytes: b"\0\0f\0\0\0f\0".to_vec(),
+        reloc: false,
+    });
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(ignored, 1, "f is ignored once");
+}
