@@ -178,7 +178,15 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 m.name,
                 m.src.display()
             ));
-            let pairs = m.build_pairs(&tree, &patches, &run_dir, &include, jobs, &intr)?;
+            let pairs = m.build_pairs(
+                &tree,
+                &patches,
+                &run_dir,
+                &include,
+                !args.no_line_directives,
+                jobs,
+                &intr,
+            )?;
             if let Some((_, o, _)) = pairs.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
             }
@@ -917,7 +925,13 @@ fn tree_pairs(
     if tree.source.starts_with(workdir) {
         mirror::unshare(&tree.source, &files)?;
     }
-    let applied = Applied::apply(&tree.source, patches, workdir, intr)?;
+    let applied = Applied::apply(
+        &tree.source,
+        patches,
+        workdir,
+        !args.no_line_directives,
+        intr,
+    )?;
     rep.stage("building patched objects");
     let patched_build = diffbuild
         .build_units(

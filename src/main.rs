@@ -139,6 +139,10 @@ pub struct BuildArgs {
     /// The X.509 certificate (PEM or DER) that goes with --sign-key.
     #[arg(long, value_name = "CERT", requires = "sign_key")]
     pub sign_cert: Option<PathBuf>,
+    /// Do not put `#line` directives after the patched stretches of C files (by default the
+    /// untouched lines keep their original numbers, so `__LINE__` there does not change).
+    #[arg(long)]
+    pub no_line_directives: bool,
     /// Run every compile through this launcher (`ccache`, `sccache`, `distcc`, `icecc`, or a
     /// command with arguments): kbuild gets `CC="<launcher> gcc"` (clang for clang-built targets).
     #[arg(long, value_name = "CMD")]

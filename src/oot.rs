@@ -94,12 +94,14 @@ impl OotModule {
 
     /// Build the module's objects before and after the patches; returns
     /// (object path relative to the module directory, original, patched).
+    #[allow(clippy::too_many_arguments)]
     pub fn build_pairs(
         &self,
         tree: &Tree,
         patches: &[PatchFile],
         workdir: &Path,
         include: &Path,
+        keep_lines: bool,
         jobs: usize,
         intr: &Interrupt,
     ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
@@ -113,6 +115,9 @@ impl OotModule {
         }
         for p in patches {
             patch::apply_to_copy(&patched, p, intr)?;
+        }
+        if keep_lines {
+            patch::keep_lines_of_copy(&patched, &orig, patches)?;
         }
         for (dir, what) in [(&orig, "original"), (&patched, "patched")] {
             kbuild::build_external(

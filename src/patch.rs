@@ -236,6 +236,42 @@ pub fn apply_to_copy(dir: &Path, p: &PatchFile, intr: &Interrupt) -> Result<()> 
     Ok(())
 }
 
+/// After patches were applied to the copy `dir`: keep the untouched lines of each patched file
+/// at their numbers in the pristine copy `original`.
+pub fn keep_lines_of_copy(dir: &Path, original: &Path, patches: &[PatchFile]) -> Result<()> {
+    let mut done: Vec<&str> = Vec::new();
+    for f in patches.iter().flat_map(|p| &p.files) {
+        if done.contains(&f.as_str()) {
+            continue;
+        }
+        done.push(f);
+        if let Ok(old) = fs::read(original.join(f)) {
+            keep_line_numbers(dir, f, &old)?;
+        }
+    }
+    Ok(())
+}
+
+/// Put `#line` directives into the patched file `f` so that the lines the patches did not
+/// touch keep their numbers from `old` (see `patchgen::patchfile::keep_line_numbers`). C
+/// sources and headers only.
+fn keep_line_numbers(tree: &Path, f: &str, old: &[u8]) -> Result<()> {
+    if !(f.ends_with(".c") || f.ends_with(".h")) {
+        return Ok(());
+    }
+    let path = tree.join(f);
+    let Ok(new) = fs::read(&path) else {
+        return Ok(());
+    };
+    let (Ok(old), Ok(new)) = (std::str::from_utf8(old), std::str::from_utf8(&new)) else {
+        return Ok(());
+    };
+    if let Some(fixed) = patchgen::patchfile::keep_line_numbers(old, new) {
+        fs::write(&path, fixed).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Check, without touching the tree, that the first patch applies (later ones may depend on
 /// earlier ones and are checked as they are applied).
 pub fn check_first_applies(source: &Path, patches: &[PatchFile], intr: &Interrupt) -> Result<()> {
@@ -259,6 +295,7 @@ impl Applied {
         source: &Path,
         patches: &[PatchFile],
         workdir: &Path,
+        keep_lines: bool,
         intr: &Interrupt,
     ) -> Result<Self> {
         let journal_path = workdir.join("journal.json");
@@ -290,6 +327,23 @@ impl Applied {
                     out.stdout,
                     out.stderr
                 );
+            }
+        }
+        // After all patches (a directive would change the context a later patch expects),
+        // against each file as it was before the first patch touched it.
+        if keep_lines {
+            let mut done: Vec<&str> = Vec::new();
+            for e in &applied.journal.applied {
+                for saved in &e.files {
+                    if done.contains(&saved.file.as_str()) {
+                        continue;
+                    }
+                    done.push(&saved.file);
+                    if let Some(b) = &saved.backup {
+                        let old = fs::read(b)?;
+                        keep_line_numbers(source, &saved.file, &old)?;
+                    }
+                }
             }
         }
         Ok(applied)

@@ -700,3 +700,37 @@ fn header_edits_without_records_build_the_whole_tree_once() {
     assert!(err.contains("1 unit(s) affected: lib/demo.o"), "{err}");
     assert!(!kbuild.join("full-build-ran").exists());
 }
+
+#[test]
+fn untouched_lines_keep_their_numbers_in_the_patched_build() {
+    // The patch grows demo() by two lines; line() below it returns __LINE__. With the #line
+    // directives klpgen adds after the hunk, only demo() changes.
+    let t = Tree::new(CONFIG);
+    let src = t.src();
+    fs::write(
+        src.join("lib/demo.c"),
+        "int demo(int x)\n{\n\treturn x + 1;\n}\n\nint line(void)\n{\n\treturn __LINE__;\n}\n",
+    )
+    .unwrap();
+    let before = t.snapshot();
+    let p = t.patch(
+        "grow.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,6 @@\n int demo(int x)\n {\n+\tx *= 3;\n+\tx -= 1;\n \treturn x + 1;\n }\n",
+    );
+    let changed = |o: &Output| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut v: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("changed"))
+            .map(|f| f.trim().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let o = t.command(&p).output().unwrap();
+    assert_eq!(changed(&o), vec!["demo"], "{}", stderr(&o));
+    assert_eq!(t.snapshot(), before);
+    let o = t.command(&p).arg("--no-line-directives").output().unwrap();
+    assert_eq!(changed(&o), vec!["demo", "line"], "{}", stderr(&o));
+    assert_eq!(t.snapshot(), before);
+}

@@ -57,6 +57,100 @@ pub fn touched_files(text: &str) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+/// For each line of `text`, whether it starts inside a `/* */` comment (strings, character
+/// literals and `//` comments are skipped while scanning).
+fn starts_in_comment(lines: &[&str]) -> Vec<bool> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut in_comment = false;
+    for line in lines {
+        out.push(in_comment);
+        let b = line.as_bytes();
+        let mut i = 0;
+        let mut quote: Option<u8> = None;
+        while i < b.len() {
+            if in_comment {
+                if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                    in_comment = false;
+                    i += 2;
+                    continue;
+                }
+            } else if let Some(q) = quote {
+                if b[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
+                if b[i] == q {
+                    quote = None;
+                }
+            } else if b[i] == b'"' || b[i] == b'\'' {
+                quote = Some(b[i]);
+            } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                in_comment = true;
+                i += 2;
+                continue;
+            } else if b[i] == b'/' && b.get(i + 1) == Some(&b'/') {
+                break;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether a `#line` directive may follow `prev` (the line before it): at a statement or
+/// block boundary, not continuing a macro or string, not inside a comment (`comment_after`:
+/// a comment is still open where the directive would go).
+fn boundary_after(prev: &str, comment_after: bool) -> bool {
+    let t = prev.trim_end();
+    if comment_after || t.ends_with('\\') {
+        return false;
+    }
+    t.is_empty() || t.ends_with(';') || t.ends_with('{') || t.ends_with('}') || t.ends_with("*/")
+}
+
+/// The source-level half of klpgen's `__LINE__` tolerance: `new` (a patched C file or header)
+/// with `#line` directives after each changed stretch, so that the lines the patch did not
+/// touch keep the numbers they have in `old` and `__LINE__` (WARN, BUG, pr_* helpers) in
+/// untouched code compiles to the same value. A directive goes at the first line boundary of
+/// the unchanged stretch (after `;`, `{`, `}`, a blank line or a comment's end, never inside a
+/// comment or a continued line). None when no line needs one.
+pub fn keep_line_numbers(old: &str, new: &str) -> Option<String> {
+    use similar::{DiffOp, TextDiff};
+    let diff = TextDiff::from_lines(old, new);
+    let new_lines: Vec<&str> = new.split_inclusive('\n').collect();
+    let in_comment = starts_in_comment(&new_lines);
+    // Presumed (old) line number wanted for new line index i, for lines in unchanged stretches.
+    let mut want: Vec<Option<usize>> = vec![None; new_lines.len()];
+    for op in diff.ops() {
+        if let DiffOp::Equal {
+            old_index,
+            new_index,
+            len,
+        } = *op
+        {
+            for k in 0..len {
+                want[new_index + k] = Some(old_index + k + 1);
+            }
+        }
+    }
+    let mut out = String::with_capacity(new.len() + 64);
+    let mut presumed = 1usize; // the number the compiler gives the next line
+    let mut inserted = false;
+    for (i, line) in new_lines.iter().enumerate() {
+        if let Some(w) = want[i] {
+            let may = i > 0 && boundary_after(new_lines[i - 1], in_comment[i]);
+            if w != presumed && may && !line.trim_start().starts_with('#') {
+                out.push_str(&format!("#line {w}\n"));
+                presumed = w;
+                inserted = true;
+            }
+        }
+        out.push_str(line);
+        presumed += 1;
+    }
+    inserted.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +212,71 @@ mod tests {
             touched_files("not a patch\n").unwrap(),
             Vec::<String>::new()
         );
+    }
+
+    /// The line number the compiler gives each line of `text` (honouring `#line N`), keyed by
+    /// the line's text for lines that occur once.
+    fn presumed(text: &str) -> std::collections::HashMap<String, usize> {
+        let mut out = std::collections::HashMap::new();
+        let mut n = 1;
+        for l in text.lines() {
+            if let Some(v) = l.strip_prefix("#line ") {
+                n = v.trim().parse().unwrap();
+                continue;
+            }
+            out.insert(l.to_string(), n);
+            n += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn lines_after_a_grown_hunk_keep_their_numbers() {
+        let old = "int a(int x)\n{\n\treturn x;\n}\n\nint b(void)\n{\n\treturn __LINE__;\n}\n";
+        let new = "int a(int x)\n{\n\tx++;\n\tx++;\n\treturn x;\n}\n\nint b(void)\n{\n\treturn __LINE__;\n}\n";
+        let fixed = keep_line_numbers(old, new).expect("a directive");
+        let (po, pf) = (presumed(old), presumed(&fixed));
+        assert_eq!(
+            pf["\treturn __LINE__;"], po["\treturn __LINE__;"],
+            "{fixed}"
+        );
+        assert_eq!(pf["int b(void)"], po["int b(void)"], "{fixed}");
+        // Removing the directives gives the patched file back.
+        let stripped: String = fixed
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("#line "))
+            .collect();
+        assert_eq!(stripped, new);
+        // Shrinking works the same way.
+        let fixed = keep_line_numbers(new, old).unwrap();
+        assert_eq!(
+            presumed(&fixed)["\treturn __LINE__;"],
+            presumed(new)["\treturn __LINE__;"]
+        );
+    }
+
+    #[test]
+    fn no_directive_inside_comments_or_continued_lines() {
+        let old = "int a;\n/*\n * doc\n */\n#define M(x) \\\n\t(x)\nint c = __LINE__;\n";
+        // The change ends inside a comment and just before a continued macro line.
+        let new = "int a;\nint a2;\n/*\n * doc\n */\n#define M(x) \\\n\t(x)\nint c = __LINE__;\n";
+        let fixed = keep_line_numbers(old, new).unwrap();
+        for (i, l) in fixed.lines().enumerate() {
+            if l.starts_with("#line") {
+                let prev = fixed.lines().nth(i - 1).unwrap();
+                assert!(!prev.ends_with('\\'), "{fixed}");
+            }
+        }
+        assert_eq!(presumed(&fixed)["int c = __LINE__;"], 7, "{fixed}");
+        let old = "/* a\n b */\nint c = __LINE__;\n";
+        let new = "/* a\n b\n more */\nint c = __LINE__;\n";
+        let fixed = keep_line_numbers(old, new).unwrap();
+        assert!(fixed.contains(" more */\n#line 3\nint c"), "{fixed}");
+    }
+
+    #[test]
+    fn same_length_changes_need_no_directive() {
+        assert_eq!(keep_line_numbers("a;\nb;\nc;\n", "a;\nB;\nc;\n"), None);
+        assert_eq!(keep_line_numbers("a;\n", "a;\nb;\n"), None);
     }
 }
