@@ -295,3 +295,47 @@ fn every_keyless_refusal_is_documented() {
         "found no key-less Verdict::Refused in the sources"
     );
 }
+
+/// `target.<kind>` keys (the target's parts from different builds) defined in the sources.
+fn emitted_target_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for (_, text) in sources() {
+        let mut from = 0;
+        while let Some(pos) = text[from..].find("\"target.") {
+            let at = from + pos;
+            from = at + 1;
+            if let Some((lit, _)) = literal(&text, at) {
+                let kind = &lit["target.".len()..];
+                if is_kind(kind) {
+                    keys.insert(lit);
+                }
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_target_mismatch_key_is_documented() {
+    let emitted = emitted_target_keys();
+    for k in [
+        "target.vmlinux-mismatch",
+        "target.symvers-mismatch",
+        "target.source-mismatch",
+    ] {
+        assert!(
+            emitted.contains(k),
+            "scan of the sources missed {k}: {emitted:?}"
+        );
+    }
+    let documented: BTreeSet<String> = catalogue()
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `target."))
+        .filter_map(|rest| rest.strip_suffix('`'))
+        .map(|k| format!("target.{k}"))
+        .collect();
+    assert_eq!(
+        emitted, documented,
+        "target.* keys in the sources vs `### \\`target.*\\`` sections of docs/refusals.md"
+    );
+}
