@@ -780,3 +780,32 @@ fn diff_refuses_symvers_of_another_build() {
     let o = run(&t.root.join("build/Module.symvers"));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
+
+#[test]
+fn out_of_tree_module_of_another_kernel_is_refused() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let msrc = t.root.join("mod-src");
+    fs::create_dir_all(&msrc).unwrap();
+    let mi = msrc.join("modinfo.c");
+    fs::write(
+        &mi,
+        "__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name=mymod\\0vermagic=6.12.9-other SMP mod_unload \";\n",
+    )
+    .unwrap();
+    let ko = t.root.join("mymod.ko");
+    gcc(&["-c".as_ref(), mi.as_os_str(), "-o".as_ref(), ko.as_os_str()]);
+    let err = refused_before_work(
+        &t,
+        t.isolated(&p)
+            .arg("--oot-module")
+            .arg(&ko)
+            .arg("--oot-module-src")
+            .arg(&msrc),
+        "target.module-mismatch",
+    );
+    assert!(
+        err.contains("built for kernel 6.12.9-other") && err.contains("is 6.12.0-klpgen"),
+        "{err}"
+    );
+}
