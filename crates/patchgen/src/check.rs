@@ -1770,6 +1770,57 @@ mod tests {
             keys.contains(&"check.klp-rela.symbol".to_string()),
             "{keys:?}"
         );
+        // A relocation naming a symbol past the end of the symbol table.
+        let bad = {
+            let m = Module::parse("x", &ko).unwrap();
+            let e = &m.elf;
+            let (_, sec) = e
+                .sections
+                .iter()
+                .enumerate()
+                .find(|(_, s)| e.sec_name(s).starts_with(KLP_RELA_PREFIX))
+                .unwrap();
+            let at = sec.sh_offset(e.endian) as usize + 8;
+            let info = (0x00ff_ffffu64 << 32) | u64::from(elf::R_X86_64_PC32);
+            let mut out = ko.clone();
+            out[at..at + 8].copy_from_slice(&info.to_le_bytes());
+            out
+        };
+        assert_keys(&run(&bad), &["check.klp-rela.symbol"]);
+        // Relocations that cannot be read (sh_size, at 32, past the end of the file).
+        let bad = patch_shdr(&ko, ".klp.rela.", 32, 8, 0xffff_fff0);
+        assert_keys(&run(&bad), &["check.klp-rela.type"]);
+        // A section name without an object: `.klp.rela.vmlinux..text` as
+        // `.klp.rela..vmlinux.text` (the klp symbols then belong to another object, too).
+        let name = e_klp_rela_name(&ko);
+        let obj_and_sec = name.strip_prefix(KLP_RELA_PREFIX).unwrap();
+        let (obj, sec) = obj_and_sec.split_once('.').unwrap();
+        let renamed = format!("{KLP_RELA_PREFIX}.{obj}{sec}");
+        let keys = run(&rename_symbol(&ko, &name, &renamed));
+        assert_keys(&keys, &["check.klp-rela.name", "check.klp-rela.object"]);
+        // An object name longer than the kernel's 55 characters.
+        let mut spec = good_spec();
+        let long = "m".repeat(56);
+        spec.refs = vec![format!(".klp.sym.{long}.helper,2"), "printk".into()];
+        let keys = run(&module(&spec));
+        assert!(
+            keys.contains(&"check.klp-rela.name".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    /// The name of the module's (one) `.klp.rela` section.
+    fn e_klp_rela_name(ko: &[u8]) -> String {
+        let m = Module::parse("x", ko).unwrap();
+        let e = &m.elf;
+        let names: Vec<String> = e
+            .sections
+            .iter()
+            .map(|s| e.sec_name(s))
+            .filter(|n| n.starts_with(KLP_RELA_PREFIX))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        names[0].clone()
     }
 
     #[test]
@@ -1822,6 +1873,10 @@ mod tests {
             &funcs(vec![rec("traced x", 0, Origin::Global)]),
             &["check.funcs.malformed"],
         );
+        // ...or a malformed klp symbol record: the symbols' origins cannot be verified.
+        let mut spec = good_spec();
+        spec.manifest.as_mut().unwrap().syms[0].name = "helper x".into();
+        assert_keys(&run(&module(&spec)), &["check.syms.malformed"]);
         // A target without __mcount_loc.
         let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), false)).unwrap();
         assert_eq!(vm.mcount_count(), None);
