@@ -591,6 +591,29 @@ fn a_full_build_writes_only_the_cache_and_the_output() {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
     assert_eq!(v["result"], "built");
     assert_eq!(v["kernel"]["release"], RELEASE);
+
+    // Without KLPGEN_CACHE_DIR the cache is $XDG_CACHE_HOME/klpgen, and still nothing else
+    // is written (HOME included).
+    let before = snapshot_dir(&t.root);
+    let o = t
+        .isolated(&p)
+        .env_remove("KLPGEN_CACHE_DIR")
+        .arg("--name")
+        .arg("xdg")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let changed = assert_only_changed(&t, &before, &["xdg-cache/klpgen", "out"]);
+    assert!(
+        changed.contains(&PathBuf::from("out/livepatch-xdg.ko")),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .iter()
+            .any(|p| p.starts_with("xdg-cache/klpgen/trees")),
+        "{changed:?}"
+    );
 }
 
 #[test]

@@ -433,19 +433,27 @@ fn has_dwarf(bytes: &[u8]) -> bool {
     bytes.windows(12).any(|w| w == b".debug_info\0")
 }
 
-/// Test kernel objects with DWARF of at most `max` bytes, smallest first (at most `limit`).
-fn small_dwarf_objects(k: &kernel::Kernel, max: usize, limit: usize) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found: Vec<(PathBuf, Vec<u8>)> = objects_below(&k.build, usize::MAX)
+/// Compiled C kernel objects (DWARF producer `GNU C`; not host tools, not real-mode code) with
+/// DWARF, of at most `max` bytes: `limit` of them spread evenly over the sizes found.
+fn small_dwarf_objects(k: &kernel::Kernel, max: usize, limit: usize) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = objects_below(&k.build, usize::MAX)
         .into_iter()
         .filter(|p| fs::metadata(p).is_ok_and(|m| (m.len() as usize) <= max))
-        .filter_map(|p| fs::read(&p).ok().map(|b| (p, b)))
-        .filter(|(p, b)| {
-            has_dwarf(b) && !p.to_string_lossy().contains("/boot/") // real-mode code: 16-bit
+        .filter_map(|p| {
+            let rel = p.strip_prefix(&k.build).ok()?.display().to_string();
+            let host = ["tools/", "scripts/", "arch/x86/boot/", "arch/x86/realmode/"]
+                .iter()
+                .any(|d| rel.starts_with(d));
+            let b = fs::read(&p).ok()?;
+            (!host && has_dwarf(&b) && b.windows(5).any(|w| w == b"GNU C")).then_some((rel, b))
         })
         .collect();
     found.sort_by_key(|(p, b)| (b.len(), p.clone()));
-    found.truncate(limit);
-    found
+    if found.len() <= limit || limit == 0 {
+        return found;
+    }
+    let step = found.len() / limit;
+    found.into_iter().step_by(step).take(limit).collect()
 }
 
 /// Object pairs with DWARF: the fixtures compiled with `-g` for their `explain:` lines, the
@@ -491,9 +499,9 @@ fn seed_explain_pair(k: Option<&kernel::Kernel>) -> Result<Seeds> {
         }
     }
     if let Some(k) = k {
-        for (p, b) in small_dwarf_objects(k, 24 * 1024, 6) {
+        for (p, b) in small_dwarf_objects(k, 48 * 1024, 6) {
             if let Some(seed) = pair_seed(&b, &b) {
-                s.add(&format!("kernel-same-{}", p.display()), &seed)?;
+                s.add(&format!("kernel-same-{p}"), &seed)?;
             }
         }
     }
@@ -558,8 +566,8 @@ fn seed_dwarf_layouts(k: Option<&kernel::Kernel>) -> Result<Seeds> {
             s.add(unit, &b)?;
         }
     }
-    for (p, b) in small_dwarf_objects(k, 16 * 1024, 4) {
-        s.add(&format!("kernel-{}", p.display()), &b)?;
+    for (p, b) in small_dwarf_objects(k, 32 * 1024, 4) {
+        s.add(&format!("kernel-{p}"), &b)?;
     }
     Ok(s)
 }
