@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::diffcmd::{entry_sizes, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
-use crate::kernel::{check_config, Tree};
+use crate::kernel::{check_config, check_consistency, Tree};
 use crate::mirror;
 use crate::oot::OotModule;
 use crate::patch::{self, Applied, PatchFile};
@@ -97,6 +97,26 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     )?;
     check_config(&tree.config, &tree.config_path)?;
     tree.check_target()?;
+    rep.kernel.release = tree.release.clone();
+    // The target: image, exports; they must belong to the build before anything is compiled.
+    let vmlinux = fs::read(&tree.vmlinux)
+        .with_context(|| format!("cannot read {}", tree.vmlinux.display()))?;
+    let vm_label = tree.vmlinux.display().to_string();
+    let symvers_text = fs::read_to_string(&tree.symvers)
+        .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
+    let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
+    let oot_ko = match &args.oot_module {
+        Some(ko) => {
+            Some(fs::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?)
+        }
+        None => None,
+    };
+    check_consistency(
+        &tree,
+        &vmlinux,
+        &symvers,
+        args.oot_module.as_deref().zip(oot_ko.as_deref()),
+    )?;
     if let Some(l) = &args.cc_launcher {
         kbuild::set_compiler_launcher(&tree, l)?;
     }
@@ -109,7 +129,6 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rep.kernel.release = tree.release.clone();
     rep.kernel.config_sha256 = rpt::sha256_hex(tree.config_text.as_bytes());
     rep.patches = patches
         .iter()
@@ -262,13 +281,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
     }
 
-    // The target: symbols, exports, layouts.
-    let vmlinux = fs::read(&tree.vmlinux)
-        .with_context(|| format!("cannot read {}", tree.vmlinux.display()))?;
-    let vm_label = tree.vmlinux.display().to_string();
+    // The target: symbols, layouts.
     let symtab = TargetSymtab::parse(&vm_label, &vmlinux)?;
-    let symvers_text = fs::read_to_string(&tree.symvers)?;
-    let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
     let sizes = entry_sizes(Some((&vm_label, &vmlinux)), &[])?;
     let objtool_regenerates = tree.config.is_set("CONFIG_OBJTOOL")
         && (tree.config.is_set("CONFIG_X86_KERNEL_IBT") || tree.config.is_set("CONFIG_LTO_CLANG"));

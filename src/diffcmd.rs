@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use elfdiff::{Diff, Object, PlanOptions, Report};
-use patchgen::target::{bind_externals, Symvers, TargetSymtab};
+use patchgen::target::{bind_externals, symvers_mismatch, KernelIdentity, Symvers, TargetSymtab};
 
 use crate::{DiffArgs, Format, Verdict};
 
@@ -90,6 +90,28 @@ pub fn read_pair(orig: &Path, patched: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 pub fn run(a: DiffArgs) -> Result<()> {
+    // The target first: a Module.symvers of another build than the --symtab vmlinux is
+    // refused before any diffing.
+    let symtab_bytes = match &a.symtab {
+        Some(p) => Some(fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let symvers = match &a.symvers {
+        Some(p) => Some(Symvers::parse(
+            &p.display().to_string(),
+            &fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    if let (Some(path), Some(bytes), Some(sv)) = (&a.symtab, &symtab_bytes, &symvers) {
+        let id = KernelIdentity::parse(&path.display().to_string(), bytes)?;
+        if let Some(m) = symvers_mismatch(&id, &sv.label, sv) {
+            return Err(Verdict::Refused(format!(
+                "the --symvers file does not belong to the --symtab image: {m}"
+            ))
+            .into());
+        }
+    }
     let (ob, pb) = read_pair(&a.orig, &a.patched)?;
     let orig = Object::parse(a.orig.display().to_string(), &ob)?;
     let patched = Object::parse(a.patched.display().to_string(), &pb)?;
@@ -111,10 +133,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
         return Err(v.into());
     }
     if let Some(out) = &a.output {
-        let symtab_bytes = match &a.symtab {
-            Some(p) => fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-            None => ob.clone(),
-        };
+        let symtab_bytes = symtab_bytes.unwrap_or_else(|| ob.clone());
         let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
         let sizes = entry_sizes(
             a.symtab
@@ -127,12 +146,8 @@ pub fn run(a: DiffArgs) -> Result<()> {
             objtool_regenerates: false,
         })?;
         let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
-        let symvers = match &a.symvers {
-            Some(p) => Symvers::parse(&p.display().to_string(), &fs::read_to_string(p)?)?,
-            None => Symvers::default(),
-        };
-        let bindings = if a.symvers.is_some() {
-            bind_externals(&plan, &a.objname, &symtab, &symvers)?
+        let bindings = if let Some(symvers) = &symvers {
+            bind_externals(&plan, &a.objname, &symtab, symvers)?
         } else {
             bind_without_symvers(&plan, &a.objname, &symtab)?
         };

@@ -5,6 +5,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use patchgen::target::{
+    module_mismatch, module_vermagic, release_mismatch, source_mismatch, symvers_mismatch,
+    KernelIdentity, Mismatch, Symvers,
+};
+
+use crate::Verdict;
 
 /// A parsed `.config`: option → value (`y`, `m`, a number or a quoted string).
 #[derive(Debug, Clone, Default)]
@@ -133,11 +139,18 @@ impl Tree {
         })
     }
 
+    /// The file that names the target build's release.
+    pub fn release_file(&self) -> PathBuf {
+        self.build.join("include/config/kernel.release")
+    }
+
     /// Check that the target build has what klpgen reads from it.
     pub fn check_target(&self) -> Result<()> {
+        let release = self.release_file();
         for (p, what) in [
             (&self.vmlinux, "the target vmlinux (pass --vmlinux)"),
             (&self.symvers, "Module.symvers of the target build"),
+            (&release, "the release of the target build"),
         ] {
             if !p.is_file() {
                 bail!(
@@ -148,6 +161,52 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// The parts of the target must come from one build, checked before any compile work: the
+/// vmlinux's `linux_banner` names the build's release, the source tree's Makefile its version,
+/// Module.symvers lists exactly the vmlinux's exports (and their CRCs), and an out-of-tree
+/// module's vermagic names the same release. Each mismatch is a refusal with a stable key
+/// (`target.*-mismatch`, docs/refusals.md) naming both files and both values.
+pub fn check_consistency(
+    tree: &Tree,
+    vmlinux: &[u8],
+    symvers: &Symvers,
+    oot_module: Option<(&Path, &[u8])>,
+) -> Result<()> {
+    let vm_label = tree.vmlinux.display().to_string();
+    let id = KernelIdentity::parse(&vm_label, vmlinux)?;
+    let release_label = tree.release_file().display().to_string();
+    let makefile = tree.source.join("Makefile");
+    let makefile_text = std::fs::read_to_string(&makefile).unwrap_or_default();
+    let mut found: Vec<Mismatch> = Vec::new();
+    found.extend(release_mismatch(&id, &release_label, &tree.release));
+    found.extend(source_mismatch(
+        &makefile.display().to_string(),
+        &makefile_text,
+        &release_label,
+        &tree.release,
+    ));
+    found.extend(symvers_mismatch(&id, &symvers.label, symvers));
+    if let Some((ko, bytes)) = oot_module {
+        let label = ko.display().to_string();
+        let vermagic = module_vermagic(&label, bytes)?;
+        found.extend(module_mismatch(
+            &label,
+            vermagic.as_deref(),
+            &vm_label,
+            id.release.as_deref(),
+        ));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found.iter().map(|m| format!("\n  {m}")).collect();
+    Err(Verdict::Refused(format!(
+        "the target's parts come from different builds:{}",
+        list.concat()
+    ))
+    .into())
 }
 
 #[cfg(test)]

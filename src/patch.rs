@@ -27,7 +27,11 @@ impl PatchFile {
             fs::read(path).with_context(|| format!("cannot read patch {}", path.display()))?;
         let text = String::from_utf8(bytes)
             .with_context(|| format!("patch {} is not UTF-8 text", path.display()))?;
-        let files = touched_files(&text).with_context(|| format!("patch {}", path.display()))?;
+        // Paths that leave the tree, absolute paths and binary hunks are refused before
+        // anything is written.
+        let files = touched_files(&text).map_err(|e| {
+            crate::Verdict::Refused(format!("unusable patch {}: {e:#}", path.display()))
+        })?;
         if files.is_empty() {
             bail!(
                 "patch {} changes no file (is it a unified diff?)",

@@ -1,7 +1,9 @@
 //! The refusal catalogue (`docs/refusals.md`) against the code: every refusal kind klpgen emits
 //! (`"refuse.<kind>.` in a format string under `src/` or `crates/*/src/`) is documented, every
 //! documented kind has a fixture (`//# refuse: <kind>`, which the fixture harness checks really
-//! produces it), and every key-less `Verdict::Refused` message of the CLI is documented.
+//! produces it), and every key-less `Verdict::Refused` message of the CLI is documented; the
+//! `target.*` mismatch keys are documented there too, and every `klpgen check` finding key in
+//! `docs/check.md`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -294,4 +296,119 @@ fn every_keyless_refusal_is_documented() {
         seen > 0,
         "found no key-less Verdict::Refused in the sources"
     );
+}
+
+/// `target.<kind>` keys (the target's parts from different builds) defined in the sources.
+fn emitted_target_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for (_, text) in sources() {
+        let mut from = 0;
+        while let Some(pos) = text[from..].find("\"target.") {
+            let at = from + pos;
+            from = at + 1;
+            if let Some((lit, _)) = literal(&text, at) {
+                let kind = &lit["target.".len()..];
+                if is_kind(kind) {
+                    keys.insert(lit);
+                }
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_target_mismatch_key_is_documented() {
+    let emitted = emitted_target_keys();
+    for k in [
+        "target.vmlinux-mismatch",
+        "target.symvers-mismatch",
+        "target.source-mismatch",
+    ] {
+        assert!(
+            emitted.contains(k),
+            "scan of the sources missed {k}: {emitted:?}"
+        );
+    }
+    let documented: BTreeSet<String> = catalogue()
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `target."))
+        .filter_map(|rest| rest.strip_suffix('`'))
+        .map(|k| format!("target.{k}"))
+        .collect();
+    assert_eq!(
+        emitted, documented,
+        "target.* keys in the sources vs `### \\`target.*\\`` sections of docs/refusals.md"
+    );
+}
+
+/// `klpgen check` finding keys: every key `crates/patchgen/src/check.rs` emits is listed in
+/// docs/check.md, and every listed key is one the code can emit. A key built from a
+/// placeholder (`"check.klp-sym.{what}"`) is matched by prefix and suffix; its documented
+/// forms must name a kind the code spells as a literal (`"missing"`), or a `<symbol>`.
+#[test]
+fn every_check_key_is_documented() {
+    let src = std::fs::read_to_string(root().join("crates/patchgen/src/check.rs")).unwrap();
+    let code = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+    let mut exact = BTreeSet::new();
+    let mut patterns: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut literals = BTreeSet::new();
+    let mut i = 0;
+    while let Some(pos) = code[i..].find('"') {
+        let at = i + pos;
+        let Some((lit, end)) = literal(code, at) else {
+            break;
+        };
+        i = end;
+        literals.insert(lit.clone());
+        if !lit.starts_with("check.") || lit.contains(' ') {
+            continue;
+        }
+        match (lit.find('{'), lit.rfind('}')) {
+            (Some(a), Some(b)) => {
+                patterns.insert((lit[..a].to_string(), lit[b + 1..].to_string()));
+            }
+            _ => {
+                exact.insert(lit);
+            }
+        }
+    }
+    assert!(exact.contains("check.modinfo.livepatch"), "{exact:?}");
+    assert!(
+        patterns.contains(&("check.undefined.".to_string(), String::new())),
+        "{patterns:?}"
+    );
+    let doc = std::fs::read_to_string(root().join("docs/check.md")).expect("docs/check.md");
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
+        .filter(|k| k.starts_with("check."))
+        .collect();
+    let missing: Vec<&String> = exact.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "check keys not in docs/check.md: {missing:?}"
+    );
+    for (pre, suf) in &patterns {
+        assert!(
+            documented
+                .iter()
+                .any(|d| d.starts_with(pre.as_str()) && d.ends_with(suf.as_str())),
+            "no documented form of {pre}{{..}}{suf} in docs/check.md"
+        );
+    }
+    for d in &documented {
+        let ok = exact.contains(d)
+            || patterns.iter().any(|(pre, suf)| {
+                d.len() > pre.len() + suf.len()
+                    && d.starts_with(pre.as_str())
+                    && d.ends_with(suf.as_str())
+                    && {
+                        let hole = &d[pre.len()..d.len() - suf.len()];
+                        (hole.starts_with('<') && hole.ends_with('>')) || literals.contains(hole)
+                    }
+            });
+        assert!(ok, "docs/check.md lists {d}, which check.rs does not emit");
+    }
 }

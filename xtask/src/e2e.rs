@@ -3,6 +3,7 @@
 
 use crate::guest;
 use crate::kernel::{self, Kernel};
+use crate::mismatch::Doctored;
 use crate::util;
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
@@ -284,7 +285,13 @@ fn fail(summary: impl Into<String>) -> Outcome {
     }
 }
 
-fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Outcome> {
+fn run_case(
+    case: &Case,
+    klpgen: &Path,
+    k: &Kernel,
+    workdir: &Path,
+    doctored: &Doctored,
+) -> Result<Outcome> {
     let output = workdir.join(&case.name);
     let logs = workdir.join(format!("{}.files", case.name));
     for d in [&output, &logs] {
@@ -420,6 +427,7 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ou
         &run.stdout,
         &logs,
         oot_ko.as_deref().and_then(Path::parent),
+        doctored,
     )? {
         Ok(summary) => summary,
         Err(problem) => return Ok(fail(problem)),
@@ -658,15 +666,16 @@ fn check_module(
     build_stdout: &str,
     logs: &Path,
     modules: Option<&Path>,
+    doctored: &Doctored,
 ) -> Result<Result<String, String>> {
-    let check = |ko: &Path| -> Result<(Option<i32>, String)> {
+    let check_against = |ko: &Path, vmlinux: &Path, symvers: &Path| {
         let mut c = Command::new(klpgen);
         c.arg("check")
             .arg(ko)
             .arg("--vmlinux")
-            .arg(k.build.join("vmlinux"))
+            .arg(vmlinux)
             .arg("--symvers")
-            .arg(k.build.join("Module.symvers"))
+            .arg(symvers)
             .stdin(Stdio::null());
         if let Some(dir) = modules {
             c.arg("--modules").arg(dir);
@@ -676,8 +685,10 @@ fn check_module(
             .with_context(|| format!("cannot run `{}`", util::display(&c)))?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        Ok((out.status.code(), text))
+        anyhow::Ok((out.status.code(), text))
     };
+    let (vmlinux, symvers) = (k.build.join("vmlinux"), k.build.join("Module.symvers"));
+    let check = |ko: &Path| check_against(ko, &vmlinux, &symvers);
     let (code, text) = check(module)?;
     fs::write(logs.join("klpgen-check.out"), &text)?;
     if code != Some(0) {
@@ -700,8 +711,31 @@ fn check_module(
             )));
         }
     }
+    // The module against a target of another kernel, and another build's Module.symvers.
+    for (what, vm, sv, key) in [
+        (
+            "a vmlinux of another release",
+            &doctored.vmlinux,
+            &symvers,
+            "check.modinfo.vermagic",
+        ),
+        (
+            "another build's Module.symvers",
+            &vmlinux,
+            &doctored.symvers,
+            "check.target.symvers-mismatch",
+        ),
+    ] {
+        let (code, text) = check_against(module, vm, sv)?;
+        if code != Some(1) || !text.contains(&format!("[{key}]")) {
+            eprintln!("{}", util::indent(&text));
+            return Ok(Err(format!(
+                "klpgen check against {what}: exit {code:?}, expected 1 with [{key}]"
+            )));
+        }
+    }
     Ok(Ok(format!(
-        "check ok and {} corrupted copies rejected",
+        "check ok, {} corrupted copies and 2 mismatched targets rejected",
         cases.len()
     )))
 }
@@ -727,6 +761,10 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     fs::create_dir_all(&workdir)?;
     crate::selfdiff::check(&k.build)?;
     crate::syscallcheck::check(&k)?;
+    let mismatch_dir = workdir.join("mismatch");
+    let doctored = crate::mismatch::prepare(&k, &mismatch_dir)?;
+    let summary = crate::mismatch::check(&klpgen, &k, &doctored, &mismatch_dir)?;
+    eprintln!("e2e: {summary}");
 
     let mut results = Vec::new();
     let all_start = Instant::now();
@@ -739,7 +777,7 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             ))
         } else {
             eprintln!("e2e: {} ...", case.name);
-            run_case(case, &klpgen, &k, &workdir)
+            run_case(case, &klpgen, &k, &workdir, &doctored)
                 .unwrap_or_else(|e| fail(format!("harness error: {e:#}")))
         };
         let verdict = if outcome.passed { "PASS" } else { "FAIL" };

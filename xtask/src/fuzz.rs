@@ -20,11 +20,23 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The fuzz targets, in the order they run.
-pub const TARGETS: &[&str] = &["elfdiff_pair", "ko_finalize", "symvers", "patch_parse"];
-/// Seeds larger than this are left out: libFuzzer's throughput drops with input size.
-const MAX_SEED: usize = 64 * 1024;
-/// libFuzzer limits: inputs, time per input, memory.
+pub const TARGETS: &[&str] = &[
+    "elfdiff_pair",
+    "ko_finalize",
+    "symvers",
+    "patch_parse",
+    "explain_pair",
+    "dwarf_layouts",
+    "callgraph",
+];
+/// Seeds larger than this are left out, and libFuzzer makes no longer inputs: its throughput
+/// drops with input size.
 const MAX_LEN: usize = 64 * 1024;
+/// The DWARF readers need objects with debug information, which is most of a kernel object:
+/// the smallest real ones (a changed `fs/proc/*.o` pair, `kernel/livepatch/core.o` linked) are
+/// up to four times the usual limit.
+const MAX_LEN_DWARF: usize = 256 * 1024;
+/// libFuzzer limits: time per input, memory.
 const UNIT_TIMEOUT_SECS: u64 = 20;
 const RSS_LIMIT_MB: u64 = 2048;
 const MALLOC_LIMIT_MB: u64 = 1024;
@@ -229,10 +241,19 @@ fn klpgen_cache() -> PathBuf {
     .join("klpgen")
 }
 
+/// The longest input of a target (its seeds included).
+pub fn max_len(target: &str) -> usize {
+    match target {
+        "explain_pair" | "dwarf_layouts" => MAX_LEN_DWARF,
+        _ => MAX_LEN,
+    }
+}
+
 struct Seeds {
     dir: PathBuf,
     count: usize,
     tmp: PathBuf,
+    max: usize,
 }
 
 impl Seeds {
@@ -246,11 +267,12 @@ impl Seeds {
             tmp: work_dir().join("strip.tmp.o"),
             dir,
             count: 0,
+            max: max_len(target),
         })
     }
 
     fn add(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        if bytes.is_empty() || bytes.len() > MAX_SEED {
+        if bytes.is_empty() || bytes.len() > self.max {
             return Ok(());
         }
         let safe: String = name
@@ -406,6 +428,187 @@ fn seed_patch_parse() -> Result<Seeds> {
     Ok(s)
 }
 
+/// Whether an ELF object has DWARF (a `.debug_info` section name in its string tables).
+fn has_dwarf(bytes: &[u8]) -> bool {
+    bytes.windows(12).any(|w| w == b".debug_info\0")
+}
+
+/// Compiled C kernel objects (DWARF producer `GNU C`; not host tools, not real-mode code) with
+/// DWARF, of at most `max` bytes: `limit` of them spread evenly over the sizes found.
+fn small_dwarf_objects(k: &kernel::Kernel, max: usize, limit: usize) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = objects_below(&k.build, usize::MAX)
+        .into_iter()
+        .filter(|p| fs::metadata(p).is_ok_and(|m| (m.len() as usize) <= max))
+        .filter_map(|p| {
+            let rel = p.strip_prefix(&k.build).ok()?.display().to_string();
+            let host = ["tools/", "scripts/", "arch/x86/boot/", "arch/x86/realmode/"]
+                .iter()
+                .any(|d| rel.starts_with(d));
+            let b = fs::read(&p).ok()?;
+            (!host && has_dwarf(&b) && b.windows(5).any(|w| w == b"GNU C")).then_some((rel, b))
+        })
+        .collect();
+    found.sort_by_key(|(p, b)| (b.len(), p.clone()));
+    if found.len() <= limit || limit == 0 {
+        return found;
+    }
+    let step = found.len() / limit;
+    found.into_iter().step_by(step).take(limit).collect()
+}
+
+/// Object pairs with DWARF: the fixtures compiled with `-g` for their `explain:` lines, the
+/// changed kernel units of klpgen's work directories (unstripped), and unchanged pairs of
+/// small test kernel objects.
+fn seed_explain_pair(k: Option<&kernel::Kernel>) -> Result<Seeds> {
+    let mut s = Seeds::new("explain_pair")?;
+    for d in subdirs(&util::target_dir().join("tmp/fixtures")) {
+        let (o, p) = (fs::read(d.join("orig.o")), fs::read(d.join("patched.o")));
+        if let (Ok(o), Ok(p)) = (o, p) {
+            if !has_dwarf(&o) {
+                continue;
+            }
+            let name = d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(seed) = pair_seed(&o, &p) {
+                s.add(&format!("fixture-{name}"), &seed)?;
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for tree in subdirs(&klpgen_cache().join("trees")) {
+        for run in subdirs(&tree.join("runs")) {
+            let orig = run.join("orig");
+            for o in objects_below(&orig, 8) {
+                let Ok(rel) = o.strip_prefix(&orig) else {
+                    continue;
+                };
+                let (Ok(ob), Ok(pb)) = (fs::read(&o), fs::read(run.join("patched").join(rel)))
+                else {
+                    continue;
+                };
+                if ob == pb || !seen.insert((ob.len(), pb.len())) {
+                    continue;
+                }
+                if let Some(seed) = pair_seed(&ob, &pb) {
+                    s.add(&format!("run-{}", rel.display()), &seed)?;
+                }
+            }
+        }
+    }
+    if let Some(k) = k {
+        for (p, b) in small_dwarf_objects(k, 48 * 1024, 6) {
+            if let Some(seed) = pair_seed(&b, &b) {
+                s.add(&format!("kernel-same-{p}"), &seed)?;
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// A relocatable object linked at the kernel's address with unresolved symbols ignored and
+/// only its debug sections kept: DWARF with relocations applied, as in vmlinux.
+fn linked_debug(obj: &Path, tmp: &Path) -> Option<Vec<u8>> {
+    let exe = tmp.with_extension("elf");
+    let quiet = |c: &mut Command| {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // --noinhibit-exec: relocations of discarded metadata that do not fit are only warnings.
+    quiet(
+        Command::new("ld")
+            .args([
+                "--unresolved-symbols=ignore-all",
+                "--noinhibit-exec",
+                "-e",
+                "0",
+            ])
+            .args(["-Ttext=0xffffffff81000000", "-z", "noexecstack", "-o"])
+            .arg(&exe)
+            .arg(obj),
+    );
+    let ok = exe.is_file()
+        && quiet(
+            Command::new("objcopy")
+                .arg("--only-keep-debug")
+                .arg(&exe)
+                .arg(tmp),
+        );
+    let out = if ok { fs::read(tmp).ok() } else { None };
+    let _ = fs::remove_file(&exe);
+    out
+}
+
+/// What klpgen reads layouts from: the test kernel's objects that define the `klp_*` and
+/// special-section entry structures, linked so their DWARF is relocated as in vmlinux, and
+/// as they are (relocatable); small objects with DWARF.
+fn seed_dwarf_layouts(k: Option<&kernel::Kernel>) -> Result<Seeds> {
+    let mut s = Seeds::new("dwarf_layouts")?;
+    let Some(k) = k else {
+        return Ok(s);
+    };
+    for unit in [
+        "kernel/livepatch/core.o",
+        "lib/bug.o",
+        "kernel/static_call_inline.o",
+        "arch/x86/kernel/alternative.o",
+    ] {
+        let p = k.build.join(unit);
+        if let Some(b) = linked_debug(&p, &s.tmp) {
+            s.add(&format!("linked-{unit}"), &b)?;
+        }
+        if let Ok(b) = fs::read(&p) {
+            s.add(unit, &b)?;
+        }
+    }
+    for (p, b) in small_dwarf_objects(k, 32 * 1024, 4) {
+        s.add(&format!("kernel-{p}"), &b)?;
+    }
+    Ok(s)
+}
+
+/// Test kernel objects without DWARF (the call graph reads code, relocations and symbols),
+/// including the livepatch core and the fixture built for call graph tests.
+fn seed_callgraph(k: Option<&kernel::Kernel>) -> Result<Seeds> {
+    let mut s = Seeds::new("callgraph")?;
+    if let Some(k) = k {
+        for unit in [
+            "kernel/livepatch/core.o",
+            "kernel/livepatch/transition.o",
+            "fs/proc/base.o",
+            "fs/proc/array.o",
+            "kernel/sched/core.o",
+            "arch/x86/entry/entry_64.o",
+        ] {
+            if let Some(b) = s.stripped(&k.build.join(unit)) {
+                s.add(unit, &b)?;
+            }
+        }
+        for o in files_with_ext(&k.build.join("fs/proc"), "o")
+            .into_iter()
+            .take(6)
+        {
+            if let Some(b) = s.stripped(&o) {
+                s.add("kernel-object", &b)?;
+            }
+        }
+    }
+    for d in subdirs(&util::target_dir().join("tmp/fixtures"))
+        .into_iter()
+        .take(8)
+    {
+        if let Ok(b) = fs::read(d.join("orig.o")) {
+            s.add("fixture-object", &b)?;
+        }
+    }
+    Ok(s)
+}
+
 /// When no fixture objects are there yet, `cargo test --test fixtures` compiles them.
 fn ensure_fixture_objects() {
     let fixtures = util::target_dir().join("tmp/fixtures");
@@ -435,6 +638,9 @@ fn make_seeds(target: &str, k: Option<&kernel::Kernel>) -> Result<Seeds> {
         "ko_finalize" => seed_ko_finalize(),
         "symvers" => seed_symvers(k),
         "patch_parse" => seed_patch_parse(),
+        "explain_pair" => seed_explain_pair(k),
+        "dwarf_layouts" => seed_dwarf_layouts(k),
+        "callgraph" => seed_callgraph(k),
         other => bail!("no seeds for {other}"),
     }
 }
@@ -530,7 +736,7 @@ fn run_target(bins: &Path, target: &str, o: &Options, seeds: &Seeds) -> Result<O
     prefix.push("/");
     let mut c = Command::new(bins.join(target));
     c.arg(format!("-max_total_time={seconds}"))
-        .arg(format!("-max_len={MAX_LEN}"))
+        .arg(format!("-max_len={}", max_len(target)))
         .arg(format!("-timeout={UNIT_TIMEOUT_SECS}"))
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(format!("-malloc_limit_mb={MALLOC_LIMIT_MB}"))
@@ -616,10 +822,12 @@ pub fn run(o: &Options) -> Result<bool> {
     // The cached test kernel's objects and Module.symvers are seeds when it is built; it is
     // not built for this.
     let k = kernel::locate().ok().filter(|k| k.is_built());
-    if o.targets
-        .iter()
-        .any(|t| t == "elfdiff_pair" || t == "symvers")
-    {
+    if o.targets.iter().any(|t| {
+        matches!(
+            t.as_str(),
+            "elfdiff_pair" | "symvers" | "explain_pair" | "callgraph"
+        )
+    }) {
         ensure_fixture_objects();
     }
     let mut results = Vec::new();

@@ -7,6 +7,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod mismatch;
 mod selfdiff;
 mod setup;
 mod stress;
@@ -69,7 +70,7 @@ fn real_main() -> Result<bool> {
 }
 
 /// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, the load/unload
-/// stress test (about 30 s) and a short fuzz run (20 s per target, fixed seed; about 2.5 min
+/// stress test (about 30 s) and a short fuzz run (20 s per target, fixed seed; about 3.5 min
 /// with the build).
 fn cmd_test(rest: &[String]) -> Result<bool> {
     if !rest.is_empty() {

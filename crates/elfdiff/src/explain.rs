@@ -655,6 +655,43 @@ struct InlinedRange {
     call_site: Option<(usize, u64)>,
 }
 
+/// The address ranges of a DIE (`DW_AT_low_pc` with `DW_AT_high_pc` as an address or as a
+/// size, or `DW_AT_ranges`), as gimli's `die_ranges` reads them, except that a size running past
+/// the end of the address space gives no range instead of an overflow (gimli adds unchecked;
+/// found by the `explain_pair` fuzz target).
+fn die_ranges<'a>(
+    dwarf: &gimli::Dwarf<Rdr<'a>>,
+    unit: &gimli::Unit<Rdr<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Rdr<'a>>,
+) -> gimli::Result<Vec<(u64, u64)>> {
+    let (mut low, mut high, mut size) = (None, None, None);
+    let mut attrs = entry.attrs();
+    while let Some(attr) = attrs.next()? {
+        match attr.name() {
+            gimli::DW_AT_low_pc => low = dwarf.attr_address(unit, attr.value())?,
+            gimli::DW_AT_high_pc => match attr.value() {
+                AttributeValue::Udata(n) => size = Some(n),
+                v => high = dwarf.attr_address(unit, v)?,
+            },
+            gimli::DW_AT_ranges => {
+                if let Some(mut list) = dwarf.attr_ranges(unit, attr.value())? {
+                    let mut out = Vec::new();
+                    while let Some(r) = list.next()? {
+                        out.push((r.begin, r.end));
+                    }
+                    return Ok(out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let end = match size {
+        Some(n) => low.and_then(|l: u64| l.checked_add(n)),
+        None => high,
+    };
+    Ok(low.zip(end).into_iter().collect())
+}
+
 /// Line rows and inlined-subroutine ranges of one object, keyed by tagged address.
 pub struct DwarfIndex {
     files: Vec<String>,
@@ -814,12 +851,11 @@ impl DwarfIndex {
                 }
                 _ => None,
             };
-            let mut ranges = dwarf.die_ranges(unit, entry)?;
-            while let Some(r) = ranges.next()? {
-                if r.begin < r.end {
+            for (begin, end) in die_ranges(dwarf, unit, entry)? {
+                if begin < end {
                     self.inlined.push(InlinedRange {
-                        start: r.begin,
-                        end: r.end,
+                        start: begin,
+                        end,
                         depth,
                         function: function.clone(),
                         call_site,

@@ -38,6 +38,8 @@ struct Spec {
     call_section_addend: Option<i64>,
     /// `__mcount_loc`: (size, relocations).
     mcount: Option<(usize, Vec<McReloc>)>,
+    /// Debug sections: (name, contents).
+    debug: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Spec {
@@ -48,6 +50,7 @@ impl Spec {
             fentry: true,
             call_section_addend: None,
             mcount: None,
+            debug: Vec::new(),
         }
     }
 }
@@ -116,6 +119,10 @@ fn build(spec: &Spec) -> Vec<u8> {
             };
             reloc(&mut o, mc, offset, sym, addend, elf::R_X86_64_64);
         }
+    }
+    for (name, data) in &spec.debug {
+        let d = o.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Debug);
+        o.append_section_data(d, data, 1);
     }
     o.write().unwrap()
 }
@@ -280,4 +287,58 @@ fn special_section_without_contents() {
     let diff = Diff::new(&orig, &patched);
     let e = diff.plan(&PlanOptions::default()).unwrap_err();
     assert!(malformed(e).contains("no contents"));
+}
+
+/// DWARF 4 with one compile unit holding one `DW_TAG_inlined_subroutine` whose
+/// `DW_AT_low_pc` is `low` and whose `DW_AT_high_pc` is the size `size` (DW_FORM_data8);
+/// `.debug_line` is empty (the unit has no line program).
+fn dwarf_inlined(low: u64, size: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let abbrev = vec![
+        1, 0x11, 1, 0, 0, // 1: compile unit, children, no attributes
+        2, 0x1d, 0, // 2: inlined subroutine, no children
+        0x11, 0x01, // DW_AT_low_pc, DW_FORM_addr
+        0x12, 0x07, // DW_AT_high_pc, DW_FORM_data8
+        0, 0, 0,
+    ];
+    let mut body = vec![4, 0, 0, 0, 0, 0, 8]; // version 4, abbrev offset 0, address size 8
+    body.push(1);
+    body.push(2);
+    body.extend_from_slice(&low.to_le_bytes());
+    body.extend_from_slice(&size.to_le_bytes());
+    body.push(0);
+    let mut info = (body.len() as u32).to_le_bytes().to_vec();
+    info.extend_from_slice(&body);
+    vec![
+        (".debug_abbrev", abbrev),
+        (".debug_info", info),
+        (".debug_line", Vec::new()),
+    ]
+}
+
+/// Found by `explain_pair`: gimli computed the end of `low_pc + high_pc` (as a size) unchecked
+/// and overflowed; such a range is now dropped.
+#[test]
+fn inlined_range_past_the_end_of_the_address_space() {
+    use elfdiff::explain::{explain, DwarfIndex};
+    let spec = |ret, low, size| Spec {
+        debug: dwarf_inlined(low, size),
+        ..Spec::new(ret)
+    };
+    // A sane range is read...
+    let b = build(&spec(1, 0x10, 0x20));
+    let o = Object::<Orig>::parse("o", &b).unwrap();
+    let idx = DwarfIndex::build(&o).unwrap().expect("has DWARF");
+    let sec = o.find_section(".text.f").unwrap();
+    let _ = idx.inlined_at(o.sec(sec).elf_index, 0x18);
+    // ...an overflowing one is not, and explaining a change does not panic.
+    let (ob, pb) = (
+        build(&spec(1, u64::MAX - 0xf, 0x100)),
+        build(&spec(2, u64::MAX - 0xf, 0x100)),
+    );
+    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+    assert!(DwarfIndex::build(&orig).unwrap().is_some());
+    let ex = explain(&Diff::new(&orig, &patched));
+    assert_eq!(ex.functions.len(), 1);
+    assert!(ex.functions[0].inlined_callees.is_empty());
 }

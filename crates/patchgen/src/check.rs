@@ -18,7 +18,7 @@ use object::Endianness;
 use crate::elf::Elf;
 use crate::klp::{KLP_RELA_PREFIX, KLP_SYM_PREFIX, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use crate::kmod::HookFunc;
-use crate::target::{Binding, Symvers};
+use crate::target::{module_vermagic, symvers_mismatch, Binding, KernelIdentity, Symvers};
 use crate::Error;
 
 /// Non-allocated section listing the functions a module replaces.
@@ -272,24 +272,6 @@ impl<'a> Elf<'a> {
             .section_by_name(self.endian, name.as_bytes())?;
         s.data(self.endian, self.data).ok()
     }
-
-    /// `len` bytes at virtual address (ET_EXEC) or section offset (ET_REL) `addr` of section
-    /// `shndx`.
-    fn bytes_at(&self, shndx: usize, addr: u64, len: u64) -> Option<&'a [u8]> {
-        let s = self.section(shndx)?;
-        if s.sh_type(self.endian) == elf::SHT_NOBITS {
-            return None;
-        }
-        let data = s.data(self.endian, self.data).ok()?;
-        let base = if self.e_type == elf::ET_REL {
-            0
-        } else {
-            s.sh_addr(self.endian)
-        };
-        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
-        let end = off.checked_add(usize::try_from(len).ok()?)?;
-        data.get(off..end)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,7 +299,7 @@ struct TSym {
 }
 
 /// A target object — vmlinux or a module — as the livepatch core will see it: symbols in
-/// kallsyms order, its `__mcount_loc` table, and (vmlinux) its kernel release.
+/// kallsyms order, its `__mcount_loc` table, and the kernel release it belongs to.
 #[derive(Debug)]
 pub struct TargetObject {
     pub label: String,
@@ -326,8 +308,10 @@ pub struct TargetObject {
     files: Vec<String>,
     /// Sorted call-site addresses per location key; `None` when there is no table.
     mcount: Option<HashMap<u64, Vec<u64>>>,
-    /// The release from `linux_banner` (vmlinux only).
+    /// The release: from `linux_banner` (vmlinux), from modinfo `vermagic` (a module).
     pub release: Option<String>,
+    /// vmlinux: its exports and their CRCs, to check Module.symvers against.
+    pub identity: Option<KernelIdentity>,
 }
 
 enum Resolve<'t> {
@@ -428,14 +412,13 @@ impl TargetObject {
                 v.sort_by_key(|&i| (syms[i].addr, syms[i].index));
             }
         }
-        let release = banner.and_then(|(shndx, addr, size)| {
-            let len = if size == 0 { 256 } else { size.min(4096) };
-            let bytes = e.bytes_at(shndx, addr, len).or_else(|| {
-                // A zero-sized symbol near the end of its section: read what is there.
-                (1..len).rev().find_map(|l| e.bytes_at(shndx, addr, l))
-            })?;
-            release_from_banner(bytes)
-        });
+        let (release, identity) = match kind {
+            Kind::Vmlinux => (
+                banner.and_then(|(shndx, addr, size)| e.banner_release(shndx, addr, size)),
+                Some(KernelIdentity::parse(label, data)?),
+            ),
+            Kind::Module => (module_vermagic(label, data)?, None),
+        };
         let mcount = load_mcount(&e, bounds, &bad)?;
         Ok(TargetObject {
             label: label.to_string(),
@@ -444,6 +427,7 @@ impl TargetObject {
             files,
             mcount,
             release,
+            identity,
         })
     }
 
@@ -506,14 +490,6 @@ impl TargetObject {
     pub fn mcount_count(&self) -> Option<usize> {
         self.mcount.as_ref().map(|m| m.values().map(Vec::len).sum())
     }
-}
-
-/// `Linux version <release> ...` → release.
-fn release_from_banner(bytes: &[u8]) -> Option<String> {
-    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
-    let text = std::str::from_utf8(&bytes[..end]).ok()?;
-    let rest = text.strip_prefix("Linux version ")?;
-    rest.split_whitespace().next().map(str::to_string)
 }
 
 /// The call sites recorded in `__mcount_loc`: in a linked image the table between
@@ -867,8 +843,17 @@ pub fn check_module(label: &str, ko: &[u8], inputs: &Inputs<'_>) -> Result<Repor
         );
     }
     if let Some(symvers) = inputs.symvers {
+        if let Some(mm) = inputs
+            .vmlinux
+            .identity
+            .as_ref()
+            .and_then(|id| symvers_mismatch(id, &symvers.label, symvers))
+        {
+            f.error("check.target.symvers-mismatch", mm.detail);
+        }
         undefined(&m, symvers, &mut f, &mut report);
     }
+    target_modules(inputs, &mut f);
     report.findings = f.0;
     Ok(report)
 }
@@ -897,6 +882,23 @@ fn vermagic(m: &Module<'_>, inputs: &Inputs<'_>, f: &mut Findings, report: &mut 
             format!("the module was built for {v}, the target is {r}"),
         ),
         _ => {}
+    }
+}
+
+/// Every target module given must be built for the vmlinux's kernel (its vermagic).
+fn target_modules(inputs: &Inputs<'_>, f: &mut Findings) {
+    let Some(mods) = inputs.modules else { return };
+    let mut mods: Vec<&TargetObject> = mods.values().collect();
+    mods.sort_by(|a, b| a.label.cmp(&b.label));
+    for t in mods {
+        if let Some(mm) = crate::target::module_mismatch(
+            &t.label,
+            t.release.as_deref(),
+            &inputs.vmlinux.label,
+            inputs.vmlinux.release.as_deref(),
+        ) {
+            f.error("check.target.module-mismatch", mm.detail);
+        }
     }
 }
 
@@ -1289,6 +1291,15 @@ mod tests {
                 t.len() as u64,
             );
         }
+        // The one symbol it exports (what the tests' Module.symvers lists).
+        sym(
+            &mut b,
+            "__ksymtab_printk",
+            Some(rodata),
+            (elf::STB_LOCAL, elf::STT_OBJECT),
+            RODATA,
+            12,
+        );
         if mcount {
             let g = (elf::STB_GLOBAL, elf::STT_NOTYPE);
             sym(&mut b, "__start_mcount_loc", Some(init), g, INIT + 0x10, 0);
@@ -1759,6 +1770,57 @@ mod tests {
             keys.contains(&"check.klp-rela.symbol".to_string()),
             "{keys:?}"
         );
+        // A relocation naming a symbol past the end of the symbol table.
+        let bad = {
+            let m = Module::parse("x", &ko).unwrap();
+            let e = &m.elf;
+            let (_, sec) = e
+                .sections
+                .iter()
+                .enumerate()
+                .find(|(_, s)| e.sec_name(s).starts_with(KLP_RELA_PREFIX))
+                .unwrap();
+            let at = sec.sh_offset(e.endian) as usize + 8;
+            let info = (0x00ff_ffffu64 << 32) | u64::from(elf::R_X86_64_PC32);
+            let mut out = ko.clone();
+            out[at..at + 8].copy_from_slice(&info.to_le_bytes());
+            out
+        };
+        assert_keys(&run(&bad), &["check.klp-rela.symbol"]);
+        // Relocations that cannot be read (sh_size, at 32, past the end of the file).
+        let bad = patch_shdr(&ko, ".klp.rela.", 32, 8, 0xffff_fff0);
+        assert_keys(&run(&bad), &["check.klp-rela.type"]);
+        // A section name without an object: `.klp.rela.vmlinux..text` as
+        // `.klp.rela..vmlinux.text` (the klp symbols then belong to another object, too).
+        let name = e_klp_rela_name(&ko);
+        let obj_and_sec = name.strip_prefix(KLP_RELA_PREFIX).unwrap();
+        let (obj, sec) = obj_and_sec.split_once('.').unwrap();
+        let renamed = format!("{KLP_RELA_PREFIX}.{obj}{sec}");
+        let keys = run(&rename_symbol(&ko, &name, &renamed));
+        assert_keys(&keys, &["check.klp-rela.name", "check.klp-rela.object"]);
+        // An object name longer than the kernel's 55 characters.
+        let mut spec = good_spec();
+        let long = "m".repeat(56);
+        spec.refs = vec![format!(".klp.sym.{long}.helper,2"), "printk".into()];
+        let keys = run(&module(&spec));
+        assert!(
+            keys.contains(&"check.klp-rela.name".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    /// The name of the module's (one) `.klp.rela` section.
+    fn e_klp_rela_name(ko: &[u8]) -> String {
+        let m = Module::parse("x", ko).unwrap();
+        let e = &m.elf;
+        let names: Vec<String> = e
+            .sections
+            .iter()
+            .map(|s| e.sec_name(s))
+            .filter(|n| n.starts_with(KLP_RELA_PREFIX))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        names[0].clone()
     }
 
     #[test]
@@ -1811,6 +1873,10 @@ mod tests {
             &funcs(vec![rec("traced x", 0, Origin::Global)]),
             &["check.funcs.malformed"],
         );
+        // ...or a malformed klp symbol record: the symbols' origins cannot be verified.
+        let mut spec = good_spec();
+        spec.manifest.as_mut().unwrap().syms[0].name = "helper x".into();
+        assert_keys(&run(&module(&spec)), &["check.syms.malformed"]);
         // A target without __mcount_loc.
         let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), false)).unwrap();
         assert_eq!(vm.mcount_count(), None);
@@ -1840,12 +1906,62 @@ mod tests {
         assert!(r.ok(), "{:?}", r.findings);
     }
 
+    #[test]
+    fn symvers_of_another_build() {
+        let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), true)).unwrap();
+        let ko = module(&good_spec());
+        let run_sv = |sv: &Symvers| {
+            let r = check_module(
+                "test.ko",
+                &ko,
+                &Inputs {
+                    vmlinux: &vm,
+                    symvers: Some(sv),
+                    modules: None,
+                },
+            )
+            .unwrap();
+            r.findings
+        };
+        assert!(run_sv(&symvers(&["printk"])).is_empty());
+        // Another build's file: it lists an export this vmlinux does not have.
+        let f = run_sv(&symvers(&["printk", "other_build_fn"]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].key, "check.target.symvers-mismatch");
+        assert!(
+            f[0].detail
+                .contains("Module.symvers is not the Module.symvers of vmlinux")
+                && f[0].detail.contains("other_build_fn"),
+            "{}",
+            f[0].detail
+        );
+        // And one without the export the vmlinux has: printk is also undefined in the module.
+        let keys: Vec<String> = run_sv(&symvers(&["kmalloc"]))
+            .into_iter()
+            .map(|f| f.key)
+            .collect();
+        assert_keys(
+            &keys,
+            &["check.target.symvers-mismatch", "check.undefined.printk"],
+        );
+    }
+
     /// A target module: two static `helper`s (the second at the lower offset) and a traced
     /// function, with `__mcount_loc` relocations as a `.ko` has them.
     fn target_module() -> Vec<u8> {
+        target_module_for(RELEASE)
+    }
+
+    fn target_module_for(release: &str) -> Vec<u8> {
         let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
         let text = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
         obj.append_section_data(text, &[0xcc; 0x100], 16);
+        let mi = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+        obj.append_section_data(
+            mi,
+            format!("name=my_mod\0vermagic={release} SMP mod_unload \0").as_bytes(),
+            1,
+        );
         obj.add_file_symbol(b"m.c".to_vec());
         for (name, value) in [
             ("helper", 0x40),
@@ -1943,6 +2059,32 @@ mod tests {
         );
         let mods: HashMap<String, TargetObject> = [(module_key("my-mod"), m)].into_iter().collect();
         assert_keys(&run_with(&ko, &vm, Some(&mods)), &[]);
+        // The same module built for another kernel.
+        let other = TargetObject::module("m.ko", &target_module_for("6.12.9-other")).unwrap();
+        assert_eq!(other.release.as_deref(), Some("6.12.9-other"));
+        let others: HashMap<String, TargetObject> =
+            [(module_key("my-mod"), other)].into_iter().collect();
+        let r = check_module(
+            "test.ko",
+            &ko,
+            &Inputs {
+                vmlinux: &vm,
+                symvers: None,
+                modules: Some(&others),
+            },
+        )
+        .unwrap();
+        let f: Vec<&Finding> = r
+            .findings
+            .iter()
+            .filter(|f| f.key == "check.target.module-mismatch")
+            .collect();
+        assert_eq!(f.len(), 1, "{:?}", r.findings);
+        assert!(
+            f[0].detail.contains("6.12.9-other") && f[0].detail.contains(RELEASE),
+            "{}",
+            f[0].detail
+        );
         let bad = rename_symbol(&ko, ".klp.sym.my_mod.helper,2", ".klp.sym.my_mod.helper,3");
         assert_keys(
             &run_with(&bad, &vm, Some(&mods)),

@@ -2,7 +2,7 @@
 //! the crate's terms; shared by the target reader (`target.rs`) and the module checks.
 
 use object::elf;
-use object::read::elf::{FileHeader, SectionTable, SymbolTable};
+use object::read::elf::{FileHeader, SectionHeader, SectionTable, SymbolTable};
 use object::Endianness;
 
 use crate::Error;
@@ -36,4 +36,43 @@ impl<'a> Elf<'a> {
             symtab,
         })
     }
+}
+
+impl<'a> Elf<'a> {
+    /// `len` bytes at virtual address (linked image) or section offset (ET_REL) `addr` of
+    /// section `shndx`.
+    pub(crate) fn bytes_at(&self, shndx: usize, addr: u64, len: u64) -> Option<&'a [u8]> {
+        let s = self.sections.section(object::SectionIndex(shndx)).ok()?;
+        if s.sh_type(self.endian) == elf::SHT_NOBITS {
+            return None;
+        }
+        let data = s.data(self.endian, self.data).ok()?;
+        let base = if self.e_type == elf::ET_REL {
+            0
+        } else {
+            s.sh_addr(self.endian)
+        };
+        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
+        let end = off.checked_add(usize::try_from(len).ok()?)?;
+        data.get(off..end)
+    }
+
+    /// The kernel release in `linux_banner` (symbol in section `shndx` at `addr`, `size`
+    /// bytes, 0 when unknown).
+    pub(crate) fn banner_release(&self, shndx: usize, addr: u64, size: u64) -> Option<String> {
+        let len = if size == 0 { 256 } else { size.min(4096) };
+        let bytes = self.bytes_at(shndx, addr, len).or_else(|| {
+            // A zero-sized symbol near the end of its section: read what is there.
+            (1..len).rev().find_map(|l| self.bytes_at(shndx, addr, l))
+        })?;
+        release_from_banner(bytes)
+    }
+}
+
+/// `Linux version <release> ...` → release.
+pub(crate) fn release_from_banner(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+    let text = std::str::from_utf8(&bytes[..end]).ok()?;
+    let rest = text.strip_prefix("Linux version ")?;
+    rest.split_whitespace().next().map(str::to_string)
 }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use object::elf;
-use object::read::elf::Sym;
+use object::read::elf::{SectionHeader as _, Sym};
 
 use elfdiff::plan::External;
 
@@ -196,7 +196,10 @@ impl TargetSymtab {
 /// Exported symbols from Module.symvers (`crc name module export-type [namespace]`).
 #[derive(Debug, Default)]
 pub struct Symvers {
-    exported: HashMap<String, String>,
+    /// The file it was read from, for messages.
+    pub label: String,
+    /// name → (exporting module or `vmlinux`, CRC when the field is a hex number).
+    exported: HashMap<String, (String, Option<u32>)>,
 }
 
 impl Symvers {
@@ -216,13 +219,30 @@ impl Symvers {
                     ),
                 });
             }
-            exported.insert(f[1].to_string(), f[2].to_string());
+            let crc = f[0]
+                .strip_prefix("0x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            exported.insert(f[1].to_string(), (f[2].to_string(), crc));
         }
-        Ok(Symvers { exported })
+        Ok(Symvers {
+            label: label.to_string(),
+            exported,
+        })
     }
     /// Whether `name` is exported by vmlinux (or by a module; then the module's name).
     pub fn exporter(&self, name: &str) -> Option<&str> {
-        self.exported.get(name).map(String::as_str)
+        self.exported.get(name).map(|(m, _)| m.as_str())
+    }
+    /// The symbols Module.symvers says vmlinux exports, with their CRCs, sorted by name.
+    pub fn vmlinux_exports(&self) -> Vec<(&str, Option<u32>)> {
+        let mut v: Vec<(&str, Option<u32>)> = self
+            .exported
+            .iter()
+            .filter(|(_, (m, _))| m == crate::check::VMLINUX)
+            .map(|(n, (_, crc))| (n.as_str(), *crc))
+            .collect();
+        v.sort_unstable();
+        v
     }
     pub fn len(&self) -> usize {
         self.exported.len()
@@ -230,6 +250,306 @@ impl Symvers {
     pub fn is_empty(&self) -> bool {
         self.exported.is_empty()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Do the parts of the target belong together?
+
+/// Key of the refusal for a vmlinux of another kernel than the target build.
+pub const VMLINUX_MISMATCH: &str = "target.vmlinux-mismatch";
+/// Key of the refusal for a Module.symvers of another build than the vmlinux.
+pub const SYMVERS_MISMATCH: &str = "target.symvers-mismatch";
+/// Key of the refusal for a source tree of another version than the target build.
+pub const SOURCE_MISMATCH: &str = "target.source-mismatch";
+/// Key of the refusal for a target module (`.ko`) built for another kernel.
+pub const MODULE_MISMATCH: &str = "target.module-mismatch";
+
+/// How many disagreeing symbols a mismatch message names.
+const EXAMPLES: usize = 5;
+
+/// Parts of a target that come from different builds: a stable key (one of the constants
+/// above) and a message naming both files and both values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[{key}] {detail}")]
+pub struct Mismatch {
+    pub key: &'static str,
+    pub detail: String,
+}
+
+/// What a kernel image says about the build it came from: the release in its `linux_banner`,
+/// the symbols it exports (a `__ksymtab_<name>` symbol each) and, with CONFIG_MODVERSIONS,
+/// their CRCs (`__crc_<name>`: a 4-byte value in `__kcrctab` since 5.19, an absolute symbol
+/// whose value is the CRC before).
+#[derive(Debug, Clone, Default)]
+pub struct KernelIdentity {
+    pub label: String,
+    /// A linked image (not a relocatable `vmlinux.o`, whose export tables are added later).
+    pub linked: bool,
+    pub release: Option<String>,
+    pub exports: HashSet<String>,
+    pub crcs: HashMap<String, u32>,
+}
+
+impl KernelIdentity {
+    pub fn parse(label: &str, data: &[u8]) -> Result<Self, Error> {
+        let bad = |what: String| Error::Target {
+            target: label.to_string(),
+            what,
+        };
+        let e = crate::elf::Elf::parse(data, &bad)?;
+        let mut id = KernelIdentity {
+            label: label.to_string(),
+            linked: e.e_type != elf::ET_REL,
+            ..Default::default()
+        };
+        let shnum = e.sections.len();
+        for sym in e.symtab.iter() {
+            let Ok(name) = e.symtab.symbol_name(e.endian, sym) else {
+                continue;
+            };
+            let shndx = sym.st_shndx(e.endian);
+            if shndx == elf::SHN_UNDEF {
+                continue;
+            }
+            let value = sym.st_value(e.endian);
+            if let Some(n) = name.strip_prefix(b"__ksymtab_") {
+                id.exports.insert(String::from_utf8_lossy(n).into_owned());
+            } else if let Some(n) = name.strip_prefix(b"__crc_") {
+                let crc = if shndx == elf::SHN_ABS {
+                    u32::try_from(value).ok()
+                } else if usize::from(shndx) < shnum {
+                    e.bytes_at(usize::from(shndx), value, 4).map(|b| {
+                        let mut a = [0u8; 4];
+                        a.copy_from_slice(b);
+                        object::Endian::read_u32_bytes(e.endian, a)
+                    })
+                } else {
+                    None
+                };
+                if let Some(crc) = crc {
+                    id.crcs.insert(String::from_utf8_lossy(n).into_owned(), crc);
+                }
+            } else if name == b"linux_banner" && id.release.is_none() && usize::from(shndx) < shnum
+            {
+                id.release = e.banner_release(usize::from(shndx), value, sym.st_size(e.endian));
+            }
+        }
+        Ok(id)
+    }
+}
+
+fn examples<'s>(names: impl IntoIterator<Item = &'s str>) -> String {
+    let mut v: Vec<&str> = names.into_iter().collect();
+    v.sort_unstable();
+    let more = v.len().saturating_sub(EXAMPLES);
+    let mut s = v.into_iter().take(EXAMPLES).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        s.push_str(&format!(", ... ({more} more)"));
+    }
+    s
+}
+
+/// The release in a module's modinfo `vermagic` (its first word); `None` without one.
+pub fn module_vermagic(label: &str, ko: &[u8]) -> Result<Option<String>, Error> {
+    let bad = |what: String| Error::Module {
+        module: label.to_string(),
+        what,
+    };
+    let e = crate::elf::Elf::parse(ko, &bad)?;
+    let Some((_, sec)) = e.sections.section_by_name(e.endian, b".modinfo") else {
+        return Ok(None);
+    };
+    let data = sec.data(e.endian, e.data).unwrap_or(&[]);
+    Ok(data
+        .split(|&c| c == 0)
+        .find_map(|entry| entry.strip_prefix(b"vermagic="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string))
+}
+
+/// A target module must be built for the vmlinux's kernel: its vermagic release equals the
+/// vmlinux's `linux_banner` release (when either is unknown, nothing can be said).
+pub fn module_mismatch(
+    module_label: &str,
+    module_release: Option<&str>,
+    vmlinux_label: &str,
+    vmlinux_release: Option<&str>,
+) -> Option<Mismatch> {
+    match (module_release, vmlinux_release) {
+        (Some(m), Some(v)) if m != v => Some(Mismatch {
+            key: MODULE_MISMATCH,
+            detail: format!(
+                "{module_label} was built for kernel {m} (its vermagic), but {vmlinux_label} is {v}: the module belongs to another kernel"
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// The vmlinux must be the image of the target build: its `linux_banner` release equals the
+/// build's `include/config/kernel.release`.
+pub fn release_mismatch(
+    vmlinux: &KernelIdentity,
+    build_label: &str,
+    build_release: &str,
+) -> Option<Mismatch> {
+    let detail = match &vmlinux.release {
+        Some(r) if r == build_release => return None,
+        Some(r) => format!(
+            "{} is kernel {r} (its linux_banner), but the target build is {build_release} ({build_label}): the vmlinux belongs to another kernel",
+            vmlinux.label
+        ),
+        None => format!(
+            "{} has no readable linux_banner, so it cannot be shown to be the image of the target build {build_release} ({build_label})",
+            vmlinux.label
+        ),
+    };
+    Some(Mismatch {
+        key: VMLINUX_MISMATCH,
+        detail,
+    })
+}
+
+/// The release a kernel source tree's top Makefile gives (`VERSION.PATCHLEVEL.SUBLEVEL` and
+/// `EXTRAVERSION`); `None` when the Makefile does not say.
+pub fn makefile_version(makefile: &str) -> Option<String> {
+    let var = |name: &str| {
+        makefile.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let (v, p) = (var("VERSION")?, var("PATCHLEVEL")?);
+    if v.is_empty() || p.is_empty() {
+        return None;
+    }
+    let mut out = format!("{v}.{p}");
+    if let Some(s) = var("SUBLEVEL").filter(|s| !s.is_empty()) {
+        out.push('.');
+        out.push_str(&s);
+    }
+    out.push_str(&var("EXTRAVERSION").unwrap_or_default());
+    Some(out)
+}
+
+/// The source tree must be the version the target was built from: the build's release is the
+/// Makefile's version followed by a local version (`-...`, `+`, ...), never by more digits.
+pub fn source_mismatch(
+    makefile_label: &str,
+    makefile: &str,
+    build_label: &str,
+    build_release: &str,
+) -> Option<Mismatch> {
+    let version = makefile_version(makefile)?;
+    let rest = build_release.strip_prefix(&version);
+    if rest.is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_digit())) {
+        return None;
+    }
+    Some(Mismatch {
+        key: SOURCE_MISMATCH,
+        detail: format!(
+            "the source tree is version {version} ({makefile_label}), but the target build is {build_release} ({build_label}): the patched objects would not be compiled from the sources of the running kernel"
+        ),
+    })
+}
+
+/// Module.symvers must come from the build of the vmlinux: every symbol it says vmlinux
+/// exports has a `__ksymtab_` entry there and every `__ksymtab_` entry is listed, and with
+/// CONFIG_MODVERSIONS the CRCs agree. All symbols are compared (a hash lookup each), so no
+/// single symbol decides; one build gives an exact match (5352 of 5352 exports on the test
+/// kernel), so any difference means another build. Only for a linked image: a relocatable
+/// `vmlinux.o` has no export tables yet.
+pub fn symvers_mismatch(
+    vmlinux: &KernelIdentity,
+    symvers_label: &str,
+    symvers: &Symvers,
+) -> Option<Mismatch> {
+    if !vmlinux.linked {
+        return None;
+    }
+    let listed = symvers.vmlinux_exports();
+    let missing: Vec<&str> = listed
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !vmlinux.exports.contains(*n))
+        .collect();
+    let listed_names: HashSet<&str> = listed.iter().map(|(n, _)| *n).collect();
+    let unlisted: Vec<&str> = vmlinux
+        .exports
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !listed_names.contains(n))
+        .collect();
+    let with_crc = listed
+        .iter()
+        .filter(|(_, c)| c.is_some_and(|c| c != 0))
+        .count();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} of its {} vmlinux exports are not exported by {} (no __ksymtab_<name>): {}",
+            missing.len(),
+            listed.len(),
+            vmlinux.label,
+            examples(missing.iter().copied())
+        ));
+    }
+    if !unlisted.is_empty() {
+        problems.push(format!(
+            "{} of the {} symbols {} exports are not in it: {}",
+            unlisted.len(),
+            vmlinux.exports.len(),
+            vmlinux.label,
+            examples(unlisted.iter().copied())
+        ));
+    }
+    // CRCs: both sides with CONFIG_MODVERSIONS, or neither.
+    match (with_crc > 0, !vmlinux.crcs.is_empty()) {
+        (true, true) => {
+            let differ: Vec<(&str, u32, u32)> = listed
+                .iter()
+                .filter_map(|(n, c)| Some((*n, (*c)?, *vmlinux.crcs.get(*n)?)))
+                .filter(|(_, a, b)| a != b)
+                .collect();
+            if !differ.is_empty() {
+                let first = differ
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|(n, a, b)| format!("{n} {a:#010x} vs {b:#010x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                problems.push(format!(
+                    "{} of its CRCs disagree with {}'s __crc_<name>: {first}{}",
+                    differ.len(),
+                    vmlinux.label,
+                    if differ.len() > EXAMPLES { ", ..." } else { "" }
+                ));
+            }
+        }
+        (true, false) => problems.push(format!(
+            "it has CRCs ({with_crc} symbols, CONFIG_MODVERSIONS) but {} has no __crc_<name> symbols",
+            vmlinux.label
+        )),
+        (false, true) if !listed.is_empty() => problems.push(format!(
+            "{} has CRCs for {} symbols (CONFIG_MODVERSIONS) but it has none",
+            vmlinux.label,
+            vmlinux.crcs.len()
+        )),
+        _ => {}
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    Some(Mismatch {
+        key: SYMVERS_MISMATCH,
+        detail: format!(
+            "{symvers_label} is not the Module.symvers of {} ({}): {}",
+            vmlinux.label,
+            vmlinux.release.as_deref().unwrap_or("release unknown"),
+            problems.join("; ")
+        ),
+    })
 }
 
 /// How one external reference is bound in the livepatch module.
@@ -384,4 +704,283 @@ pub fn module_key_refusals(plan: &elfdiff::Plan, bindings: &[Binding]) -> Vec<el
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::build::elf::{Builder, SectionData};
+
+    const RODATA: u64 = 0xffff_ffff_8180_0000;
+    const KSYMTAB: u64 = 0xffff_ffff_8190_0000;
+    const KCRCTAB: u64 = 0xffff_ffff_81a0_0000;
+
+    /// How a fake vmlinux records CRCs.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Crcs {
+        None,
+        /// `__crc_<name>` labels on 4-byte values in `__kcrctab` (5.19 and later).
+        Table,
+        /// Absolute `__crc_<name>` symbols whose value is the CRC (before 5.19).
+        Absolute,
+    }
+
+    /// A linked kernel image with `linux_banner` (when `release` is given) and an exported
+    /// symbol `__ksymtab_<name>` (with CRC `crc`) per entry of `exports`.
+    fn vmlinux(release: Option<&str>, exports: &[(&str, u32)], crcs: Crcs) -> Vec<u8> {
+        let mut b = Builder::new(object::Endianness::Little, true);
+        b.header.e_type = elf::ET_EXEC;
+        b.header.e_machine = elf::EM_X86_64;
+        let add = |b: &mut Builder<'static>, name: &str, addr: u64, data: Vec<u8>| {
+            let s = b.sections.add();
+            s.name = name.as_bytes().to_vec().into();
+            s.sh_type = elf::SHT_PROGBITS;
+            s.sh_flags = u64::from(elf::SHF_ALLOC);
+            s.sh_addr = addr;
+            s.sh_addralign = 8;
+            s.data = SectionData::Data(data.into());
+            s.id()
+        };
+        let banner = release.map(|r| format!("Linux version {r} (x@y) #1 SMP\n\0"));
+        let rodata = add(
+            &mut b,
+            ".rodata",
+            RODATA,
+            banner.clone().unwrap_or_default().into_bytes(),
+        );
+        let ksymtab = add(&mut b, "__ksymtab", KSYMTAB, vec![0; 12 * exports.len()]);
+        let table: Vec<u8> = exports.iter().flat_map(|(_, c)| c.to_le_bytes()).collect();
+        let kcrctab = add(&mut b, "__kcrctab", KCRCTAB, table);
+        let strtab = {
+            let s = b.sections.add();
+            s.name = b".strtab"[..].into();
+            s.sh_type = elf::SHT_STRTAB;
+            s.data = SectionData::String;
+            s.id()
+        };
+        {
+            let s = b.sections.add();
+            s.name = b".symtab"[..].into();
+            s.sh_type = elf::SHT_SYMTAB;
+            s.sh_entsize = 24;
+            s.sh_addralign = 8;
+            s.sh_link_section = Some(strtab);
+            s.data = SectionData::Symbol;
+        }
+        {
+            let s = b.sections.add();
+            s.name = b".shstrtab"[..].into();
+            s.sh_type = elf::SHT_STRTAB;
+            s.data = SectionData::SectionString;
+        }
+        let sym = |b: &mut Builder<'static>, name: String, sec, value: u64, size: u64| {
+            let s = b.symbols.add();
+            s.name = name.into_bytes().into();
+            s.section = sec;
+            if sec.is_none() {
+                s.st_shndx = elf::SHN_ABS;
+            }
+            s.set_st_info(elf::STB_GLOBAL, elf::STT_OBJECT);
+            s.st_value = value;
+            s.st_size = size;
+        };
+        if let Some(t) = &banner {
+            sym(
+                &mut b,
+                "linux_banner".into(),
+                Some(rodata),
+                RODATA,
+                t.len() as u64,
+            );
+        }
+        for (i, (name, crc)) in exports.iter().enumerate() {
+            let i = i as u64;
+            sym(
+                &mut b,
+                format!("__ksymtab_{name}"),
+                Some(ksymtab),
+                KSYMTAB + 12 * i,
+                12,
+            );
+            match crcs {
+                Crcs::None => {}
+                Crcs::Table => sym(
+                    &mut b,
+                    format!("__crc_{name}"),
+                    Some(kcrctab),
+                    KCRCTAB + 4 * i,
+                    0,
+                ),
+                Crcs::Absolute => sym(&mut b, format!("__crc_{name}"), None, u64::from(*crc), 0),
+            }
+        }
+        let mut out = Vec::new();
+        b.write(&mut out).unwrap();
+        out
+    }
+
+    fn symvers(lines: &[(&str, u32, &str)]) -> Symvers {
+        let text: String = lines
+            .iter()
+            .map(|(n, crc, m)| format!("{crc:#010x}\t{n}\t{m}\tEXPORT_SYMBOL\t\n"))
+            .collect();
+        Symvers::parse("Module.symvers", &text).unwrap()
+    }
+
+    const EXPORTS: &[(&str, u32)] = &[
+        ("printk", 0x1111_1111),
+        ("kmalloc", 0x2222_2222),
+        ("kfree", 0x3333_3333),
+    ];
+
+    fn same_build(crc: bool) -> Symvers {
+        let mut lines: Vec<(&str, u32, &str)> = EXPORTS
+            .iter()
+            .map(|&(n, c)| (n, if crc { c } else { 0 }, "vmlinux"))
+            .collect();
+        // A module's export is not vmlinux's business.
+        lines.push(("mod_fn", 0x4444_4444, "drivers/x/mod"));
+        symvers(&lines)
+    }
+
+    #[test]
+    fn identity_reads_banner_exports_and_crcs() {
+        for crcs in [Crcs::Table, Crcs::Absolute] {
+            let id = KernelIdentity::parse("vmlinux", &vmlinux(Some("6.12.0-a"), EXPORTS, crcs))
+                .unwrap();
+            assert!(id.linked);
+            assert_eq!(id.release.as_deref(), Some("6.12.0-a"));
+            assert_eq!(id.exports.len(), 3);
+            assert!(id.exports.contains("kmalloc"));
+            assert_eq!(id.crcs.get("kfree"), Some(&0x3333_3333));
+        }
+        let id = KernelIdentity::parse("vmlinux", &vmlinux(None, EXPORTS, Crcs::None)).unwrap();
+        assert_eq!(id.release, None);
+        assert!(id.crcs.is_empty());
+        assert!(KernelIdentity::parse("x", b"not elf").is_err());
+    }
+
+    #[test]
+    fn release_must_match_the_build() {
+        let id =
+            KernelIdentity::parse("vm", &vmlinux(Some("6.12.0-a"), EXPORTS, Crcs::None)).unwrap();
+        assert_eq!(release_mismatch(&id, "kernel.release", "6.12.0-a"), None);
+        let m = release_mismatch(&id, "b/include/config/kernel.release", "6.12.0-b").unwrap();
+        assert_eq!(m.key, VMLINUX_MISMATCH);
+        assert!(m.detail.contains("6.12.0-a") && m.detail.contains("6.12.0-b"));
+        assert!(m.detail.contains("vm ") && m.detail.contains("b/include/config/kernel.release"));
+        let nobanner = KernelIdentity::parse("vm", &vmlinux(None, EXPORTS, Crcs::None)).unwrap();
+        let m = release_mismatch(&nobanner, "kr", "6.12.0-a").unwrap();
+        assert_eq!(m.key, VMLINUX_MISMATCH);
+        assert!(m.detail.contains("no readable linux_banner"), "{m}");
+    }
+
+    #[test]
+    fn source_version_must_prefix_the_release() {
+        let mk = "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\nEXTRAVERSION =\nNAME = x\n";
+        assert_eq!(makefile_version(mk).as_deref(), Some("6.12.1"));
+        assert_eq!(
+            makefile_version("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL =\nEXTRAVERSION = -rc3\n")
+                .as_deref(),
+            Some("6.1-rc3")
+        );
+        assert_eq!(makefile_version("# nothing\n"), None);
+        for ok in ["6.12.1", "6.12.1-amd64", "6.12.1+"] {
+            assert_eq!(source_mismatch("Makefile", mk, "kr", ok), None, "{ok}");
+        }
+        for bad in ["6.12.117", "6.12.2", "6.1.1", "5.10"] {
+            let m = source_mismatch("src/Makefile", mk, "kr", bad).unwrap();
+            assert_eq!(m.key, SOURCE_MISMATCH);
+            assert!(m.detail.contains("6.12.1 (src/Makefile)") && m.detail.contains(bad));
+        }
+        // A Makefile that does not say: nothing to compare.
+        assert_eq!(source_mismatch("Makefile", "all:\n", "kr", "6.12.1"), None);
+    }
+
+    #[test]
+    fn symvers_of_the_same_build_passes() {
+        let plain = KernelIdentity::parse("vm", &vmlinux(Some("r"), EXPORTS, Crcs::None)).unwrap();
+        assert_eq!(
+            symvers_mismatch(&plain, "Module.symvers", &same_build(false)),
+            None
+        );
+        for crcs in [Crcs::Table, Crcs::Absolute] {
+            let id = KernelIdentity::parse("vm", &vmlinux(Some("r"), EXPORTS, crcs)).unwrap();
+            assert_eq!(
+                symvers_mismatch(&id, "Module.symvers", &same_build(true)),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn symvers_of_another_build_is_named() {
+        let id =
+            KernelIdentity::parse("vm", &vmlinux(Some("6.12.0-a"), EXPORTS, Crcs::None)).unwrap();
+        // One export vmlinux does not have.
+        let mut lines: Vec<(&str, u32, &str)> =
+            EXPORTS.iter().map(|&(n, _)| (n, 0, "vmlinux")).collect();
+        lines.push(("only_there", 0, "vmlinux"));
+        let m = symvers_mismatch(&id, "other/Module.symvers", &symvers(&lines)).unwrap();
+        assert_eq!(m.key, SYMVERS_MISMATCH);
+        assert!(
+            m.detail
+                .starts_with("other/Module.symvers is not the Module.symvers of vm (6.12.0-a)"),
+            "{m}"
+        );
+        assert!(
+            m.detail
+                .contains("1 of its 4 vmlinux exports are not exported by vm"),
+            "{m}"
+        );
+        assert!(m.detail.contains("only_there"), "{m}");
+        // One export missing from Module.symvers.
+        let m = symvers_mismatch(&id, "s", &symvers(&lines[..2])).unwrap();
+        assert!(
+            m.detail
+                .contains("1 of the 3 symbols vm exports are not in it: kfree"),
+            "{m}"
+        );
+        // An empty one, or one with a single matching line, is not the target's.
+        assert!(symvers_mismatch(&id, "s", &Symvers::default()).is_some());
+        assert!(symvers_mismatch(&id, "s", &symvers(&[("printk", 0, "vmlinux")])).is_some());
+        // Many differences: counts and a few examples, not all.
+        let many: Vec<String> = (0..40).map(|i| format!("sym{i:02}")).collect();
+        let lines: Vec<(&str, u32, &str)> =
+            many.iter().map(|n| (n.as_str(), 0, "vmlinux")).collect();
+        let m = symvers_mismatch(&id, "s", &symvers(&lines)).unwrap();
+        assert!(m.detail.contains("40 of its 40"), "{m}");
+        assert!(
+            m.detail
+                .contains("sym00, sym01, sym02, sym03, sym04, ... (35 more)"),
+            "{m}"
+        );
+        // Not for a relocatable vmlinux.o.
+        let mut rel = id.clone();
+        rel.linked = false;
+        assert_eq!(symvers_mismatch(&rel, "s", &symvers(&lines)), None);
+    }
+
+    #[test]
+    fn crcs_must_agree() {
+        let id = KernelIdentity::parse("vm", &vmlinux(Some("r"), EXPORTS, Crcs::Table)).unwrap();
+        let lines: Vec<(&str, u32, &str)> = EXPORTS
+            .iter()
+            .map(|&(n, c)| (n, if n == "kfree" { c + 1 } else { c }, "vmlinux"))
+            .collect();
+        let m = symvers_mismatch(&id, "s", &symvers(&lines)).unwrap();
+        assert_eq!(m.key, SYMVERS_MISMATCH);
+        assert!(
+            m.detail.contains(
+                "1 of its CRCs disagree with vm's __crc_<name>: kfree 0x33333334 vs 0x33333333"
+            ),
+            "{m}"
+        );
+        // CONFIG_MODVERSIONS on one side only.
+        let m = symvers_mismatch(&id, "s", &same_build(false)).unwrap();
+        assert!(m.detail.contains("vm has CRCs for 3 symbols"), "{m}");
+        let plain = KernelIdentity::parse("vm", &vmlinux(Some("r"), EXPORTS, Crcs::None)).unwrap();
+        let m = symvers_mismatch(&plain, "s", &same_build(true)).unwrap();
+        assert!(m.detail.contains("it has CRCs (3 symbols"), "{m}");
+    }
 }
