@@ -4,107 +4,34 @@
 //!
 //! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
 //! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
-//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`), `copied: sym` (carried in the livepatch
-//! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
-//! `--include-callers` does).
+//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`),
+//! `copied: sym` (carried in the livepatch object, not bound to the target), `include: f`
+//! (treat unchanged `f` as changed, as `--include-callers` does), `local: f` (f is a local
+//! function of the livepatch object), `entry-size: SECTION=BYTES` (as `klpgen diff
+//! --entry-size`), `entries: SECTION=N` (the livepatch's SECTION keeps exactly N entries, each
+//! pointing into carried code).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
-//! then compiled with `-g`; keys in tests/support/explain.rs).
+//! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
+//! tests/support/fixture.rs, shared with the snapshot tests (tests/snapshots.rs).
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 
-use elfdiff::model::{Orig, SymKind};
+use elfdiff::model::{Bind, Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
-#[path = "support/gcc.rs"]
-mod gcc;
-
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
 
-#[path = "support/explain.rs"]
-mod explain_check;
-
-#[derive(Default, Debug)]
-struct Expect {
-    changed: Option<BTreeSet<String>>,
-    new: Option<BTreeSet<String>>,
-    unchanged: Vec<String>,
-    nochange: bool,
-    refuse: Vec<String>,
-    klp: Vec<String>,
-    plain: Vec<String>,
-    /// `explain: FUNC key=value ...` (tests/support/explain.rs); compiles the fixture with -g.
-    explain: Vec<explain_check::Directive>,
-    copied: Vec<String>,
-    include: Vec<String>,
-}
-
-fn parse_expect(src: &str) -> Result<Expect, String> {
-    let mut e = Expect::default();
-    for line in src.lines() {
-        let Some(d) = line.strip_prefix("//#") else {
-            continue;
-        };
-        let d = d.trim();
-        let (key, val) = d.split_once(':').unwrap_or((d, ""));
-        let words = || val.split_whitespace().map(String::from);
-        match key.trim() {
-            "changed" => e.changed = Some(words().collect()),
-            "new" => e.new = Some(words().collect()),
-            "unchanged" => e.unchanged.extend(words()),
-            "nochange" => e.nochange = true,
-            "refuse" => e.refuse.extend(words()),
-            "klp" => e.klp.extend(words()),
-            "plain" => e.plain.extend(words()),
-            "explain" => e.explain.push(explain_check::parse(val)?),
-            "copied" => e.copied.extend(words()),
-            "include" => e.include.extend(words()),
-            other => return Err(format!("unknown directive {other:?}")),
-        }
-    }
-    if e.changed.is_none() && e.new.is_none() && !e.nochange && e.refuse.is_empty() {
-        return Err("fixture states no expectation".into());
-    }
-    Ok(e)
-}
-
-fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
-    let mut cmd = Command::new("gcc");
-    cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
-    if debug {
-        cmd.arg("-g");
-    }
-    if patched {
-        cmd.arg("-DPATCHED");
-    }
-    cmd.arg(src).arg("-o").arg(out);
-    let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "gcc failed on {}:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&o.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::explain_check;
 
 fn check(src: PathBuf) -> Result<(), Failed> {
-    let text = std::fs::read_to_string(&src).map_err(|e| e.to_string())?;
-    let expect = parse_expect(&text)?;
-    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("fixtures")
-        .join(&stem);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let (op, pp) = (dir.join("orig.o"), dir.join("patched.o"));
+    let built = fixture::build(&src, "fixtures")?;
+    let (text, expect, dir) = (&built.text, &built.expect, &built.dir);
     let debug = !expect.explain.is_empty();
-    compile(&src, &op, false, debug)?;
-    compile(&src, &pp, true, debug)?;
-    let ob = std::fs::read(&op).map_err(|e| e.to_string())?;
-    let pb = std::fs::read(&pp).map_err(|e| e.to_string())?;
+    let ob = std::fs::read(&built.orig).map_err(|e| e.to_string())?;
+    let pb = std::fs::read(&built.patched).map_err(|e| e.to_string())?;
     let orig = Object::parse("orig.o", &ob)?;
     let patched = Object::parse("patched.o", &pb)?;
     let mut diff = Diff::new(&orig, &patched);
@@ -157,14 +84,17 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     if debug {
         let ex = elfdiff::explain::explain(&diff);
         let file = src.file_name().unwrap_or_default().to_string_lossy();
-        explain_check::check(&ex, &expect.explain, &text, &file)?;
+        explain_check::check(&ex, &expect.explain, text, &file)?;
     }
     if expect.nochange || !expect.refuse.is_empty() {
         return Ok(());
     }
 
     // Write the livepatch object, parse it back and check it.
-    let plan = diff.plan(&PlanOptions::default())?;
+    let plan = diff.plan(&PlanOptions {
+        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
+        objtool_regenerates: false,
+    })?;
     let symtab = TargetSymtab::parse("orig.o", &ob)?;
     let bindings: Vec<Binding> = plan
         .externals
@@ -245,24 +175,74 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(format!("reference {name} missing from the livepatch object").into());
         }
     }
+    for f in &expect.local {
+        let ok = back.symbols.iter().any(|s| {
+            s.name == f && s.section.is_some() && s.kind == SymKind::Func && s.bind == Bind::Local
+        });
+        if !ok {
+            return Err(format!("{f} is not a local function of the livepatch object").into());
+        }
+    }
+    for (name, n) in &expect.entries {
+        check_entries(&back, expect, name, *n)?;
+    }
+    Ok(())
+}
+
+/// Sizes of the special sections whose entry size is fixed (the others come from the
+/// fixture's `entry-size:`, as they come from the target's DWARF in a real build).
+const FIXED_ENTRY_SIZES: &[(&str, u64)] = &[("__mcount_loc", 8), (".smp_locks", 4)];
+
+/// `entries: SECTION=N`: the livepatch's SECTION holds N entries, and each has a relocation
+/// into code the livepatch carries.
+fn check_entries(
+    back: &Object<'_, Orig>,
+    expect: &fixture::Expect,
+    name: &str,
+    n: u64,
+) -> Result<(), Failed> {
+    let size = expect
+        .entry_size
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .chain(FIXED_ENTRY_SIZES.iter().copied())
+        .find(|(s, _)| *s == name)
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            format!("entries: {name}: no entry size (add `//# entry-size: {name}=BYTES`)")
+        })?;
+    let Some(sec) = back.find_section(name) else {
+        if n == 0 {
+            return Ok(());
+        }
+        return Err(format!("entries: the livepatch object has no {name}").into());
+    };
+    let s = back.sec(sec);
+    if s.size != n * size {
+        return Err(format!(
+            "entries: {name} is {} bytes, expected {n} entries of {size}",
+            s.size
+        )
+        .into());
+    }
+    for k in 0..n {
+        let into_code = s.relocs_in(k * size, (k + 1) * size).iter().any(|r| {
+            back.sym(r.sym)
+                .section
+                .is_some_and(|t| back.sec(t).is_exec())
+        });
+        if !into_code {
+            return Err(format!("entries: {name} entry {k} points into no carried code").into());
+        }
+    }
     Ok(())
 }
 
 fn main() {
     let args = Arguments::from_args();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .collect();
-    files.sort();
-    let trials = files
+    let trials = fixture::all()
         .into_iter()
-        .map(|f| {
-            let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-            Trial::test(name, move || check(f))
-        })
+        .map(|f| Trial::test(fixture::stem(&f), move || check(f)))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }
