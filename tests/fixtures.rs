@@ -130,6 +130,23 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             );
         }
     }
+    // Every changed function is replaced, or is a split part (`.cold`) of a replaced parent
+    // that reaches it: a changed body nothing redirects to is a missed change.
+    for f in &got_changed {
+        let replaced = |n: &str| plan.funcs.iter().any(|p| p.old_name == n);
+        let via_parent = elfdiff::names::split_parent(f).is_some_and(|parent| {
+            plan.funcs
+                .iter()
+                .any(|p| elfdiff::names::normalize(&p.old_name) == parent)
+        });
+        if !replaced(f) && !via_parent {
+            let funcs: Vec<&str> = plan.funcs.iter().map(|p| p.old_name.as_str()).collect();
+            return Err(format!(
+                "changed {f} is not replaced by the livepatch (replaced: {funcs:?})"
+            )
+            .into());
+        }
+    }
     for c in &expect.copied {
         let in_plan = plan
             .symbols

@@ -551,8 +551,14 @@ impl<'a, 'd> Diff<'a, 'd> {
                 });
                 continue;
             }
-            let child = split_parent(name).is_some();
-            if !child && !self.orig_traceable(o) {
+            // A split child without an ftrace entry is reached through its changed parent's
+            // new body; without such a parent nothing could redirect to it.
+            let via_parent = split_parent(name).is_some_and(|parent| {
+                by_norm
+                    .get(&parent)
+                    .is_some_and(|&pi| results[pi].verdict != Verdict::Unchanged)
+            });
+            if !via_parent && !self.orig_traceable(o) {
                 refusals.push(Refusal {
                     key: format!("refuse.no-ftrace.{name}"),
                     symbol: name.into(),
