@@ -615,7 +615,10 @@ impl<'a, 'd> Diff<'a, 'd> {
 
     /// Static locals (`name.N`) the original function used and the new one no longer does.
     fn removed_static_locals(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Vec<String> {
-        fn locals<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> Vec<String> {
+        // Targets are resolved past section symbols (several statics may share a named
+        // section such as `__dyndbg` or `.data..once`). Special statics are always fresh
+        // copies whose state is deliberately not carried over, so dropping one loses nothing.
+        fn locals<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
             let s = obj.sym(f);
             let Some(sec) = s.section else {
                 return Vec::new();
@@ -625,25 +628,22 @@ impl<'a, 'd> Diff<'a, 'd> {
                 .sec(sec)
                 .relocs_in(s.value, s.value.saturating_add(s.size))
             {
-                let t = obj.sym(r.sym);
-                let target = match (t.kind, t.section) {
-                    (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
-                        [only] => obj.sym(*only),
-                        _ => continue,
-                    },
-                    _ => t,
+                let Target::Symbol { sym, .. } = resolve(obj, insns, sec, r) else {
+                    continue;
                 };
+                let target = obj.sym(sym);
                 if target.kind == SymKind::Object
                     && target.bind == crate::model::Bind::Local
                     && is_static_local(target.name)
+                    && !is_special(obj, sym)
                 {
                     out.push(normalize(target.name));
                 }
             }
             out
         }
-        let new = locals(self.patched, p);
-        let mut gone: Vec<String> = locals(self.orig, o)
+        let new = locals(self.patched, &self.patched_insns, p);
+        let mut gone: Vec<String> = locals(self.orig, &self.orig_insns, o)
             .into_iter()
             .filter(|l| !new.contains(l))
             .collect();
