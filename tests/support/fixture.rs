@@ -102,7 +102,7 @@ pub fn stem(src: &Path) -> String {
     src.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
-/// Compile one variant (`debug`: with `-g`, for `explain:` directives).
+/// Compile one variant (`debug`: with `-g`, for `explain:` directives). `out` must be absolute.
 pub fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), String> {
     let mut cmd = Command::new("gcc");
     cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
@@ -112,7 +112,13 @@ pub fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(),
     if patched {
         cmd.arg("-DPATCHED");
     }
-    cmd.arg(src).arg("-o").arg(out);
+    // From the fixture's directory by file name, so `__FILE__` is the same on every machine.
+    if let (Some(dir), Some(name)) = (src.parent(), src.file_name()) {
+        cmd.current_dir(dir).arg(name);
+    } else {
+        cmd.arg(src);
+    }
+    cmd.arg("-o").arg(out);
     let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
     if !o.status.success() {
         return Err(format!(
