@@ -7,6 +7,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod kfixtures;
 mod selfdiff;
 mod setup;
 mod stress;
@@ -21,7 +22,9 @@ usage: cargo xtask <command>
 commands:
   setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
   kernel           build or reuse the cached test kernel; print its source and build dirs
-  e2e [CASE...]    build klpgen, then build and boot-test the cases under tests/e2e
+  e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
+                   kernel-header fixtures (tests/kfixtures; select with kfixtures or
+                   kfixtures/NAME), then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo test --workspace, then the e2e, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
