@@ -603,19 +603,20 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             );
         }
     }
-    let kf_selected: Vec<String> = if filters.is_empty() || kf_filters.iter().any(|f| *f == "kfixtures") {
-        kf_all.iter().map(|c| c.name.clone()).collect()
-    } else {
-        let mut v = Vec::new();
-        for f in &kf_filters {
-            let n = f.trim_start_matches("kfixtures/");
-            if !kf_all.iter().any(|c| c.name == n) {
-                bail!("no kernel-header fixture {n:?} under tests/kfixtures");
+    let kf_selected: Vec<String> =
+        if filters.is_empty() || kf_filters.iter().any(|f| *f == "kfixtures") {
+            kf_all.iter().map(|c| c.name.clone()).collect()
+        } else {
+            let mut v = Vec::new();
+            for f in &kf_filters {
+                let n = f.trim_start_matches("kfixtures/");
+                if !kf_all.iter().any(|c| c.name == n) {
+                    bail!("no kernel-header fixture {n:?} under tests/kfixtures");
+                }
+                v.push(n.to_string());
             }
-            v.push(n.to_string());
-        }
-        v
-    };
+            v
+        };
     if !filters.is_empty() {
         cases.retain(|c| case_filters.contains(&&c.name));
     }

@@ -84,7 +84,9 @@ fn root() -> PathBuf {
 
 pub fn load_cases() -> Result<Vec<Case>> {
     let mut cases = Vec::new();
-    for entry in fs::read_dir(root()).with_context(|| format!("cannot list {}", root().display()))? {
+    for entry in
+        fs::read_dir(root()).with_context(|| format!("cannot list {}", root().display()))?
+    {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {
             continue;
@@ -157,7 +159,11 @@ fn compare(e: &Expect, exit: Option<i32>, got: &Verdicts, ko: Option<&[u8]>) -> 
     let set = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" ");
     if let Some(c) = &e.changed {
         if *c != got.changed {
-            problems.push(format!("changed: [{}], expected [{}]", set(&got.changed), set(c)));
+            problems.push(format!(
+                "changed: [{}], expected [{}]",
+                set(&got.changed),
+                set(c)
+            ));
         }
     }
     if let Some(n) = &e.new {
@@ -325,7 +331,11 @@ mod tests {
     #[test]
     fn shipped_cases_are_well_formed() {
         let cases = load_cases().unwrap();
-        assert!(cases.len() >= 6, "only {} kernel-header fixtures", cases.len());
+        assert!(
+            cases.len() >= 6,
+            "only {} kernel-header fixtures",
+            cases.len()
+        );
         for c in &cases {
             assert!(c.dir.join("case.patch").is_file(), "{}: case.patch", c.name);
             assert!(c.dir.join("README").is_file(), "{}: README", c.name);
