@@ -9,7 +9,8 @@
 //! (treat unchanged `f` as changed, as `--include-callers` does), `local: f` (f is a local
 //! function of the livepatch object), `entry-size: SECTION=BYTES` (as `klpgen diff
 //! --entry-size`), `entries: SECTION=N` (the livepatch's SECTION keeps exactly N entries, each
-//! pointing into carried code).
+//! pointing into carried code), `fresh: FUNC:SYM` / `kept: FUNC:SYM` (FUNC's references to SYM
+//! go to a copy in the livepatch / to the running kernel's).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
 //! tests/support/fixture.rs, shared with the snapshot tests (tests/snapshots.rs).
@@ -202,6 +203,53 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     }
     for (name, n) in &expect.entries {
         check_entries(&back, expect, name, *n)?;
+    }
+    for (f, sym) in &expect.fresh {
+        check_refs(&back, f, sym, true)?;
+    }
+    for (f, sym) in &expect.kept {
+        check_refs(&back, f, sym, false)?;
+    }
+    Ok(())
+}
+
+/// `fresh:`/`kept:`: FUNC's references to SYM (a klp symbol `.klp.sym.<obj>.SYM,<pos>`
+/// counts by SYM) go to a copy in the livepatch object (`fresh`) or to the target.
+fn check_refs(back: &Object<'_, Orig>, func: &str, sym: &str, fresh: bool) -> Result<(), Failed> {
+    let base = |name: &str| -> String {
+        let n = match name.strip_prefix(".klp.sym.") {
+            Some(rest) => {
+                let rest = rest.split_once('.').map_or(rest, |(_, r)| r);
+                rest.rsplit_once(',').map_or(rest, |(n, _)| n)
+            }
+            None => name,
+        };
+        elfdiff::names::normalize(n)
+    };
+    let f = back
+        .symbols
+        .iter()
+        .find(|s| s.name == func && s.kind == SymKind::Func && s.section.is_some())
+        .ok_or_else(|| format!("{func} is not in the livepatch object"))?;
+    let sec = back.sec(f.section.expect("defined"));
+    let targets: Vec<_> = sec
+        .relocs_in(f.value, f.value + f.size)
+        .iter()
+        .map(|r| back.sym(r.sym))
+        .filter(|t| base(t.name) == sym)
+        .collect();
+    if targets.is_empty() {
+        return Err(format!("{func} has no reference to {sym} in the livepatch object").into());
+    }
+    for t in targets {
+        if t.undefined == fresh {
+            let (want, got) = if fresh {
+                ("a copy in the livepatch", "the running kernel's")
+            } else {
+                ("the running kernel's", "a copy in the livepatch")
+            };
+            return Err(format!("{func} uses {got} {} instead of {want}", t.name).into());
+        }
     }
     Ok(())
 }

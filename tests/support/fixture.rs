@@ -34,6 +34,18 @@ pub struct Expect {
     pub entries: Vec<(String, u64)>,
     /// `local: f`: f is defined in the livepatch object as a local symbol.
     pub local: Vec<String>,
+    /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
+    /// name) go to a copy the livepatch carries.
+    pub fresh: Vec<(String, String)>,
+    /// `kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol).
+    pub kept: Vec<(String, String)>,
+}
+
+fn func_sym(d: &str, w: &str) -> Result<(String, String), String> {
+    let (f, s) = w
+        .split_once(':')
+        .ok_or_else(|| format!("{d}: expected FUNC:SYMBOL, got {w:?}"))?;
+    Ok((f.to_string(), s.to_string()))
 }
 
 fn section_number(d: &str, w: &str) -> Result<(String, u64), String> {
@@ -77,6 +89,16 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 }
             }
             "local" => e.local.extend(words()),
+            "fresh" => {
+                for w in words() {
+                    e.fresh.push(func_sym("fresh", &w)?);
+                }
+            }
+            "kept" => {
+                for w in words() {
+                    e.kept.push(func_sym("kept", &w)?);
+                }
+            }
             other => return Err(format!("unknown directive {other:?}")),
         }
     }

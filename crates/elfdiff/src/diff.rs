@@ -251,9 +251,12 @@ fn correlate(
             }
         }
     }
-    let needs_users = groups
-        .values()
-        .any(|(os, ps)| os.len() > 1 && ps.iter().any(|&p| is_static_local(patched.sym(p).name)));
+    // A name shared by several static locals on either side: the numbers say nothing (a new
+    // function's `count.0` may be the number an existing function's had), the users do.
+    let ambiguous = |os: &[SymIdx<Orig>], ps: &[SymIdx<Patched>]| os.len() > 1 || ps.len() > 1;
+    let needs_users = groups.values().any(|(os, ps)| {
+        ambiguous(os, ps) && ps.iter().any(|&p| is_static_local(patched.sym(p).name))
+    });
     let (ousers, pusers) = if needs_users {
         (users(orig), users(patched))
     } else {
@@ -270,7 +273,7 @@ fn correlate(
         let mut used = vec![false; os.len()];
         let mut pending: Vec<SymIdx<Patched>> = ps.clone();
         // Pass 1: static locals by the functions that use them.
-        if os.len() > 1 {
+        if ambiguous(os, ps) {
             pending.retain(|&p| {
                 if !is_static_local(patched.sym(p).name) {
                     return true;
