@@ -256,7 +256,13 @@ fn check_refs(back: &Object<'_, Orig>, func: &str, sym: &str, fresh: bool) -> Re
 
 /// Sizes of the special sections whose entry size is fixed (the others come from the
 /// fixture's `entry-size:`, as they come from the target's DWARF in a real build).
-const FIXED_ENTRY_SIZES: &[(&str, u64)] = &[("__mcount_loc", 8), (".smp_locks", 4)];
+const FIXED_ENTRY_SIZES: &[(&str, u64)] = &[
+    ("__mcount_loc", 8),
+    (".smp_locks", 4),
+    (".retpoline_sites", 4),
+    (".return_sites", 4),
+    (".call_sites", 4),
+];
 
 /// `entries: SECTION=N`: the livepatch's SECTION holds N entries, and each has a relocation
 /// into code the livepatch carries.
