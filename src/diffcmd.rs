@@ -155,8 +155,10 @@ pub fn run(a: DiffArgs) -> Result<()> {
             refused: patchgen::target::module_key_refusals(&plan, &bindings),
             ..Default::default()
         };
-        if let Some(v) = verdict(&late) {
-            return Err(v.into());
+        if !late.refused.is_empty() {
+            if let Some(v) = verdict(&late) {
+                return Err(v.into());
+            }
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;
         write_file(out, &bytes)?;

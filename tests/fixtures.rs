@@ -4,136 +4,40 @@
 //!
 //! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
 //! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
-//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`), `copied: sym` (carried in the livepatch
-//! object, not bound to the target), `include: f` (treat unchanged `f` as changed, as
-//! `--include-callers` does), `module: NAME` (the object is part of module NAME: its statics
-//! bind as klp relocations against NAME instead of vmlinux), `entry-size: SECTION=BYTES` (as
-//! `klpgen diff --entry-size`), `ignored: f .data.x` (exactly these symbols are reported under
-//! `ignored`), `callback: KIND f` (the patched object has callback `f` of KIND, and the
-//! livepatch object carries it under the hook's alias), `hint: TEXT` (some refusal's hint
-//! contains TEXT).
-//! Fixtures may `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
+//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`),
+//! `copied: sym` (carried in the livepatch object, not bound to the target), `include: f`
+//! (treat unchanged `f` as changed, as `--include-callers` does), `local: f` (f is a local
+//! function of the livepatch object), `entry-size: SECTION=BYTES` (as `klpgen diff
+//! --entry-size`), `entries: SECTION=N` (the livepatch's SECTION keeps exactly N entries, each
+//! pointing into carried code), `fresh: FUNC:SYM` / `kept: FUNC:SYM` (FUNC's references to SYM
+//! go to a copy in the livepatch / to the running kernel's), `module: NAME` (the object is part
+//! of module NAME: its statics bind as klp relocations against NAME instead of vmlinux),
+//! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
+//! f` (the patched object has callback `f` of KIND, and the livepatch object carries it under
+//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT). Fixtures may
+//! `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
-//! then compiled with `-g`; keys in tests/support/explain.rs).
+//! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
+//! tests/support/fixture.rs, shared with the snapshot tests (tests/snapshots.rs).
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 
-use elfdiff::model::{Orig, SymKind};
+use elfdiff::model::{Bind, Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
-#[path = "support/gcc.rs"]
-mod gcc;
-
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
 
-#[path = "support/explain.rs"]
-mod explain_check;
-
-#[derive(Default, Debug)]
-struct Expect {
-    changed: Option<BTreeSet<String>>,
-    new: Option<BTreeSet<String>>,
-    unchanged: Vec<String>,
-    nochange: bool,
-    refuse: Vec<String>,
-    klp: Vec<String>,
-    plain: Vec<String>,
-    /// `explain: FUNC key=value ...` (tests/support/explain.rs); compiles the fixture with -g.
-    explain: Vec<explain_check::Directive>,
-    copied: Vec<String>,
-    include: Vec<String>,
-    module: Option<String>,
-    entry_sizes: std::collections::HashMap<String, u64>,
-    ignored: Option<BTreeSet<String>>,
-    callbacks: Vec<(String, String)>,
-    hints: Vec<String>,
-}
-
-fn parse_expect(src: &str) -> Result<Expect, String> {
-    let mut e = Expect::default();
-    for line in src.lines() {
-        let Some(d) = line.strip_prefix("//#") else {
-            continue;
-        };
-        let d = d.trim();
-        let (key, val) = d.split_once(':').unwrap_or((d, ""));
-        let words = || val.split_whitespace().map(String::from);
-        match key.trim() {
-            "changed" => e.changed = Some(words().collect()),
-            "new" => e.new = Some(words().collect()),
-            "unchanged" => e.unchanged.extend(words()),
-            "nochange" => e.nochange = true,
-            "refuse" => e.refuse.extend(words()),
-            "klp" => e.klp.extend(words()),
-            "plain" => e.plain.extend(words()),
-            "explain" => e.explain.push(explain_check::parse(val)?),
-            "copied" => e.copied.extend(words()),
-            "include" => e.include.extend(words()),
-            "module" => e.module = words().next(),
-            "entry-size" => {
-                for w in words() {
-                    let (sec, n) = w
-                        .split_once('=')
-                        .and_then(|(s, n)| Some((s.to_string(), n.parse().ok()?)))
-                        .ok_or(format!("entry-size: expected SECTION=BYTES, got {w:?}"))?;
-                    e.entry_sizes.insert(sec, n);
-                }
-            }
-            "ignored" => e.ignored = Some(words().collect()),
-            "hint" => e.hints.push(val.trim().to_string()),
-            "callback" => match words().collect::<Vec<_>>().as_slice() {
-                [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
-                _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
-            },
-            other => return Err(format!("unknown directive {other:?}")),
-        }
-    }
-    if e.changed.is_none() && e.new.is_none() && !e.nochange && e.refuse.is_empty() {
-        return Err("fixture states no expectation".into());
-    }
-    Ok(e)
-}
-
-fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), Failed> {
-    let mut cmd = Command::new("gcc");
-    cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
-    cmd.arg("-I")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"));
-    if debug {
-        cmd.arg("-g");
-    }
-    if patched {
-        cmd.arg("-DPATCHED");
-    }
-    cmd.arg(src).arg("-o").arg(out);
-    let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "gcc failed on {}:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&o.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::explain_check;
 
 fn check(src: PathBuf) -> Result<(), Failed> {
-    let text = std::fs::read_to_string(&src).map_err(|e| e.to_string())?;
-    let expect = parse_expect(&text)?;
-    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("fixtures")
-        .join(&stem);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let (op, pp) = (dir.join("orig.o"), dir.join("patched.o"));
+    let built = fixture::build(&src, "fixtures")?;
+    let (text, expect, dir) = (&built.text, &built.expect, &built.dir);
     let debug = !expect.explain.is_empty();
-    compile(&src, &op, false, debug)?;
-    compile(&src, &pp, true, debug)?;
-    let ob = std::fs::read(&op).map_err(|e| e.to_string())?;
-    let pb = std::fs::read(&pp).map_err(|e| e.to_string())?;
+    let ob = std::fs::read(&built.orig).map_err(|e| e.to_string())?;
+    let pb = std::fs::read(&built.patched).map_err(|e| e.to_string())?;
     let orig = Object::parse("orig.o", &ob)?;
     let patched = Object::parse("patched.o", &pb)?;
     let mut diff = Diff::new(&orig, &patched);
@@ -149,7 +53,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     report.refused.extend(included_refusals);
     // Refusals that only binding can tell (keys living in a module).
     if report.refused.is_empty() && !report.changed.is_empty() {
-        let (plan, bindings) = plan_and_bind(&diff, &ob, &expect)?;
+        let (plan, bindings) = plan_and_bind(&diff, &ob, expect)?;
         report
             .refused
             .extend(patchgen::target::module_key_refusals(&plan, &bindings));
@@ -170,6 +74,11 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         }
     } else if expect.changed.is_some() && !got_new.is_empty() {
         return Err(format!("unexpected new functions {got_new:?}").into());
+    }
+    for u in &expect.unchanged {
+        if got_changed.contains(u) {
+            return Err(format!("{u} reported changed").into());
+        }
     }
     let got_ignored: BTreeSet<String> = report.ignored.iter().map(|i| i.symbol.clone()).collect();
     match &expect.ignored {
@@ -192,11 +101,6 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             format!("callbacks: expected {want_callbacks:?}, got {got_callbacks:?}").into(),
         );
     }
-    for u in &expect.unchanged {
-        if got_changed.contains(u) {
-            return Err(format!("{u} reported changed").into());
-        }
-    }
     if expect.nochange
         && (!got_changed.is_empty() || !got_new.is_empty() || !report.refused.is_empty())
     {
@@ -208,25 +112,25 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(format!("expected a {prefix}* refusal, got {:?}", report.refused).into());
         }
     }
+    if expect.refuse.is_empty() && !report.refused.is_empty() {
+        return Err(format!("unexpected refusals {:?}", report.refused).into());
+    }
     for h in &expect.hints {
         if !report.refused.iter().any(|r| r.hint.contains(h.as_str())) {
             return Err(format!("no refusal hint contains {h:?}: {:?}", report.refused).into());
         }
     }
-    if expect.refuse.is_empty() && !report.refused.is_empty() {
-        return Err(format!("unexpected refusals {:?}", report.refused).into());
-    }
     if debug {
         let ex = elfdiff::explain::explain(&diff);
         let file = src.file_name().unwrap_or_default().to_string_lossy();
-        explain_check::check(&ex, &expect.explain, &text, &file)?;
+        explain_check::check(&ex, &expect.explain, text, &file)?;
     }
     if expect.nochange || !expect.refuse.is_empty() {
         return Ok(());
     }
 
     // Write the livepatch object, parse it back and check it.
-    let (plan, bindings) = plan_and_bind(&diff, &ob, &expect)?;
+    let (plan, bindings) = plan_and_bind(&diff, &ob, expect)?;
     for k in &expect.klp {
         let found = bindings.iter().any(|b| match b {
             Binding::Klp { name, .. } => name == k || elfdiff::names::normalize(name) == *k,
@@ -241,6 +145,23 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(
                 format!("expected an ordinary relocation to {p}, bindings: {bindings:?}").into(),
             );
+        }
+    }
+    // Every changed function is replaced, or is a split part (`.cold`) of a replaced parent
+    // that reaches it: a changed body nothing redirects to is a missed change.
+    for f in &got_changed {
+        let replaced = |n: &str| plan.funcs.iter().any(|p| p.old_name == n);
+        let via_parent = elfdiff::names::split_parent(f).is_some_and(|parent| {
+            plan.funcs
+                .iter()
+                .any(|p| elfdiff::names::normalize(&p.old_name) == parent)
+        });
+        if !replaced(f) && !via_parent {
+            let funcs: Vec<&str> = plan.funcs.iter().map(|p| p.old_name.as_str()).collect();
+            return Err(format!(
+                "changed {f} is not replaced by the livepatch (replaced: {funcs:?})"
+            )
+            .into());
         }
     }
     for c in &expect.copied {
@@ -282,6 +203,29 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(format!("hook alias {alias} missing").into());
         }
     }
+    for b in &bindings {
+        let name = b.symbol_name();
+        if !back.symbols.iter().any(|s| s.name == name && s.undefined) {
+            return Err(format!("reference {name} missing from the livepatch object").into());
+        }
+    }
+    for f in &expect.local {
+        let ok = back.symbols.iter().any(|s| {
+            s.name == f && s.section.is_some() && s.kind == SymKind::Func && s.bind == Bind::Local
+        });
+        if !ok {
+            return Err(format!("{f} is not a local function of the livepatch object").into());
+        }
+    }
+    for (name, n) in &expect.entries {
+        check_entries(&back, expect, name, *n)?;
+    }
+    for (f, sym) in &expect.fresh {
+        check_refs(&back, f, sym, true)?;
+    }
+    for (f, sym) in &expect.kept {
+        check_refs(&back, f, sym, false)?;
+    }
     // What an annotation left out (and nothing re-included) is not in the livepatch.
     for i in &report.ignored {
         let included = got_changed.contains(&i.symbol) || got_new.contains(&i.symbol);
@@ -314,32 +258,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             }
         }
     }
-    for b in &bindings {
-        let name = b.symbol_name();
-        if !back.symbols.iter().any(|s| s.name == name && s.undefined) {
-            return Err(format!("reference {name} missing from the livepatch object").into());
-        }
-    }
     Ok(())
-}
-
-fn main() {
-    let args = Arguments::from_args();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .collect();
-    files.sort();
-    let trials = files
-        .into_iter()
-        .map(|f| {
-            let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-            Trial::test(name, move || check(f))
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
 }
 
 /// The livepatch plan of a fixture and its bindings, with the original object standing in for
@@ -348,12 +267,12 @@ fn main() {
 fn plan_and_bind(
     diff: &Diff<'_, '_>,
     orig: &[u8],
-    expect: &Expect,
+    expect: &fixture::Expect,
 ) -> Result<(elfdiff::Plan, Vec<Binding>), Failed> {
     let module = expect.module.as_deref();
     let plan = diff.plan(&PlanOptions {
-        entry_sizes: expect.entry_sizes.clone(),
-        ..PlanOptions::default()
+        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
+        objtool_regenerates: false,
     })?;
     let symtab = TargetSymtab::parse("orig.o", orig)?;
     let bindings: Vec<Binding> = plan
@@ -375,4 +294,109 @@ fn plan_and_bind(
         })
         .collect::<Result<_, patchgen::Error>>()?;
     Ok((plan, bindings))
+}
+
+/// `fresh:`/`kept:`: FUNC's references to SYM (a klp symbol `.klp.sym.<obj>.SYM,<pos>`
+/// counts by SYM) go to a copy in the livepatch object (`fresh`) or to the target.
+fn check_refs(back: &Object<'_, Orig>, func: &str, sym: &str, fresh: bool) -> Result<(), Failed> {
+    let base = |name: &str| -> String {
+        let n = match name.strip_prefix(".klp.sym.") {
+            Some(rest) => {
+                let rest = rest.split_once('.').map_or(rest, |(_, r)| r);
+                rest.rsplit_once(',').map_or(rest, |(n, _)| n)
+            }
+            None => name,
+        };
+        elfdiff::names::normalize(n)
+    };
+    let f = back
+        .symbols
+        .iter()
+        .find(|s| s.name == func && s.kind == SymKind::Func && s.section.is_some())
+        .ok_or_else(|| format!("{func} is not in the livepatch object"))?;
+    let sec = back.sec(f.section.expect("defined"));
+    let targets: Vec<_> = sec
+        .relocs_in(f.value, f.value + f.size)
+        .iter()
+        .map(|r| back.sym(r.sym))
+        .filter(|t| base(t.name) == sym)
+        .collect();
+    if targets.is_empty() {
+        return Err(format!("{func} has no reference to {sym} in the livepatch object").into());
+    }
+    for t in targets {
+        if t.undefined == fresh {
+            let (want, got) = if fresh {
+                ("a copy in the livepatch", "the running kernel's")
+            } else {
+                ("the running kernel's", "a copy in the livepatch")
+            };
+            return Err(format!("{func} uses {got} {} instead of {want}", t.name).into());
+        }
+    }
+    Ok(())
+}
+
+/// Sizes of the special sections whose entry size is fixed (the others come from the
+/// fixture's `entry-size:`, as they come from the target's DWARF in a real build).
+const FIXED_ENTRY_SIZES: &[(&str, u64)] = &[
+    ("__mcount_loc", 8),
+    (".smp_locks", 4),
+    (".retpoline_sites", 4),
+    (".return_sites", 4),
+    (".call_sites", 4),
+];
+
+/// `entries: SECTION=N`: the livepatch's SECTION holds N entries, and each has a relocation
+/// into code the livepatch carries.
+fn check_entries(
+    back: &Object<'_, Orig>,
+    expect: &fixture::Expect,
+    name: &str,
+    n: u64,
+) -> Result<(), Failed> {
+    let size = expect
+        .entry_size
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .chain(FIXED_ENTRY_SIZES.iter().copied())
+        .find(|(s, _)| *s == name)
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            format!("entries: {name}: no entry size (add `//# entry-size: {name}=BYTES`)")
+        })?;
+    let Some(sec) = back.find_section(name) else {
+        if n == 0 {
+            return Ok(());
+        }
+        return Err(format!("entries: the livepatch object has no {name}").into());
+    };
+    let s = back.sec(sec);
+    if s.size != n * size {
+        return Err(format!(
+            "entries: {name} is {} bytes, expected {n} entries of {size}",
+            s.size
+        )
+        .into());
+    }
+    for k in 0..n {
+        let into_code = s.relocs_in(k * size, (k + 1) * size).iter().any(|r| {
+            back.sym(r.sym)
+                .section
+                .is_some_and(|t| back.sec(t).is_exec())
+        });
+        if !into_code {
+            return Err(format!("entries: {name} entry {k} points into no carried code").into());
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = fixture::all()
+        .into_iter()
+        .map(|f| Trial::test(fixture::stem(&f), move || check(f)))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
 }

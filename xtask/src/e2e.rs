@@ -3,6 +3,7 @@
 
 use crate::guest;
 use crate::kernel::{self, Kernel};
+use crate::kfixtures;
 use crate::mismatch::Doctored;
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -259,7 +260,7 @@ pub fn run_klpgen(mut cmd: Command, logs: &Path) -> Result<KlpgenRun> {
 }
 
 /// Whether `patch` applies forward (cleanly) to `src`, without changing anything.
-fn patch_applies(src: &Path, patch: &Path) -> Result<(bool, String)> {
+pub fn patch_applies(src: &Path, patch: &Path) -> Result<(bool, String)> {
     let out = Command::new("patch")
         .args(["-p1", "--dry-run", "--forward", "--batch", "-d"])
         .arg(src)
@@ -741,18 +742,40 @@ fn check_module(
 }
 
 /// Runs the selected cases (all when `filters` is empty); returns whether all passed.
+/// `kfixtures` selects all kernel-header fixtures (tests/kfixtures), `kfixtures/NAME` one.
 pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let mut cases = load_cases()?;
-    for f in filters {
-        if !cases.iter().any(|c| &c.name == f) {
+    let kf_all = kfixtures::load_cases()?;
+    let (kf_filters, case_filters): (Vec<&String>, Vec<&String>) = filters
+        .iter()
+        .partition(|f| *f == "kfixtures" || f.starts_with("kfixtures/"));
+    for f in &case_filters {
+        if !cases.iter().any(|c| &&c.name == f) {
             let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-            bail!("no e2e case {f:?} (cases: {})", names.join(", "));
+            bail!(
+                "no e2e case {f:?} (cases: {}; or kfixtures, kfixtures/NAME)",
+                names.join(", ")
+            );
         }
     }
+    let kf_selected: Vec<String> =
+        if filters.is_empty() || kf_filters.iter().any(|f| *f == "kfixtures") {
+            kf_all.iter().map(|c| c.name.clone()).collect()
+        } else {
+            let mut v = Vec::new();
+            for f in &kf_filters {
+                let n = f.trim_start_matches("kfixtures/");
+                if !kf_all.iter().any(|c| c.name == n) {
+                    bail!("no kernel-header fixture {n:?} under tests/kfixtures");
+                }
+                v.push(n.to_string());
+            }
+            v
+        };
     if !filters.is_empty() {
-        cases.retain(|c| filters.contains(&c.name));
+        cases.retain(|c| case_filters.contains(&&c.name));
     }
-    if cases.is_empty() {
+    if cases.is_empty() && kf_selected.is_empty() {
         bail!("no e2e cases under {}", e2e_dir().display());
     }
     let klpgen = build_klpgen()?;
@@ -765,6 +788,11 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let doctored = crate::mismatch::prepare(&k, &mismatch_dir)?;
     let summary = crate::mismatch::check(&klpgen, &k, &doctored, &mismatch_dir)?;
     eprintln!("e2e: {summary}");
+    let kf_failures = if kf_selected.is_empty() {
+        Vec::new()
+    } else {
+        kfixtures::check(&klpgen, &k, &kf_selected)?
+    };
 
     let mut results = Vec::new();
     let all_start = Instant::now();
@@ -797,10 +825,20 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             o.summary
         );
     }
+    for f in &kf_failures {
+        println!("FAIL kfixtures/{f}");
+    }
+    if !kf_selected.is_empty() {
+        println!(
+            "kernel-header fixtures: {} run, {} problem(s)",
+            kf_selected.len(),
+            kf_failures.len()
+        );
+    }
     let passed = results.iter().filter(|(_, o)| o.passed).count();
     let failed = results.len() - passed;
     println!("{passed} passed, {failed} failed");
-    Ok(failed == 0)
+    Ok(failed == 0 && kf_failures.is_empty())
 }
 
 /// `cargo xtask boot KO PROBE`: boots one livepatch module with a probe script and runs the

@@ -7,6 +7,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod kfixtures;
 mod mismatch;
 mod selfdiff;
 mod setup;
@@ -23,10 +24,14 @@ usage: cargo xtask <command>
 commands:
   setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
   kernel           build or reuse the cached test kernel; print its source and build dirs
-  e2e [CASE...]    build klpgen, then build and boot-test the cases under tests/e2e
+  e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
+                   kernel-header fixtures (tests/kfixtures; select with kfixtures or
+                   kfixtures/NAME), then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo test --workspace, then the e2e, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
+  bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
+                   runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
   bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
@@ -57,6 +62,7 @@ fn real_main() -> Result<bool> {
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
         Some("bench") => bench::cmd_bench(),
+        Some("bless") => cmd_bless(rest).map(|()| true),
         Some("test") => cmd_test(rest),
         Some("boot") => e2e::cmd_boot(rest),
         Some("fuzz") => fuzz::cmd_fuzz(rest),
@@ -67,6 +73,29 @@ fn real_main() -> Result<bool> {
         }
         Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
     }
+}
+
+/// `cargo xtask bless`: the fixtures must pass their own directives first (a snapshot of a
+/// wrong answer is no reference); then the snapshot test rewrites what differs and removes
+/// snapshots no fixture gives. Review the result with `git diff tests/snapshots`.
+fn cmd_bless(rest: &[String]) -> Result<()> {
+    if !rest.is_empty() {
+        bail!("`cargo xtask bless` takes no arguments");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    util::run(
+        Command::new(&cargo)
+            .current_dir(util::repo_root())
+            .args(["test", "--test", "fixtures"]),
+    )?;
+    util::run(
+        Command::new(&cargo)
+            .current_dir(util::repo_root())
+            .args(["test", "--test", "snapshots"])
+            .env("KLPGEN_BLESS", "1"),
+    )?;
+    eprintln!("bless: tests/snapshots is up to date; review it with `git diff tests/snapshots`");
+    Ok(())
 }
 
 /// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, the load/unload

@@ -275,9 +275,12 @@ fn correlate(
             }
         }
     }
-    let needs_users = groups
-        .values()
-        .any(|(os, ps)| os.len() > 1 && ps.iter().any(|&p| is_static_local(patched.sym(p).name)));
+    // A name shared by several static locals on either side: the numbers say nothing (a new
+    // function's `count.0` may be the number an existing function's had), the users do.
+    let ambiguous = |os: &[SymIdx<Orig>], ps: &[SymIdx<Patched>]| os.len() > 1 || ps.len() > 1;
+    let needs_users = groups.values().any(|(os, ps)| {
+        ambiguous(os, ps) && ps.iter().any(|&p| is_static_local(patched.sym(p).name))
+    });
     let (ousers, pusers) = if needs_users {
         (users(orig), users(patched))
     } else {
@@ -294,7 +297,7 @@ fn correlate(
         let mut used = vec![false; os.len()];
         let mut pending: Vec<SymIdx<Patched>> = ps.clone();
         // Pass 1: static locals by the functions that use them.
-        if os.len() > 1 {
+        if ambiguous(os, ps) {
             pending.retain(|&p| {
                 if !is_static_local(patched.sym(p).name) {
                     return true;
@@ -600,8 +603,14 @@ impl<'a, 'd> Diff<'a, 'd> {
                 });
                 continue;
             }
-            let child = split_parent(name).is_some();
-            if !child && !self.orig_traceable(o) {
+            // A split child without an ftrace entry is reached through its changed parent's
+            // new body; without such a parent nothing could redirect to it.
+            let via_parent = split_parent(name).is_some_and(|parent| {
+                by_norm
+                    .get(&parent)
+                    .is_some_and(|&pi| results[pi].verdict != Verdict::Unchanged)
+            });
+            if !via_parent && !self.orig_traceable(o) {
                 refusals.push(Refusal {
                     key: format!("refuse.no-ftrace.{name}"),
                     symbol: name.into(),
@@ -747,7 +756,10 @@ impl<'a, 'd> Diff<'a, 'd> {
 
     /// Static locals (`name.N`) the original function used and the new one no longer does.
     fn removed_static_locals(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Vec<String> {
-        fn locals<S: Side>(obj: &Object<'_, S>, f: SymIdx<S>) -> Vec<String> {
+        // Targets are resolved past section symbols (several statics may share a named
+        // section such as `__dyndbg` or `.data..once`). Special statics are always fresh
+        // copies whose state is deliberately not carried over, so dropping one loses nothing.
+        fn locals<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
             let s = obj.sym(f);
             let Some(sec) = s.section else {
                 return Vec::new();
@@ -757,25 +769,22 @@ impl<'a, 'd> Diff<'a, 'd> {
                 .sec(sec)
                 .relocs_in(s.value, s.value.saturating_add(s.size))
             {
-                let t = obj.sym(r.sym);
-                let target = match (t.kind, t.section) {
-                    (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
-                        [only] => obj.sym(*only),
-                        _ => continue,
-                    },
-                    _ => t,
+                let Target::Symbol { sym, .. } = resolve(obj, insns, sec, r) else {
+                    continue;
                 };
+                let target = obj.sym(sym);
                 if target.kind == SymKind::Object
                     && target.bind == crate::model::Bind::Local
                     && is_static_local(target.name)
+                    && !is_special(obj, sym)
                 {
                     out.push(normalize(target.name));
                 }
             }
             out
         }
-        let new = locals(self.patched, p);
-        let mut gone: Vec<String> = locals(self.orig, o)
+        let new = locals(self.patched, &self.patched_insns, p);
+        let mut gone: Vec<String> = locals(self.orig, &self.orig_insns, o)
             .into_iter()
             .filter(|l| !new.contains(l))
             .collect();

@@ -281,8 +281,12 @@ impl Diff<'_, '_> {
         for f in &funcs {
             if let (Verdict::Changed(_), Some(o)) = (&f.verdict, f.orig) {
                 let os = self.orig.sym(o);
-                if crate::names::split_parent(os.name).is_some() {
-                    continue; // reached through its parent's new body
+                // A fragment without an ftrace entry (`.cold`) is only jumped to from its
+                // parent, whose new body reaches it. A split part with one (`.part.N`) is a
+                // function of its own that every caller which inlined the parent's head calls
+                // directly: it is replaced itself, or those callers would keep the old code.
+                if crate::names::split_parent(os.name).is_some() && !self.orig_traceable(o) {
+                    continue;
                 }
                 b.plan.funcs.push(PlanFunc {
                     old_name: os.name.to_string(),

@@ -1,0 +1,201 @@
+//! The C fixtures of `tests/fixtures/*.c`: their `//#` directives and how each is compiled
+//! (twice, with and without `-DPATCHED`). Shared by the fixture harness (tests/fixtures.rs)
+//! and the snapshot tests (tests/snapshots.rs), so both see the same objects.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "gcc.rs"]
+mod gcc;
+
+#[path = "explain.rs"]
+pub mod explain_check;
+
+/// A fixture's expectations (its `//#` header lines).
+#[derive(Default, Debug)]
+pub struct Expect {
+    pub changed: Option<BTreeSet<String>>,
+    pub new: Option<BTreeSet<String>>,
+    pub unchanged: Vec<String>,
+    pub nochange: bool,
+    pub refuse: Vec<String>,
+    pub klp: Vec<String>,
+    pub plain: Vec<String>,
+    /// `explain: FUNC key=value ...` (tests/support/explain.rs); compiles the fixture with -g.
+    pub explain: Vec<explain_check::Directive>,
+    pub copied: Vec<String>,
+    pub include: Vec<String>,
+    /// `entry-size: SECTION=BYTES`: as `klpgen diff --entry-size` (the target's DWARF gives
+    /// these in a real build).
+    pub entry_size: Vec<(String, u64)>,
+    /// `entries: SECTION=N`: the livepatch object's copy of a special section holds exactly N
+    /// entries, each pointing into code the livepatch carries.
+    pub entries: Vec<(String, u64)>,
+    /// `local: f`: f is defined in the livepatch object as a local symbol.
+    pub local: Vec<String>,
+    /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
+    /// name) go to a copy the livepatch carries.
+    pub fresh: Vec<(String, String)>,
+    /// `kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol).
+    pub kept: Vec<(String, String)>,
+    /// `module: NAME`: the object is part of module NAME (its statics bind as klp relocations
+    /// against NAME instead of vmlinux).
+    pub module: Option<String>,
+    /// `ignored: f .data.x`: exactly these symbols are reported under `ignored`.
+    pub ignored: Option<BTreeSet<String>>,
+    /// `callback: KIND f`: the patched object has callback `f` of KIND.
+    pub callbacks: Vec<(String, String)>,
+    /// `hint: TEXT`: some refusal's hint contains TEXT.
+    pub hints: Vec<String>,
+}
+
+fn func_sym(d: &str, w: &str) -> Result<(String, String), String> {
+    let (f, s) = w
+        .split_once(':')
+        .ok_or_else(|| format!("{d}: expected FUNC:SYMBOL, got {w:?}"))?;
+    Ok((f.to_string(), s.to_string()))
+}
+
+fn section_number(d: &str, w: &str) -> Result<(String, u64), String> {
+    let (s, n) = w
+        .split_once('=')
+        .ok_or_else(|| format!("{d}: expected SECTION=NUMBER, got {w:?}"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{d}: {n:?} is not a number"))?;
+    Ok((s.to_string(), n))
+}
+
+pub fn parse_expect(src: &str) -> Result<Expect, String> {
+    let mut e = Expect::default();
+    for line in src.lines() {
+        let Some(d) = line.strip_prefix("//#") else {
+            continue;
+        };
+        let d = d.trim();
+        let (key, val) = d.split_once(':').unwrap_or((d, ""));
+        let words = || val.split_whitespace().map(String::from);
+        match key.trim() {
+            "changed" => e.changed = Some(words().collect()),
+            "new" => e.new = Some(words().collect()),
+            "unchanged" => e.unchanged.extend(words()),
+            "nochange" => e.nochange = true,
+            "refuse" => e.refuse.extend(words()),
+            "klp" => e.klp.extend(words()),
+            "plain" => e.plain.extend(words()),
+            "explain" => e.explain.push(explain_check::parse(val)?),
+            "copied" => e.copied.extend(words()),
+            "include" => e.include.extend(words()),
+            "entry-size" => {
+                for w in words() {
+                    e.entry_size.push(section_number("entry-size", &w)?);
+                }
+            }
+            "entries" => {
+                for w in words() {
+                    e.entries.push(section_number("entries", &w)?);
+                }
+            }
+            "local" => e.local.extend(words()),
+            "fresh" => {
+                for w in words() {
+                    e.fresh.push(func_sym("fresh", &w)?);
+                }
+            }
+            "kept" => {
+                for w in words() {
+                    e.kept.push(func_sym("kept", &w)?);
+                }
+            }
+            "module" => e.module = words().next(),
+            "ignored" => e.ignored = Some(words().collect()),
+            "hint" => e.hints.push(val.trim().to_string()),
+            "callback" => match words().collect::<Vec<_>>().as_slice() {
+                [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
+                _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
+            },
+            other => return Err(format!("unknown directive {other:?}")),
+        }
+    }
+    if e.changed.is_none() && e.new.is_none() && !e.nochange && e.refuse.is_empty() {
+        return Err("fixture states no expectation".into());
+    }
+    Ok(e)
+}
+
+/// The fixtures, sorted by name.
+pub fn all() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn stem(src: &Path) -> String {
+    src.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Compile one variant (`debug`: with `-g`, for `explain:` directives). `out` must be absolute.
+pub fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(), String> {
+    let mut cmd = Command::new("gcc");
+    cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
+    // Fixtures may `#include <klpgen/klpgen.h>`.
+    cmd.arg("-I")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"));
+    if debug {
+        cmd.arg("-g");
+    }
+    if patched {
+        cmd.arg("-DPATCHED");
+    }
+    // From the fixture's directory by file name, so `__FILE__` is the same on every machine.
+    if let (Some(dir), Some(name)) = (src.parent(), src.file_name()) {
+        cmd.current_dir(dir).arg(name);
+    } else {
+        cmd.arg(src);
+    }
+    cmd.arg("-o").arg(out);
+    let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "gcc failed on {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// A fixture compiled into `<CARGO_TARGET_TMPDIR>/<harness>/<stem>/{orig,patched}.o`.
+pub struct Built {
+    pub text: String,
+    pub expect: Expect,
+    pub dir: PathBuf,
+    pub orig: PathBuf,
+    pub patched: PathBuf,
+}
+
+pub fn build(src: &Path, harness: &str) -> Result<Built, String> {
+    let text = std::fs::read_to_string(src).map_err(|e| e.to_string())?;
+    let expect = parse_expect(&text)?;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(harness)
+        .join(stem(src));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (orig, patched) = (dir.join("orig.o"), dir.join("patched.o"));
+    let debug = !expect.explain.is_empty();
+    compile(src, &orig, false, debug)?;
+    compile(src, &patched, true, debug)?;
+    Ok(Built {
+        text,
+        expect,
+        dir,
+        orig,
+        patched,
+    })
+}
