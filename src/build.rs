@@ -3,7 +3,7 @@
 //! revert (always) → diff → plan → bind to the target → module sources → kbuild → klp markings
 //! → structural check.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -300,6 +300,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let mut hook_callbacks: Vec<(elfdiff::CallbackKind, String, String, Option<String>)> =
         Vec::new();
     let mut all_bindings: Vec<Binding> = Vec::new();
+    // Symbol namespaces to import: those of the namespaced exports the new code calls, and the
+    // patched units' own `import_ns=` tags.
+    let mut import_ns: BTreeSet<String> = BTreeSet::new();
     let mut manifest = patchgen::check::Manifest::default();
     // Read and diff every pair first: --include-callers needs the changed functions of all
     // units to find their callers in any of them (units added with -t included).
@@ -500,6 +503,14 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 });
             }
         }
+        for b in &bindings {
+            if let Binding::Plain { name } = b {
+                if let Some(ns) = symvers.namespace(name) {
+                    import_ns.insert(ns.to_string());
+                }
+            }
+        }
+        import_ns.extend(modinfo_imports(&modinfo_section(pb)));
         all_bindings.extend(bindings);
     }
     let fake = elfdiff::Report {
@@ -551,6 +562,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             symbol: patchgen::writer::callback_alias(*kind),
         });
     }
+    let spec_import_ns: Vec<String> = import_ns.into_iter().collect();
     let spec = ModuleSpec {
         module: module.clone(),
         description: format!(
@@ -563,6 +575,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         ),
         objects: hook_objects,
         replace: !args.non_replace,
+        import_ns: spec_import_ns.clone(),
     };
     let moddir = run_dir.join("module");
     for (name, text) in kmod::render(&spec, hook, &layouts)? {
@@ -635,6 +648,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             .collect();
         println!("  callbacks:       {}", cbs.join(", "));
     }
+    if !spec_import_ns.is_empty() {
+        println!("  import_ns:       {}", spec_import_ns.join(", "));
+    }
     if !summary.ignored.is_empty() {
         println!("  ignored:         {}", summary.ignored.join(", "));
     }
@@ -699,6 +715,28 @@ fn target_module_ko(tree: &Tree, unit: &str, module: &str) -> Result<PathBuf> {
         candidates[0].display(),
         candidates[1].display()
     )
+}
+
+/// The `.modinfo` section of an object, if it has one.
+fn modinfo_section(bytes: &[u8]) -> Vec<u8> {
+    use object::{Object as _, ObjectSection as _};
+    object::File::parse(bytes)
+        .ok()
+        .and_then(|f| {
+            f.section_by_name(".modinfo")
+                .and_then(|s| s.data().ok().map(<[u8]>::to_vec))
+        })
+        .unwrap_or_default()
+}
+
+/// The `import_ns=` tags of a `.modinfo` section (NUL-separated `key=value` strings).
+fn modinfo_imports(modinfo: &[u8]) -> Vec<String> {
+    modinfo
+        .split(|&b| b == 0)
+        .filter_map(|e| e.strip_prefix(b"import_ns="))
+        .filter(|ns| !ns.is_empty())
+        .map(|ns| String::from_utf8_lossy(ns).into_owned())
+        .collect()
 }
 
 #[derive(Default)]

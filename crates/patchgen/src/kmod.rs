@@ -62,6 +62,9 @@ pub struct ModuleSpec {
     pub description: String,
     pub objects: Vec<HookObject>,
     pub replace: bool,
+    /// Symbol namespaces the new code uses (`import_ns=` modinfo, as `MODULE_IMPORT_NS`): the
+    /// module loader refuses a module that uses a namespaced export without importing it.
+    pub import_ns: Vec<String>,
 }
 
 /// Generated files, (file name, contents).
@@ -96,6 +99,41 @@ fn check_name(s: &str) -> Result<&str, Error> {
         )));
     }
     Ok(s)
+}
+
+/// A symbol namespace as modpost writes it (an identifier, or a dotted/ slashed name in newer
+/// kernels); anything that could break out of the generated source is refused.
+fn check_namespace(s: &str) -> Result<&str, Error> {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'/' | b':'))
+    {
+        return Err(Error::Internal(format!("unusable symbol namespace {s:?}")));
+    }
+    Ok(s)
+}
+
+fn import_ns_c(spec: &ModuleSpec) -> Result<String, Error> {
+    let mut out = String::new();
+    for ns in &spec.import_ns {
+        writeln!(out, "MODULE_INFO(import_ns, \"{}\");", check_namespace(ns)?).unwrap();
+    }
+    Ok(out)
+}
+
+fn import_ns_rust(spec: &ModuleSpec) -> Result<String, Error> {
+    let mut out = String::new();
+    for (i, ns) in spec.import_ns.iter().enumerate() {
+        let entry = format!("import_ns={}", check_namespace(ns)?);
+        writeln!(
+            out,
+            "\n/// Imports symbol namespace {ns}.\n#[link_section = \".modinfo\"]\n#[used(compiler)]\nstatic KLPGEN_MODINFO_IMPORT_NS_{i}: [u8; {}] = *b\"{entry}\\0\";",
+            entry.len() + 1
+        )
+        .unwrap();
+    }
+    Ok(out)
 }
 
 fn escape(s: &str) -> String {
@@ -183,6 +221,7 @@ fn render_c(spec: &ModuleSpec) -> Result<String, Error> {
             ("OBJECTS", objects),
             ("REPLACE", spec.replace.to_string()),
             ("DESCRIPTION", escape(&spec.description)),
+            ("IMPORT_NS", import_ns_c(spec)?),
         ],
     )
 }
@@ -467,6 +506,7 @@ fn render_rust(
             ("NOBJS_PLUS_ONE", (spec.objects.len() + 1).to_string()),
             ("OBJECTS", objects),
             ("REPLACE", spec.replace.to_string()),
+            ("IMPORT_NS", import_ns_rust(spec)?),
         ],
     )
 }
@@ -540,9 +580,24 @@ mod tests {
                 callbacks: vec![],
             }],
             replace: true,
+            import_ns: Vec::new(),
         };
         let src = render(&spec, HookLang::C, &HashMap::new()).unwrap();
         let hook = &src[1].1;
+        assert!(!hook.contains("import_ns"));
+        let with_ns = ModuleSpec {
+            import_ns: vec!["CXL".into(), "USB_STORAGE".into()],
+            ..spec.clone()
+        };
+        let ns_hook = &render(&with_ns, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(ns_hook.contains(
+            "MODULE_INFO(import_ns, \"CXL\");\nMODULE_INFO(import_ns, \"USB_STORAGE\");"
+        ));
+        let hostile = ModuleSpec {
+            import_ns: vec!["X\");\nMODULE_LICENSE(\"GPL".into()],
+            ..spec.clone()
+        };
+        assert!(render(&hostile, HookLang::C, &HashMap::new()).is_err());
         assert!(hook.contains(".old_name = \"foo\""));
         assert!(hook.contains(".old_sympos = 2"));
         assert!(hook.contains("extern char __klpgen_func_0[];"));
@@ -568,6 +623,7 @@ mod tests {
                     .collect(),
             }],
             replace: true,
+            import_ns: Vec::new(),
         }
     }
 
@@ -668,6 +724,21 @@ mod tests {
             render(&spec, HookLang::Rust, &layouts),
             Err(Error::Layout { .. })
         ));
+    }
+
+    #[test]
+    fn rust_hook_imports_namespaces_in_modinfo() {
+        let spec = ModuleSpec {
+            import_ns: vec!["CRYPTO_INTERNAL".into()],
+            ..spec_with_callbacks(&[])
+        };
+        let hook = &render(&spec, HookLang::Rust, &klp_layouts()).unwrap()[1].1;
+        assert!(
+            hook.contains(
+                "#[link_section = \".modinfo\"]\n#[used(compiler)]\nstatic KLPGEN_MODINFO_IMPORT_NS_0: [u8; 26] = *b\"import_ns=CRYPTO_INTERNAL\\0\";"
+            ),
+            "{hook}"
+        );
     }
 
     #[test]

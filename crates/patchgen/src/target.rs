@@ -200,11 +200,14 @@ pub struct Symvers {
     pub label: String,
     /// name → (exporting module or `vmlinux`, CRC when the field is a hex number).
     exported: HashMap<String, (String, Option<u32>)>,
+    /// name → symbol namespace, for symbols exported with `EXPORT_SYMBOL_NS`.
+    namespaces: HashMap<String, String>,
 }
 
 impl Symvers {
     pub fn parse(label: &str, text: &str) -> Result<Self, Error> {
         let mut exported = HashMap::new();
+        let mut namespaces = HashMap::new();
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -223,11 +226,19 @@ impl Symvers {
                 .strip_prefix("0x")
                 .and_then(|h| u32::from_str_radix(h, 16).ok());
             exported.insert(f[1].to_string(), (f[2].to_string(), crc));
+            if let Some(ns) = f.get(4).map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                namespaces.insert(f[1].to_string(), ns.to_string());
+            }
         }
         Ok(Symvers {
             label: label.to_string(),
             exported,
+            namespaces,
         })
+    }
+    /// The symbol namespace `name` is exported in (`EXPORT_SYMBOL_NS`), if any.
+    pub fn namespace(&self, name: &str) -> Option<&str> {
+        self.namespaces.get(name).map(String::as_str)
     }
     /// Whether `name` is exported by vmlinux (or by a module; then the module's name).
     pub fn exporter(&self, name: &str) -> Option<&str> {

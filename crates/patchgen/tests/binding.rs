@@ -95,3 +95,19 @@ fn module_code_binds_its_own_module_first() {
         ]
     );
 }
+
+#[test]
+fn symvers_gives_each_exports_namespace() {
+    let s = Symvers::parse(
+        "Module.symvers",
+        "0x0\tcpu_cache_has_invalidate_memregion\tvmlinux\tEXPORT_SYMBOL_GPL\tDEVMEM\n0x0\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0\told_format\tvmlinux\tEXPORT_SYMBOL\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.namespace("cpu_cache_has_invalidate_memregion"),
+        Some("DEVMEM")
+    );
+    assert_eq!(s.namespace("printk"), None);
+    assert_eq!(s.namespace("old_format"), None);
+    assert_eq!(s.exporter("old_format"), Some("vmlinux"));
+}
