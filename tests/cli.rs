@@ -1170,3 +1170,48 @@ fn untouched_lines_keep_their_numbers_in_the_patched_build() {
     assert_eq!(changed(&o), vec!["demo", "line"], "{}", stderr(&o));
     assert_eq!(t.snapshot(), before);
 }
+
+#[test]
+fn several_patches_make_one_module() {
+    // Two patch files, the second written against the tree with the first applied: applied in
+    // order, both changes in one livepatch, both recorded in the report, the tree restored.
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let first = t.patch(
+        "1-helper.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,4 @@\n static __attribute__((noinline)) int helper(int x)\n {\n-\treturn x * 3;\n+\treturn x * 4;\n }\n",
+    );
+    let second = t.patch(
+        "2-demo.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,9 +1,9 @@\n static __attribute__((noinline)) int helper(int x)\n {\n \treturn x * 4;\n }\n \n int demo(int x)\n {\n-\treturn helper(x) + 1;\n+\treturn helper(x) + 2;\n }\n",
+    );
+    let report = t.root.join("out/report.json");
+    let o = t
+        .command(&first)
+        .arg(&second)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let changed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("changed:"))
+        .map(|c| {
+            let mut v: Vec<&str> = c.split(',').map(str::trim).collect();
+            v.sort();
+            v
+        });
+    assert_eq!(changed, Some(vec!["demo", "helper"]), "{stdout}");
+    // Named after the first patch; one module for both.
+    let modules: Vec<String> = fs::read_dir(t.root.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ko"))
+        .collect();
+    assert_eq!(modules, vec!["livepatch-1-helper.ko"]);
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["patches"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(t.snapshot(), before);
+}
