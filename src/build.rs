@@ -386,6 +386,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         let mut report = diff.report();
         report.refused.extend(caller_refusals);
         if !args.quiet {
+            crate::progress::pause();
             crate::diffcmd::print_text(u, &report);
         }
         refusals.extend(report.refused.iter().cloned());
@@ -446,6 +447,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 ..Default::default()
             };
             if !args.quiet {
+                crate::progress::pause();
                 crate::diffcmd::print_text(u, &late_report);
             }
             if let Some(entry) = rep.objects.last_mut() {
@@ -636,6 +638,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     rep.stage("done");
 
     let klp_relocs: usize = klp.sections.iter().map(|(_, n)| n).sum();
+    crate::progress::pause();
     println!("livepatch module: {}", out.display());
     println!("  kernel:          {}", tree.release);
     println!("  hook:            {}", hook.as_str());

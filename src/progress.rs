@@ -114,6 +114,11 @@ pub fn expect_objects(objects: &[String]) {
     });
 }
 
+/// End the status line before something is printed on stdout (which shares the terminal).
+pub fn pause() {
+    with(|s| s.settle());
+}
+
 /// Print a message of the run (a warning, a result line) without breaking the status line.
 pub fn message(text: &str) {
     let shown = with(|s| {
