@@ -1,17 +1,26 @@
-//! Checks that a livepatch `.ko` carries ORC unwind data for its functions: every defined
-//! function (other than `__pfx_`/`__cfi_` padding symbols) must contain the address of at
-//! least one `.orc_unwind_ip` entry, and `.orc_unwind` must have one entry per address.
-//! Without it the kernel's ORC unwinder cannot walk through the livepatch's code, stack traces
-//! through it are unreliable and the livepatch transition of a task sleeping in it never ends.
+//! Checks that a livepatch `.ko` carries ORC unwind data for its functions. An ORC entry
+//! (`.orc_unwind_ip[i]` an address, `.orc_unwind[i]` how to unwind there) governs the code from
+//! its address up to the next entry of its section; objtool ends each section with an entry of
+//! type "undefined". So a function has unwind data when the entry governing its first byte (the
+//! last entry of its section at or before it) is of a defined type. `__pfx_`/`__cfi_` padding
+//! symbols are not functions of their own. Without this the ORC unwinder cannot walk through the
+//! livepatch's code: stack traces through it are unreliable and the livepatch transition of a
+//! task sleeping in it never ends.
 
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
 
 /// `.orc_unwind_ip` entries (4 bytes) and `.orc_unwind` entries (6 bytes) on x86-64.
 const IP_ENTRY: u64 = 4;
-const ORC_ENTRY: u64 = 6;
+const ORC_ENTRY: usize = 6;
+/// `ORC_TYPE_UNDEFINED` (bits 8..11 of the entry's last 16-bit word, Linux 6.4 and later).
+const ORC_TYPE_UNDEFINED: u16 = 0;
 
-/// Number of ORC entries and the functions none of them falls in.
+fn orc_type(entry: &[u8]) -> u16 {
+    (u16::from_le_bytes([entry[4], entry[5]]) >> 8) & 7
+}
+
+/// Number of ORC entries and the functions without unwind data.
 pub fn coverage(ko: &[u8]) -> Result<(usize, Vec<String>)> {
     let file = object::File::parse(ko).context("parsing the module")?;
     let Some(ip) = file.section_by_name(".orc_unwind_ip") else {
@@ -20,16 +29,17 @@ pub fn coverage(ko: &[u8]) -> Result<(usize, Vec<String>)> {
     let orc = file
         .section_by_name(".orc_unwind")
         .context("the module has no .orc_unwind section")?;
+    let orc_data = orc.data()?;
     let entries = ip.size() / IP_ENTRY;
-    if orc.size() != entries * ORC_ENTRY {
+    if orc_data.len() as u64 != entries * ORC_ENTRY as u64 {
         bail!(
             ".orc_unwind has {} bytes for {entries} .orc_unwind_ip entries",
-            orc.size()
+            orc_data.len()
         );
     }
     // Each entry is a PC-relative reference: its relocation names the code address.
     let mut addrs = Vec::new();
-    for (_, r) in ip.relocations() {
+    for (off, r) in ip.relocations() {
         let RelocationTarget::Symbol(si) = r.target() else {
             continue;
         };
@@ -37,7 +47,9 @@ pub fn coverage(ko: &[u8]) -> Result<(usize, Vec<String>)> {
         let Some(sec) = sym.section_index() else {
             continue;
         };
-        addrs.push((sec, sym.address().wrapping_add_signed(r.addend())));
+        let i = (off / IP_ENTRY) as usize;
+        let kind = orc_type(&orc_data[i * ORC_ENTRY..(i + 1) * ORC_ENTRY]);
+        addrs.push((sec, sym.address().wrapping_add_signed(r.addend()), kind));
     }
     if addrs.len() as u64 != entries {
         bail!(
@@ -57,8 +69,11 @@ pub fn coverage(ko: &[u8]) -> Result<(usize, Vec<String>)> {
         let Some(sec) = s.section_index() else {
             continue;
         };
-        let (lo, hi) = (s.address(), s.address() + s.size());
-        if !addrs.iter().any(|&(x, a)| x == sec && a >= lo && a < hi) {
+        let governing = addrs
+            .iter()
+            .filter(|&&(x, a, _)| x == sec && a <= s.address())
+            .max_by_key(|&&(_, a, _)| a);
+        if !matches!(governing, Some(&(_, _, kind)) if kind != ORC_TYPE_UNDEFINED) {
             uncovered.push(name.to_string());
         }
     }
@@ -77,8 +92,8 @@ mod tests {
     };
 
     /// A relocatable object with functions `a` (0..16) and `b` (16..32) in one text section
-    /// and an ORC entry at each of `ips`.
-    fn object_with(ips: &[u64]) -> Vec<u8> {
+    /// and an ORC entry of the given type at each address.
+    fn object_with(ips: &[(u64, u16)]) -> Vec<u8> {
         let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
         let text = o.section_id(StandardSection::Text);
         o.append_section_data(text, &[0x90; 32], 16);
@@ -101,9 +116,14 @@ mod tests {
         );
         let orc = o.add_section(vec![], b".orc_unwind".to_vec(), SectionKind::ReadOnlyData);
         o.append_section_data(ip, &vec![0; 4 * ips.len()], 4);
-        o.append_section_data(orc, &vec![0; 6 * ips.len()], 2);
+        let mut orc_data = Vec::new();
+        for (_, kind) in ips {
+            orc_data.extend([8, 0, 0, 0]);
+            orc_data.extend((kind << 8 | 4).to_le_bytes());
+        }
+        o.append_section_data(orc, &orc_data, 2);
         let text_sym = o.section_symbol(text);
-        for (i, at) in ips.iter().enumerate() {
+        for (i, (at, _)) in ips.iter().enumerate() {
             o.add_relocation(
                 ip,
                 Relocation {
@@ -122,13 +142,29 @@ mod tests {
         o.write().unwrap()
     }
 
+    const CALL: u16 = 2;
+
     #[test]
-    fn functions_without_entries_are_named() {
-        assert_eq!(coverage(&object_with(&[0, 20])).unwrap(), (2, vec![]));
+    fn functions_without_a_governing_entry_are_named() {
+        // One entry for both functions, the section's end marked undefined.
         assert_eq!(
-            coverage(&object_with(&[0, 4])).unwrap(),
+            coverage(&object_with(&[(0, CALL), (32, 0)])).unwrap(),
+            (2, vec![])
+        );
+        assert_eq!(
+            coverage(&object_with(&[(0, CALL), (4, CALL), (20, 0)])).unwrap(),
+            (3, vec![])
+        );
+        // `b` starts where unwind data ended.
+        assert_eq!(
+            coverage(&object_with(&[(0, CALL), (10, 0)])).unwrap(),
             (2, vec!["b".to_string()])
         );
-        assert!(coverage(&object_with(&[])).unwrap().1.len() == 2);
+        // An entry after `a`'s start does not cover it.
+        assert_eq!(
+            coverage(&object_with(&[(4, CALL)])).unwrap(),
+            (1, vec!["a".to_string()])
+        );
+        assert_eq!(coverage(&object_with(&[])).unwrap().1, ["a", "b"]);
     }
 }
