@@ -326,6 +326,12 @@ impl Builder<'_, '_, '_> {
             if y.name.is_empty() || y.kind == SymKind::NoType && y.name.starts_with(".L") {
                 continue;
             }
+            // objtool (`--prefix`) names the padding before each function `__pfx_<name>`; when
+            // it runs again on the livepatch it names it anew, so a copy would be a second
+            // symbol of that name. At offset 0 a reference to it is one to the section.
+            if self.opts.objtool_regenerates && y.name.starts_with("__pfx_") && y.value == 0 {
+                continue;
+            }
             self.sym_map.insert(sym, self.plan.symbols.len());
             self.plan.symbols.push(PlanSymbol {
                 name: y.name.to_string(),
