@@ -284,11 +284,18 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     // The target: symbols, layouts.
     let symtab = TargetSymtab::parse(&vm_label, &vmlinux)?;
     let sizes = entry_sizes(Some((&vm_label, &vmlinux)), &[])?;
-    let objtool_regenerates = tree.config.is_set("CONFIG_OBJTOOL")
+    let delayed_objtool = tree.config.is_set("CONFIG_OBJTOOL")
         && (tree.config.is_set("CONFIG_X86_KERNEL_IBT") || tree.config.is_set("CONFIG_LTO_CLANG"));
-    if tree.config.is_set("CONFIG_UNWINDER_ORC") && !objtool_regenerates {
-        bail!("this target runs objtool per object (no IBT, no Clang LTO); carrying ORC data into the livepatch for such targets is not supported yet");
-    }
+    // ORC targets that run objtool per object: klpgen runs the target's objtool on the
+    // livepatch object (see src/objtool.rs), so the plan leaves objtool's sections to it as it
+    // does for delayed objtool.
+    let own_objtool = if crate::objtool::per_object(&tree) {
+        let units: Vec<String> = pairs.iter().map(|(u, _, _)| u.clone()).collect();
+        Some(crate::objtool::locate(&tree, &units)?)
+    } else {
+        None
+    };
+    let objtool_regenerates = delayed_objtool || own_objtool.is_some();
 
     rep.stage("diffing");
     let mut summary = Summary::default();
@@ -595,6 +602,18 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 parts.push(p);
             }
             link_relocatable(&parts, &patch_obj, &intr)?;
+        }
+    }
+    if let Some(tool) = &own_objtool {
+        rep.stage("running the target's objtool on the livepatch object");
+        let warnings = crate::objtool::run(tool, &patch_obj, &run_dir.join("objtool.log"), &intr)?;
+        if !warnings.is_empty() {
+            crate::progress::message(&format!(
+                "klpgen: objtool ({}) on the livepatch object:\n{}",
+                tool.options.join(" "),
+                warnings.join("\n")
+            ));
+            rep.objtool_warnings = warnings;
         }
     }
     rep.stage("building the module with the target's kbuild");

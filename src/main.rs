@@ -9,6 +9,7 @@ mod explaincmd;
 mod kbuild;
 mod kernel;
 mod mirror;
+mod objtool;
 mod oot;
 mod patch;
 mod process;

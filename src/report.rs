@@ -112,6 +112,10 @@ pub struct BuildReport {
     pub klp_relocations: Vec<KlpReloc>,
     pub hook: Option<&'static str>,
     pub module: Option<ModuleEntry>,
+    /// What the target's objtool said about the livepatch object, on targets where klpgen
+    /// runs it (ORC without IBT); absent when it said nothing or did not run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objtool_warnings: Vec<String>,
     pub stages: Vec<Stage>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
@@ -131,6 +135,7 @@ impl BuildReport {
             klp_relocations: Vec::new(),
             hook: None,
             module: None,
+            objtool_warnings: Vec::new(),
             stages: Vec::new(),
             clock: None,
         }

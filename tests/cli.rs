@@ -1215,3 +1215,73 @@ fn several_patches_make_one_module() {
     assert_eq!(v["patches"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(t.snapshot(), before);
 }
+
+/// An ORC target without IBT (objtool per object): klpgen runs the target's objtool on the
+/// livepatch object with the options of the patched unit's kbuild record plus `--module`,
+/// passes on what it prints (stderr and the report), and fails the build when it fails.
+#[test]
+fn objtool_per_object_runs_the_targets_objtool_on_the_livepatch_object() {
+    let t = Tree::new(&format!(
+        "{CONFIG}CONFIG_OBJTOOL=y\nCONFIG_UNWINDER_ORC=y\n"
+    ));
+    let build = t.root.join("build");
+    fs::create_dir_all(build.join("lib")).unwrap();
+    fs::write(
+        build.join("lib/.demo.o.cmd"),
+        "savedcmd_lib/demo.o := gcc -O2 -c -o lib/demo.o lib/demo.c ; ./tools/objtool/objtool --hacks=jump_label --orc --retpoline --prefix=16   lib/demo.o\n\nsource_lib/demo.o := lib/demo.c\n",
+    )
+    .unwrap();
+    let tool = build.join("tools/objtool/objtool");
+    fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    let args_log = t.root.join("objtool-args");
+    // Stand-in objtool: records its arguments; warns, or fails when OBJTOOL_FAIL is set.
+    fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\nlast=$(for a; do :; done; echo \"$a\")\n[ -f \"$last\" ] || exit 9\nif [ -n \"$OBJTOOL_FAIL\" ]; then echo \"$last: error: objtool: stand-in failure\" >&2; exit 1; fi\necho \"$last: warning: objtool: demo+0x4: stand-in warning\" >&2\n",
+            args_log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("out/report.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let args = fs::read_to_string(&args_log).unwrap();
+    let words: Vec<&str> = args.split_whitespace().collect();
+    assert_eq!(
+        words[..words.len() - 1],
+        [
+            "--hacks=jump_label",
+            "--orc",
+            "--retpoline",
+            "--prefix=16",
+            "--module"
+        ],
+        "{args}"
+    );
+    assert!(
+        words[words.len() - 1].ends_with("/klpgen_patch.o"),
+        "{args}"
+    );
+    assert!(stderr(&o).contains("stand-in warning"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert!(
+        v["objtool_warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("stand-in warning")),
+        "{v}"
+    );
+
+    let o = t
+        .command(&p)
+        .env("OBJTOOL_FAIL", "1")
+        .arg("--name")
+        .arg("fails")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stand-in failure"), "{}", stderr(&o));
+    assert!(!t.root.join("out/livepatch-fails.ko").exists());
+}

@@ -36,6 +36,9 @@ pub struct Case {
     /// File `reproducible`: the module is built a second time with another klpgen cache and
     /// output directory and must be byte-identical.
     pub reproducible: bool,
+    /// File `kernel`: the test-kernel variant the case runs on (`tests/e2e/kernel-<name>.fragment`
+    /// merged after kernel.fragment); absent: the main test kernel.
+    pub kernel: Option<String>,
 }
 
 /// What a must-fail case expects from `klpgen build`.
@@ -161,6 +164,16 @@ pub fn load_cases() -> Result<Vec<Case>> {
             Err(e) => return Err(e).context(format!("{name}/target-module")),
         };
         let reproducible = dir.join("reproducible").is_file();
+        let kernel = match fs::read_to_string(dir.join("kernel")) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context(format!("{name}/kernel")),
+        };
+        if let Some(v) = &kernel {
+            if !valid_case_name(v) || !kernel::fragment_paths(Some(v))[1].is_file() {
+                bail!("{name}/kernel names {v:?}, which has no tests/e2e/kernel-{v}.fragment");
+            }
+        }
         cases.push(Case {
             name,
             dir,
@@ -169,6 +182,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             oot,
             target_module,
             reproducible,
+            kernel,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -432,6 +446,25 @@ fn run_case(
     )? {
         Ok(summary) => summary,
         Err(problem) => return Ok(fail(problem)),
+    };
+    // On ORC kernels the livepatch must carry unwind data for all of its functions (from the
+    // delayed objtool run on the linked module, or klpgen's run on the livepatch object).
+    let config = fs::read_to_string(k.build.join(".config"))?;
+    let checked = if config.lines().any(|l| l == "CONFIG_UNWINDER_ORC=y") {
+        match crate::orccheck::coverage(&fs::read(&module)?) {
+            Ok((n, uncovered)) if uncovered.is_empty() => {
+                format!("{checked}, {n} ORC entries cover every function")
+            }
+            Ok((_, uncovered)) => {
+                return Ok(fail(format!(
+                    "functions of the module without ORC entries: {}",
+                    uncovered.join(", ")
+                )))
+            }
+            Err(e) => return Ok(fail(format!("ORC data of the module: {e:#}"))),
+        }
+    } else {
+        checked
     };
     let probe = match fs::read(case.dir.join("probe.sh")) {
         Ok(p) => p,
@@ -794,9 +827,29 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         kfixtures::check(&klpgen, &k, &kf_selected)?
     };
 
+    // Test-kernel variants the selected cases name, each with its own doctored targets.
+    let mut variants: Vec<(String, Kernel, Doctored)> = Vec::new();
+    for v in cases.iter().filter_map(|c| c.kernel.as_deref()) {
+        if variants.iter().any(|(n, _, _)| n == v) {
+            continue;
+        }
+        let vk = kernel::ensure_variant(Some(v))?;
+        let dir = workdir.join(format!("mismatch-{v}"));
+        let vd = crate::mismatch::prepare(&vk, &dir)?;
+        variants.push((v.to_string(), vk, vd));
+    }
+
     let mut results = Vec::new();
     let all_start = Instant::now();
     for case in &cases {
+        let (ck, cd) = match &case.kernel {
+            Some(v) => variants
+                .iter()
+                .find(|(n, _, _)| n == v)
+                .map(|(_, vk, vd)| (vk, vd))
+                .context("variant kernel not prepared")?,
+            None => (&k, &doctored),
+        };
         let start = Instant::now();
         let outcome = if all_start.elapsed() > E2E_BUDGET {
             fail(format!(
@@ -805,7 +858,7 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             ))
         } else {
             eprintln!("e2e: {} ...", case.name);
-            run_case(case, &klpgen, &k, &workdir, &doctored)
+            run_case(case, &klpgen, ck, &workdir, cd)
                 .unwrap_or_else(|e| fail(format!("harness error: {e:#}")))
         };
         let verdict = if outcome.passed { "PASS" } else { "FAIL" };

@@ -53,6 +53,16 @@ pub fn fragment_path() -> PathBuf {
     util::repo_root().join("tests/e2e/kernel.fragment")
 }
 
+/// The fragments of a kernel variant: the main fragment, then (for a named variant) the
+/// overlay `tests/e2e/kernel-<variant>.fragment` merged after it (its lines win).
+pub fn fragment_paths(variant: Option<&str>) -> Vec<PathBuf> {
+    let mut v = vec![fragment_path()];
+    if let Some(name) = variant {
+        v.push(util::repo_root().join(format!("tests/e2e/kernel-{name}.fragment")));
+    }
+    v
+}
+
 fn cache_base() -> PathBuf {
     match std::env::var_os("XDG_CACHE_HOME") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
@@ -63,11 +73,22 @@ fn cache_base() -> PathBuf {
 
 /// Computes where the kernel for the current tarball, fragment and recipe lives.
 pub fn locate() -> Result<Kernel> {
+    locate_variant(None)
+}
+
+/// Like [`locate`], for the main kernel (`None`) or a variant with an overlay fragment. The
+/// main kernel's key is what it always was; a variant's key also covers its overlay.
+pub fn locate_variant(variant: Option<&str>) -> Result<Kernel> {
     let meta = fs::metadata(TARBALL).with_context(|| {
         format!("{TARBALL} is missing (package linux-source-6.12); run `cargo xtask setup`")
     })?;
-    let fragment = fs::read(fragment_path())
-        .with_context(|| format!("cannot read {}", fragment_path().display()))?;
+    let mut fragment = Vec::new();
+    for (i, p) in fragment_paths(variant).iter().enumerate() {
+        if i > 0 {
+            fragment.extend_from_slice(b"\0overlay\0");
+        }
+        fragment.extend(fs::read(p).with_context(|| format!("cannot read {}", p.display()))?);
+    }
     let mut h = Sha256::new();
     h.update(RECIPE_VERSION.as_bytes());
     h.update(b"\0");
@@ -86,22 +107,51 @@ pub fn locate() -> Result<Kernel> {
     })
 }
 
-/// Every `CONFIG_X=y` and `CONFIG_X=m` line of the fragment.
-fn required_options(fragment: &str) -> Vec<&str> {
-    fragment
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_") && (l.ends_with("=y") || l.ends_with("=m")))
-        .collect()
+/// Every `CONFIG_X=y`, `CONFIG_X=m` and `# CONFIG_X is not set` line of the fragments, the
+/// last fragment that names an option winning (as merge_config.sh does).
+fn required_options<'a>(fragments: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&'a str> = Vec::new();
+    for frag in fragments {
+        for l in frag.lines().map(str::trim) {
+            let Some(name) = option_name(l) else { continue };
+            if !(l.ends_with("=y") || l.ends_with("=m") || l.ends_with(" is not set")) {
+                continue;
+            }
+            out.retain(|o| option_name(o) != Some(name));
+            out.push(l);
+        }
+    }
+    out
 }
 
-/// Returns the options of `required` that `config` does not set.
+/// `CONFIG_X` of `CONFIG_X=...` or `# CONFIG_X is not set`.
+fn option_name(line: &str) -> Option<&str> {
+    if let Some(rest) = line.strip_prefix("# ") {
+        return rest
+            .strip_suffix(" is not set")
+            .filter(|n| n.starts_with("CONFIG_"));
+    }
+    line.starts_with("CONFIG_")
+        .then(|| line.split('=').next())
+        .flatten()
+}
+
+/// Returns the options of `required` that `config` does not set as required (an option
+/// required unset may be absent from `config` altogether).
 fn missing_options<'a>(required: &[&'a str], config: &str) -> Vec<&'a str> {
     let set: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
     required
         .iter()
         .copied()
-        .filter(|o| !set.contains(o))
+        .filter(|o| {
+            if o.ends_with(" is not set") {
+                let name = option_name(o).unwrap_or(o);
+                set.iter()
+                    .any(|l| option_name(l) == Some(name) && !l.ends_with(" is not set"))
+            } else {
+                !set.contains(o)
+            }
+        })
         .collect()
 }
 
@@ -140,7 +190,12 @@ fn extract(k: &Kernel) -> Result<()> {
 
 /// Builds the kernel unless a finished build is cached; returns its paths.
 pub fn ensure() -> Result<Kernel> {
-    let k = locate()?;
+    ensure_variant(None)
+}
+
+/// Like [`ensure`], for the main kernel or a variant (see [`locate_variant`]).
+pub fn ensure_variant(variant: Option<&str>) -> Result<Kernel> {
+    let k = locate_variant(variant)?;
     if k.is_built() {
         return Ok(k);
     }
@@ -151,7 +206,7 @@ pub fn ensure() -> Result<Kernel> {
     extract(&k)?;
     fs::create_dir_all(&k.build)?;
     let log = k.log();
-    let fragment = fragment_path();
+    let fragments = fragment_paths(variant);
 
     util::run_logged(make(&k).arg("tinyconfig"), &log, "tinyconfig")?;
     let mut merge = Command::new(k.src.join("scripts/kconfig/merge_config.sh"));
@@ -161,13 +216,17 @@ pub fn ensure() -> Result<Kernel> {
         .arg("-O")
         .arg(&k.build)
         .arg(k.build.join(".config"))
-        .arg(&fragment);
+        .args(&fragments);
     util::run_logged(&mut merge, &log, "merge_config")?;
     util::run_logged(make(&k).arg("olddefconfig"), &log, "olddefconfig")?;
 
-    let fragment_text = fs::read_to_string(&fragment)?;
+    let mut texts = Vec::new();
+    for f in &fragments {
+        texts.push(fs::read_to_string(f)?);
+    }
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let config = fs::read_to_string(k.build.join(".config"))?;
-    let missing = missing_options(&required_options(&fragment_text), &config);
+    let missing = missing_options(&required_options(&texts), &config);
     if !missing.is_empty() {
         bail!(
             "the kernel config does not set {} (dependencies not met?); see {}",
@@ -198,9 +257,9 @@ pub fn ensure() -> Result<Kernel> {
     Ok(k)
 }
 
-/// `cargo xtask kernel`: build or reuse, then print the paths.
-pub fn cmd_kernel() -> Result<()> {
-    let k = ensure()?;
+/// `cargo xtask kernel [VARIANT]`: build or reuse, then print the paths.
+pub fn cmd_kernel(variant: Option<&str>) -> Result<()> {
+    let k = ensure_variant(variant)?;
     println!("source dir: {}", k.src.display());
     println!("build dir:  {}", k.build.display());
     Ok(())
@@ -213,10 +272,34 @@ mod tests {
     #[test]
     fn finds_missing_options() {
         let frag = "# c\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n# CONFIG_D is not set\n";
-        let req = required_options(frag);
-        assert_eq!(req, vec!["CONFIG_A=y", "CONFIG_B=y", "CONFIG_C=m"]);
-        let cfg = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n";
-        assert_eq!(missing_options(&req, cfg), vec!["CONFIG_B=y", "CONFIG_C=m"]);
+        let req = required_options(&[frag]);
+        assert_eq!(
+            req,
+            vec![
+                "CONFIG_A=y",
+                "CONFIG_B=y",
+                "CONFIG_C=m",
+                "# CONFIG_D is not set"
+            ]
+        );
+        let cfg = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_D=y\n";
+        assert_eq!(
+            missing_options(&req, cfg),
+            vec!["CONFIG_B=y", "CONFIG_C=m", "# CONFIG_D is not set"]
+        );
         assert!(missing_options(&req, "CONFIG_B=y\nCONFIG_C=m\nCONFIG_A=y\n").is_empty());
+    }
+
+    #[test]
+    fn overlay_fragment_wins() {
+        let main = "CONFIG_A=y\nCONFIG_IBT=y\n";
+        let overlay = "# CONFIG_IBT is not set\n";
+        let req = required_options(&[main, overlay]);
+        assert_eq!(req, vec!["CONFIG_A=y", "# CONFIG_IBT is not set"]);
+        assert!(missing_options(&req, "CONFIG_A=y\n# CONFIG_IBT is not set\n").is_empty());
+        assert_eq!(
+            missing_options(&req, "CONFIG_A=y\nCONFIG_IBT=y\n"),
+            vec!["# CONFIG_IBT is not set"]
+        );
     }
 }

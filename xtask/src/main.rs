@@ -9,6 +9,7 @@ mod initramfs;
 mod kernel;
 mod kfixtures;
 mod mismatch;
+mod orccheck;
 mod selfdiff;
 mod setup;
 mod stress;
@@ -23,7 +24,8 @@ usage: cargo xtask <command>
 
 commands:
   setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
-  kernel           build or reuse the cached test kernel; print its source and build dirs
+  kernel [VARIANT] build or reuse the cached test kernel (or a variant, tests/e2e/kernel-VARIANT.fragment
+                   merged after kernel.fragment); print its source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
                    kfixtures/NAME), then build and boot-test the cases under tests/e2e
@@ -58,7 +60,7 @@ fn real_main() -> Result<bool> {
     let rest = args.get(1..).unwrap_or(&[]);
     match args.first().map(String::as_str) {
         Some("setup") => setup::cmd_setup().map(|()| true),
-        Some("kernel") => kernel::cmd_kernel().map(|()| true),
+        Some("kernel") => kernel::cmd_kernel(rest.first().map(String::as_str)).map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
         Some("bench") => bench::cmd_bench(),

@@ -29,8 +29,9 @@ const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
     (".cfi_sites", Some(4), None),
 ];
 
-/// Sections objtool writes; when objtool runs again on the linked livepatch module (x86 with
-/// IBT or Clang LTO: "delayed objtool"), copies would collide with what it regenerates.
+/// Sections objtool writes; when objtool runs again on the livepatch (on the linked module: x86
+/// with IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen
+/// runs it on the livepatch object), copies would collide with what it regenerates.
 const OBJTOOL_SECTIONS: &[&str] = &[
     ".retpoline_sites",
     ".return_sites",
@@ -112,7 +113,8 @@ pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static
 pub struct PlanOptions {
     /// Entry sizes by section name (from the target's DWARF or the command line).
     pub entry_sizes: HashMap<String, u64>,
-    /// objtool will run on the linked module, so its output sections are not copied.
+    /// The target's objtool will run on the livepatch (on the linked module, or on the
+    /// livepatch object by klpgen), so its output sections are not copied.
     pub objtool_regenerates: bool,
 }
 
@@ -324,6 +326,12 @@ impl Builder<'_, '_, '_> {
             if y.name.is_empty() || y.kind == SymKind::NoType && y.name.starts_with(".L") {
                 continue;
             }
+            // objtool (`--prefix`) names the padding before each function `__pfx_<name>`; when
+            // it runs again on the livepatch it names it anew, so a copy would be a second
+            // symbol of that name. At offset 0 a reference to it is one to the section.
+            if self.opts.objtool_regenerates && y.name.starts_with("__pfx_") && y.value == 0 {
+                continue;
+            }
             self.sym_map.insert(sym, self.plan.symbols.len());
             self.plan.symbols.push(PlanSymbol {
                 name: y.name.to_string(),
@@ -466,7 +474,7 @@ impl Builder<'_, '_, '_> {
             };
             if self.opts.objtool_regenerates && OBJTOOL_SECTIONS.contains(name) {
                 self.plan.notes.push(format!(
-                    "{name}: left to objtool, which runs on the linked module"
+                    "{name}: left to the target's objtool (run on the linked module, or by klpgen on the livepatch object)"
                 ));
                 continue;
             }
