@@ -341,6 +341,7 @@ fn check_refs(back: &Object<'_, Orig>, func: &str, sym: &str, fresh: bool) -> Re
 /// fixture's `entry-size:`, as they come from the target's DWARF in a real build).
 const FIXED_ENTRY_SIZES: &[(&str, u64)] = &[
     ("__mcount_loc", 8),
+    (".printk_index", 8),
     (".smp_locks", 4),
     (".retpoline_sites", 4),
     (".return_sites", 4),

@@ -21,7 +21,8 @@ const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
     (".altinstructions", None, Some("alt_instr")),
     (".smp_locks", Some(4), None),
     (".static_call_sites", None, Some("static_call_site")),
-    (".printk_index", None, Some("pi_entry")),
+    // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
+    (".printk_index", Some(8), None),
     (".retpoline_sites", Some(4), None),
     (".return_sites", Some(4), None),
     (".call_sites", Some(4), None),
