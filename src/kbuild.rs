@@ -345,7 +345,22 @@ impl DiffBuild {
             args.push(u.as_ref());
         }
         crate::progress::expect_objects(units);
-        make(&tree.source, &args, log, what, intr)?;
+        if let Err(e) = make(&tree.source, &args, log, what, intr) {
+            // kbuild may compile one object twice in a single-target build (for example
+            // arch/x86/lib/usercopy.o), and two parallel compiles then race on its dependency
+            // file; fixdep says so. Build once more without parallelism.
+            let raced = e
+                .downcast_ref::<KernelBuildFailed>()
+                .is_some_and(|k| k.tail.contains("fixdep: error opening"));
+            if !raced || jobs <= 1 {
+                return Err(e);
+            }
+            crate::progress::message(&format!(
+                "klpgen: {what}: kbuild raced on a dependency file with -j{jobs}; building again with -j1"
+            ));
+            args[1] = "-j1".as_ref();
+            make(&tree.source, &args, log, what, intr)?;
+        }
         units
             .iter()
             .map(|u| {

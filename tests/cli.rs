@@ -27,7 +27,7 @@ const FAKE_MAKE: &str = r#"#!/bin/bash
 src=""; out=""; units=""; prev=""; cc="gcc"; kcflags=""; mdir=""
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; M=*) mdir="${a#M=}";; CC=*) cc="${a#CC=}";; KCFLAGS=*) kcflags="${a#KCFLAGS=}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
+  case "$a" in O=*) out="${a#O=}";; M=*) mdir="${a#M=}";; CC=*) cc="${a#CC=}";; KCFLAGS=*) kcflags="${a#KCFLAGS=}";; -j*) jobs="${a#-j}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
   prev="$a"
 done
 if [ -n "$mdir" ]; then
@@ -44,6 +44,12 @@ if [ -n "$all" ]; then
   echo full > "$out/full-build-ran"
 fi
 if [ -n "$units" ]; then mkdir -p "$out"; echo "$kcflags" >>"$out/kcflags.log"; fi
+# FAKE_MAKE_RACE=FILE: the first parallel build fails the way kbuild's fixdep race does.
+if [ -n "$units" ] && [ -n "$FAKE_MAKE_RACE" ] && [ ! -e "$FAKE_MAKE_RACE" ] && [ "${jobs:-1}" != 1 ]; then
+  touch "$FAKE_MAKE_RACE"
+  echo "fixdep: error opening file: arch/x86/lib/.usercopy.o.d: No such file or directory" >&2
+  exit 2
+fi
 for u in $units; do
   c="$src/${u%.o}.c"
   # Like make: an object newer than its source is up to date.
@@ -1284,4 +1290,32 @@ fn objtool_per_object_runs_the_targets_objtool_on_the_livepatch_object() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("stand-in failure"), "{}", stderr(&o));
     assert!(!t.root.join("out/livepatch-fails.ko").exists());
+}
+
+#[test]
+fn a_parallel_dependency_file_race_is_built_again_serially() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let marker = t.root.join("raced");
+    let o = t
+        .command(&p)
+        .env("FAKE_MAKE_RACE", &marker)
+        .args(["-j", "2"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(marker.exists(), "the stand-in never raced");
+    assert!(err.contains("building again with -j1"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    // A serial build (-j 1) does not race and is not retried.
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let o = t
+        .command(&p)
+        .env("FAKE_MAKE_RACE", t.root.join("raced"))
+        .args(["-j", "1"])
+        .output()
+        .unwrap();
+    assert!(!t.root.join("raced").exists());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
