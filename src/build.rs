@@ -482,19 +482,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
         manifest.add_unit(objname, &plan, &bindings, &hook_funcs[base..]);
-        let name = mod_target.map(|t| t.name.clone());
-        let group = match hook_objects.iter().position(|o| o.name == name) {
-            Some(i) => i,
-            None => {
-                hook_objects.push(HookObject {
-                    name,
-                    funcs: Vec::new(),
-                    callbacks: Vec::new(),
-                });
-                hook_objects.len() - 1
-            }
-        };
-        hook_objects[group]
+        hook_object(&mut hook_objects, mod_target.map(|t| t.name.clone()))
             .funcs
             .extend(hook_funcs[base..].iter().cloned());
         objects.push(bytes);
@@ -519,7 +507,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 }
             }
         }
-        import_ns.extend(modinfo_imports(&modinfo_section(pb)));
+        import_ns.extend(modinfo_imports(pb));
         all_bindings.extend(bindings);
     }
     let fake = elfdiff::Report {
@@ -555,21 +543,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     // Each callback goes to the klp_object of the code it came from (one of a kind per module:
     // the writer names it by kind).
     for (kind, _, _, obj) in &hook_callbacks {
-        let group = match hook_objects.iter().position(|o| &o.name == obj) {
-            Some(i) => i,
-            None => {
-                hook_objects.push(HookObject {
-                    name: obj.clone(),
-                    funcs: Vec::new(),
-                    callbacks: Vec::new(),
-                });
-                hook_objects.len() - 1
-            }
-        };
-        hook_objects[group].callbacks.push(kmod::HookCallback {
-            kind: *kind,
-            symbol: patchgen::writer::callback_alias(*kind),
-        });
+        hook_object(&mut hook_objects, obj.clone())
+            .callbacks
+            .push(kmod::HookCallback {
+                kind: *kind,
+                symbol: patchgen::writer::callback_alias(*kind),
+            });
     }
     let spec_import_ns: Vec<String> = import_ns.into_iter().collect();
     let spec = ModuleSpec {
@@ -739,26 +718,29 @@ fn target_module_ko(tree: &Tree, unit: &str, module: &str) -> Result<PathBuf> {
     )
 }
 
-/// The `.modinfo` section of an object, if it has one.
-fn modinfo_section(bytes: &[u8]) -> Vec<u8> {
-    use object::{Object as _, ObjectSection as _};
+/// The `import_ns=` tags of a patched unit's `.modinfo` (module units with MODULE_IMPORT_NS).
+fn modinfo_imports(bytes: &[u8]) -> Vec<String> {
     object::File::parse(bytes)
-        .ok()
-        .and_then(|f| {
-            f.section_by_name(".modinfo")
-                .and_then(|s| s.data().ok().map(<[u8]>::to_vec))
-        })
+        .map(|f| crate::oot::modinfo_values(&f, "import_ns"))
         .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| !ns.is_empty())
+        .collect()
 }
 
-/// The `import_ns=` tags of a `.modinfo` section (NUL-separated `key=value` strings).
-fn modinfo_imports(modinfo: &[u8]) -> Vec<String> {
-    modinfo
-        .split(|&b| b == 0)
-        .filter_map(|e| e.strip_prefix(b"import_ns="))
-        .filter(|ns| !ns.is_empty())
-        .map(|ns| String::from_utf8_lossy(ns).into_owned())
-        .collect()
+/// The hook's klp_object for `name` (None: vmlinux), created empty when it is not there yet.
+fn hook_object(objects: &mut Vec<HookObject>, name: Option<String>) -> &mut HookObject {
+    match objects.iter().position(|o| o.name == name) {
+        Some(i) => &mut objects[i],
+        None => {
+            objects.push(HookObject {
+                name,
+                funcs: Vec::new(),
+                callbacks: Vec::new(),
+            });
+            objects.last_mut().expect("just pushed")
+        }
+    }
 }
 
 #[derive(Default)]

@@ -23,19 +23,26 @@ pub struct OotModule {
     pub name: String,
 }
 
-/// The module name recorded in a `.ko` (modinfo `name=`), else its file stem.
-pub fn module_name_of(ko: &Path, bytes: &[u8]) -> Result<String> {
-    let file = object::File::parse(bytes)
-        .with_context(|| format!("{} is not an ELF module", ko.display()))?;
+/// The values of `key` in an object's `.modinfo` (NUL-separated `key=value` strings), in
+/// order; none when the object has no `.modinfo`.
+pub fn modinfo_values(file: &object::File<'_>, key: &str) -> Vec<String> {
     let modinfo = file
         .section_by_name(".modinfo")
         .and_then(|s| s.data().ok())
         .unwrap_or(&[]);
-    if let Some(name) = modinfo
+    modinfo
         .split(|&b| b == 0)
-        .find_map(|e| e.strip_prefix(b"name="))
-    {
-        return Ok(String::from_utf8_lossy(name).into_owned());
+        .filter_map(|e| e.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The module name recorded in a `.ko` (modinfo `name=`), else its file stem.
+pub fn module_name_of(ko: &Path, bytes: &[u8]) -> Result<String> {
+    let file = object::File::parse(bytes)
+        .with_context(|| format!("{} is not an ELF module", ko.display()))?;
+    if let Some(name) = modinfo_values(&file, "name").into_iter().next() {
+        return Ok(name);
     }
     let stem = ko
         .file_stem()
