@@ -41,11 +41,14 @@ pub struct Case {
     pub kernel: Option<String>,
 }
 
-/// What a must-fail case expects from `klpgen build`.
+/// What a case checked on klpgen's answer alone (no boot) expects from `klpgen build`: a
+/// refusal, or a build with a warning.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expect {
     pub exit: Option<i32>,
     pub stderr: Vec<String>,
+    /// `report=POINTER=JSON`: the `--report` document's value at the JSON pointer equals JSON.
+    pub report: Vec<(String, serde_json::Value)>,
 }
 
 impl Case {
@@ -99,7 +102,7 @@ fn valid_case_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Parses an `expect` file: lines `exit=N` and/or `stderr=SUBSTRING`.
+/// Parses an `expect` file: lines `exit=N`, `stderr=SUBSTRING` and `report=POINTER=JSON`.
 pub fn parse_expect(text: &str) -> Result<Expect> {
     let mut e = Expect::default();
     for line in text
@@ -116,11 +119,20 @@ pub fn parse_expect(text: &str) -> Result<Expect> {
                 )
             }
             Some(("stderr", s)) => e.stderr.push(s.to_string()),
+            Some(("report", r)) => {
+                let (pointer, value) = r
+                    .split_once('=')
+                    .filter(|(p, _)| p.starts_with('/'))
+                    .with_context(|| format!("report= wants /POINTER=JSON, not {r:?}"))?;
+                let value = serde_json::from_str(value)
+                    .with_context(|| format!("report=: bad JSON {value:?}"))?;
+                e.report.push((pointer.to_string(), value));
+            }
             _ => bail!("unrecognised expect line {line:?}"),
         }
     }
-    if e.exit.is_none() && e.stderr.is_empty() {
-        bail!("expect file has neither exit= nor stderr=");
+    if e.exit.is_none() && e.stderr.is_empty() && e.report.is_empty() {
+        bail!("expect file has none of exit=, stderr=, report=");
     }
     Ok(e)
 }
@@ -352,6 +364,10 @@ fn run_case(
         )));
     }
 
+    let report_path = logs.join("report.json");
+    if case.expect.is_some() {
+        args.extend(["--report".to_string(), report_path.display().to_string()]);
+    }
     let cmd = klpgen_command(klpgen, k, &case.name, &output, &args, &case.patch());
     eprintln!("  $ {}", util::display(&cmd));
     let run = run_klpgen(cmd, &logs)?;
@@ -400,10 +416,24 @@ fn run_case(
                 problems.push(format!("stderr lacks {s:?}"));
             }
         }
+        if !expect.report.is_empty() {
+            match fs::read(&report_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                Some(doc) => problems.extend(report_problems(&doc, &expect.report)),
+                None => problems.push(format!("no readable {}", report_path.display())),
+            }
+        }
         if problems.is_empty() {
+            let what = if status.success() {
+                "klpgen answered as expected"
+            } else {
+                "klpgen failed as expected"
+            };
             return Ok(Outcome {
                 passed: true,
-                summary: format!("klpgen failed as expected ({status}, {}s)", run.seconds),
+                summary: format!("{what} ({status}, {}s)", run.seconds),
             });
         }
         eprintln!("{}", run.show());
@@ -574,6 +604,18 @@ fn rebuild_identical(
 }
 
 /// The lines of a `console-expect` file (blank lines and `#` comments skipped).
+/// What in the report differs from the `report=` expectations.
+fn report_problems(doc: &serde_json::Value, wanted: &[(String, serde_json::Value)]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter_map(|(pointer, value)| match doc.pointer(pointer) {
+            Some(v) if v == value => None,
+            Some(v) => Some(format!("report {pointer} is {v}, expected {value}")),
+            None => Some(format!("report has no {pointer}")),
+        })
+        .collect()
+}
+
 fn console_expect_lines(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
@@ -949,6 +991,18 @@ mod tests {
         assert!(parse_expect("").is_err());
         assert!(parse_expect("exit=x").is_err());
         assert!(parse_expect("bogus=1").is_err());
+        let e = parse_expect("exit=0\nreport=/a/0/b=[\"foo\"]\n").unwrap();
+        assert_eq!(
+            e.report,
+            [("/a/0/b".to_string(), serde_json::json!(["foo"]))]
+        );
+        assert!(parse_expect("report=a=1").is_err());
+        assert!(parse_expect("report=/a=[").is_err());
+        let doc = serde_json::json!({"a": [{"b": ["foo"]}]});
+        assert!(report_problems(&doc, &e.report).is_empty());
+        let other = serde_json::json!({"a": [{"b": ["bar"]}]});
+        assert_eq!(report_problems(&other, &e.report).len(), 1);
+        assert_eq!(report_problems(&serde_json::json!({}), &e.report).len(), 1);
     }
 
     #[test]

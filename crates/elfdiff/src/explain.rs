@@ -111,8 +111,8 @@ pub struct Explanation {
     pub summary: String,
     pub cause: Cause,
     pub kind: DiffKind,
-    /// Offset of the first difference from the function start (the same in both versions:
-    /// everything before it is identical).
+    /// Offset from the function start of the instruction holding the first difference (the
+    /// same in both versions: everything before it is identical); `summary` names the byte.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
