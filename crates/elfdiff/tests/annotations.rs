@@ -2,20 +2,13 @@
 //! with a `refuse.annotation.*` key (naming the section), never panic, never be taken as a
 //! callback or an ignore. The objects are built with the `object` writer.
 
-use object::write::{Object as WObject, Relocation, Symbol, SymbolSection};
-use object::{
-    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
-    SymbolKind, SymbolScope,
-};
+use object::{elf, SectionKind, SymbolKind, SymbolScope};
 
 use elfdiff::{Diff, Object, Orig, Patched};
 
-/// endbr64; call __fentry__ (relocated); mov $ret, %eax; ret
-fn body(ret: u8) -> Vec<u8> {
-    vec![
-        0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xb8, ret, 0, 0, 0, 0xc3,
-    ]
-}
+#[path = "../../../tests/support/objwrite.rs"]
+mod objwrite;
+use objwrite::{function_f, reloc, symbol, undefined};
 
 /// What the one annotation section of the test object holds.
 enum Record {
@@ -46,66 +39,21 @@ enum Target {
 
 /// An object with function `f` (returning `ret`) in `.text.f`, a variable `v`, and `record`.
 fn build(ret: u8, record: Option<&Record>) -> Vec<u8> {
-    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut o = objwrite::object();
     o.add_file_symbol(b"t.c".to_vec());
-    let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
-    let code = body(ret);
-    let len = code.len() as u64;
-    o.append_section_data(text, &code, 16);
-    let f = o.add_symbol(Symbol {
-        name: b"f".to_vec(),
-        value: 0,
-        size: len,
-        kind: SymbolKind::Text,
-        scope: SymbolScope::Dynamic,
-        weak: false,
-        section: SymbolSection::Section(text),
-        flags: SymbolFlags::None,
-    });
-    let fentry = o.add_symbol(Symbol {
-        name: b"__fentry__".to_vec(),
-        value: 0,
-        size: 0,
-        kind: SymbolKind::Unknown,
-        scope: SymbolScope::Dynamic,
-        weak: false,
-        section: SymbolSection::Undefined,
-        flags: SymbolFlags::None,
-    });
-    o.add_relocation(
-        text,
-        Relocation {
-            offset: 5,
-            symbol: fentry,
-            addend: -4,
-            flags: RelocationFlags::Elf {
-                r_type: elf::R_X86_64_PLT32,
-            },
-        },
-    )
-    .unwrap();
+    let (text, f) = function_f(&mut o, ret, 0, true);
     let data = o.add_section(Vec::new(), b".data.v".to_vec(), SectionKind::Data);
     o.append_section_data(data, &[0; 8], 8);
-    let v = o.add_symbol(Symbol {
-        name: b"v".to_vec(),
-        value: 0,
-        size: 8,
-        kind: SymbolKind::Data,
-        scope: SymbolScope::Dynamic,
-        weak: false,
-        section: SymbolSection::Section(data),
-        flags: SymbolFlags::None,
-    });
-    let ext = o.add_symbol(Symbol {
-        name: b"elsewhere".to_vec(),
-        value: 0,
-        size: 0,
-        kind: SymbolKind::Unknown,
-        scope: SymbolScope::Dynamic,
-        weak: false,
-        section: SymbolSection::Undefined,
-        flags: SymbolFlags::None,
-    });
+    let v = symbol(
+        &mut o,
+        "v",
+        SymbolKind::Data,
+        SymbolScope::Linkage,
+        data,
+        0,
+        8,
+    );
+    let ext = undefined(&mut o, "elsewhere");
     match record {
         None => {}
         Some(Record::Callbacks { kind, size, relocs }) => {
@@ -119,24 +67,13 @@ fn build(ret: u8, record: Option<&Record>) -> Vec<u8> {
                     Target::Undefined => ext,
                     Target::Data => v,
                 };
-                o.add_relocation(
-                    s,
-                    Relocation {
-                        offset,
-                        symbol,
-                        addend,
-                        flags: RelocationFlags::Elf {
-                            r_type: elf::R_X86_64_64,
-                        },
-                    },
-                )
-                .unwrap();
+                reloc(&mut o, s, offset, symbol, addend, elf::R_X86_64_64);
             }
         }
         Some(Record::Names {
             section,
             bytes,
-            reloc,
+            reloc: with_reloc,
         }) => {
             let s = o.add_section(
                 Vec::new(),
@@ -144,19 +81,8 @@ fn build(ret: u8, record: Option<&Record>) -> Vec<u8> {
                 SectionKind::ReadOnlyData,
             );
             o.append_section_data(s, bytes, 1);
-            if *reloc {
-                o.add_relocation(
-                    s,
-                    Relocation {
-                        offset: 0,
-                        symbol: f,
-                        addend: 0,
-                        flags: RelocationFlags::Elf {
-                            r_type: elf::R_X86_64_64,
-                        },
-                    },
-                )
-                .unwrap();
+            if *with_reloc {
+                reloc(&mut o, s, 0, f, 0, elf::R_X86_64_64);
             }
         }
     }

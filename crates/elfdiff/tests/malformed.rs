@@ -3,20 +3,13 @@
 //! writer and then corrupted in exactly the field the fuzzer found.
 
 use object::read::elf::{FileHeader, SectionHeader};
-use object::write::{Object as WObject, Relocation, Symbol, SymbolId, SymbolSection};
-use object::{
-    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
-    SymbolKind, SymbolScope,
-};
+use object::{elf, Endianness, SectionKind};
 
 use elfdiff::{Diff, Error, Object, Orig, Patched, PlanOptions};
 
-/// endbr64; call __fentry__; mov $ret, %eax; ret
-fn body(ret: u8) -> Vec<u8> {
-    vec![
-        0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xb8, ret, 0, 0, 0, 0xc3,
-    ]
-}
+#[path = "../../../tests/support/objwrite.rs"]
+mod objwrite;
+use objwrite::{function_f, reloc, undefined};
 
 /// What `__mcount_loc` points at.
 #[derive(Clone, Copy)]
@@ -57,45 +50,11 @@ impl Spec {
 
 /// A relocatable x86-64 object with one function `f` in `.text.f`.
 fn build(spec: &Spec) -> Vec<u8> {
-    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut o = objwrite::object();
     o.add_file_symbol(b"t.c".to_vec());
-    let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
-    let code = body(spec.ret);
-    o.append_section_data(text, &vec![0x90; spec.pad], 16);
-    o.append_section_data(text, &code, 1);
-    let f = o.add_symbol(Symbol {
-        name: b"f".to_vec(),
-        value: spec.pad as u64,
-        size: code.len() as u64,
-        kind: SymbolKind::Text,
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(text),
-        flags: SymbolFlags::None,
-    });
-    let reloc = |o: &mut WObject, sec, offset, symbol: SymbolId, addend, r_type| {
-        o.add_relocation(
-            sec,
-            Relocation {
-                offset,
-                symbol,
-                addend,
-                flags: RelocationFlags::Elf { r_type },
-            },
-        )
-        .unwrap();
-    };
+    let (text, f) = function_f(&mut o, spec.ret, spec.pad, false);
     if spec.fentry {
-        let fe = o.add_symbol(Symbol {
-            name: b"__fentry__".to_vec(),
-            value: 0,
-            size: 0,
-            kind: SymbolKind::Unknown,
-            scope: SymbolScope::Linkage,
-            weak: false,
-            section: SymbolSection::Undefined,
-            flags: SymbolFlags::None,
-        });
+        let fe = undefined(&mut o, "__fentry__");
         let (sym, addend) = match spec.call_section_addend {
             Some(a) => (o.section_symbol(text), a),
             None => (fe, -4),

@@ -1149,7 +1149,8 @@ fn undefined(m: &Module<'_>, symvers: &Symvers, f: &mut Findings, report: &mut R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object::build::elf::{Builder, SectionData};
+    use crate::testimage::{Image, GLOBAL_OBJECT, LOCAL_OBJECT};
+    use object::build::elf::Builder;
     use object::write::{self, Object, Relocation, SymbolSection};
     use object::{
         Architecture, BinaryFormat, RelocationFlags, SectionKind, SymbolFlags, SymbolKind,
@@ -1185,21 +1186,8 @@ mod tests {
     ];
 
     fn fake_vmlinux(banner: Option<&str>, mcount: bool) -> Vec<u8> {
-        let mut b = Builder::new(Endianness::Little, true);
-        b.header.e_type = elf::ET_EXEC;
-        b.header.e_machine = elf::EM_X86_64;
-        let add = |b: &mut Builder<'static>, name: &str, flags: u32, addr: u64, data: Vec<u8>| {
-            let s = b.sections.add();
-            s.name = name.as_bytes().to_vec().into();
-            s.sh_type = elf::SHT_PROGBITS;
-            s.sh_flags = u64::from(flags);
-            s.sh_addr = addr;
-            s.sh_addralign = 8;
-            s.data = SectionData::Data(data.into());
-            s.id()
-        };
-        let text = add(
-            &mut b,
+        let mut img = Image::new();
+        let text = img.section(
             ".text",
             elf::SHF_ALLOC | elf::SHF_EXECINSTR,
             TEXT,
@@ -1210,7 +1198,7 @@ mod tests {
         if let Some(t) = &banner_text {
             ro.extend_from_slice(t.as_bytes());
         }
-        let rodata = add(&mut b, ".rodata", elf::SHF_ALLOC, RODATA, ro);
+        let rodata = img.section(".rodata", elf::SHF_ALLOC, RODATA, ro);
         let sites: Vec<u64> = VSYMS
             .iter()
             .filter(|s| s.6)
@@ -1218,55 +1206,18 @@ mod tests {
             .rev() // unsorted on purpose
             .collect();
         let table: Vec<u8> = sites.iter().flat_map(|a| a.to_le_bytes()).collect();
-        let init = add(
-            &mut b,
+        let mut init_data = vec![0u8; 0x10];
+        init_data.extend_from_slice(&table);
+        let init = img.section(
             ".init.data",
             elf::SHF_ALLOC | elf::SHF_WRITE,
             INIT,
-            {
-                let mut v = vec![0u8; 0x10];
-                v.extend_from_slice(&table);
-                v
-            },
+            init_data,
         );
-        let strtab = {
-            let s = b.sections.add();
-            s.name = b".strtab"[..].into();
-            s.sh_type = elf::SHT_STRTAB;
-            s.data = SectionData::String;
-            s.id()
-        };
-        {
-            let s = b.sections.add();
-            s.name = b".symtab"[..].into();
-            s.sh_type = elf::SHT_SYMTAB;
-            s.sh_entsize = 24;
-            s.sh_addralign = 8;
-            s.sh_link_section = Some(strtab);
-            s.data = SectionData::Symbol;
-        }
-        {
-            let s = b.sections.add();
-            s.name = b".shstrtab"[..].into();
-            s.sh_type = elf::SHT_STRTAB;
-            s.data = SectionData::SectionString;
-        }
-        let sym =
-            |b: &mut Builder<'static>, name: &str, sec, info: (u8, u8), value: u64, size: u64| {
-                let s = b.symbols.add();
-                s.name = name.as_bytes().to_vec().into();
-                s.section = sec;
-                if sec.is_none() {
-                    s.st_shndx = elf::SHN_ABS;
-                }
-                s.set_st_info(info.0, info.1);
-                s.st_value = value;
-                s.st_size = size;
-            };
         let mut file = None;
         for &(f, name, local, func, off, size, _) in VSYMS {
             if let Some(fname) = f.filter(|_| f != file) {
-                sym(&mut b, fname, None, (elf::STB_LOCAL, elf::STT_FILE), 0, 0);
+                img.symbol(fname, None, (elf::STB_LOCAL, elf::STT_FILE), 0, 0);
                 file = f;
             }
             let bind = if local {
@@ -1279,42 +1230,27 @@ mod tests {
             } else {
                 (rodata, RODATA, elf::STT_OBJECT)
             };
-            sym(&mut b, name, Some(sec), (bind, ty), base + off, size);
+            img.symbol(name, Some(sec), (bind, ty), base + off, size);
         }
         if let Some(t) = &banner_text {
-            sym(
-                &mut b,
+            let len = t.len() as u64;
+            img.symbol(
                 "linux_banner",
                 Some(rodata),
-                (elf::STB_GLOBAL, elf::STT_OBJECT),
+                GLOBAL_OBJECT,
                 RODATA + 0x100,
-                t.len() as u64,
+                len,
             );
         }
         // The one symbol it exports (what the tests' Module.symvers lists).
-        sym(
-            &mut b,
-            "__ksymtab_printk",
-            Some(rodata),
-            (elf::STB_LOCAL, elf::STT_OBJECT),
-            RODATA,
-            12,
-        );
+        img.symbol("__ksymtab_printk", Some(rodata), LOCAL_OBJECT, RODATA, 12);
         if mcount {
             let g = (elf::STB_GLOBAL, elf::STT_NOTYPE);
-            sym(&mut b, "__start_mcount_loc", Some(init), g, INIT + 0x10, 0);
-            sym(
-                &mut b,
-                "__stop_mcount_loc",
-                Some(init),
-                g,
-                INIT + 0x10 + table.len() as u64,
-                0,
-            );
+            let end = INIT + 0x10 + table.len() as u64;
+            img.symbol("__start_mcount_loc", Some(init), g, INIT + 0x10, 0);
+            img.symbol("__stop_mcount_loc", Some(init), g, end, 0);
         }
-        let mut out = Vec::new();
-        b.write(&mut out).unwrap();
-        out
+        img.finish()
     }
 
     struct ModSpec {

@@ -11,6 +11,8 @@ pub mod klp;
 pub mod kmod;
 pub mod patchfile;
 pub mod target;
+#[cfg(test)]
+mod testimage;
 pub mod writer;
 
 #[derive(Debug, thiserror::Error)]

@@ -720,7 +720,7 @@ pub fn module_key_refusals(plan: &elfdiff::Plan, bindings: &[Binding]) -> Vec<el
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object::build::elf::{Builder, SectionData};
+    use crate::testimage::{Image, GLOBAL_OBJECT};
 
     const RODATA: u64 = 0xffff_ffff_8180_0000;
     const KSYMTAB: u64 = 0xffff_ffff_8190_0000;
@@ -739,95 +739,41 @@ mod tests {
     /// A linked kernel image with `linux_banner` (when `release` is given) and an exported
     /// symbol `__ksymtab_<name>` (with CRC `crc`) per entry of `exports`.
     fn vmlinux(release: Option<&str>, exports: &[(&str, u32)], crcs: Crcs) -> Vec<u8> {
-        let mut b = Builder::new(object::Endianness::Little, true);
-        b.header.e_type = elf::ET_EXEC;
-        b.header.e_machine = elf::EM_X86_64;
-        let add = |b: &mut Builder<'static>, name: &str, addr: u64, data: Vec<u8>| {
-            let s = b.sections.add();
-            s.name = name.as_bytes().to_vec().into();
-            s.sh_type = elf::SHT_PROGBITS;
-            s.sh_flags = u64::from(elf::SHF_ALLOC);
-            s.sh_addr = addr;
-            s.sh_addralign = 8;
-            s.data = SectionData::Data(data.into());
-            s.id()
-        };
+        let mut img = Image::new();
         let banner = release.map(|r| format!("Linux version {r} (x@y) #1 SMP\n\0"));
-        let rodata = add(
-            &mut b,
-            ".rodata",
-            RODATA,
-            banner.clone().unwrap_or_default().into_bytes(),
+        let text = banner.clone().unwrap_or_default().into_bytes();
+        let rodata = img.section(".rodata", elf::SHF_ALLOC, RODATA, text);
+        let ksymtab = img.section(
+            "__ksymtab",
+            elf::SHF_ALLOC,
+            KSYMTAB,
+            vec![0; 12 * exports.len()],
         );
-        let ksymtab = add(&mut b, "__ksymtab", KSYMTAB, vec![0; 12 * exports.len()]);
         let table: Vec<u8> = exports.iter().flat_map(|(_, c)| c.to_le_bytes()).collect();
-        let kcrctab = add(&mut b, "__kcrctab", KCRCTAB, table);
-        let strtab = {
-            let s = b.sections.add();
-            s.name = b".strtab"[..].into();
-            s.sh_type = elf::SHT_STRTAB;
-            s.data = SectionData::String;
-            s.id()
-        };
-        {
-            let s = b.sections.add();
-            s.name = b".symtab"[..].into();
-            s.sh_type = elf::SHT_SYMTAB;
-            s.sh_entsize = 24;
-            s.sh_addralign = 8;
-            s.sh_link_section = Some(strtab);
-            s.data = SectionData::Symbol;
-        }
-        {
-            let s = b.sections.add();
-            s.name = b".shstrtab"[..].into();
-            s.sh_type = elf::SHT_STRTAB;
-            s.data = SectionData::SectionString;
-        }
-        let sym = |b: &mut Builder<'static>, name: String, sec, value: u64, size: u64| {
-            let s = b.symbols.add();
-            s.name = name.into_bytes().into();
-            s.section = sec;
-            if sec.is_none() {
-                s.st_shndx = elf::SHN_ABS;
-            }
-            s.set_st_info(elf::STB_GLOBAL, elf::STT_OBJECT);
-            s.st_value = value;
-            s.st_size = size;
-        };
+        let kcrctab = img.section("__kcrctab", elf::SHF_ALLOC, KCRCTAB, table);
         if let Some(t) = &banner {
-            sym(
-                &mut b,
-                "linux_banner".into(),
+            img.symbol(
+                "linux_banner",
                 Some(rodata),
+                GLOBAL_OBJECT,
                 RODATA,
                 t.len() as u64,
             );
         }
         for (i, (name, crc)) in exports.iter().enumerate() {
             let i = i as u64;
-            sym(
-                &mut b,
-                format!("__ksymtab_{name}"),
-                Some(ksymtab),
-                KSYMTAB + 12 * i,
-                12,
-            );
+            let ksym = format!("__ksymtab_{name}");
+            img.symbol(&ksym, Some(ksymtab), GLOBAL_OBJECT, KSYMTAB + 12 * i, 12);
+            let crc_sym = format!("__crc_{name}");
             match crcs {
                 Crcs::None => {}
-                Crcs::Table => sym(
-                    &mut b,
-                    format!("__crc_{name}"),
-                    Some(kcrctab),
-                    KCRCTAB + 4 * i,
-                    0,
-                ),
-                Crcs::Absolute => sym(&mut b, format!("__crc_{name}"), None, u64::from(*crc), 0),
+                Crcs::Table => {
+                    img.symbol(&crc_sym, Some(kcrctab), GLOBAL_OBJECT, KCRCTAB + 4 * i, 0)
+                }
+                Crcs::Absolute => img.symbol(&crc_sym, None, GLOBAL_OBJECT, u64::from(*crc), 0),
             }
         }
-        let mut out = Vec::new();
-        b.write(&mut out).unwrap();
-        out
+        img.finish()
     }
 
     fn symvers(lines: &[(&str, u32, &str)]) -> Symvers {

@@ -2,10 +2,10 @@
 //! (including globals another object of the module defines, exported or not) are klp
 //! relocations against the module, so the module may be loaded before or after the patch.
 
-use object::write::{Object as WObject, Symbol, SymbolSection};
-use object::{
-    Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-};
+use object::{SectionKind, SymbolKind, SymbolScope};
+
+#[path = "../../../tests/support/objwrite.rs"]
+mod objwrite;
 
 use elfdiff::plan::External;
 use elfdiff::Plan;
@@ -13,25 +13,18 @@ use patchgen::target::{bind_externals_module, Binding, Symvers, TargetSymtab};
 
 /// A symbol table with `file` as STT_FILE, then the given (name, global) functions.
 fn symtab(file: &str, funcs: &[(&str, bool)]) -> Vec<u8> {
-    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut o = objwrite::object();
     let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
     o.append_section_data(text, &[0xc3; 64], 16);
     o.add_file_symbol(file.as_bytes().to_vec());
     for (i, (name, global)) in funcs.iter().enumerate() {
-        o.add_symbol(Symbol {
-            name: name.as_bytes().to_vec(),
-            value: i as u64 * 4,
-            size: 4,
-            kind: SymbolKind::Text,
-            scope: if *global {
-                SymbolScope::Dynamic
-            } else {
-                SymbolScope::Compilation
-            },
-            weak: false,
-            section: SymbolSection::Section(text),
-            flags: SymbolFlags::None,
-        });
+        let scope = if *global {
+            SymbolScope::Dynamic
+        } else {
+            SymbolScope::Compilation
+        };
+        let value = i as u64 * 4;
+        objwrite::symbol(&mut o, name, SymbolKind::Text, scope, text, value, 4);
     }
     o.write().unwrap()
 }

@@ -2,11 +2,10 @@
 //! `elfdiff_pair`): each must give an error, never a panic or a huge allocation.
 
 use object::read::elf::{FileHeader, SectionHeader};
-use object::write::{Object as WObject, Relocation, Symbol, SymbolSection};
-use object::{
-    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
-    SymbolKind, SymbolScope,
-};
+use object::{elf, Endianness, SectionKind};
+
+#[path = "../../../tests/support/objwrite.rs"]
+mod objwrite;
 
 use elfdiff::model::SymKind;
 use elfdiff::plan::{PlanFunc, PlanSection, PlanSymbol};
@@ -17,31 +16,11 @@ use patchgen::Error;
 
 /// A linked-module stand-in: `.text` calling a `.klp.sym.*` reference.
 fn module() -> Vec<u8> {
-    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut o = objwrite::object();
     let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
     o.append_section_data(text, &[0xe8, 0, 0, 0, 0, 0xc3], 16);
-    let klp = o.add_symbol(Symbol {
-        name: b".klp.sym.vmlinux.foo,0".to_vec(),
-        value: 0,
-        size: 0,
-        kind: SymbolKind::Unknown,
-        scope: SymbolScope::Dynamic,
-        weak: false,
-        section: SymbolSection::Undefined,
-        flags: SymbolFlags::None,
-    });
-    o.add_relocation(
-        text,
-        Relocation {
-            offset: 1,
-            symbol: klp,
-            addend: -4,
-            flags: RelocationFlags::Elf {
-                r_type: elf::R_X86_64_PC32,
-            },
-        },
-    )
-    .unwrap();
+    let klp = objwrite::undefined(&mut o, ".klp.sym.vmlinux.foo,0");
+    objwrite::reloc(&mut o, text, 1, klp, -4, elf::R_X86_64_PC32);
     o.write().unwrap()
 }
 
