@@ -665,7 +665,52 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     {
         println!("    {}", b.symbol_name());
     }
+    print_consistency(&rep.objects);
     Ok(())
+}
+
+/// Per changed function: why it changed, its direct callers (those calling it in a loop
+/// marked) and whether its address is taken — the text form of the report's consistency
+/// analysis.
+fn print_consistency(objects: &[rpt::ObjectEntry]) {
+    let changed: Vec<_> = objects
+        .iter()
+        .flat_map(|o| o.functions.iter().map(move |f| (o, f)))
+        .filter(|(_, f)| f.verdict == "changed")
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    println!("why and callers:");
+    for (o, f) in changed {
+        let why = f.why.as_deref().unwrap_or("changed");
+        println!("  {} ({}): {why}", f.name, o.unit);
+        let Some(c) = &f.callers else {
+            continue;
+        };
+        let looping_only = c.looping.iter().filter(|l| !c.direct.contains(l));
+        let callers: Vec<String> = c
+            .direct
+            .iter()
+            .chain(looping_only)
+            .map(|d| {
+                if c.looping.contains(d) {
+                    format!("{d} (in a loop)")
+                } else {
+                    d.clone()
+                }
+            })
+            .collect();
+        println!("    callers:       {}", join_or_none(&callers));
+        println!(
+            "    address taken: {}",
+            if c.address_taken {
+                "yes (callers through pointers are unknown)"
+            } else {
+                "no"
+            }
+        );
+    }
 }
 
 /// A module the patched code lives in: its name as the kernel knows it (`klp_object.name`),

@@ -295,42 +295,57 @@ impl Seeds {
     }
 }
 
-/// Object pairs from the fixtures (compiled by `cargo test`) and klpgen's work directories,
-/// plus unchanged pairs of test kernel objects.
-fn seed_elfdiff_pair(k: Option<&kernel::Kernel>) -> Result<Seeds> {
-    let mut s = Seeds::new("elfdiff_pair")?;
-    let fixtures = util::target_dir().join("tmp/fixtures");
-    for d in subdirs(&fixtures) {
-        let (o, p) = (fs::read(d.join("orig.o")), fs::read(d.join("patched.o")));
-        if let (Ok(o), Ok(p)) = (o, p) {
-            let name = d
+/// The (name, orig.o, patched.o) of every fixture `cargo test` compiled.
+fn fixture_pairs() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    subdirs(&util::target_dir().join("tmp/fixtures"))
+        .into_iter()
+        .filter_map(|d| {
+            let name = d.file_name()?.to_string_lossy().into_owned();
+            Some((
+                name,
+                fs::read(d.join("orig.o")).ok()?,
+                fs::read(d.join("patched.o")).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// (run name, path below the run's `orig`, orig object, patched object) of up to 8 objects
+/// of every run in klpgen's work directories.
+fn run_pairs() -> Vec<(String, PathBuf, PathBuf, PathBuf)> {
+    let mut pairs = Vec::new();
+    for tree in subdirs(&klpgen_cache().join("trees")) {
+        for run in subdirs(&tree.join("runs")) {
+            let name = run
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            if let Some(seed) = pair_seed(&o, &p) {
-                s.add(&format!("fixture-{name}"), &seed)?;
+            let orig = run.join("orig");
+            for o in objects_below(&orig, 8) {
+                if let Ok(rel) = o.strip_prefix(&orig) {
+                    let p = run.join("patched").join(rel);
+                    pairs.push((name.clone(), rel.to_path_buf(), o.clone(), p));
+                }
             }
         }
     }
-    for tree in subdirs(&klpgen_cache().join("trees")) {
-        for run in subdirs(&tree.join("runs")) {
-            let orig = run.join("orig");
-            for o in objects_below(&orig, 8) {
-                let Ok(rel) = o.strip_prefix(&orig) else {
-                    continue;
-                };
-                let p = run.join("patched").join(rel);
-                if let (Some(ob), Some(pb)) = (s.stripped(&o), s.stripped(&p)) {
-                    if let Some(seed) = pair_seed(&ob, &pb) {
-                        let name = run
-                            .file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .into_owned();
-                        s.add(&format!("run-{name}"), &seed)?;
-                    }
-                }
+    pairs
+}
+
+/// Object pairs from the fixtures (compiled by `cargo test`) and klpgen's work directories,
+/// plus unchanged pairs of test kernel objects.
+fn seed_elfdiff_pair(k: Option<&kernel::Kernel>) -> Result<Seeds> {
+    let mut s = Seeds::new("elfdiff_pair")?;
+    for (name, o, p) in fixture_pairs() {
+        if let Some(seed) = pair_seed(&o, &p) {
+            s.add(&format!("fixture-{name}"), &seed)?;
+        }
+    }
+    for (run, _, o, p) in run_pairs() {
+        if let (Some(ob), Some(pb)) = (s.stripped(&o), s.stripped(&p)) {
+            if let Some(seed) = pair_seed(&ob, &pb) {
+                s.add(&format!("run-{run}"), &seed)?;
             }
         }
     }
@@ -461,41 +476,23 @@ fn small_dwarf_objects(k: &kernel::Kernel, max: usize, limit: usize) -> Vec<(Str
 /// small test kernel objects.
 fn seed_explain_pair(k: Option<&kernel::Kernel>) -> Result<Seeds> {
     let mut s = Seeds::new("explain_pair")?;
-    for d in subdirs(&util::target_dir().join("tmp/fixtures")) {
-        let (o, p) = (fs::read(d.join("orig.o")), fs::read(d.join("patched.o")));
-        if let (Ok(o), Ok(p)) = (o, p) {
-            if !has_dwarf(&o) {
-                continue;
-            }
-            let name = d
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+    for (name, o, p) in fixture_pairs() {
+        if has_dwarf(&o) {
             if let Some(seed) = pair_seed(&o, &p) {
                 s.add(&format!("fixture-{name}"), &seed)?;
             }
         }
     }
     let mut seen = std::collections::BTreeSet::new();
-    for tree in subdirs(&klpgen_cache().join("trees")) {
-        for run in subdirs(&tree.join("runs")) {
-            let orig = run.join("orig");
-            for o in objects_below(&orig, 8) {
-                let Ok(rel) = o.strip_prefix(&orig) else {
-                    continue;
-                };
-                let (Ok(ob), Ok(pb)) = (fs::read(&o), fs::read(run.join("patched").join(rel)))
-                else {
-                    continue;
-                };
-                if ob == pb || !seen.insert((ob.len(), pb.len())) {
-                    continue;
-                }
-                if let Some(seed) = pair_seed(&ob, &pb) {
-                    s.add(&format!("run-{}", rel.display()), &seed)?;
-                }
-            }
+    for (_, rel, o, p) in run_pairs() {
+        let (Ok(ob), Ok(pb)) = (fs::read(&o), fs::read(&p)) else {
+            continue;
+        };
+        if ob == pb || !seen.insert((ob.len(), pb.len())) {
+            continue;
+        }
+        if let Some(seed) = pair_seed(&ob, &pb) {
+            s.add(&format!("run-{}", rel.display()), &seed)?;
         }
     }
     if let Some(k) = k {
