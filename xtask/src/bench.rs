@@ -20,7 +20,21 @@ const TARGETS: &[(&str, f64, &str)] = &[
     ("diff_instructions_millions", 120.0, "M instructions"),
     ("diff_peak_rss_mb", 50.0, "MB"),
     ("callgraph_seconds", 1.0, "s"),
+    (
+        "synthetic_3k_instructions_millions",
+        120.0,
+        "M instructions",
+    ),
+    ("synthetic_3k_peak_rss_mb", 50.0, "MB"),
+    // Instructions per section of the 4x-larger object over those of the 3,000-section one:
+    // 1.0 is linear; pairwise matching over names would approach 4.
+    ("synthetic_scaling_4x", 1.5, "x per section"),
 ];
+
+/// Functions of the synthetic objects: about 8 sections each (code, its relocations, data,
+/// a static local, strings...), so 400 give the ~3,000-section object the issue names.
+const SYNTH_SMALL: usize = 400;
+const SYNTH_LARGE: usize = 1600;
 
 fn klpgen_build(
     klpgen: &Path,
@@ -185,6 +199,81 @@ fn callgraph_figure(klpgen: &Path, build: &Path) -> Result<CallgraphFigure> {
     })
 }
 
+/// A kernel-like C unit of `n` exported functions, each with a static helper, a static
+/// local of the same name in every helper (`calls.N`: one correlation group of `n`), a
+/// table, a global and a printk string; `patched` changes the middle function.
+fn synthetic_source(n: usize, patched: bool) -> String {
+    let mut c = String::from("extern int printk(const char *, ...);\nextern int ext_counter;\n");
+    for i in 0..n {
+        let ret = if patched && i == n / 2 { 2 } else { 1 };
+        c += &format!(
+            "static int table_{i}[4] = {{ {i}, {a}, {b}, {d} }};\nint shared_{i};\n\
+             static __attribute__((noinline)) int helper_{i}(int x)\n{{\n\tstatic int calls;\n\
+             \tcalls++;\n\treturn x * {m} + table_{i}[x & 3] + calls;\n}}\n\
+             int func_{i}(int x)\n{{\n\tif (x > {i})\n\t\tprintk(\"func_{i}: %d too big\\n\", x);\n\
+             \tshared_{i} += helper_{i}(x);\n\text_counter++;\n\treturn x + {ret} + shared_{i};\n}}\n",
+            a = i + 1,
+            b = i + 2,
+            d = i + 3,
+            m = i % 7 + 2,
+        );
+    }
+    c
+}
+
+/// The synthetic pair of `n` functions, compiled like kernel objects for klpgen (function
+/// and data sections, fentry, mcount records, DWARF): (orig.o, patched.o).
+fn synthetic_pair(dir: &Path, n: usize) -> Result<(PathBuf, PathBuf)> {
+    fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for (name, patched) in [("orig", false), ("patched", true)] {
+        let src = dir.join(format!("{name}-{n}.c"));
+        let obj = dir.join(format!("{name}-{n}.o"));
+        fs::write(&src, synthetic_source(n, patched))?;
+        util::run(
+            Command::new("gcc")
+                .args([
+                    "-O2",
+                    "-g",
+                    "-ffunction-sections",
+                    "-fdata-sections",
+                    "-pg",
+                    "-mfentry",
+                    "-mrecord-mcount",
+                    "-fno-pic",
+                    "-mcmodel=kernel",
+                    "-c",
+                ])
+                .arg(&src)
+                .arg("-o")
+                .arg(&obj),
+        )?;
+        out.push(obj);
+    }
+    Ok((out[0].clone(), out[1].clone()))
+}
+
+/// Instructions, peak memory and section count of `klpgen diff` on a synthetic pair.
+struct SynthFigure {
+    functions: usize,
+    sections: usize,
+    bytes: u64,
+    instructions: u64,
+    rss_kb: u64,
+}
+
+fn synthetic_figure(klpgen: &Path, dir: &Path, n: usize) -> Result<SynthFigure> {
+    let (orig, patched) = synthetic_pair(dir, n)?;
+    let instructions = callgrind_instructions(klpgen, &orig, &patched, dir)?;
+    Ok(SynthFigure {
+        functions: n,
+        sections: section_count(&orig)?,
+        bytes: fs::metadata(&orig)?.len(),
+        instructions,
+        rss_kb: peak_rss_kb(klpgen, &orig, &patched)?,
+    })
+}
+
 fn section_count(path: &Path) -> Result<usize> {
     let bytes = fs::read(path)?;
     let obj = elfdiff::Object::<elfdiff::Orig>::parse(path.display().to_string(), &bytes)?;
@@ -237,12 +326,24 @@ pub fn cmd_bench() -> Result<bool> {
     let instructions = callgrind_instructions(&klpgen, &orig, &patched, &root)?;
     let rss_kb = peak_rss_kb(&klpgen, &orig, &patched)?;
 
+    eprintln!("bench: diffing synthetic objects of {SYNTH_SMALL} and {SYNTH_LARGE} functions...");
+    let small = synthetic_figure(&klpgen, &root.join("synthetic"), SYNTH_SMALL)?;
+    let large = synthetic_figure(&klpgen, &root.join("synthetic"), SYNTH_LARGE)?;
+    let per_section = |f: &SynthFigure| f.instructions as f64 / f.sections as f64;
+    let scaling = per_section(&large) / per_section(&small);
+
     let figures = [
         ("build_cold_seconds", cold),
         ("build_warm_seconds", warm),
         ("diff_instructions_millions", instructions as f64 / 1e6),
         ("diff_peak_rss_mb", rss_kb as f64 / 1024.0),
         ("callgraph_seconds", cg.seconds),
+        (
+            "synthetic_3k_instructions_millions",
+            small.instructions as f64 / 1e6,
+        ),
+        ("synthetic_3k_peak_rss_mb", small.rss_kb as f64 / 1024.0),
+        ("synthetic_scaling_4x", scaling),
     ];
     println!(
         "klpgen bench on {} ({} cores)",
@@ -258,6 +359,17 @@ pub fn cmd_bench() -> Result<bool> {
         "  call graph of vmlinux.o: {} functions, {} edges ({} call sites); median of 3: {:.2?} s; {}",
         cg.functions, cg.edges, cg.sites, cg.runs, cg.internal
     );
+    for f in [&small, &large] {
+        println!(
+            "  diff of a synthetic pair: {} functions, {} sections, {:.2} MB: {:.1} M instructions ({:.0} per section), {:.1} MB peak",
+            f.functions,
+            f.sections,
+            f.bytes as f64 / 1e6,
+            f.instructions as f64 / 1e6,
+            per_section(f),
+            f.rss_kb as f64 / 1024.0
+        );
+    }
     let mut all_ok = true;
     for ((name, value), (_, limit, unit)) in figures.iter().zip(TARGETS) {
         let ok = value < limit;
@@ -267,6 +379,15 @@ pub fn cmd_bench() -> Result<bool> {
             if ok { "ok" } else { "MISSED" }
         );
     }
+    let synthetic_json: Vec<serde_json::Value> = [&small, &large]
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "functions": f.functions, "sections": f.sections, "bytes": f.bytes,
+                "instructions": f.instructions, "peak_rss_kb": f.rss_kb,
+            })
+        })
+        .collect();
     let json = serde_json::json!({
         "kernel_build": k.build.display().to_string(),
         "object": { "path": "kernel/events/core.o", "bytes": size, "sections": sections },
@@ -278,6 +399,8 @@ pub fn cmd_bench() -> Result<bool> {
         "callgraph_seconds": cg.seconds,
         "callgraph_runs": cg.runs,
         "callgraph": { "functions": cg.functions, "edges": cg.edges, "call_sites": cg.sites, "timing": cg.internal },
+        "synthetic": synthetic_json,
+        "synthetic_scaling_4x": scaling,
         "targets_met": all_ok,
     });
     fs::write(root.join("results.json"), serde_json::to_vec_pretty(&json)?)?;

@@ -2,7 +2,7 @@
 //! thing, and which functions and data changed. Relocations are compared by what they point at
 //! (symbol name and addend, or string content), never by section offsets that move between builds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -211,8 +211,9 @@ fn correlatable<S: Side>(s: &Symbol<'_, S>) -> bool {
     s.section.is_some() && kind_class(s.kind).is_some() && !s.name.is_empty()
 }
 
-/// Functions that refer to each symbol (by normalised name), for telling apart static locals
-/// that share a name (`count.1` in `f`, `count.2` in `g`).
+/// Functions that refer to each static local (by normalised name), for telling apart static
+/// locals that share a name (`count.1` in `f`, `count.2` in `g`). Only static locals are
+/// recorded: `__fentry__` alone has every function as a user.
 fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
     let mut out: HashMap<SymIdx<S>, Vec<String>> = HashMap::new();
     for sec in obj.section_indices() {
@@ -232,15 +233,17 @@ fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
                 },
                 _ => r.sym,
             };
-            let v = out.entry(target).or_default();
-            let name = normalize(obj.sym(user).name);
-            if !v.contains(&name) {
-                v.push(name);
+            if !is_static_local(obj.sym(target).name) {
+                continue;
             }
+            out.entry(target)
+                .or_default()
+                .push(normalize(obj.sym(user).name));
         }
     }
     for v in out.values_mut() {
         v.sort();
+        v.dedup();
     }
     out
 }
@@ -296,8 +299,25 @@ fn correlate(
         }
         let mut used = vec![false; os.len()];
         let mut pending: Vec<SymIdx<Patched>> = ps.clone();
+        // Candidates are queued per key in table order, so each pass takes the first unused
+        // one in constant time (a group can hold thousands of `calls.N`).
+        let first_unused = |queue: Option<&mut VecDeque<usize>>, used: &[bool]| {
+            let queue = queue?;
+            while let Some(k) = queue.pop_front() {
+                if !used[k] {
+                    return Some(k);
+                }
+            }
+            None
+        };
         // Pass 1: static locals by the functions that use them.
         if ambiguous(os, ps) {
+            let mut by_users: HashMap<&[String], VecDeque<usize>> = HashMap::new();
+            for (k, o) in os.iter().enumerate() {
+                if let Some(u) = ousers.get(o) {
+                    by_users.entry(u.as_slice()).or_default().push_back(k);
+                }
+            }
             pending.retain(|&p| {
                 if !is_static_local(patched.sym(p).name) {
                     return true;
@@ -305,14 +325,10 @@ fn correlate(
                 let Some(pu) = pusers.get(&p) else {
                     return true;
                 };
-                match os
-                    .iter()
-                    .enumerate()
-                    .find(|(k, o)| !used[*k] && ousers.get(o) == Some(pu))
-                {
-                    Some((k, &o)) => {
+                match first_unused(by_users.get_mut(pu.as_slice()), &used) {
+                    Some(k) => {
                         used[k] = true;
-                        out.insert(p, o);
+                        out.insert(p, os[k]);
                         false
                     }
                     None => true,
@@ -320,21 +336,22 @@ fn correlate(
             });
         }
         // Pass 2: exact names.
-        pending.retain(|&p| {
-            let pname = patched.sym(p).name;
-            match os
-                .iter()
-                .enumerate()
-                .find(|(k, &o)| !used[*k] && orig.sym(o).name == pname)
-            {
-                Some((k, &o)) => {
+        let mut by_name: HashMap<&str, VecDeque<usize>> = HashMap::new();
+        for (k, &o) in os.iter().enumerate() {
+            if !used[k] {
+                by_name.entry(orig.sym(o).name).or_default().push_back(k);
+            }
+        }
+        pending.retain(
+            |&p| match first_unused(by_name.get_mut(patched.sym(p).name), &used) {
+                Some(k) => {
                     used[k] = true;
-                    out.insert(p, o);
+                    out.insert(p, os[k]);
                     false
                 }
                 None => true,
-            }
-        });
+            },
+        );
         // Pass 3: what is left, in table order.
         let mut free = os.iter().enumerate().filter(|(k, _)| !used[*k]);
         for p in pending {
