@@ -276,7 +276,7 @@ fn synthetic_figure(klpgen: &Path, dir: &Path, n: usize) -> Result<SynthFigure> 
 
 /// ELF section headers of an object (relocation sections included, as `readelf -S` counts).
 fn section_count(path: &Path) -> Result<usize> {
-    use object::{Object, ObjectSection};
+    use object::Object;
     let bytes = fs::read(path)?;
     let file = object::File::parse(&*bytes)
         .with_context(|| format!("cannot parse {}", path.display()))?;
