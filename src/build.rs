@@ -480,6 +480,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 new_symbol: patchgen::writer::new_func_alias(base + i),
             });
         }
+        rep.notes
+            .extend(plan.notes.iter().map(|n| format!("{u}: {n}")));
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, base)?;
         manifest.add_unit(objname, &plan, &bindings, &hook_funcs[base..]);
         hook_object(&mut hook_objects, mod_target.map(|t| t.name.clone()))
@@ -654,6 +656,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     }
     if !summary.ignored.is_empty() {
         println!("  ignored:         {}", summary.ignored.join(", "));
+    }
+    for n in &rep.notes {
+        println!("  note:            {n}");
     }
     println!(
         "  klp relocations: {klp_relocs} in {} section(s)",

@@ -116,6 +116,10 @@ pub struct BuildReport {
     /// runs it (ORC without IBT); absent when it said nothing or did not run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objtool_warnings: Vec<String>,
+    /// What the livepatch object does differently from a plain copy (`elfdiff::Plan::notes`),
+    /// each prefixed with its unit; absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub stages: Vec<Stage>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
@@ -136,6 +140,7 @@ impl BuildReport {
             hook: None,
             module: None,
             objtool_warnings: Vec::new(),
+            notes: Vec::new(),
             stages: Vec::new(),
             clock: None,
         }

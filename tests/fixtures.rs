@@ -14,7 +14,8 @@
 //! of module NAME: its statics bind as klp relocations against NAME instead of vmlinux),
 //! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
 //! f` (the patched object has callback `f` of KIND, and the livepatch object carries it under
-//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT). Fixtures may
+//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT), `code: FUNC HEX` (the
+//! livepatch's copy of FUNC contains these bytes and no runtime-constant placeholder). Fixtures may
 //! `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
@@ -219,6 +220,28 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     }
     for (name, n) in &expect.entries {
         check_entries(&back, expect, name, *n)?;
+    }
+    for (f, want) in &expect.code {
+        let sym = back
+            .symbols
+            .iter()
+            .find(|s| s.name == f && s.section.is_some())
+            .ok_or_else(|| format!("code: {f} is not in the livepatch object"))?;
+        let sec = back.sec(sym.section.expect("defined"));
+        let body = usize::try_from(sym.value)
+            .ok()
+            .zip(usize::try_from(sym.value + sym.size).ok())
+            .and_then(|(a, b)| sec.data.get(a..b))
+            .ok_or_else(|| format!("code: {f} lies outside its section"))?;
+        let placeholder = elfdiff::arch::RUNTIME_PTR_PLACEHOLDER.to_le_bytes();
+        if !body.windows(want.len()).any(|w| w == want.as_slice())
+            || body.windows(8).any(|w| w == placeholder)
+        {
+            return Err(format!(
+                "code: the copy of {f} should contain {want:02x?} and no placeholder: {body:02x?}"
+            )
+            .into());
+        }
     }
     for (f, sym) in &expect.fresh {
         check_refs(&back, f, sym, true)?;

@@ -48,6 +48,9 @@ pub struct Expect {
     pub callbacks: Vec<(String, String)>,
     /// `hint: TEXT`: some refusal's hint contains TEXT.
     pub hints: Vec<String>,
+    /// `code: FUNC HEX`: the livepatch object's copy of FUNC contains these bytes (hex digits,
+    /// spaces ignored) and no runtime-constant placeholder.
+    pub code: Vec<(String, Vec<u8>)>,
 }
 
 fn func_sym(d: &str, w: &str) -> Result<(String, String), String> {
@@ -111,6 +114,20 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
             "module" => e.module = words().next(),
             "ignored" => e.ignored = Some(words().collect()),
             "hint" => e.hints.push(val.trim().to_string()),
+            "code" => {
+                let mut w = words();
+                let func = w.next().ok_or("code: expected FUNC HEX")?;
+                let hex: String = w.collect();
+                if hex.is_empty() || !hex.len().is_multiple_of(2) {
+                    return Err(format!("code: {hex:?} is not whole bytes in hex"));
+                }
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|e| format!("code: {hex:?}: {e}"))?;
+                e.code.push((func, bytes));
+            }
             "callback" => match words().collect::<Vec<_>>().as_slice() {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
                 _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),

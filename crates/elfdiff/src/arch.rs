@@ -26,6 +26,29 @@ pub trait Arch {
     /// Length of the landing pad a function may start with (x86: `endbr64`), 0 if `code`
     /// does not start with one; a branch to just past it still enters the function.
     fn entry_pad_len(&self, code: &[u8]) -> u64;
+    /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
+    /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
+    /// variable `sym` itself, through one relocation against it. The kernel patches the
+    /// placeholder in vmlinux at boot and never in a module; the variable holds the value
+    /// that was patched in. An error says why the bytes are not the expected site.
+    fn runtime_ptr_load(&self, code: &[u8], site: u64) -> Result<ConstLoad, String>;
+}
+
+/// The placeholder `runtime_const_ptr()` emits, replaced at boot in vmlinux only.
+pub const RUNTIME_PTR_PLACEHOLDER: u64 = 0x0123_4567_89ab_cdef;
+
+/// A runtime-constant load rewritten into a load of its variable (`Arch::runtime_ptr_load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConstLoad {
+    /// Offset in the code of the first byte replaced.
+    pub start: u64,
+    /// The replacement, as long as the instruction it replaces; the relocated field is zero.
+    pub bytes: Vec<u8>,
+    /// Offset in the code of the field the relocation fills.
+    pub field: u64,
+    /// Relocation type and addend against the variable.
+    pub r_type: u32,
+    pub addend: i64,
 }
 
 /// How an instruction transfers control, as the call graph sees it.
@@ -161,6 +184,60 @@ impl Arch for X86_64 {
             0
         }
     }
+
+    fn runtime_ptr_load(&self, code: &[u8], site: u64) -> Result<ConstLoad, String> {
+        // `movabs $imm64, %reg`: REX.W (plus REX.B for r8-r15), B8+r, imm64 at `site`.
+        let at = usize::try_from(site)
+            .ok()
+            .filter(|&s| s >= 2)
+            .ok_or_else(|| format!("site {site:#x} leaves no room for a movabs before it"))?;
+        let insn = code
+            .get(at - 2..at.saturating_add(8))
+            .ok_or_else(|| format!("site {site:#x}: a 10-byte movabs does not fit in the code"))?;
+        let (rex, op, imm) = (insn[0], insn[1], &insn[2..]);
+        if rex != 0x48 && rex != 0x49 {
+            return Err(format!(
+                "byte {rex:#04x} at {:#x} is not the REX.W prefix of a movabs to a register",
+                site - 2
+            ));
+        }
+        if !(0xb8..=0xbf).contains(&op) {
+            return Err(format!(
+                "byte {op:#04x} at {:#x} is not a movabs-to-register opcode (b8+r)",
+                site - 1
+            ));
+        }
+        let value = u64::from_le_bytes(imm.try_into().expect("8 bytes"));
+        if value != RUNTIME_PTR_PLACEHOLDER {
+            return Err(format!(
+                "the immediate {value:#x} at {site:#x} is not the runtime-constant placeholder {RUNTIME_PTR_PLACEHOLDER:#x}"
+            ));
+        }
+        let reg = op - 0xb8;
+        // `mov disp32(%rip), %reg`: REX.W (REX.R for r8-r15), 8B, ModRM mod=00 r/m=101
+        // (RIP-relative), disp32; then a 3-byte NOP (`nopl (%rax)`) to fill the 10 bytes.
+        let rex_r = if rex == 0x49 { 0x04 } else { 0 };
+        let bytes = vec![
+            0x48 | rex_r,
+            0x8b,
+            0x05 | (reg << 3),
+            0,
+            0,
+            0,
+            0,
+            0x0f,
+            0x1f,
+            0x00,
+        ];
+        Ok(ConstLoad {
+            start: site - 2,
+            bytes,
+            field: site + 1,
+            r_type: object::elf::R_X86_64_PC32,
+            // The CPU adds the displacement to the end of the 7-byte load, 4 past the field.
+            addend: -4,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +289,89 @@ mod tests {
         assert!(!X86_64.is_branch_thunk("schedule"));
         assert_eq!(X86_64.entry_pad_len(&[0xf3, 0x0f, 0x1e, 0xfa, 0xc3]), 4);
         assert_eq!(X86_64.entry_pad_len(&[0xc3]), 0);
+    }
+
+    #[test]
+    fn runtime_ptr_becomes_rip_relative_load() {
+        let imm = RUNTIME_PTR_PLACEHOLDER.to_le_bytes();
+        // endbr64; movabs $placeholder, %rax; ret
+        let mut code = vec![0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0xb8];
+        code.extend_from_slice(&imm);
+        code.push(0xc3);
+        let load = X86_64.runtime_ptr_load(&code, 6).unwrap();
+        assert_eq!(load.start, 4);
+        assert_eq!(load.bytes, [0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x0f, 0x1f, 0x00]);
+        assert_eq!(
+            (load.field, load.r_type, load.addend),
+            (7, elf::R_X86_64_PC32, -4)
+        );
+        // Decoded: mov 0x0(%rip), %rax then a NOP, ending where the movabs ended.
+        code.splice(4..14, load.bytes.iter().copied());
+        let mut out = Vec::new();
+        let mut d = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
+        while d.can_decode() {
+            out.push(d.decode());
+        }
+        let codes: Vec<Code> = out.iter().map(|i| i.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                Code::Endbr64,
+                Code::Mov_r64_rm64,
+                Code::Nop_rm32,
+                Code::Retnq
+            ]
+        );
+        assert_eq!(out[1].op0_register(), iced_x86::Register::RAX);
+        assert!(out[1].is_ip_rel_memory_operand());
+        assert_eq!((out[1].ip(), out[1].next_ip()), (4, 11));
+
+        // r13 (REX.B, B8+5) and rdi (B8+7) keep their register.
+        for (rex, op, want_rex, want_modrm, reg) in [
+            (0x49, 0xbd, 0x4c, 0x2d, iced_x86::Register::R13),
+            (0x48, 0xbf, 0x48, 0x3d, iced_x86::Register::RDI),
+            (0x49, 0xb8, 0x4c, 0x05, iced_x86::Register::R8),
+        ] {
+            let mut c = vec![rex, op];
+            c.extend_from_slice(&imm);
+            let load = X86_64.runtime_ptr_load(&c, 2).unwrap();
+            assert_eq!(&load.bytes[..3], &[want_rex, 0x8b, want_modrm]);
+            let insn = Decoder::with_ip(64, &load.bytes, 0, DecoderOptions::NONE).decode();
+            assert_eq!(insn.code(), Code::Mov_r64_rm64);
+            assert_eq!(insn.op0_register(), reg);
+            assert_eq!(insn.len(), 7);
+        }
+    }
+
+    #[test]
+    fn runtime_ptr_wrong_bytes_are_refused() {
+        let imm = RUNTIME_PTR_PLACEHOLDER.to_le_bytes();
+        let site = |pre: &[u8], imm: &[u8]| [pre, imm].concat();
+        // Another immediate.
+        let other = site(&[0x48, 0xb8], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert!(X86_64
+            .runtime_ptr_load(&other, 2)
+            .unwrap_err()
+            .contains("placeholder"));
+        // No REX.W (a 32-bit mov) or a REX.W with other bits.
+        for rex in [0x40, 0x4c, 0x90] {
+            let c = site(&[rex, 0xb8], &imm);
+            assert!(X86_64
+                .runtime_ptr_load(&c, 2)
+                .unwrap_err()
+                .contains("REX.W"));
+        }
+        // Not a mov to a register (mov $imm32, r/m64 is C7).
+        let c = site(&[0x48, 0xc7], &imm);
+        assert!(X86_64
+            .runtime_ptr_load(&c, 2)
+            .unwrap_err()
+            .contains("opcode"));
+        // Out of bounds either way.
+        assert!(X86_64.runtime_ptr_load(&imm, 0).is_err());
+        let c = site(&[0x48, 0xb8], &imm[..7]);
+        assert!(X86_64.runtime_ptr_load(&c, 2).is_err());
+        assert!(X86_64.runtime_ptr_load(&c, u64::MAX).is_err());
     }
 
     #[test]

@@ -179,6 +179,48 @@ pub(crate) fn ref_key<S: Side>(
     }
 }
 
+/// The two kinds of runtime constant (the kernel's `<asm/runtime-const.h>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RuntimeConstKind {
+    /// `runtime_const_ptr(sym)`: section `runtime_ptr_<sym>`, a pointer-sized immediate.
+    Ptr,
+    /// `runtime_const_shift_right_32(val, sym)`: section `runtime_shift_<sym>`, a shift count.
+    Shift,
+}
+
+/// A section of runtime-constant entries: its kind and the variable it names.
+pub(crate) fn runtime_const_kind(section: &str) -> Option<(RuntimeConstKind, &str)> {
+    if let Some(v) = section.strip_prefix("runtime_ptr_") {
+        return Some((RuntimeConstKind::Ptr, v));
+    }
+    section
+        .strip_prefix("runtime_shift_")
+        .map(|v| (RuntimeConstKind::Shift, v))
+}
+
+/// The kernel helpers (Linux 6.12) that use a runtime constant, for refusal hints.
+fn runtime_const_user(variable: &str) -> Option<&'static str> {
+    match variable {
+        "d_hash_shift" | "dentry_hashtable" => Some("d_hash() in fs/dcache.c"),
+        "USER_PTR_MAX" => Some("__access_ok() (access_ok, user_access_begin, ...)"),
+        _ => None,
+    }
+}
+
+/// One entry of a runtime-constant section of the patched object.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeConstSite<'d> {
+    pub kind: RuntimeConstKind,
+    /// `runtime_ptr_<variable>` or `runtime_shift_<variable>`.
+    pub section: &'d str,
+    pub variable: &'d str,
+    /// The code section and offset the entry points at (the immediate to patch).
+    pub code: SecIdx<Patched>,
+    pub offset: u64,
+    /// The function containing it.
+    pub func: Option<SymIdx<Patched>>,
+}
+
 /// The result of diffing one object pair.
 pub struct Diff<'a, 'd> {
     pub orig: &'a Object<'d, Orig>,
@@ -545,6 +587,7 @@ impl<'a, 'd> Diff<'a, 'd> {
                 results[pi].via_child = true;
             }
         }
+        self.callers_of_untraceable_children(&mut results, &by_norm);
         for i in 0..results.len() {
             let name = self.patched.sym(results[i].patched).name;
             if let Some(parent) = split_parent(name) {
@@ -646,9 +689,78 @@ impl<'a, 'd> Diff<'a, 'd> {
         self.ignored.extend(data_ignored);
         let (special, special_ignored) = self.unknown_section_refusals(&results);
         refusals.extend(special);
+        refusals.extend(self.runtime_const_refusals(&results));
         self.ignored.extend(special_ignored);
         self.functions = results;
         self.refusals = refusals;
+    }
+
+    /// A changed split child without an ftrace entry (`.cold`, or a `.part.N` of a notrace
+    /// function) cannot be redirected to; its new version is reached through whoever calls or
+    /// jumps to it. Its parent is replaced already; every other function of the object that
+    /// calls or jumps to it (callers that inlined the parent's head call a `.part.N`
+    /// directly) becomes changed too, or it would keep calling the old child. Repeated until
+    /// nothing more changes, since such a caller may itself be an untraceable split child.
+    fn callers_of_untraceable_children(
+        &self,
+        results: &mut [FuncResult],
+        by_norm: &HashMap<String, usize>,
+    ) {
+        let untraceable_child = |r: &FuncResult| {
+            matches!(r.verdict, Verdict::Changed(_))
+                && split_parent(self.patched.sym(r.patched).name).is_some()
+                && r.orig.is_some_and(|o| !self.orig_traceable(o))
+        };
+        let mut queue: Vec<usize> = (0..results.len())
+            .filter(|&i| untraceable_child(&results[i]))
+            .collect();
+        let mut done: HashSet<usize> = HashSet::new();
+        while let Some(ci) = queue.pop() {
+            if !done.insert(ci) {
+                continue;
+            }
+            let child = results[ci].patched;
+            let child_sec = self.patched.sym(child).section;
+            let child_name = self.patched.sym(child).name;
+            for j in 0..results.len() {
+                if j == ci || results[j].verdict != Verdict::Unchanged {
+                    continue;
+                }
+                let f = self.patched.sym(results[j].patched);
+                let Some(sec) = f.section else { continue };
+                let refers = self
+                    .patched
+                    .sec(sec)
+                    .relocs_in(f.value, f.value.saturating_add(f.size))
+                    .iter()
+                    .any(
+                        |r| match resolve(self.patched, &self.patched_insns, sec, r) {
+                            Target::Symbol { sym, .. } => sym == child,
+                            Target::Anon { sec: t, .. } | Target::String { sec: t, .. } => {
+                                Some(t) == child_sec
+                            }
+                        },
+                    );
+                if !refers {
+                    continue;
+                }
+                results[j].verdict = Verdict::Changed(format!(
+                    "calls {child_name}, whose new version livepatch can only reach through its callers"
+                ));
+                results[j].via_child = true;
+                if untraceable_child(&results[j]) {
+                    queue.push(j);
+                    // Its own parent follows it, as for any changed split child.
+                    let parent = split_parent(f.name).and_then(|p| by_norm.get(&p).copied());
+                    if let Some(pi) = parent.filter(|&pi| results[pi].verdict == Verdict::Unchanged)
+                    {
+                        results[pi].verdict =
+                            Verdict::Changed(format!("its split part {} changed", f.name));
+                        results[pi].via_child = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Changed and new functions an annotation covers become `Verdict::Ignored`, recorded
@@ -729,6 +841,7 @@ impl<'a, 'd> Diff<'a, 'd> {
             if !s.is_alloc()
                 || crate::plan::is_known_section(s.name)
                 || s.name.starts_with(".klpgen.")
+                || runtime_const_kind(s.name).is_some()
             {
                 continue;
             }
@@ -769,6 +882,115 @@ impl<'a, 'd> Diff<'a, 'd> {
             }
         }
         (out, ignored)
+    }
+
+    /// The entries of the patched object's runtime-constant sections (`runtime_ptr_<sym>`,
+    /// `runtime_shift_<sym>`): where each patches code. Entries that point nowhere in the
+    /// object are left out (the linker could not resolve them either).
+    pub(crate) fn runtime_const_sites(&self) -> Vec<RuntimeConstSite<'d>> {
+        let obj = self.patched;
+        let mut out = Vec::new();
+        for sec in obj.section_indices() {
+            let s = obj.sec(sec);
+            let Some((kind, variable)) = runtime_const_kind(s.name) else {
+                continue;
+            };
+            for r in &s.relocs {
+                // `.long 1b - N - .`: the place patched is the target of the PC-relative
+                // entry, symbol plus addend (no instruction lies between in a data section).
+                let t = obj.sym(r.sym);
+                let Some(code) = t.section else { continue };
+                let Some(offset) = u64::try_from(r.addend)
+                    .ok()
+                    .and_then(|a| t.value.checked_add(a))
+                else {
+                    continue;
+                };
+                let func = obj
+                    .symbol_at(code, offset)
+                    .filter(|&f| obj.sym(f).kind == SymKind::Func);
+                out.push(RuntimeConstSite {
+                    kind,
+                    section: s.name,
+                    variable,
+                    code,
+                    offset,
+                    func,
+                });
+            }
+        }
+        out
+    }
+
+    /// Runtime constants in code the livepatch carries: a pointer constant must be the site
+    /// the architecture can rewrite into a load of its variable (the plan does that); a shift
+    /// constant cannot be rewritten in place and is refused.
+    fn runtime_const_refusals(&self, results: &[FuncResult]) -> Vec<Refusal> {
+        let code: HashSet<SecIdx<Patched>> = results
+            .iter()
+            .filter(|r| r.verdict.is_included())
+            .map(|r| r.patched)
+            .chain(self.annotations.callbacks.iter().map(|c| c.func))
+            .filter_map(|f| self.patched.sym(f).section)
+            .collect();
+        self.runtime_const_refusals_in(&code)
+    }
+
+    /// `runtime_const_refusals` for the runtime constants in the given code sections.
+    fn runtime_const_refusals_in(&self, code: &HashSet<SecIdx<Patched>>) -> Vec<Refusal> {
+        let mut out: Vec<Refusal> = Vec::new();
+        for site in self.runtime_const_sites() {
+            if !code.contains(&site.code) {
+                continue;
+            }
+            let func = match site.func {
+                Some(f) => match self.matched.get(&f) {
+                    Some(&o) => self.orig.sym(o).name,
+                    None => self.patched.sym(f).name,
+                },
+                None => self.patched.sec(site.code).name,
+            };
+            let at = match site.func {
+                Some(f) => format!("{func}+{:#x}", site.offset - self.patched.sym(f).value),
+                None => format!("{func}+{:#x}", site.offset),
+            };
+            let (reason, hint) = match site.kind {
+                RuntimeConstKind::Shift => {
+                    let used_by = runtime_const_user(site.variable).map_or(String::new(), |u| {
+                        format!(" ({u} uses it, so every function that inlines it has one)")
+                    });
+                    (
+                        format!("{at} holds a runtime constant: an entry of {} points at the shift count of runtime_const_shift_right_32(..., {}){used_by}; the kernel writes the real count into vmlinux's code once at boot and never into a module, and the instruction cannot be turned into a load of {} in place, so the copied code would shift by the placeholder", site.section, site.variable, site.variable),
+                        format!("make the change in a function that does not inline the code using {}{} (a caller or callee of it); only code that uses runtime_const_shift_right_32 is affected", site.variable, runtime_const_user(site.variable).map_or(String::new(), |u| format!(", i.e. not {u}"))),
+                    )
+                }
+                RuntimeConstKind::Ptr => {
+                    let code = self.patched.sec(site.code).data;
+                    match X86_64.runtime_ptr_load(code, site.offset) {
+                        Ok(_) => continue,
+                        Err(why) => (
+                            format!("{at} should hold runtime_const_ptr({}) (an entry of {} points there), but {why}; klpgen rewrites only the exact instruction the kernel's macro emits into a load of {}", site.variable, site.section, site.variable),
+                            "report the instruction sequence (klpgen explain shows it) so klpgen can learn it; or change a function that does not use this runtime constant".into(),
+                        ),
+                    }
+                }
+            };
+            let key = format!("refuse.runtime-constant.{func}");
+            if out
+                .iter()
+                .any(|r| r.key == key && r.section == site.section)
+            {
+                continue;
+            }
+            out.push(Refusal {
+                key,
+                symbol: func.into(),
+                section: site.section.into(),
+                reason,
+                hint,
+            });
+        }
+        out
     }
 
     /// Static locals (`name.N`) the original function used and the new one no longer does.
@@ -886,6 +1108,17 @@ impl<'a, 'd> Diff<'a, 'd> {
         if !self.orig_traceable(o) {
             return Err(refusal(
                 format!("{orig_name} ({why}) has no ftrace entry (notrace), so it cannot be patched"),
+                "lower --include-callers, or accept that this caller keeps the old behaviour until it returns",
+            ));
+        }
+        let psec = self.patched.sym(self.functions[idx].patched).section;
+        if let Some(r) = self
+            .runtime_const_refusals_in(&psec.into_iter().collect())
+            .into_iter()
+            .next()
+        {
+            return Err(refusal(
+                format!("{orig_name} ({why}) cannot be carried: {}", r.reason),
                 "lower --include-callers, or accept that this caller keeps the old behaviour until it returns",
             ));
         }

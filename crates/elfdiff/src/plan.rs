@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use object::elf;
 
+use crate::arch::Arch;
 use crate::diff::{Diff, Target, Verdict};
 use crate::error::Error;
 use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
@@ -300,6 +301,8 @@ impl Diff<'_, '_> {
         }
         b.special_sections()?;
         b.drain()?;
+        b.runtime_constants()?;
+        b.drain()?;
         Ok(b.plan)
     }
 }
@@ -464,6 +467,87 @@ impl Builder<'_, '_, '_> {
                     .included_funcs
                     .iter()
                     .any(|f| d.patched.sym(*f).section == Some(s))
+        })
+    }
+
+    /// Runtime constants in copied code. The kernel writes their values into vmlinux's code
+    /// at boot (`runtime_const_init`) and does nothing of the kind for modules, so a copy
+    /// would keep the placeholder. A pointer constant becomes a load of its variable (which
+    /// holds the value written at boot and does not change after), through an ordinary or klp
+    /// relocation like any other reference; the `runtime_ptr_*` section is not carried. The
+    /// differ refuses every other kind of site before a plan is made.
+    fn runtime_constants(&mut self) -> Result<(), Error> {
+        use crate::diff::RuntimeConstKind;
+        let d = self.diff;
+        for site in d.runtime_const_sites() {
+            let Some(&out) = self.sec_map.get(&site.code) else {
+                continue;
+            };
+            if !d.patched.sec(site.code).is_exec() {
+                continue;
+            }
+            let where_ = site.func.map_or_else(
+                || format!("{}+{:#x}", d.patched.sec(site.code).name, site.offset),
+                |f| {
+                    let s = d.patched.sym(f);
+                    format!("{}+{:#x}", s.name, site.offset - s.value)
+                },
+            );
+            let malformed = |why: String| Error::Malformed {
+                object: d.patched.label.clone(),
+                what: format!("{}: runtime constant at {where_}: {why}", site.section),
+            };
+            if site.kind != RuntimeConstKind::Ptr {
+                return Err(malformed(
+                    "a shift constant cannot be carried (the differ refuses it)".into(),
+                ));
+            }
+            let load = crate::arch::X86_64
+                .runtime_ptr_load(&self.plan.sections[out].data, site.offset)
+                .map_err(malformed)?;
+            let target = match self.variable(site.variable) {
+                Some(sym) => {
+                    let t = self.symbol_target(sym);
+                    // A copy would never hold the value the kernel wrote at boot.
+                    if !matches!(t, PlanTarget::External(_)) {
+                        return Err(malformed(format!(
+                            "{} is new in the patched object, not the running kernel's variable",
+                            site.variable
+                        )));
+                    }
+                    t
+                }
+                None => self.external(External {
+                    name: site.variable.to_string(),
+                    local: false,
+                    undefined: true,
+                }),
+            };
+            let start = load.start as usize;
+            self.plan.sections[out].data[start..start + load.bytes.len()]
+                .copy_from_slice(&load.bytes);
+            let relocs = &mut self.plan.sections[out].relocs;
+            relocs.push(PlanReloc {
+                offset: load.field,
+                r_type: load.r_type,
+                target,
+                addend: load.addend,
+            });
+            relocs.sort_by_key(|r| r.offset);
+            self.plan.notes.push(format!(
+                "{}: the runtime constant at {where_} is loaded from {} (the kernel patches runtime constants into vmlinux at boot, never into a module)",
+                site.section, site.variable
+            ));
+        }
+        Ok(())
+    }
+
+    /// The patched object's own symbol of a runtime constant's variable, if it has one.
+    fn variable(&self, name: &str) -> Option<SymIdx<Patched>> {
+        let d = self.diff;
+        d.patched.symbol_indices().find(|&i| {
+            let s = d.patched.sym(i);
+            s.name == name && matches!(s.kind, SymKind::Object | SymKind::NoType)
         })
     }
 
