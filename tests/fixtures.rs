@@ -15,7 +15,9 @@
 //! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
 //! f` (the patched object has callback `f` of KIND, and the livepatch object carries it under
 //! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT), `code: FUNC HEX` (the
-//! livepatch's copy of FUNC contains these bytes and no runtime-constant placeholder). Fixtures may
+//! livepatch's copy of FUNC contains these bytes and no runtime-constant placeholder),
+//! `printk-formats: w ...` (the livepatch's `.printk_index` entries, by the first word of each
+//! format; every carried `_entry` and its strings are copies, never klp relocations). Fixtures may
 //! `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
 //! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
 //! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
@@ -243,6 +245,12 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             .into());
         }
     }
+    if let Some(want) = &expect.printk_formats {
+        let got = printk_formats(&back)?;
+        if got != *want {
+            return Err(format!("printk-formats: expected {want:?}, got {got:?}").into());
+        }
+    }
     for (f, sym) in &expect.fresh {
         check_refs(&back, f, sym, true)?;
     }
@@ -403,6 +411,11 @@ fn check_entries(
         )
         .into());
     }
+    if name == ".printk_index" {
+        // Pointers to `_entry` objects, not into code: printk_formats() checks them.
+        printk_formats(back)?;
+        return Ok(());
+    }
     for k in 0..n {
         let into_code = s.relocs_in(k * size, (k + 1) * size).iter().any(|r| {
             back.sym(r.sym)
@@ -414,6 +427,70 @@ fn check_entries(
         }
     }
     Ok(())
+}
+
+/// Where a relocation of the livepatch object points: a defined section and the offset there
+/// (absolute relocations of data only). Undefined targets (klp or ordinary references to the
+/// running kernel) are errors.
+fn data_target(
+    back: &Object<'_, Orig>,
+    r: &elfdiff::model::Reloc<Orig>,
+) -> Result<(usize, u64), Failed> {
+    let t = back.sym(r.sym);
+    let sec = t.section.filter(|_| !t.undefined).ok_or_else(|| {
+        format!(
+            "a relocation points at {}, not at a copy in the livepatch",
+            t.name
+        )
+    })?;
+    let off = (t.value as i64 + r.addend) as u64;
+    Ok((sec.get(), off))
+}
+
+/// The first word of the format of each `.printk_index` entry of the livepatch object, sorted.
+/// Each entry must point at an `_entry` object copied into the livepatch whose every relocation
+/// (its format, `__func__`, file and level strings) points at copies too: no klp relocation.
+fn printk_formats(back: &Object<'_, Orig>) -> Result<Vec<String>, Failed> {
+    let Some(idx) = back.find_section(".printk_index") else {
+        return Ok(Vec::new());
+    };
+    let idx = back.sec(idx);
+    if idx.relocs.len() as u64 * 8 != idx.size {
+        return Err(format!(
+            ".printk_index: {} bytes but {} relocations",
+            idx.size,
+            idx.relocs.len()
+        )
+        .into());
+    }
+    let mut out = Vec::new();
+    for r in &idx.relocs {
+        let (esec, eoff) = data_target(back, r)?;
+        let esec = &back.sections[esec];
+        if esec.is_exec() {
+            return Err(format!(".printk_index entry at {:#x} points into code", r.offset).into());
+        }
+        let entry = esec.relocs_in(eoff, eoff + 48);
+        let mut fmt = None;
+        for m in entry {
+            let (ssec, soff) = data_target(back, m)?;
+            if m.offset == eoff {
+                let data = back.sections[ssec].data;
+                let s = data.get(soff as usize..).unwrap_or_default();
+                let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
+                fmt = Some(String::from_utf8_lossy(s).into_owned());
+            }
+        }
+        let fmt = fmt.ok_or_else(|| format!("{}+{eoff:#x} has no fmt", esec.name))?;
+        out.push(
+            fmt.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn main() {

@@ -32,6 +32,9 @@ pub struct Expect {
     /// `entries: SECTION=N`: the livepatch object's copy of a special section holds exactly N
     /// entries, each pointing into code the livepatch carries.
     pub entries: Vec<(String, u64)>,
+    /// `printk-formats: w ...`: the livepatch object's `.printk_index` entries, by the first
+    /// word of each entry's format (sorted; each entry's `_entry` and strings are fresh copies).
+    pub printk_formats: Option<Vec<String>>,
     /// `local: f`: f is defined in the livepatch object as a local symbol.
     pub local: Vec<String>,
     /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
@@ -99,6 +102,11 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 for w in words() {
                     e.entries.push(section_number("entries", &w)?);
                 }
+            }
+            "printk-formats" => {
+                let mut w: Vec<String> = words().collect();
+                w.sort();
+                e.printk_formats = Some(w);
             }
             "local" => e.local.extend(words()),
             "fresh" => {

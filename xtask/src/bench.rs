@@ -278,8 +278,8 @@ fn synthetic_figure(klpgen: &Path, dir: &Path, n: usize) -> Result<SynthFigure> 
 fn section_count(path: &Path) -> Result<usize> {
     use object::Object;
     let bytes = fs::read(path)?;
-    let file = object::File::parse(&*bytes)
-        .with_context(|| format!("cannot parse {}", path.display()))?;
+    let file =
+        object::File::parse(&*bytes).with_context(|| format!("cannot parse {}", path.display()))?;
     // `sections()` leaves out the null section header at index 0.
     Ok(file.sections().count() + 1)
 }

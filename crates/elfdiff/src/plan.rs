@@ -31,6 +31,10 @@ const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
     (".cfi_sites", Some(4), None),
 ];
 
+/// The printk index: entries point at data describing a printk site, not into code
+/// (`Builder::printk_index_wanted`).
+const PRINTK_INDEX: &str = ".printk_index";
+
 /// Sections objtool writes; when objtool runs again on the livepatch (on the linked module: x86
 /// with IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen
 /// runs it on the livepatch object), copies would collide with what it regenerates.
@@ -551,6 +555,106 @@ impl Builder<'_, '_, '_> {
         })
     }
 
+    /// The byte a relocation of the patched object points at: its symbol's section and the
+    /// offset there (past the instruction for a PC-relative field); within a merged-string
+    /// section, the start of the string it points into. None for an undefined symbol.
+    fn pointee(
+        &self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+    ) -> Option<(SecIdx<Patched>, u64)> {
+        let d = self.diff;
+        let t = d.patched.sym(r.sym);
+        let sec = t.section.filter(|_| !t.undefined)?;
+        let bias = d.patched_insns.bias(d.patched, site, r);
+        let off = (t.value as i64)
+            .checked_add(r.addend)?
+            .checked_add(bias)
+            .and_then(|o| u64::try_from(o).ok())?;
+        let s = d.patched.sec(sec);
+        match usize::try_from(off).ok().filter(|&o| o < s.data.len()) {
+            Some(o) if s.is_strings() => {
+                let start = s.data[..o]
+                    .iter()
+                    .rposition(|&b| b == 0)
+                    .map_or(0, |p| p + 1);
+                Some((sec, start as u64))
+            }
+            _ => Some((sec, off)),
+        }
+    }
+
+    /// The NUL-terminated string at a place of the patched object.
+    fn c_string_at(&self, (sec, off): (SecIdx<Patched>, u64)) -> Option<&[u8]> {
+        let data = self.diff.patched.sec(sec).data;
+        let rest = data.get(usize::try_from(off).ok()?..)?;
+        Some(&rest[..rest.iter().position(|&b| b == 0)?])
+    }
+
+    /// The `.printk_index` entries the livepatch carries (offsets of their relocations).
+    ///
+    /// Each entry is a pointer to the `struct pi_entry` (`_entry`) a printk site leaves, whose
+    /// first two members are the pointers `fmt` and `func` (at 0 and at one pointer, the
+    /// index's entry size). Nothing references `_entry`; it belongs to the livepatch's code, and
+    /// is carried, when
+    /// - its `func` string (`__func__` of the function whose body holds the site: a
+    ///   `__func__.N` object or, with some compilers, a merged string) names a function the
+    ///   livepatch carries (changed, new or callback; a clone `f.isra.0` has `__func__` "f"),
+    ///   which also keeps the sites of a carried function that no code reaches (a printk under
+    ///   `if (IS_ENABLED(...))` off); or
+    /// - its `fmt` is the very string (same section and offset) that code the livepatch
+    ///   carries references: a site of a helper inlined into a carried function, whose
+    ///   `__func__` names the helper.
+    ///
+    /// Sites of functions the livepatch does not carry stay in the running kernel's index. A
+    /// carried `_entry` is a special static (never matched, always a fresh copy) and its
+    /// strings are copied with it, so the module's index (`/sys/kernel/debug/printk/index/
+    /// <module>`) lists the new code's formats.
+    fn printk_index_wanted(&self, sec: SecIdx<Patched>) -> Result<Vec<u64>, Error> {
+        let d = self.diff;
+        let ptr = self
+            .entry_size(PRINTK_INDEX)
+            .ok_or_else(|| Error::UnknownEntrySize {
+                object: d.patched.label.clone(),
+                section: PRINTK_INDEX.to_string(),
+            })?;
+        let names: HashSet<&str> = self
+            .included_funcs
+            .iter()
+            .map(|&f| crate::annot::source_function(d.patched.sym(f).name))
+            .collect();
+        let mut code_strings = HashSet::new();
+        for &c in self.sec_map.keys() {
+            if d.patched.sec(c).is_exec() {
+                for r in &d.patched.sec(c).relocs {
+                    code_strings.extend(self.pointee(c, r));
+                }
+            }
+        }
+        let mut wanted = Vec::new();
+        for r in &d.patched.sec(sec).relocs {
+            let Some((esec, eoff)) = self.pointee(sec, r) else {
+                continue;
+            };
+            let member = |at: u64| {
+                d.patched
+                    .sec(esec)
+                    .relocs_in(eoff + at, eoff + at + 1)
+                    .first()
+                    .and_then(|m| self.pointee(esec, m))
+            };
+            let by_func = member(ptr)
+                .and_then(|f| self.c_string_at(f))
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .is_some_and(|f| names.contains(f));
+            let by_fmt = member(0).is_some_and(|f| code_strings.contains(&f));
+            if by_func || by_fmt {
+                wanted.push(r.offset);
+            }
+        }
+        Ok(wanted)
+    }
+
     fn special_sections(&mut self) -> Result<(), Error> {
         let d = self.diff;
         for (name, _, _) in SPECIAL_SECTIONS {
@@ -564,12 +668,15 @@ impl Builder<'_, '_, '_> {
                 continue;
             }
             let s = d.patched.sec(sec);
-            let wanted: Vec<_> = s
-                .relocs
-                .iter()
-                .filter(|r| self.points_into_included(sec, r))
-                .map(|r| r.offset)
-                .collect();
+            let wanted: Vec<_> = if *name == PRINTK_INDEX {
+                self.printk_index_wanted(sec)?
+            } else {
+                s.relocs
+                    .iter()
+                    .filter(|r| self.points_into_included(sec, r))
+                    .map(|r| r.offset)
+                    .collect()
+            };
             if wanted.is_empty() {
                 continue;
             }
