@@ -111,9 +111,12 @@ fn boundary_after(prev: &str, comment_after: bool) -> bool {
 /// The source-level half of klpgen's `__LINE__` tolerance: `new` (a patched C file or header)
 /// with `#line` directives after each changed stretch, so that the lines the patch did not
 /// touch keep the numbers they have in `old` and `__LINE__` (WARN, BUG, pr_* helpers) in
-/// untouched code compiles to the same value. A directive goes at the first line boundary of
-/// the unchanged stretch (after `;`, `{`, `}`, a blank line or a comment's end, never inside a
-/// comment or a continued line). None when no line needs one.
+/// untouched code compiles to the same value; and before each changed stretch, so that the
+/// patch's own lines keep their numbers in the patched file (what the author sees in WARN
+/// output, the printk index, DWARF), instead of running on from the original numbering. A
+/// directive goes at a line boundary (after `;`, `{`, `}`, a blank line or a comment's end,
+/// never inside a comment or a continued line): the first one of the stretch. None when no
+/// line needs one.
 pub fn keep_line_numbers(old: &str, new: &str) -> Option<String> {
     use similar::{DiffOp, TextDiff};
     let diff = TextDiff::from_lines(old, new);
@@ -137,13 +140,13 @@ pub fn keep_line_numbers(old: &str, new: &str) -> Option<String> {
     let mut presumed = 1usize; // the number the compiler gives the next line
     let mut inserted = false;
     for (i, line) in new_lines.iter().enumerate() {
-        if let Some(w) = want[i] {
-            let may = i > 0 && boundary_after(new_lines[i - 1], in_comment[i]);
-            if w != presumed && may && !line.trim_start().starts_with('#') {
-                out.push_str(&format!("#line {w}\n"));
-                presumed = w;
-                inserted = true;
-            }
+        // Untouched lines want their old number, the patch's own lines their new one.
+        let w = want[i].unwrap_or(i + 1);
+        let may = i > 0 && boundary_after(new_lines[i - 1], in_comment[i]);
+        if w != presumed && may && !line.trim_start().starts_with('#') {
+            out.push_str(&format!("#line {w}\n"));
+            presumed = w;
+            inserted = want[i].is_some() || inserted;
         }
         out.push_str(line);
         presumed += 1;
@@ -272,6 +275,24 @@ mod tests {
         let new = "/* a\n b\n more */\nint c = __LINE__;\n";
         let fixed = keep_line_numbers(old, new).unwrap();
         assert!(fixed.contains(" more */\n#line 3\nint c"), "{fixed}");
+    }
+
+    #[test]
+    fn the_patchs_own_lines_keep_their_patched_numbers() {
+        let old = "int a(void)\n{\n\treturn 1;\n}\n\nint b(void)\n{\n\treturn __LINE__;\n}\n";
+        let new = "int a(void)\n{\n\tx();\n\ty();\n\treturn 1;\n}\n\nint b(void)\n{\n\tz();\n\treturn __LINE__;\n}\n";
+        let fixed = keep_line_numbers(old, new).expect("directives");
+        let (pn, pf) = (presumed(new), presumed(&fixed));
+        // Untouched: the old numbers.
+        assert_eq!(
+            pf["\treturn __LINE__;"],
+            presumed(old)["\treturn __LINE__;"],
+            "{fixed}"
+        );
+        // The patch's lines, also after an earlier grown hunk: the patched file's numbers.
+        for l in ["\tx();", "\ty();", "\tz();"] {
+            assert_eq!(pf[l], pn[l], "{l} in\n{fixed}");
+        }
     }
 
     #[test]
