@@ -32,6 +32,12 @@ pub struct Expect {
     /// `entries: SECTION=N`: the livepatch object's copy of a special section holds exactly N
     /// entries, each pointing into code the livepatch carries.
     pub entries: Vec<(String, u64)>,
+    /// `bytes: SECTION=N`: the livepatch object's SECTION is exactly N bytes (0: absent or
+    /// empty), for sections copied piece by piece.
+    pub bytes: Vec<(String, u64)>,
+    /// `unreferenced: f`: no relocation of the livepatch object refers to f (as a klp symbol,
+    /// an ordinary one or a copy).
+    pub unreferenced: Vec<String>,
     /// `local: f`: f is defined in the livepatch object as a local symbol.
     pub local: Vec<String>,
     /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
@@ -97,6 +103,12 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                     e.entries.push(section_number("entries", &w)?);
                 }
             }
+            "bytes" => {
+                for w in words() {
+                    e.bytes.push(section_number("bytes", &w)?);
+                }
+            }
+            "unreferenced" => e.unreferenced.extend(words()),
             "local" => e.local.extend(words()),
             "fresh" => {
                 for w in words() {
