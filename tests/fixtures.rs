@@ -9,7 +9,9 @@
 //! (treat unchanged `f` as changed, as `--include-callers` does), `local: f` (f is a local
 //! function of the livepatch object), `entry-size: SECTION=BYTES` (as `klpgen diff
 //! --entry-size`), `entries: SECTION=N` (the livepatch's SECTION keeps exactly N entries, each
-//! pointing into carried code), `fresh: FUNC:SYM` / `kept: FUNC:SYM` (FUNC's references to SYM
+//! pointing into carried code), `bytes: SECTION=N` (the livepatch's SECTION is exactly N bytes,
+//! 0 for none), `unreferenced: f` (no relocation of the livepatch refers to f, as a klp symbol,
+//! an ordinary one or a copy), `fresh: FUNC:SYM` / `kept: FUNC:SYM` (FUNC's references to SYM
 //! go to a copy in the livepatch / to the running kernel's), `module: NAME` (the object is part
 //! of module NAME: its statics bind as klp relocations against NAME instead of vmlinux),
 //! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
@@ -251,6 +253,15 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             return Err(format!("printk-formats: expected {want:?}, got {got:?}").into());
         }
     }
+    for (name, n) in &expect.bytes {
+        let size = back.find_section(name).map_or(0, |s| back.sec(s).size);
+        if size != *n {
+            return Err(format!("bytes: {name} is {size} bytes, expected {n}").into());
+        }
+    }
+    for f in &expect.unreferenced {
+        check_unreferenced(&back, f)?;
+    }
     for (f, sym) in &expect.fresh {
         check_refs(&back, f, sym, true)?;
     }
@@ -327,19 +338,40 @@ fn plan_and_bind(
     Ok((plan, bindings))
 }
 
+/// The name a relocation of the livepatch object refers to: a klp symbol
+/// `.klp.sym.<obj>.SYM,<pos>` by SYM, any other by its name, normalised.
+fn reference_name(name: &str) -> String {
+    let n = match name.strip_prefix(".klp.sym.") {
+        Some(rest) => {
+            let rest = rest.split_once('.').map_or(rest, |(_, r)| r);
+            rest.rsplit_once(',').map_or(rest, |(n, _)| n)
+        }
+        None => name,
+    };
+    elfdiff::names::normalize(n)
+}
+
+/// `unreferenced: f`: no relocation of the livepatch object refers to f.
+fn check_unreferenced(back: &Object<'_, Orig>, func: &str) -> Result<(), Failed> {
+    for s in &back.sections {
+        for r in &s.relocs {
+            let t = back.sym(r.sym);
+            if reference_name(t.name) == func {
+                return Err(format!(
+                    "unreferenced: {} at {:#x} refers to {func} ({})",
+                    s.name, r.offset, t.name
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `fresh:`/`kept:`: FUNC's references to SYM (a klp symbol `.klp.sym.<obj>.SYM,<pos>`
 /// counts by SYM) go to a copy in the livepatch object (`fresh`) or to the target.
 fn check_refs(back: &Object<'_, Orig>, func: &str, sym: &str, fresh: bool) -> Result<(), Failed> {
-    let base = |name: &str| -> String {
-        let n = match name.strip_prefix(".klp.sym.") {
-            Some(rest) => {
-                let rest = rest.split_once('.').map_or(rest, |(_, r)| r);
-                rest.rsplit_once(',').map_or(rest, |(n, _)| n)
-            }
-            None => name,
-        };
-        elfdiff::names::normalize(n)
-    };
+    let base = reference_name;
     let f = back
         .symbols
         .iter()

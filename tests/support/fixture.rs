@@ -35,6 +35,12 @@ pub struct Expect {
     /// `printk-formats: w ...`: the livepatch object's `.printk_index` entries, by the first
     /// word of each entry's format (sorted; each entry's `_entry` and strings are fresh copies).
     pub printk_formats: Option<Vec<String>>,
+    /// `bytes: SECTION=N`: the livepatch object's SECTION is exactly N bytes (0: absent or
+    /// empty), for sections copied piece by piece.
+    pub bytes: Vec<(String, u64)>,
+    /// `unreferenced: f`: no relocation of the livepatch object refers to f (as a klp symbol,
+    /// an ordinary one or a copy).
+    pub unreferenced: Vec<String>,
     /// `local: f`: f is defined in the livepatch object as a local symbol.
     pub local: Vec<String>,
     /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
@@ -108,6 +114,12 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 w.sort();
                 e.printk_formats = Some(w);
             }
+            "bytes" => {
+                for w in words() {
+                    e.bytes.push(section_number("bytes", &w)?);
+                }
+            }
+            "unreferenced" => e.unreferenced.extend(words()),
             "local" => e.local.extend(words()),
             "fresh" => {
                 for w in words() {

@@ -1,5 +1,6 @@
 //! Architecture-specific knowledge behind one interface (x86-64 today): where a PC-relative
-//! relocation really points, and how a function's ftrace entry looks.
+//! relocation really points, how a function's ftrace entry looks, and which sections of code
+//! reached only by reference are copied piece by piece.
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
@@ -26,6 +27,15 @@ pub trait Arch {
     /// Length of the landing pad a function may start with (x86: `endbr64`), 0 if `code`
     /// does not start with one; a branch to just past it still enters the function.
     fn entry_pad_len(&self, code: &[u8]) -> u64;
+    /// Sections of code reached only through references from elsewhere in the object, which
+    /// the livepatch copies piece by piece (see `carve.rs`): each is cut at every offset an
+    /// allocated section refers to (the referenced offset being the relocation's addend plus
+    /// [`Arch::pcrel_bias`] at its site).
+    fn carved_code_sections(&self) -> &'static [&'static str];
+    /// For a relocation at `field` (an offset inside `entry`, one entry of special section
+    /// `section`) that points into a carved section: how many bytes from the referenced offset
+    /// the entry uses, when the entry says so. `None`: the piece at that offset.
+    fn entry_reference_len(&self, section: &str, entry: &[u8], field: u64) -> Option<u64>;
     /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
     /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
     /// variable `sym` itself, through one relocation against it. The kernel patches the
@@ -238,6 +248,26 @@ impl Arch for X86_64 {
             addend: -4,
         })
     }
+
+    fn carved_code_sections(&self) -> &'static [&'static str] {
+        // `.altinstr_replacement`: the replacement instructions of every alternative, each
+        // reached from its `alt_instr` entry (`repl_offset`, a data PC32: the referenced
+        // offset is the addend); a replacement may jump back into its function.
+        // `.altinstr_aux`: `_static_cpu_has()`'s fragments, each reached by the `jmp 6f` of
+        // the original instruction in its function (a code PC32: the addend plus 4, the
+        // distance to the end of the jump) and jumping back to labels of that function.
+        &[".altinstr_replacement", ".altinstr_aux"]
+    }
+
+    fn entry_reference_len(&self, section: &str, entry: &[u8], field: u64) -> Option<u64> {
+        // struct alt_instr { s32 instr_offset; s32 repl_offset; <feature: u32 since 6.3,
+        // u16 before>; u8 instrlen; u8 replacementlen; } __packed: 14 bytes (12 before 6.3),
+        // `replacementlen` the last byte. Older layouts (a trailing `padlen`) are not read.
+        if section == ".altinstructions" && field == 4 && matches!(entry.len(), 12 | 14) {
+            return entry.last().map(|&l| u64::from(l));
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +402,31 @@ mod tests {
         let c = site(&[0x48, 0xb8], &imm[..7]);
         assert!(X86_64.runtime_ptr_load(&c, 2).is_err());
         assert!(X86_64.runtime_ptr_load(&c, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn alt_instr_gives_its_replacement_length() {
+        // instr_offset, repl_offset, ft_flags, instrlen 5, replacementlen 3.
+        let entry = [0, 0, 0, 0, 0, 0, 0, 0, 0x34, 1, 0, 0, 5, 3];
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry, 4),
+            Some(3)
+        );
+        let empty = [0, 0, 0, 0, 0, 0, 0, 0, 0x9a, 0, 0, 0, 5, 0];
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &empty, 4),
+            Some(0)
+        );
+        // Only the replacement field, only known layouts.
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry, 0),
+            None
+        );
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry[..13], 4),
+            None
+        );
+        assert_eq!(X86_64.entry_reference_len("__jump_table", &entry, 4), None);
     }
 
     #[test]

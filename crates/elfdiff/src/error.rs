@@ -8,6 +8,13 @@ pub enum Error {
     UnsupportedArch { object: String, machine: u16 },
     #[error("{object}: special section {section} has an unknown entry size; pass --entry-size {section}=BYTES or give a target with DWARF")]
     UnknownEntrySize { object: String, section: String },
+    #[error("{object}: section {section} (copied piece by piece): {source}")]
+    Carve {
+        object: String,
+        section: String,
+        #[source]
+        source: crate::carve::CarveError,
+    },
     #[error("{what}: DWARF: {detail}")]
     Dwarf { what: String, detail: String },
 }

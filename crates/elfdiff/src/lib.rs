@@ -7,6 +7,7 @@
 pub mod annot;
 pub mod arch;
 pub mod callgraph;
+pub mod carve;
 pub mod diff;
 pub mod dwarf;
 pub mod error;

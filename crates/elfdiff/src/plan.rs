@@ -1,12 +1,15 @@
 //! Inclusion: from a diff, the exact contents of the livepatch object — which sections are
-//! copied whole, which special-section entries are kept, and where every relocation of the
-//! included code points (a copied symbol, or a symbol of the running kernel).
+//! copied whole, which are copied piece by piece (`carve.rs`: x86's alternative replacements
+//! and `_static_cpu_has` fragments, the dynamic debug descriptors), which special-section
+//! entries are kept, and where every relocation of the included code points (a copied
+//! symbol, or a symbol of the running kernel).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use object::elf;
 
-use crate::arch::Arch;
+use crate::arch::{Arch, X86_64};
+use crate::carve::{Carve, CarveError};
 use crate::diff::{Diff, Target, Verdict};
 use crate::error::Error;
 use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
@@ -34,6 +37,20 @@ const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
 /// The printk index: entries point at data describing a printk site, not into code
 /// (`Builder::printk_index_wanted`).
 const PRINTK_INDEX: &str = ".printk_index";
+
+/// Sections of one object per symbol, copied piece by piece: only the objects the livepatch's
+/// code refers to (`__dyndbg`: one `struct _ddebug` per `pr_debug()` site, referenced by its
+/// code and by the `__jump_table` entry of the descriptor's static key).
+const CARVED_BY_SYMBOLS: &[&str] = &["__dyndbg"];
+
+/// How a section copied piece by piece is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carving {
+    /// At every offset an allocated section refers to ([`Arch::carved_code_sections`]).
+    References,
+    /// At its symbols' ranges.
+    Symbols,
+}
 
 /// Sections objtool writes; when objtool runs again on the livepatch (on the linked module: x86
 /// with IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen
@@ -217,7 +234,38 @@ struct Builder<'p, 'a, 'd> {
     sym_map: HashMap<SymIdx<Patched>, usize>,
     ext_map: BTreeMap<External, usize>,
     included_funcs: HashSet<SymIdx<Patched>>,
-    queue: VecDeque<SecIdx<Patched>>,
+    queue: VecDeque<Work>,
+    /// Sections copied piece by piece, by original section.
+    carves: BTreeMap<SecIdx<Patched>, Carved>,
+    /// Relocations (plan section, index in its relocations) whose addend is an offset of a
+    /// carved section, with the original offset they refer to: translated once laid out.
+    fixups: Vec<(usize, usize, SecIdx<Patched>, u64)>,
+}
+
+/// What is left to plan: the relocations of a section copied whole, or of one piece of a
+/// carved section.
+enum Work {
+    Section(SecIdx<Patched>),
+    Piece(SecIdx<Patched>, usize),
+}
+
+/// A section copied piece by piece and its output section (index into `Plan::sections`).
+struct Carved {
+    carve: Carve,
+    out: usize,
+}
+
+/// A relocation against a carved section whose addend must be translated once the pieces
+/// are laid out: the section and the offset referred to.
+type Pending = Option<(SecIdx<Patched>, u64)>;
+
+/// The special-section entry a relocation sits in, for what the entry says about the size of
+/// what it refers to ([`Arch::entry_reference_len`]).
+#[derive(Clone, Copy)]
+struct EntryRef<'e> {
+    section: &'e str,
+    bytes: &'e [u8],
+    field: u64,
 }
 
 impl Diff<'_, '_> {
@@ -246,6 +294,8 @@ impl Diff<'_, '_> {
             ext_map: BTreeMap::new(),
             included_funcs,
             queue: VecDeque::new(),
+            carves: BTreeMap::new(),
+            fixups: Vec::new(),
         };
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.orig_locals = self
@@ -307,6 +357,7 @@ impl Diff<'_, '_> {
         b.drain()?;
         b.runtime_constants()?;
         b.drain()?;
+        b.lay_out_carves();
         Ok(b.plan)
     }
 }
@@ -330,27 +381,182 @@ impl Builder<'_, '_, '_> {
         });
         self.sec_map.insert(sec, idx);
         for &sym in &s.syms {
-            let y = self.diff.patched.sym(sym);
-            if y.name.is_empty() || y.kind == SymKind::NoType && y.name.starts_with(".L") {
-                continue;
-            }
-            // objtool (`--prefix`) names the padding before each function `__pfx_<name>`; when
-            // it runs again on the livepatch it names it anew, so a copy would be a second
-            // symbol of that name. At offset 0 a reference to it is one to the section.
-            if self.opts.objtool_regenerates && y.name.starts_with("__pfx_") && y.value == 0 {
-                continue;
-            }
-            self.sym_map.insert(sym, self.plan.symbols.len());
-            self.plan.symbols.push(PlanSymbol {
-                name: y.name.to_string(),
-                section: idx,
-                value: y.value,
-                size: y.size,
-                kind: y.kind,
+            self.copy_symbol(sym, idx);
+        }
+        self.queue.push_back(Work::Section(sec));
+        idx
+    }
+
+    /// Copy a symbol of a section being copied into output section `out` (value as in the
+    /// original section; carved sections translate it once laid out).
+    fn copy_symbol(&mut self, sym: SymIdx<Patched>, out: usize) {
+        let y = self.diff.patched.sym(sym);
+        if y.name.is_empty() || y.kind == SymKind::NoType && y.name.starts_with(".L") {
+            return;
+        }
+        // objtool (`--prefix`) names the padding before each function `__pfx_<name>`; when
+        // it runs again on the livepatch it names it anew, so a copy would be a second
+        // symbol of that name. At offset 0 a reference to it is one to the section.
+        if self.opts.objtool_regenerates && y.name.starts_with("__pfx_") && y.value == 0 {
+            return;
+        }
+        self.sym_map.insert(sym, self.plan.symbols.len());
+        self.plan.symbols.push(PlanSymbol {
+            name: y.name.to_string(),
+            section: out,
+            value: y.value,
+            size: y.size,
+            kind: y.kind,
+        });
+    }
+
+    fn carving(&self, sec: SecIdx<Patched>) -> Option<Carving> {
+        let name = self.diff.patched.sec(sec).name;
+        if CARVED_BY_SYMBOLS.contains(&name) {
+            Some(Carving::Symbols)
+        } else if X86_64.carved_code_sections().contains(&name) {
+            Some(Carving::References)
+        } else {
+            None
+        }
+    }
+
+    fn carve_error(&self, sec: SecIdx<Patched>, source: CarveError) -> Error {
+        Error::Carve {
+            object: self.diff.patched.label.clone(),
+            section: self.diff.patched.sec(sec).name.to_string(),
+            source,
+        }
+    }
+
+    /// The output section of carved section `sec`, cutting it on first use.
+    fn carved(&mut self, sec: SecIdx<Patched>, how: Carving) -> Result<usize, Error> {
+        if let Some(c) = self.carves.get(&sec) {
+            return Ok(c.out);
+        }
+        let d = self.diff;
+        let s = d.patched.sec(sec);
+        if s.is_nobits() || s.data.len() as u64 != s.size {
+            return Err(Error::Malformed {
+                object: d.patched.label.clone(),
+                what: format!("{} has no contents to copy piece by piece", s.name),
             });
         }
-        self.queue.push_back(sec);
-        idx
+        let carve = match how {
+            Carving::Symbols => Carve::by_ranges(
+                s.size,
+                s.sh_addralign,
+                s.syms.iter().map(|&i| {
+                    let y = d.patched.sym(i);
+                    (y.value, y.value + y.size)
+                }),
+            )
+            .map_err(|e| self.carve_error(sec, e))?,
+            Carving::References => {
+                // Every offset an allocated section refers to; non-allocated ones (debug
+                // information, objtool's `.discard.*` annotations) are never copied and do
+                // not start pieces.
+                let mut cuts = Vec::new();
+                for site in d.patched.section_indices() {
+                    if !d.patched.sec(site).is_alloc() {
+                        continue;
+                    }
+                    for r in &d.patched.sec(site).relocs {
+                        let y = d.patched.sym(r.sym);
+                        if y.section != Some(sec) || y.undefined {
+                            continue;
+                        }
+                        let x = (y.value as i64)
+                            .wrapping_add(r.addend)
+                            .wrapping_add(d.patched_insns.bias(d.patched, site, r));
+                        // One outside the section is an error only if the livepatch follows it.
+                        if let Ok(x) = u64::try_from(x) {
+                            cuts.push(x);
+                        }
+                    }
+                }
+                Carve::by_cuts(s.size, s.sh_addralign, cuts)
+            }
+        };
+        let out = self.plan.sections.len();
+        self.plan.sections.push(PlanSection {
+            name: s.name.to_string(),
+            sh_type: s.sh_type,
+            sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
+            align: s.sh_addralign,
+            entsize: s.sh_entsize,
+            data: Vec::new(),
+            size: 0,
+            relocs: Vec::new(),
+        });
+        self.carves.insert(sec, Carved { carve, out });
+        Ok(out)
+    }
+
+    /// A piece of carved section `sec` is needed: copy its symbols, plan its relocations.
+    fn need_piece(&mut self, sec: SecIdx<Patched>, piece: usize) -> Result<(), Error> {
+        let d = self.diff;
+        let s = d.patched.sec(sec);
+        let c = &self.carves[&sec];
+        let (out, (start, end)) = (c.out, c.carve.pieces()[piece]);
+        // A relocation field must lie inside one piece, or the copy would split it.
+        for r in s.relocs_in(start.saturating_sub(8), end) {
+            let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
+            let field = if r.offset < start {
+                (r.offset + width > start).then_some(r.offset)
+            } else {
+                c.carve.check_field(r.offset, width).err().map(|_| r.offset)
+            };
+            if let Some(offset) = field {
+                let end = c
+                    .carve
+                    .piece_at(offset)
+                    .map_or(start, |p| c.carve.pieces()[p].1);
+                return Err(self.carve_error(sec, CarveError::Straddle { offset, end }));
+            }
+        }
+        for &sym in &s.syms {
+            let v = d.patched.sym(sym).value;
+            if (start..end).contains(&v) {
+                self.copy_symbol(sym, out);
+            }
+        }
+        self.queue.push_back(Work::Piece(sec, piece));
+        Ok(())
+    }
+
+    /// Place the needed pieces of every carved section, then translate what refers to them:
+    /// relocation sites and symbols inside, and the addends of section-relative references.
+    fn lay_out_carves(&mut self) {
+        let d = self.diff;
+        for (&sec, c) in &mut self.carves {
+            c.carve.layout();
+            let s = d.patched.sec(sec);
+            // Never executed; int3 like the kernel's padding in code.
+            let fill = if s.is_exec() { 0xcc } else { 0 };
+            let data = c.carve.assemble(s.data, fill);
+            let ps = &mut self.plan.sections[c.out];
+            ps.size = data.len() as u64;
+            ps.data = data;
+        }
+        for &(dest, i, sec, x) in &self.fixups {
+            let carve = &self.carves[&sec].carve;
+            let r = &mut self.plan.sections[dest].relocs[i];
+            let delta = (carve.new_offset(x) as i64).wrapping_sub(x as i64);
+            r.addend = r.addend.wrapping_add(delta);
+        }
+        for c in self.carves.values() {
+            let ps = &mut self.plan.sections[c.out];
+            for r in &mut ps.relocs {
+                r.offset = c.carve.new_offset(r.offset);
+            }
+            ps.relocs.sort_by_key(|r| r.offset);
+        }
+        for s in &mut self.plan.symbols {
+            if let Some(c) = self.carves.values().find(|c| c.out == s.section) {
+                s.value = c.carve.new_offset(s.value);
+            }
+        }
     }
 
     fn external(&mut self, e: External) -> PlanTarget {
@@ -374,16 +580,7 @@ impl Builder<'_, '_, '_> {
             });
         }
         let sec = t.section.expect("defined");
-        let copy = match t.kind {
-            SymKind::Func => {
-                self.included_funcs.contains(&sym)
-                    || is_prefix_symbol(t.name)
-                    || !d.matched.contains_key(&sym)
-            }
-            SymKind::Object => !d.matched.contains_key(&sym),
-            _ => true,
-        };
-        if copy {
+        if self.copies(sym) {
             let idx = self.include_section(sec);
             return match self.sym_map.get(&sym) {
                 Some(&s) => PlanTarget::Symbol(s),
@@ -398,26 +595,69 @@ impl Builder<'_, '_, '_> {
         })
     }
 
+    /// Whether a defined symbol the new code refers to is copied into the livepatch (else the
+    /// reference binds to the running kernel's).
+    fn copies(&self, sym: SymIdx<Patched>) -> bool {
+        let d = self.diff;
+        let t = d.patched.sym(sym);
+        match t.kind {
+            SymKind::Func => {
+                self.included_funcs.contains(&sym)
+                    || is_prefix_symbol(t.name)
+                    || !d.matched.contains_key(&sym)
+            }
+            SymKind::Object => !d.matched.contains_key(&sym),
+            _ => true,
+        }
+    }
+
     fn drain(&mut self) -> Result<(), Error> {
-        while let Some(sec) = self.queue.pop_front() {
-            let out = self.sec_map[&sec];
-            let relocs = self.diff.patched.sec(sec).relocs.clone();
-            for r in &relocs {
-                let planned = self.plan_reloc(sec, r, r.offset);
-                self.plan.sections[out].relocs.push(planned);
+        let d = self.diff;
+        while let Some(work) = self.queue.pop_front() {
+            let (sec, out, relocs) = match work {
+                Work::Section(sec) => (sec, self.sec_map[&sec], &d.patched.sec(sec).relocs[..]),
+                Work::Piece(sec, p) => {
+                    let c = &self.carves[&sec];
+                    let (start, end) = c.carve.pieces()[p];
+                    (sec, c.out, d.patched.sec(sec).relocs_in(start, end))
+                }
+            };
+            for r in relocs {
+                let (planned, pending) = self.plan_reloc(sec, r, r.offset, None)?;
+                let relocs = &mut self.plan.sections[out].relocs;
+                if let Some((carved, x)) = pending {
+                    self.fixups.push((out, relocs.len(), carved, x));
+                }
+                relocs.push(planned);
             }
         }
         Ok(())
     }
 
+    /// Plan one relocation of the patched object, placed at `out_offset` of its copy.
+    /// `entry`: the special-section entry it sits in, if any. A reference into a carved
+    /// section makes the pieces it needs part of the livepatch; its addend is then translated
+    /// once they are laid out, as the `Pending` result says.
     fn plan_reloc(
         &mut self,
         site: SecIdx<Patched>,
         r: &crate::model::Reloc<Patched>,
         out_offset: u64,
-    ) -> PlanReloc {
+        entry: Option<EntryRef<'_>>,
+    ) -> Result<(PlanReloc, Pending), Error> {
         let d = self.diff;
-        let (target, addend) = match d.resolve_patched(site, r) {
+        let resolved = d.resolve_patched(site, r);
+        let into = match resolved {
+            Target::Symbol { sym, .. } => {
+                let t = d.patched.sym(sym);
+                t.section.filter(|_| !t.undefined && self.copies(sym))
+            }
+            Target::String { sec, .. } | Target::Anon { sec, .. } => Some(sec),
+        };
+        if let Some((sec, how)) = into.and_then(|s| self.carving(s).map(|h| (s, h))) {
+            return self.plan_carved_reloc(site, r, out_offset, entry, resolved, sec, how);
+        }
+        let (target, addend) = match resolved {
             Target::Symbol { sym, addend } => {
                 let t = d.patched.sym(sym);
                 let target = self.symbol_target(sym);
@@ -431,12 +671,72 @@ impl Builder<'_, '_, '_> {
                 (PlanTarget::Section(self.include_section(sec)), r.addend)
             }
         };
-        PlanReloc {
+        Ok((
+            PlanReloc {
+                offset: out_offset,
+                r_type: r.r_type,
+                target,
+                addend,
+            },
+            None,
+        ))
+    }
+
+    /// A relocation that points into carved section `sec`: the referenced offset is the
+    /// symbol's value plus the addend plus the bias at the site (x86: a PC-relative field in
+    /// code is relative to the end of its instruction, one in data to itself), never the
+    /// bare addend.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_carved_reloc(
+        &mut self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+        out_offset: u64,
+        entry: Option<EntryRef<'_>>,
+        resolved: Target<Patched>,
+        sec: SecIdx<Patched>,
+        how: Carving,
+    ) -> Result<(PlanReloc, Pending), Error> {
+        let d = self.diff;
+        let base = d.patched.sym(r.sym).value as i64;
+        let bias = d.patched_insns.bias(d.patched, site, r);
+        let x = base.wrapping_add(r.addend).wrapping_add(bias);
+        let len = entry.and_then(|e| X86_64.entry_reference_len(e.section, e.bytes, e.field));
+        let out = self.carved(sec, how)?;
+        let fresh = self
+            .carves
+            .get_mut(&sec)
+            .expect("carved")
+            .carve
+            .need(x, len);
+        for p in fresh.map_err(|e| self.carve_error(sec, e))? {
+            self.need_piece(sec, p)?;
+        }
+        // `need` accepted it: the offset lies in [0, size].
+        let x = x as u64;
+        let carve = &self.carves[&sec].carve;
+        if let Target::Symbol { sym, addend } = resolved {
+            // Against a copied symbol of the same piece: the symbol moves with it.
+            let v = d.patched.sym(sym).value;
+            if let (Some(&s), Some(p)) = (self.sym_map.get(&sym), carve.piece_at(v)) {
+                if len != Some(0) && carve.piece_at(x) == Some(p) {
+                    let planned = PlanReloc {
+                        offset: out_offset,
+                        r_type: r.r_type,
+                        target: PlanTarget::Symbol(s),
+                        addend,
+                    };
+                    return Ok((planned, None));
+                }
+            }
+        }
+        let planned = PlanReloc {
             offset: out_offset,
             r_type: r.r_type,
-            target,
-            addend,
-        }
+            target: PlanTarget::Section(out),
+            addend: base.wrapping_add(r.addend),
+        };
+        Ok((planned, Some((sec, x))))
     }
 
     fn entry_size(&self, name: &str) -> Option<u64> {
@@ -707,6 +1007,7 @@ impl Builder<'_, '_, '_> {
             // copy is never larger than the section.
             let mut data = Vec::with_capacity(s.data.len());
             let mut relocs = Vec::new();
+            let mut pending = Vec::new();
             for (k, entry) in keep.iter().enumerate() {
                 let start = entry * size;
                 let out_base = k as u64 * size;
@@ -730,10 +1031,22 @@ impl Builder<'_, '_, '_> {
                             ),
                         });
                     }
-                    let planned = self.plan_reloc(sec, r, out_base + (r.offset - start));
+                    let at = EntryRef {
+                        section: name,
+                        bytes,
+                        field: r.offset - start,
+                    };
+                    let (planned, p) =
+                        self.plan_reloc(sec, r, out_base + (r.offset - start), Some(at))?;
+                    if let Some((carved, x)) = p {
+                        pending.push((relocs.len(), carved, x));
+                    }
                     relocs.push(planned);
                 }
             }
+            let dest = self.plan.sections.len();
+            self.fixups
+                .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
             self.plan.sections.push(PlanSection {
                 name: name.to_string(),
                 sh_type: s.sh_type,
