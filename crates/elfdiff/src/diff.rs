@@ -114,7 +114,7 @@ pub(crate) fn resolve<S: Side>(
     r: &Reloc<S>,
 ) -> Target<S> {
     let sym = obj.sym(r.sym);
-    if sym.kind != SymKind::Section {
+    if sym.kind != SymKind::Section && !is_local_label(sym) {
         return Target::Symbol {
             sym: r.sym,
             addend: r.addend,
@@ -128,11 +128,12 @@ pub(crate) fn resolve<S: Side>(
     };
     let bias = insns.bias(obj, site, r);
     // Malformed input may overflow; real addends and biases are small.
-    let effective = r.addend.wrapping_add(bias);
+    let effective = label_base(obj, r).wrapping_add(r.addend).wrapping_add(bias);
     let section = obj.sec(tsec);
     if effective >= 0 {
         if let Some(named) = obj.symbol_at(tsec, effective as u64) {
-            if !is_prefix_symbol(obj.sym(named).name) {
+            let n = obj.sym(named);
+            if !is_prefix_symbol(n.name) && !is_local_label(n) {
                 return Target::Symbol {
                     sym: named,
                     addend: r.addend.wrapping_sub(obj.sym(named).value as i64),
@@ -157,6 +158,25 @@ pub(crate) fn resolve<S: Side>(
     }
 }
 
+/// A local assembler label (`.LC0`, `.L123`). GAS keeps such labels in the symbol table for
+/// relocations into mergeable sections (strings above all) instead of using the section
+/// symbol; their numbers say nothing (a string moves to another function's section, and
+/// another label, when a new use of it comes first), so they stand for section + offset.
+pub(crate) fn is_local_label<S: Side>(s: &Symbol<'_, S>) -> bool {
+    s.kind == SymKind::NoType && s.bind == crate::model::Bind::Local && s.name.starts_with(".L")
+}
+
+/// The offset in its section that a section-relative relocation counts its addend from: 0
+/// for the section symbol, the label's value for a local label.
+pub(crate) fn label_base<S: Side>(obj: &Object<'_, S>, r: &Reloc<S>) -> i64 {
+    let sym = obj.sym(r.sym);
+    if is_local_label(sym) {
+        sym.value as i64
+    } else {
+        0
+    }
+}
+
 pub(crate) fn ref_key<S: Side>(
     obj: &Object<'_, S>,
     insns: &Insns,
@@ -170,7 +190,12 @@ pub(crate) fn ref_key<S: Side>(
             let s = &data[start as usize..];
             let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
             // The delta from the string start, measured in the same frame as the addend.
-            RefKey::Str(s[..end].to_vec(), r.addend.wrapping_sub(start as i64))
+            RefKey::Str(
+                s[..end].to_vec(),
+                label_base(obj, r)
+                    .wrapping_add(r.addend)
+                    .wrapping_sub(start as i64),
+            )
         }
         Target::Anon { sec, offset } => {
             let s = obj.sec(sec);

@@ -428,7 +428,7 @@ fn reloc_label<S: Side>(
             let s = obj.sec(ssec);
             let text = s.data.get(start as usize..).unwrap_or(&[]);
             let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-            let delta = r.addend + bias - start as i64;
+            let delta = crate::diff::label_base(obj, r) + r.addend + bias - start as i64;
             format!(
                 "{}{} {:?}",
                 s.name,

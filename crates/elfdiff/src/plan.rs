@@ -667,9 +667,10 @@ impl Builder<'_, '_, '_> {
                     _ => (target, addend),
                 }
             }
-            Target::String { sec, .. } | Target::Anon { sec, .. } => {
-                (PlanTarget::Section(self.include_section(sec)), r.addend)
-            }
+            Target::String { sec, .. } | Target::Anon { sec, .. } => (
+                PlanTarget::Section(self.include_section(sec)),
+                crate::diff::label_base(d.patched, r).wrapping_add(r.addend),
+            ),
         };
         Ok((
             PlanReloc {
