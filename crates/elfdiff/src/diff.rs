@@ -645,6 +645,8 @@ impl<'a, 'd> Diff<'a, 'd> {
                 });
             }
         }
+        // Whether any function of the original object has an ftrace entry (asked once, lazily).
+        let mut file_traced: Option<bool> = None;
         for r in &results {
             let ps = self.patched.sym(r.patched);
             let section = self.patched.sec(ps.section.expect("defined")).name;
@@ -696,6 +698,12 @@ impl<'a, 'd> Diff<'a, 'd> {
                     .is_some_and(|&pi| results[pi].verdict != Verdict::Unchanged)
             });
             if !via_parent && !self.orig_traceable(o) {
+                let file_traced = *file_traced.get_or_insert_with(|| {
+                    self.orig.symbol_indices().any(|f| {
+                        let s = self.orig.sym(f);
+                        s.kind == SymKind::Func && s.section.is_some() && self.orig_traceable(f)
+                    })
+                });
                 refusals.push(Refusal {
                     key: format!("refuse.no-ftrace.{name}"),
                     symbol: name.into(),
@@ -703,6 +711,8 @@ impl<'a, 'd> Diff<'a, 'd> {
                     reason: format!("function changed ({why}) but has no ftrace entry (notrace, or not traceable), so livepatch cannot redirect it"),
                     hint: if is_syscall_body(name) {
                         "this is a syscall body (SYSCALL_DEFINEn makes __do_sys_* static inline, hence notrace): define the syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which puts the body into the traceable __x64_sys_* stub".into()
+                    } else if !file_traced {
+                        format!("no function of this file has an ftrace entry: kbuild builds it without the ftrace flags (a CFLAGS_REMOVE_<file>.o = $(CC_FLAGS_FTRACE) line in its Makefile, or a notrace directory), so none of them can be patched; patch the callers of {name} in other, traced files instead (`klpgen callers {name}` lists them)")
                     } else {
                         "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into()
                     },
