@@ -79,6 +79,29 @@ impl Insns {
             .collect();
         Insns { maps }
     }
+    /// Whether relocation `r` fills the target of a direct call or jump.
+    pub(crate) fn is_branch<S: Side>(
+        &self,
+        obj: &Object<'_, S>,
+        sec: SecIdx<S>,
+        r: &Reloc<S>,
+    ) -> bool {
+        let Some(map) = &self.maps[sec.get()] else {
+            return false;
+        };
+        let Some((start, end)) = map.containing(r.offset) else {
+            return false;
+        };
+        let code = obj.sec(sec).data;
+        let Some(bytes) = code.get(start as usize..end as usize) else {
+            return false;
+        };
+        let mut out = Vec::with_capacity(1);
+        X86_64.decode_flow(bytes, start, &mut out);
+        out.first()
+            .is_some_and(|i| i.flow != crate::arch::Flow::Other && i.field == r.offset)
+    }
+
     pub(crate) fn bias<S: Side>(&self, obj: &Object<'_, S>, sec: SecIdx<S>, r: &Reloc<S>) -> i64 {
         match &self.maps[sec.get()] {
             Some(map) => X86_64.pcrel_bias(obj.sec(sec).data, map, r.offset, r.r_type),

@@ -597,6 +597,47 @@ impl Builder<'_, '_, '_> {
 
     /// Whether a defined symbol the new code refers to is copied into the livepatch (else the
     /// reference binds to the running kernel's).
+    /// A pointer to a function the livepatch replaces, taken by the carried code or data
+    /// (not a call or jump to it): it refers to the running kernel's original, never to the
+    /// copy. The value then compares equal to the pointers the kernel already holds (ops
+    /// tables, registered callbacks), a call through it still reaches the new version (the
+    /// livepatch core redirects the original), and it does not dangle into the module once
+    /// the livepatch is removed. Direct calls and jumps, references into the middle of a
+    /// function, special-section entries and functions new in the patch keep the copy.
+    fn original_function_pointer(
+        &mut self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+        sym: SymIdx<Patched>,
+        addend: i64,
+    ) -> Option<PlanTarget> {
+        let d = self.diff;
+        let t = d.patched.sym(sym);
+        let orig = *d.matched.get(&sym)?;
+        if t.kind != SymKind::Func
+            || !self.included_funcs.contains(&sym)
+            || crate::names::split_parent(t.name).is_some()
+        {
+            return None;
+        }
+        let site_sec = d.patched.sec(site);
+        let special = SPECIAL_SECTIONS.iter().any(|(n, _, _)| *n == site_sec.name)
+            || OBJTOOL_SECTIONS.contains(&site_sec.name)
+            || self.carving(site).is_some()
+            || site_sec.name.starts_with(".discard")
+            || site_sec.name.starts_with(".klpgen.");
+        let at_entry = addend.wrapping_add(d.patched_insns.bias(d.patched, site, r)) == 0;
+        if special || !at_entry || d.patched_insns.is_branch(d.patched, site, r) {
+            return None;
+        }
+        let o = d.orig.sym(orig);
+        Some(self.external(External {
+            name: o.name.to_string(),
+            local: o.bind == Bind::Local,
+            undefined: false,
+        }))
+    }
+
     fn copies(&self, sym: SymIdx<Patched>) -> bool {
         let d = self.diff;
         let t = d.patched.sym(sym);
@@ -647,6 +688,19 @@ impl Builder<'_, '_, '_> {
     ) -> Result<(PlanReloc, Pending), Error> {
         let d = self.diff;
         let resolved = d.resolve_patched(site, r);
+        if let Target::Symbol { sym, addend } = resolved {
+            if let Some(original) = self.original_function_pointer(site, r, sym, addend) {
+                return Ok((
+                    PlanReloc {
+                        offset: out_offset,
+                        r_type: r.r_type,
+                        target: original,
+                        addend,
+                    },
+                    None,
+                ));
+            }
+        }
         let into = match resolved {
             Target::Symbol { sym, .. } => {
                 let t = d.patched.sym(sym);
