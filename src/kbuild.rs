@@ -143,38 +143,57 @@ pub fn affected_units(
     records: &Path,
 ) -> Result<Option<Vec<String>>> {
     let mut units = BTreeSet::new();
-    let mut headers = Vec::new();
+    // Files searched for in the units' dependency records: (the touched file, how the
+    // records may name it), for edited headers and for C files that are not units of their
+    // own (`kernel/sched/syscalls.c` is compiled as part of `build_policy.o`).
+    let mut searched: Vec<(String, Vec<String>)> = Vec::new();
+    let names = |f: &String| {
+        // As kbuild's records name it: absolute under the source tree (O= builds), or
+        // relative to it (in-tree builds, where klpgen's `tree.source` is its mirror and
+        // `tree.build` the user's tree).
+        let mut v: Vec<String> = [&tree.source, &tree.build]
+            .iter()
+            .map(|base| base.join(f).to_string_lossy().into_owned())
+            .collect();
+        v.push(f.clone());
+        v
+    };
+    let mut included_sources = Vec::new();
     for f in files {
         if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
-            units.insert(format!("{stem}.o"));
-        } else if f.ends_with(".h") {
-            // As kbuild's records name it: absolute under the source tree (O= builds), or
-            // relative to it (in-tree builds, where klpgen's `tree.source` is its mirror and
-            // `tree.build` the user's tree).
-            for base in [&tree.source, &tree.build] {
-                headers.push(base.join(f).to_string_lossy().into_owned());
+            let unit = format!("{stem}.o");
+            if has_own_record(records, &unit) || !dir_has_records(records, &unit) {
+                units.insert(unit);
+            } else {
+                searched.push((f.clone(), names(f)));
+                included_sources.push(f.clone());
             }
-            headers.push(f.clone());
+        } else if f.ends_with(".h") {
+            searched.push((f.clone(), names(f)));
         } else if f.ends_with(".rs") {
             bail!("{f}: patching Rust code of the kernel is not supported yet");
         } else {
             // Documentation, Kconfig, scripts: nothing that ends up in an object.
         }
     }
-    if !headers.is_empty() {
+    let mut found = BTreeSet::new();
+    if !searched.is_empty() {
         let mut found_records = false;
         for entry in walk_cmd_files(records)? {
             found_records = true;
             let text = fs::read_to_string(&entry).unwrap_or_default();
             // The record's dependency list: whitespace-separated paths (`$(wildcard ...)`
             // entries and line continuations are just other tokens).
-            if text
+            let tokens: BTreeSet<&str> = text
                 .split_whitespace()
                 .map(|t| t.trim_start_matches("./"))
-                .any(|t| headers.iter().any(|h| h == t))
-            {
-                if let Some(unit) = unit_of_cmd_file(records, &entry) {
-                    units.insert(unit);
+                .collect();
+            for (file, variants) in &searched {
+                if variants.iter().any(|v| tokens.contains(v.as_str())) {
+                    if let Some(unit) = unit_of_cmd_file(records, &entry) {
+                        units.insert(unit);
+                        found.insert(file.clone());
+                    }
                 }
             }
         }
@@ -182,7 +201,37 @@ pub fn affected_units(
             return Ok(None);
         }
     }
+    for f in included_sources.iter().filter(|f| !found.contains(*f)) {
+        crate::progress::message(&format!(
+            "klpgen: {f} is not compiled in this kernel (no kbuild record of its object, and no unit includes it); its changes are left out"
+        ));
+    }
     Ok(Some(units.into_iter().collect()))
+}
+
+/// Whether kbuild recorded building `unit` (its `.<name>.o.cmd` under `records`).
+fn has_own_record(records: &Path, unit: &str) -> bool {
+    let p = Path::new(unit);
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+        return false;
+    };
+    records
+        .join(dir)
+        .join(format!(".{}.cmd", name.to_string_lossy()))
+        .is_file()
+}
+
+/// Whether kbuild recorded building anything in `unit`'s directory: without such records
+/// (a build tree that keeps none) a C file is taken to be a unit of its own.
+fn dir_has_records(records: &Path, unit: &str) -> bool {
+    let dir = records.join(Path::new(unit).parent().unwrap_or(Path::new("")));
+    fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with('.') && n.ends_with(".o.cmd")
+        })
+    })
 }
 
 fn walk_cmd_files(root: &Path) -> Result<Vec<PathBuf>> {
@@ -691,10 +740,29 @@ mod tests {
         let t = tree(&src, &build);
         let got = affected_units(&t, &["include/linux/fs.h".to_string()], &build).unwrap();
         assert_eq!(got.unwrap(), vec!["fs/open.o"]);
+        // mm/x.c has no record of its own while mm/ has records, and no unit includes it:
+        // not compiled in this configuration, left out.
         let got = affected_units(&t, &["mm/x.c".into(), "include/linux/mm.h".into()], &build)
             .unwrap()
             .unwrap();
-        assert_eq!(got, vec!["mm/b.o", "mm/x.o"]);
+        assert_eq!(got, vec!["mm/b.o"]);
+        // A C file compiled as part of another unit (#included): that unit.
+        rec(
+            &build,
+            "kernel/sched/build_policy.o",
+            &[
+                abs("kernel/sched/build_policy.c"),
+                abs("kernel/sched/syscalls.c"),
+            ],
+        );
+        let got = affected_units(&t, &["kernel/sched/syscalls.c".into()], &build).unwrap();
+        assert_eq!(got.unwrap(), vec!["kernel/sched/build_policy.o"]);
+        // Its own record: the unit itself, also when another unit includes it.
+        let got = affected_units(&t, &["kernel/sched/build_policy.c".into()], &build).unwrap();
+        assert_eq!(got.unwrap(), vec!["kernel/sched/build_policy.o"]);
+        // A directory without records (a tree that keeps none): the file's own unit.
+        let got = affected_units(&t, &["lib/y.c".into()], &build).unwrap();
+        assert_eq!(got.unwrap(), vec!["lib/y.o"]);
 
         // An in-tree build (klpgen's source is then its mirror): relative paths.
         let intree = tmp.path().join("intree");
