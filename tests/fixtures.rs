@@ -16,7 +16,8 @@
 //! of module NAME: its statics bind as klp relocations against NAME instead of vmlinux),
 //! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
 //! f` (the patched object has callback `f` of KIND, and the livepatch object carries it under
-//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT), `code: FUNC HEX` (the
+//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT), `note: TEXT` (some
+//! note of the livepatch plan contains TEXT), `code: FUNC HEX` (the
 //! livepatch's copy of FUNC contains these bytes and no runtime-constant placeholder),
 //! `printk-formats: w ...` (the livepatch's `.printk_index` entries, by the first word of each
 //! format; every carried `_entry` and its strings are copies, never klp relocations). Fixtures may
@@ -316,6 +317,11 @@ fn plan_and_bind(
         entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
         objtool_regenerates: false,
     })?;
+    for n in &expect.notes {
+        if !plan.notes.iter().any(|p| p.contains(n.as_str())) {
+            return Err(format!("no plan note contains {n:?}: {:?}", plan.notes).into());
+        }
+    }
     let symtab = TargetSymtab::parse("orig.o", orig)?;
     let bindings: Vec<Binding> = plan
         .externals

@@ -57,6 +57,8 @@ pub struct Expect {
     pub callbacks: Vec<(String, String)>,
     /// `hint: TEXT`: some refusal's hint contains TEXT.
     pub hints: Vec<String>,
+    /// `note: TEXT`: some note of the livepatch plan contains TEXT.
+    pub notes: Vec<String>,
     /// `code: FUNC HEX`: the livepatch object's copy of FUNC contains these bytes (hex digits,
     /// spaces ignored) and no runtime-constant placeholder.
     pub code: Vec<(String, Vec<u8>)>,
@@ -134,6 +136,7 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
             "module" => e.module = words().next(),
             "ignored" => e.ignored = Some(words().collect()),
             "hint" => e.hints.push(val.trim().to_string()),
+            "note" => e.notes.push(val.trim().to_string()),
             "code" => {
                 let mut w = words();
                 let func = w.next().ok_or("code: expected FUNC HEX")?;

@@ -298,6 +298,7 @@ impl Diff<'_, '_> {
             fixups: Vec::new(),
         };
         b.plan.file_name = self.orig.file_name.map(str::to_string);
+        b.plan.notes.extend(self.new_exports());
         b.plan.orig_locals = self
             .orig
             .symbols
@@ -359,6 +360,39 @@ impl Diff<'_, '_> {
         b.drain()?;
         b.lay_out_carves();
         Ok(b.plan)
+    }
+}
+
+impl Diff<'_, '_> {
+    /// Symbols the patch newly exports (`EXPORT_SYMBOL`: `__export_symbol_<name>` since
+    /// Linux 6.5, `__ksymtab_<name>` before). The livepatch does not carry the export: no
+    /// module could link against it, since modules resolve exports from the Module.symvers
+    /// of the kernel they are built for. Said in the plan's notes.
+    fn new_exports(&self) -> Vec<String> {
+        let exported = |name: &str| {
+            name.strip_prefix("__export_symbol_")
+                .or_else(|| name.strip_prefix("__ksymtab_"))
+                .map(str::to_string)
+        };
+        let before: HashSet<String> = self
+            .orig
+            .symbols
+            .iter()
+            .filter_map(|s| exported(s.name))
+            .collect();
+        let mut out: Vec<String> = self
+            .patched
+            .symbols
+            .iter()
+            .filter_map(|s| exported(s.name))
+            .filter(|n| !before.contains(n))
+            .map(|n| {
+                format!("{n}: its new EXPORT_SYMBOL is not carried (a livepatch exports nothing: modules take their symbols from the Module.symvers of the kernel they are built for); code in the livepatch can still call it")
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
