@@ -657,7 +657,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     if !summary.ignored.is_empty() {
         println!("  ignored:         {}", summary.ignored.join(", "));
     }
-    for n in &rep.notes {
+    // Which objtool sections the target's objtool regenerates is in the report; the summary
+    // keeps the notes a patch author acts on.
+    for n in rep.notes.iter().filter(|n| !n.contains("the target's objtool")) {
         println!("  note:            {n}");
     }
     println!(
