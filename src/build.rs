@@ -659,7 +659,11 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     }
     // Which objtool sections the target's objtool regenerates is in the report; the summary
     // keeps the notes a patch author acts on.
-    for n in rep.notes.iter().filter(|n| !n.contains("the target's objtool")) {
+    for n in rep
+        .notes
+        .iter()
+        .filter(|n| !n.contains("the target's objtool"))
+    {
         println!("  note:            {n}");
     }
     println!(

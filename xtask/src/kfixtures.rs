@@ -8,7 +8,7 @@
 //! `expect` lines (`#` comments): `exit=N` (klpgen's exit code, required), `changed=F...` and
 //! `new=F...` (exact sets over all units, empty for none), `unchanged=F...` (not changed or
 //! new), `refused=KEY-PREFIX` (some refusal key starts with it; with none, no refusal is
-//! allowed), `klp=SYM` (the module binds SYM with a klp relocation), `ko-section=NAME` (the
+//! allowed), `hint=TEXT` (some refusal's hint contains TEXT), `klp=SYM` (the module binds SYM with a klp relocation), `ko-section=NAME` (the
 //! module has a non-empty section NAME, e.g. `__ex_table`). An optional `args` file adds
 //! arguments to `klpgen build`.
 
@@ -32,6 +32,8 @@ pub struct Expect {
     pub new: Option<BTreeSet<String>>,
     pub unchanged: Vec<String>,
     pub refused: Vec<String>,
+    /// `hint=TEXT`: some refusal's hint contains TEXT.
+    pub hints: Vec<String>,
     pub klp: Vec<String>,
     pub ko_sections: Vec<String>,
 }
@@ -60,6 +62,7 @@ pub fn parse_expect(text: &str) -> Result<Expect> {
             "new" => e.new = Some(words().collect()),
             "unchanged" => e.unchanged.extend(words()),
             "refused" => e.refused.extend(words()),
+            "hint" => e.hints.push(val.trim().to_string()),
             "klp" => e.klp.extend(words()),
             "ko-section" => e.ko_sections.extend(words()),
             other => bail!("unknown expect key {other:?}"),
@@ -118,6 +121,7 @@ struct Verdicts {
     changed: BTreeSet<String>,
     new: BTreeSet<String>,
     refused: Vec<String>,
+    hints: Vec<String>,
     klp: Vec<String>,
 }
 
@@ -137,9 +141,12 @@ fn verdicts(report: &Value) -> Verdicts {
             Some("new") => {
                 v.new.insert(name);
             }
-            Some("refused") => v
-                .refused
-                .push(f["key"].as_str().unwrap_or_default().to_string()),
+            Some("refused") => {
+                v.refused
+                    .push(f["key"].as_str().unwrap_or_default().to_string());
+                v.hints
+                    .push(f["hint"].as_str().unwrap_or_default().to_string());
+            }
             _ => {}
         }
     }
@@ -179,6 +186,14 @@ fn compare(e: &Expect, exit: Option<i32>, got: &Verdicts, ko: Option<&[u8]>) -> 
     for r in &e.refused {
         if !got.refused.iter().any(|k| k.starts_with(r.as_str())) {
             problems.push(format!("no refusal {r}*, got {:?}", got.refused));
+        }
+    }
+    for h in &e.hints {
+        if !got.hints.iter().any(|g| g.contains(h.as_str())) {
+            problems.push(format!(
+                "no refusal hint contains {h:?}, got {:?}",
+                got.hints
+            ));
         }
     }
     if e.refused.is_empty() && !got.refused.is_empty() {
@@ -326,6 +341,13 @@ mod tests {
         assert_eq!(compare(&e, Some(0), &got, None).len(), 2); // the refusal, the missing klp
         let e = parse_expect("exit=0\nko-section=__ex_table\n").unwrap();
         assert_eq!(compare(&e, Some(0), &Verdicts::default(), None).len(), 1);
+        let e = parse_expect("exit=2\nrefused=refuse.no-ftrace.\nhint=is assembly\n").unwrap();
+        let mut got = Verdicts::default();
+        got.refused.push("refuse.no-ftrace.f".into());
+        got.hints.push("f is assembly (...)".into());
+        assert!(compare(&e, Some(2), &got, None).is_empty());
+        got.hints[0] = "patch its callers".into();
+        assert_eq!(compare(&e, Some(2), &got, None).len(), 1);
     }
 
     #[test]

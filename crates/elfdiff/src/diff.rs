@@ -734,6 +734,10 @@ impl<'a, 'd> Diff<'a, 'd> {
                     reason: format!("function changed ({why}) but has no ftrace entry (notrace, or not traceable), so livepatch cannot redirect it"),
                     hint: if is_syscall_body(name) {
                         "this is a syscall body (SYSCALL_DEFINEn makes __do_sys_* static inline, hence notrace): define the syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which puts the body into the traceable __x64_sys_* stub".into()
+                    } else if !file_traced
+                        && self.orig.file_name.is_none_or(|f| f.ends_with(".S"))
+                    {
+                        format!("{name} is assembly (the object has no C source, and assembly functions get no ftrace entry), so livepatch cannot redirect it; patch its C callers instead (`klpgen callers {name}` lists them), or, for a short routine, re-implement the fixed version in C in a changed caller")
                     } else if !file_traced {
                         format!("no function of this file has an ftrace entry: kbuild builds it without the ftrace flags (a CFLAGS_REMOVE_<file>.o = $(CC_FLAGS_FTRACE) line in its Makefile, or a notrace directory), so none of them can be patched; patch the callers of {name} in other, traced files instead (`klpgen callers {name}` lists them)")
                     } else {
