@@ -262,7 +262,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 extra.join(" ")
             ));
             let diffbuild =
-                DiffBuild::prepare(&tree, workdir.join("kbuild"), include.clone(), jobs, &intr)?;
+                DiffBuild::prepare(&tree, workdir.join("kbuild"), include.clone(), &intr)?;
             let built = diffbuild.build_units(
                 &tree,
                 &extra,
@@ -936,18 +936,12 @@ fn tree_pairs(
         .flat_map(|p| p.files.iter().cloned())
         .collect();
     files.dedup();
+    let diffbuild = DiffBuild::prepare(tree, workdir.join("kbuild"), include.to_path_buf(), intr)?;
     let mut units = match kbuild::affected_units(tree, &files, &tree.build)? {
         Some(u) => u,
         None => {
             // The target has no kbuild records (a distribution's build tree): klpgen's own
             // build directory gets them, from a complete function-sections build made once.
-            let diffbuild = DiffBuild::prepare(
-                tree,
-                workdir.join("kbuild"),
-                include.to_path_buf(),
-                jobs,
-                intr,
-            )?;
             if !diffbuild.has_full_build() {
                 rep.stage(
                     "building the whole kernel once to find which units include the edited headers",
@@ -991,13 +985,6 @@ fn tree_pairs(
         ));
     }
 
-    let diffbuild = DiffBuild::prepare(
-        tree,
-        workdir.join("kbuild"),
-        include.to_path_buf(),
-        jobs,
-        intr,
-    )?;
     if let Ok(list) = fs::read_to_string(workdir.join("kbuild-dirty")) {
         let stale: Vec<String> = list.lines().map(String::from).collect();
         diffbuild.forget(&stale);

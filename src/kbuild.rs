@@ -345,13 +345,7 @@ pub struct DiffBuild {
 
 impl DiffBuild {
     /// Prepare the directory: the target's exact `.config`, kept in sync.
-    pub fn prepare(
-        tree: &Tree,
-        dir: PathBuf,
-        include: PathBuf,
-        jobs: usize,
-        intr: &Interrupt,
-    ) -> Result<Self> {
+    pub fn prepare(tree: &Tree, dir: PathBuf, include: PathBuf, intr: &Interrupt) -> Result<Self> {
         fs::create_dir_all(&dir)?;
         let cfg = dir.join(".config");
         let current = fs::read_to_string(&cfg).unwrap_or_default();
@@ -369,7 +363,6 @@ impl DiffBuild {
             )?;
             fs::write(&stamp, &tree.config_text)?;
         }
-        let _ = jobs;
         Ok(DiffBuild { dir, include })
     }
 

@@ -172,6 +172,24 @@ pub struct PlanSection {
     pub relocs: Vec<PlanReloc>,
 }
 
+impl PlanSection {
+    /// A section of the livepatch object shaped like `s` of the patched object (name, type,
+    /// flags without `SHF_GROUP`, alignment, entry size), holding `data` (`size` bytes; for
+    /// SHT_NOBITS `data` stays empty) and no relocations yet.
+    fn shaped_like(s: &crate::model::Section<'_, Patched>, data: Vec<u8>, size: u64) -> Self {
+        PlanSection {
+            name: s.name.to_string(),
+            sh_type: s.sh_type,
+            sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
+            align: s.sh_addralign,
+            entsize: s.sh_entsize,
+            data,
+            size,
+            relocs: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PlanSymbol {
     pub name: String,
@@ -403,16 +421,9 @@ impl Builder<'_, '_, '_> {
         }
         let s = self.diff.patched.sec(sec);
         let idx = self.plan.sections.len();
-        self.plan.sections.push(PlanSection {
-            name: s.name.to_string(),
-            sh_type: s.sh_type,
-            sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
-            align: s.sh_addralign,
-            entsize: s.sh_entsize,
-            data: s.data.to_vec(),
-            size: s.size,
-            relocs: Vec::new(),
-        });
+        self.plan
+            .sections
+            .push(PlanSection::shaped_like(s, s.data.to_vec(), s.size));
         self.sec_map.insert(sec, idx);
         for &sym in &s.syms {
             self.copy_symbol(sym, idx);
@@ -513,16 +524,9 @@ impl Builder<'_, '_, '_> {
             }
         };
         let out = self.plan.sections.len();
-        self.plan.sections.push(PlanSection {
-            name: s.name.to_string(),
-            sh_type: s.sh_type,
-            sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
-            align: s.sh_addralign,
-            entsize: s.sh_entsize,
-            data: Vec::new(),
-            size: 0,
-            relocs: Vec::new(),
-        });
+        self.plan
+            .sections
+            .push(PlanSection::shaped_like(s, Vec::new(), 0));
         self.carves.insert(sec, Carved { carve, out });
         Ok(out)
     }
@@ -1136,15 +1140,10 @@ impl Builder<'_, '_, '_> {
             let dest = self.plan.sections.len();
             self.fixups
                 .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
+            let size = data.len() as u64;
             self.plan.sections.push(PlanSection {
-                name: name.to_string(),
-                sh_type: s.sh_type,
-                sh_flags: s.sh_flags & !u64::from(elf::SHF_GROUP),
-                align: s.sh_addralign,
-                entsize: s.sh_entsize,
-                size: data.len() as u64,
-                data,
                 relocs,
+                ..PlanSection::shaped_like(s, data, size)
             });
         }
         for s in &d.patched.sections {
