@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
@@ -193,6 +193,19 @@ impl Tree {
         }
     }
 
+    /// Start `klpgen build` of `p` (a SLOW_MARK patch) in the background, its stdout
+    /// discarded, and return once the stand-in make sleeps in the patched build: the child and
+    /// klpgen's build directory.
+    fn spawn_until_patched_build(&self, p: &Path, stderr: Stdio) -> (Child, PathBuf) {
+        let child = self
+            .command(p)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        (child, self.wait_for_patched_build())
+    }
+
     fn snapshot(&self) -> (Vec<u8>, SystemTime) {
         let p = self.src().join("lib/demo.c");
         (
@@ -259,14 +272,9 @@ fn interrupted_build_restores_the_tree() {
     let t = Tree::new(CONFIG);
     let before = t.snapshot();
     let p = t.patch("slow.patch", GOOD_PATCH);
-    let child = t
-        .command(&p)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Wait until the stand-in make is building the patched unit, then interrupt klpgen.
-    let marker = t.wait_for_patched_build().join("sleeping");
+    let (child, kbuild) = t.spawn_until_patched_build(&p, Stdio::piped());
+    let marker = kbuild.join("sleeping");
     assert!(marker.exists());
     assert_ne!(
         t.snapshot().0,
@@ -341,13 +349,7 @@ fn killed_build_is_recovered_by_the_next_run() {
     let t = Tree::new(CONFIG);
     let before = t.snapshot();
     let p = t.patch("slow.patch", GOOD_PATCH);
-    let mut child = t
-        .command(&p)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let kbuild = t.wait_for_patched_build();
+    let (mut child, kbuild) = t.spawn_until_patched_build(&p, Stdio::null());
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     assert_ne!(
@@ -458,13 +460,7 @@ fn interrupted_at_random_points_the_tree_is_always_restored() {
 fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
     let t = Tree::new(CONFIG);
     let p = t.patch("slow.patch", GOOD_PATCH);
-    let first = t
-        .command(&p)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    t.wait_for_patched_build();
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
     let second = t.command(&p).output().unwrap();
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{err}");
@@ -980,13 +976,7 @@ fn runs_with_different_caches_take_turns_on_the_source_tree() {
     let t = Tree::new(CONFIG);
     let before = t.snapshot();
     let p = t.patch("slow.patch", GOOD_PATCH);
-    let first = t
-        .command(&p)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    t.wait_for_patched_build();
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
     let quick = t.patch(
         "quick.patch",
         &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),

@@ -312,6 +312,20 @@ fn fail(summary: impl Into<String>) -> Outcome {
     }
 }
 
+/// A case's output directory and its log directory (`<name>.files`, created) under `workdir`,
+/// both emptied of an earlier run.
+pub fn fresh_case_dirs(workdir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let output = workdir.join(name);
+    let logs = workdir.join(format!("{name}.files"));
+    for d in [&output, &logs] {
+        if d.exists() {
+            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
+        }
+    }
+    fs::create_dir_all(&logs)?;
+    Ok((output, logs))
+}
+
 fn run_case(
     case: &Case,
     klpgen: &Path,
@@ -319,14 +333,7 @@ fn run_case(
     workdir: &Path,
     doctored: &Doctored,
 ) -> Result<Outcome> {
-    let output = workdir.join(&case.name);
-    let logs = workdir.join(format!("{}.files", case.name));
-    for d in [&output, &logs] {
-        if d.exists() {
-            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
-        }
-    }
-    fs::create_dir_all(&logs)?;
+    let (output, logs) = fresh_case_dirs(workdir, &case.name)?;
     if !case.patch().is_file() {
         return Ok(fail("case.patch is missing"));
     }

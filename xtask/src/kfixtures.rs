@@ -223,14 +223,7 @@ fn compare(e: &Expect, exit: Option<i32>, got: &Verdicts, ko: Option<&[u8]>) -> 
 
 fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Vec<String>> {
     let name = format!("kf-{}", case.name);
-    let output = workdir.join(&case.name);
-    let logs = workdir.join(format!("{}.files", case.name));
-    for d in [&output, &logs] {
-        if d.exists() {
-            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
-        }
-    }
-    fs::create_dir_all(&logs)?;
+    let (output, logs) = e2e::fresh_case_dirs(workdir, &case.name)?;
     let patch = case.dir.join("case.patch");
     let (ok, text) = e2e::patch_applies(&k.src, &patch)?;
     if !ok {

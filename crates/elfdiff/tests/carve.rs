@@ -3,14 +3,14 @@
 //! field cut in two by a reference must be a typed error (`Error::Carve`), never a panic or a
 //! silently wrong copy. The objects are built with the `object` writer.
 
-use object::write::{Object as WObject, Relocation, Symbol, SymbolId, SymbolSection};
-use object::{
-    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
-    SymbolKind, SymbolScope,
-};
+use object::{elf, SectionKind, SymbolKind, SymbolScope};
 
 use elfdiff::carve::CarveError;
 use elfdiff::{Diff, Error, Object, Orig, Patched, Plan, PlanOptions};
+
+#[path = "../../../tests/support/objwrite.rs"]
+mod objwrite;
+use objwrite::{reloc, symbol, undefined};
 
 /// What `f`'s one reference into the carved section is.
 #[derive(Clone, Copy)]
@@ -32,7 +32,7 @@ struct Spec {
 }
 
 fn build(spec: &Spec, ret: u8) -> Vec<u8> {
-    let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut o = objwrite::object();
     o.add_file_symbol(b"t.c".to_vec());
     let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
     let (opcode, r_type, addend) = match spec.reference {
@@ -44,42 +44,18 @@ fn build(spec: &Spec, ret: u8) -> Vec<u8> {
         0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, opcode, 0, 0, 0, 0, 0xb8, ret, 0, 0, 0, 0xc3,
     ];
     o.append_section_data(text, &code, 16);
-    let sym = |o: &mut WObject, name: &str, value, size, kind, section| {
-        o.add_symbol(Symbol {
-            name: name.as_bytes().to_vec(),
-            value,
-            size,
-            kind,
-            scope: SymbolScope::Linkage,
-            weak: false,
-            section,
-            flags: SymbolFlags::None,
-        })
-    };
-    sym(
+    let len = code.len() as u64;
+    symbol(
         &mut o,
         "f",
-        0,
-        code.len() as u64,
         SymbolKind::Text,
-        SymbolSection::Section(text),
+        SymbolScope::Linkage,
+        text,
+        0,
+        len,
     );
-    let fentry = sym(
-        &mut o,
-        "__fentry__",
-        0,
-        0,
-        SymbolKind::Unknown,
-        SymbolSection::Undefined,
-    );
-    let g = sym(
-        &mut o,
-        "g",
-        0,
-        0,
-        SymbolKind::Unknown,
-        SymbolSection::Undefined,
-    );
+    let fentry = undefined(&mut o, "__fentry__");
+    let g = undefined(&mut o, "g");
     let (name, size, syms) = &spec.section;
     let kind = if name.starts_with(".altinstr") {
         SectionKind::Text
@@ -89,29 +65,10 @@ fn build(spec: &Spec, ret: u8) -> Vec<u8> {
     let carved = o.add_section(Vec::new(), name.as_bytes().to_vec(), kind);
     o.append_section_data(carved, &vec![0x90; *size], 8);
     for &(n, value, size) in syms {
-        let s = sym(
-            &mut o,
-            n,
-            value,
-            size,
-            SymbolKind::Data,
-            SymbolSection::Section(carved),
-        );
-        o.symbol_mut(s).scope = SymbolScope::Compilation;
+        let scope = SymbolScope::Compilation;
+        symbol(&mut o, n, SymbolKind::Data, scope, carved, value, size);
     }
     let carved_sym = o.section_symbol(carved);
-    let reloc = |o: &mut WObject, sec, offset, symbol: SymbolId, addend, r_type| {
-        o.add_relocation(
-            sec,
-            Relocation {
-                offset,
-                symbol,
-                addend,
-                flags: RelocationFlags::Elf { r_type },
-            },
-        )
-        .unwrap();
-    };
     reloc(&mut o, text, 5, fentry, -4, elf::R_X86_64_PLT32);
     reloc(&mut o, text, 10, carved_sym, addend, r_type);
     if let Some(at) = spec.inner_reloc {

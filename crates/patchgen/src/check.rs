@@ -1679,49 +1679,38 @@ mod tests {
         assert_keys(&run(&bad), &["check.klp-rela.type"]);
         let bad = patch_shdr(&ko, ".klp.rela.", 44, 4, 999);
         assert_keys(&run(&bad), &["check.klp-rela.target"]);
-        // A relocation against an ordinary symbol in the klp section: point the first
-        // entry's r_info at printk.
-        let bad = {
+        // The first entry of the klp relocation section with its r_info set to `info`.
+        let with_first_info = |info: u64| {
             let m = Module::parse("x", &ko).unwrap();
             let e = &m.elf;
-            let printk = e
-                .symtab
-                .iter()
-                .position(|s| e.sym_name(s) == "printk")
-                .unwrap() as u64;
-            let (_, sec) = e
+            let sec = e
                 .sections
                 .iter()
-                .enumerate()
-                .find(|(_, s)| e.sec_name(s).starts_with(KLP_RELA_PREFIX))
+                .find(|s| e.sec_name(s).starts_with(KLP_RELA_PREFIX))
                 .unwrap();
             let at = sec.sh_offset(e.endian) as usize + 8;
-            let info = (printk << 32) | u64::from(elf::R_X86_64_PC32);
             let mut out = ko.clone();
             out[at..at + 8].copy_from_slice(&info.to_le_bytes());
             out
         };
+        // A relocation against an ordinary symbol in the klp section: point the first
+        // entry's r_info at printk.
+        let printk = {
+            let m = Module::parse("x", &ko).unwrap();
+            let e = &m.elf;
+            e.symtab
+                .iter()
+                .position(|s| e.sym_name(s) == "printk")
+                .unwrap() as u64
+        };
+        let bad = with_first_info((printk << 32) | u64::from(elf::R_X86_64_PC32));
         let keys = run(&bad);
         assert!(
             keys.contains(&"check.klp-rela.symbol".to_string()),
             "{keys:?}"
         );
         // A relocation naming a symbol past the end of the symbol table.
-        let bad = {
-            let m = Module::parse("x", &ko).unwrap();
-            let e = &m.elf;
-            let (_, sec) = e
-                .sections
-                .iter()
-                .enumerate()
-                .find(|(_, s)| e.sec_name(s).starts_with(KLP_RELA_PREFIX))
-                .unwrap();
-            let at = sec.sh_offset(e.endian) as usize + 8;
-            let info = (0x00ff_ffffu64 << 32) | u64::from(elf::R_X86_64_PC32);
-            let mut out = ko.clone();
-            out[at..at + 8].copy_from_slice(&info.to_le_bytes());
-            out
-        };
+        let bad = with_first_info((0x00ff_ffffu64 << 32) | u64::from(elf::R_X86_64_PC32));
         assert_keys(&run(&bad), &["check.klp-rela.symbol"]);
         // Relocations that cannot be read (sh_size, at 32, past the end of the file).
         let bad = patch_shdr(&ko, ".klp.rela.", 32, 8, 0xffff_fff0);
