@@ -164,14 +164,9 @@ pub(crate) fn resolve<S: Side>(
             }
         }
         if section.is_strings() && (effective as u64) < section.data.len() as u64 {
-            let e = effective as usize;
-            let start = section.data[..e]
-                .iter()
-                .rposition(|&b| b == 0)
-                .map_or(0, |p| p + 1);
             return Target::String {
                 sec: tsec,
-                start: start as u64,
+                start: section.string_start(effective as usize) as u64,
             };
         }
     }

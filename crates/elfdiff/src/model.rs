@@ -135,6 +135,14 @@ impl<S: Side> Section<'_, S> {
     pub fn is_strings(&self) -> bool {
         self.sh_flags & u64::from(elf::SHF_STRINGS) != 0
     }
+    /// In a string section, the start of the NUL-terminated string that byte `offset` (inside
+    /// the data) belongs to.
+    pub fn string_start(&self, offset: usize) -> usize {
+        self.data[..offset]
+            .iter()
+            .rposition(|&b| b == 0)
+            .map_or(0, |p| p + 1)
+    }
     pub fn is_merge(&self) -> bool {
         self.sh_flags & u64::from(elf::SHF_MERGE) != 0
     }

@@ -966,13 +966,7 @@ impl Builder<'_, '_, '_> {
             .and_then(|o| u64::try_from(o).ok())?;
         let s = d.patched.sec(sec);
         match usize::try_from(off).ok().filter(|&o| o < s.data.len()) {
-            Some(o) if s.is_strings() => {
-                let start = s.data[..o]
-                    .iter()
-                    .rposition(|&b| b == 0)
-                    .map_or(0, |p| p + 1);
-                Some((sec, start as u64))
-            }
+            Some(o) if s.is_strings() => Some((sec, s.string_start(o) as u64)),
             _ => Some((sec, off)),
         }
     }
