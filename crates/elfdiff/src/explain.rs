@@ -422,13 +422,17 @@ fn reloc_label<S: Side>(
     };
     match resolve(obj, insns, sec, r) {
         Target::Symbol { sym, addend } => {
-            format!("{}{}", obj.sym(sym).name, off(addend + bias))
+            format!("{}{}", obj.sym(sym).name, off(addend.wrapping_add(bias)))
         }
         Target::String { sec: ssec, start } => {
             let s = obj.sec(ssec);
             let text = s.data.get(start as usize..).unwrap_or(&[]);
             let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-            let delta = crate::diff::label_base(obj, r) + r.addend + bias - start as i64;
+            // Malformed input may overflow; real addends and biases are small.
+            let delta = crate::diff::label_base(obj, r)
+                .wrapping_add(r.addend)
+                .wrapping_add(bias)
+                .wrapping_sub(start as i64);
             format!(
                 "{}{} {:?}",
                 s.name,

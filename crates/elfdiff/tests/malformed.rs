@@ -29,6 +29,8 @@ struct Spec {
     fentry: bool,
     /// Make that call's relocation section-relative, with this addend.
     call_section_addend: Option<i64>,
+    /// The addend of that call's relocation against `__fentry__` (when not section-relative).
+    fentry_addend: i64,
     /// `__mcount_loc`: (size, relocations).
     mcount: Option<(usize, Vec<McReloc>)>,
     /// Debug sections: (name, contents).
@@ -42,6 +44,7 @@ impl Spec {
             pad: 0,
             fentry: true,
             call_section_addend: None,
+            fentry_addend: -4,
             mcount: None,
             debug: Vec::new(),
         }
@@ -57,7 +60,7 @@ fn build(spec: &Spec) -> Vec<u8> {
         let fe = undefined(&mut o, "__fentry__");
         let (sym, addend) = match spec.call_section_addend {
             Some(a) => (o.section_symbol(text), a),
-            None => (fe, -4),
+            None => (fe, spec.fentry_addend),
         };
         reloc(
             &mut o,
@@ -180,18 +183,31 @@ fn relocation_offset_near_the_end_of_the_address_space() {
     assert!(malformed(e).contains("lies outside section .text.f"));
 }
 
-/// `addend + bias` (where a PC-relative reference points) overflowed.
+/// `addend + bias` (where a PC-relative reference points) overflowed, in the diff and (found by
+/// `explain_pair`) in the label `klpgen explain` prints for the relocation.
 #[test]
 fn huge_pc_relative_addend_is_compared_not_added() {
     let spec = |addend| Spec {
         call_section_addend: Some(addend),
         ..Spec::new(1)
     };
-    let (ob, pb) = (build(&spec(i64::MAX)), build(&spec(-4)));
-    let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
-    let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
-    let diff = Diff::new(&orig, &patched);
-    assert_eq!(diff.report().changed, vec!["f"]);
+    let named = |addend| Spec {
+        fentry_addend: addend,
+        ..Spec::new(1)
+    };
+    for extreme in [i64::MAX, i64::MIN] {
+        for (ob, pb) in [
+            (build(&spec(extreme)), build(&spec(-4))),
+            (build(&named(extreme)), build(&named(-4))),
+        ] {
+            let orig = Object::<Orig>::parse("orig.o", &ob).unwrap();
+            let patched = Object::<Patched>::parse("patched.o", &pb).unwrap();
+            let diff = Diff::new(&orig, &patched);
+            assert_eq!(diff.report().changed, vec!["f"]);
+            let ex = elfdiff::explain::explain(&diff);
+            assert_eq!(ex.functions.len(), 1);
+        }
+    }
 }
 
 /// `__mcount_loc` entry `symbol value + addend` overflowed while looking for an ftrace entry.
