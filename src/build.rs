@@ -1208,6 +1208,7 @@ fn annotate_explain(
                     }
                 ),
                 Cause::SplitPart => "a split part (.cold/.part) changed".to_string(),
+                Cause::Callee => e.summary.clone(),
                 Cause::New => "new function".to_string(),
             });
         }

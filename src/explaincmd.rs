@@ -145,7 +145,7 @@ fn render_one(e: &Explanation, out: &mut String) {
             }
         }
         (_, None) => {
-            let why = if e.cause == Cause::SplitPart {
+            let why = if matches!(e.cause, Cause::SplitPart | Cause::Callee) {
                 "its own code is the same"
             } else {
                 "no differing instruction found"

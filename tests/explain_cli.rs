@@ -23,7 +23,9 @@ fn marked_line(name: &str, mark: &str) -> u64 {
     hits[0] as u64
 }
 
-/// Compile fixture `name` twice (original, patched) into a directory of its own.
+/// Compile fixture `name` twice (original, patched) into a directory of its own. Tests run in
+/// parallel and several compile the same fixture: each writes a file of its own and renames it
+/// into place, so none reads another's half-written object.
 fn pair(name: &str) -> (PathBuf, PathBuf) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -41,12 +43,21 @@ fn pair(name: &str) -> (PathBuf, PathBuf) {
         if patched {
             cmd.arg("-DPATCHED");
         }
-        let r = cmd.arg(&src).arg("-o").arg(o).output().expect("gcc runs");
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = o.with_extension(format!("o.{}.{n}", std::process::id()));
+        let r = cmd
+            .arg(&src)
+            .arg("-o")
+            .arg(&tmp)
+            .output()
+            .expect("gcc runs");
         assert!(
             r.status.success(),
             "gcc failed: {}",
             String::from_utf8_lossy(&r.stderr)
         );
+        std::fs::rename(&tmp, o).unwrap();
     }
     out
 }

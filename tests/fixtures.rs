@@ -154,15 +154,50 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         }
     }
     // Every changed function is replaced, or is a split part (`.cold`) of a replaced parent
-    // that reaches it: a changed body nothing redirects to is a missed change.
+    // that reaches it, or is a private function (local, no ftrace entry, only called
+    // directly) whose every caller is replaced: a changed body nothing redirects to is a
+    // missed change.
+    let replaced = |n: &str| plan.funcs.iter().any(|p| p.old_name == n);
+    for r in diff.functions.iter().filter(|r| r.private) {
+        let name = diff.patched.sym(r.patched).name;
+        for c in &diff.functions {
+            let s = diff.patched.sym(c.patched);
+            let sec = s.section.expect("defined");
+            let calls = diff
+                .patched
+                .sec(sec)
+                .relocs_in(s.value, s.value + s.size)
+                .iter()
+                // Function sections: a reference to its section is one to it (gas writes
+                // calls of a local function against the section symbol).
+                .any(|rel| {
+                    diff.patched.sym(rel.sym).section == diff.patched.sym(r.patched).section
+                });
+            let caller = c.orig.map_or(s.name, |o| diff.orig.sym(o).name);
+            if calls
+                && c.patched != r.patched
+                && !c.private
+                && !replaced(caller)
+                && c.orig.is_some()
+            {
+                return Err(format!(
+                    "private {name} is called by {caller}, which the livepatch does not replace"
+                )
+                .into());
+            }
+        }
+    }
     for f in &got_changed {
-        let replaced = |n: &str| plan.funcs.iter().any(|p| p.old_name == n);
         let via_parent = elfdiff::names::split_parent(f).is_some_and(|parent| {
             plan.funcs
                 .iter()
                 .any(|p| elfdiff::names::normalize(&p.old_name) == parent)
         });
-        if !replaced(f) && !via_parent {
+        let private = diff
+            .functions
+            .iter()
+            .any(|r| r.private && r.orig.is_some_and(|o| diff.orig.sym(o).name == f.as_str()));
+        if !replaced(f) && !via_parent && !private {
             let funcs: Vec<&str> = plan.funcs.iter().map(|p| p.old_name.as_str()).collect();
             return Err(format!(
                 "changed {f} is not replaced by the livepatch (replaced: {funcs:?})"

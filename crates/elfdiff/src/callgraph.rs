@@ -108,6 +108,32 @@ pub enum Taker<'d> {
     },
 }
 
+impl Taker<'_> {
+    /// What holds the address, for messages: "the code of f", "ops+0x8 in .data", "code at
+    /// .altinstr_replacement+0x12 (after label)".
+    pub fn describe(&self, graph: &CallGraph<'_>) -> String {
+        match *self {
+            Taker::Func(f) => format!("the code of {}", graph.func(f).name),
+            Taker::Data {
+                section,
+                symbol,
+                offset,
+            } => match symbol {
+                Some(sym) => format!("{sym} in {section}"),
+                None => format!("{section}+{offset:#x}"),
+            },
+            Taker::Code {
+                section,
+                offset,
+                label,
+            } => match label {
+                Some(l) => format!("code at {section}+{offset:#x} (after {l})"),
+                None => format!("code at {section}+{offset:#x}"),
+            },
+        }
+    }
+}
+
 /// One reference to a function's entry other than a call or jump from a known function.
 #[derive(Debug, Clone, Copy)]
 pub struct AddrRef<'d> {
@@ -1011,6 +1037,19 @@ impl<'d> CallGraph<'d> {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The function a symbol `name` (or an alias) defines at `offset` of `section`.
+    pub fn defined_at(&self, name: &str, section: &str, offset: u64) -> Option<FuncId> {
+        let lo = self.names.partition_point(|(n, _)| *n < name);
+        self.names[lo..]
+            .iter()
+            .take_while(|(n, _)| *n == name)
+            .map(|&(_, f)| f)
+            .find(|&f| {
+                let func = self.func(f);
+                func.defined && func.section == section && func.offset == offset
+            })
     }
 
     /// [`lookup`](Self::lookup) for `NAME` or `FILE:NAME`.

@@ -60,6 +60,14 @@ pub struct FuncResult {
     /// Included because a split child (`.cold`, `.part`) of it changed, or it is such a child
     /// of an included function.
     pub via_child: bool,
+    /// Included because it calls or jumps to a changed function that livepatch can only reach
+    /// through its callers (a split child or a private function without an ftrace entry).
+    pub via_callee: bool,
+    /// Changed, but a local function without an ftrace entry (`static inline` kept out of
+    /// line, `notrace`) that only direct calls and jumps reach: livepatch cannot redirect it,
+    /// so its callers are patched and call the new version, which the livepatch carries as a
+    /// copy of its own.
+    pub private: bool,
 }
 
 /// Per-section decoded instruction boundaries, for finding where PC-relative relocations point.
@@ -605,6 +613,8 @@ impl<'a, 'd> Diff<'a, 'd> {
                 orig,
                 verdict,
                 via_child: false,
+                via_callee: false,
+                private: false,
             });
         }
 
@@ -630,7 +640,12 @@ impl<'a, 'd> Diff<'a, 'd> {
                 results[pi].via_child = true;
             }
         }
-        self.callers_of_untraceable_children(&mut results, &by_norm);
+        let private = self.private_functions(&results);
+        self.callers_of_untraceable_children(&mut results, &by_norm, &private);
+        for r in results.iter_mut() {
+            r.private = matches!(r.verdict, Verdict::Changed(_))
+                && private.get(&r.patched).is_some_and(|taker| taker.is_none());
+        }
         for i in 0..results.len() {
             let name = self.patched.sym(results[i].patched).name;
             if let Some(parent) = split_parent(name) {
@@ -715,7 +730,17 @@ impl<'a, 'd> Diff<'a, 'd> {
                     .get(&parent)
                     .is_some_and(|&pi| results[pi].verdict != Verdict::Unchanged)
             });
-            if !via_parent && !self.orig_traceable(o) {
+            if !via_parent && !r.private && !self.orig_traceable(o) {
+                if let Some(Some(taker)) = private.get(&r.patched) {
+                    refusals.push(Refusal {
+                        key: format!("refuse.no-ftrace.{name}"),
+                        symbol: name.into(),
+                        section: section.into(),
+                        reason: format!("function changed ({why}) but has no ftrace entry (notrace, or `static inline` kept out of line), so livepatch cannot redirect it; patching its callers instead would not cover calls through its address, which {taker} takes"),
+                        hint: format!("remove notrace/inline from {name} in the running kernel's next build, or change the patch so the pointer names a new function and the callers that use it are patched"),
+                    });
+                    continue;
+                }
                 let file_traced = *file_traced.get_or_insert_with(|| {
                     self.orig.symbol_indices().any(|f| {
                         let s = self.orig.sym(f);
@@ -752,21 +777,73 @@ impl<'a, 'd> Diff<'a, 'd> {
         self.refusals = refusals;
     }
 
+    /// Local functions without an ftrace entry (`static inline` kept out of line, `notrace`),
+    /// split parts aside, mapped to what takes their address in either object (`None`: only
+    /// direct calls and jumps from functions of the object reach them). A changed one of the
+    /// first kind is private: livepatch cannot redirect it, but every caller is in this
+    /// object, so patching the callers, which call the carried new version, covers all its
+    /// uses. Worked out only when such a function changed (it needs both call graphs).
+    fn private_functions(
+        &self,
+        results: &[FuncResult],
+    ) -> HashMap<SymIdx<Patched>, Option<String>> {
+        let candidate = |r: &FuncResult| -> Option<SymIdx<Orig>> {
+            let o = r.orig?;
+            let os = self.orig.sym(o);
+            let section = self.orig.sec(os.section?).name;
+            (os.bind == crate::model::Bind::Local
+                && split_parent(os.name).is_none()
+                && !is_init_section(section)
+                && !self.orig_traceable(o))
+            .then_some(o)
+        };
+        let mut out = HashMap::new();
+        if !results
+            .iter()
+            .any(|r| matches!(r.verdict, Verdict::Changed(_)) && candidate(r).is_some())
+        {
+            return out;
+        }
+        let og = crate::callgraph::CallGraph::build(&[self.orig]);
+        let pg = crate::callgraph::CallGraph::build(&[self.patched]);
+        let taker = |g: &crate::callgraph::CallGraph<'_>, name: &str, section: &str, value| {
+            let f = g.defined_at(name, section, value)?;
+            g.refs_to(f).first().map(|r| r.by.describe(g))
+        };
+        for r in results {
+            let Some(o) = candidate(r) else { continue };
+            let os = self.orig.sym(o);
+            let ps = self.patched.sym(r.patched);
+            let osec = self.orig.sec(os.section.expect("defined")).name;
+            let psec = self.patched.sec(ps.section.expect("defined")).name;
+            let by = taker(&og, os.name, osec, os.value)
+                .map(|t| format!("{t} (original)"))
+                .or_else(|| taker(&pg, ps.name, psec, ps.value).map(|t| format!("{t} (patched)")));
+            out.insert(r.patched, by);
+        }
+        out
+    }
+
     /// A changed split child without an ftrace entry (`.cold`, or a `.part.N` of a notrace
     /// function) cannot be redirected to; its new version is reached through whoever calls or
     /// jumps to it. Its parent is replaced already; every other function of the object that
     /// calls or jumps to it (callers that inlined the parent's head call a `.part.N`
     /// directly) becomes changed too, or it would keep calling the old child. Repeated until
     /// nothing more changes, since such a caller may itself be an untraceable split child.
+    ///
+    /// A changed private function (see [`Diff::private_functions`]) is treated the same way:
+    /// its callers are patched and call the new version.
     fn callers_of_untraceable_children(
         &self,
         results: &mut [FuncResult],
         by_norm: &HashMap<String, usize>,
+        private: &HashMap<SymIdx<Patched>, Option<String>>,
     ) {
         let untraceable_child = |r: &FuncResult| {
             matches!(r.verdict, Verdict::Changed(_))
-                && split_parent(self.patched.sym(r.patched).name).is_some()
-                && r.orig.is_some_and(|o| !self.orig_traceable(o))
+                && (private.get(&r.patched).is_some_and(|taker| taker.is_none())
+                    || split_parent(self.patched.sym(r.patched).name).is_some()
+                        && r.orig.is_some_and(|o| !self.orig_traceable(o)))
         };
         let mut queue: Vec<usize> = (0..results.len())
             .filter(|&i| untraceable_child(&results[i]))
@@ -804,7 +881,7 @@ impl<'a, 'd> Diff<'a, 'd> {
                 results[j].verdict = Verdict::Changed(format!(
                     "calls {child_name}, whose new version livepatch can only reach through its callers"
                 ));
-                results[j].via_child = true;
+                results[j].via_callee = true;
                 if untraceable_child(&results[j]) {
                     queue.push(j);
                     // Its own parent follows it, as for any changed split child.

@@ -86,6 +86,10 @@ pub enum Cause {
     /// Only a split part (`.cold`, `.part`) changed, or it is the split part of a changed
     /// function.
     SplitPart,
+    /// It calls a changed function that livepatch can only reach through its callers: a split
+    /// part without an ftrace entry, or a private function (local, no ftrace entry, only
+    /// called directly).
+    Callee,
     /// It is a new function.
     New,
 }
@@ -250,7 +254,9 @@ pub fn explain(diff: &Diff<'_, '_>) -> Explain {
                         }
                     }
                     None => {
-                        if f.via_child {
+                        if f.via_callee {
+                            e.cause = Cause::Callee;
+                        } else if f.via_child {
                             e.cause = Cause::SplitPart;
                         }
                     }

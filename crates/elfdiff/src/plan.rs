@@ -365,6 +365,12 @@ impl Diff<'_, '_> {
                 if crate::names::split_parent(os.name).is_some() && !self.orig_traceable(o) {
                     continue;
                 }
+                // A private function (no ftrace entry, only called directly) is not
+                // redirected: its callers are, and they call the carried copy.
+                if f.private {
+                    b.plan.notes.push(self.private_note(f.patched));
+                    continue;
+                }
                 b.plan.funcs.push(PlanFunc {
                     old_name: os.name.to_string(),
                     old_local: os.bind == Bind::Local,
@@ -378,6 +384,45 @@ impl Diff<'_, '_> {
         b.drain()?;
         b.lay_out_carves();
         Ok(b.plan)
+    }
+}
+
+impl Diff<'_, '_> {
+    /// What the report says of a private function: not redirected, reached through which
+    /// patched callers.
+    fn private_note(&self, f: SymIdx<Patched>) -> String {
+        let name = self.patched.sym(f).name;
+        let mut callers: Vec<&str> = self
+            .functions
+            .iter()
+            .filter(|r| r.verdict.is_included() && r.patched != f)
+            .filter(|r| {
+                let s = self.patched.sym(r.patched);
+                let Some(sec) = s.section else { return false };
+                self.patched
+                    .sec(sec)
+                    .relocs_in(s.value, s.value.saturating_add(s.size))
+                    .iter()
+                    .any(|rel| {
+                        matches!(crate::diff::resolve(self.patched, &self.patched_insns, sec, rel),
+                            Target::Symbol { sym, .. } if sym == f)
+                    })
+            })
+            .map(|r| match r.orig {
+                Some(o) => self.orig.sym(o).name,
+                None => self.patched.sym(r.patched).name,
+            })
+            .collect();
+        callers.sort_unstable();
+        callers.dedup();
+        let callers = if callers.is_empty() {
+            "no function calls it".to_string()
+        } else {
+            format!("its callers {} are", callers.join(", "))
+        };
+        format!(
+            "{name} has no ftrace entry (notrace, or `static inline` kept out of line), so livepatch cannot redirect it; only direct calls reach it, so {callers} replaced instead and call the new {name}, which the livepatch carries"
+        )
     }
 }
 
