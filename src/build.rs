@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use elfdiff::callgraph::CallGraph;
+use elfdiff::explain::ChangedLines;
 use elfdiff::{Diff, Object, PlanOptions};
 use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
 use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
@@ -206,7 +207,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 jobs,
                 &intr,
             )?;
-            if let Some((_, o, _)) = pairs.first() {
+            if let Some((_, o, _)) = pairs.0.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
             }
             pairs
@@ -216,7 +217,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         )?,
     };
     intr.check()?;
-    let mut pairs = pairs;
+    let (mut pairs, changed_lines) = pairs;
     // Which object each unit's code lives in: vmlinux, or a module (in-tree `=m` or the
     // out-of-tree one), whose `.ko` gives sympos for its own symbols.
     let mut mod_targets: Vec<ModTarget> = Vec::new();
@@ -402,7 +403,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             (Some(k), None) => (k, orig.file_name),
             _ => (graph, orig.file_name),
         };
-        let explained = elfdiff::explain::explain(diff);
+        let explained = elfdiff::explain::explain_with(diff, &changed_lines);
         annotate_callers(&mut entry, g, file_of, &included, args);
         annotate_explain(&mut entry, &explained, &included);
         rep.objects.push(entry);
@@ -927,7 +928,7 @@ fn tree_pairs(
     include: &Path,
     jobs: usize,
     intr: &Interrupt,
-) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+) -> Result<(UnitPairs, Vec<ChangedLines>)> {
     let _source_lock = lock_source(&tree.source, intr)?;
     rep.stage("checking the patches and finding affected units");
     patch::check_first_applies(&tree.source, patches, intr)?;
@@ -1024,7 +1025,7 @@ fn tree_pairs(
     if tree.source.starts_with(workdir) {
         mirror::unshare(&tree.source, &files)?;
     }
-    let applied = Applied::apply(
+    let mut applied = Applied::apply(
         &tree.source,
         patches,
         workdir,
@@ -1048,13 +1049,14 @@ fn tree_pairs(
                 .try_for_each(|(u, p)| copy_to(p, &run_dir.join("patched").join(u)))
         });
     // The patched objects must not be mistaken for original ones by the next run.
+    let changed = std::mem::take(&mut applied.changed);
     let reverted = applied.revert();
     diffbuild.restore(&units, &saved);
     let _ = fs::remove_file(&dirty);
     patched_build?;
     reverted.context("restoring the source tree")?;
     rep.stage("patches reverted, source tree restored");
-    Ok(units
+    let pairs = units
         .iter()
         .map(|u| {
             (
@@ -1063,8 +1065,12 @@ fn tree_pairs(
                 run_dir.join("patched").join(u),
             )
         })
-        .collect())
+        .collect();
+    Ok((pairs, changed))
 }
+
+/// (unit, original object, patched object) for each compiled unit.
+pub(crate) type UnitPairs = Vec<(String, PathBuf, PathBuf)>;
 
 /// `--include-callers N`: re-emit the callers of the changed functions (within the object, up
 /// to depth N) so tasks switch only once they have left them. Returns the functions added
@@ -1199,6 +1205,10 @@ fn annotate_explain(
         if !included.iter().any(|(n, _)| *n == f.name) {
             f.why = Some(match e.cause {
                 Cause::OwnCode => "its own code changed".to_string(),
+                Cause::InlinedCallee if !e.changed_callees.is_empty() => format!(
+                    "it inlines changed {}",
+                    e.changed_callees.join(", ")
+                ),
                 Cause::InlinedCallee => format!(
                     "code inlined into it changed ({})",
                     if e.inlined_callees.is_empty() {
@@ -1209,6 +1219,14 @@ fn annotate_explain(
                 ),
                 Cause::SplitPart => "a split part (.cold/.part) changed".to_string(),
                 Cause::Callee => e.summary.clone(),
+                Cause::Indirect if e.changed_callees.is_empty() => {
+                    "none of its lines changed (a changed macro, type or constant it uses)"
+                        .to_string()
+                }
+                Cause::Indirect => format!(
+                    "none of its lines changed (a changed macro, type or constant it uses, or the compiler's view of changed {} that it calls)",
+                    e.changed_callees.join(", ")
+                ),
                 Cause::New => "new function".to_string(),
             });
         }

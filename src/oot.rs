@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use elfdiff::explain::ChangedLines;
 use object::{Object as _, ObjectSection as _};
 
 use crate::kbuild;
@@ -99,8 +100,8 @@ impl OotModule {
         })
     }
 
-    /// Build the module's objects before and after the patches; returns
-    /// (object path relative to the module directory, original, patched).
+    /// Build the module's objects before and after the patches; returns (object path relative
+    /// to the module directory, original, patched) and the lines the patches changed.
     #[allow(clippy::too_many_arguments)]
     pub fn build_pairs(
         &self,
@@ -111,7 +112,7 @@ impl OotModule {
         keep_lines: bool,
         jobs: usize,
         intr: &Interrupt,
-    ) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    ) -> Result<(crate::build::UnitPairs, Vec<ChangedLines>)> {
         let orig = workdir.join("oot-orig");
         let patched = workdir.join("oot-patched");
         for d in [&orig, &patched] {
@@ -123,9 +124,7 @@ impl OotModule {
         for p in patches {
             patch::apply_to_copy(&patched, p, intr)?;
         }
-        if keep_lines {
-            patch::keep_lines_of_copy(&patched, &orig, patches)?;
-        }
+        let changed = patch::finish_copy(&patched, &orig, patches, keep_lines)?;
         for (dir, what) in [(&orig, "original"), (&patched, "patched")] {
             kbuild::build_external(
                 tree,
@@ -141,13 +140,14 @@ impl OotModule {
             )?;
         }
         let objects = self.objects(&orig)?;
-        Ok(objects
+        let pairs = objects
             .into_iter()
             .map(|rel| {
                 let (o, p) = (orig.join(&rel), patched.join(&rel));
                 (rel, o, p)
             })
-            .collect())
+            .collect();
+        Ok((pairs, changed))
     }
 
     /// Objects kbuild linked into the module, from its `.mod` list.

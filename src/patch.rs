@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::process::{self, Interrupt};
+use elfdiff::explain::ChangedLines;
 
 /// A patch file as given on the command line.
 #[derive(Debug, Clone)]
@@ -240,20 +241,44 @@ pub fn apply_to_copy(dir: &Path, p: &PatchFile, intr: &Interrupt) -> Result<()> 
     Ok(())
 }
 
-/// After patches were applied to the copy `dir`: keep the untouched lines of each patched file
-/// at their numbers in the pristine copy `original`.
-pub fn keep_lines_of_copy(dir: &Path, original: &Path, patches: &[PatchFile]) -> Result<()> {
+/// After patches were applied to the copy `dir`: the lines each patched file changed against
+/// the pristine copy `original`, and, with `keep_lines`, the untouched lines of each kept at
+/// their numbers there.
+pub fn finish_copy(
+    dir: &Path,
+    original: &Path,
+    patches: &[PatchFile],
+    keep_lines: bool,
+) -> Result<Vec<ChangedLines>> {
     let mut done: Vec<&str> = Vec::new();
+    let mut changed = Vec::new();
     for f in patches.iter().flat_map(|p| &p.files) {
         if done.contains(&f.as_str()) {
             continue;
         }
         done.push(f);
         if let Ok(old) = fs::read(original.join(f)) {
-            keep_line_numbers(dir, f, &old)?;
+            changed.extend(changed_lines(dir, f, &old));
+            if keep_lines {
+                keep_line_numbers(dir, f, &old)?;
+            }
         }
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// The lines of `f` (in `tree`, patched) that differ from `old`, in `old`'s numbering; None
+/// for a file that is gone or not text.
+fn changed_lines(tree: &Path, f: &str, old: &[u8]) -> Option<ChangedLines> {
+    let new = fs::read(tree.join(f)).ok()?;
+    let (old, new) = (
+        std::str::from_utf8(old).ok()?,
+        std::str::from_utf8(&new).ok()?,
+    );
+    Some(ChangedLines {
+        file: f.to_string(),
+        lines: patchgen::patchfile::changed_old_lines(old, new),
+    })
 }
 
 /// Put `#line` directives into the patched file `f` so that the lines the patches did not
@@ -290,6 +315,8 @@ pub struct Applied {
     journal_path: PathBuf,
     journal: Journal,
     reverted: bool,
+    /// The lines the patches changed, per file, in the original numbering.
+    pub changed: Vec<ChangedLines>,
 }
 
 impl Applied {
@@ -310,6 +337,7 @@ impl Applied {
                 applied: Vec::new(),
             },
             reverted: false,
+            changed: Vec::new(),
         };
         for (i, p) in patches.iter().enumerate() {
             let copy = workdir.join(format!("applied-{i}.patch"));
@@ -335,16 +363,19 @@ impl Applied {
         }
         // After all patches (a directive would change the context a later patch expects),
         // against each file as it was before the first patch touched it.
-        if keep_lines {
-            let mut done: Vec<&str> = Vec::new();
-            for e in &applied.journal.applied {
-                for saved in &e.files {
-                    if done.contains(&saved.file.as_str()) {
-                        continue;
-                    }
-                    done.push(&saved.file);
-                    if let Some(b) = &saved.backup {
-                        let old = fs::read(b)?;
+        let mut done: Vec<&str> = Vec::new();
+        for e in &applied.journal.applied {
+            for saved in &e.files {
+                if done.contains(&saved.file.as_str()) {
+                    continue;
+                }
+                done.push(&saved.file);
+                if let Some(b) = &saved.backup {
+                    let old = fs::read(b)?;
+                    applied
+                        .changed
+                        .extend(changed_lines(source, &saved.file, &old));
+                    if keep_lines {
                         keep_line_numbers(source, &saved.file, &old)?;
                     }
                 }

@@ -188,3 +188,56 @@ fn diff_json_carries_explain() {
     assert_eq!(ex[0]["orig"]["location"]["line"], old);
     assert_eq!(ex[0]["patched"]["location"]["line"], new);
 }
+
+/// `klpgen build`'s "why": the changed lines of the patch (here the `#ifdef PATCHED` blocks
+/// of the fixture, both versions being compiled from one file) against the original object's
+/// line table tell a function's own change from an inlined callee's and from a change that
+/// touches none of its lines (a macro).
+#[test]
+fn why_from_the_changed_lines() {
+    use elfdiff::explain::{explain_with, Cause, ChangedLines};
+    let p = pair("why_lines");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/why_lines.c");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let mut lines = Vec::new();
+    let mut start = None;
+    for (n, l) in (1u64..).zip(text.lines()) {
+        if l.starts_with("#ifdef PATCHED") {
+            start = Some(n);
+        } else if l.starts_with("#endif") {
+            lines.push((start.take().unwrap(), n + 1));
+        }
+    }
+    assert_eq!(lines.len(), 3);
+    let changed = [ChangedLines {
+        file: "why_lines.c".into(),
+        lines,
+    }];
+    let (ob, pb) = (std::fs::read(&p.0).unwrap(), std::fs::read(&p.1).unwrap());
+    let orig = elfdiff::Object::<elfdiff::Orig>::parse("orig.o", &ob).unwrap();
+    let patched = elfdiff::Object::<elfdiff::Patched>::parse("patched.o", &pb).unwrap();
+    let diff = elfdiff::Diff::new(&orig, &patched);
+    let ex = explain_with(&diff, &changed);
+    let of = |f: &str| {
+        let e = ex
+            .functions
+            .iter()
+            .find(|e| e.function == f)
+            .unwrap_or_else(|| panic!("{f} not explained: {ex:?}"));
+        (e.cause, e.changed_callees.clone())
+    };
+    assert_eq!(of("own_change"), (Cause::OwnCode, vec![]));
+    assert_eq!(
+        of("scale_twice"),
+        (Cause::InlinedCallee, vec!["scale".to_string()])
+    );
+    assert_eq!(of("use_limit"), (Cause::Indirect, vec![]));
+    // Without the lines, the first difference decides: use_limit's own instruction differs.
+    let plain = elfdiff::explain::explain(&diff);
+    let e = plain
+        .functions
+        .iter()
+        .find(|e| e.function == "use_limit")
+        .unwrap();
+    assert_eq!(e.cause, Cause::OwnCode);
+}

@@ -2,10 +2,11 @@
 //! then the original, then the patched object): the diff, then the explanation of every
 //! changed function — disassembly at the first difference (iced-x86), relocation targets, and
 //! source lines and inlined callees from each object's DWARF (line tables and
-//! `DW_TAG_inlined_subroutine` ranges with the `.o`'s debug relocations applied).
+//! `DW_TAG_inlined_subroutine` ranges with the `.o`'s debug relocations applied), and which
+//! changed source lines each function's code comes from.
 #![no_main]
 
-use elfdiff::explain::{explain, DwarfIndex};
+use elfdiff::explain::{explain, explain_with, ChangedLines, DwarfIndex};
 use elfdiff::model::{Orig, Patched};
 use elfdiff::{Diff, Object};
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +24,16 @@ fn query<S: elfdiff::model::Side>(obj: &Object<'_, S>) {
     let Ok(Some(index)) = DwarfIndex::build(obj) else {
         return;
     };
+    // Every line of every file changed: `klpgen build`'s question of each function.
+    let changed: Vec<ChangedLines> = index
+        .files()
+        .iter()
+        .take(16)
+        .map(|f| ChangedLines {
+            file: f.clone(),
+            lines: vec![(0, u64::MAX)],
+        })
+        .collect();
     for i in obj.symbol_indices().take(64) {
         let s = obj.sym(i);
         let Some(sec) = s.section else { continue };
@@ -31,6 +42,7 @@ fn query<S: elfdiff::model::Side>(obj: &Object<'_, S>) {
             let _ = index.location(elf_sec, off);
             let _ = index.inlined_at(elf_sec, off);
         }
+        let _ = index.source_cause(s.name, elf_sec, s.value, s.size, &changed);
     }
 }
 
@@ -46,6 +58,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let diff = Diff::new(&orig, &patched);
     let ex = explain(&diff);
+    let _ = explain_with(
+        &diff,
+        &[ChangedLines {
+            file: "t.c".into(),
+            lines: vec![(1, 1000)],
+        }],
+    );
     // What the CLI prints of it.
     for f in &ex.functions {
         let _ = format!("{f:?}");

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::diff::{describe, ref_key, resolve, Diff, Insns, Refusal, Target, Verdict};
 use crate::error::Error;
-use crate::model::{reloc_is_pcrel, Object, Reloc, SecIdx, Side, SymIdx};
+use crate::model::{reloc_is_pcrel, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
+use crate::names::normalize;
 
 /// A source position from a DWARF line table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -90,8 +91,24 @@ pub enum Cause {
     /// part without an ftrace entry, or a private function (local, no ftrace entry, only
     /// called directly).
     Callee,
+    /// None of its source lines, nor those of code inlined into it, are among the patch's
+    /// (known when the patch is): a changed macro, type or constant it uses, or the compiler's
+    /// changed view of a changed callee (a clone that is gone, what it clobbers), the changed
+    /// functions it calls being in `changed_callees`.
+    Indirect,
     /// It is a new function.
     New,
+}
+
+/// Where the changed source lines in a function's code come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceCause {
+    /// Its own lines.
+    Own,
+    /// Only lines of these functions, inlined into it.
+    Inlined(Vec<String>),
+    /// No changed line at all.
+    Untouched,
 }
 
 /// Both targets of a relocation that differs.
@@ -129,6 +146,11 @@ pub struct Explanation {
     /// Functions inlined at the first difference (either version), innermost first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inlined_callees: Vec<String>,
+    /// Inlined functions whose source lines the patch changed, when the function's own lines
+    /// are untouched (`inlined-callee`), or the changed functions it calls when no line of it
+    /// changed (`indirect`). Known when the patch is (`klpgen build`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed_callees: Vec<String>,
     /// The key of the refusal that covers this function, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
@@ -144,9 +166,50 @@ pub struct Explain {
     pub warnings: Vec<String>,
 }
 
+/// The lines a source patch changed in one file, in the original file's numbering: what the
+/// original object's line table can be matched against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedLines {
+    /// The file's path in the source tree (`fs/read_write.c`, `include/linux/fs.h`).
+    pub file: String,
+    /// Half-open ranges of 1-based line numbers: removed or replaced lines, and for an
+    /// insertion the lines on either side of it.
+    pub lines: Vec<(u64, u64)>,
+}
+
+impl ChangedLines {
+    fn contains(&self, line: u64) -> bool {
+        self.lines.iter().any(|&(a, b)| a <= line && line < b)
+    }
+}
+
+/// Whether a line table's file name (absolute, or shortened to the object's common root) and
+/// a path in the source tree name the same file.
+fn same_source_file(dwarf: &str, tree: &str) -> bool {
+    let clean = |p: &str| {
+        p.trim_start_matches("./")
+            .replace("/./", "/")
+            .trim_start_matches('/')
+            .to_string()
+    };
+    let (d, t) = (clean(dwarf), clean(tree));
+    !d.is_empty()
+        && !t.is_empty()
+        && (d == t || d.ends_with(&format!("/{t}")) || t.ends_with(&format!("/{d}")))
+}
+
 /// Explain every changed and new function of `diff`. DWARF is optional: without it (or when it
 /// cannot be read) lines are left out and a warning says why.
 pub fn explain(diff: &Diff<'_, '_>) -> Explain {
+    explain_with(diff, &[])
+}
+
+/// [`explain`], knowing which source lines the patch changed: a changed function whose own
+/// lines (in the original object's line table) the patch did not touch, but which holds inlined
+/// code from lines it did, is explained by those inlined callees (`Cause::InlinedCallee`,
+/// `changed_callees`), however far from the first differing instruction they are (register
+/// allocation and branch offsets usually differ first).
+pub fn explain_with(diff: &Diff<'_, '_>, changed: &[ChangedLines]) -> Explain {
     let mut warnings = Vec::new();
     let mut index = |obj_label: &str, r: Result<Option<DwarfIndex>, Error>| match r {
         Ok(Some(i)) => Some(i),
@@ -190,6 +253,7 @@ pub fn explain(diff: &Diff<'_, '_>) -> Explain {
                     patched: site,
                     relocation: None,
                     inlined_callees: Vec::new(),
+                    changed_callees: Vec::new(),
                     refused: None,
                 });
             }
@@ -212,6 +276,7 @@ pub fn explain(diff: &Diff<'_, '_>) -> Explain {
                     patched: None,
                     relocation: None,
                     inlined_callees: Vec::new(),
+                    changed_callees: Vec::new(),
                     refused,
                 };
                 match first_difference(diff, o, f.patched) {
@@ -261,6 +326,30 @@ pub fn explain(diff: &Diff<'_, '_>) -> Explain {
                         }
                     }
                 }
+                let os = diff.orig.sym(o);
+                let by_lines = match (oidx.as_ref(), os.section) {
+                    (Some(idx), Some(sec)) if !changed.is_empty() && !f.via_callee => idx
+                        .source_cause(
+                            crate::annot::source_function(name),
+                            diff.orig.sec(sec).elf_index,
+                            os.value,
+                            os.size,
+                            changed,
+                        ),
+                    _ => None,
+                };
+                match by_lines {
+                    Some(SourceCause::Own) => e.cause = Cause::OwnCode,
+                    Some(SourceCause::Inlined(names)) => {
+                        e.cause = Cause::InlinedCallee;
+                        e.changed_callees = names;
+                    }
+                    Some(SourceCause::Untouched) if !f.via_child => {
+                        e.cause = Cause::Indirect;
+                        e.changed_callees = changed_calls(diff, o, f.patched);
+                    }
+                    _ => {}
+                }
                 functions.push(e);
             }
             _ => {}
@@ -272,6 +361,44 @@ pub fn explain(diff: &Diff<'_, '_>) -> Explain {
         refusals: diff.refusals.clone(),
         warnings,
     }
+}
+
+/// The changed functions (clone numbers dropped) that either version of a function calls or
+/// otherwise references, itself aside, sorted.
+fn changed_calls(diff: &Diff<'_, '_>, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Vec<String> {
+    let changed: std::collections::HashSet<String> = diff
+        .functions
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Changed(_)))
+        .filter_map(|r| r.orig)
+        .map(|o| normalize(diff.orig.sym(o).name))
+        .collect();
+    let own = normalize(diff.orig.sym(o).name);
+    let mut out: Vec<String> = Vec::new();
+    fn targets<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
+        let s = obj.sym(f);
+        let Some(sec) = s.section else {
+            return Vec::new();
+        };
+        obj.sec(sec)
+            .relocs_in(s.value, s.value.saturating_add(s.size))
+            .iter()
+            .filter_map(|r| match resolve(obj, insns, sec, r) {
+                Target::Symbol { sym, .. } => Some(normalize(obj.sym(sym).name)),
+                _ => None,
+            })
+            .collect()
+    }
+    for name in targets(diff.orig, &diff.orig_insns, o)
+        .into_iter()
+        .chain(targets(diff.patched, &diff.patched_insns, p))
+    {
+        if name != own && changed.contains(&name) && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The first point where two versions of a function differ.
@@ -707,6 +834,8 @@ pub struct DwarfIndex {
     files: Vec<String>,
     seqs: Vec<Seq>,
     inlined: Vec<InlinedRange>,
+    /// Function definitions by where they start: (file id, `DW_AT_decl_line`, name), sorted.
+    decls: Vec<(usize, u64, String)>,
 }
 
 fn dwarf_err(label: &str, e: impl fmt::Display) -> Error {
@@ -769,6 +898,7 @@ impl DwarfIndex {
             files: Vec::new(),
             seqs: Vec::new(),
             inlined: Vec::new(),
+            decls: Vec::new(),
         };
         let mut units = dwarf.units();
         while let Some(header) = units.next().map_err(|e| dwarf_err(label, e))? {
@@ -778,6 +908,7 @@ impl DwarfIndex {
         }
         idx.shorten_paths();
         idx.seqs.sort_by_key(|s| s.start);
+        idx.decls.sort();
         Ok(Some(idx))
     }
 
@@ -832,6 +963,10 @@ impl DwarfIndex {
         let mut entries = unit.entries();
         while let Some((delta, entry)) = entries.next_dfs()? {
             depth += delta;
+            if entry.tag() == gimli::DW_TAG_subprogram {
+                self.read_decl(dwarf, unit, entry, &mut file_ids, comp_dir.as_deref())?;
+                continue;
+            }
             if entry.tag() != gimli::DW_TAG_inlined_subroutine {
                 continue;
             }
@@ -874,6 +1009,62 @@ impl DwarfIndex {
             }
         }
         Ok(())
+    }
+
+    /// Record where a function definition (not a mere declaration, not a concrete instance
+    /// that only points at its abstract origin) starts.
+    fn read_decl<'a>(
+        &mut self,
+        dwarf: &gimli::Dwarf<Rdr<'a>>,
+        unit: &gimli::Unit<Rdr<'a>>,
+        entry: &gimli::DebuggingInformationEntry<'_, '_, Rdr<'a>>,
+        file_ids: &mut HashMap<u64, usize>,
+        comp_dir: Option<&str>,
+    ) -> gimli::Result<()> {
+        if let Some(AttributeValue::Flag(true)) = entry.attr_value(gimli::DW_AT_declaration)? {
+            return Ok(());
+        }
+        let Some(name) = entry
+            .attr_value(gimli::DW_AT_name)?
+            .and_then(|v| dwarf.attr_string(unit, v).ok())
+            .and_then(|r| r.to_string_lossy().ok().map(|c| c.into_owned()))
+        else {
+            return Ok(());
+        };
+        let line = entry
+            .attr_value(gimli::DW_AT_decl_line)?
+            .and_then(|v| v.udata_value());
+        let file = entry
+            .attr_value(gimli::DW_AT_decl_file)?
+            .and_then(|v| match v {
+                AttributeValue::FileIndex(i) => Some(i),
+                v => v.udata_value(),
+            });
+        let (Some(line), Some(fi), Some(program)) = (line, file, unit.line_program.as_ref()) else {
+            return Ok(());
+        };
+        let fid = match file_ids.get(&fi) {
+            Some(&id) => id,
+            None => {
+                let name = file_name(dwarf, unit, program.header(), fi, comp_dir);
+                self.files.push(name);
+                let id = self.files.len() - 1;
+                file_ids.insert(fi, id);
+                id
+            }
+        };
+        self.decls.push((fid, line, name));
+        Ok(())
+    }
+
+    /// The function whose definition holds line `line` of file `fid`: the last one starting at
+    /// or before it.
+    fn definition_at(&self, fid: usize, line: u64) -> Option<&str> {
+        let i = self
+            .decls
+            .partition_point(|(f, l, _)| (*f, *l) <= (fid, line));
+        let (f, _, name) = self.decls.get(i.checked_sub(1)?)?;
+        (*f == fid).then_some(name.as_str())
     }
 
     /// Show paths relative to the deepest directory all absolute paths share (the source tree
@@ -919,6 +1110,73 @@ impl DwarfIndex {
             file: self.files.get(fid)?.clone(),
             line,
         })
+    }
+
+    /// Which changed source lines the code at `[start, start + size)` of the section with ELF
+    /// index `elf_sec` comes from: the function's own (`Own`, as soon as one row is), or only
+    /// those of functions inlined into it (the innermost inlined function at each such row,
+    /// in order of appearance), or none of them (`Untouched`). None when the line table has no
+    /// row for it.
+    ///
+    /// A row belongs to the function whose definition holds its line (the last one starting
+    /// at or before it in that file); GCC leaves some rows of inlined code outside the ranges
+    /// of their `DW_TAG_inlined_subroutine`, so the inlined ranges only decide where no
+    /// definition is known. `function` is the source name of the function (`f` for
+    /// `f.constprop.0`).
+    pub fn source_cause(
+        &self,
+        function: &str,
+        elf_sec: usize,
+        start: u64,
+        size: u64,
+        changed: &[ChangedLines],
+    ) -> Option<SourceCause> {
+        let (lo, hi) = (
+            tagged(elf_sec, start),
+            tagged(elf_sec, start.saturating_add(size)),
+        );
+        let mut callees: Vec<String> = Vec::new();
+        let mut rows_seen = false;
+        // Files are few; match each line-table file against the patch's files once.
+        let mut file_hit: HashMap<usize, Option<&ChangedLines>> = HashMap::new();
+        for seq in self.seqs.iter().filter(|q| q.start < hi && lo < q.end) {
+            let first = seq.rows.partition_point(|r| r.0 < lo);
+            for &(addr, fid, line) in seq.rows[first..].iter().take_while(|r| r.0 < hi) {
+                rows_seen = true;
+                let hit = *file_hit.entry(fid).or_insert_with(|| {
+                    let name = self.files.get(fid)?;
+                    changed.iter().find(|c| same_source_file(name, &c.file))
+                });
+                if !hit.is_some_and(|c| c.contains(line)) {
+                    continue;
+                }
+                let offset = addr & OFFSET_MASK;
+                let owner = match self.definition_at(fid, line) {
+                    Some(name) => Some(name.to_string()),
+                    None => self.inlined_at(elf_sec, offset).pop().map(|f| f.function),
+                };
+                match owner {
+                    Some(name) if name != function => {
+                        if !callees.contains(&name) {
+                            callees.push(name);
+                        }
+                    }
+                    _ => return Some(SourceCause::Own),
+                }
+            }
+        }
+        if !callees.is_empty() {
+            Some(SourceCause::Inlined(callees))
+        } else if rows_seen {
+            Some(SourceCause::Untouched)
+        } else {
+            None
+        }
+    }
+
+    /// The source files of the line tables (shortened as in [`SourceLoc`]).
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     /// Functions inlined at `offset` of the section with ELF index `elf_sec`, outermost first.
@@ -1136,6 +1394,7 @@ mod tests {
 
         // Two function sections both start at 0: rows are found by section, not by address.
         let idx = DwarfIndex {
+            decls: Vec::new(),
             files: vec!["a.c".into(), "b.h".into()],
             seqs: vec![
                 Seq {
@@ -1184,6 +1443,7 @@ mod tests {
     #[test]
     fn paths_are_shown_from_their_common_root() {
         let mut idx = DwarfIndex {
+            decls: Vec::new(),
             files: vec![
                 "/src/linux/fs/proc/meminfo.c".into(),
                 "/src/linux/include/linux/mm.h".into(),
@@ -1198,6 +1458,7 @@ mod tests {
             ["fs/proc/meminfo.c", "include/linux/mm.h", "<built-in>"]
         );
         let mut one = DwarfIndex {
+            decls: Vec::new(),
             files: vec!["/work/tests/fixtures/x.c".into()],
             seqs: Vec::new(),
             inlined: Vec::new(),

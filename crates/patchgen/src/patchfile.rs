@@ -154,9 +154,67 @@ pub fn keep_line_numbers(old: &str, new: &str) -> Option<String> {
     inserted.then_some(out)
 }
 
+/// The lines of `old` that a patch changed on the way to `new`, as half-open ranges of 1-based
+/// line numbers in `old`: removed and replaced lines, and for lines only inserted the nearest
+/// non-blank old line on either side of the insertion (the code there is where the new lines
+/// took effect; which of several blank lines the diff calls inserted is arbitrary).
+pub fn changed_old_lines(old: &str, new: &str) -> Vec<(u64, u64)> {
+    use similar::{DiffOp, TextDiff};
+    let diff = TextDiff::from_lines(old, new);
+    let old_lines: Vec<&str> = old.split_inclusive('\n').collect();
+    let blank = |i: usize| old_lines.get(i).is_none_or(|l| l.trim().is_empty());
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for op in diff.ops() {
+        let range = match *op {
+            DiffOp::Equal { .. } => continue,
+            DiffOp::Delete {
+                old_index, old_len, ..
+            }
+            | DiffOp::Replace {
+                old_index, old_len, ..
+            } => (old_index as u64 + 1, (old_index + old_len) as u64 + 1),
+            // Inserted before 0-based old line `old_index`.
+            DiffOp::Insert { old_index, .. } => {
+                let mut before = old_index;
+                while before > 0 && blank(before - 1) {
+                    before -= 1;
+                }
+                let mut after = old_index;
+                while after < old_lines.len() && blank(after) {
+                    after += 1;
+                }
+                // 0-based `before - 1` ..= `after`, as 1-based half-open.
+                (before.max(1) as u64, after as u64 + 2)
+            }
+        };
+        match out.last_mut() {
+            Some(last) if last.1 >= range.0 => last.1 = last.1.max(range.1),
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_old_lines_of_replacements_removals_and_insertions() {
+        let old = "a\nb\nc\nd\ne\nf\n";
+        // Line 2 replaced, line 4 removed, a line inserted between 5 and 6.
+        let new = "a\nB\nc\ne\nnew\nf\n";
+        // (Adjacent ranges merge: the removal of 4 and the insertion after 5.)
+        assert_eq!(changed_old_lines(old, new), vec![(2, 3), (4, 7)]);
+        // Insertions at the very start and the very end.
+        assert_eq!(changed_old_lines("a\nb\n", "x\na\nb\n"), vec![(1, 2)]);
+        assert_eq!(changed_old_lines("a\nb\n", "a\nb\nx\n"), vec![(2, 4)]);
+        // Blank lines around an insertion are passed over to the code on either side.
+        let old = "a\n\nb\n\n\nc\n";
+        let new = "a\n\nb\n\nx\n\n\nc\n";
+        assert_eq!(changed_old_lines(old, new), vec![(3, 7)]);
+        assert_eq!(changed_old_lines(old, old), Vec::<(u64, u64)>::new());
+    }
 
     #[test]
     fn touched_files_strip_one_component() {
