@@ -415,6 +415,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         }
         summary.changed.extend(report.changed.iter().cloned());
         summary.new.extend(report.new.iter().cloned());
+        summary
+            .changed_units
+            .extend(report.changed.iter().map(|_| u.clone()));
+        summary
+            .new_units
+            .extend(report.new.iter().map(|_| u.clone()));
         // One callback of each kind per klp_object, across all units.
         for c in &report.callbacks {
             if let Some((_, first, unit, _)) =
@@ -643,8 +649,9 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     println!("livepatch module: {}", out.display());
     println!("  kernel:          {}", tree.release);
     println!("  hook:            {}", hook.as_str());
-    println!("  changed:         {}", join_or_none(&summary.changed));
-    println!("  new:             {}", join_or_none(&summary.new));
+    let (changed, new) = summary.qualified();
+    println!("  changed:         {}", join_or_none(&changed));
+    println!("  new:             {}", join_or_none(&new));
     if !hook_callbacks.is_empty() {
         let cbs: Vec<String> = hook_callbacks
             .iter()
@@ -804,8 +811,31 @@ fn hook_object(objects: &mut Vec<HookObject>, name: Option<String>) -> &mut Hook
 struct Summary {
     changed: Vec<String>,
     new: Vec<String>,
+    /// The unit of each of `changed`, and of each of `new`.
+    changed_units: Vec<String>,
+    new_units: Vec<String>,
     /// Differences left out by annotations.
     ignored: Vec<String>,
+}
+
+impl Summary {
+    /// The changed and new functions, a name that several units have (static functions of
+    /// one name, a header's out-of-line inline) followed by its unit.
+    fn qualified(&self) -> (Vec<String>, Vec<String>) {
+        let all: Vec<&String> = self.changed.iter().chain(&self.new).collect();
+        let units: Vec<&String> = self.changed_units.iter().chain(&self.new_units).collect();
+        let count = |n: &String| all.iter().filter(|m| **m == n).count();
+        let mut out: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match units.get(i) {
+                Some(u) if count(n) > 1 => format!("{n} ({u})"),
+                _ => n.to_string(),
+            })
+            .collect();
+        let new = out.split_off(self.changed.len());
+        (out, new)
+    }
 }
 
 fn join_or_none(v: &[String]) -> String {
