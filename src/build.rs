@@ -12,12 +12,12 @@ use sha2::{Digest, Sha256};
 
 use elfdiff::callgraph::CallGraph;
 use elfdiff::explain::ChangedLines;
-use elfdiff::{Diff, Object, PlanOptions};
+use elfdiff::{Diff, Object};
 use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
 use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
 use rayon::prelude::*;
 
-use crate::diffcmd::{entry_sizes, verdict, write_file};
+use crate::diffcmd::{target_layouts, verdict, write_file};
 use crate::kbuild::{self, DiffBuild};
 use crate::kernel::{check_config, check_consistency, Tree};
 use crate::mirror;
@@ -284,7 +284,16 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
 
     // The target: symbols, layouts.
     let symtab = TargetSymtab::parse(&vm_label, &vmlinux)?;
-    let sizes = entry_sizes(Some((&vm_label, &vmlinux)), &[])?;
+    let layouts = target_layouts(Some((&vm_label, &vmlinux)), &[])?;
+    if args.debug {
+        let mut sizes: Vec<_> = layouts.entry_sizes.iter().collect();
+        sizes.sort();
+        let mut members: Vec<_> = layouts.member_offsets.iter().collect();
+        members.sort();
+        crate::progress::message(&format!(
+            "klpgen: target layouts from {vm_label}: entry sizes {sizes:?}, member offsets {members:?}"
+        ));
+    }
     let delayed_objtool = tree.config.is_set("CONFIG_OBJTOOL")
         && (tree.config.is_set("CONFIG_X86_KERNEL_IBT") || tree.config.is_set("CONFIG_LTO_CLANG"));
     // ORC targets that run objtool per object: klpgen runs the target's objtool on the
@@ -445,10 +454,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         if !report.refused.is_empty() {
             continue;
         }
-        let plan = diff.plan(&PlanOptions {
-            entry_sizes: sizes.clone(),
-            objtool_regenerates,
-        })?;
+        let plan = diff.plan(&layouts.plan_options(objtool_regenerates))?;
         let bindings = match mod_target {
             Some(t) => bind_externals_module(&plan, &t.name, &t.table, &symtab, &symvers),
             None => bind_externals(&plan, "vmlinux", &symtab, &symvers),

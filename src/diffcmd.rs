@@ -11,18 +11,47 @@ use patchgen::target::{bind_externals, symvers_mismatch, KernelIdentity, Symvers
 
 use crate::{DiffArgs, Format, Verdict};
 
-/// Entry sizes of special sections: the target's DWARF first, then the command line.
-pub fn entry_sizes(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<HashMap<String, u64>> {
-    let mut sizes = HashMap::new();
+/// What the target's DWARF says of special-section data, for the plan.
+#[derive(Debug, Clone, Default)]
+pub struct TargetLayouts {
+    /// Entry sizes of special sections: the target's DWARF first, then the command line.
+    pub entry_sizes: HashMap<String, u64>,
+    /// Offsets of the members the plan reads (`struct.member`), from the target's DWARF.
+    pub member_offsets: HashMap<String, u64>,
+}
+
+impl TargetLayouts {
+    /// The plan's options with these layouts.
+    pub fn plan_options(&self, objtool_regenerates: bool) -> PlanOptions {
+        PlanOptions {
+            entry_sizes: self.entry_sizes.clone(),
+            member_offsets: self.member_offsets.clone(),
+            objtool_regenerates,
+        }
+    }
+}
+
+/// Entry sizes and member offsets from the target's DWARF (a target without DWARF gives
+/// none), then entry sizes from the command line (`SECTION=BYTES`).
+pub fn target_layouts(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<TargetLayouts> {
+    let mut out = TargetLayouts::default();
     if let Some((label, data)) = target {
-        let wanted: Vec<&str> = elfdiff::plan::special_section_structs()
+        let mut wanted: Vec<&str> = elfdiff::plan::special_section_structs()
             .map(|(_, s)| s)
+            .chain(elfdiff::plan::LAYOUT_MEMBERS.iter().map(|(s, _)| *s))
             .collect();
-        // A target without DWARF simply contributes nothing here.
+        wanted.sort_unstable();
+        wanted.dedup();
         if let Ok(layouts) = elfdiff::dwarf::struct_layouts(label, data, &wanted, "") {
             for (sec, st) in elfdiff::plan::special_section_structs() {
                 if let Some(l) = layouts.get(st) {
-                    sizes.insert(sec.to_string(), l.size);
+                    out.entry_sizes.insert(sec.to_string(), l.size);
+                }
+            }
+            for (st, m) in elfdiff::plan::LAYOUT_MEMBERS {
+                if let Some(member) = layouts.get(*st).and_then(|l| l.member(m)) {
+                    out.member_offsets
+                        .insert(format!("{st}.{m}"), member.offset);
                 }
             }
         }
@@ -34,9 +63,9 @@ pub fn entry_sizes(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<Hash
         let n: u64 = n
             .parse()
             .with_context(|| format!("--entry-size {e}: not a number"))?;
-        sizes.insert(sec.to_string(), n);
+        out.entry_sizes.insert(sec.to_string(), n);
     }
-    Ok(sizes)
+    Ok(out)
 }
 
 /// Turn a report into the verdict klpgen stops with, if any.
@@ -135,16 +164,13 @@ pub fn run(a: DiffArgs) -> Result<()> {
     if let Some(out) = &a.output {
         let symtab_bytes = symtab_bytes.unwrap_or_else(|| ob.clone());
         let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
-        let sizes = entry_sizes(
+        let layouts = target_layouts(
             a.symtab
                 .is_some()
                 .then_some((label.as_str(), &symtab_bytes[..])),
             &a.entry_size,
         )?;
-        let plan = diff.plan(&PlanOptions {
-            entry_sizes: sizes,
-            objtool_regenerates: false,
-        })?;
+        let plan = diff.plan(&layouts.plan_options(false))?;
         let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
         let bindings = if let Some(symvers) = &symvers {
             bind_externals(&plan, &a.objname, &symtab, symvers)?

@@ -284,7 +284,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         }
     }
     if let Some(want) = &expect.printk_formats {
-        let got = printk_formats(&back)?;
+        let got = printk_formats(&back, expect)?;
         if got != *want {
             return Err(format!("printk-formats: expected {want:?}, got {got:?}").into());
         }
@@ -350,6 +350,7 @@ fn plan_and_bind(
     let module = expect.module.as_deref();
     let plan = diff.plan(&PlanOptions {
         entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
+        member_offsets: expect.member.iter().cloned().collect::<HashMap<_, _>>(),
         objtool_regenerates: false,
     })?;
     for n in &expect.notes {
@@ -486,7 +487,7 @@ fn check_entries(
     }
     if name == ".printk_index" {
         // Pointers to `_entry` objects, not into code: printk_formats() checks them.
-        printk_formats(back)?;
+        printk_formats(back, expect)?;
         return Ok(());
     }
     for k in 0..n {
@@ -523,7 +524,17 @@ fn data_target(
 /// The first word of the format of each `.printk_index` entry of the livepatch object, sorted.
 /// Each entry must point at an `_entry` object copied into the livepatch whose every relocation
 /// (its format, `__func__`, file and level strings) points at copies too: no klp relocation.
-fn printk_formats(back: &Object<'_, Orig>) -> Result<Vec<String>, Failed> {
+/// The formats of the livepatch's printk index entries (first word each); `fmt` is at the
+/// offset a `member: pi_entry.fmt=N` directive gives, else at 0.
+fn printk_formats(
+    back: &Object<'_, Orig>,
+    expect: &fixture::Expect,
+) -> Result<Vec<String>, Failed> {
+    let fmt_at = expect
+        .member
+        .iter()
+        .find(|(m, _)| m == "pi_entry.fmt")
+        .map_or(0, |(_, n)| *n);
     let Some(idx) = back.find_section(".printk_index") else {
         return Ok(Vec::new());
     };
@@ -547,7 +558,7 @@ fn printk_formats(back: &Object<'_, Orig>) -> Result<Vec<String>, Failed> {
         let mut fmt = None;
         for m in entry {
             let (ssec, soff) = data_target(back, m)?;
-            if m.offset == eoff {
+            if m.offset == eoff + fmt_at {
                 let data = back.sections[ssec].data;
                 let s = data.get(soff as usize..).unwrap_or_default();
                 let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];

@@ -84,6 +84,17 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .map(|&(s, n)| (s.to_string(), n))
             .collect::<HashMap<_, _>>(),
+        // Half the runs with member offsets from "DWARF" (arbitrary ones: any value must be
+        // safe), half with the known layouts.
+        member_offsets: if data.len() % 4 < 2 {
+            elfdiff::plan::LAYOUT_MEMBERS
+                .iter()
+                .zip(data.iter().rev())
+                .map(|((st, m), &b)| (format!("{st}.{m}"), u64::from(b % 24)))
+                .collect()
+        } else {
+            HashMap::new()
+        },
         objtool_regenerates: data.len().is_multiple_of(2),
     };
     plan_and_write(&diff, a, &opts);

@@ -29,6 +29,8 @@ pub struct Expect {
     /// `entry-size: SECTION=BYTES`: as `klpgen diff --entry-size` (the target's DWARF gives
     /// these in a real build).
     pub entry_size: Vec<(String, u64)>,
+    /// `member: STRUCT.MEMBER=OFFSET`: member offsets the target's DWARF would give.
+    pub member: Vec<(String, u64)>,
     /// `entries: SECTION=N`: the livepatch object's copy of a special section holds exactly N
     /// entries, each pointing into code the livepatch carries.
     pub entries: Vec<(String, u64)>,
@@ -104,6 +106,11 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
             "entry-size" => {
                 for w in words() {
                     e.entry_size.push(section_number("entry-size", &w)?);
+                }
+            }
+            "member" => {
+                for w in words() {
+                    e.member.push(section_number("member", &w)?);
                 }
             }
             "entries" => {

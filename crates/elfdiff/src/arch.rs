@@ -2,6 +2,8 @@
 //! relocation really points, how a function's ftrace entry looks, and which sections of code
 //! reached only by reference are copied piece by piece.
 
+use std::collections::HashMap;
+
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
 use crate::model::reloc_is_pcrel;
@@ -34,8 +36,15 @@ pub trait Arch {
     fn carved_code_sections(&self) -> &'static [&'static str];
     /// For a relocation at `field` (an offset inside `entry`, one entry of special section
     /// `section`) that points into a carved section: how many bytes from the referenced offset
-    /// the entry uses, when the entry says so. `None`: the piece at that offset.
-    fn entry_reference_len(&self, section: &str, entry: &[u8], field: u64) -> Option<u64>;
+    /// the entry uses, when the entry says so. `None`: the piece at that offset. `members`:
+    /// offsets of structure members in the target (`struct.member`, from its DWARF).
+    fn entry_reference_len(
+        &self,
+        section: &str,
+        entry: &[u8],
+        field: u64,
+        members: &HashMap<String, u64>,
+    ) -> Option<u64>;
     /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
     /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
     /// variable `sym` itself, through one relocation against it. The kernel patches the
@@ -259,11 +268,31 @@ impl Arch for X86_64 {
         &[".altinstr_replacement", ".altinstr_aux"]
     }
 
-    fn entry_reference_len(&self, section: &str, entry: &[u8], field: u64) -> Option<u64> {
-        // struct alt_instr { s32 instr_offset; s32 repl_offset; <feature: u32 since 6.3,
-        // u16 before>; u8 instrlen; u8 replacementlen; } __packed: 14 bytes (12 before 6.3),
-        // `replacementlen` the last byte. Older layouts (a trailing `padlen`) are not read.
-        if section == ".altinstructions" && field == 4 && matches!(entry.len(), 12 | 14) {
+    fn entry_reference_len(
+        &self,
+        section: &str,
+        entry: &[u8],
+        field: u64,
+        members: &HashMap<String, u64>,
+    ) -> Option<u64> {
+        if section != ".altinstructions" {
+            return None;
+        }
+        // The target's own layout of struct alt_instr, when its DWARF gave it.
+        if let (Some(&repl), Some(&len)) = (
+            members.get("alt_instr.repl_offset"),
+            members.get("alt_instr.replacementlen"),
+        ) {
+            if field != repl {
+                return None;
+            }
+            return entry.get(usize::try_from(len).ok()?).map(|&l| u64::from(l));
+        }
+        // Else the layouts klpgen knows: struct alt_instr { s32 instr_offset; s32
+        // repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8 replacementlen;
+        // } __packed: 14 bytes (12 before 6.3), `replacementlen` the last byte. Older layouts
+        // (a trailing `padlen`) are not read.
+        if field == 4 && matches!(entry.len(), 12 | 14) {
             return entry.last().map(|&l| u64::from(l));
         }
         None
@@ -406,27 +435,61 @@ mod tests {
 
     #[test]
     fn alt_instr_gives_its_replacement_length() {
+        let none = HashMap::new();
         // instr_offset, repl_offset, ft_flags, instrlen 5, replacementlen 3.
         let entry = [0, 0, 0, 0, 0, 0, 0, 0, 0x34, 1, 0, 0, 5, 3];
         assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 4),
+            X86_64.entry_reference_len(".altinstructions", &entry, 4, &none),
             Some(3)
         );
         let empty = [0, 0, 0, 0, 0, 0, 0, 0, 0x9a, 0, 0, 0, 5, 0];
         assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &empty, 4),
+            X86_64.entry_reference_len(".altinstructions", &empty, 4, &none),
             Some(0)
         );
         // Only the replacement field, only known layouts.
         assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 0),
+            X86_64.entry_reference_len(".altinstructions", &entry, 0, &none),
             None
         );
         assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry[..13], 4),
+            X86_64.entry_reference_len(".altinstructions", &entry[..13], 4, &none),
             None
         );
-        assert_eq!(X86_64.entry_reference_len("__jump_table", &entry, 4), None);
+        assert_eq!(
+            X86_64.entry_reference_len("__jump_table", &entry, 4, &none),
+            None
+        );
+    }
+
+    #[test]
+    fn alt_instr_layout_from_the_target() {
+        // A layout none of the known ones is: 16 bytes, repl_offset at 8, replacementlen at
+        // 13 (and a flags byte after it).
+        let members: HashMap<String, u64> = [
+            ("alt_instr.repl_offset".to_string(), 8),
+            ("alt_instr.replacementlen".to_string(), 13),
+        ]
+        .into();
+        let entry = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 7, 0xff, 0];
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry, 8, &members),
+            Some(7)
+        );
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry, 4, &members),
+            None
+        );
+        // The heuristic would have read the last byte.
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry[..14], 4, &HashMap::new()),
+            Some(7)
+        );
+        // A member past the entry's end gives nothing.
+        assert_eq!(
+            X86_64.entry_reference_len(".altinstructions", &entry[..13], 8, &members),
+            None
+        );
     }
 
     #[test]

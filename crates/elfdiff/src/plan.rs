@@ -126,6 +126,26 @@ pub fn is_known_section(name: &str) -> bool {
 
 /// The DWARF structure that gives each special section's entry size, for callers that read
 /// it from the target.
+/// Members of special-section data whose offsets the plan reads: `struct pi_entry`'s `fmt`
+/// and `func` (what a `.printk_index` entry's site prints, and in which function), and
+/// `struct alt_instr`'s `repl_offset` and `replacementlen` (which bytes of
+/// `.altinstr_replacement` an alternative uses).
+pub const LAYOUT_MEMBERS: &[(&str, &str)] = &[
+    ("pi_entry", "fmt"),
+    ("pi_entry", "func"),
+    ("alt_instr", "repl_offset"),
+    ("alt_instr", "replacementlen"),
+];
+
+impl PlanOptions {
+    /// The offset of `member` in `strukt` in the target, when its DWARF said.
+    pub fn member_offset(&self, strukt: &str, member: &str) -> Option<u64> {
+        self.member_offsets
+            .get(&format!("{strukt}.{member}"))
+            .copied()
+    }
+}
+
 pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
     SPECIAL_SECTIONS
         .iter()
@@ -136,6 +156,10 @@ pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static
 pub struct PlanOptions {
     /// Entry sizes by section name (from the target's DWARF or the command line).
     pub entry_sizes: HashMap<String, u64>,
+    /// Offsets of the structure members the plan reads ([`LAYOUT_MEMBERS`]), keyed
+    /// `struct.member`, from the target's DWARF. A missing one takes the layout of the
+    /// kernels klpgen knows (5.15 to 6.19).
+    pub member_offsets: HashMap<String, u64>,
     /// The target's objtool will run on the livepatch (on the linked module, or on the
     /// livepatch object by klpgen), so its output sections are not copied.
     pub objtool_regenerates: bool,
@@ -839,7 +863,9 @@ impl Builder<'_, '_, '_> {
         let base = d.patched.sym(r.sym).value as i64;
         let bias = d.patched_insns.bias(d.patched, site, r);
         let x = base.wrapping_add(r.addend).wrapping_add(bias);
-        let len = entry.and_then(|e| X86_64.entry_reference_len(e.section, e.bytes, e.field));
+        let len = entry.and_then(|e| {
+            X86_64.entry_reference_len(e.section, e.bytes, e.field, &self.opts.member_offsets)
+        });
         let out = self.carved(sec, how)?;
         let fresh = self
             .carves
@@ -1026,8 +1052,8 @@ impl Builder<'_, '_, '_> {
     /// The `.printk_index` entries the livepatch carries (offsets of their relocations).
     ///
     /// Each entry is a pointer to the `struct pi_entry` (`_entry`) a printk site leaves, whose
-    /// first two members are the pointers `fmt` and `func` (at 0 and at one pointer, the
-    /// index's entry size). Nothing references `_entry`; it belongs to the livepatch's code, and
+    /// members `fmt` and `func` are pointers (at the offsets the target's DWARF gives, else
+    /// the first two, at 0 and at one pointer, the index's entry size). Nothing references `_entry`; it belongs to the livepatch's code, and
     /// is carried, when
     /// - its `func` string (`__func__` of the function whose body holds the site: a
     ///   `__func__.N` object or, with some compilers, a merged string) names a function the
@@ -1075,11 +1101,13 @@ impl Builder<'_, '_, '_> {
                     .first()
                     .and_then(|m| self.pointee(esec, m))
             };
-            let by_func = member(ptr)
+            let fmt_at = self.opts.member_offset("pi_entry", "fmt").unwrap_or(0);
+            let func_at = self.opts.member_offset("pi_entry", "func").unwrap_or(ptr);
+            let by_func = member(func_at)
                 .and_then(|f| self.c_string_at(f))
                 .and_then(|f| std::str::from_utf8(f).ok())
                 .is_some_and(|f| names.contains(f));
-            let by_fmt = member(0).is_some_and(|f| code_strings.contains(&f));
+            let by_fmt = member(fmt_at).is_some_and(|f| code_strings.contains(&f));
             if by_func || by_fmt {
                 wanted.push(r.offset);
             }
