@@ -413,7 +413,14 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             _ => (graph, orig.file_name),
         };
         let explained = elfdiff::explain::explain_with(diff, &changed_lines);
-        annotate_callers(&mut entry, g, file_of, &included, args);
+        let private: Vec<&str> = diff
+            .functions
+            .iter()
+            .filter(|r| r.private)
+            .filter_map(|r| r.orig)
+            .map(|o| diff.orig.sym(o).name)
+            .collect();
+        annotate_callers(&mut entry, g, file_of, &included, &private, args);
         annotate_explain(&mut entry, &explained, &included);
         rep.objects.push(entry);
         summary
@@ -1167,6 +1174,7 @@ fn annotate_callers(
     graph: &CallGraph<'_>,
     file: Option<&str>,
     included: &[(String, String)],
+    private: &[&str],
     args: &BuildArgs,
 ) {
     let quiet = args.quiet;
@@ -1204,7 +1212,14 @@ fn annotate_callers(
             for l in &c.looping_callers {
                 info.looping.push(label(*l));
             }
+            if private.contains(&f.name.as_str()) {
+                for e in c.callers.iter().filter(|e| e.tail_calls > 0) {
+                    info.tail_calling.push(label(e.caller));
+                }
+            }
         }
+        info.tail_calling.sort();
+        info.tail_calling.dedup();
         info.direct.sort();
         info.direct.dedup();
         info.looping.sort();
@@ -1215,6 +1230,14 @@ fn annotate_callers(
                 crate::progress::message(&format!(
                     "klpgen: warning: {l}() calls {}() in a loop; a task inside {l}() during the transition may see the old and the new {}() in turn (--include-callers 1 patches {l}() too)",
                     f.name, f.name
+                ));
+            }
+        }
+        if !quiet {
+            for t in &info.tail_calling {
+                crate::progress::message(&format!(
+                    "klpgen: warning: {t}() tail-calls {name}(), which livepatch cannot redirect (no ftrace entry) and reaches through its replaced callers; a task inside the old {name}() entered from {t}() has no replaced function on its stack, so it switches during the transition and finishes the old {name}() under the new code",
+                    name = f.name
                 ));
             }
         }

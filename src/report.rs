@@ -61,6 +61,12 @@ pub struct CallerInfo {
     pub looping: Vec<String>,
     /// Its address is taken (it may be called through a pointer, callers unknown).
     pub address_taken: bool,
+    /// For a private function (no ftrace entry, reached through its replaced callers): the
+    /// callers that jump to it as a tail call. A task inside the old version entered that way
+    /// has no replaced function on its stack, so it switches and finishes the old version
+    /// under the new code.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tail_calling: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -451,15 +451,21 @@ fn run_case(
         eprintln!("{}", run.show());
         return Ok(fail(format!("klpgen build failed ({status})")));
     }
-    // Optional `stdout-contains`: lines klpgen's output must contain (what was built).
-    if let Ok(wanted) = fs::read_to_string(case.dir.join("stdout-contains")) {
-        let missing: Vec<&str> = wanted
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !run.stdout.contains(l.trim()))
-            .collect();
-        if !missing.is_empty() {
-            eprintln!("{}", run.show());
-            return Ok(fail(format!("klpgen output lacks {missing:?}")));
+    // Optional `stdout-contains` and `stderr-contains`: lines klpgen's output (what was built)
+    // and its messages (warnings) must contain.
+    for (file, text) in [
+        ("stdout-contains", &run.stdout),
+        ("stderr-contains", &run.stderr),
+    ] {
+        if let Ok(wanted) = fs::read_to_string(case.dir.join(file)) {
+            let missing: Vec<&str> = wanted
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !text.contains(l.trim()))
+                .collect();
+            if !missing.is_empty() {
+                eprintln!("{}", run.show());
+                return Ok(fail(format!("klpgen {file} check: lacks {missing:?}")));
+            }
         }
     }
     let module = output.join(format!("livepatch-{}.ko", case.name));
