@@ -806,9 +806,15 @@ impl<'a, 'd> Diff<'a, 'd> {
         }
         let og = crate::callgraph::CallGraph::build(&[self.orig]);
         let pg = crate::callgraph::CallGraph::build(&[self.patched]);
-        let taker = |g: &crate::callgraph::CallGraph<'_>, name: &str, section: &str, value| {
-            let f = g.defined_at(name, section, value)?;
-            g.refs_to(f).first().map(|r| r.by.describe(g))
+        // What takes the function's address in one object; a function the call graph does not
+        // know (no size, say) cannot be shown to be only called, so it counts as taken.
+        let taker = |g: &crate::callgraph::CallGraph<'_>, name: &str, section: &str, value| match g
+            .defined_at(name, section, value)
+        {
+            None => Some(format!(
+                "code klpgen cannot analyse ({name} is not a function of the call graph)"
+            )),
+            Some(f) => g.refs_to(f).first().map(|r| r.by.describe(g)),
         };
         for r in results {
             let Some(o) = candidate(r) else { continue };
