@@ -188,6 +188,14 @@ pub fn run(a: DiffArgs) -> Result<()> {
         }
         let bytes = patchgen::writer::write_patch_object(&plan, &bindings, 0)?;
         write_file(out, &bytes)?;
+        // What the plan did beyond the verdicts (runtime constants rewritten, private
+        // functions reached through their callers, new exports not carried).
+        for n in &plan.notes {
+            match a.format {
+                Format::Text => println!("  note     {n}"),
+                Format::Json => eprintln!("klpgen: note: {n}"),
+            }
+        }
     }
     Ok(())
 }

@@ -241,3 +241,20 @@ fn why_from_the_changed_lines() {
         .unwrap();
     assert_eq!(e.cause, Cause::OwnCode);
 }
+
+/// `klpgen diff --output` says what the plan did beyond the verdicts: here that the changed
+/// syscall body has no ftrace entry and is reached through its replaced stub.
+#[test]
+fn diff_output_prints_the_plan_notes() {
+    let p = pair("syscall_body_notrace");
+    let out = p.0.with_file_name("livepatch-notes.o");
+    let o = klpgen(&["diff"], &p, &["--output", out.to_str().unwrap()]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("  note     __do_sys_demo has no ftrace entry")
+            && text.contains("its callers __x64_sys_demo are replaced instead"),
+        "{text}"
+    );
+    assert!(out.is_file());
+}
