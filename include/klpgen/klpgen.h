@@ -104,7 +104,9 @@ struct klp_object;
  *    refuses a changed function on the error-injection list);
  *  - __do_sys_name is `static inline`, and the kernel's `inline` implies notrace: when GCC
  *    keeps it out of line (a body of any size), the changed function is one without an
- *    ftrace entry, which livepatch cannot redirect.
+ *    ftrace entry, which livepatch cannot redirect. (klpgen then replaces its only callers,
+ *    the stubs, which call the carried new body; but with error injection the stubs are on
+ *    the list above, and the stubs tail-call the body.)
  * KLPGEN_SYSCALL_DEFINEn produces the same entry points, under the same names, without the
  * records, and with __se_sys_name and __do_sys_name always inlined: the whole body is in the
  * stub, an ordinary traceable global function, which is what the livepatch replaces. (The
