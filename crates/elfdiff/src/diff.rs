@@ -184,6 +184,22 @@ pub(crate) fn resolve<S: Side>(
     }
 }
 
+/// Where each relocation inside function `f`'s bytes points, resolved past section symbols.
+pub(crate) fn targets_of<'o, S: Side>(
+    obj: &'o Object<'_, S>,
+    insns: &'o Insns,
+    f: SymIdx<S>,
+) -> impl Iterator<Item = Target<S>> + 'o {
+    let s = obj.sym(f);
+    let (start, end) = (s.value, s.value.saturating_add(s.size));
+    s.section.into_iter().flat_map(move |sec| {
+        obj.sec(sec)
+            .relocs_in(start, end)
+            .iter()
+            .map(move |r| resolve(obj, insns, sec, r))
+    })
+}
+
 /// A local assembler label (`.LC0`, `.L123`). GAS keeps such labels in the symbol table for
 /// relocations into mergeable sections (strings above all) instead of using the section
 /// symbol; their numbers say nothing (a string moves to another function's section, and
@@ -867,20 +883,15 @@ impl<'a, 'd> Diff<'a, 'd> {
                     continue;
                 }
                 let f = self.patched.sym(results[j].patched);
-                let Some(sec) = f.section else { continue };
-                let refers = self
-                    .patched
-                    .sec(sec)
-                    .relocs_in(f.value, f.value.saturating_add(f.size))
-                    .iter()
-                    .any(
-                        |r| match resolve(self.patched, &self.patched_insns, sec, r) {
+                let refers =
+                    targets_of(self.patched, &self.patched_insns, results[j].patched).any(|t| {
+                        match t {
                             Target::Symbol { sym, .. } => sym == child,
                             Target::Anon { sec: t, .. } | Target::String { sec: t, .. } => {
                                 Some(t) == child_sec
                             }
-                        },
-                    );
+                        }
+                    });
                 if !refers {
                     continue;
                 }

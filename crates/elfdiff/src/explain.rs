@@ -15,7 +15,7 @@ use iced_x86::{
 };
 use serde::Serialize;
 
-use crate::diff::{describe, ref_key, resolve, Diff, Insns, Refusal, Target, Verdict};
+use crate::diff::{describe, ref_key, resolve, targets_of, Diff, Insns, Refusal, Target, Verdict};
 use crate::error::Error;
 use crate::model::{reloc_is_pcrel, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
 use crate::names::normalize;
@@ -375,23 +375,17 @@ fn changed_calls(diff: &Diff<'_, '_>, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Ve
         .collect();
     let own = normalize(diff.orig.sym(o).name);
     let mut out: Vec<String> = Vec::new();
-    fn targets<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
-        let s = obj.sym(f);
-        let Some(sec) = s.section else {
-            return Vec::new();
-        };
-        obj.sec(sec)
-            .relocs_in(s.value, s.value.saturating_add(s.size))
-            .iter()
-            .filter_map(|r| match resolve(obj, insns, sec, r) {
+    fn names<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
+        targets_of(obj, insns, f)
+            .filter_map(|t| match t {
                 Target::Symbol { sym, .. } => Some(normalize(obj.sym(sym).name)),
                 _ => None,
             })
             .collect()
     }
-    for name in targets(diff.orig, &diff.orig_insns, o)
+    for name in names(diff.orig, &diff.orig_insns, o)
         .into_iter()
-        .chain(targets(diff.patched, &diff.patched_insns, p))
+        .chain(names(diff.patched, &diff.patched_insns, p))
     {
         if name != own && changed.contains(&name) && !out.contains(&name) {
             out.push(name);
@@ -937,17 +931,14 @@ impl DwarfIndex {
                     }
                     continue;
                 }
-                let fi = row.file_index();
-                let fid = match file_ids.get(&fi) {
-                    Some(&id) => id,
-                    None => {
-                        let name = file_name(dwarf, unit, &header, fi, comp_dir.as_deref());
-                        self.files.push(name);
-                        let id = self.files.len() - 1;
-                        file_ids.insert(fi, id);
-                        id
-                    }
-                };
+                let fid = self.file_id(
+                    &mut file_ids,
+                    dwarf,
+                    unit,
+                    &header,
+                    row.file_index(),
+                    comp_dir.as_deref(),
+                );
                 let line = row.line().map_or(0, |l| l.get());
                 let seq = current.get_or_insert(Seq {
                     start: addr,
@@ -976,24 +967,12 @@ impl DwarfIndex {
                 .and_then(|v| v.udata_value());
             let call_file = entry
                 .attr_value(gimli::DW_AT_call_file)?
-                .and_then(|v| match v {
-                    AttributeValue::FileIndex(i) => Some(i),
-                    v => v.udata_value(),
-                });
+                .and_then(file_index);
             let call_site = match (call_file, call_line, &header) {
-                (Some(fi), Some(line), Some(h)) => {
-                    let id = match file_ids.get(&fi) {
-                        Some(&id) => id,
-                        None => {
-                            let name = file_name(dwarf, unit, h, fi, comp_dir.as_deref());
-                            self.files.push(name);
-                            let id = self.files.len() - 1;
-                            file_ids.insert(fi, id);
-                            id
-                        }
-                    };
-                    Some((id, line))
-                }
+                (Some(fi), Some(line), Some(h)) => Some((
+                    self.file_id(&mut file_ids, dwarf, unit, h, fi, comp_dir.as_deref()),
+                    line,
+                )),
                 _ => None,
             };
             for (begin, end) in die_ranges(dwarf, unit, entry)? {
@@ -1036,25 +1015,31 @@ impl DwarfIndex {
             .and_then(|v| v.udata_value());
         let file = entry
             .attr_value(gimli::DW_AT_decl_file)?
-            .and_then(|v| match v {
-                AttributeValue::FileIndex(i) => Some(i),
-                v => v.udata_value(),
-            });
+            .and_then(file_index);
         let (Some(line), Some(fi), Some(program)) = (line, file, unit.line_program.as_ref()) else {
             return Ok(());
         };
-        let fid = match file_ids.get(&fi) {
-            Some(&id) => id,
-            None => {
-                let name = file_name(dwarf, unit, program.header(), fi, comp_dir);
-                self.files.push(name);
-                let id = self.files.len() - 1;
-                file_ids.insert(fi, id);
-                id
-            }
-        };
+        let fid = self.file_id(file_ids, dwarf, unit, program.header(), fi, comp_dir);
         self.decls.push((fid, line, name));
         Ok(())
+    }
+
+    /// Our id for file `fi` of a unit's line-table header (`ids`: the unit's, so far), added
+    /// to `files` the first time.
+    fn file_id<'a>(
+        &mut self,
+        ids: &mut HashMap<u64, usize>,
+        dwarf: &gimli::Dwarf<Rdr<'a>>,
+        unit: &gimli::Unit<Rdr<'a>>,
+        header: &gimli::LineProgramHeader<Rdr<'a>>,
+        fi: u64,
+        comp_dir: Option<&str>,
+    ) -> usize {
+        *ids.entry(fi).or_insert_with(|| {
+            self.files
+                .push(file_name(dwarf, unit, header, fi, comp_dir));
+            self.files.len() - 1
+        })
     }
 
     /// The function whose definition holds line `line` of file `fid`: the last one starting at
@@ -1231,6 +1216,14 @@ fn file_name<'a>(
             format!("{}/{joined}", c.trim_end_matches('/'))
         }
         _ => joined,
+    }
+}
+
+/// A file attribute (`DW_AT_call_file`, `DW_AT_decl_file`) as a line-table file index.
+fn file_index(v: AttributeValue<Rdr<'_>>) -> Option<u64> {
+    match v {
+        AttributeValue::FileIndex(i) => Some(i),
+        v => v.udata_value(),
     }
 }
 

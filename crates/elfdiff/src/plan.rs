@@ -124,8 +124,6 @@ pub fn is_known_section(name: &str) -> bool {
         || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// The DWARF structure that gives each special section's entry size, for callers that read
-/// it from the target.
 /// Members of special-section data whose offsets the plan reads: `struct pi_entry`'s `fmt`
 /// and `func` (what a `.printk_index` entry's site prints, and in which function), and
 /// `struct alt_instr`'s `repl_offset` and `replacementlen` (which bytes of
@@ -146,6 +144,8 @@ impl PlanOptions {
     }
 }
 
+/// The DWARF structure that gives each special section's entry size, for callers that read
+/// it from the target.
 pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
     SPECIAL_SECTIONS
         .iter()
@@ -421,16 +421,8 @@ impl Diff<'_, '_> {
             .iter()
             .filter(|r| r.verdict.is_included() && r.patched != f)
             .filter(|r| {
-                let s = self.patched.sym(r.patched);
-                let Some(sec) = s.section else { return false };
-                self.patched
-                    .sec(sec)
-                    .relocs_in(s.value, s.value.saturating_add(s.size))
-                    .iter()
-                    .any(|rel| {
-                        matches!(crate::diff::resolve(self.patched, &self.patched_insns, sec, rel),
-                            Target::Symbol { sym, .. } if sym == f)
-                    })
+                crate::diff::targets_of(self.patched, &self.patched_insns, r.patched)
+                    .any(|t| matches!(t, Target::Symbol { sym, .. } if sym == f))
             })
             .map(|r| match r.orig {
                 Some(o) => self.orig.sym(o).name,
@@ -1053,8 +1045,8 @@ impl Builder<'_, '_, '_> {
     ///
     /// Each entry is a pointer to the `struct pi_entry` (`_entry`) a printk site leaves, whose
     /// members `fmt` and `func` are pointers (at the offsets the target's DWARF gives, else
-    /// the first two, at 0 and at one pointer, the index's entry size). Nothing references `_entry`; it belongs to the livepatch's code, and
-    /// is carried, when
+    /// the first two, at 0 and at one pointer, the index's entry size). Nothing references
+    /// `_entry`; it belongs to the livepatch's code, and is carried, when
     /// - its `func` string (`__func__` of the function whose body holds the site: a
     ///   `__func__.N` object or, with some compilers, a merged string) names a function the
     ///   livepatch carries (changed, new or callback; a clone `f.isra.0` has `__func__` "f"),
