@@ -433,29 +433,22 @@ mod tests {
         assert!(X86_64.runtime_ptr_load(&c, u64::MAX).is_err());
     }
 
+    /// `entry_reference_len` for an `.altinstructions` entry.
+    fn alt_len(entry: &[u8], field: u64, members: &HashMap<String, u64>) -> Option<u64> {
+        X86_64.entry_reference_len(".altinstructions", entry, field, members)
+    }
+
     #[test]
     fn alt_instr_gives_its_replacement_length() {
         let none = HashMap::new();
         // instr_offset, repl_offset, ft_flags, instrlen 5, replacementlen 3.
         let entry = [0, 0, 0, 0, 0, 0, 0, 0, 0x34, 1, 0, 0, 5, 3];
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 4, &none),
-            Some(3)
-        );
+        assert_eq!(alt_len(&entry, 4, &none), Some(3));
         let empty = [0, 0, 0, 0, 0, 0, 0, 0, 0x9a, 0, 0, 0, 5, 0];
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &empty, 4, &none),
-            Some(0)
-        );
+        assert_eq!(alt_len(&empty, 4, &none), Some(0));
         // Only the replacement field, only known layouts.
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 0, &none),
-            None
-        );
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry[..13], 4, &none),
-            None
-        );
+        assert_eq!(alt_len(&entry, 0, &none), None);
+        assert_eq!(alt_len(&entry[..13], 4, &none), None);
         assert_eq!(
             X86_64.entry_reference_len("__jump_table", &entry, 4, &none),
             None
@@ -472,24 +465,12 @@ mod tests {
         ]
         .into();
         let entry = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 7, 0xff, 0];
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 8, &members),
-            Some(7)
-        );
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry, 4, &members),
-            None
-        );
+        assert_eq!(alt_len(&entry, 8, &members), Some(7));
+        assert_eq!(alt_len(&entry, 4, &members), None);
         // The heuristic would have read the last byte.
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry[..14], 4, &HashMap::new()),
-            Some(7)
-        );
+        assert_eq!(alt_len(&entry[..14], 4, &HashMap::new()), Some(7));
         // A member past the entry's end gives nothing.
-        assert_eq!(
-            X86_64.entry_reference_len(".altinstructions", &entry[..13], 8, &members),
-            None
-        );
+        assert_eq!(alt_len(&entry[..13], 8, &members), None);
     }
 
     #[test]
