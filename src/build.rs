@@ -429,14 +429,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         if report.changed.is_empty() && report.new.is_empty() {
             continue;
         }
-        summary.changed.extend(report.changed.iter().cloned());
-        summary.new.extend(report.new.iter().cloned());
         summary
-            .changed_units
-            .extend(report.changed.iter().map(|_| u.clone()));
+            .changed
+            .extend(report.changed.iter().map(|n| (n.clone(), u.clone())));
         summary
-            .new_units
-            .extend(report.new.iter().map(|_| u.clone()));
+            .new
+            .extend(report.new.iter().map(|n| (n.clone(), u.clone())));
         // One callback of each kind per klp_object, across all units.
         for c in &report.callbacks {
             if let Some((_, first, unit, _)) =
@@ -461,7 +459,10 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         if !report.refused.is_empty() {
             continue;
         }
-        let plan = diff.plan(&layouts.plan_options(objtool_regenerates))?;
+        let plan = diff.plan(&elfdiff::PlanOptions {
+            objtool_regenerates,
+            ..layouts.clone()
+        })?;
         let bindings = match mod_target {
             Some(t) => bind_externals_module(&plan, &t.name, &t.table, &symtab, &symvers),
             None => bind_externals(&plan, "vmlinux", &symtab, &symvers),
@@ -533,8 +534,8 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         all_bindings.extend(bindings);
     }
     let fake = elfdiff::Report {
-        changed: summary.changed.clone(),
-        new: summary.new.clone(),
+        changed: summary.changed.iter().map(|(n, _)| n.clone()).collect(),
+        new: summary.new.iter().map(|(n, _)| n.clone()).collect(),
         refused: refusals,
         ignored: vec![],
         callbacks: vec![],
@@ -822,11 +823,9 @@ fn hook_object(objects: &mut Vec<HookObject>, name: Option<String>) -> &mut Hook
 
 #[derive(Default)]
 struct Summary {
-    changed: Vec<String>,
-    new: Vec<String>,
-    /// The unit of each of `changed`, and of each of `new`.
-    changed_units: Vec<String>,
-    new_units: Vec<String>,
+    /// Changed and new functions: (name, unit).
+    changed: Vec<(String, String)>,
+    new: Vec<(String, String)>,
     /// Differences left out by annotations.
     ignored: Vec<String>,
 }
@@ -835,19 +834,18 @@ impl Summary {
     /// The changed and new functions, a name that several units have (static functions of
     /// one name, a header's out-of-line inline) followed by its unit.
     fn qualified(&self) -> (Vec<String>, Vec<String>) {
-        let all: Vec<&String> = self.changed.iter().chain(&self.new).collect();
-        let units: Vec<&String> = self.changed_units.iter().chain(&self.new_units).collect();
-        let count = |n: &String| all.iter().filter(|m| **m == n).count();
-        let mut out: Vec<String> = all
-            .iter()
-            .enumerate()
-            .map(|(i, n)| match units.get(i) {
-                Some(u) if count(n) > 1 => format!("{n} ({u})"),
-                _ => n.to_string(),
-            })
-            .collect();
-        let new = out.split_off(self.changed.len());
-        (out, new)
+        let all = || self.changed.iter().chain(&self.new);
+        let name = |(n, u): &(String, String)| {
+            if all().filter(|(m, _)| m == n).count() > 1 {
+                format!("{n} ({u})")
+            } else {
+                n.clone()
+            }
+        };
+        (
+            self.changed.iter().map(name).collect(),
+            self.new.iter().map(name).collect(),
+        )
     }
 }
 

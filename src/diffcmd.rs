@@ -1,6 +1,5 @@
 //! `klpgen diff`: the differ on one object pair, optionally writing the livepatch object.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -11,30 +10,11 @@ use patchgen::target::{bind_externals, symvers_mismatch, KernelIdentity, Symvers
 
 use crate::{DiffArgs, Format, Verdict};
 
-/// What the target's DWARF says of special-section data, for the plan.
-#[derive(Debug, Clone, Default)]
-pub struct TargetLayouts {
-    /// Entry sizes of special sections: the target's DWARF first, then the command line.
-    pub entry_sizes: HashMap<String, u64>,
-    /// Offsets of the members the plan reads (`struct.member`), from the target's DWARF.
-    pub member_offsets: HashMap<String, u64>,
-}
-
-impl TargetLayouts {
-    /// The plan's options with these layouts.
-    pub fn plan_options(&self, objtool_regenerates: bool) -> PlanOptions {
-        PlanOptions {
-            entry_sizes: self.entry_sizes.clone(),
-            member_offsets: self.member_offsets.clone(),
-            objtool_regenerates,
-        }
-    }
-}
-
-/// Entry sizes and member offsets from the target's DWARF (a target without DWARF gives
-/// none), then entry sizes from the command line (`SECTION=BYTES`).
-pub fn target_layouts(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<TargetLayouts> {
-    let mut out = TargetLayouts::default();
+/// The plan's options from the target: entry sizes and member offsets from its DWARF (a
+/// target without DWARF gives none), then entry sizes from the command line
+/// (`SECTION=BYTES`). `objtool_regenerates` is left to the caller.
+pub fn target_layouts(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<PlanOptions> {
+    let mut out = PlanOptions::default();
     if let Some((label, data)) = target {
         let mut wanted: Vec<&str> = elfdiff::plan::special_section_structs()
             .map(|(_, s)| s)
@@ -170,7 +150,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 .then_some((label.as_str(), &symtab_bytes[..])),
             &a.entry_size,
         )?;
-        let plan = diff.plan(&layouts.plan_options(false))?;
+        let plan = diff.plan(&layouts)?;
         let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
         let bindings = if let Some(symvers) = &symvers {
             bind_externals(&plan, &a.objname, &symtab, symvers)?

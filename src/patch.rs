@@ -258,47 +258,35 @@ pub fn finish_copy(
         }
         done.push(f);
         if let Ok(old) = fs::read(original.join(f)) {
-            changed.extend(changed_lines(dir, f, &old));
-            if keep_lines {
-                keep_line_numbers(dir, f, &old)?;
-            }
+            changed.extend(finish_file(dir, f, &old, keep_lines)?);
         }
     }
     Ok(changed)
 }
 
-/// The lines of `f` (in `tree`, patched) that differ from `old`, in `old`'s numbering; None
-/// for a file that is gone or not text.
-fn changed_lines(tree: &Path, f: &str, old: &[u8]) -> Option<ChangedLines> {
-    let new = fs::read(tree.join(f)).ok()?;
-    let (old, new) = (
-        std::str::from_utf8(old).ok()?,
-        std::str::from_utf8(&new).ok()?,
-    );
-    Some(ChangedLines {
-        file: f.to_string(),
-        lines: patchgen::patchfile::changed_old_lines(old, new),
-    })
-}
-
-/// Put `#line` directives into the patched file `f` so that the lines the patches did not
-/// touch keep their numbers from `old` (see `patchgen::patchfile::keep_line_numbers`). C
-/// sources and headers only.
-fn keep_line_numbers(tree: &Path, f: &str, old: &[u8]) -> Result<()> {
-    if !(f.ends_with(".c") || f.ends_with(".h")) {
-        return Ok(());
-    }
+/// Finish the patched file `f` of `tree` against its original bytes `old`: the lines the
+/// patches changed, in `old`'s numbering (None for a file that is gone or not text), and, with
+/// `keep_lines`, `#line` directives so that the lines the patches did not touch keep their
+/// numbers from `old` (see `patchgen::patchfile::keep_line_numbers`; C sources and headers
+/// only). The file is read once, before any directive goes in.
+fn finish_file(tree: &Path, f: &str, old: &[u8], keep_lines: bool) -> Result<Option<ChangedLines>> {
     let path = tree.join(f);
     let Ok(new) = fs::read(&path) else {
-        return Ok(());
+        return Ok(None);
     };
     let (Ok(old), Ok(new)) = (std::str::from_utf8(old), std::str::from_utf8(&new)) else {
-        return Ok(());
+        return Ok(None);
     };
-    if let Some(fixed) = patchgen::patchfile::keep_line_numbers(old, new) {
-        fs::write(&path, fixed).with_context(|| format!("cannot write {}", path.display()))?;
+    let changed = ChangedLines {
+        file: f.to_string(),
+        lines: patchgen::patchfile::changed_old_lines(old, new),
+    };
+    if keep_lines && (f.ends_with(".c") || f.ends_with(".h")) {
+        if let Some(fixed) = patchgen::patchfile::keep_line_numbers(old, new) {
+            fs::write(&path, fixed).with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
-    Ok(())
+    Ok(Some(changed))
 }
 
 /// Check, without touching the tree, that the first patch applies (later ones may depend on
@@ -372,12 +360,8 @@ impl Applied {
                 done.push(&saved.file);
                 if let Some(b) = &saved.backup {
                     let old = fs::read(b)?;
-                    applied
-                        .changed
-                        .extend(changed_lines(source, &saved.file, &old));
-                    if keep_lines {
-                        keep_line_numbers(source, &saved.file, &old)?;
-                    }
+                    let changed = finish_file(source, &saved.file, &old, keep_lines)?;
+                    applied.changed.extend(changed);
                 }
             }
         }
