@@ -320,7 +320,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     // Symbol namespaces to import: those of the namespaced exports the new code calls, and the
     // patched units' own `import_ns=` tags.
     let mut import_ns: BTreeSet<String> = BTreeSet::new();
-    let mut manifest = patchgen::check::Manifest::default();
+    let mut manifest = patchgen::manifest::Manifest::default();
     // Read and diff every pair first: --include-callers needs the changed functions of all
     // units to find their callers in any of them (units added with -t included).
     let mut bytes = Vec::new();

@@ -14,8 +14,9 @@ use std::process::Command;
 use elfdiff::{Diff, Object, PlanOptions};
 use object::build::elf::{Builder, SectionData};
 use object::elf;
-use patchgen::check::{self, Inputs, Manifest, TargetObject};
+use patchgen::check::{self, Inputs, TargetObject};
 use patchgen::kmod::HookFunc;
+use patchgen::manifest::Manifest;
 use patchgen::target::{bind_externals, Binding, Symvers, TargetSymtab};
 
 const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");

@@ -6,30 +6,20 @@
 //! Bytes in, findings out. Each finding has a stable key (`check.<what>...`). The replaced
 //! functions and the origin of every klp symbol are read from two non-allocated sections
 //! that `klpgen build` writes into the module (`.klpgen.funcs`, `.klpgen.syms`, see
-//! [`Manifest`]); a module without them was not built by klpgen and its functions cannot be
+//! `crate::manifest`); a module without them was not built by klpgen and its functions cannot be
 //! verified.
 
 use std::collections::{BTreeSet, HashMap};
 
 use object::elf;
 use object::read::elf::{Rela as _, SectionHeader, Sym};
-use object::Endianness;
 
 use crate::elf::Elf;
-use crate::klp::{KLP_RELA_PREFIX, KLP_SYM_PREFIX, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
-use crate::kmod::HookFunc;
-use crate::target::{module_vermagic, symvers_mismatch, Binding, KernelIdentity, Symvers};
+use crate::klpsym::{self, KLP_SYM_PREFIX, MAX_OBJNAME, MAX_SYMNAME, SHF_RELA_LIVEPATCH};
+use crate::klpsym::{SHN_LIVEPATCH, VMLINUX};
+use crate::manifest::{decode_records, Origin, Record, FUNCS_SECTION, SYMS_SECTION};
+use crate::target::{module_mismatch, module_vermagic, symvers_mismatch, KernelIdentity, Symvers};
 use crate::Error;
-
-/// Non-allocated section listing the functions a module replaces.
-pub const FUNCS_SECTION: &str = ".klpgen.funcs";
-/// Non-allocated section listing where each klp symbol was taken from.
-pub const SYMS_SECTION: &str = ".klpgen.syms";
-/// The kernel parses `.klp.sym.%55[^.].%511[^,],%lu`.
-pub const MAX_OBJNAME: usize = 55;
-pub const MAX_SYMNAME: usize = 511;
-/// Object name of the kernel image in klp symbol names.
-pub const VMLINUX: &str = "vmlinux";
 
 // ---------------------------------------------------------------------------------------------
 // Findings
@@ -69,209 +59,9 @@ impl Findings {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// What klpgen records in the module
-
-/// Where a symbol of the target is expected to come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A global symbol.
-    Global,
-    /// A static symbol of the source file with this STT_FILE name.
-    Local(String),
-    /// Not recorded.
-    Unknown,
-}
-
-/// One replaced function or one klp symbol, as `klpgen build` bound it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub objname: String,
-    pub name: String,
-    pub sympos: u64,
-    pub origin: Origin,
-}
-
-impl Record {
-    fn line(&self) -> String {
-        let origin = match &self.origin {
-            Origin::Global => "global".to_string(),
-            Origin::Local(f) => format!("local {f}"),
-            Origin::Unknown => "unknown".to_string(),
-        };
-        format!("{} {} {} {origin}\n", self.objname, self.name, self.sympos)
-    }
-
-    fn parse(line: &str) -> Option<Record> {
-        let mut it = line.splitn(5, ' ');
-        let objname = it.next().filter(|s| !s.is_empty())?;
-        let name = it.next().filter(|s| !s.is_empty())?;
-        let sympos = it.next().filter(|s| is_digits(s))?.parse().ok()?;
-        let origin = match (it.next()?, it.next()) {
-            ("global", None) => Origin::Global,
-            ("unknown", None) => Origin::Unknown,
-            ("local", Some(f)) if !f.is_empty() => Origin::Local(f.to_string()),
-            _ => return None,
-        };
-        Some(Record {
-            objname: objname.to_string(),
-            name: name.to_string(),
-            sympos,
-            origin,
-        })
-    }
-}
-
-/// The replaced functions and klp symbols of a module, written by `klpgen build` into
-/// [`FUNCS_SECTION`] and [`SYMS_SECTION`] as text lines `objname name sympos origin`, where
-/// origin is `global`, `unknown` or `local <STT_FILE name>`; `#` starts a comment line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub funcs: Vec<Record>,
-    pub syms: Vec<Record>,
-}
-
-fn origin_of(local: bool, file: Option<&str>) -> Origin {
-    match (local, file) {
-        (false, _) => Origin::Global,
-        (true, Some(f)) if !f.is_empty() && !f.contains('\n') => Origin::Local(f.to_string()),
-        (true, _) => Origin::Unknown,
-    }
-}
-
-impl Manifest {
-    /// Record one unit of a build: its replaced functions (`funcs[i]` is `plan.funcs[i]`'s
-    /// hook entry) and its klp bindings (`bindings[i]` binds `plan.externals[i]`).
-    pub fn add_unit(
-        &mut self,
-        objname: &str,
-        plan: &elfdiff::Plan,
-        bindings: &[Binding],
-        funcs: &[HookFunc],
-    ) {
-        let file = plan.file_name.as_deref();
-        for (f, h) in plan.funcs.iter().zip(funcs) {
-            self.funcs.push(Record {
-                objname: objname.to_string(),
-                name: h.old_name.clone(),
-                sympos: h.sympos,
-                origin: origin_of(f.old_local, file),
-            });
-        }
-        for (ext, b) in plan.externals.iter().zip(bindings) {
-            if let Binding::Klp {
-                objname,
-                name,
-                sympos,
-            } = b
-            {
-                let r = Record {
-                    objname: objname.clone(),
-                    name: name.clone(),
-                    sympos: *sympos,
-                    origin: origin_of(ext.local, file),
-                };
-                if !self.syms.contains(&r) {
-                    self.syms.push(r);
-                }
-            }
-        }
-    }
-
-    /// Contents of [`FUNCS_SECTION`].
-    pub fn funcs_text(&self) -> Vec<u8> {
-        encode("replaced functions", &self.funcs)
-    }
-
-    /// Contents of [`SYMS_SECTION`].
-    pub fn syms_text(&self) -> Vec<u8> {
-        encode("klp symbols", &self.syms)
-    }
-}
-
-fn encode(what: &str, records: &[Record]) -> Vec<u8> {
-    let mut s = format!("# klpgen {what}: objname name sympos origin\n");
-    for r in records {
-        s.push_str(&r.line());
-    }
-    s.into_bytes()
-}
-
-/// Parse a manifest section; `Err((line number, line))` for the first bad line.
-pub fn decode_records(data: &[u8]) -> Result<Vec<Record>, (usize, String)> {
-    let text = std::str::from_utf8(data).map_err(|e| (0, format!("not UTF-8: {e}")))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        out.push(Record::parse(line).ok_or_else(|| (n + 1, line.to_string()))?);
-    }
-    Ok(out)
-}
-
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())
-}
-
-/// A klp symbol name, split as the kernel splits it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KlpSymName<'a> {
-    pub objname: &'a str,
-    pub name: &'a str,
-    pub sympos: u64,
-}
-
-/// `.klp.sym.<objname>.<name>,<sympos>` with the kernel's limits: an object name of 1 to 55
-/// characters without `.`, a symbol name of 1 to 511 characters without `,`, and a decimal
-/// position. `None` when malformed.
-pub fn parse_klp_sym(full: &str) -> Option<KlpSymName<'_>> {
-    let rest = full.strip_prefix(KLP_SYM_PREFIX)?;
-    let (objname, rest) = rest.split_once('.')?;
-    let (name, pos) = rest.split_once(',')?;
-    if objname.is_empty() || objname.len() > MAX_OBJNAME {
-        return None;
-    }
-    if name.is_empty() || name.len() > MAX_SYMNAME || !is_digits(pos) {
-        return None;
-    }
-    Some(KlpSymName {
-        objname,
-        name,
-        sympos: pos.parse().ok()?,
-    })
-}
-
 /// Module names are compared with `-` and `_` equivalent, as the kernel does.
 pub fn module_key(name: &str) -> String {
     name.replace('-', "_")
-}
-
-// ---------------------------------------------------------------------------------------------
-// ELF access
-
-impl<'a> Elf<'a> {
-    fn sym_name(&self, sym: &elf::Sym64<Endianness>) -> String {
-        String::from_utf8_lossy(self.symtab.symbol_name(self.endian, sym).unwrap_or(b""))
-            .into_owned()
-    }
-
-    fn sec_name(&self, s: &elf::SectionHeader64<Endianness>) -> String {
-        String::from_utf8_lossy(self.sections.section_name(self.endian, s).unwrap_or(b""))
-            .into_owned()
-    }
-
-    fn section(&self, idx: usize) -> Option<&'a elf::SectionHeader64<Endianness>> {
-        self.sections.section(object::SectionIndex(idx)).ok()
-    }
-
-    /// Contents of the named section; `None` if absent or unreadable.
-    fn section_data(&self, name: &str) -> Option<&'a [u8]> {
-        let (_, s) = self
-            .sections
-            .section_by_name(self.endian, name.as_bytes())?;
-        s.data(self.endian, self.data).ok()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,9 +421,7 @@ impl<'a> Module<'a> {
         };
         let elf = Elf::parse(ko, &bad)?;
         let modinfo = elf
-            .section_data(".modinfo")
-            .unwrap_or(&[])
-            .split(|&c| c == 0)
+            .modinfo_entries()
             .filter_map(|e| std::str::from_utf8(e).ok())
             .filter_map(|e| e.split_once('='))
             .collect();
@@ -707,7 +495,7 @@ fn structure(m: &Module<'_>, f: &mut Findings, report: &mut Report) {
                 format!("{name} has section index {shndx:#x}, not SHN_LIVEPATCH (0xff20)"),
             );
         }
-        if parse_klp_sym(name).is_none() {
+        if klpsym::parse(name).is_none() {
             f.error(
                 "check.klp-sym.name",
                 format!(
@@ -722,8 +510,7 @@ fn structure(m: &Module<'_>, f: &mut Findings, report: &mut Report) {
     for (i, s) in e.sections.iter().enumerate() {
         let sh_type = s.sh_type(e.endian);
         let name = e.sec_name(s);
-        let is_klp = name.starts_with(KLP_RELA_PREFIX);
-        if !is_klp {
+        let Some(obj) = klpsym::rela_objname(&name) else {
             if sh_type == elf::SHT_RELA {
                 if let Ok(Some((relas, _))) = s.rela(e.endian, e.data) {
                     let n = relas
@@ -739,7 +526,7 @@ fn structure(m: &Module<'_>, f: &mut Findings, report: &mut Report) {
                 }
             }
             continue;
-        }
+        };
         let flags = s.sh_flags(e.endian);
         if sh_type != elf::SHT_RELA {
             f.error("check.klp-rela.type", format!("{name} is not SHT_RELA"));
@@ -757,10 +544,6 @@ fn structure(m: &Module<'_>, f: &mut Findings, report: &mut Report) {
                 format!("{name} applies to section {target}, which does not exist"),
             );
         }
-        let obj = name[KLP_RELA_PREFIX.len()..]
-            .split('.')
-            .next()
-            .unwrap_or("");
         if obj.is_empty() || obj.len() > MAX_OBJNAME {
             f.error(
                 "check.klp-rela.name",
@@ -795,7 +578,7 @@ fn structure(m: &Module<'_>, f: &mut Findings, report: &mut Report) {
                         "{name}: {sname:?} is not a livepatch (.klp.sym, SHN_LIVEPATCH) symbol"
                     ),
                 );
-            } else if parse_klp_sym(&sname).is_some_and(|k| k.objname != obj) {
+            } else if klpsym::parse(&sname).is_some_and(|k| k.objname != obj) {
                 f.error(
                     "check.klp-rela.object",
                     format!("{name}: {sname} belongs to another object than {obj}"),
@@ -811,7 +594,7 @@ pub fn referenced_objects(label: &str, ko: &[u8]) -> Result<BTreeSet<String>, Er
     let m = Module::parse(label, ko)?;
     let mut out = BTreeSet::new();
     for (_, name, _) in m.klp_syms() {
-        if let Some(k) = parse_klp_sym(&name) {
+        if let Some(k) = klpsym::parse(&name) {
             out.insert(k.objname.to_string());
         }
     }
@@ -891,7 +674,7 @@ fn target_modules(inputs: &Inputs<'_>, f: &mut Findings) {
     let mut mods: Vec<&TargetObject> = mods.values().collect();
     mods.sort_by(|a, b| a.label.cmp(&b.label));
     for t in mods {
-        if let Some(mm) = crate::target::module_mismatch(
+        if let Some(mm) = module_mismatch(
             &t.label,
             t.release.as_deref(),
             &inputs.vmlinux.label,
@@ -975,7 +758,7 @@ fn klp_symbols<'m>(
     let records = records_section(m, SYMS_SECTION, "check.syms.malformed", f);
     let mut missing_modules = BTreeSet::new();
     for (_, full, _) in m.klp_syms() {
-        let Some(k) = parse_klp_sym(&full) else {
+        let Some(k) = klpsym::parse(&full) else {
             continue; // reported by the structural checks
         };
         let t = match target_of(inputs, k.objname) {
@@ -1149,12 +932,14 @@ fn undefined(m: &Module<'_>, symvers: &Symvers, f: &mut Findings, report: &mut R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::klpsym::KLP_RELA_PREFIX;
+    use crate::manifest::Manifest;
     use crate::testimage::{Image, GLOBAL_OBJECT, LOCAL_OBJECT};
     use object::build::elf::Builder;
     use object::write::{self, Object, Relocation, SymbolSection};
     use object::{
-        Architecture, BinaryFormat, RelocationFlags, SectionKind, SymbolFlags, SymbolKind,
-        SymbolScope,
+        Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
+        SymbolKind, SymbolScope,
     };
 
     const TEXT: u64 = 0xffff_ffff_8100_0000;
@@ -2033,51 +1818,6 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["my-mod".to_string(), "my_mod".to_string()]
         );
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let m = good_manifest();
-        assert_eq!(decode_records(&m.funcs_text()).unwrap(), m.funcs);
-        assert_eq!(decode_records(&m.syms_text()).unwrap(), m.syms);
-        let r = Record {
-            objname: VMLINUX.into(),
-            name: "f".into(),
-            sympos: 3,
-            origin: Origin::Local("dir name/x.c".into()),
-        };
-        assert_eq!(decode_records(r.line().as_bytes()).unwrap(), vec![r]);
-        for bad in [
-            "vmlinux f",
-            "vmlinux f 1",
-            "vmlinux f -1 global",
-            "vmlinux f 1 local",
-            "vmlinux f 1 global x",
-            "vmlinux f 1 sideways",
-        ] {
-            assert_eq!(decode_records(bad.as_bytes()).unwrap_err().0, 1, "{bad}");
-        }
-        assert!(decode_records(b"\xff\xfe").is_err());
-    }
-
-    #[test]
-    fn klp_sym_names() {
-        let k = parse_klp_sym(".klp.sym.vmlinux.__key.12,3").unwrap();
-        assert_eq!((k.objname, k.name, k.sympos), ("vmlinux", "__key.12", 3));
-        assert!(parse_klp_sym(&format!(".klp.sym.{}.f,0", "m".repeat(55))).is_some());
-        assert!(parse_klp_sym(&format!(".klp.sym.{}.f,0", "m".repeat(56))).is_none());
-        assert!(parse_klp_sym(&format!(".klp.sym.vmlinux.{},0", "f".repeat(511))).is_some());
-        assert!(parse_klp_sym(&format!(".klp.sym.vmlinux.{},0", "f".repeat(512))).is_none());
-        for bad in [
-            ".klp.sym.vmlinux",
-            ".klp.sym..f,0",
-            ".klp.sym.vmlinux.f,",
-            ".klp.sym.vmlinux.f,+1",
-            ".klp.sym.vmlinux.f,99999999999999999999999",
-            "foo",
-        ] {
-            assert!(parse_klp_sym(bad).is_none(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! A 64-bit ELF file's header, section table and symbol table, parsed once with errors in
-//! the crate's terms; shared by the target reader (`target.rs`) and the module checks.
+//! the crate's terms, and the lookups every reader needs (names, section contents, modinfo,
+//! the banner); shared by the binder's target reader (`target.rs`), the checker's
+//! (`check/kallsyms.rs`) and the module checks (`check.rs`). What each reader makes of the
+//! symbols is its own business: see `check/kallsyms.rs` for why there are two.
 
 use object::elf;
 use object::read::elf::{FileHeader, SectionHeader, SectionTable, SymbolTable};
@@ -39,6 +42,37 @@ impl<'a> Elf<'a> {
 }
 
 impl<'a> Elf<'a> {
+    /// A symbol's name (lossy UTF-8; empty when unreadable).
+    pub(crate) fn sym_name(&self, sym: &elf::Sym64<Endianness>) -> String {
+        String::from_utf8_lossy(self.symtab.symbol_name(self.endian, sym).unwrap_or(b""))
+            .into_owned()
+    }
+
+    /// A section's name (lossy UTF-8; empty when unreadable).
+    pub(crate) fn sec_name(&self, s: &elf::SectionHeader64<Endianness>) -> String {
+        String::from_utf8_lossy(self.sections.section_name(self.endian, s).unwrap_or(b""))
+            .into_owned()
+    }
+
+    pub(crate) fn section(&self, idx: usize) -> Option<&'a elf::SectionHeader64<Endianness>> {
+        self.sections.section(object::SectionIndex(idx)).ok()
+    }
+
+    /// Contents of the named section; `None` if absent or unreadable.
+    pub(crate) fn section_data(&self, name: &str) -> Option<&'a [u8]> {
+        let (_, s) = self
+            .sections
+            .section_by_name(self.endian, name.as_bytes())?;
+        s.data(self.endian, self.data).ok()
+    }
+
+    /// The NUL-separated `key=value` entries of `.modinfo`, as bytes (none without one).
+    pub(crate) fn modinfo_entries(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.section_data(".modinfo")
+            .unwrap_or(&[])
+            .split(|&c| c == 0)
+    }
+
     /// `len` bytes at virtual address (linked image) or section offset (ET_REL) `addr` of
     /// section `shndx`.
     pub(crate) fn bytes_at(&self, shndx: usize, addr: u64, len: u64) -> Option<&'a [u8]> {

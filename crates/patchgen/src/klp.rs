@@ -1,22 +1,19 @@
 //! klp markings on the linked module: relocations against `.klp.sym.*` symbols move into
 //! `.klp.rela.<objname>.<section>` sections (SHT_RELA, SHF_ALLOC | SHF_RELA_LIVEPATCH) and those
-//! symbols get section index SHN_LIVEPATCH. Linkers drop these markings, so this runs on the
-//! final `.ko` after kbuild has linked it. Also records what the module replaces and which
-//! target symbols it binds ([`Manifest`]) for `klpgen check` (see `check.rs`).
+//! symbols get section index SHN_LIVEPATCH (the format: `klpsym.rs`). Linkers drop these
+//! markings, so this runs on the final `.ko` after kbuild has linked it. Also records what the
+//! module replaces and which target symbols it binds ([`Manifest`]) for `klpgen check` (see
+//! `check.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use object::build::elf::{Builder, SectionData};
+use object::build::elf::{Builder, Relocation, SectionData, SectionId};
 use object::build::Id as _;
 use object::elf;
 
-use crate::check::{Manifest, FUNCS_SECTION, SYMS_SECTION};
-use crate::Error;
-
-pub const SHN_LIVEPATCH: u16 = 0xff20;
-pub const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
-pub const KLP_SYM_PREFIX: &str = ".klp.sym.";
-pub const KLP_RELA_PREFIX: &str = ".klp.rela.";
+use crate::klpsym::{self, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
+use crate::manifest::{Manifest, FUNCS_SECTION, SYMS_SECTION};
+use crate::{Error, MAX_ALIGNMENT_PADDING};
 
 /// What finalisation did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -26,18 +23,6 @@ pub struct KlpSummary {
     /// `.klp.sym.*` symbol names.
     pub symbols: Vec<String>,
 }
-
-/// `.klp.sym.<obj>.<name>,<pos>` → obj
-fn klp_objname(sym: &str) -> Option<&str> {
-    let rest = sym.strip_prefix(KLP_SYM_PREFIX)?;
-    let dot = rest.find('.')?;
-    Some(&rest[..dot])
-}
-
-/// The most alignment padding the rewritten module may need, summed over its sections.
-/// Real modules need a few pages at most; the writer lays out file offsets by alignment, so
-/// without a bound a corrupt `sh_addralign` would make it allocate gigabytes.
-pub const MAX_ALIGNMENT_PADDING: u64 = 16 << 20;
 
 fn check_alignments(b: &Builder<'_>) -> Result<(), String> {
     let mut total: u64 = 0;
@@ -78,42 +63,12 @@ pub fn finalize_module_with(
     let mut b = Builder::read(ko).map_err(|e| bad(format!("cannot parse: {e}")))?;
     check_alignments(&b).map_err(bad)?;
     let mut summary = KlpSummary::default();
-
-    let mut klp_syms = std::collections::HashMap::new();
-    for sym in b.symbols.iter_mut() {
-        let name = String::from_utf8_lossy(&sym.name).into_owned();
-        if let Some(obj) = klp_objname(&name) {
-            if sym.section.is_some() {
-                return Err(bad(format!(
-                    "{name} is defined in the module; it must be a reference"
-                )));
-            }
-            klp_syms.insert(sym.id().index(), obj.to_string());
-            sym.st_shndx = SHN_LIVEPATCH;
-            summary.symbols.push(name);
-        }
-    }
+    let klp_syms = mark_klp_symbols(&mut b, &mut summary).map_err(bad)?;
     if klp_syms.is_empty() && manifest.is_none() {
         return Ok((ko.to_vec(), summary));
     }
     if let Some(m) = manifest {
-        for (name, text) in [
-            (FUNCS_SECTION, m.funcs_text()),
-            (SYMS_SECTION, m.syms_text()),
-        ] {
-            if b.sections
-                .iter()
-                .any(|s| s.name.as_slice() == name.as_bytes())
-            {
-                return Err(bad(format!("already has a {name} section")));
-            }
-            let s = b.sections.add();
-            s.name = name.as_bytes().to_vec().into();
-            s.sh_type = elf::SHT_PROGBITS;
-            s.sh_flags = 0;
-            s.sh_addralign = 1;
-            s.data = SectionData::Data(text.into());
-        }
+        add_manifest_sections(&mut b, m).map_err(bad)?;
     }
     let symtab = b
         .sections
@@ -121,7 +76,69 @@ pub fn finalize_module_with(
         .find(|s| matches!(s.data, SectionData::Symbol))
         .map(|s| s.id())
         .ok_or_else(|| bad("no symbol table".into()))?;
+    move_klp_relocations(&mut b, &klp_syms, symtab, &mut summary);
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| bad(format!("cannot write: {e}")))?;
+    summary.sections.sort();
+    summary.symbols.sort();
+    Ok((out, summary))
+}
 
+/// Give every klp symbol section index SHN_LIVEPATCH; returns the object each belongs to, by
+/// symbol index. A klp symbol the module defines is an error.
+fn mark_klp_symbols(
+    b: &mut Builder<'_>,
+    summary: &mut KlpSummary,
+) -> Result<HashMap<usize, String>, String> {
+    let mut klp_syms = HashMap::new();
+    for sym in b.symbols.iter_mut() {
+        let name = String::from_utf8_lossy(&sym.name).into_owned();
+        if let Some(obj) = klpsym::objname_of(&name) {
+            if sym.section.is_some() {
+                return Err(format!(
+                    "{name} is defined in the module; it must be a reference"
+                ));
+            }
+            klp_syms.insert(sym.id().index(), obj.to_string());
+            sym.st_shndx = SHN_LIVEPATCH;
+            summary.symbols.push(name);
+        }
+    }
+    Ok(klp_syms)
+}
+
+/// The manifest's two sections, which the module must not have yet.
+fn add_manifest_sections(b: &mut Builder<'_>, m: &Manifest) -> Result<(), String> {
+    for (name, text) in [
+        (FUNCS_SECTION, m.funcs_text()),
+        (SYMS_SECTION, m.syms_text()),
+    ] {
+        if b.sections
+            .iter()
+            .any(|s| s.name.as_slice() == name.as_bytes())
+        {
+            return Err(format!("already has a {name} section"));
+        }
+        let s = b.sections.add();
+        s.name = name.as_bytes().to_vec().into();
+        s.sh_type = elf::SHT_PROGBITS;
+        s.sh_flags = 0;
+        s.sh_addralign = 1;
+        s.data = SectionData::Data(text.into());
+    }
+    Ok(())
+}
+
+/// Move every relocation against a klp symbol out of its ordinary relocation section into
+/// `.klp.rela.<obj>.<section>` (one per object and target section), deleting ordinary
+/// sections left empty.
+fn move_klp_relocations(
+    b: &mut Builder<'_>,
+    klp_syms: &HashMap<usize, String>,
+    symtab: SectionId,
+    summary: &mut KlpSummary,
+) {
     let rela_ids: Vec<_> = b
         .sections
         .iter()
@@ -129,27 +146,9 @@ pub fn finalize_module_with(
         .map(|s| s.id())
         .collect();
     for id in rela_ids {
-        let (target, relocs) = {
-            let s = b.sections.get_mut(id);
-            let Some(target) = s.sh_info_section else {
-                continue;
-            };
-            let SectionData::Relocation(relocs) = &mut s.data else {
-                unreachable!()
-            };
-            let all = std::mem::take(relocs);
-            let (klp, rest): (Vec<_>, Vec<_>) = all
-                .into_iter()
-                .partition(|r| r.symbol.is_some_and(|y| klp_syms.contains_key(&y.index())));
-            *relocs = rest;
-            if relocs.is_empty() {
-                s.delete = true;
-            }
-            (target, klp)
-        };
-        if relocs.is_empty() {
+        let Some((target, relocs)) = take_klp_relocations(b, id, klp_syms) else {
             continue;
-        }
+        };
         let target_name = String::from_utf8_lossy(&b.sections.get(target).name).into_owned();
         let mut by_obj: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for r in relocs {
@@ -157,10 +156,7 @@ pub fn finalize_module_with(
             by_obj.entry(obj).or_default().push(r);
         }
         for (obj, relocs) in by_obj {
-            let name = format!(
-                "{KLP_RELA_PREFIX}{obj}.{}",
-                target_name.strip_prefix('.').unwrap_or(&target_name)
-            );
+            let name = klpsym::rela_section_name(&obj, &target_name);
             summary.sections.push((name.clone(), relocs.len()));
             let s = b.sections.add();
             s.name = name.into_bytes().into();
@@ -173,19 +169,28 @@ pub fn finalize_module_with(
             s.data = SectionData::Relocation(relocs);
         }
     }
-    let mut out = Vec::new();
-    b.write(&mut out)
-        .map_err(|e| bad(format!("cannot write: {e}")))?;
-    summary.sections.sort();
-    summary.symbols.sort();
-    Ok((out, summary))
 }
 
-pub use crate::check::Finding;
-
-/// Target-independent structural checks of a finalised module; see
-/// [`crate::check::check_structure`] (and [`crate::check::check_module`] for the full check
-/// against the target).
-pub fn check_module(label: &str, ko: &[u8]) -> Result<Vec<Finding>, Error> {
-    crate::check::check_structure(label, ko)
+/// Take the relocations against klp symbols out of relocation section `id` (marked deleted
+/// when nothing else is left in it); with the section they apply to, `None` when there are
+/// none.
+fn take_klp_relocations(
+    b: &mut Builder<'_>,
+    id: SectionId,
+    klp_syms: &HashMap<usize, String>,
+) -> Option<(SectionId, Vec<Relocation>)> {
+    let s = b.sections.get_mut(id);
+    let target = s.sh_info_section?;
+    let SectionData::Relocation(relocs) = &mut s.data else {
+        unreachable!("only relocation sections are passed")
+    };
+    let all = std::mem::take(relocs);
+    let (klp, rest): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|r| r.symbol.is_some_and(|y| klp_syms.contains_key(&y.index())));
+    *relocs = rest;
+    if relocs.is_empty() {
+        s.delete = true;
+    }
+    (!klp.is_empty()).then_some((target, klp))
 }

@@ -1,14 +1,18 @@
-//! The target kernel's symbols: its vmlinux symbol table (for `sympos` and to check that every
-//! klp relocation resolves) and Module.symvers (which symbols the module loader can resolve).
+//! The target kernel's symbols as the binder needs them: its vmlinux (or module) symbol table
+//! (for `sympos`), Module.symvers (which symbols the module loader can resolve), whether the
+//! parts of the target come from one build, and the binding of a plan's external references.
+//! The checker reads the target's symbols again with its own reader (`check/kallsyms.rs`,
+//! which says why).
 
 use std::collections::{HashMap, HashSet};
 
 use object::elf;
-use object::read::elf::{SectionHeader as _, Sym};
+use object::read::elf::Sym;
 
 use elfdiff::plan::External;
 
-use crate::check::{MAX_OBJNAME, MAX_SYMNAME};
+use crate::elf::Elf;
+use crate::klpsym::{self, MAX_OBJNAME, MAX_SYMNAME, VMLINUX};
 use crate::Error;
 
 #[derive(Debug, Clone)]
@@ -20,7 +24,11 @@ struct TSym {
     file_group: Option<usize>,
 }
 
-/// Symbols of the object being patched (vmlinux), in file order.
+/// Symbols of the object being patched (vmlinux or a module), in file order, for binding:
+/// from a symbol of the original object (its name and, for a static, its source file's group)
+/// to its kallsyms position. `klpgen check` derives positions separately
+/// (`crate::check::TargetObject`) so that the finished module's check does not repeat this
+/// derivation's mistakes.
 #[derive(Debug)]
 pub struct TargetSymtab {
     pub label: String,
@@ -47,17 +55,15 @@ impl TargetSymtab {
             target: label.to_string(),
             what,
         };
-        let crate::elf::Elf { endian, symtab, .. } = crate::elf::Elf::parse(data, &bad)?;
+        let e = Elf::parse(data, &bad)?;
+        let (endian, symtab) = (e.endian, &e.symtab);
         if symtab.is_empty() {
             return Err(bad("has no symbol table (stripped?)".into()));
         }
         let mut syms = Vec::with_capacity(symtab.len());
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for sym in symtab.iter() {
-            let name = symtab
-                .symbol_name(endian, sym)
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default();
+            let name = e.sym_name(sym);
             match sym.st_type() {
                 elf::STT_FILE => {
                     groups.push((name, Vec::new()));
@@ -187,7 +193,7 @@ impl TargetSymtab {
         }
     }
 
-    /// All (name, sympos) pairs, for checks.
+    /// Number of symbols named `name`.
     pub fn count(&self, name: &str) -> usize {
         self.by_name.get(name).map_or(0, Vec::len)
     }
@@ -249,7 +255,7 @@ impl Symvers {
         let mut v: Vec<(&str, Option<u32>)> = self
             .exported
             .iter()
-            .filter(|(_, (m, _))| m == crate::check::VMLINUX)
+            .filter(|(_, (m, _))| m == VMLINUX)
             .map(|(n, (_, crc))| (n.as_str(), *crc))
             .collect();
         v.sort_unstable();
@@ -307,7 +313,7 @@ impl KernelIdentity {
             target: label.to_string(),
             what,
         };
-        let e = crate::elf::Elf::parse(data, &bad)?;
+        let e = Elf::parse(data, &bad)?;
         let mut id = KernelIdentity {
             label: label.to_string(),
             linked: e.e_type != elf::ET_REL,
@@ -366,13 +372,8 @@ pub fn module_vermagic(label: &str, ko: &[u8]) -> Result<Option<String>, Error> 
         module: label.to_string(),
         what,
     };
-    let e = crate::elf::Elf::parse(ko, &bad)?;
-    let Some((_, sec)) = e.sections.section_by_name(e.endian, b".modinfo") else {
-        return Ok(None);
-    };
-    let data = sec.data(e.endian, e.data).unwrap_or(&[]);
-    Ok(data
-        .split(|&c| c == 0)
+    let e = Elf::parse(ko, &bad)?;
+    Ok(e.modinfo_entries()
         .find_map(|entry| entry.strip_prefix(b"vermagic="))
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.split_whitespace().next())
@@ -585,7 +586,7 @@ impl Binding {
                 objname,
                 name,
                 sympos,
-            } => format!(".klp.sym.{objname}.{name},{sympos}"),
+            } => klpsym::sym_name(objname, name, *sympos),
         }
     }
 }
@@ -613,7 +614,7 @@ pub fn bind_externals_module(
                         name: ext.name.clone(),
                     });
                 } else {
-                    ("vmlinux", vmlinux)
+                    (VMLINUX, vmlinux)
                 }
             } else {
                 (modname, module)
@@ -668,7 +669,7 @@ pub fn bind_externals(
 pub fn module_key_refusals(plan: &elfdiff::Plan, bindings: &[Binding]) -> Vec<elfdiff::Refusal> {
     use elfdiff::plan::PlanTarget;
     let in_module = |i: usize| match bindings.get(i) {
-        Some(Binding::Klp { objname, .. }) if objname != "vmlinux" => Some(objname.as_str()),
+        Some(Binding::Klp { objname, .. }) if objname != VMLINUX => Some(objname.as_str()),
         _ => None,
     };
     let mut found: Vec<(usize, &str)> = Vec::new();

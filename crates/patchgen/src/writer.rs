@@ -63,10 +63,10 @@ pub fn write_patch_object(
         .sections
         .iter()
         .fold(0u64, |sum, s| sum.saturating_add(s.align));
-    if padding > crate::klp::MAX_ALIGNMENT_PADDING {
+    if padding > crate::MAX_ALIGNMENT_PADDING {
         return Err(Error::Write(format!(
             "section alignments add up to {padding} bytes, more than a livepatch object can need ({})",
-            crate::klp::MAX_ALIGNMENT_PADDING
+            crate::MAX_ALIGNMENT_PADDING
         )));
     }
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
