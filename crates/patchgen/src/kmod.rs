@@ -415,6 +415,34 @@ fn render_rust(
     spec: &ModuleSpec,
     layouts: &HashMap<String, StructLayout>,
 ) -> Result<String, Error> {
+    let structs = rust_layout_structs(spec, layouts)?;
+    let RustObjects {
+        externs,
+        arrays,
+        objects,
+    } = rust_objects(spec)?;
+    fill(
+        HOOK_RS,
+        &[
+            ("MODNAME", spec.module.replace('-', "_")),
+            ("DESCRIPTION", escape(&spec.description)),
+            ("STRUCTS", structs),
+            ("EXTERNS", externs),
+            ("FUNC_ARRAYS", arrays),
+            ("NOBJS_PLUS_ONE", (spec.objects.len() + 1).to_string()),
+            ("OBJECTS", objects),
+            ("REPLACE", spec.replace.to_string()),
+            ("IMPORT_NS", import_ns_rust(spec)?),
+        ],
+    )
+}
+
+/// The Rust hook's `KlpFunc`, `KlpObject` and `KlpPatch`, laid out as the target's DWARF
+/// says.
+fn rust_layout_structs(
+    spec: &ModuleSpec,
+    layouts: &HashMap<String, StructLayout>,
+) -> Result<String, Error> {
     let get = |n: &str| {
         layouts.get(n).ok_or_else(|| Error::Layout {
             structure: n.to_string(),
@@ -452,6 +480,20 @@ fn render_rust(
         structs.push_str(&rust_struct(rust, layout, fields)?);
         structs.push('\n');
     }
+    Ok(structs)
+}
+
+/// The pieces of the Rust hook that name the module's objects and functions.
+struct RustObjects {
+    /// `extern "C"` declarations of the new functions and the callbacks.
+    externs: String,
+    /// One `KLPGEN_FUNCS_<i>` array per object.
+    arrays: String,
+    /// The `KlpObject` initialisers.
+    objects: String,
+}
+
+fn rust_objects(spec: &ModuleSpec) -> Result<RustObjects, Error> {
     let mut externs = String::new();
     let mut arrays = String::new();
     let mut objects = String::new();
@@ -495,20 +537,11 @@ fn render_rust(
         )
         .unwrap();
     }
-    fill(
-        HOOK_RS,
-        &[
-            ("MODNAME", spec.module.replace('-', "_")),
-            ("DESCRIPTION", escape(&spec.description)),
-            ("STRUCTS", structs),
-            ("EXTERNS", externs),
-            ("FUNC_ARRAYS", arrays),
-            ("NOBJS_PLUS_ONE", (spec.objects.len() + 1).to_string()),
-            ("OBJECTS", objects),
-            ("REPLACE", spec.replace.to_string()),
-            ("IMPORT_NS", import_ns_rust(spec)?),
-        ],
-    )
+    Ok(RustObjects {
+        externs,
+        arrays,
+        objects,
+    })
 }
 
 #[cfg(test)]

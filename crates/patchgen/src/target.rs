@@ -481,6 +481,25 @@ pub fn symvers_mismatch(
         return None;
     }
     let listed = symvers.vmlinux_exports();
+    let mut problems = export_differences(vmlinux, &listed);
+    problems.extend(crc_difference(vmlinux, &listed));
+    if problems.is_empty() {
+        return None;
+    }
+    Some(Mismatch {
+        key: SYMVERS_MISMATCH,
+        detail: format!(
+            "{symvers_label} is not the Module.symvers of {} ({}): {}",
+            vmlinux.label,
+            vmlinux.release.as_deref().unwrap_or("release unknown"),
+            problems.join("; ")
+        ),
+    })
+}
+
+/// Exports Module.symvers lists for vmlinux (`listed`) that the vmlinux lacks, and exports of
+/// the vmlinux it does not list.
+fn export_differences(vmlinux: &KernelIdentity, listed: &[(&str, Option<u32>)]) -> Vec<String> {
     let missing: Vec<&str> = listed
         .iter()
         .map(|(n, _)| *n)
@@ -493,10 +512,6 @@ pub fn symvers_mismatch(
         .map(String::as_str)
         .filter(|n| !listed_names.contains(n))
         .collect();
-    let with_crc = listed
-        .iter()
-        .filter(|(_, c)| c.is_some_and(|c| c != 0))
-        .count();
     let mut problems = Vec::new();
     if !missing.is_empty() {
         problems.push(format!(
@@ -516,7 +531,15 @@ pub fn symvers_mismatch(
             examples(unlisted.iter().copied())
         ));
     }
-    // CRCs: both sides with CONFIG_MODVERSIONS, or neither.
+    problems
+}
+
+/// CRCs: both sides with CONFIG_MODVERSIONS, or neither; when both, they agree.
+fn crc_difference(vmlinux: &KernelIdentity, listed: &[(&str, Option<u32>)]) -> Option<String> {
+    let with_crc = listed
+        .iter()
+        .filter(|(_, c)| c.is_some_and(|c| c != 0))
+        .count();
     match (with_crc > 0, !vmlinux.crcs.is_empty()) {
         (true, true) => {
             let differ: Vec<(&str, u32, u32)> = listed
@@ -524,44 +547,33 @@ pub fn symvers_mismatch(
                 .filter_map(|(n, c)| Some((*n, (*c)?, *vmlinux.crcs.get(*n)?)))
                 .filter(|(_, a, b)| a != b)
                 .collect();
-            if !differ.is_empty() {
-                let first = differ
-                    .iter()
-                    .take(EXAMPLES)
-                    .map(|(n, a, b)| format!("{n} {a:#010x} vs {b:#010x}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                problems.push(format!(
-                    "{} of its CRCs disagree with {}'s __crc_<name>: {first}{}",
-                    differ.len(),
-                    vmlinux.label,
-                    if differ.len() > EXAMPLES { ", ..." } else { "" }
-                ));
+            if differ.is_empty() {
+                return None;
             }
+            let first = differ
+                .iter()
+                .take(EXAMPLES)
+                .map(|(n, a, b)| format!("{n} {a:#010x} vs {b:#010x}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(format!(
+                "{} of its CRCs disagree with {}'s __crc_<name>: {first}{}",
+                differ.len(),
+                vmlinux.label,
+                if differ.len() > EXAMPLES { ", ..." } else { "" }
+            ))
         }
-        (true, false) => problems.push(format!(
+        (true, false) => Some(format!(
             "it has CRCs ({with_crc} symbols, CONFIG_MODVERSIONS) but {} has no __crc_<name> symbols",
             vmlinux.label
         )),
-        (false, true) if !listed.is_empty() => problems.push(format!(
+        (false, true) if !listed.is_empty() => Some(format!(
             "{} has CRCs for {} symbols (CONFIG_MODVERSIONS) but it has none",
             vmlinux.label,
             vmlinux.crcs.len()
         )),
-        _ => {}
+        _ => None,
     }
-    if problems.is_empty() {
-        return None;
-    }
-    Some(Mismatch {
-        key: SYMVERS_MISMATCH,
-        detail: format!(
-            "{symvers_label} is not the Module.symvers of {} ({}): {}",
-            vmlinux.label,
-            vmlinux.release.as_deref().unwrap_or("release unknown"),
-            problems.join("; ")
-        ),
-    })
 }
 
 /// How one external reference is bound in the livepatch module.
