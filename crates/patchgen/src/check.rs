@@ -5,11 +5,11 @@
 //!
 //! Bytes in, findings out. Each finding has a stable key (`check.<what>...`, listed in
 //! docs/check.md; `tests/catalogue.rs` reads the keys from the string literals of this file
-//! up to its test modules, so every key and kind is spelled here, and the test-only module
-//! declarations come last). The replaced functions and the
-//! origin of every klp symbol are read from two non-allocated sections that `klpgen build`
-//! writes into the module (`crate::manifest`); a module without them was not built by klpgen
-//! and its functions cannot be verified.
+//! up to its test modules, so every key and kind is spelled here and the test-only module
+//! declarations come last). The replaced functions and the origin of every klp symbol are
+//! read from two non-allocated sections that `klpgen build` writes into the module
+//! (`crate::manifest`); a module without them was not built by klpgen and its functions
+//! cannot be verified.
 //!
 //! The target is read by this module's own reader ([`TargetObject`], `check/kallsyms.rs`),
 //! not by the binder's `crate::target::TargetSymtab`: the point of the check is a second,
