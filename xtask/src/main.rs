@@ -1,6 +1,7 @@
 //! `cargo xtask`: developer tasks for klpgen (setup, test kernel, end-to-end tests, demo).
 
 mod bench;
+mod case;
 mod demo;
 mod e2e;
 mod fuzz;
