@@ -2,8 +2,7 @@
 //! tests/fixtures/callgraph/{a,b}.c with kernel-like flags, with and without function
 //! sections (vmlinux.o has none), linked by `ld -r` as kbuild links vmlinux.o.
 
-#[path = "support/gcc.rs"]
-mod gcc;
+use testsupport::gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

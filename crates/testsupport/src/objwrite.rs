@@ -1,6 +1,5 @@
-//! Test support shared by the crates' integration tests (included with `#[path]`): small
-//! relocatable x86-64 objects written with `object`'s writer.
-#![allow(dead_code)]
+//! Small relocatable x86-64 objects written with `object`'s writer, for the crates'
+//! integration tests that need an object gcc would not write (malformed or hand-made records).
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
