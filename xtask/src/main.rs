@@ -1,4 +1,5 @@
 //! `cargo xtask`: developer tasks for klpgen (setup, test kernel, end-to-end tests, demo).
+#![forbid(unsafe_code)]
 
 mod bench;
 mod case;

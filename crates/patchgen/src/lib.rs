@@ -4,6 +4,7 @@
 //! finished module against its target (`check`).
 //!
 //! **This crate never spawns processes, writes files or prints.** It maps bytes to bytes.
+#![forbid(unsafe_code)]
 
 pub mod check;
 mod elf;
