@@ -134,6 +134,7 @@ where
 /// go on writing the source tree while the next run restores it, and an orphaned `make` would
 /// share klpgen's build directory with the next run's. GNU make passes SIGTERM on to its own
 /// children and deletes half-written targets.
+#[allow(unsafe_code)] // pre_exec and libc calls; the workspace denies unsafe code elsewhere
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid/prctl/getppid/kill are async-signal-safe; nothing is allocated.
@@ -154,6 +155,7 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// Stop a child on Ctrl-C/SIGTERM: SIGTERM first (make stops its compilers and removes partial
 /// targets), SIGKILL when it has not exited after two seconds.
+#[allow(unsafe_code)] // kill(2); the workspace denies unsafe code elsewhere
 fn stop(child: &mut std::process::Child) {
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe {

@@ -2,8 +2,7 @@
 //! tests/fixtures/callgraph/{a,b}.c with kernel-like flags, with and without function
 //! sections (vmlinux.o has none), linked by `ld -r` as kbuild links vmlinux.o.
 
-#[path = "support/gcc.rs"]
-mod gcc;
+use testsupport::gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,13 +50,13 @@ fn build_linked(sections: bool) -> PathBuf {
     out
 }
 
-fn one(g: &CallGraph, spec: &str) -> FuncId {
+fn one(g: &CallGraph<'_>, spec: &str) -> FuncId {
     let found = g.find(spec);
     assert_eq!(found.len(), 1, "{spec}: {found:?}");
     found[0]
 }
 
-fn label(g: &CallGraph, f: FuncId) -> String {
+fn label(g: &CallGraph<'_>, f: FuncId) -> String {
     let func = g.func(f);
     match func.file {
         Some(file) => format!("{file}:{}", func.name),
@@ -65,7 +64,7 @@ fn label(g: &CallGraph, f: FuncId) -> String {
     }
 }
 
-fn callers(g: &CallGraph, f: FuncId) -> Vec<String> {
+fn callers(g: &CallGraph<'_>, f: FuncId) -> Vec<String> {
     let mut v: Vec<String> = g
         .direct_callers(f)
         .iter()
@@ -140,13 +139,13 @@ fn check_graph(sections: bool) {
 
     // Address taken: via_ops by the ops table in .rodata, cb by reg's code.
     let via_ops = one(&g, "via_ops");
-    let by: Vec<Taker> = g.refs_to(via_ops).iter().map(|r| r.by).collect();
+    let by: Vec<Taker<'_>> = g.refs_to(via_ops).iter().map(|r| r.by).collect();
     assert!(
         matches!(by.as_slice(), [Taker::Data { section, symbol: Some("my_ops"), .. }] if section.starts_with(".rodata")),
         "{what}: {by:?}"
     );
     let cb = one(&g, "cb");
-    let by: Vec<Taker> = g.refs_to(cb).iter().map(|r| r.by).collect();
+    let by: Vec<Taker<'_>> = g.refs_to(cb).iter().map(|r| r.by).collect();
     assert_eq!(by, [Taker::Func(one(&g, "reg"))], "{what}");
     assert!(g.direct_callers(cb).is_empty());
     assert!(!g.address_taken(looper));

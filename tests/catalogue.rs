@@ -1,5 +1,5 @@
 //! The refusal catalogue (`docs/refusals.md`) against the code: every refusal kind klpgen emits
-//! (`"refuse.<kind>.` in a format string under `src/` or `crates/*/src/`) is documented, every
+//! (`"refuse.<kind>.` in a format string under `src/` or a library crate's `src/`) is documented, every
 //! documented kind has a fixture (`//# refuse: <kind>`, which the fixture harness checks really
 //! produces it), and every key-less `Verdict::Refused` message of the CLI is documented; the
 //! `target.*` mismatch keys are documented there too, and every `klpgen check` finding key in
@@ -30,10 +30,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn sources() -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
-    if let Ok(crates) = std::fs::read_dir(root().join("crates")) {
-        for c in crates.flatten() {
-            rust_files(&c.path().join("src"), &mut files);
-        }
+    for c in testsupport::library_crates() {
+        rust_files(&c.join("src"), &mut files);
     }
     files.sort();
     files

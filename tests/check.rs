@@ -5,8 +5,7 @@
 //! position of b.c's helper in address order, `klpgen check` must accept it and reject the
 //! other position.
 
-#[path = "support/gcc.rs"]
-mod gcc;
+use testsupport::gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

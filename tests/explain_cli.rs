@@ -1,8 +1,7 @@
 //! `klpgen explain` (and the `explain` array of `klpgen diff --format json`) on object pairs
 //! compiled from the fixtures with gcc and `-g`.
 
-#[path = "support/gcc.rs"]
-mod gcc;
+use testsupport::gcc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

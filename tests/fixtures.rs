@@ -2,44 +2,29 @@
 //! (with and without `-DPATCHED`), diffed with elfdiff, and checked against its `//#` header
 //! lines. Fixtures that expect a livepatch also get one written, parsed back and checked.
 //!
-//! Directives: `changed: f g` and `new: h` (exact sets), `unchanged: f`, `nochange`,
-//! `refuse: <kind>` (a refusal keyed `refuse.<kind>.*`), `klp: sym` (a klp relocation binds
-//! `sym`, exactly or by normalised name), `plain: sym` (an ordinary relocation to `sym`),
-//! `copied: sym` (carried in the livepatch object, not bound to the target), `include: f`
-//! (treat unchanged `f` as changed, as `--include-callers` does), `local: f` (f is a local
-//! function of the livepatch object), `entry-size: SECTION=BYTES` (as `klpgen diff
-//! --entry-size`), `entries: SECTION=N` (the livepatch's SECTION keeps exactly N entries, each
-//! pointing into carried code), `bytes: SECTION=N` (the livepatch's SECTION is exactly N bytes,
-//! 0 for none), `unreferenced: f` (no relocation of the livepatch refers to f, as a klp symbol,
-//! an ordinary one or a copy), `fresh: FUNC:SYM` / `kept: FUNC:SYM` (FUNC's references to SYM
-//! go to a copy in the livepatch / to the running kernel's), `module: NAME` (the object is part
-//! of module NAME: its statics bind as klp relocations against NAME instead of vmlinux),
-//! `ignored: f .data.x` (exactly these symbols are reported under `ignored`), `callback: KIND
-//! f` (the patched object has callback `f` of KIND, and the livepatch object carries it under
-//! the hook's alias), `hint: TEXT` (some refusal's hint contains TEXT), `note: TEXT` (some
-//! note of the livepatch plan contains TEXT), `code: FUNC HEX` (the
-//! livepatch's copy of FUNC contains these bytes and no runtime-constant placeholder),
-//! `printk-formats: w ...` (the livepatch's `.printk_index` entries, by the first word of each
-//! format; every carried `_entry` and its strings are copies, never klp relocations). Fixtures may
-//! `#include <klpgen/klpgen.h>` (the repository's `include/` is on the path).
-//! `explain: FUNC key=value ...` checks what `elfdiff::explain` says about FUNC (the fixture is
-//! then compiled with `-g`; keys in tests/support/explain.rs). Parsing and compiling are in
-//! tests/support/fixture.rs, shared with the snapshot tests (tests/snapshots.rs).
+//! The directives are listed, each with its meaning, in `testsupport::fixture::DIRECTIVES`
+//! (crates/testsupport/src/fixture.rs), the one list: a fixture with any other `//#` line fails
+//! (trial `directives_known`, naming file and line). `explain:` keys are in
+//! crates/testsupport/src/explain.rs. Fixtures may `#include <klpgen/klpgen.h>` (the
+//! repository's `include/` is on the path). Parsing and compiling are in the test-support
+//! crate, shared with the snapshot tests (tests/snapshots.rs).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use elfdiff::model::{Bind, Orig, SymKind};
 use elfdiff::{Diff, Object, PlanOptions};
 use libtest_mimic::{Arguments, Failed, Trial};
 use patchgen::target::{Binding, TargetSymtab};
 
-#[path = "support/fixture.rs"]
-mod fixture;
-use fixture::explain_check;
+use testsupport::explain as explain_check;
+use testsupport::fixture;
 
 fn check(src: PathBuf) -> Result<(), Failed> {
-    let built = fixture::build(&src, "fixtures")?;
+    let built = fixture::build(
+        &src,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures"),
+    )?;
     let (text, expect, dir) = (&built.text, &built.expect, &built.dir);
     let debug = !expect.explain.is_empty();
     let ob = std::fs::read(&built.orig).map_err(|e| e.to_string())?;
@@ -577,11 +562,65 @@ fn printk_formats(
     Ok(out)
 }
 
+/// Every `//#` line of every fixture names a directive of `fixture::DIRECTIVES` (each
+/// fixture's own trial fails too; this one lists them all, by file and line).
+fn directives_known() -> Result<(), Failed> {
+    let mut unknown = Vec::new();
+    for src in fixture::all() {
+        let text = std::fs::read_to_string(&src).map_err(|e| e.to_string())?;
+        for (line, key, _) in fixture::directive_lines(&text) {
+            if !fixture::DIRECTIVES.iter().any(|(k, _)| *k == key) {
+                unknown.push(format!(
+                    "tests/fixtures/{}.c:{line}: {key:?}",
+                    fixture::stem(&src)
+                ));
+            }
+        }
+    }
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        let known: Vec<&str> = fixture::DIRECTIVES.iter().map(|(k, _)| *k).collect();
+        Err(format!(
+            "unknown fixture directives (known: {known:?}):\n{}",
+            unknown.join("\n")
+        )
+        .into())
+    }
+}
+
+/// The parser takes every directive `fixture::DIRECTIVES` lists (with a well-formed value) and
+/// no other: the list and the parser cannot drift apart.
+fn directives_parsed() -> Result<(), Failed> {
+    // A value each directive accepts; `nochange` keeps the fixture's expectation stated.
+    let sample = |k: &str| match k {
+        "entry-size" | "member" | "entries" | "bytes" => "x=1",
+        "fresh" | "kept" => "f:g",
+        "code" => "f 90",
+        "callback" => "post_patch f",
+        "explain" => "f kind=changed",
+        _ => "f",
+    };
+    for (k, doc) in fixture::DIRECTIVES {
+        if doc.is_empty() {
+            return Err(format!("directive {k:?} has no description").into());
+        }
+        let text = format!("//# nochange\n//# {k}: {}\n", sample(k));
+        fixture::parse_expect(&text).map_err(|e| format!("{k}: {e}"))?;
+    }
+    match fixture::parse_expect("//# nochange\n//# no-such-directive: f\n") {
+        Err(e) if e.contains("unknown directive") => Ok(()),
+        other => Err(format!("an unknown directive was not refused: {other:?}").into()),
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let trials = fixture::all()
+    let mut trials: Vec<Trial> = fixture::all()
         .into_iter()
         .map(|f| Trial::test(fixture::stem(&f), move || check(f)))
         .collect();
+    trials.push(Trial::test("directives_known", directives_known));
+    trials.push(Trial::test("directives_parsed", directives_parsed));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,7 +1,7 @@
 //! Snapshot tests: for every fixture of `tests/fixtures/*.c` (compiled as the fixture harness
 //! compiles it), `klpgen diff --format json --output OUT.o ORIG.o PATCHED.o` is run and
 //! compared with `tests/snapshots/<fixture>.json` (its JSON report, exactly as printed), and
-//! the livepatch object it writes, dumped by tests/support/elfdump.rs, with
+//! the livepatch object it writes, dumped by `testsupport::elfdump`, with
 //! `tests/snapshots/<fixture>.dump` (only fixtures that give a livepatch). The exit status must
 //! agree with the report (0 changes, 2 refused, 3 no functional change).
 //!
@@ -15,13 +15,7 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-#[path = "support/elfdump.rs"]
-mod elfdump;
-#[path = "support/fixture.rs"]
-#[allow(dead_code)] // the explain checks are the fixture harness's
-mod fixture;
-#[path = "support/snapshot.rs"]
-mod snapshot;
+use testsupport::{elfdump, fixture, snapshot};
 
 fn snapshot_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
@@ -39,7 +33,10 @@ fn host_independent(what: &str, text: &str) -> Result<(), String> {
 
 fn check(src: PathBuf) -> Result<(), Failed> {
     let name = fixture::stem(&src);
-    let built = fixture::build(&src, "snapshots")?;
+    let built = fixture::build(
+        &src,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("snapshots"),
+    )?;
     let out = built.dir.join("out.o");
     let _ = std::fs::remove_file(&out);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_klpgen"));

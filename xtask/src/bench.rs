@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{e2e, kernel, util};
+use crate::{case, kernel, util};
 
 /// Targets from the issues: (name, limit, unit).
 const TARGETS: &[(&str, f64, &str)] = &[
@@ -286,7 +286,7 @@ fn section_count(path: &Path) -> Result<usize> {
 
 pub fn cmd_bench() -> Result<bool> {
     let k = kernel::ensure()?;
-    let klpgen = e2e::build_klpgen()?;
+    let klpgen = case::build_klpgen()?;
     let root = util::target_dir().join("bench");
     let cache = root.join("cache");
     if cache.exists() {

@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: builds a livepatch from examples/proc-version.patch with klpgen's defaults
 //! and shows /proc/version in a qemu guest before loading, while loaded, and after unloading.
 
-use crate::e2e;
+use crate::case;
 use crate::guest;
 use crate::kernel;
 use crate::setup;
@@ -16,7 +16,7 @@ const PROBE: &str = "cat /proc/version\ngrep -q 'live patched by klpgen' /proc/v
 pub fn cmd_demo() -> Result<()> {
     setup::cmd_setup()?;
     let k = kernel::ensure()?;
-    let klpgen = e2e::build_klpgen()?;
+    let klpgen = case::build_klpgen()?;
     let patch = util::repo_root().join("examples/proc-version.patch");
     let workdir = util::target_dir().join("demo");
     let output = workdir.join(NAME);
@@ -26,9 +26,9 @@ pub fn cmd_demo() -> Result<()> {
             std::fs::remove_dir_all(d)?;
         }
     }
-    let cmd = e2e::klpgen_command(&klpgen, &k, NAME, &output, &[], &patch);
+    let cmd = case::klpgen_command(&klpgen, &k, NAME, &output, &[], &patch);
     println!("$ {}", util::display(&cmd));
-    let run = e2e::run_klpgen(cmd, &logs)?;
+    let run = case::run_klpgen(cmd, &logs)?;
     eprint!("{}", run.stderr);
     print!("{}", run.stdout);
     match run.status {
@@ -41,7 +41,7 @@ pub fn cmd_demo() -> Result<()> {
         "\nbooting the test kernel in qemu with {}",
         module.display()
     );
-    let module_name = e2e::module_name(NAME);
+    let module_name = case::module_name(NAME);
     let report = guest::boot(&guest::Spec {
         bzimage: &k.bzimage(),
         module: &module,

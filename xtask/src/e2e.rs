@@ -1,19 +1,21 @@
 //! `cargo xtask e2e`: builds livepatch modules from the cases under tests/e2e with klpgen and
 //! checks them in a qemu guest running the test kernel.
 
+use crate::case::{
+    build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,
+    KLPGEN_TIMEOUT,
+};
 use crate::guest;
 use crate::kernel::{self, Kernel};
 use crate::kfixtures;
 use crate::mismatch::Doctored;
 use crate::util;
 use anyhow::{bail, Context, Result};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Hard limit for one `klpgen build`.
-pub const KLPGEN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Cases not started within this time of the first one fail as skipped, keeping a run bounded.
 const E2E_BUDGET: Duration = Duration::from_secs(45 * 60);
 
@@ -89,11 +91,6 @@ fn build_oot_module(k: &Kernel, src: &Path, dir: &Path) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "ko"))
         .with_context(|| format!("no module built from {}", src.display()))?;
     Ok(ko)
-}
-
-/// `livepatch_<name with - replaced by _>`.
-pub fn module_name(name: &str) -> String {
-    format!("livepatch_{}", name.replace('-', "_"))
 }
 
 fn valid_case_name(name: &str) -> bool {
@@ -201,105 +198,6 @@ pub fn load_cases() -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-/// `cargo build --release -p klpgen`; returns the binary's path.
-pub fn build_klpgen() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    util::run(Command::new(cargo).current_dir(util::repo_root()).args([
-        "build",
-        "--release",
-        "-p",
-        "klpgen",
-    ]))?;
-    let bin = util::target_dir().join("release/klpgen");
-    if !bin.is_file() {
-        bail!("{} was not built", bin.display());
-    }
-    Ok(bin)
-}
-
-/// The outcome of one `klpgen build`.
-pub struct KlpgenRun {
-    /// `None` when it was killed for taking longer than [`KLPGEN_TIMEOUT`].
-    pub status: Option<ExitStatus>,
-    pub stdout: String,
-    pub stderr: String,
-    pub seconds: u64,
-}
-
-impl KlpgenRun {
-    /// Tails of stdout and stderr, for failure messages.
-    pub fn show(&self) -> String {
-        format!(
-            "  klpgen stdout (tail):\n{}  klpgen stderr (tail):\n{}",
-            util::indent(&util::tail_lines(&self.stdout, 30)),
-            util::indent(&util::tail_lines(&self.stderr, 30))
-        )
-    }
-}
-
-/// The `klpgen build` command line for a patch.
-pub fn klpgen_command(
-    klpgen: &Path,
-    k: &Kernel,
-    name: &str,
-    output: &Path,
-    extra: &[String],
-    patch: &Path,
-) -> Command {
-    let mut c = Command::new(klpgen);
-    c.arg("build")
-        .arg("--sourcedir")
-        .arg(&k.src)
-        .arg("--builddir")
-        .arg(&k.build)
-        .arg("--name")
-        .arg(name)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
-        .arg(patch)
-        .env("PATH", util::path_with_cargo_bin())
-        .stdin(Stdio::null());
-    c
-}
-
-/// Runs `cmd` with stdout/stderr captured to `<logs>/klpgen.stdout|stderr`.
-pub fn run_klpgen(mut cmd: Command, logs: &Path) -> Result<KlpgenRun> {
-    fs::create_dir_all(logs)?;
-    let out_path = logs.join("klpgen.stdout");
-    let err_path = logs.join("klpgen.stderr");
-    fs::write(logs.join("klpgen.cmdline"), util::display(&cmd) + "\n")?;
-    cmd.stdout(File::create(&out_path)?)
-        .stderr(File::create(&err_path)?);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", util::display(&cmd)))?;
-    let status = util::wait_timeout_graceful(&mut child, KLPGEN_TIMEOUT, Duration::from_secs(15))?;
-    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
-    Ok(KlpgenRun {
-        status,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-        seconds: start.elapsed().as_secs(),
-    })
-}
-
-/// Whether `patch` applies forward (cleanly) to `src`, without changing anything.
-pub fn patch_applies(src: &Path, patch: &Path) -> Result<(bool, String)> {
-    let out = Command::new("patch")
-        .args(["-p1", "--dry-run", "--forward", "--batch", "-d"])
-        .arg(src)
-        .arg("-i")
-        .arg(patch)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run patch (package patch)")?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    Ok((out.status.success(), text))
-}
-
 struct Outcome {
     passed: bool,
     summary: String,
@@ -310,20 +208,6 @@ fn fail(summary: impl Into<String>) -> Outcome {
         passed: false,
         summary: summary.into(),
     }
-}
-
-/// A case's output directory and its log directory (`<name>.files`, created) under `workdir`,
-/// both emptied of an earlier run.
-pub fn fresh_case_dirs(workdir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
-    let output = workdir.join(name);
-    let logs = workdir.join(format!("{name}.files"));
-    for d in [&output, &logs] {
-        if d.exists() {
-            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
-        }
-    }
-    fs::create_dir_all(&logs)?;
-    Ok((output, logs))
 }
 
 fn run_case(

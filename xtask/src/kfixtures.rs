@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::e2e;
+use crate::case;
 use crate::kernel::Kernel;
 use crate::util;
 
@@ -223,9 +223,9 @@ fn compare(e: &Expect, exit: Option<i32>, got: &Verdicts, ko: Option<&[u8]>) -> 
 
 fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Vec<String>> {
     let name = format!("kf-{}", case.name);
-    let (output, logs) = e2e::fresh_case_dirs(workdir, &case.name)?;
+    let (output, logs) = case::fresh_case_dirs(workdir, &case.name)?;
     let patch = case.dir.join("case.patch");
-    let (ok, text) = e2e::patch_applies(&k.src, &patch)?;
+    let (ok, text) = case::patch_applies(&k.src, &patch)?;
     if !ok {
         return Ok(vec![format!(
             "case.patch does not apply to the test kernel:\n{}",
@@ -235,10 +235,10 @@ fn run_case(case: &Case, klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Ve
     let report_path = logs.join("report.json");
     let mut args = case.args.clone();
     args.extend(["--report".to_string(), report_path.display().to_string()]);
-    let cmd = e2e::klpgen_command(klpgen, k, &name, &output, &args, &patch);
-    let run = e2e::run_klpgen(cmd, &logs)?;
+    let cmd = case::klpgen_command(klpgen, k, &name, &output, &args, &patch);
+    let run = case::run_klpgen(cmd, &logs)?;
     let mut problems = Vec::new();
-    let (still, _) = e2e::patch_applies(&k.src, &patch)?;
+    let (still, _) = case::patch_applies(&k.src, &patch)?;
     if !still {
         problems.push("klpgen left the kernel source tree modified".to_string());
     }

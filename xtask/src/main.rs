@@ -1,6 +1,8 @@
 //! `cargo xtask`: developer tasks for klpgen (setup, test kernel, end-to-end tests, demo).
+#![forbid(unsafe_code)]
 
 mod bench;
+mod case;
 mod demo;
 mod e2e;
 mod fuzz;
@@ -30,7 +32,8 @@ commands:
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
                    kfixtures/NAME), then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
-  test             cargo test --workspace, then the e2e, stress and a 20 s-per-target fuzz test
+  test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
+                   the e2e, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
@@ -100,19 +103,34 @@ fn cmd_bless(rest: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test`: unit tests and fixtures, then the end-to-end test, the load/unload
-/// stress test (about 30 s) and a short fuzz run (20 s per target, fixed seed; about 3.5 min
-/// with the build).
+/// `cargo xtask test`: formatting and clippy first (seconds, so a style slip fails before
+/// the long runs), unit tests and fixtures, then the end-to-end test, the load/unload stress
+/// test (about 30 s) and a short fuzz run (20 s per target, fixed seed; about 3.5 min with the
+/// build).
 fn cmd_test(rest: &[String]) -> Result<bool> {
     if !rest.is_empty() {
         bail!("`cargo xtask test` takes no arguments");
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    util::run(
-        Command::new(cargo)
-            .current_dir(util::repo_root())
-            .args(["test", "--workspace"]),
-    )?;
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--all", "--check"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace"],
+    ];
+    for args in steps {
+        util::run(
+            Command::new(&cargo)
+                .current_dir(util::repo_root())
+                .args(args),
+        )?;
+    }
     let e2e_ok = e2e::cmd_e2e(&[])?;
     let stress_ok = stress::cmd_stress(&[])?;
     let fuzz_ok = fuzz::run(&fuzz::Options::quick(20))?;

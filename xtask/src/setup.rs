@@ -11,6 +11,9 @@ pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
     "cargo-web",
+    // `cargo xtask test` starts with `cargo fmt --check` and `cargo clippy`.
+    "rustfmt-web",
+    "rust-web-clippy",
     "libclang-dev",
     "qemu-system-x86",
     "busybox-static",

@@ -5,6 +5,7 @@
 //! gone after unloading, and nothing is left under /sys/kernel/livepatch; the console must
 //! stay free of kernel complaints.
 
+use crate::case;
 use crate::e2e;
 use crate::guest::{self, Spec, BAD_CONSOLE, STRESS_MARK};
 use crate::kernel;
@@ -178,7 +179,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         .iter()
         .find(|c| c.name == CASE)
         .with_context(|| format!("the e2e case {CASE} is missing"))?;
-    let klpgen = e2e::build_klpgen()?;
+    let klpgen = case::build_klpgen()?;
     let k = kernel::ensure()?;
     let workdir = util::target_dir().join("stress");
     let output = workdir.join("module");
@@ -187,7 +188,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
     }
     fs::create_dir_all(&workdir)?;
 
-    let cmd = e2e::klpgen_command(
+    let cmd = case::klpgen_command(
         &klpgen,
         &k,
         &format!("{CASE}-stress"),
@@ -196,7 +197,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         &case.dir.join("case.patch"),
     );
     eprintln!("stress: $ {}", util::display(&cmd));
-    let run = e2e::run_klpgen(cmd, &workdir)?;
+    let run = case::run_klpgen(cmd, &workdir)?;
     if !run.status.is_some_and(|s| s.success()) {
         eprintln!("{}", run.show());
         bail!("klpgen build failed for the stress module");
@@ -206,7 +207,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         eprintln!("{}", run.show());
         bail!("{} was not produced", module.display());
     }
-    let module_name = e2e::module_name(&format!("{CASE}-stress"));
+    let module_name = case::module_name(&format!("{CASE}-stress"));
     let probe = fs::read(case.dir.join("probe.sh")).context("cannot read the case's probe.sh")?;
     let spec = Spec {
         bzimage: &k.bzimage(),

@@ -3,6 +3,7 @@
 //! functions and refusals, and plan the contents of a livepatch object.
 //!
 //! **This crate never spawns processes, writes files or prints.** Callers hand it bytes.
+#![forbid(unsafe_code)]
 
 pub mod annot;
 pub mod arch;

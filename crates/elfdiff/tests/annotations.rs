@@ -6,9 +6,7 @@ use object::{elf, SectionKind, SymbolKind, SymbolScope};
 
 use elfdiff::{Diff, Object, Orig, Patched};
 
-#[path = "../../../tests/support/objwrite.rs"]
-mod objwrite;
-use objwrite::{function_f, reloc, symbol, undefined};
+use testsupport::objwrite::{self, function_f, reloc, symbol, undefined};
 
 /// What the one annotation section of the test object holds.
 enum Record {

@@ -8,9 +8,7 @@ use object::{elf, SectionKind, SymbolKind, SymbolScope};
 use elfdiff::carve::CarveError;
 use elfdiff::{Diff, Error, Object, Orig, Patched, Plan, PlanOptions};
 
-#[path = "../../../tests/support/objwrite.rs"]
-mod objwrite;
-use objwrite::{reloc, symbol, undefined};
+use testsupport::objwrite::{self, reloc, symbol, undefined};
 
 /// What `f`'s one reference into the carved section is.
 #[derive(Clone, Copy)]

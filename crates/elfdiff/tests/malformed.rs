@@ -7,9 +7,7 @@ use object::{elf, Endianness, SectionKind};
 
 use elfdiff::{Diff, Error, Object, Orig, Patched, PlanOptions};
 
-#[path = "../../../tests/support/objwrite.rs"]
-mod objwrite;
-use objwrite::{function_f, reloc, undefined};
+use testsupport::objwrite::{self, function_f, reloc, undefined};
 
 /// What `__mcount_loc` points at.
 #[derive(Clone, Copy)]

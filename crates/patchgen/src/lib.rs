@@ -6,6 +6,7 @@
 //! and markings) has one home, `klpsym`, which the writer, the marker and the checker share.
 //!
 //! **This crate never spawns processes, writes files or prints.** It maps bytes to bytes.
+#![forbid(unsafe_code)]
 
 pub mod check;
 mod elf;

@@ -4,8 +4,7 @@
 
 use object::{SectionKind, SymbolKind, SymbolScope};
 
-#[path = "../../../tests/support/objwrite.rs"]
-mod objwrite;
+use testsupport::objwrite;
 
 use elfdiff::plan::External;
 use elfdiff::Plan;

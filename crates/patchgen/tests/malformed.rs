@@ -4,8 +4,7 @@
 use object::read::elf::{FileHeader, SectionHeader};
 use object::{elf, Endianness, SectionKind};
 
-#[path = "../../../tests/support/objwrite.rs"]
-mod objwrite;
+use testsupport::objwrite;
 
 use elfdiff::model::SymKind;
 use elfdiff::plan::{PlanFunc, PlanSection, PlanSymbol};

@@ -53,7 +53,7 @@ pub fn check_absent(path: &Path, why: &str) -> Result<(), String> {
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+    path.strip_prefix(crate::repo_root())
         .unwrap_or(path)
         .display()
         .to_string()

@@ -6,13 +6,53 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "gcc.rs"]
-mod gcc;
+use crate::explain as explain_check;
+use crate::gcc;
 
-#[path = "explain.rs"]
-pub mod explain_check;
+/// Every `//#` directive a fixture may state, with what it means: the one list (the parser
+/// accepts exactly these; the fixture harness fails on any other, naming file and line). A
+/// fixture states at least one of `changed:`, `new:`, `nochange` and `refuse:`; one that
+/// expects a livepatch (neither `nochange` nor `refuse:`) gets it written, parsed back and
+/// checked against the directives from `klp:` on.
+pub const DIRECTIVES: &[(&str, &str)] = &[
+    ("changed", "`changed: f g`: exactly these functions changed (without `new:`, none is new)"),
+    ("new", "`new: h`: exactly these functions are new"),
+    ("unchanged", "`unchanged: f`: f is not reported changed"),
+    ("nochange", "`nochange`: nothing changed, nothing new, nothing refused"),
+    ("refuse", "`refuse: KIND`: some refusal is keyed `refuse.KIND.*` (without `refuse:`, none may be)"),
+    ("hint", "`hint: TEXT`: some refusal's hint contains TEXT"),
+    ("ignored", "`ignored: f .data.x`: exactly these symbols are reported under `ignored` (without it, none)"),
+    ("callback", "`callback: KIND f`: the patched object has callback f of KIND (the set is exact), carried under the hook's alias"),
+    ("explain", "`explain: FUNC key=value ...`: what `elfdiff::explain` says about FUNC (keys in `explain.rs`); compiles the fixture with `-g`"),
+    ("include", "`include: f`: treat unchanged f as changed, as `--include-callers` does"),
+    ("entry-size", "`entry-size: SECTION=BYTES`: a special section's entry size, as `klpgen diff --entry-size` (the target's DWARF in a real build)"),
+    ("member", "`member: STRUCT.MEMBER=OFFSET`: a member offset the target's DWARF would give (`pi_entry.fmt=8`)"),
+    ("note", "`note: TEXT`: some note of the livepatch plan contains TEXT"),
+    ("module", "`module: NAME`: the object is part of module NAME (its statics bind as klp relocations against NAME, not vmlinux)"),
+    ("klp", "`klp: sym`: a klp relocation binds sym (exactly or by normalised name)"),
+    ("plain", "`plain: sym`: an ordinary relocation to sym"),
+    ("copied", "`copied: sym`: sym is carried in the livepatch object, not bound to the target"),
+    ("local", "`local: f`: f is a local function of the livepatch object"),
+    ("entries", "`entries: SECTION=N`: the livepatch's SECTION keeps exactly N entries, each pointing into carried code"),
+    ("bytes", "`bytes: SECTION=N`: the livepatch's SECTION is exactly N bytes (0: absent or empty), for sections copied per piece"),
+    ("unreferenced", "`unreferenced: f`: no relocation of the livepatch refers to f (as a klp symbol, an ordinary one or a copy)"),
+    ("fresh", "`fresh: FUNC:SYM`: FUNC's references to SYM (by normalised name) go to a copy in the livepatch"),
+    ("kept", "`kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol)"),
+    ("code", "`code: FUNC HEX`: the livepatch's copy of FUNC contains these bytes (hex, spaces ignored) and no runtime-constant placeholder"),
+    ("printk-formats", "`printk-formats: w ...`: the livepatch's `.printk_index` entries by the first word of each format (sorted); their `_entry` and strings are copies, never klp relocations"),
+];
 
-/// A fixture's expectations (its `//#` header lines).
+/// The `//#` lines of a fixture: (line number, directive name, value after the `:`).
+pub fn directive_lines(src: &str) -> impl Iterator<Item = (usize, &str, &str)> {
+    src.lines().enumerate().filter_map(|(i, line)| {
+        let d = line.strip_prefix("//#")?.trim();
+        let (key, val) = d.split_once(':').unwrap_or((d, ""));
+        Some((i + 1, key.trim(), val))
+    })
+}
+
+/// A fixture's expectations (its `//#` lines; each field is the directive of its name, in the
+/// plural for lists, see [`DIRECTIVES`]).
 #[derive(Default, Debug)]
 pub struct Expect {
     pub changed: Option<BTreeSet<String>>,
@@ -22,47 +62,23 @@ pub struct Expect {
     pub refuse: Vec<String>,
     pub klp: Vec<String>,
     pub plain: Vec<String>,
-    /// `explain: FUNC key=value ...` (tests/support/explain.rs); compiles the fixture with -g.
     pub explain: Vec<explain_check::Directive>,
     pub copied: Vec<String>,
     pub include: Vec<String>,
-    /// `entry-size: SECTION=BYTES`: as `klpgen diff --entry-size` (the target's DWARF gives
-    /// these in a real build).
     pub entry_size: Vec<(String, u64)>,
-    /// `member: STRUCT.MEMBER=OFFSET`: member offsets the target's DWARF would give.
     pub member: Vec<(String, u64)>,
-    /// `entries: SECTION=N`: the livepatch object's copy of a special section holds exactly N
-    /// entries, each pointing into code the livepatch carries.
     pub entries: Vec<(String, u64)>,
-    /// `printk-formats: w ...`: the livepatch object's `.printk_index` entries, by the first
-    /// word of each entry's format (sorted; each entry's `_entry` and strings are fresh copies).
     pub printk_formats: Option<Vec<String>>,
-    /// `bytes: SECTION=N`: the livepatch object's SECTION is exactly N bytes (0: absent or
-    /// empty), for sections copied piece by piece.
     pub bytes: Vec<(String, u64)>,
-    /// `unreferenced: f`: no relocation of the livepatch object refers to f (as a klp symbol,
-    /// an ordinary one or a copy).
     pub unreferenced: Vec<String>,
-    /// `local: f`: f is defined in the livepatch object as a local symbol.
     pub local: Vec<String>,
-    /// `fresh: FUNC:SYM`: in the livepatch object, FUNC's references to SYM (by normalised
-    /// name) go to a copy the livepatch carries.
     pub fresh: Vec<(String, String)>,
-    /// `kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol).
     pub kept: Vec<(String, String)>,
-    /// `module: NAME`: the object is part of module NAME (its statics bind as klp relocations
-    /// against NAME instead of vmlinux).
     pub module: Option<String>,
-    /// `ignored: f .data.x`: exactly these symbols are reported under `ignored`.
     pub ignored: Option<BTreeSet<String>>,
-    /// `callback: KIND f`: the patched object has callback `f` of KIND.
     pub callbacks: Vec<(String, String)>,
-    /// `hint: TEXT`: some refusal's hint contains TEXT.
     pub hints: Vec<String>,
-    /// `note: TEXT`: some note of the livepatch plan contains TEXT.
     pub notes: Vec<String>,
-    /// `code: FUNC HEX`: the livepatch object's copy of FUNC contains these bytes (hex digits,
-    /// spaces ignored) and no runtime-constant placeholder.
     pub code: Vec<(String, Vec<u8>)>,
 }
 
@@ -83,16 +99,15 @@ fn section_number(d: &str, w: &str) -> Result<(String, u64), String> {
     Ok((s.to_string(), n))
 }
 
+/// The expectations of a fixture's source text.
 pub fn parse_expect(src: &str) -> Result<Expect, String> {
     let mut e = Expect::default();
-    for line in src.lines() {
-        let Some(d) = line.strip_prefix("//#") else {
-            continue;
-        };
-        let d = d.trim();
-        let (key, val) = d.split_once(':').unwrap_or((d, ""));
+    for (line, key, val) in directive_lines(src) {
+        if !DIRECTIVES.iter().any(|(k, _)| *k == key) {
+            return Err(format!("line {line}: unknown directive {key:?}"));
+        }
         let words = || val.split_whitespace().map(String::from);
-        match key.trim() {
+        match key {
             "changed" => e.changed = Some(words().collect()),
             "new" => e.new = Some(words().collect()),
             "unchanged" => e.unchanged.extend(words()),
@@ -162,7 +177,11 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
                 _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
             },
-            other => return Err(format!("unknown directive {other:?}")),
+            other => {
+                return Err(format!(
+                    "directive {other:?} is in DIRECTIVES but not parsed"
+                ))
+            }
         }
     }
     if e.changed.is_none() && e.new.is_none() && !e.nochange && e.refuse.is_empty() {
@@ -173,7 +192,7 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
 
 /// The fixtures, sorted by name.
 pub fn all() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = crate::repo_root().join("tests/fixtures");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("tests/fixtures exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -192,8 +211,7 @@ pub fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(),
     let mut cmd = Command::new("gcc");
     cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
     // Fixtures may `#include <klpgen/klpgen.h>`.
-    cmd.arg("-I")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"));
+    cmd.arg("-I").arg(crate::repo_root().join("include"));
     if debug {
         cmd.arg("-g");
     }
@@ -218,7 +236,7 @@ pub fn compile(src: &Path, out: &Path, patched: bool, debug: bool) -> Result<(),
     Ok(())
 }
 
-/// A fixture compiled into `<CARGO_TARGET_TMPDIR>/<harness>/<stem>/{orig,patched}.o`.
+/// A fixture compiled into `<work>/<stem>/{orig,patched}.o`.
 pub struct Built {
     pub text: String,
     pub expect: Expect,
@@ -227,12 +245,12 @@ pub struct Built {
     pub patched: PathBuf,
 }
 
-pub fn build(src: &Path, harness: &str) -> Result<Built, String> {
+/// Parse and compile fixture `src` under `work` (a directory of the calling harness, e.g.
+/// `<CARGO_TARGET_TMPDIR>/fixtures`: only integration tests have a `CARGO_TARGET_TMPDIR`).
+pub fn build(src: &Path, work: &Path) -> Result<Built, String> {
     let text = std::fs::read_to_string(src).map_err(|e| e.to_string())?;
     let expect = parse_expect(&text)?;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(harness)
-        .join(stem(src));
+    let dir = work.join(stem(src));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (orig, patched) = (dir.join("orig.o"), dir.join("patched.o"));
     let debug = !expect.explain.is_empty();

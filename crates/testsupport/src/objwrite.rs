@@ -1,6 +1,5 @@
-//! Test support shared by the crates' integration tests (included with `#[path]`): small
-//! relocatable x86-64 objects written with `object`'s writer.
-#![allow(dead_code)]
+//! Small relocatable x86-64 objects written with `object`'s writer, for the crates'
+//! integration tests that need an object gcc would not write (malformed or hand-made records).
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
@@ -16,7 +15,7 @@ pub fn object() -> Object<'static> {
 /// A defined symbol (`scope`: `Compilation` is a static, `Dynamic` a global as gcc writes
 /// it, `Linkage` a hidden one).
 pub fn symbol(
-    o: &mut Object,
+    o: &mut Object<'_>,
     name: &str,
     kind: SymbolKind,
     scope: SymbolScope,
@@ -37,7 +36,7 @@ pub fn symbol(
 }
 
 /// An undefined global symbol (default visibility, as gcc writes an extern reference).
-pub fn undefined(o: &mut Object, name: &str) -> SymbolId {
+pub fn undefined(o: &mut Object<'_>, name: &str) -> SymbolId {
     o.add_symbol(Symbol {
         name: name.as_bytes().to_vec(),
         value: 0,
@@ -52,7 +51,7 @@ pub fn undefined(o: &mut Object, name: &str) -> SymbolId {
 
 /// An ELF relocation of type `r_type` at `offset` of `section`.
 pub fn reloc(
-    o: &mut Object,
+    o: &mut Object<'_>,
     section: SectionId,
     offset: u64,
     symbol: SymbolId,
@@ -80,7 +79,7 @@ pub fn traced_body(ret: u8) -> Vec<u8> {
 
 /// A global function `f` returning `ret` in its own section `.text.f`, after `pad` bytes of
 /// NOPs, with its `__fentry__` call relocated (when `fentry`): (section, symbol).
-pub fn function_f(o: &mut Object, ret: u8, pad: usize, fentry: bool) -> (SectionId, SymbolId) {
+pub fn function_f(o: &mut Object<'_>, ret: u8, pad: usize, fentry: bool) -> (SectionId, SymbolId) {
     let text = o.add_section(Vec::new(), b".text.f".to_vec(), SectionKind::Text);
     let code = traced_body(ret);
     o.append_section_data(text, &vec![0x90; pad], 16);

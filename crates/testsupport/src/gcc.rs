@@ -22,11 +22,9 @@ pub const KERNEL_CFLAGS: &[&str] = &[
 ];
 
 /// What klpgen adds for the objects it diffs.
-#[allow(dead_code)] // not every test binary diffs
 pub const DIFF_CFLAGS: &[&str] = &["-ffunction-sections", "-fdata-sections"];
 
 /// Run a tool (gcc, ld) and fail the test with its stderr when it fails.
-#[allow(dead_code)] // not every test binary runs tools this way
 pub fn run(cmd: &mut std::process::Command) {
     let out = cmd
         .output()
