@@ -17,15 +17,16 @@ use patchgen::kmod::{self, HookFunc, HookLang, HookObject, ModuleSpec};
 use patchgen::target::{bind_externals, bind_externals_module, Binding, Symvers, TargetSymtab};
 use rayon::prelude::*;
 
-use crate::diffcmd::{target_layouts, verdict, write_file};
+use crate::files::{copy_to, write_file};
 use crate::kbuild::{self, DiffBuild};
-use crate::kernel::{check_config, check_consistency, Tree};
+use crate::kernel::{check_config, check_consistency, target_layouts, Tree};
 use crate::mirror;
 use crate::oot::OotModule;
 use crate::patch::{self, Applied, PatchFile};
 use crate::process::Interrupt;
 use crate::report::{self as rpt, BuildReport};
-use crate::{BuildArgs, HookArg, Verdict};
+use crate::verdict::{print_text, Verdict};
+use crate::{BuildArgs, HookArg};
 
 /// `livepatch-<name>`; kernel module names are at most 55 characters.
 fn module_name(args: &BuildArgs) -> Result<String> {
@@ -198,7 +199,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 m.name,
                 m.src.display()
             ));
-            let pairs = m.build_pairs(
+            let b = m.build_twice(
                 &tree,
                 &patches,
                 &run_dir,
@@ -207,10 +208,18 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
                 jobs,
                 &intr,
             )?;
-            if let Some((_, o, _)) = pairs.0.first() {
+            let pairs: UnitPairs = b
+                .objects
+                .into_iter()
+                .map(|rel| {
+                    let (o, p) = (b.orig.join(&rel), b.patched.join(&rel));
+                    (rel, o, p)
+                })
+                .collect();
+            if let Some((_, o, _)) = pairs.first() {
                 check_compiler(&tree, o, args.skip_compiler_check, rep)?;
             }
-            pairs
+            (pairs, b.changed_lines)
         }
         None => tree_pairs(
             args, rep, &tree, &patches, &workdir, &run_dir, &include, jobs, &intr,
@@ -284,7 +293,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
 
     // The target: symbols, layouts.
     let symtab = TargetSymtab::parse(&vm_label, &vmlinux)?;
-    let layouts = target_layouts(Some((&vm_label, &vmlinux)), &[])?;
+    let layouts = target_layouts(&vm_label, &vmlinux);
     if args.debug {
         let mut sizes: Vec<_> = layouts.entry_sizes.iter().collect();
         sizes.sort();
@@ -404,7 +413,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         report.refused.extend(caller_refusals);
         if !args.quiet {
             crate::progress::pause();
-            crate::diffcmd::print_text(u, &report);
+            print_text(u, &report);
         }
         refusals.extend(report.refused.iter().cloned());
         let mut entry = object_entry(u, objname, &report);
@@ -476,7 +485,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
             };
             if !args.quiet {
                 crate::progress::pause();
-                crate::diffcmd::print_text(u, &late_report);
+                print_text(u, &late_report);
             }
             if let Some(entry) = rep.objects.last_mut() {
                 entry
@@ -540,7 +549,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         ignored: vec![],
         callbacks: vec![],
     };
-    if let Some(v) = verdict(&fake) {
+    if let Some(v) = Verdict::of(&fake) {
         return Err(v.into());
     }
     if hook_funcs.is_empty() && hook_callbacks.is_empty() {
@@ -761,7 +770,7 @@ impl ModTarget {
         let bytes = fs::read(ko).with_context(|| format!("cannot read {}", ko.display()))?;
         let label = ko.display().to_string();
         let table = TargetSymtab::parse_module(&label, &bytes)?;
-        let name = crate::oot::module_name_of(ko, &bytes)?;
+        let name = crate::modinfo::module_name(ko, &bytes)?;
         Ok(ModTarget {
             name,
             ko: ko.to_path_buf(),
@@ -799,7 +808,7 @@ fn target_module_ko(tree: &Tree, unit: &str, module: &str) -> Result<PathBuf> {
 /// The `import_ns=` tags of a patched unit's `.modinfo` (module units with MODULE_IMPORT_NS).
 fn modinfo_imports(bytes: &[u8]) -> Vec<String> {
     object::File::parse(bytes)
-        .map(|f| crate::oot::modinfo_values(&f, "import_ns"))
+        .map(|f| crate::modinfo::values(&f, "import_ns"))
         .unwrap_or_default()
         .into_iter()
         .filter(|ns| !ns.is_empty())
@@ -855,15 +864,6 @@ fn join_or_none(v: &[String]) -> String {
     } else {
         v.join(", ")
     }
-}
-
-fn copy_to(from: &Path, to: &Path) -> Result<()> {
-    if let Some(d) = to.parent() {
-        fs::create_dir_all(d)?;
-    }
-    fs::copy(from, to)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-    Ok(())
 }
 
 fn link_relocatable(parts: &[PathBuf], out: &Path, intr: &Interrupt) -> Result<()> {
@@ -1111,7 +1111,7 @@ fn tree_pairs(
 }
 
 /// (unit, original object, patched object) for each compiled unit.
-pub(crate) type UnitPairs = Vec<(String, PathBuf, PathBuf)>;
+type UnitPairs = Vec<(String, PathBuf, PathBuf)>;
 
 /// `--include-callers N`: re-emit the callers of the changed functions (within the object, up
 /// to depth N) so tasks switch only once they have left them. Returns the functions added

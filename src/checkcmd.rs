@@ -170,7 +170,7 @@ pub fn verify_built(
     let mut map = HashMap::new();
     for (mlabel, bytes) in modules {
         let t = TargetObject::module(mlabel, bytes)?;
-        let name = crate::oot::module_name_of(std::path::Path::new(mlabel), bytes)?;
+        let name = crate::modinfo::module_name(std::path::Path::new(mlabel), bytes)?;
         map.insert(check::module_key(&name), t);
     }
     let modules = (!map.is_empty()).then_some(map);

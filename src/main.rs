@@ -6,15 +6,18 @@ mod callerscmd;
 mod checkcmd;
 mod diffcmd;
 mod explaincmd;
+mod files;
 mod kbuild;
 mod kernel;
 mod mirror;
+mod modinfo;
 mod objtool;
 mod oot;
 mod patch;
 mod process;
 mod progress;
 mod report;
+mod verdict;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,23 +32,6 @@ pub mod exit {
     pub const NO_CHANGE: u8 = 3;
     pub const KERNEL_BUILD: u8 = 4;
 }
-
-/// A run that ends with a verdict rather than an error.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Unsupported change(s); the message lists them.
-    Refused(String),
-    NoChange,
-}
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Verdict::Refused(m) => write!(f, "refused: {m}"),
-            Verdict::NoChange => f.write_str("no functional change"),
-        }
-    }
-}
-impl std::error::Error for Verdict {}
 
 #[derive(Parser)]
 #[command(
@@ -76,7 +62,7 @@ enum Command {
     /// Build a livepatch module from one or more patches.
     Build(Box<BuildArgs>),
     /// Diff one original/patched object pair and print changed and new functions.
-    Diff(DiffArgs),
+    Diff(diffcmd::DiffArgs),
     /// Verify a livepatch module against its target: modinfo, klp symbols and relocations,
     /// replaced functions (present and ftrace-able), exported undefined symbols.
     Check(checkcmd::CheckArgs),
@@ -176,30 +162,6 @@ pub struct BuildArgs {
     pub patches: Vec<PathBuf>,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct DiffArgs {
-    pub orig: PathBuf,
-    pub patched: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
-    /// Write the livepatch object for this pair.
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Target symbol table (vmlinux); default: ORIG's own symbols.
-    #[arg(long)]
-    pub symtab: Option<PathBuf>,
-    /// Module.symvers of the target (which symbols are exported).
-    #[arg(long)]
-    pub symvers: Option<PathBuf>,
-    /// Object name for klp symbols (vmlinux or a module name).
-    #[arg(long, default_value = "vmlinux")]
-    pub objname: String,
-    /// Entry size of a special section, SECTION=BYTES.
-    #[arg(long = "entry-size")]
-    pub entry_size: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -220,6 +182,7 @@ fn main() -> ExitCode {
 
 /// The exit code and report word for an error.
 pub fn classify(e: &anyhow::Error) -> (u8, &'static str) {
+    use verdict::Verdict;
     if let Some(v) = e.downcast_ref::<Verdict>() {
         match v {
             Verdict::Refused(_) => (exit::REFUSED, "refused"),
