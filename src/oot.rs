@@ -14,10 +14,9 @@ use crate::patch::{self, PatchFile};
 use crate::process::Interrupt;
 use crate::{kbuild, modinfo};
 
-/// The module being patched.
+/// The module being patched (its `.ko`, the module as it runs, gives sympos: see
+/// src/build/unit.rs).
 pub struct OotModule {
-    /// The module as it runs (its symbol table gives sympos).
-    pub ko: PathBuf,
     pub src: PathBuf,
     /// Its name in the kernel (`name=` in modinfo).
     pub name: String,
@@ -75,11 +74,7 @@ impl OotModule {
         if !src.join("Kbuild").is_file() && !src.join("Makefile").is_file() {
             bail!("{} has neither Kbuild nor Makefile", src.display());
         }
-        Ok(OotModule {
-            ko: ko.to_path_buf(),
-            src,
-            name,
-        })
+        Ok(OotModule { src, name })
     }
 
     /// Build the module's objects before and after the patches, in two copies of its sources
