@@ -4,6 +4,7 @@
 //! bind each unit → verdict → module sources, kbuild, klp markings, check, signing → summary.
 //! Each phase is a call into one file of `src/build/`.
 
+mod ctx;
 mod entry;
 mod locks;
 mod module;
@@ -20,6 +21,7 @@ use crate::files::write_file;
 use crate::process::Interrupt;
 use crate::report::BuildReport;
 
+use ctx::Ctx;
 pub use plan::BuildArgs;
 use plan::BuildPlan;
 use summary::Summary;
@@ -52,29 +54,27 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let target = Target::open(&args.target(), rep)?;
     let plan = BuildPlan::resolve(args, &target.tree, rep)?;
     let built = build_target(&plan, target, rep, &intr)?;
-    summary::print(&Summary::new(&plan, &built, rep));
+    summary::print(&Summary::new(
+        &plan,
+        &built.release,
+        &built.parts,
+        &built.module,
+        rep,
+    ));
     Ok(())
-}
-
-/// What every phase of one target's pipeline reads: the plan, the target (its tree is the
-/// mirror for in-tree builds), its work directory, and the interrupt that stops children.
-pub struct Ctx<'a> {
-    pub plan: &'a BuildPlan,
-    pub target: &'a Target,
-    pub ws: &'a Workspace,
-    pub intr: &'a Interrupt,
 }
 
 /// The livepatch module of one target, built, checked and written; and what the summary says
 /// about it.
-pub struct Built {
-    pub release: String,
-    pub parts: unit::Parts,
-    pub module: module::Written,
+struct Built {
+    release: String,
+    parts: unit::Parts,
+    module: module::Written,
 }
 
-/// The pipeline for one target, in order. The work directory (and its lock) lives as long as
-/// this function runs.
+/// The pipeline for one target, in order: everything here reads the target, its work
+/// directory and the plan, so a run over several targets would repeat just this. The work
+/// directory (and its lock) lives as long as this function runs.
 fn build_target(
     plan: &BuildPlan,
     mut target: Target,

@@ -12,9 +12,9 @@ use patchgen::check::{self, Inputs, TargetObject};
 use patchgen::klp::KlpSummary;
 use patchgen::kmod::{self, HookLang, ModuleSpec};
 
+use super::ctx::Ctx;
 use super::target::ModTarget;
 use super::unit::Parts;
-use super::Ctx;
 use crate::files::write_file;
 use crate::kbuild;
 use crate::objtool::{self, Objtool};

@@ -11,9 +11,9 @@ use elfdiff::callgraph::CallGraph;
 use elfdiff::explain::ChangedLines;
 use elfdiff::{Diff, Object};
 
+use super::ctx::Ctx;
 use super::locks::lock_source;
 use super::plan::OotPair;
-use super::Ctx;
 use crate::files::copy_to;
 use crate::kbuild::{self, DiffBuild};
 use crate::mirror;

@@ -107,7 +107,7 @@ pub struct BuildArgs {
     pub patches: Vec<PathBuf>,
 }
 
-/// Where the target kernel is, as the flags name it: what [`super::Target::open`] reads.
+/// Where the target kernel is, as the flags name it: what `Target::open` (target.rs) reads.
 pub struct TargetSpec<'a> {
     pub source: &'a Path,
     pub build: Option<&'a Path>,

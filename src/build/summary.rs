@@ -7,8 +7,9 @@ use std::path::Path;
 use patchgen::kmod::HookLang;
 use patchgen::target::Binding;
 
+use super::module::Written;
 use super::plan::BuildPlan;
-use super::Built;
+use super::unit::Parts;
 use crate::report::{self as rpt, BuildReport};
 
 /// Everything the summary says, gathered from the build and its report.
@@ -34,12 +35,17 @@ pub struct Summary<'a> {
 }
 
 impl<'a> Summary<'a> {
-    pub fn new(plan: &BuildPlan, built: &'a Built, rep: &'a BuildReport) -> Summary<'a> {
-        let parts = &built.parts;
+    pub fn new(
+        plan: &BuildPlan,
+        release: &'a str,
+        parts: &'a Parts,
+        module: &'a Written,
+        rep: &'a BuildReport,
+    ) -> Summary<'a> {
         let (changed, new) = qualified(&parts.changed, &parts.new);
         Summary {
-            module: &built.module.path,
-            release: &built.release,
+            module: &module.path,
+            release,
             hook: plan.hook,
             changed,
             new,
@@ -58,8 +64,8 @@ impl<'a> Summary<'a> {
                 .filter(|n| !n.contains("the target's objtool"))
                 .map(String::as_str)
                 .collect(),
-            klp_relocations: built.module.klp.sections.iter().map(|(_, n)| n).sum(),
-            klp_sections: built.module.klp.sections.len(),
+            klp_relocations: module.klp.sections.iter().map(|(_, n)| n).sum(),
+            klp_sections: module.klp.sections.len(),
             klp_symbols: parts
                 .bindings
                 .iter()

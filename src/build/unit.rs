@@ -13,10 +13,10 @@ use patchgen::kmod::{HookFunc, HookObject};
 use patchgen::target::{bind_externals, bind_externals_module, Binding};
 use rayon::prelude::*;
 
+use super::ctx::Ctx;
 use super::entry;
 use super::pairs::Pair;
 use super::target::{ModTarget, Symbols};
-use super::Ctx;
 use crate::report::{self as rpt, BuildReport};
 use crate::verdict::{print_text, Verdict};
 
