@@ -1,6 +1,6 @@
 //! `klpgen check`: verify a livepatch module against its target (vmlinux, optionally
-//! Module.symvers and the target's modules) with `patchgen::check`; also the last step of
-//! `klpgen build`, which fails on any finding.
+//! Module.symvers and the target's modules) with `patchgen::check`, the check `klpgen build`
+//! runs on every module it builds (src/build/module.rs).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -154,45 +154,4 @@ fn load_modules(dir: &Path, wanted: &BTreeSet<String>) -> Result<HashMap<String,
         }
     }
     Ok(found)
-}
-
-/// `klpgen build`'s final step: the module just built, checked against the target it was
-/// built for; any finding fails the build.
-pub fn verify_built(
-    label: &str,
-    ko: &[u8],
-    vm_label: &str,
-    vmlinux: &[u8],
-    symvers: &Symvers,
-    modules: &[(&str, &[u8])],
-) -> Result<Report> {
-    let target = TargetObject::vmlinux(vm_label, vmlinux)?;
-    let mut map = HashMap::new();
-    for (mlabel, bytes) in modules {
-        let t = TargetObject::module(mlabel, bytes)?;
-        let name = crate::oot::module_name_of(std::path::Path::new(mlabel), bytes)?;
-        map.insert(check::module_key(&name), t);
-    }
-    let modules = (!map.is_empty()).then_some(map);
-    let report = check::check_module(
-        label,
-        ko,
-        &Inputs {
-            vmlinux: &target,
-            symvers: Some(symvers),
-            modules: modules.as_ref(),
-        },
-    )?;
-    if !report.ok() {
-        let list: Vec<String> = report
-            .findings
-            .iter()
-            .map(|f| format!("  [{}] {}", f.key, f.detail))
-            .collect();
-        bail!(
-            "the generated module failed its checks:\n{}",
-            list.join("\n")
-        );
-    }
-    Ok(report)
 }

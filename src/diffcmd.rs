@@ -1,95 +1,40 @@
 //! `klpgen diff`: the differ on one object pair, optionally writing the livepatch object.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use elfdiff::{Diff, Object, PlanOptions, Report};
+use elfdiff::{Diff, Object, Report};
 use patchgen::target::{bind_externals, symvers_mismatch, KernelIdentity, Symvers, TargetSymtab};
 
-use crate::{DiffArgs, Format, Verdict};
+use crate::files::write_file;
+use crate::kernel::target_layouts;
+use crate::verdict::{print_text, Verdict};
+use crate::Format;
 
-/// The plan's options from the target: entry sizes and member offsets from its DWARF (a
-/// target without DWARF gives none), then entry sizes from the command line
-/// (`SECTION=BYTES`). `objtool_regenerates` is left to the caller.
-pub fn target_layouts(target: Option<(&str, &[u8])>, cli: &[String]) -> Result<PlanOptions> {
-    let mut out = PlanOptions::default();
-    if let Some((label, data)) = target {
-        let mut wanted: Vec<&str> = elfdiff::plan::special_section_structs()
-            .map(|(_, s)| s)
-            .chain(elfdiff::plan::LAYOUT_MEMBERS.iter().map(|(s, _)| *s))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if let Ok(layouts) = elfdiff::dwarf::struct_layouts(label, data, &wanted, "") {
-            for (sec, st) in elfdiff::plan::special_section_structs() {
-                if let Some(l) = layouts.get(st) {
-                    out.entry_sizes.insert(sec.to_string(), l.size);
-                }
-            }
-            for (st, m) in elfdiff::plan::LAYOUT_MEMBERS {
-                if let Some(member) = layouts.get(*st).and_then(|l| l.member(m)) {
-                    out.member_offsets
-                        .insert(format!("{st}.{m}"), member.offset);
-                }
-            }
-        }
-    }
-    for e in cli {
-        let (sec, n) = e
-            .split_once('=')
-            .with_context(|| format!("--entry-size {e}: expected SECTION=BYTES"))?;
-        let n: u64 = n
-            .parse()
-            .with_context(|| format!("--entry-size {e}: not a number"))?;
-        out.entry_sizes.insert(sec.to_string(), n);
-    }
-    Ok(out)
-}
-
-/// Turn a report into the verdict klpgen stops with, if any.
-pub fn verdict(report: &Report) -> Option<Verdict> {
-    if !report.refused.is_empty() {
-        let lines: Vec<String> = report
-            .refused
-            .iter()
-            .map(|r| {
-                format!(
-                    "\n  [{}] {} in {}: {}\n    hint: {}",
-                    r.key, r.symbol, r.section, r.reason, r.hint
-                )
-            })
-            .collect();
-        return Some(Verdict::Refused(format!(
-            "{} unsupported change(s):{}",
-            report.refused.len(),
-            lines.concat()
-        )));
-    }
-    if report.changed.is_empty() && report.new.is_empty() {
-        return Some(Verdict::NoChange);
-    }
-    None
-}
-
-pub fn print_text(label: &str, r: &Report) {
-    println!("{label}:");
-    for f in &r.changed {
-        println!("  changed  {f}");
-    }
-    for f in &r.new {
-        println!("  new      {f}");
-    }
-    for f in &r.refused {
-        println!("  refused  {} ({})", f.symbol, f.key);
-    }
-    for i in &r.ignored {
-        println!("  ignored  {} in {}: {}", i.symbol, i.section, i.reason);
-    }
-    for c in &r.callbacks {
-        println!("  callback {} {}", c.kind.member(), c.function);
-    }
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    pub orig: PathBuf,
+    pub patched: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write the livepatch object for this pair.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Target symbol table (vmlinux); default: ORIG's own symbols.
+    #[arg(long)]
+    pub symtab: Option<PathBuf>,
+    /// Module.symvers of the target (which symbols are exported).
+    #[arg(long)]
+    pub symvers: Option<PathBuf>,
+    /// Object name for klp symbols (vmlinux or a module name).
+    #[arg(long, default_value = "vmlinux")]
+    pub objname: String,
+    /// Entry size of a special section, SECTION=BYTES.
+    #[arg(long = "entry-size")]
+    pub entry_size: Vec<String>,
 }
 
 /// The bytes of an original/patched object pair named on the command line.
@@ -138,18 +83,26 @@ pub fn run(a: DiffArgs) -> Result<()> {
         }
         Format::Text => print_text(&a.patched.display().to_string(), &report),
     }
-    if let Some(v) = verdict(&report) {
+    if let Some(v) = Verdict::of(&report) {
         return Err(v.into());
     }
     if let Some(out) = &a.output {
         let symtab_bytes = symtab_bytes.unwrap_or_else(|| ob.clone());
         let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
-        let layouts = target_layouts(
-            a.symtab
-                .is_some()
-                .then_some((label.as_str(), &symtab_bytes[..])),
-            &a.entry_size,
-        )?;
+        let mut layouts = match &a.symtab {
+            Some(_) => target_layouts(&label, &symtab_bytes),
+            None => elfdiff::PlanOptions::default(),
+        };
+        // Entry sizes from the command line win over the target's.
+        for e in &a.entry_size {
+            let (sec, n) = e
+                .split_once('=')
+                .with_context(|| format!("--entry-size {e}: expected SECTION=BYTES"))?;
+            let n: u64 = n
+                .parse()
+                .with_context(|| format!("--entry-size {e}: not a number"))?;
+            layouts.entry_sizes.insert(sec.to_string(), n);
+        }
         let plan = diff.plan(&layouts)?;
         let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
         let bindings = if let Some(symvers) = &symvers {
@@ -162,7 +115,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
             ..Default::default()
         };
         if !late.refused.is_empty() {
-            if let Some(v) = verdict(&late) {
+            if let Some(v) = Verdict::of(&late) {
                 return Err(v.into());
             }
         }
@@ -203,17 +156,4 @@ fn bind_without_symvers(
             })
         })
         .collect()
-}
-
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("klpgen-tmp");
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    if !path.is_file() {
-        bail!("{} was not written", path.display());
-    }
-    Ok(())
 }

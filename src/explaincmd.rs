@@ -9,7 +9,8 @@ use elfdiff::explain::{explain, Cause, DiffKind, Explain, Explanation, Site};
 use elfdiff::names::normalize;
 use elfdiff::{Diff, Object};
 
-use crate::{Format, Verdict};
+use crate::verdict::Verdict;
+use crate::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {

@@ -1,5 +1,6 @@
 //! The kernel tree and its target build: where the sources, `.config`, vmlinux and
-//! Module.symvers are, and whether the configuration can carry a livepatch at all.
+//! Module.symvers are, whether the configuration can carry a livepatch at all, whether the
+//! parts come from one build, and the structure layouts the vmlinux's DWARF gives.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use patchgen::target::{
     KernelIdentity, Mismatch, Symvers,
 };
 
-use crate::Verdict;
+use crate::verdict::Verdict;
 
 /// A parsed `.config`: option → value (`y`, `m`, a number or a quoted string).
 #[derive(Debug, Clone, Default)]
@@ -207,6 +208,33 @@ pub fn check_consistency(
         list.concat()
     ))
     .into())
+}
+
+/// The plan's options from the target's DWARF: entry sizes of special sections and member
+/// offsets the plan needs (a target without DWARF gives none). `objtool_regenerates` is left to
+/// the caller.
+pub fn target_layouts(label: &str, vmlinux: &[u8]) -> elfdiff::PlanOptions {
+    let mut out = elfdiff::PlanOptions::default();
+    let mut wanted: Vec<&str> = elfdiff::plan::special_section_structs()
+        .map(|(_, s)| s)
+        .chain(elfdiff::plan::LAYOUT_MEMBERS.iter().map(|(s, _)| *s))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if let Ok(layouts) = elfdiff::dwarf::struct_layouts(label, vmlinux, &wanted, "") {
+        for (sec, st) in elfdiff::plan::special_section_structs() {
+            if let Some(l) = layouts.get(st) {
+                out.entry_sizes.insert(sec.to_string(), l.size);
+            }
+        }
+        for (st, m) in elfdiff::plan::LAYOUT_MEMBERS {
+            if let Some(member) = layouts.get(*st).and_then(|l| l.member(m)) {
+                out.member_offsets
+                    .insert(format!("{st}.{m}"), member.offset);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -8,47 +8,28 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use elfdiff::explain::ChangedLines;
-use object::{Object as _, ObjectSection as _};
 
-use crate::kbuild;
 use crate::kernel::Tree;
 use crate::patch::{self, PatchFile};
 use crate::process::Interrupt;
+use crate::{kbuild, modinfo};
 
-/// The module being patched.
+/// The module being patched (its `.ko`, the module as it runs, gives sympos: see
+/// src/build/unit.rs).
 pub struct OotModule {
-    /// The module as it runs (its symbol table gives sympos).
-    pub ko: PathBuf,
     pub src: PathBuf,
     /// Its name in the kernel (`name=` in modinfo).
     pub name: String,
 }
 
-/// The values of `key` in an object's `.modinfo` (NUL-separated `key=value` strings), in
-/// order; none when the object has no `.modinfo`.
-pub fn modinfo_values(file: &object::File<'_>, key: &str) -> Vec<String> {
-    let modinfo = file
-        .section_by_name(".modinfo")
-        .and_then(|s| s.data().ok())
-        .unwrap_or(&[]);
-    modinfo
-        .split(|&b| b == 0)
-        .filter_map(|e| e.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
-}
-
-/// The module name recorded in a `.ko` (modinfo `name=`), else its file stem.
-pub fn module_name_of(ko: &Path, bytes: &[u8]) -> Result<String> {
-    let file = object::File::parse(bytes)
-        .with_context(|| format!("{} is not an ELF module", ko.display()))?;
-    if let Some(name) = modinfo_values(&file, "name").into_iter().next() {
-        return Ok(name);
-    }
-    let stem = ko
-        .file_stem()
-        .map(|s| s.to_string_lossy().replace('-', "_"));
-    stem.context("module file has no name")
+/// The module built twice: both copies of its sources with their build outputs, the objects
+/// kbuild linked into the module (paths relative to either copy), and the lines the patches
+/// changed.
+pub struct Builds {
+    pub orig: PathBuf,
+    pub patched: PathBuf,
+    pub objects: Vec<String>,
+    pub changed_lines: Vec<ChangedLines>,
 }
 
 /// Build outputs that are not copied with the sources.
@@ -86,24 +67,20 @@ fn copy_sources(from: &Path, to: &Path) -> Result<()> {
 impl OotModule {
     pub fn open(ko: &Path, src: &Path) -> Result<Self> {
         let bytes = fs::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?;
-        let name = module_name_of(ko, &bytes)?;
+        let name = modinfo::module_name(ko, &bytes)?;
         let src = src
             .canonicalize()
             .with_context(|| format!("module source directory {} does not exist", src.display()))?;
         if !src.join("Kbuild").is_file() && !src.join("Makefile").is_file() {
             bail!("{} has neither Kbuild nor Makefile", src.display());
         }
-        Ok(OotModule {
-            ko: ko.to_path_buf(),
-            src,
-            name,
-        })
+        Ok(OotModule { src, name })
     }
 
-    /// Build the module's objects before and after the patches; returns (object path relative
-    /// to the module directory, original, patched) and the lines the patches changed.
+    /// Build the module's objects before and after the patches, in two copies of its sources
+    /// under `workdir`.
     #[allow(clippy::too_many_arguments)]
-    pub fn build_pairs(
+    pub fn build_twice(
         &self,
         tree: &Tree,
         patches: &[PatchFile],
@@ -112,7 +89,7 @@ impl OotModule {
         keep_lines: bool,
         jobs: usize,
         intr: &Interrupt,
-    ) -> Result<(crate::build::UnitPairs, Vec<ChangedLines>)> {
+    ) -> Result<Builds> {
         let orig = workdir.join("oot-orig");
         let patched = workdir.join("oot-patched");
         for d in [&orig, &patched] {
@@ -140,14 +117,12 @@ impl OotModule {
             )?;
         }
         let objects = self.objects(&orig)?;
-        let pairs = objects
-            .into_iter()
-            .map(|rel| {
-                let (o, p) = (orig.join(&rel), patched.join(&rel));
-                (rel, o, p)
-            })
-            .collect();
-        Ok((pairs, changed))
+        Ok(Builds {
+            orig,
+            patched,
+            objects,
+            changed_lines: changed,
+        })
     }
 
     /// Objects kbuild linked into the module, from its `.mod` list.

@@ -31,7 +31,7 @@ impl PatchFile {
         // Paths that leave the tree, absolute paths and binary hunks are refused before
         // anything is written.
         let files = touched_files(&text).map_err(|e| {
-            crate::Verdict::Refused(format!("unusable patch {}: {e:#}", path.display()))
+            crate::verdict::Verdict::Refused(format!("unusable patch {}: {e:#}", path.display()))
         })?;
         if files.is_empty() {
             bail!(

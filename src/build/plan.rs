@@ -1,0 +1,317 @@
+//! `klpgen build`'s flags and the plan they resolve to: every choice the pipeline reads
+//! (module name, patches, jobs, hook language, out-of-tree module, extra units, callers,
+//! signing, output), derived and checked once, so that no phase looks at the raw flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+use patchgen::kmod::HookLang;
+
+use crate::kernel::Tree;
+use crate::patch::PatchFile;
+use crate::report::{self as rpt, BuildReport};
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum HookArg {
+    Auto,
+    Rust,
+    C,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Kernel source tree the patches apply to.
+    #[arg(short = 's', long)]
+    pub sourcedir: PathBuf,
+    /// The target kernel's build directory (its vmlinux, Module.symvers, .config); default: the source tree.
+    #[arg(long)]
+    pub builddir: Option<PathBuf>,
+    /// The target kernel's .config (default: BUILDDIR/.config).
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// The target vmlinux (default: BUILDDIR/vmlinux).
+    #[arg(short = 'v', long)]
+    pub vmlinux: Option<PathBuf>,
+    /// Parallel jobs for kbuild.
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Livepatch name: the module is livepatch-NAME (default: the first patch's file stem).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Output directory for livepatch-NAME.ko.
+    #[arg(short = 'o', long, default_value = ".")]
+    pub output: PathBuf,
+    /// Hook language: Rust where the kernel has CONFIG_RUST=y, else C.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hook: HookArg,
+    /// Stack on earlier livepatches instead of replacing them atomically.
+    #[arg(short = 'R', long)]
+    pub non_replace: bool,
+    /// Extra kbuild object targets (UNIT.o) to diff besides those the patch touches; the
+    /// kpatch-build targets `vmlinux` and `modules` are accepted and implied.
+    #[arg(short = 't', long = "target")]
+    pub targets: Vec<String>,
+    /// Keep klpgen's work directory and print where it is (kpatch-build's -d); implies --verbose.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Also show every line make, patch and the compilers print (`-v` is kpatch-build's --vmlinux).
+    #[arg(long)]
+    pub verbose: bool,
+    /// Keep klpgen's work directory (it is kept in the cache anyway; accepted for kpatch-build users).
+    #[arg(long)]
+    pub skip_cleanup: bool,
+    /// Build even when the compiler differs from the one that built the target.
+    #[arg(long)]
+    pub skip_compiler_check: bool,
+    /// Sign the module with this private key (PEM, or a PKCS#11 URI) using the target's
+    /// `scripts/sign-file`, with the hash of the target's CONFIG_MODULE_SIG_HASH.
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM or DER) that goes with --sign-key.
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+    /// Do not put `#line` directives after the patched stretches of C files (by default the
+    /// untouched lines keep their original numbers, so `__LINE__` there does not change).
+    #[arg(long)]
+    pub no_line_directives: bool,
+    /// Run every compile through this launcher (`ccache`, `sccache`, `distcc`, `icecc`, or a
+    /// command with arguments): kbuild gets `CC="<launcher> gcc"` (clang for clang-built targets).
+    #[arg(long, value_name = "CMD")]
+    pub cc_launcher: Option<String>,
+    /// sign-file to use instead of the target build's `scripts/sign-file`.
+    #[arg(long, value_name = "PROGRAM")]
+    pub sign_file: Option<PathBuf>,
+    /// Patch an out-of-tree module: the module as built for the target (KO) ...
+    #[arg(long, value_name = "KO")]
+    pub oot_module: Option<PathBuf>,
+    /// ... and its source directory, which the patches apply to (-p1). It is copied, never
+    /// built in or patched.
+    #[arg(long, value_name = "DIR")]
+    pub oot_module_src: Option<PathBuf>,
+    /// Widen the patch to the callers of the changed functions, up to this depth (callers in
+    /// the same translation unit; the consistency boundary moves out to them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub include_callers: u32,
+    /// Stop when --include-callers would add more than this many functions.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_callers: usize,
+    /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Only print the result.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Patches (unified diffs, -p1 from the source tree root).
+    #[arg(required = true)]
+    pub patches: Vec<PathBuf>,
+}
+
+/// Where the target kernel is, as the flags name it: what `Target::open` (target.rs) reads.
+pub struct TargetSpec<'a> {
+    pub source: &'a Path,
+    pub build: Option<&'a Path>,
+    pub config: Option<&'a Path>,
+    pub vmlinux: Option<&'a Path>,
+    /// An out-of-tree module's `.ko`, which must belong to the target too.
+    pub oot_ko: Option<&'a Path>,
+    /// `--cc-launcher`, set up for the target's compiler kind.
+    pub cc_launcher: Option<&'a str>,
+}
+
+impl BuildArgs {
+    /// The flags that name the target.
+    pub fn target(&self) -> TargetSpec<'_> {
+        TargetSpec {
+            source: &self.sourcedir,
+            build: self.builddir.as_deref(),
+            config: self.config.as_deref(),
+            vmlinux: self.vmlinux.as_deref(),
+            oot_ko: self.oot_module.as_deref(),
+            cc_launcher: self.cc_launcher.as_deref(),
+        }
+    }
+}
+
+/// `--oot-module KO --oot-module-src DIR`, given together.
+pub struct OotPair {
+    pub ko: PathBuf,
+    pub src: PathBuf,
+}
+
+/// `--sign-key KEY --sign-cert CERT` (clap makes them go together), `--sign-file`.
+pub struct Signing {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub sign_file: Option<PathBuf>,
+}
+
+/// `--include-callers N --max-callers M`.
+#[derive(Clone, Copy)]
+pub struct Callers {
+    /// 0: callers are not included.
+    pub depth: u32,
+    pub max: usize,
+}
+
+/// What the build does, resolved from the flags and the target's configuration.
+pub struct BuildPlan {
+    /// `livepatch-<name>`, at most the kernel's 55 characters.
+    pub module: String,
+    /// The module's description: the patches' file names.
+    pub description: String,
+    pub patches: Vec<PatchFile>,
+    pub jobs: usize,
+    pub hook: HookLang,
+    pub oot: Option<OotPair>,
+    /// `-t UNIT.o` units to diff besides the affected ones (kpatch-build's `vmlinux` and
+    /// `modules` are implied and dropped). Empty for an out-of-tree module, whose objects are
+    /// its `.mod` list.
+    pub extra_units: Vec<String>,
+    pub callers: Callers,
+    pub signing: Option<Signing>,
+    /// `OUTPUT/livepatch-<name>.ko`.
+    pub output: PathBuf,
+    /// Replace earlier livepatches atomically (not `--non-replace`).
+    pub replace: bool,
+    /// `#line` directives after the patched stretches (not `--no-line-directives`).
+    pub line_directives: bool,
+    pub skip_compiler_check: bool,
+    pub quiet: bool,
+    pub debug: bool,
+    /// Say where the work directory is (`--debug`, `--skip-cleanup`).
+    pub show_workdir: bool,
+}
+
+impl BuildPlan {
+    /// Resolve the flags against the opened target. The report gets the configuration's and
+    /// patches' digests and the hook as soon as they are known, so that it names them even when
+    /// a later check fails.
+    pub fn resolve(args: &BuildArgs, tree: &Tree, rep: &mut BuildReport) -> Result<Self> {
+        let module = module_name(args)?;
+        let patches: Vec<PatchFile> = args
+            .patches
+            .iter()
+            .map(|p| PatchFile::load(p))
+            .collect::<Result<_>>()?;
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        record_patches(rep, tree, &patches);
+        let hook = match args.hook {
+            HookArg::Rust => HookLang::Rust,
+            HookArg::C => HookLang::C,
+            HookArg::Auto if tree.config.is_set("CONFIG_RUST") => HookLang::Rust,
+            HookArg::Auto => HookLang::C,
+        };
+        rep.hook = Some(hook.as_str());
+        let oot = oot_pair(args)?;
+        let extra_units = match oot {
+            // An out-of-tree module's objects are its `.mod` list; `-t` is not looked at.
+            Some(_) => Vec::new(),
+            None => extra_units(&args.targets)?,
+        };
+        let description = format!(
+            "livepatch built by klpgen from {}",
+            args.patches
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let signing = match (&args.sign_key, &args.sign_cert) {
+            (Some(key), Some(cert)) => Some(Signing {
+                key: key.clone(),
+                cert: cert.clone(),
+                sign_file: args.sign_file.clone(),
+            }),
+            _ => None,
+        };
+        Ok(BuildPlan {
+            output: args.output.join(format!("{module}.ko")),
+            module,
+            description,
+            patches,
+            jobs,
+            hook,
+            oot,
+            extra_units,
+            callers: Callers {
+                depth: args.include_callers,
+                max: args.max_callers,
+            },
+            signing,
+            replace: !args.non_replace,
+            line_directives: !args.no_line_directives,
+            skip_compiler_check: args.skip_compiler_check,
+            quiet: args.quiet,
+            debug: args.debug,
+            show_workdir: args.debug || args.skip_cleanup,
+        })
+    }
+}
+
+/// The report names the configuration and patches (paths and digests) it was built from.
+fn record_patches(rep: &mut BuildReport, tree: &Tree, patches: &[PatchFile]) {
+    rep.kernel.config_sha256 = rpt::sha256_hex(tree.config_text.as_bytes());
+    rep.patches = patches
+        .iter()
+        .map(|p| rpt::PatchEntry {
+            path: p.path.display().to_string(),
+            sha256: rpt::sha256_hex(p.text.as_bytes()),
+        })
+        .collect();
+}
+
+/// `--oot-module` and `--oot-module-src`: both or neither.
+fn oot_pair(args: &BuildArgs) -> Result<Option<OotPair>> {
+    match (&args.oot_module, &args.oot_module_src) {
+        (Some(ko), Some(src)) => Ok(Some(OotPair {
+            ko: ko.clone(),
+            src: src.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => bail!("--oot-module and --oot-module-src go together"),
+    }
+}
+
+/// The `-t` units: objects (`UNIT.o`); kpatch-build's `vmlinux` and `modules` are implied.
+fn extra_units(targets: &[String]) -> Result<Vec<String>> {
+    let mut units = Vec::new();
+    for t in targets {
+        match t.as_str() {
+            "vmlinux" | "modules" => {}
+            u if u.ends_with(".o") => units.push(u.to_string()),
+            other => bail!("--target {other}: expected an object (UNIT.o), vmlinux or modules"),
+        }
+    }
+    Ok(units)
+}
+
+/// `livepatch-<name>`; kernel module names are at most 55 characters.
+fn module_name(args: &BuildArgs) -> Result<String> {
+    let raw = match &args.name {
+        Some(n) => n.clone(),
+        None => args.patches[0]
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "patch".into()),
+    };
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("livepatch-{clean}");
+    if name.len() > 55 {
+        bail!(
+            "module name {name} is longer than the kernel's 55 characters; pass a shorter --name"
+        );
+    }
+    Ok(name)
+}

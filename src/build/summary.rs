@@ -1,0 +1,177 @@
+//! The summary `klpgen build` prints when the module is built: where it is, the kernel and
+//! hook, the changed, new and ignored functions, callbacks, namespaces, notes, klp
+//! relocations, and per changed function why it changed and who calls it.
+
+use std::path::Path;
+
+use patchgen::kmod::HookLang;
+use patchgen::target::Binding;
+
+use super::module::Written;
+use super::plan::BuildPlan;
+use super::unit::Parts;
+use crate::report::{self as rpt, BuildReport};
+
+/// Everything the summary says, gathered from the build and its report.
+pub struct Summary<'a> {
+    pub module: &'a Path,
+    pub release: &'a str,
+    pub hook: HookLang,
+    /// Changed and new functions, a name that several units have followed by its unit.
+    pub changed: Vec<String>,
+    pub new: Vec<String>,
+    /// `kind=function` of each callback.
+    pub callbacks: Vec<String>,
+    pub import_ns: Vec<&'a str>,
+    pub ignored: &'a [String],
+    /// The plan's notes a patch author acts on.
+    pub notes: Vec<&'a str>,
+    pub klp_relocations: usize,
+    pub klp_sections: usize,
+    /// The symbols bound by klp relocations, one per binding.
+    pub klp_symbols: Vec<String>,
+    /// The report's units, for the why and callers of each changed function.
+    pub objects: &'a [rpt::ObjectEntry],
+}
+
+impl<'a> Summary<'a> {
+    pub fn new(
+        plan: &BuildPlan,
+        release: &'a str,
+        parts: &'a Parts,
+        module: &'a Written,
+        rep: &'a BuildReport,
+    ) -> Summary<'a> {
+        let (changed, new) = qualified(&parts.changed, &parts.new);
+        Summary {
+            module: &module.path,
+            release,
+            hook: plan.hook,
+            changed,
+            new,
+            callbacks: parts
+                .callbacks
+                .iter()
+                .map(|c| format!("{}={}", c.kind.member(), c.function))
+                .collect(),
+            import_ns: parts.import_ns.iter().map(String::as_str).collect(),
+            ignored: &parts.ignored,
+            // Which objtool sections the target's objtool regenerates is in the report; the
+            // summary keeps the notes a patch author acts on.
+            notes: rep
+                .notes
+                .iter()
+                .filter(|n| !n.contains("the target's objtool"))
+                .map(String::as_str)
+                .collect(),
+            klp_relocations: module.klp.sections.iter().map(|(_, n)| n).sum(),
+            klp_sections: module.klp.sections.len(),
+            klp_symbols: parts
+                .bindings
+                .iter()
+                .filter(|b| matches!(b, Binding::Klp { .. }))
+                .map(|b| b.symbol_name())
+                .collect(),
+            objects: &rep.objects,
+        }
+    }
+}
+
+/// Print the summary on stdout (after the progress line is cleared).
+pub fn print(s: &Summary<'_>) {
+    crate::progress::pause();
+    println!("livepatch module: {}", s.module.display());
+    println!("  kernel:          {}", s.release);
+    println!("  hook:            {}", s.hook.as_str());
+    println!("  changed:         {}", join_or_none(&s.changed));
+    println!("  new:             {}", join_or_none(&s.new));
+    if !s.callbacks.is_empty() {
+        println!("  callbacks:       {}", s.callbacks.join(", "));
+    }
+    if !s.import_ns.is_empty() {
+        println!("  import_ns:       {}", s.import_ns.join(", "));
+    }
+    if !s.ignored.is_empty() {
+        println!("  ignored:         {}", s.ignored.join(", "));
+    }
+    for n in &s.notes {
+        println!("  note:            {n}");
+    }
+    println!(
+        "  klp relocations: {} in {} section(s)",
+        s.klp_relocations, s.klp_sections
+    );
+    for sym in &s.klp_symbols {
+        println!("    {sym}");
+    }
+    print_consistency(s.objects);
+}
+
+/// The changed and new functions, a name that several units have (static functions of one
+/// name, a header's out-of-line inline) followed by its unit.
+fn qualified(changed: &[(String, String)], new: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let all = || changed.iter().chain(new);
+    let name = |(n, u): &(String, String)| {
+        if all().filter(|(m, _)| m == n).count() > 1 {
+            format!("{n} ({u})")
+        } else {
+            n.clone()
+        }
+    };
+    (
+        changed.iter().map(name).collect(),
+        new.iter().map(name).collect(),
+    )
+}
+
+fn join_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Per changed function: why it changed, its direct callers (those calling it in a loop
+/// marked) and whether its address is taken — the text form of the report's consistency
+/// analysis.
+fn print_consistency(objects: &[rpt::ObjectEntry]) {
+    let changed: Vec<_> = objects
+        .iter()
+        .flat_map(|o| o.functions.iter().map(move |f| (o, f)))
+        .filter(|(_, f)| f.verdict == "changed")
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    println!("why and callers:");
+    for (o, f) in changed {
+        let why = f.why.as_deref().unwrap_or("changed");
+        println!("  {} ({}): {why}", f.name, o.unit);
+        let Some(c) = &f.callers else {
+            continue;
+        };
+        let looping_only = c.looping.iter().filter(|l| !c.direct.contains(l));
+        let callers: Vec<String> = c
+            .direct
+            .iter()
+            .chain(looping_only)
+            .map(|d| {
+                if c.looping.contains(d) {
+                    format!("{d} (in a loop)")
+                } else {
+                    d.clone()
+                }
+            })
+            .collect();
+        println!("    callers:       {}", join_or_none(&callers));
+        println!(
+            "    address taken: {}",
+            if c.address_taken {
+                "yes (callers through pointers are unknown)"
+            } else {
+                "no"
+            }
+        );
+    }
+}
