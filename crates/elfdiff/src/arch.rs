@@ -51,6 +51,9 @@ pub trait Arch {
     /// placeholder in vmlinux at boot and never in a module; the variable holds the value
     /// that was patched in. An error says why the bytes are not the expected site.
     fn runtime_ptr_load(&self, code: &[u8], site: u64) -> Result<ConstLoad, String>;
+    /// The prefix of the traceable stubs `SYSCALL_DEFINEn` wraps a syscall's body in
+    /// (x86-64: `__x64_sys_`), for refusal hints.
+    fn syscall_stub_prefix(&self) -> &'static str;
 }
 
 /// The placeholder `runtime_const_ptr()` emits, replaced at boot in vmlinux only.
@@ -256,6 +259,10 @@ impl Arch for X86_64 {
             // The CPU adds the displacement to the end of the 7-byte load, 4 past the field.
             addend: -4,
         })
+    }
+
+    fn syscall_stub_prefix(&self) -> &'static str {
+        "__x64_sys_"
     }
 
     fn carved_code_sections(&self) -> &'static [&'static str] {

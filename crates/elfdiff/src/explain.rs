@@ -15,10 +15,11 @@ use iced_x86::{
 };
 use serde::Serialize;
 
-use crate::diff::{describe, ref_key, resolve, targets_of, Diff, Insns, Refusal, Target, Verdict};
+use crate::diff::{Diff, Refusal, Target, Verdict};
 use crate::error::Error;
 use crate::model::{reloc_is_pcrel, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
 use crate::names::normalize;
+use crate::refs::{describe, label_base, ref_key, resolve, targets_of, Insns};
 
 /// A source position from a DWARF line table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -556,7 +557,7 @@ fn reloc_label<S: Side>(
             let text = s.data.get(start as usize..).unwrap_or(&[]);
             let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
             // Malformed input may overflow; real addends and biases are small.
-            let delta = crate::diff::label_base(obj, r)
+            let delta = label_base(obj, r)
                 .wrapping_add(r.addend)
                 .wrapping_add(bias)
                 .wrapping_sub(start as i64);

@@ -8,6 +8,9 @@ pub mod annot;
 pub mod arch;
 pub mod callgraph;
 pub mod carve;
+mod checks;
+mod compare;
+mod correlate;
 pub mod diff;
 pub mod dwarf;
 pub mod error;
@@ -15,12 +18,18 @@ pub mod explain;
 pub mod model;
 pub mod names;
 pub mod plan;
+mod propagate;
+mod refs;
+pub mod refusal;
+mod runtime_const;
+mod sections;
 
 pub use annot::{Annotations, CallbackKind};
 pub use diff::{Diff, FuncResult, Ignored, Refusal, Verdict};
 pub use error::Error;
 pub use model::{Object, Orig, Patched};
 pub use plan::{Plan, PlanOptions};
+pub use refusal::RefusalKind;
 
 use serde::Serialize;
 

@@ -14,25 +14,11 @@ use crate::diff::{Diff, Target, Verdict};
 use crate::error::Error;
 use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
+use crate::refs::{label_base, targets_of};
+use crate::runtime_const::RuntimeConstKind;
+use crate::sections::{OBJTOOL_SECTIONS, SPECIAL_SECTIONS};
 
-/// Sections whose entries point into functions and must be cut per entry.
-/// `None` means the entry size must come from the target (DWARF struct) or the caller.
-const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
-    ("__mcount_loc", Some(8), None),
-    ("__bug_table", None, Some("bug_entry")),
-    ("__ex_table", None, Some("exception_table_entry")),
-    ("__jump_table", None, Some("jump_entry")),
-    (".altinstructions", None, Some("alt_instr")),
-    (".smp_locks", Some(4), None),
-    (".static_call_sites", None, Some("static_call_site")),
-    // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
-    (".printk_index", Some(8), None),
-    (".retpoline_sites", Some(4), None),
-    (".return_sites", Some(4), None),
-    (".call_sites", Some(4), None),
-    (".ibt_endbr_seal", Some(4), None),
-    (".cfi_sites", Some(4), None),
-];
+pub use crate::sections::special_section_structs;
 
 /// The printk index: entries point at data describing a printk site, not into code
 /// (`Builder::printk_index_wanted`).
@@ -50,78 +36,6 @@ enum Carving {
     References,
     /// At its symbols' ranges.
     Symbols,
-}
-
-/// Sections objtool writes; when objtool runs again on the livepatch (on the linked module: x86
-/// with IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen
-/// runs it on the livepatch object), copies would collide with what it regenerates.
-const OBJTOOL_SECTIONS: &[&str] = &[
-    ".retpoline_sites",
-    ".return_sites",
-    ".call_sites",
-    ".ibt_endbr_seal",
-    ".cfi_sites",
-    ".static_call_sites",
-    ".orc_unwind",
-    ".orc_unwind_ip",
-    ".orc_header",
-];
-
-/// Sections whose role klpgen knows: ordinary code and data, metadata it drops or that
-/// kbuild regenerates, and the special sections above. Any other section that points into
-/// changed code is refused rather than silently dropped.
-pub fn is_known_section(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        ".text",
-        ".data",
-        ".rodata",
-        ".bss",
-        ".init.",
-        ".exit.",
-        ".ref.",
-        ".meminit",
-        ".noinstr.text",
-        ".entry.text",
-        ".head.text",
-        ".sched.text",
-        ".cpuidle.text",
-        ".spinlock.text",
-        ".lock.text",
-        ".irqentry.text",
-        ".softirqentry.text",
-        ".kprobes.text",
-        ".debug",
-        ".comment",
-        ".note",
-        ".discard",
-        ".modinfo",
-        "___ksymtab",
-        "__ksymtab",
-        "__kcrctab",
-        ".export_symbol",
-        "__param",
-        "__patchable_function_entries",
-        ".initcall",
-        ".con_initcall",
-        ".orc_",
-        ".altinstr_replacement",
-        ".altinstr_aux",
-        "_ftrace_events",
-        "__tracepoints",
-        "__bpf_raw_tp_map",
-        "_ftrace_eval_map",
-        ".static_call.text",
-        ".static_call_tramp_key",
-        ".gnu.",
-        ".llvm_addrsig",
-        ".init_array",
-        ".ctors",
-        ".eh_frame",
-        ".note.GNU-stack",
-    ];
-    SPECIAL_SECTIONS.iter().any(|(s, _, _)| *s == name)
-        || OBJTOOL_SECTIONS.contains(&name)
-        || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Members of special-section data whose offsets the plan reads: `struct pi_entry`'s `fmt`
@@ -142,14 +56,6 @@ impl PlanOptions {
             .get(&format!("{strukt}.{member}"))
             .copied()
     }
-}
-
-/// The DWARF structure that gives each special section's entry size, for callers that read
-/// it from the target.
-pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
-    SPECIAL_SECTIONS
-        .iter()
-        .filter_map(|(s, _, st)| st.map(|st| (*s, st)))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -421,7 +327,7 @@ impl Diff<'_, '_> {
             .iter()
             .filter(|r| r.verdict.is_included() && r.patched != f)
             .filter(|r| {
-                crate::diff::targets_of(self.patched, &self.patched_insns, r.patched)
+                targets_of(self.patched, &self.patched_insns, r.patched)
                     .any(|t| matches!(t, Target::Symbol { sym, .. } if sym == f))
             })
             .map(|r| match r.orig {
@@ -822,7 +728,7 @@ impl Builder<'_, '_, '_> {
             }
             Target::String { sec, .. } | Target::Anon { sec, .. } => (
                 PlanTarget::Section(self.include_section(sec)),
-                crate::diff::label_base(d.patched, r).wrapping_add(r.addend),
+                label_base(d.patched, r).wrapping_add(r.addend),
             ),
         };
         Ok((
@@ -937,9 +843,8 @@ impl Builder<'_, '_, '_> {
     /// relocation like any other reference; the `runtime_ptr_*` section is not carried. The
     /// differ refuses every other kind of site before a plan is made.
     fn runtime_constants(&mut self) -> Result<(), Error> {
-        use crate::diff::RuntimeConstKind;
         let d = self.diff;
-        for site in d.runtime_const_sites() {
+        for site in crate::runtime_const::sites(d.patched) {
             let Some(&out) = self.sec_map.get(&site.code) else {
                 continue;
             };
