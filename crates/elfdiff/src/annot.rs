@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{reloc_width, Object, Patched, SymIdx, SymKind};
+use crate::model::{Object, Patched, SymIdx, SymKind};
 use crate::refusal::{self, Refusal};
 
 /// Section of NUL-terminated names of functions whose changes are ignored.
@@ -178,7 +178,7 @@ impl Annotations {
                 let r = s
                     .relocs_in(at, at + 8)
                     .iter()
-                    .find(|r| r.offset == at && reloc_width(r.r_type) == Some(8));
+                    .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8);
                 // The function the pointer holds: a named symbol, or a section symbol plus
                 // the offset of the function's entry (for statics).
                 let func = r.and_then(|r| {

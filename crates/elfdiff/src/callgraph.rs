@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::arch::{Arch, Flow, FlowInsn, X86_64};
-use crate::model::{reloc_is_pcrel, Bind, Object, SecIdx, Side, SymKind};
+use crate::arch::{Flow, FlowInsn};
+use crate::model::{Bind, Object, SecIdx, Side, SymKind};
 use crate::names::is_prefix_symbol;
 
 /// A function of the graph (an index into [`CallGraph::funcs`]).
@@ -534,14 +534,14 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
                     }
                 }
             }
-            let fentry = X86_64.fentry_symbol();
+            let fentry = obj.arch.fentry_symbol();
             let class = obj
                 .symbols
                 .iter()
                 .map(|s| {
                     if s.name == fentry {
                         SymClass::Fentry
-                    } else if !s.name.is_empty() && X86_64.is_branch_thunk(s.name) {
+                    } else if !s.name.is_empty() && obj.arch.is_branch_thunk(s.name) {
                         SymClass::Thunk
                     } else {
                         SymClass::Normal
@@ -572,9 +572,10 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         let span = span_at(&self.idx[oi].spans[sec.get()], off)?;
         let mut entry = span.main && off == span.start;
         if pad && span.main && !entry {
-            let code = self.objects[oi].sec(sec).data;
+            let obj = self.objects[oi];
+            let code = obj.sec(sec).data;
             let start = usize::try_from(span.start).ok()?;
-            let pad_len = X86_64.entry_pad_len(code.get(start..).unwrap_or(&[]));
+            let pad_len = obj.arch.entry_pad_len(code.get(start..).unwrap_or(&[]));
             entry = pad_len > 0 && off == span.start + pad_len;
         }
         Some(Hit {
@@ -654,8 +655,8 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
     }
 
     fn ftrace_from_mcount_loc(&mut self) {
-        let window = X86_64.fentry_window();
         for (oi, obj) in self.objects.iter().enumerate() {
+            let window = obj.arch.fentry_window();
             for sec in obj.section_indices() {
                 if obj.sec(sec).name != "__mcount_loc" {
                     continue;
@@ -704,7 +705,7 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
                     }
                     insns.clear();
                     loops.clear();
-                    X86_64.decode_flow(code, span.start, &mut insns);
+                    obj.arch.decode_flow(code, span.start, &mut insns);
                     let first_site = self.sites.len();
                     for insn in &insns {
                         let mut branch_relocated = false;
@@ -797,9 +798,10 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         insn: &FlowInsn,
         r: &crate::model::Reloc<S>,
     ) {
+        let arch = self.objects[oi].arch;
         match self.idx[oi].class[r.sym.get()] {
             SymClass::Fentry => {
-                if span.main && insn.start - span.start < X86_64.fentry_window() {
+                if span.main && insn.start - span.start < arch.fentry_window() {
                     self.funcs[span.func.get()].ftrace = true;
                 }
                 return;
@@ -807,11 +809,7 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
             SymClass::Thunk => return,
             SymClass::Normal => {}
         }
-        let bias = if reloc_is_pcrel(r.r_type) {
-            (insn.end - r.offset) as i64
-        } else {
-            0
-        };
+        let bias = arch.pcrel_bias(r.r_type, r.offset, Some((insn.start, insn.end)));
         if insn.flow != Flow::Other && r.offset == insn.field {
             if let Some(hit) = self.resolve(oi, r, bias, true) {
                 self.branch(span, sec, insn, hit);
@@ -833,13 +831,10 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         if self.idx[oi].class[r.sym.get()] != SymClass::Normal {
             return;
         }
-        // Not decoded: a PC-relative field is taken to end its instruction (call, jmp, and
-        // RIP-relative operands without an immediate).
-        let bias = if reloc_is_pcrel(r.r_type) {
-            crate::model::reloc_width(r.r_type).unwrap_or(4) as i64
-        } else {
-            0
-        };
+        // Not decoded: the machine says where a PC-relative field counts from without the
+        // instruction (x86: the field ends it, as in call, jmp and RIP-relative operands
+        // without an immediate).
+        let bias = self.objects[oi].arch.pcrel_bias(r.r_type, r.offset, None);
         if let Some(hit) = self.resolve(oi, r, bias, false) {
             if hit.entry {
                 self.refs.push(AddrRef {

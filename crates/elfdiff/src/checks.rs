@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::annot::{source_function, Annotations, CALLBACK_PREFIX};
-use crate::arch::{Arch, X86_64};
 use crate::compare::{FuncResult, Verdict};
 use crate::correlate::{is_special, is_static_local};
 use crate::model::{Bind, Object, Orig, Patched, SecIdx, Side, SymIdx, SymKind};
@@ -132,7 +131,7 @@ fn function_refusal(
     });
     let cause = if is_syscall_body(name) {
         Untraced::SyscallBody {
-            stub_prefix: X86_64.syscall_stub_prefix(),
+            stub_prefix: pair.orig.arch.syscall_stub_prefix(),
         }
     } else if !file_traced && pair.orig.file_name.is_none_or(|f| f.ends_with(".S")) {
         Untraced::Assembly
@@ -249,7 +248,7 @@ fn unknown_section_refusals(
         let s = patched.sec(sec);
         // `.klpgen.*` sections are annotations, read (and checked) by `annot`.
         if !s.is_alloc()
-            || is_known_section(s.name)
+            || is_known_section(patched.arch, s.name)
             || s.name.starts_with(".klpgen.")
             || crate::runtime_const::runtime_const_kind(s.name).is_some()
         {
@@ -335,7 +334,7 @@ pub(crate) fn runtime_const_refusals_in(
             ),
             RuntimeConstKind::Ptr => {
                 let code = patched.sec(site.code).data;
-                match X86_64.runtime_ptr_load(code, site.offset) {
+                match patched.arch.runtime_ptr_load(code, site.offset) {
                     Ok(_) => continue,
                     Err(why) => {
                         refusal::runtime_const_ptr(func, site.section, &at, site.variable, &why)

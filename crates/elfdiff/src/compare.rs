@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use crate::arch::{Arch, X86_64};
-use crate::model::{reloc_width, Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
+use crate::arch::Insn;
+use crate::model::{Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
 use crate::refs::{describe, ref_key, resolve, Insns, Pair, Target};
 
@@ -100,8 +100,8 @@ impl Pair<'_, '_> {
         if !osx.is_nobits() {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
-            mask(&mut ob, os.value, orelocs);
-            mask(&mut pb, ps.value, prelocs);
+            mask(self.orig, &mut ob, os.value, orelocs);
+            mask(self.patched, &mut pb, ps.value, prelocs);
             if let Some(i) = ob.iter().zip(&pb).position(|(a, b)| a != b) {
                 let line_only =
                     osx.is_exec() && line_numbers_only(self.orig, os.value, &ob, &pb, orelocs);
@@ -158,8 +158,9 @@ const LINE_TAKERS: &[&str] = &[
     "__might_sleep_precision",
 ];
 
-/// Whether two masked byte images of one function differ only in `mov $imm32, %reg32`
-/// instructions that load a line number for a call to one of `LINE_TAKERS`.
+/// Whether two masked byte images of one function differ only in instructions that load a
+/// line number as an argument (x86: `mov $imm32, %reg32`, [`crate::arch::Insn::const_load`])
+/// for a call to one of `LINE_TAKERS`.
 fn line_numbers_only(
     obj: &Object<'_, Orig>,
     base: u64,
@@ -167,48 +168,37 @@ fn line_numbers_only(
     pb: &[u8],
     relocs: &[Reloc<Orig>],
 ) -> bool {
-    use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
     if ob.len() != pb.len() {
         return false;
     }
-    let decode = |b: &[u8]| -> Vec<iced_x86::Instruction> {
-        let mut d = Decoder::with_ip(64, b, 0, DecoderOptions::NONE);
-        let mut v = Vec::new();
-        while d.can_decode() {
-            v.push(d.decode());
-        }
-        v
-    };
-    let (oi, pi) = (decode(ob), decode(pb));
+    let (oi, pi) = (obj.arch.decode_insns(ob), obj.arch.decode_insns(pb));
     if oi.len() != pi.len() {
         return false;
     }
     // The callee of a call instruction, from the relocation inside it.
-    let callee = |insn: &iced_x86::Instruction| -> Option<&str> {
-        let (start, end) = (base + insn.ip(), base + insn.ip() + insn.len() as u64);
+    let callee = |insn: &Insn| -> Option<&str> {
+        let (start, end) = (base + insn.start, base + insn.start + insn.len);
         relocs
             .iter()
             .find(|r| r.offset >= start && r.offset < end)
             .map(|r| obj.sym(r.sym).name)
     };
     for (k, (a, b)) in oi.iter().zip(&pi).enumerate() {
-        let (sa, sb) = (a.ip() as usize, b.ip() as usize);
-        if a.len() != b.len() || a.ip() != b.ip() {
+        if a.len != b.len || a.start != b.start {
             return false;
         }
-        if ob[sa..sa + a.len()] == pb[sb..sb + b.len()] {
+        let (s, e) = (a.start as usize, (a.start + a.len) as usize);
+        if ob[s..e] == pb[s..e] {
             continue;
         }
-        let is_line_load = a.code() == Code::Mov_r32_imm32
-            && b.code() == Code::Mov_r32_imm32
-            && a.op0_register() == b.op0_register();
+        let is_line_load = a.const_load.is_some() && a.const_load == b.const_load;
         if !is_line_load {
             return false;
         }
         let feeds_line_taker = oi[k + 1..]
             .iter()
             .take(8)
-            .find(|i| i.mnemonic() == Mnemonic::Call)
+            .find(|i| i.call)
             .and_then(&callee)
             .is_some_and(|n| LINE_TAKERS.contains(&n));
         if !feeds_line_taker {
@@ -219,9 +209,9 @@ fn line_numbers_only(
 }
 
 /// Zero relocation fields so that only instruction bytes are compared.
-fn mask<S: Side>(bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
+fn mask<S: Side>(obj: &Object<'_, S>, bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
     for r in relocs {
-        let w = reloc_width(r.r_type).unwrap_or(0) as usize;
+        let w = obj.reloc_kind(r.r_type).width as usize;
         let Some(start) = r
             .offset
             .checked_sub(base)
@@ -238,8 +228,8 @@ fn mask<S: Side>(bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
 fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool {
     let s = obj.sym(f);
     let Some(sec) = s.section else { return false };
-    let window = X86_64.fentry_window();
-    let fentry = X86_64.fentry_symbol();
+    let window = obj.arch.fentry_window();
+    let fentry = obj.arch.fentry_symbol();
     // The call to __fentry__ right at the entry.
     let direct = obj
         .sec(sec)

@@ -1,6 +1,7 @@
-//! elfdiff: correlate and compare an original and a patched relocatable ELF object (x86-64
-//! kernel objects built with `-ffunction-sections -fdata-sections`), report changed and new
-//! functions and refusals, and plan the contents of a livepatch object.
+//! elfdiff: correlate and compare an original and a patched relocatable ELF object (kernel
+//! objects built with `-ffunction-sections -fdata-sections`), report changed and new
+//! functions and refusals, and plan the contents of a livepatch object. What depends on the
+//! machine (x86-64 so far) is behind the `Arch` trait in `arch/`.
 //!
 //! **This crate never spawns processes, writes files or prints.** Callers hand it bytes.
 

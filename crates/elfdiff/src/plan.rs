@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use object::elf;
 
-use crate::arch::{Arch, X86_64};
+use crate::arch::Machine;
 use crate::carve::{Carve, CarveError};
 use crate::diff::{Diff, Target, Verdict};
 use crate::error::Error;
@@ -16,7 +16,6 @@ use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
 use crate::refs::{label_base, targets_of};
 use crate::runtime_const::RuntimeConstKind;
-use crate::sections::{OBJTOOL_SECTIONS, SPECIAL_SECTIONS};
 
 pub use crate::sections::special_section_structs;
 
@@ -172,6 +171,8 @@ pub struct Plan {
     pub file_name: Option<String>,
     pub orig_locals: Vec<String>,
     pub notes: Vec<String>,
+    /// The machine the livepatch object is written for: the patched object's.
+    pub machine: Machine,
 }
 
 struct Builder<'p, 'a, 'd> {
@@ -245,6 +246,7 @@ impl Diff<'_, '_> {
             carves: BTreeMap::new(),
             fixups: Vec::new(),
         };
+        b.plan.machine = Machine(self.patched.arch);
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.notes.extend(self.new_exports());
         b.plan.orig_locals = self
@@ -426,7 +428,13 @@ impl Builder<'_, '_, '_> {
         let name = self.diff.patched.sec(sec).name;
         if CARVED_BY_SYMBOLS.contains(&name) {
             Some(Carving::Symbols)
-        } else if X86_64.carved_code_sections().contains(&name) {
+        } else if self
+            .diff
+            .patched
+            .arch
+            .carved_code_sections()
+            .contains(&name)
+        {
             Some(Carving::References)
         } else {
             None
@@ -506,7 +514,7 @@ impl Builder<'_, '_, '_> {
         let (out, (start, end)) = (c.out, c.carve.pieces()[piece]);
         // A relocation field must lie inside one piece, or the copy would split it.
         for r in s.relocs_in(start.saturating_sub(8), end) {
-            let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
+            let width = d.patched.reloc_kind(r.r_type).width;
             let field = if r.offset < start {
                 (r.offset + width > start).then_some(r.offset)
             } else {
@@ -626,8 +634,12 @@ impl Builder<'_, '_, '_> {
             return None;
         }
         let site_sec = d.patched.sec(site);
-        let special = SPECIAL_SECTIONS.iter().any(|(n, _, _)| *n == site_sec.name)
-            || OBJTOOL_SECTIONS.contains(&site_sec.name)
+        let arch = d.patched.arch;
+        let special = arch
+            .special_sections()
+            .iter()
+            .any(|s| s.name == site_sec.name)
+            || arch.objtool_sections().contains(&site_sec.name)
             || self.carving(site).is_some()
             || site_sec.name.starts_with(".discard")
             || site_sec.name.starts_with(".klpgen.");
@@ -762,7 +774,12 @@ impl Builder<'_, '_, '_> {
         let bias = d.patched_insns.bias(d.patched, site, r);
         let x = base.wrapping_add(r.addend).wrapping_add(bias);
         let len = entry.and_then(|e| {
-            X86_64.entry_reference_len(e.section, e.bytes, e.field, &self.opts.member_offsets)
+            d.patched.arch.entry_reference_len(
+                e.section,
+                e.bytes,
+                e.field,
+                &self.opts.member_offsets,
+            )
         });
         let out = self.carved(sec, how)?;
         let fresh = self
@@ -805,10 +822,14 @@ impl Builder<'_, '_, '_> {
         if let Some(&n) = self.opts.entry_sizes.get(name) {
             return Some(n);
         }
-        let fixed = SPECIAL_SECTIONS
+        let fixed = self
+            .diff
+            .patched
+            .arch
+            .special_sections()
             .iter()
-            .find(|(s, _, _)| *s == name)
-            .and_then(|(_, n, _)| *n);
+            .find(|s| s.name == name)
+            .and_then(|s| s.entry_size);
         fixed.or_else(|| {
             let s = self.diff.patched.sec(self.diff.patched.find_section(name)?);
             (s.sh_entsize > 0).then_some(s.sh_entsize)
@@ -867,7 +888,9 @@ impl Builder<'_, '_, '_> {
                     "a shift constant cannot be carried (the differ refuses it)".into(),
                 ));
             }
-            let load = crate::arch::X86_64
+            let load = d
+                .patched
+                .arch
                 .runtime_ptr_load(&self.plan.sections[out].data, site.offset)
                 .map_err(malformed)?;
             let target = match self.variable(site.variable) {
@@ -1014,11 +1037,13 @@ impl Builder<'_, '_, '_> {
 
     fn special_sections(&mut self) -> Result<(), Error> {
         let d = self.diff;
-        for (name, _, _) in SPECIAL_SECTIONS {
+        let arch = d.patched.arch;
+        for special in arch.special_sections() {
+            let name = &special.name;
             let Some(sec) = d.patched.find_section(name) else {
                 continue;
             };
-            if self.opts.objtool_regenerates && OBJTOOL_SECTIONS.contains(name) {
+            if self.opts.objtool_regenerates && arch.objtool_sections().contains(name) {
                 self.plan.notes.push(format!(
                     "{name}: left to the target's objtool (run on the linked module, or by klpgen on the livepatch object)"
                 ));
@@ -1078,7 +1103,7 @@ impl Builder<'_, '_, '_> {
                     })?;
                 data.extend_from_slice(bytes);
                 for r in s.relocs_in(start, start + size) {
-                    let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
+                    let width = d.patched.reloc_kind(r.r_type).width;
                     if r.offset - start + width > size {
                         return Err(Error::Malformed {
                             object: d.patched.label.clone(),

@@ -3,8 +3,7 @@
 //! comparable identity of that target ([`RefKey`]), which is what the differ compares instead
 //! of section offsets that move between builds.
 
-use crate::arch::Arch;
-use crate::arch::{Flow, InsnMap, X86_64};
+use crate::arch::{Flow, InsnMap};
 use crate::model::{Bind, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol};
 use crate::names::{is_prefix_symbol, normalize, normalize_section};
 
@@ -20,7 +19,7 @@ impl Insns {
             .iter()
             .map(|s| {
                 (s.is_exec() && !s.relocs.is_empty() && !s.data.is_empty())
-                    .then(|| X86_64.decode(s.data))
+                    .then(|| obj.arch.decode(s.data))
             })
             .collect();
         Insns { maps }
@@ -44,7 +43,7 @@ impl Insns {
             return false;
         };
         let mut out = Vec::with_capacity(1);
-        X86_64.decode_flow(bytes, start, &mut out);
+        obj.arch.decode_flow(bytes, start, &mut out);
         out.first()
             .is_some_and(|i| i.flow != Flow::Other && i.field == r.offset)
     }
@@ -53,7 +52,9 @@ impl Insns {
     /// code (a PC-relative field in data counts from itself).
     pub(crate) fn bias<S: Side>(&self, obj: &Object<'_, S>, sec: SecIdx<S>, r: &Reloc<S>) -> i64 {
         match &self.maps[sec.get()] {
-            Some(map) => X86_64.pcrel_bias(obj.sec(sec).data, map, r.offset, r.r_type),
+            Some(map) => obj
+                .arch
+                .pcrel_bias(r.r_type, r.offset, map.containing(r.offset)),
             None => 0,
         }
     }
