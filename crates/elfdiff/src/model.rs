@@ -214,6 +214,60 @@ fn malformed(label: &str, what: String) -> Error {
     }
 }
 
+/// The relocations of one `SHT_RELA` section, appended to those of `tsec`, the section they
+/// patch: each of a type `arch` knows, inside `tsec`, against one of `nsyms` symbols.
+fn read_relas<S: Side>(
+    label: &str,
+    arch: &dyn Arch,
+    nsyms: usize,
+    endian: Endianness,
+    relas: &[elf::Rela64<Endianness>],
+    tsec: &mut Section<'_, S>,
+) -> Result<(), Error> {
+    let bad = |what: String| malformed(label, what);
+    tsec.relocs.reserve(relas.len());
+    // The machine is asked once per run of relocations of one type.
+    let mut last: Option<(u32, u64)> = None;
+    for r in relas {
+        let sym = r.r_sym(endian, false) as usize;
+        if sym >= nsyms {
+            return Err(bad(format!(
+                "relocation in {} refers to symbol {sym}, past the symbol table",
+                tsec.name
+            )));
+        }
+        let r_type = r.r_type(endian, false);
+        let offset = r.r_offset(endian);
+        let width = match last {
+            Some((t, w)) if t == r_type => w,
+            _ => {
+                let w = arch.reloc(r_type).map(|k| k.width).ok_or_else(|| {
+                    bad(format!(
+                        "unsupported {} relocation type {r_type} in {} at {offset:#x}",
+                        arch.name(),
+                        tsec.name
+                    ))
+                })?;
+                last = Some((r_type, w));
+                w
+            }
+        };
+        if offset.checked_add(width).is_none_or(|end| end > tsec.size) {
+            return Err(bad(format!(
+                "relocation at {offset:#x} lies outside section {}",
+                tsec.name
+            )));
+        }
+        tsec.relocs.push(Reloc {
+            offset,
+            r_type,
+            sym: SymIdx::new(sym),
+            addend: r.r_addend(endian),
+        });
+    }
+    Ok(())
+}
+
 impl<'d, S: Side> Object<'d, S> {
     pub fn parse(label: impl Into<String>, data: &'d [u8]) -> Result<Self, Error> {
         let label = label.into();
@@ -428,36 +482,14 @@ impl<'d, S: Side> Object<'d, S> {
                 .map_err(|e| bad(format!("relocation section {i}: {e}")))?
                 .ok_or_else(|| bad(format!("relocation section {i} unreadable")))?;
             let tsec: &mut Section<S> = &mut self.sections[target.get()];
-            for r in relas {
-                let sym = r.r_sym(endian, false) as usize;
-                if sym >= self.symbols.len() {
-                    return Err(bad(format!(
-                        "relocation in {} refers to symbol {sym}, past the symbol table",
-                        tsec.name
-                    )));
-                }
-                let r_type = r.r_type(endian, false);
-                let offset = r.r_offset(endian);
-                let width = self.arch.reloc(r_type).map(|k| k.width).ok_or_else(|| {
-                    bad(format!(
-                        "unsupported {} relocation type {r_type} in {} at {offset:#x}",
-                        self.arch.name(),
-                        tsec.name
-                    ))
-                })?;
-                if offset.checked_add(width).is_none_or(|end| end > tsec.size) {
-                    return Err(bad(format!(
-                        "relocation at {offset:#x} lies outside section {}",
-                        tsec.name
-                    )));
-                }
-                tsec.relocs.push(Reloc {
-                    offset,
-                    r_type,
-                    sym: SymIdx::new(sym),
-                    addend: r.r_addend(endian),
-                });
-            }
+            read_relas(
+                &self.label,
+                self.arch,
+                self.symbols.len(),
+                endian,
+                relas,
+                tsec,
+            )?;
         }
         for section in &mut self.sections {
             section.relocs.sort_by_key(|r| r.offset);
@@ -472,7 +504,6 @@ impl<'d, S: Side> Object<'d, S> {
         self.arch.reloc(r_type).unwrap_or(RelocKind {
             width: 0,
             pc_relative: false,
-            name: "unknown",
         })
     }
 

@@ -23,8 +23,11 @@ pub trait Arch: fmt::Debug + Send + Sync {
     fn endianness(&self) -> object::Endianness;
 
     /// What a relocation type does to its field; None for a type klpgen does not know
-    /// (objects using one are refused when parsed).
+    /// (objects using one are refused when parsed). Asked for every relocation: keep it
+    /// cheap.
     fn reloc(&self, r_type: u32) -> Option<RelocKind>;
+    /// The type's name (`R_X86_64_PC32`), for messages and dumps.
+    fn reloc_name(&self, r_type: u32) -> Option<&'static str>;
     /// For a relocation at `site`, the distance from the site to the address the CPU adds a
     /// PC-relative field to (x86: the end of the instruction); 0 for other fields. `insn` is
     /// the decoded instruction holding the site, None where the code was not decoded. The
@@ -146,8 +149,6 @@ pub struct RelocKind {
     pub width: u64,
     /// Its value depends on where the site is.
     pub pc_relative: bool,
-    /// The type's name (`R_X86_64_PC32`), for messages and dumps.
-    pub name: &'static str,
 }
 
 /// A special section: its name, the size of its entries when fixed, else the DWARF

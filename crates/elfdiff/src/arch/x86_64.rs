@@ -87,29 +87,48 @@ impl Arch for X86_64 {
     }
 
     fn reloc(&self, r_type: u32) -> Option<RelocKind> {
-        let (name, width, pc_relative) = match r_type {
-            elf::R_X86_64_NONE => ("R_X86_64_NONE", 0, false),
-            elf::R_X86_64_64 => ("R_X86_64_64", 8, false),
-            elf::R_X86_64_PC32 => ("R_X86_64_PC32", 4, true),
-            elf::R_X86_64_PLT32 => ("R_X86_64_PLT32", 4, true),
-            elf::R_X86_64_GOTPCREL => ("R_X86_64_GOTPCREL", 4, true),
-            elf::R_X86_64_32 => ("R_X86_64_32", 4, false),
-            elf::R_X86_64_32S => ("R_X86_64_32S", 4, false),
-            elf::R_X86_64_16 => ("R_X86_64_16", 2, false),
-            elf::R_X86_64_PC16 => ("R_X86_64_PC16", 2, true),
-            elf::R_X86_64_8 => ("R_X86_64_8", 1, false),
-            elf::R_X86_64_PC8 => ("R_X86_64_PC8", 1, true),
-            elf::R_X86_64_PC64 => ("R_X86_64_PC64", 8, true),
-            elf::R_X86_64_GOTOFF64 => ("R_X86_64_GOTOFF64", 8, false),
-            elf::R_X86_64_GOTPC64 => ("R_X86_64_GOTPC64", 8, false),
-            elf::R_X86_64_GOTPCRELX => ("R_X86_64_GOTPCRELX", 4, true),
-            elf::R_X86_64_REX_GOTPCRELX => ("R_X86_64_REX_GOTPCRELX", 4, true),
+        let (width, pc_relative) = match r_type {
+            elf::R_X86_64_NONE => (0, false),
+            elf::R_X86_64_64 => (8, false),
+            elf::R_X86_64_PC32 => (4, true),
+            elf::R_X86_64_PLT32 => (4, true),
+            elf::R_X86_64_GOTPCREL => (4, true),
+            elf::R_X86_64_32 => (4, false),
+            elf::R_X86_64_32S => (4, false),
+            elf::R_X86_64_16 => (2, false),
+            elf::R_X86_64_PC16 => (2, true),
+            elf::R_X86_64_8 => (1, false),
+            elf::R_X86_64_PC8 => (1, true),
+            elf::R_X86_64_PC64 => (8, true),
+            elf::R_X86_64_GOTOFF64 => (8, false),
+            elf::R_X86_64_GOTPC64 => (8, false),
+            elf::R_X86_64_GOTPCRELX => (4, true),
+            elf::R_X86_64_REX_GOTPCRELX => (4, true),
             _ => return None,
         };
-        Some(RelocKind {
-            width,
-            pc_relative,
-            name,
+        Some(RelocKind { width, pc_relative })
+    }
+
+    fn reloc_name(&self, r_type: u32) -> Option<&'static str> {
+        Some(match r_type {
+            elf::R_X86_64_NONE => "R_X86_64_NONE",
+            elf::R_X86_64_64 => "R_X86_64_64",
+            elf::R_X86_64_PC32 => "R_X86_64_PC32",
+            elf::R_X86_64_GOT32 => "R_X86_64_GOT32",
+            elf::R_X86_64_PLT32 => "R_X86_64_PLT32",
+            elf::R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
+            elf::R_X86_64_32 => "R_X86_64_32",
+            elf::R_X86_64_32S => "R_X86_64_32S",
+            elf::R_X86_64_16 => "R_X86_64_16",
+            elf::R_X86_64_PC16 => "R_X86_64_PC16",
+            elf::R_X86_64_8 => "R_X86_64_8",
+            elf::R_X86_64_PC8 => "R_X86_64_PC8",
+            elf::R_X86_64_PC64 => "R_X86_64_PC64",
+            elf::R_X86_64_GOTOFF64 => "R_X86_64_GOTOFF64",
+            elf::R_X86_64_GOTPC64 => "R_X86_64_GOTPC64",
+            elf::R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
+            elf::R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+            _ => return None,
         })
     }
 
@@ -592,10 +611,8 @@ mod tests {
         assert_eq!(a.name(), "x86-64");
         assert!(super::super::for_machine(elf::EM_AARCH64).is_none());
         let pc32 = X86_64.reloc(elf::R_X86_64_PC32).unwrap();
-        assert_eq!(
-            (pc32.width, pc32.pc_relative, pc32.name),
-            (4, true, "R_X86_64_PC32")
-        );
+        assert_eq!((pc32.width, pc32.pc_relative), (4, true));
+        assert_eq!(X86_64.reloc_name(elf::R_X86_64_PC32), Some("R_X86_64_PC32"));
         let abs = X86_64.reloc(elf::R_X86_64_64).unwrap();
         assert_eq!((abs.width, abs.pc_relative), (8, false));
         assert_eq!(
