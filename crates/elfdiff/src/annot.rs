@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Object, Patched, SymIdx, SymKind};
+use crate::model::{Object, Patched, SecIdx, SymIdx, SymKind};
 use crate::refusal::{self, Refusal};
 
 /// Section of NUL-terminated names of functions whose changes are ignored.
@@ -160,59 +160,13 @@ impl Annotations {
             {
                 continue;
             }
-            let Some(kind) = s
+            match s
                 .name
                 .strip_prefix(CALLBACK_PREFIX)
                 .and_then(CallbackKind::from_member)
-            else {
-                a.refusals.push(refusal::annotation_unknown_section(s.name));
-                continue;
-            };
-            if !s.size.is_multiple_of(8) || s.is_nobits() {
-                a.refusals
-                    .push(refusal::annotation_not_pointers(s.name, s.size));
-                continue;
-            }
-            for entry in 0..s.size / 8 {
-                let at = entry * 8;
-                let r = s
-                    .relocs_in(at, at + 8)
-                    .iter()
-                    .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8);
-                // The function the pointer holds: a named symbol, or a section symbol plus
-                // the offset of the function's entry (for statics).
-                let func = r.and_then(|r| {
-                    let t = obj.sym(r.sym);
-                    let f = match (t.kind, t.section) {
-                        (SymKind::Section, Some(ts)) => {
-                            let off = u64::try_from(r.addend).ok()?;
-                            let f = obj.symbol_at(ts, off)?;
-                            (obj.sym(f).value == off).then_some(f)?
-                        }
-                        _ => (r.addend == 0).then_some(r.sym)?,
-                    };
-                    let s = obj.sym(f);
-                    (s.kind == SymKind::Func && s.section.is_some()).then_some(f)
-                });
-                match func {
-                    Some(f) => {
-                        let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
-                        if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
-                            a.refusals.push(refusal::annotation_init_callback(
-                                kind.member(),
-                                obj.sym(f).name,
-                                fsec,
-                            ));
-                            continue;
-                        }
-                        a.callbacks.push(Callback { kind, func: f });
-                    }
-                    _ => {
-                        let what = r.map_or("?", |r| obj.sym(r.sym).name);
-                        a.refusals
-                            .push(refusal::annotation_not_a_function(s.name, entry, what));
-                    }
-                }
+            {
+                Some(kind) => a.read_callbacks(obj, sec, kind),
+                None => a.refusals.push(refusal::annotation_unknown_section(s.name)),
             }
         }
         let mut seen: Vec<(CallbackKind, SymIdx<Patched>)> = Vec::new();
@@ -250,6 +204,62 @@ impl Annotations {
             }
         }
         a
+    }
+
+    /// The callbacks of kind `kind` in section `sec`: an array of pointers to functions.
+    fn read_callbacks(
+        &mut self,
+        obj: &Object<'_, Patched>,
+        sec: SecIdx<Patched>,
+        kind: CallbackKind,
+    ) {
+        let s = obj.sec(sec);
+        if !s.size.is_multiple_of(8) || s.is_nobits() {
+            self.refusals
+                .push(refusal::annotation_not_pointers(s.name, s.size));
+            return;
+        }
+        for entry in 0..s.size / 8 {
+            let at = entry * 8;
+            let r = s
+                .relocs_in(at, at + 8)
+                .iter()
+                .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8);
+            // The function the pointer holds: a named symbol, or a section symbol plus the
+            // offset of the function's entry (for statics).
+            let func = r.and_then(|r| {
+                let t = obj.sym(r.sym);
+                let f = match (t.kind, t.section) {
+                    (SymKind::Section, Some(ts)) => {
+                        let off = u64::try_from(r.addend).ok()?;
+                        let f = obj.symbol_at(ts, off)?;
+                        (obj.sym(f).value == off).then_some(f)?
+                    }
+                    _ => (r.addend == 0).then_some(r.sym)?,
+                };
+                let s = obj.sym(f);
+                (s.kind == SymKind::Func && s.section.is_some()).then_some(f)
+            });
+            match func {
+                Some(f) => {
+                    let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
+                    if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
+                        self.refusals.push(refusal::annotation_init_callback(
+                            kind.member(),
+                            obj.sym(f).name,
+                            fsec,
+                        ));
+                        continue;
+                    }
+                    self.callbacks.push(Callback { kind, func: f });
+                }
+                _ => {
+                    let what = r.map_or("?", |r| obj.sym(r.sym).name);
+                    self.refusals
+                        .push(refusal::annotation_not_a_function(s.name, entry, what));
+                }
+            }
+        }
     }
 
     /// Whether a function (by its symbol name) is forced (replaced even when unchanged).

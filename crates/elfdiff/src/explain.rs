@@ -10,7 +10,7 @@ use gimli::{AttributeValue, EndianSlice, LittleEndian, Reader as _, RelocateRead
 use serde::Serialize;
 
 use crate::arch::OperandLabel;
-use crate::diff::{Diff, Refusal, Target, Verdict};
+use crate::diff::{Diff, FuncResult, Refusal, Target, Verdict};
 use crate::error::Error;
 use crate::model::{Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
 use crate::names::normalize;
@@ -254,99 +254,8 @@ pub fn explain_with(diff: &Diff<'_, '_>, changed: &[ChangedLines]) -> Explain {
                 });
             }
             (Verdict::Changed(why), Some(o)) => {
-                let name = diff.orig.sym(o).name;
-                let refused = diff
-                    .refusals
-                    .iter()
-                    .find(|r| r.symbol == name)
-                    .map(|r| r.key.clone());
-                let mut e = Explanation {
-                    function: name.to_string(),
-                    patched_name: (ps.name != name).then(|| ps.name.to_string()),
-                    section,
-                    summary: why.clone(),
-                    cause: Cause::OwnCode,
-                    kind: DiffKind::None,
-                    offset: None,
-                    orig: None,
-                    patched: None,
-                    relocation: None,
-                    inlined_callees: Vec::new(),
-                    changed_callees: Vec::new(),
-                    refused,
-                };
-                match first_difference(diff, o, f.patched) {
-                    Some(d) => {
-                        e.kind = d.kind;
-                        e.offset = Some(d.offset);
-                        e.relocation = d.relocation;
-                        e.orig = Some(describe_site(
-                            diff.orig,
-                            &diff.orig_insns,
-                            oidx.as_ref(),
-                            o,
-                            d.offset,
-                            d.orig,
-                        ));
-                        e.patched = Some(describe_site(
-                            diff.patched,
-                            &diff.patched_insns,
-                            pidx.as_ref(),
-                            f.patched,
-                            d.offset,
-                            d.patched,
-                        ));
-                        for s in [&e.patched, &e.orig].into_iter().flatten() {
-                            for fr in s.inlined.iter().rev() {
-                                if !e.inlined_callees.contains(&fr.function) {
-                                    e.inlined_callees.push(fr.function.clone());
-                                }
-                            }
-                        }
-                        // Judged by the new code (what the livepatch carries), or by the old
-                        // where the new function has already ended.
-                        let primary = e
-                            .patched
-                            .as_ref()
-                            .filter(|s| s.insn.is_some())
-                            .or(e.orig.as_ref());
-                        if primary.is_some_and(|s| !s.inlined.is_empty()) {
-                            e.cause = Cause::InlinedCallee;
-                        }
-                    }
-                    None => {
-                        if f.via_callee {
-                            e.cause = Cause::Callee;
-                        } else if f.via_child {
-                            e.cause = Cause::SplitPart;
-                        }
-                    }
-                }
-                let os = diff.orig.sym(o);
-                let by_lines = match (oidx.as_ref(), os.section) {
-                    (Some(idx), Some(sec)) if !changed.is_empty() && !f.via_callee => idx
-                        .source_cause(
-                            crate::annot::source_function(name),
-                            diff.orig.sec(sec).elf_index,
-                            os.value,
-                            os.size,
-                            changed,
-                        ),
-                    _ => None,
-                };
-                match by_lines {
-                    Some(SourceCause::Own) => e.cause = Cause::OwnCode,
-                    Some(SourceCause::Inlined(names)) => {
-                        e.cause = Cause::InlinedCallee;
-                        e.changed_callees = names;
-                    }
-                    Some(SourceCause::Untouched) if !f.via_child => {
-                        e.cause = Cause::Indirect;
-                        e.changed_callees = changed_calls(diff, o, f.patched);
-                    }
-                    _ => {}
-                }
-                functions.push(e);
+                let idx = (oidx.as_ref(), pidx.as_ref());
+                functions.push(explain_changed(diff, idx, changed, f, o, why, section));
             }
             _ => {}
         }
@@ -357,6 +266,112 @@ pub fn explain_with(diff: &Diff<'_, '_>, changed: &[ChangedLines]) -> Explain {
         refusals: diff.refusals.clone(),
         warnings,
     }
+}
+
+/// The explanation of changed function `f` (`o` in the original object; `why`, the
+/// differ's verdict; `section`, its section in the patched object).
+fn explain_changed(
+    diff: &Diff<'_, '_>,
+    (oidx, pidx): (Option<&DwarfIndex>, Option<&DwarfIndex>),
+    changed: &[ChangedLines],
+    f: &FuncResult,
+    o: SymIdx<Orig>,
+    why: &str,
+    section: String,
+) -> Explanation {
+    let ps = diff.patched.sym(f.patched);
+    let name = diff.orig.sym(o).name;
+    let refused = diff
+        .refusals
+        .iter()
+        .find(|r| r.symbol == name)
+        .map(|r| r.key.clone());
+    let mut e = Explanation {
+        function: name.to_string(),
+        patched_name: (ps.name != name).then(|| ps.name.to_string()),
+        section,
+        summary: why.to_string(),
+        cause: Cause::OwnCode,
+        kind: DiffKind::None,
+        offset: None,
+        orig: None,
+        patched: None,
+        relocation: None,
+        inlined_callees: Vec::new(),
+        changed_callees: Vec::new(),
+        refused,
+    };
+    match first_difference(diff, o, f.patched) {
+        Some(d) => {
+            e.kind = d.kind;
+            e.offset = Some(d.offset);
+            e.relocation = d.relocation;
+            e.orig = Some(describe_site(
+                diff.orig,
+                &diff.orig_insns,
+                oidx,
+                o,
+                d.offset,
+                d.orig,
+            ));
+            e.patched = Some(describe_site(
+                diff.patched,
+                &diff.patched_insns,
+                pidx,
+                f.patched,
+                d.offset,
+                d.patched,
+            ));
+            for s in [&e.patched, &e.orig].into_iter().flatten() {
+                for fr in s.inlined.iter().rev() {
+                    if !e.inlined_callees.contains(&fr.function) {
+                        e.inlined_callees.push(fr.function.clone());
+                    }
+                }
+            }
+            // Judged by the new code (what the livepatch carries), or by the old
+            // where the new function has already ended.
+            let primary = e
+                .patched
+                .as_ref()
+                .filter(|s| s.insn.is_some())
+                .or(e.orig.as_ref());
+            if primary.is_some_and(|s| !s.inlined.is_empty()) {
+                e.cause = Cause::InlinedCallee;
+            }
+        }
+        None => {
+            if f.via_callee {
+                e.cause = Cause::Callee;
+            } else if f.via_child {
+                e.cause = Cause::SplitPart;
+            }
+        }
+    }
+    let os = diff.orig.sym(o);
+    let by_lines = match (oidx, os.section) {
+        (Some(idx), Some(sec)) if !changed.is_empty() && !f.via_callee => idx.source_cause(
+            crate::annot::source_function(name),
+            diff.orig.sec(sec).elf_index,
+            os.value,
+            os.size,
+            changed,
+        ),
+        _ => None,
+    };
+    match by_lines {
+        Some(SourceCause::Own) => e.cause = Cause::OwnCode,
+        Some(SourceCause::Inlined(names)) => {
+            e.cause = Cause::InlinedCallee;
+            e.changed_callees = names;
+        }
+        Some(SourceCause::Untouched) if !f.via_child => {
+            e.cause = Cause::Indirect;
+            e.changed_callees = changed_calls(diff, o, f.patched);
+        }
+        _ => {}
+    }
+    e
 }
 
 /// The changed functions (clone numbers dropped) that either version of a function calls or

@@ -1035,6 +1035,71 @@ impl Builder<'_, '_, '_> {
         Ok(wanted)
     }
 
+    /// Copy the entries of special section `sec` (`name`, entries of `size` bytes) that hold
+    /// the relocations at `wanted`, with their relocations planned.
+    fn copy_entries(
+        &mut self,
+        sec: SecIdx<Patched>,
+        name: &str,
+        size: u64,
+        wanted: &[u64],
+    ) -> Result<(), Error> {
+        let d = self.diff;
+        let s = d.patched.sec(sec);
+        let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
+        keep.dedup();
+        // Each kept entry holds a relocation, so it lies inside the section's data: the
+        // copy is never larger than the section.
+        let mut data = Vec::with_capacity(s.data.len());
+        let mut relocs = Vec::new();
+        let mut pending = Vec::new();
+        for (k, entry) in keep.iter().enumerate() {
+            let start = entry * size;
+            let out_base = k as u64 * size;
+            let bytes = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(start + size).ok())
+                .and_then(|(a, b)| s.data.get(a..b))
+                .ok_or_else(|| Error::Malformed {
+                    object: d.patched.label.clone(),
+                    what: format!("{name}: entry {entry} lies outside the section"),
+                })?;
+            data.extend_from_slice(bytes);
+            for r in s.relocs_in(start, start + size) {
+                let width = d.patched.reloc_kind(r.r_type).width;
+                if r.offset - start + width > size {
+                    return Err(Error::Malformed {
+                        object: d.patched.label.clone(),
+                        what: format!(
+                            "{name}: the relocation at {:#x} straddles two {size}-byte entries",
+                            r.offset
+                        ),
+                    });
+                }
+                let at = EntryRef {
+                    section: name,
+                    bytes,
+                    field: r.offset - start,
+                };
+                let (planned, p) =
+                    self.plan_reloc(sec, r, out_base + (r.offset - start), Some(at))?;
+                if let Some((carved, x)) = p {
+                    pending.push((relocs.len(), carved, x));
+                }
+                relocs.push(planned);
+            }
+        }
+        let dest = self.plan.sections.len();
+        self.fixups
+            .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
+        let size = data.len() as u64;
+        self.plan.sections.push(PlanSection {
+            relocs,
+            ..PlanSection::shaped_like(s, data, size)
+        });
+        Ok(())
+    }
+
     fn special_sections(&mut self) -> Result<(), Error> {
         let d = self.diff;
         let arch = d.patched.arch;
@@ -1083,57 +1148,7 @@ impl Builder<'_, '_, '_> {
                     ),
                 });
             }
-            let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
-            keep.dedup();
-            // Each kept entry holds a relocation, so it lies inside the section's data: the
-            // copy is never larger than the section.
-            let mut data = Vec::with_capacity(s.data.len());
-            let mut relocs = Vec::new();
-            let mut pending = Vec::new();
-            for (k, entry) in keep.iter().enumerate() {
-                let start = entry * size;
-                let out_base = k as u64 * size;
-                let bytes = usize::try_from(start)
-                    .ok()
-                    .zip(usize::try_from(start + size).ok())
-                    .and_then(|(a, b)| s.data.get(a..b))
-                    .ok_or_else(|| Error::Malformed {
-                        object: d.patched.label.clone(),
-                        what: format!("{name}: entry {entry} lies outside the section"),
-                    })?;
-                data.extend_from_slice(bytes);
-                for r in s.relocs_in(start, start + size) {
-                    let width = d.patched.reloc_kind(r.r_type).width;
-                    if r.offset - start + width > size {
-                        return Err(Error::Malformed {
-                            object: d.patched.label.clone(),
-                            what: format!(
-                                "{name}: the relocation at {:#x} straddles two {size}-byte entries",
-                                r.offset
-                            ),
-                        });
-                    }
-                    let at = EntryRef {
-                        section: name,
-                        bytes,
-                        field: r.offset - start,
-                    };
-                    let (planned, p) =
-                        self.plan_reloc(sec, r, out_base + (r.offset - start), Some(at))?;
-                    if let Some((carved, x)) = p {
-                        pending.push((relocs.len(), carved, x));
-                    }
-                    relocs.push(planned);
-                }
-            }
-            let dest = self.plan.sections.len();
-            self.fixups
-                .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
-            let size = data.len() as u64;
-            self.plan.sections.push(PlanSection {
-                relocs,
-                ..PlanSection::shaped_like(s, data, size)
-            });
+            self.copy_entries(sec, name, size, &wanted)?;
         }
         for s in &d.patched.sections {
             if (s.name.starts_with(".orc_unwind") || s.name == ".orc_header")
