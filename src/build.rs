@@ -36,7 +36,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         Ok(()) => rep.finish("built", crate::exit::OK, None),
         Err(e) => {
             let (code, word) = crate::classify(e);
-            rep.finish(word, code, Some(format!("{e:#}")));
+            rep.finish(word, code, Some(crate::error_text(e)));
         }
     }
     if let Some(path) = &args.report {

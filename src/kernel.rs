@@ -70,6 +70,17 @@ pub fn check_config(cfg: &Config, path: &Path) -> Result<()> {
                 .into(),
         );
     }
+    if elfdiff::arch::for_config(|o| cfg.is_set(o)).is_none() {
+        let options: Vec<&str> = elfdiff::arch::ALL
+            .iter()
+            .map(|a| a.kernel_config())
+            .collect();
+        missing.push(format!(
+            "  none of {} is set: klpgen supports {} targets",
+            options.join(", "),
+            elfdiff::arch::supported()
+        ));
+    }
     if !missing.is_empty() {
         bail!(
             "the kernel configuration {} cannot carry a livepatch:\n{}",
@@ -94,6 +105,19 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The machine the target is built for, from its configuration (checked by
+    /// [`check_config`], so a tree that passed it has one).
+    pub fn arch(&self) -> Option<&'static dyn elfdiff::arch::Arch> {
+        elfdiff::arch::for_config(|o| self.config.is_set(o))
+    }
+
+    /// Whether kbuild runs objtool on the linked module of this target ("delayed objtool"),
+    /// and so regenerates objtool's sections for the livepatch module itself.
+    pub fn delayed_objtool(&self) -> bool {
+        self.arch()
+            .is_some_and(|a| elfdiff::arch::delayed_objtool(a, |o| self.config.is_set(o)))
+    }
+
     pub fn open(
         source: &Path,
         build: Option<&Path>,
@@ -243,7 +267,7 @@ mod tests {
 
     #[test]
     fn missing_livepatch_is_named() {
-        let cfg = Config::parse("CONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n# CONFIG_LIVEPATCH is not set\n");
+        let cfg = Config::parse("CONFIG_X86_64=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n# CONFIG_LIVEPATCH is not set\n");
         let err = check_config(&cfg, Path::new(".config"))
             .unwrap_err()
             .to_string();
@@ -252,11 +276,21 @@ mod tests {
     }
 
     #[test]
+    fn unknown_machine_is_named() {
+        let cfg = Config::parse("CONFIG_PPC_DUMMY=y\nCONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n");
+        let err = check_config(&cfg, Path::new(".config"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("none of CONFIG_X86_64"), "{err}");
+        assert!(err.contains("x86-64"), "{err}");
+    }
+
+    #[test]
     fn ftrace_alternatives_are_either() {
-        let cfg = Config::parse("CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_REGS=y\n");
+        let cfg = Config::parse("CONFIG_X86_64=y\nCONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_REGS=y\n");
         check_config(&cfg, Path::new(".config")).unwrap();
         let cfg = Config::parse(
-            "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\n",
+            "CONFIG_X86_64=y\nCONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\n",
         );
         let err = check_config(&cfg, Path::new(".config"))
             .unwrap_err()

@@ -78,10 +78,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("klpgen: {e:#}");
+            eprintln!("klpgen: {}", error_text(&e));
             ExitCode::from(classify(&e).0)
         }
     }
+}
+
+/// An error as the user reads it: its cause chain, and for a library error whose remedy is
+/// one of klpgen's options (the libraries do not name them), that remedy.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = format!("{e:#}");
+    if let Some(elfdiff::Error::UnknownEntrySize { section, .. }) =
+        e.root_cause().downcast_ref::<elfdiff::Error>()
+    {
+        text.push_str(&format!(
+            "; pass --entry-size {section}=BYTES or give a target with DWARF"
+        ));
+    }
+    text
 }
 
 /// The exit code and report word for an error.
@@ -96,5 +110,23 @@ pub fn classify(e: &anyhow::Error) -> (u8, &'static str) {
         (exit::KERNEL_BUILD, "kernel-build-failed")
     } else {
         (exit::ERROR, "error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unknown_entry_size_names_the_option() {
+        let e = anyhow::Error::from(elfdiff::Error::UnknownEntrySize {
+            object: "a.o".into(),
+            section: "__bug_table".into(),
+        })
+        .context("planning a.o");
+        assert_eq!(
+            super::error_text(&e),
+            "planning a.o: a.o: special section __bug_table has an unknown entry size; pass --entry-size __bug_table=BYTES or give a target with DWARF"
+        );
+        let other = anyhow::anyhow!("something else");
+        assert_eq!(super::error_text(&other), "something else");
     }
 }

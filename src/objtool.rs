@@ -68,10 +68,7 @@ fn for_module(mut opts: Vec<String>) -> Vec<String> {
 /// and no delayed objtool on linked modules.
 pub fn per_object(tree: &Tree) -> bool {
     let c = &tree.config;
-    c.is_set("CONFIG_OBJTOOL")
-        && c.is_set("CONFIG_UNWINDER_ORC")
-        && !c.is_set("CONFIG_X86_KERNEL_IBT")
-        && !c.is_set("CONFIG_LTO_CLANG")
+    c.is_set("CONFIG_OBJTOOL") && c.is_set("CONFIG_UNWINDER_ORC") && !tree.delayed_objtool()
 }
 
 /// The target's objtool and options, from the records of the patched units (first one that ran

@@ -1,9 +1,9 @@
 //! The refusal catalogue (`docs/refusals.md`) against the code: every refusal kind klpgen emits
-//! (`"refuse.<kind>.` in a format string under `src/` or a library crate's `src/`) is documented, every
-//! documented kind has a fixture (`//# refuse: <kind>`, which the fixture harness checks really
-//! produces it), and every key-less `Verdict::Refused` message of the CLI is documented; the
-//! `target.*` mismatch keys are documented there too, and every `klpgen check` finding key in
-//! `docs/check.md`.
+//! (`elfdiff::RefusalKind::ALL`, through which every refusal is built) is documented, every
+//! documented kind is one of them and has a fixture (`//# refuse: <kind>`, which the fixture
+//! harness checks really produces it), and every key-less `Verdict::Refused` message of the
+//! CLI is documented; the `target.*` mismatch keys are documented there too, and every
+//! `klpgen check` finding key in `docs/check.md`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -69,32 +69,6 @@ fn literal(text: &str, start: usize) -> Option<(String, usize)> {
     None
 }
 
-/// The string literals among the arguments that follow a literal ending at `from`, up to the
-/// parenthesis that closes the macro call it is in.
-fn following_literals(text: &str, from: usize) -> Vec<String> {
-    let bytes = text.as_bytes();
-    let mut depth = 0i32;
-    let mut i = from;
-    let mut out = Vec::new();
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' => depth += 1,
-            b')' if depth == 0 => break,
-            b')' => depth -= 1,
-            b'"' => {
-                if let Some((s, end)) = literal(text, i) {
-                    out.push(s);
-                    i = end;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out
-}
-
 fn is_kind(s: &str) -> bool {
     !s.is_empty()
         && s.starts_with(|c: char| c.is_ascii_lowercase())
@@ -102,44 +76,12 @@ fn is_kind(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Refusal kinds a source text emits. A key whose kind is itself a placeholder
-/// (`"refuse.{}.{name}"`) counts the kind-like literals among the macro's arguments; finding
-/// none is an error, so a kind cannot hide behind a variable.
-fn emitted_kinds(label: &str, text: &str) -> Result<BTreeSet<String>, String> {
-    let mut kinds = BTreeSet::new();
-    const PAT: &str = "\"refuse.";
-    let mut from = 0;
-    while let Some(pos) = text[from..].find(PAT) {
-        let at = from + pos;
-        from = at + PAT.len();
-        let (lit, end) = literal(text, at)
-            .ok_or_else(|| format!("{label}: unterminated string at byte {at}"))?;
-        let rest = &lit["refuse.".len()..];
-        if rest.starts_with('{') {
-            let found: Vec<String> = following_literals(text, end)
-                .into_iter()
-                .filter(|s| is_kind(s))
-                .collect();
-            if found.is_empty() {
-                return Err(format!(
-                    "{label}: refusal key {lit:?} takes its kind from a variable; write the kinds as literals in the format! call"
-                ));
-            }
-            kinds.extend(found);
-        } else {
-            let kind: String = rest
-                .chars()
-                .take_while(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                .collect();
-            if !is_kind(&kind) || !rest[kind.len()..].starts_with('.') {
-                return Err(format!(
-                    "{label}: cannot read the kind of refusal key {lit:?}"
-                ));
-            }
-            kinds.insert(kind);
-        }
-    }
-    Ok(kinds)
+/// Refusal kinds klpgen emits: every refusal is built through its `RefusalKind`.
+fn emitted_kinds() -> BTreeSet<String> {
+    elfdiff::RefusalKind::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect()
 }
 
 fn catalogue() -> String {
@@ -179,42 +121,44 @@ fn fixture_kinds() -> BTreeSet<String> {
     kinds
 }
 
+/// Refusals are built through `elfdiff::RefusalKind` alone (`crates/elfdiff/src/refusal.rs`),
+/// so `RefusalKind::ALL` is every kind: no other source spells a refusal key.
 #[test]
-fn scanner_reads_literal_and_computed_kinds() {
-    let src = r#"
-        key: format!("refuse.no-ftrace.{name}"),
-        key: format!(
-            "refuse.{}.{name}",
-            if init { "init-changed" } else { "data-changed" }
-        ),
-    "#;
-    let got = emitted_kinds("sample", src).unwrap();
-    let want: BTreeSet<String> = ["no-ftrace", "init-changed", "data-changed"]
-        .map(String::from)
-        .into();
-    assert_eq!(got, want);
-    assert!(emitted_kinds("bad", r#"format!("refuse.{kind}.{name}")"#).is_err());
-    assert!(emitted_kinds("bad", r#"format!("refuse.{}.{name}", kind)"#).is_err());
+fn refusal_keys_come_from_refusal_kind() {
+    let own = root().join("crates/elfdiff/src/refusal.rs");
+    let mut prefixes = 0;
+    for (p, text) in sources() {
+        let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        if p == own {
+            prefixes = code.matches("=> \"refuse.").count();
+            continue;
+        }
+        assert!(
+            !code.contains("\"refuse."),
+            "{}: spells a refusal key; build the refusal through elfdiff::RefusalKind (crates/elfdiff/src/refusal.rs)",
+            p.display()
+        );
+    }
+    assert_eq!(
+        prefixes,
+        elfdiff::RefusalKind::ALL.len(),
+        "refusal.rs: one key prefix per kind of RefusalKind::ALL"
+    );
 }
 
 #[test]
 fn every_emitted_kind_is_documented() {
-    let mut emitted = BTreeSet::new();
-    for (p, text) in sources() {
-        emitted.extend(emitted_kinds(&p.display().to_string(), &text).unwrap());
-    }
-    // The differ's own kinds are there: the scan works on the real sources.
-    for k in ["data-changed", "init-changed", "no-ftrace"] {
-        assert!(
-            emitted.contains(k),
-            "scan of the sources missed {k}: {emitted:?}"
-        );
-    }
+    let emitted = emitted_kinds();
     let documented = documented_kinds(&catalogue());
     let missing: Vec<&String> = emitted.difference(&documented).collect();
     assert!(
         missing.is_empty(),
         "refusal kinds emitted but not in docs/refusals.md: {missing:?} (documented: {documented:?})"
+    );
+    let stale: Vec<&String> = documented.difference(&emitted).collect();
+    assert!(
+        stale.is_empty(),
+        "docs/refusals.md documents refusal kinds klpgen does not emit (not in RefusalKind::ALL): {stale:?}"
     );
 }
 

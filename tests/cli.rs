@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 const KLPGEN: &str = env!("CARGO_BIN_EXE_klpgen");
 
-const CONFIG: &str = "CONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n";
+const CONFIG: &str = "CONFIG_X86_64=y\nCONFIG_LIVEPATCH=y\nCONFIG_MODULES=y\nCONFIG_KALLSYMS_ALL=y\nCONFIG_SYSFS=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\n";
 
 /// The target's release (banner, `include/config/kernel.release`, the sources' Makefile).
 const RELEASE: &str = "6.12.0-klpgen";

@@ -84,9 +84,7 @@ impl Target {
     /// Whether kbuild runs objtool on the linked module ("delayed objtool": IBT or Clang
     /// LTO), and so regenerates objtool's sections for the livepatch module.
     pub fn delayed_objtool(&self) -> bool {
-        let c = &self.tree.config;
-        c.is_set("CONFIG_OBJTOOL")
-            && (c.is_set("CONFIG_X86_KERNEL_IBT") || c.is_set("CONFIG_LTO_CLANG"))
+        self.tree.delayed_objtool()
     }
 
     /// The objects klpgen diffs must come from the compiler that built the target: code from

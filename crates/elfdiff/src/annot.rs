@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use crate::diff::Refusal;
-use crate::model::{reloc_width, Object, Patched, SymIdx, SymKind};
+use crate::model::{Object, Patched, SecIdx, SymIdx, SymKind};
+use crate::refusal::{self, Refusal};
 
 /// Section of NUL-terminated names of functions whose changes are ignored.
 pub const IGNORE_FUNCTIONS: &str = ".klpgen.ignore.functions";
@@ -94,16 +94,6 @@ pub fn source_function(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }
 
-fn annotation_refusal(what: &str, section: &str, reason: String, hint: &str) -> Refusal {
-    Refusal {
-        key: format!("refuse.annotation.{what}"),
-        symbol: what.to_string(),
-        section: section.to_string(),
-        reason,
-        hint: hint.to_string(),
-    }
-}
-
 /// The NUL-terminated names in a record section (padding between them is skipped).
 fn names(
     obj: &Object<'_, Patched>,
@@ -116,12 +106,7 @@ fn names(
     };
     let s = obj.sec(sec);
     if !s.relocs.is_empty() || s.is_nobits() {
-        refusals.push(annotation_refusal(
-            section,
-            section,
-            format!("{section} is not a list of names (it has relocations or no contents); it was not written by <klpgen/klpgen.h>"),
-            "use the macros of the <klpgen/klpgen.h> that klpgen puts on the include path",
-        ));
+        refusals.push(refusal::annotation_not_names(section));
         return;
     }
     for raw in s.data.split(|&b| b == 0).filter(|r| !r.is_empty()) {
@@ -131,15 +116,7 @@ fn names(
                     out.push(n.to_string());
                 }
             }
-            _ => refusals.push(annotation_refusal(
-                section,
-                section,
-                format!(
-                    "{section} holds a name that is not printable ASCII ({:?})",
-                    String::from_utf8_lossy(raw)
-                ),
-                "name functions and sections by their plain C and ELF names",
-            )),
+            _ => refusals.push(refusal::annotation_unprintable(section, raw)),
         }
     }
 }
@@ -183,73 +160,13 @@ impl Annotations {
             {
                 continue;
             }
-            let Some(kind) = s
+            match s
                 .name
                 .strip_prefix(CALLBACK_PREFIX)
                 .and_then(CallbackKind::from_member)
-            else {
-                a.refusals.push(annotation_refusal(
-                    s.name,
-                    s.name,
-                    format!("{} is not an annotation section this klpgen knows", s.name),
-                    "use the <klpgen/klpgen.h> of this klpgen (klpgen puts it on the include path); do not name your own sections .klpgen.*",
-                ));
-                continue;
-            };
-            if !s.size.is_multiple_of(8) || s.is_nobits() {
-                a.refusals.push(annotation_refusal(
-                    s.name,
-                    s.name,
-                    format!("{} is {} bytes, not an array of pointers", s.name, s.size),
-                    "use the callback macros of <klpgen/klpgen.h>",
-                ));
-                continue;
-            }
-            for entry in 0..s.size / 8 {
-                let at = entry * 8;
-                let r = s
-                    .relocs_in(at, at + 8)
-                    .iter()
-                    .find(|r| r.offset == at && reloc_width(r.r_type) == Some(8));
-                // The function the pointer holds: a named symbol, or a section symbol plus
-                // the offset of the function's entry (for statics).
-                let func = r.and_then(|r| {
-                    let t = obj.sym(r.sym);
-                    let f = match (t.kind, t.section) {
-                        (SymKind::Section, Some(ts)) => {
-                            let off = u64::try_from(r.addend).ok()?;
-                            let f = obj.symbol_at(ts, off)?;
-                            (obj.sym(f).value == off).then_some(f)?
-                        }
-                        _ => (r.addend == 0).then_some(r.sym)?,
-                    };
-                    let s = obj.sym(f);
-                    (s.kind == SymKind::Func && s.section.is_some()).then_some(f)
-                });
-                match func {
-                    Some(f) => {
-                        let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
-                        if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
-                            a.refusals.push(annotation_refusal(
-                                obj.sym(f).name,
-                                fsec,
-                                format!("{} callback {} is __init/__exit code, which the module frees or never loads", kind.member(), obj.sym(f).name),
-                                "drop __init/__exit from the callback",
-                            ));
-                            continue;
-                        }
-                        a.callbacks.push(Callback { kind, func: f });
-                    }
-                    _ => {
-                        let what = r.map_or("?", |r| obj.sym(r.sym).name);
-                        a.refusals.push(annotation_refusal(
-                            s.name,
-                            s.name,
-                            format!("entry {entry} of {} does not point at a function defined in this unit (it refers to {what:?})", s.name),
-                            "define the callback function in the file that uses the callback macro",
-                        ));
-                    }
-                }
+            {
+                Some(kind) => a.read_callbacks(obj, sec, kind),
+                None => a.refusals.push(refusal::annotation_unknown_section(s.name)),
             }
         }
         let mut seen: Vec<(CallbackKind, SymIdx<Patched>)> = Vec::new();
@@ -275,26 +192,74 @@ impl Annotations {
                     s.kind == SymKind::Func && s.section.is_some() && source_function(s.name) == f
                 });
                 if !defined {
-                    a.refusals.push(annotation_refusal(
-                        f,
-                        section,
-                        format!("KLPGEN_{what}_FUNCTION({f}): this unit defines no function {f} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
-                        &format!("put KLPGEN_{what}_FUNCTION in the file that defines the function; for a function inlined into its callers, name the callers"),
-                    ));
+                    a.refusals
+                        .push(refusal::annotation_undefined(what, f, section));
                 }
             }
         }
         for f in &a.force_functions {
             if a.ignore_functions.contains(f) {
-                a.refusals.push(annotation_refusal(
-                    f,
-                    FORCE_FUNCTIONS,
-                    format!("{f} is both ignored (KLPGEN_IGNORE_FUNCTION) and forced (KLPGEN_FORCE_FUNCTION)"),
-                    "keep one of the two annotations",
-                ));
+                a.refusals
+                    .push(refusal::annotation_ignored_and_forced(f, FORCE_FUNCTIONS));
             }
         }
         a
+    }
+
+    /// The callbacks of kind `kind` in section `sec`: an array of pointers to functions.
+    fn read_callbacks(
+        &mut self,
+        obj: &Object<'_, Patched>,
+        sec: SecIdx<Patched>,
+        kind: CallbackKind,
+    ) {
+        let s = obj.sec(sec);
+        if !s.size.is_multiple_of(8) || s.is_nobits() {
+            self.refusals
+                .push(refusal::annotation_not_pointers(s.name, s.size));
+            return;
+        }
+        for entry in 0..s.size / 8 {
+            let at = entry * 8;
+            let r = s
+                .relocs_in(at, at + 8)
+                .iter()
+                .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8);
+            // The function the pointer holds: a named symbol, or a section symbol plus the
+            // offset of the function's entry (for statics).
+            let func = r.and_then(|r| {
+                let t = obj.sym(r.sym);
+                let f = match (t.kind, t.section) {
+                    (SymKind::Section, Some(ts)) => {
+                        let off = u64::try_from(r.addend).ok()?;
+                        let f = obj.symbol_at(ts, off)?;
+                        (obj.sym(f).value == off).then_some(f)?
+                    }
+                    _ => (r.addend == 0).then_some(r.sym)?,
+                };
+                let s = obj.sym(f);
+                (s.kind == SymKind::Func && s.section.is_some()).then_some(f)
+            });
+            match func {
+                Some(f) => {
+                    let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
+                    if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
+                        self.refusals.push(refusal::annotation_init_callback(
+                            kind.member(),
+                            obj.sym(f).name,
+                            fsec,
+                        ));
+                        continue;
+                    }
+                    self.callbacks.push(Callback { kind, func: f });
+                }
+                _ => {
+                    let what = r.map_or("?", |r| obj.sym(r.sym).name);
+                    self.refusals
+                        .push(refusal::annotation_not_a_function(s.name, entry, what));
+                }
+            }
+        }
     }
 
     /// Whether a function (by its symbol name) is forced (replaced even when unchanged).
@@ -327,19 +292,13 @@ impl Annotations {
 
 /// Two callbacks of one kind for one patched object: `struct klp_callbacks` has room for one.
 pub fn duplicate_callback(kind: CallbackKind, first: &str, second: &str) -> Refusal {
-    Refusal {
-        key: format!("refuse.duplicate-callback.{}", kind.member()),
-        symbol: second.to_string(),
-        section: format!("{CALLBACK_PREFIX}{}", kind.member()),
-        reason: format!(
-            "{second} and {first} are both {} callbacks of one patched object; the livepatch core runs one of each kind per object",
-            kind.member()
-        ),
-        hint: format!(
-            "keep one {}(fn) and call the other function from it",
-            kind.macro_name()
-        ),
-    }
+    refusal::duplicate_callback(
+        kind.member(),
+        kind.macro_name(),
+        &format!("{CALLBACK_PREFIX}{}", kind.member()),
+        first,
+        second,
+    )
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::arch::{Arch, Flow, FlowInsn, X86_64};
-use crate::model::{reloc_is_pcrel, Bind, Object, SecIdx, Side, SymKind};
+use crate::arch::{Flow, FlowInsn};
+use crate::model::{Bind, Object, SecIdx, Side, SymKind};
 use crate::names::is_prefix_symbol;
 
 /// A function of the graph (an index into [`CallGraph::funcs`]).
@@ -351,211 +351,128 @@ struct Hit {
     entry: bool,
 }
 
-impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
-    fn collect_functions(&mut self) {
-        struct Cand<'d> {
-            sym: usize,
-            sec: usize,
-            value: u64,
-            size: u64,
-            name: &'d str,
-            file: Option<&'d str>,
-            bind: Bind,
+/// A function symbol of an executable section, before symbols at one address are joined.
+struct Cand<'d> {
+    sym: usize,
+    sec: usize,
+    value: u64,
+    size: u64,
+    name: &'d str,
+    file: Option<&'d str>,
+    bind: Bind,
+}
+
+/// A `.cold` part (its symbols at one address), before it joins its parent.
+struct Cold<'d> {
+    sec: usize,
+    value: u64,
+    size: u64,
+    name: &'d str,
+    file: Option<&'d str>,
+    syms: Vec<usize>,
+}
+
+/// The function symbols of an object's executable sections (prefix labels aside), with the
+/// source file of each local one, sorted by address; at one address `.cold` parts last, and
+/// globals before weak symbols before locals (the first names the function).
+fn candidates<'d, S: Side>(obj: &Object<'d, S>) -> Vec<Cand<'d>> {
+    let mut cands = Vec::new();
+    let mut file = None;
+    for (i, s) in obj.symbols.iter().enumerate() {
+        if s.kind == SymKind::File {
+            file = (!s.name.is_empty()).then_some(s.name);
+            continue;
         }
-        for (oi, obj) in self.objects.iter().enumerate() {
-            let mut cands = Vec::new();
-            let mut file = None;
-            for (i, s) in obj.symbols.iter().enumerate() {
-                if s.kind == SymKind::File {
-                    file = (!s.name.is_empty()).then_some(s.name);
-                    continue;
-                }
-                if s.kind != SymKind::Func || s.name.is_empty() || is_prefix_symbol(s.name) {
-                    continue;
-                }
-                let Some(sec) = s.section else { continue };
-                if !obj.sec(sec).is_exec() {
-                    continue;
-                }
-                cands.push(Cand {
-                    sym: i,
-                    sec: sec.get(),
-                    value: s.value,
-                    size: s.size,
-                    name: s.name,
-                    file: (s.bind == Bind::Local).then_some(file).flatten(),
-                    bind: s.bind,
-                });
+        if s.kind != SymKind::Func || s.name.is_empty() || is_prefix_symbol(s.name) {
+            continue;
+        }
+        let Some(sec) = s.section else { continue };
+        if !obj.sec(sec).is_exec() {
+            continue;
+        }
+        cands.push(Cand {
+            sym: i,
+            sec: sec.get(),
+            value: s.value,
+            size: s.size,
+            name: s.name,
+            file: (s.bind == Bind::Local).then_some(file).flatten(),
+            bind: s.bind,
+        });
+    }
+    let rank = |b: Bind| match b {
+        Bind::Global => 0,
+        Bind::Weak => 1,
+        Bind::Local => 2,
+    };
+    cands.sort_by(|a, b| {
+        (
+            a.sec,
+            a.value,
+            cold_parent(a.name).is_some(),
+            rank(a.bind),
+            a.sym,
+        )
+            .cmp(&(
+                b.sec,
+                b.value,
+                cold_parent(b.name).is_some(),
+                rank(b.bind),
+                b.sym,
+            ))
+    });
+    cands
+}
+
+/// Sort each section's spans; a symbol without a size runs to the next one (assembly
+/// without `.size`).
+fn finish_spans<S: Side>(obj: &Object<'_, S>, spans: &mut [Vec<Span>]) {
+    for (si, list) in spans.iter_mut().enumerate() {
+        list.sort_by_key(|s| s.start);
+        let sec_size = obj.sections[si].size;
+        for k in 0..list.len() {
+            if list[k].end == list[k].start {
+                list[k].end = list.get(k + 1).map_or(sec_size, |n| n.start);
             }
-            // One function per address; globals name it before weak ones before locals.
-            let rank = |b: Bind| match b {
-                Bind::Global => 0,
-                Bind::Weak => 1,
-                Bind::Local => 2,
-            };
-            cands.sort_by(|a, b| {
-                (
-                    a.sec,
-                    a.value,
-                    cold_parent(a.name).is_some(),
-                    rank(a.bind),
-                    a.sym,
-                )
-                    .cmp(&(
-                        b.sec,
-                        b.value,
-                        cold_parent(b.name).is_some(),
-                        rank(b.bind),
-                        b.sym,
-                    ))
-            });
+        }
+    }
+}
+
+/// How relocations against each symbol of an object are treated.
+fn symbol_classes<S: Side>(obj: &Object<'_, S>) -> Vec<SymClass> {
+    let fentry = obj.arch.fentry_symbol();
+    obj.symbols
+        .iter()
+        .map(|s| {
+            if s.name == fentry {
+                SymClass::Fentry
+            } else if !s.name.is_empty() && obj.arch.is_branch_thunk(s.name) {
+                SymClass::Thunk
+            } else {
+                SymClass::Normal
+            }
+        })
+        .collect()
+}
+
+impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
+    /// The functions of every object, each object's index of them, and the globals by name.
+    fn collect_functions(&mut self) {
+        let objects = self.objects;
+        for (oi, obj) in objects.iter().enumerate() {
             let mut sym_func = vec![NO_FUNC; obj.symbols.len()];
             let mut spans: Vec<Vec<Span>> = vec![Vec::new(); obj.sections.len()];
-            let mut colds = Vec::new();
-            let mut i = 0;
-            while i < cands.len() {
-                let mut j = i + 1;
-                while j < cands.len()
-                    && cands[j].sec == cands[i].sec
-                    && cands[j].value == cands[i].value
-                {
-                    j += 1;
-                }
-                let group = &cands[i..j];
-                let first = &group[0];
-                let size = group.iter().map(|c| c.size).max().unwrap_or(0);
-                let section = obj.sections[first.sec].name;
-                let id = FuncId(self.funcs.len() as u32);
-                if cold_parent(first.name).is_some() {
-                    colds.push((
-                        first.sec,
-                        first.value,
-                        size,
-                        first.name,
-                        first.file,
-                        group.iter().map(|c| c.sym).collect::<Vec<_>>(),
-                    ));
-                    i = j;
-                    continue;
-                }
-                self.funcs.push(Func {
-                    name: first.name,
-                    aliases: group[1..]
-                        .iter()
-                        .map(|c| c.name)
-                        .filter(|n| *n != first.name)
-                        .collect(),
-                    file: first.file,
-                    global: first.bind != Bind::Local,
-                    defined: true,
-                    object: oi,
-                    section,
-                    offset: first.value,
-                    size,
-                    ftrace: false,
-                    placement: placement_of(section),
-                    exported: false,
-                });
-                for c in group {
-                    sym_func[c.sym] = id.0;
-                    if c.bind != Bind::Local {
-                        let weak = c.bind == Bind::Weak;
-                        match self.globals.get(c.name) {
-                            Some(&(_, false)) => {}
-                            Some(&(_, true)) if weak => {}
-                            _ => {
-                                self.globals.insert(c.name, (id, weak));
-                            }
-                        }
-                    }
-                }
-                spans[first.sec].push(Span {
-                    start: first.value,
-                    end: first.value.saturating_add(size),
-                    func: id,
-                    main: true,
-                });
-                i = j;
-            }
-            // `.cold` parts join their parent: a static of the same file, else a global.
-            let mut locals: HashMap<(Option<&str>, &str), FuncId> = HashMap::new();
-            if !colds.is_empty() {
-                for (k, f) in self.funcs.iter().enumerate() {
-                    if f.object == oi && !f.global {
-                        locals.insert((f.file, f.name), FuncId(k as u32));
-                    }
-                }
-            }
-            for (sec, value, size, name, file, syms) in colds {
-                let parent = cold_parent(name).unwrap_or(name);
-                let owner = locals
-                    .get(&(file, parent))
-                    .copied()
-                    .or_else(|| self.globals.get(parent).map(|g| g.0));
-                let (func, main) = match owner {
-                    Some(f) => (f, false),
-                    None => {
-                        let id = FuncId(self.funcs.len() as u32);
-                        let section = obj.sections[sec].name;
-                        self.funcs.push(Func {
-                            name,
-                            aliases: Vec::new(),
-                            file,
-                            global: false,
-                            defined: true,
-                            object: oi,
-                            section,
-                            offset: value,
-                            size,
-                            ftrace: false,
-                            placement: placement_of(section),
-                            exported: false,
-                        });
-                        (id, true)
-                    }
-                };
-                for s in syms {
-                    sym_func[s] = func.0;
-                }
-                spans[sec].push(Span {
-                    start: value,
-                    end: value.saturating_add(size),
-                    func,
-                    main,
-                });
-            }
-            for (si, list) in spans.iter_mut().enumerate() {
-                list.sort_by_key(|s| s.start);
-                // A symbol without a size runs to the next one (assembly without `.size`).
-                let sec_size = obj.sections[si].size;
-                for k in 0..list.len() {
-                    if list[k].end == list[k].start {
-                        list[k].end = list.get(k + 1).map_or(sec_size, |n| n.start);
-                    }
-                }
-            }
-            let fentry = X86_64.fentry_symbol();
-            let class = obj
-                .symbols
-                .iter()
-                .map(|s| {
-                    if s.name == fentry {
-                        SymClass::Fentry
-                    } else if !s.name.is_empty() && X86_64.is_branch_thunk(s.name) {
-                        SymClass::Thunk
-                    } else {
-                        SymClass::Normal
-                    }
-                })
-                .collect();
+            let colds = self.add_functions(oi, &candidates(obj), &mut sym_func, &mut spans);
+            self.attach_colds(oi, colds, &mut sym_func, &mut spans);
+            finish_spans(obj, &mut spans);
             self.idx.push(ObjIndex {
                 spans,
                 sym_func,
-                class,
+                class: symbol_classes(obj),
             });
         }
         // Undefined symbols bind to a global of another object.
-        for (oi, obj) in self.objects.iter().enumerate() {
+        for (oi, obj) in objects.iter().enumerate() {
             for (i, s) in obj.symbols.iter().enumerate() {
                 if s.undefined && !s.name.is_empty() {
                     if let Some(&(f, _)) = self.globals.get(s.name) {
@@ -566,15 +483,152 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         }
     }
 
+    /// One function per address of object `oi` (its other symbols there are aliases), except
+    /// `.cold` parts, which are returned to join their parents.
+    fn add_functions(
+        &mut self,
+        oi: usize,
+        cands: &[Cand<'d>],
+        sym_func: &mut [u32],
+        spans: &mut [Vec<Span>],
+    ) -> Vec<Cold<'d>> {
+        let obj = self.objects[oi];
+        let mut colds = Vec::new();
+        let mut i = 0;
+        while i < cands.len() {
+            let mut j = i + 1;
+            while j < cands.len()
+                && cands[j].sec == cands[i].sec
+                && cands[j].value == cands[i].value
+            {
+                j += 1;
+            }
+            let group = &cands[i..j];
+            i = j;
+            let first = &group[0];
+            let size = group.iter().map(|c| c.size).max().unwrap_or(0);
+            if cold_parent(first.name).is_some() {
+                colds.push(Cold {
+                    sec: first.sec,
+                    value: first.value,
+                    size,
+                    name: first.name,
+                    file: first.file,
+                    syms: group.iter().map(|c| c.sym).collect(),
+                });
+                continue;
+            }
+            let section = obj.sections[first.sec].name;
+            let id = FuncId(self.funcs.len() as u32);
+            self.funcs.push(Func {
+                name: first.name,
+                aliases: group[1..]
+                    .iter()
+                    .map(|c| c.name)
+                    .filter(|n| *n != first.name)
+                    .collect(),
+                file: first.file,
+                global: first.bind != Bind::Local,
+                defined: true,
+                object: oi,
+                section,
+                offset: first.value,
+                size,
+                ftrace: false,
+                placement: placement_of(section),
+                exported: false,
+            });
+            for c in group {
+                sym_func[c.sym] = id.0;
+                if c.bind != Bind::Local {
+                    let weak = c.bind == Bind::Weak;
+                    match self.globals.get(c.name) {
+                        Some(&(_, false)) => {}
+                        Some(&(_, true)) if weak => {}
+                        _ => {
+                            self.globals.insert(c.name, (id, weak));
+                        }
+                    }
+                }
+            }
+            spans[first.sec].push(Span {
+                start: first.value,
+                end: first.value.saturating_add(size),
+                func: id,
+                main: true,
+            });
+        }
+        colds
+    }
+
+    /// `.cold` parts of object `oi` join their parent: a static of the same file, else a
+    /// global; one without a parent is a function of its own.
+    fn attach_colds(
+        &mut self,
+        oi: usize,
+        colds: Vec<Cold<'d>>,
+        sym_func: &mut [u32],
+        spans: &mut [Vec<Span>],
+    ) {
+        let obj = self.objects[oi];
+        let mut locals: HashMap<(Option<&str>, &str), FuncId> = HashMap::new();
+        if !colds.is_empty() {
+            for (k, f) in self.funcs.iter().enumerate() {
+                if f.object == oi && !f.global {
+                    locals.insert((f.file, f.name), FuncId(k as u32));
+                }
+            }
+        }
+        for c in colds {
+            let parent = cold_parent(c.name).unwrap_or(c.name);
+            let owner = locals
+                .get(&(c.file, parent))
+                .copied()
+                .or_else(|| self.globals.get(parent).map(|g| g.0));
+            let (func, main) = match owner {
+                Some(f) => (f, false),
+                None => {
+                    let id = FuncId(self.funcs.len() as u32);
+                    let section = obj.sections[c.sec].name;
+                    self.funcs.push(Func {
+                        name: c.name,
+                        aliases: Vec::new(),
+                        file: c.file,
+                        global: false,
+                        defined: true,
+                        object: oi,
+                        section,
+                        offset: c.value,
+                        size: c.size,
+                        ftrace: false,
+                        placement: placement_of(section),
+                        exported: false,
+                    });
+                    (id, true)
+                }
+            };
+            for s in c.syms {
+                sym_func[s] = func.0;
+            }
+            spans[c.sec].push(Span {
+                start: c.value,
+                end: c.value.saturating_add(c.size),
+                func,
+                main,
+            });
+        }
+    }
+
     /// The function covering `off` in section `sec` of object `oi`.
     fn hit_in(&self, oi: usize, sec: SecIdx<S>, off: i64, pad: bool) -> Option<Hit> {
         let off = u64::try_from(off).ok()?;
         let span = span_at(&self.idx[oi].spans[sec.get()], off)?;
         let mut entry = span.main && off == span.start;
         if pad && span.main && !entry {
-            let code = self.objects[oi].sec(sec).data;
+            let obj = self.objects[oi];
+            let code = obj.sec(sec).data;
             let start = usize::try_from(span.start).ok()?;
-            let pad_len = X86_64.entry_pad_len(code.get(start..).unwrap_or(&[]));
+            let pad_len = obj.arch.entry_pad_len(code.get(start..).unwrap_or(&[]));
             entry = pad_len > 0 && off == span.start + pad_len;
         }
         Some(Hit {
@@ -654,8 +708,8 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
     }
 
     fn ftrace_from_mcount_loc(&mut self) {
-        let window = X86_64.fentry_window();
         for (oi, obj) in self.objects.iter().enumerate() {
+            let window = obj.arch.fentry_window();
             for sec in obj.section_indices() {
                 if obj.sec(sec).name != "__mcount_loc" {
                     continue;
@@ -704,7 +758,7 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
                     }
                     insns.clear();
                     loops.clear();
-                    X86_64.decode_flow(code, span.start, &mut insns);
+                    obj.arch.decode_flow(code, span.start, &mut insns);
                     let first_site = self.sites.len();
                     for insn in &insns {
                         let mut branch_relocated = false;
@@ -797,9 +851,10 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         insn: &FlowInsn,
         r: &crate::model::Reloc<S>,
     ) {
+        let arch = self.objects[oi].arch;
         match self.idx[oi].class[r.sym.get()] {
             SymClass::Fentry => {
-                if span.main && insn.start - span.start < X86_64.fentry_window() {
+                if span.main && insn.start - span.start < arch.fentry_window() {
                     self.funcs[span.func.get()].ftrace = true;
                 }
                 return;
@@ -807,11 +862,7 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
             SymClass::Thunk => return,
             SymClass::Normal => {}
         }
-        let bias = if reloc_is_pcrel(r.r_type) {
-            (insn.end - r.offset) as i64
-        } else {
-            0
-        };
+        let bias = arch.pcrel_bias(r.r_type, r.offset, Some((insn.start, insn.end)));
         if insn.flow != Flow::Other && r.offset == insn.field {
             if let Some(hit) = self.resolve(oi, r, bias, true) {
                 self.branch(span, sec, insn, hit);
@@ -833,13 +884,10 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         if self.idx[oi].class[r.sym.get()] != SymClass::Normal {
             return;
         }
-        // Not decoded: a PC-relative field is taken to end its instruction (call, jmp, and
-        // RIP-relative operands without an immediate).
-        let bias = if reloc_is_pcrel(r.r_type) {
-            crate::model::reloc_width(r.r_type).unwrap_or(4) as i64
-        } else {
-            0
-        };
+        // Not decoded: the machine says where a PC-relative field counts from without the
+        // instruction (x86: the field ends it, as in call, jmp and RIP-relative operands
+        // without an immediate).
+        let bias = self.objects[oi].arch.pcrel_bias(r.r_type, r.offset, None);
         if let Some(hit) = self.resolve(oi, r, bias, false) {
             if hit.entry {
                 self.refs.push(AddrRef {

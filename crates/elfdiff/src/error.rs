@@ -4,9 +4,14 @@
 pub enum Error {
     #[error("{object}: malformed ELF object: {what}")]
     Malformed { object: String, what: String },
-    #[error("{object}: machine {machine} is not supported (x86-64 only so far)")]
+    #[error(
+        "{object}: machine {machine} is not supported ({} only so far)",
+        crate::arch::supported()
+    )]
     UnsupportedArch { object: String, machine: u16 },
-    #[error("{object}: special section {section} has an unknown entry size; pass --entry-size {section}=BYTES or give a target with DWARF")]
+    /// The remedy (entry sizes from the target's DWARF, or given by hand) is the caller's to
+    /// name: it knows how they are given.
+    #[error("{object}: special section {section} has an unknown entry size")]
     UnknownEntrySize { object: String, section: String },
     #[error("{object}: section {section} (copied piece by piece): {source}")]
     Carve {

@@ -3,22 +3,18 @@
 //! where a relocation points, and the source lines and inlined callees at that point from the
 //! objects' DWARF (relocations applied, addresses kept apart per function section).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::rc::Rc;
 
 use gimli::{AttributeValue, EndianSlice, LittleEndian, Reader as _, RelocateReader};
-use iced_x86::{
-    Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, SymbolResolver,
-    SymbolResult,
-};
 use serde::Serialize;
 
-use crate::diff::{describe, ref_key, resolve, targets_of, Diff, Insns, Refusal, Target, Verdict};
+use crate::arch::OperandLabel;
+use crate::diff::{Diff, FuncResult, Refusal, Target, Verdict};
 use crate::error::Error;
-use crate::model::{reloc_is_pcrel, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
+use crate::model::{Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx};
 use crate::names::normalize;
+use crate::refs::{describe, label_base, ref_key, resolve, targets_of, Insns};
 
 /// A source position from a DWARF line table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -258,99 +254,8 @@ pub fn explain_with(diff: &Diff<'_, '_>, changed: &[ChangedLines]) -> Explain {
                 });
             }
             (Verdict::Changed(why), Some(o)) => {
-                let name = diff.orig.sym(o).name;
-                let refused = diff
-                    .refusals
-                    .iter()
-                    .find(|r| r.symbol == name)
-                    .map(|r| r.key.clone());
-                let mut e = Explanation {
-                    function: name.to_string(),
-                    patched_name: (ps.name != name).then(|| ps.name.to_string()),
-                    section,
-                    summary: why.clone(),
-                    cause: Cause::OwnCode,
-                    kind: DiffKind::None,
-                    offset: None,
-                    orig: None,
-                    patched: None,
-                    relocation: None,
-                    inlined_callees: Vec::new(),
-                    changed_callees: Vec::new(),
-                    refused,
-                };
-                match first_difference(diff, o, f.patched) {
-                    Some(d) => {
-                        e.kind = d.kind;
-                        e.offset = Some(d.offset);
-                        e.relocation = d.relocation;
-                        e.orig = Some(describe_site(
-                            diff.orig,
-                            &diff.orig_insns,
-                            oidx.as_ref(),
-                            o,
-                            d.offset,
-                            d.orig.as_ref(),
-                        ));
-                        e.patched = Some(describe_site(
-                            diff.patched,
-                            &diff.patched_insns,
-                            pidx.as_ref(),
-                            f.patched,
-                            d.offset,
-                            d.patched.as_ref(),
-                        ));
-                        for s in [&e.patched, &e.orig].into_iter().flatten() {
-                            for fr in s.inlined.iter().rev() {
-                                if !e.inlined_callees.contains(&fr.function) {
-                                    e.inlined_callees.push(fr.function.clone());
-                                }
-                            }
-                        }
-                        // Judged by the new code (what the livepatch carries), or by the old
-                        // where the new function has already ended.
-                        let primary = e
-                            .patched
-                            .as_ref()
-                            .filter(|s| s.insn.is_some())
-                            .or(e.orig.as_ref());
-                        if primary.is_some_and(|s| !s.inlined.is_empty()) {
-                            e.cause = Cause::InlinedCallee;
-                        }
-                    }
-                    None => {
-                        if f.via_callee {
-                            e.cause = Cause::Callee;
-                        } else if f.via_child {
-                            e.cause = Cause::SplitPart;
-                        }
-                    }
-                }
-                let os = diff.orig.sym(o);
-                let by_lines = match (oidx.as_ref(), os.section) {
-                    (Some(idx), Some(sec)) if !changed.is_empty() && !f.via_callee => idx
-                        .source_cause(
-                            crate::annot::source_function(name),
-                            diff.orig.sec(sec).elf_index,
-                            os.value,
-                            os.size,
-                            changed,
-                        ),
-                    _ => None,
-                };
-                match by_lines {
-                    Some(SourceCause::Own) => e.cause = Cause::OwnCode,
-                    Some(SourceCause::Inlined(names)) => {
-                        e.cause = Cause::InlinedCallee;
-                        e.changed_callees = names;
-                    }
-                    Some(SourceCause::Untouched) if !f.via_child => {
-                        e.cause = Cause::Indirect;
-                        e.changed_callees = changed_calls(diff, o, f.patched);
-                    }
-                    _ => {}
-                }
-                functions.push(e);
+                let idx = (oidx.as_ref(), pidx.as_ref());
+                functions.push(explain_changed(diff, idx, changed, f, o, why, section));
             }
             _ => {}
         }
@@ -361,6 +266,112 @@ pub fn explain_with(diff: &Diff<'_, '_>, changed: &[ChangedLines]) -> Explain {
         refusals: diff.refusals.clone(),
         warnings,
     }
+}
+
+/// The explanation of changed function `f` (`o` in the original object; `why`, the
+/// differ's verdict; `section`, its section in the patched object).
+fn explain_changed(
+    diff: &Diff<'_, '_>,
+    (oidx, pidx): (Option<&DwarfIndex>, Option<&DwarfIndex>),
+    changed: &[ChangedLines],
+    f: &FuncResult,
+    o: SymIdx<Orig>,
+    why: &str,
+    section: String,
+) -> Explanation {
+    let ps = diff.patched.sym(f.patched);
+    let name = diff.orig.sym(o).name;
+    let refused = diff
+        .refusals
+        .iter()
+        .find(|r| r.symbol == name)
+        .map(|r| r.key.clone());
+    let mut e = Explanation {
+        function: name.to_string(),
+        patched_name: (ps.name != name).then(|| ps.name.to_string()),
+        section,
+        summary: why.to_string(),
+        cause: Cause::OwnCode,
+        kind: DiffKind::None,
+        offset: None,
+        orig: None,
+        patched: None,
+        relocation: None,
+        inlined_callees: Vec::new(),
+        changed_callees: Vec::new(),
+        refused,
+    };
+    match first_difference(diff, o, f.patched) {
+        Some(d) => {
+            e.kind = d.kind;
+            e.offset = Some(d.offset);
+            e.relocation = d.relocation;
+            e.orig = Some(describe_site(
+                diff.orig,
+                &diff.orig_insns,
+                oidx,
+                o,
+                d.offset,
+                d.orig,
+            ));
+            e.patched = Some(describe_site(
+                diff.patched,
+                &diff.patched_insns,
+                pidx,
+                f.patched,
+                d.offset,
+                d.patched,
+            ));
+            for s in [&e.patched, &e.orig].into_iter().flatten() {
+                for fr in s.inlined.iter().rev() {
+                    if !e.inlined_callees.contains(&fr.function) {
+                        e.inlined_callees.push(fr.function.clone());
+                    }
+                }
+            }
+            // Judged by the new code (what the livepatch carries), or by the old
+            // where the new function has already ended.
+            let primary = e
+                .patched
+                .as_ref()
+                .filter(|s| s.insn.is_some())
+                .or(e.orig.as_ref());
+            if primary.is_some_and(|s| !s.inlined.is_empty()) {
+                e.cause = Cause::InlinedCallee;
+            }
+        }
+        None => {
+            if f.via_callee {
+                e.cause = Cause::Callee;
+            } else if f.via_child {
+                e.cause = Cause::SplitPart;
+            }
+        }
+    }
+    let os = diff.orig.sym(o);
+    let by_lines = match (oidx, os.section) {
+        (Some(idx), Some(sec)) if !changed.is_empty() && !f.via_callee => idx.source_cause(
+            crate::annot::source_function(name),
+            diff.orig.sec(sec).elf_index,
+            os.value,
+            os.size,
+            changed,
+        ),
+        _ => None,
+    };
+    match by_lines {
+        Some(SourceCause::Own) => e.cause = Cause::OwnCode,
+        Some(SourceCause::Inlined(names)) => {
+            e.cause = Cause::InlinedCallee;
+            e.changed_callees = names;
+        }
+        Some(SourceCause::Untouched) if !f.via_child => {
+            e.cause = Cause::Indirect;
+            e.changed_callees = changed_calls(diff, o, f.patched);
+        }
+        _ => {}
+    }
+    e
 }
 
 /// The changed functions (clone numbers dropped) that either version of a function calls or
@@ -399,8 +410,9 @@ fn changed_calls(diff: &Diff<'_, '_>, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Ve
 struct Difference {
     offset: u64,
     kind: DiffKind,
-    orig: Option<Instruction>,
-    patched: Option<Instruction>,
+    /// The length of each version's instruction there (None where its function has ended).
+    orig: Option<u64>,
+    patched: Option<u64>,
     relocation: Option<RelocChange>,
 }
 
@@ -415,39 +427,41 @@ fn first_difference(
     let (os, ps) = (diff.orig.sym(o), diff.patched.sym(p));
     let (osec, psec) = (os.section?, ps.section?);
     let (obytes, pbytes) = (diff.orig.sym_bytes(o), diff.patched.sym_bytes(p));
-    let mut od = Decoder::with_ip(64, obytes, 0, DecoderOptions::NONE);
-    let mut pd = Decoder::with_ip(64, pbytes, 0, DecoderOptions::NONE);
+    let oinsns = diff.orig.arch.decode(obytes).insns;
+    let pinsns = diff.patched.arch.decode(pbytes).insns;
+    let length = |(start, end): (u64, u64)| end - start;
+    let mut next = 0;
     loop {
-        let oi = od.can_decode().then(|| od.decode());
-        let pi = pd.can_decode().then(|| pd.decode());
-        let (oi, pi) = match (oi, pi) {
+        let k = next;
+        next += 1;
+        let (oi, pi) = match (oinsns.get(k).copied(), pinsns.get(k).copied()) {
             (None, None) => return None,
             (Some(oi), Some(pi)) => (oi, pi),
             (oi, pi) => {
-                let offset = oi.or(pi).map_or(0, |i| i.ip());
+                let offset = oi.or(pi).map_or(0, |i| i.0);
                 return Some(Difference {
                     offset,
                     kind: DiffKind::Length,
-                    orig: oi,
-                    patched: pi,
+                    orig: oi.map(length),
+                    patched: pi.map(length),
                     relocation: None,
                 });
             }
         };
-        let off = oi.ip();
+        let off = oi.0;
         let instruction = |kind, relocation| {
             Some(Difference {
                 offset: off,
                 kind,
-                orig: Some(oi),
-                patched: Some(pi),
+                orig: Some(length(oi)),
+                patched: Some(length(pi)),
                 relocation,
             })
         };
-        if oi.len() != pi.len() {
+        if length(oi) != length(pi) {
             return instruction(DiffKind::Instruction, None);
         }
-        let len = oi.len() as u64;
+        let len = length(oi);
         let orelocs = diff
             .orig
             .sec(osec)
@@ -456,8 +470,8 @@ fn first_difference(
             .patched
             .sec(psec)
             .relocs_in(ps.value + off, ps.value + off + len);
-        let ob = masked(obytes, off, len, os.value, orelocs);
-        let pb = masked(pbytes, off, len, ps.value, prelocs);
+        let ob = masked(diff.orig, obytes, off, len, os.value, orelocs);
+        let pb = masked(diff.patched, pbytes, off, len, ps.value, prelocs);
         if ob != pb {
             return instruction(DiffKind::Instruction, None);
         }
@@ -493,13 +507,20 @@ fn first_difference(
 }
 
 /// The bytes of one instruction with its relocation fields zeroed.
-fn masked<S: Side>(code: &[u8], off: u64, len: u64, base: u64, relocs: &[Reloc<S>]) -> Vec<u8> {
+fn masked<S: Side>(
+    obj: &Object<'_, S>,
+    code: &[u8],
+    off: u64,
+    len: u64,
+    base: u64,
+    relocs: &[Reloc<S>],
+) -> Vec<u8> {
     let mut b = code
         .get(off as usize..(off + len) as usize)
         .unwrap_or(&[])
         .to_vec();
     for r in relocs {
-        let w = crate::model::reloc_width(r.r_type).unwrap_or(0);
+        let w = obj.reloc_kind(r.r_type).width;
         let start = (r.offset - base).saturating_sub(off) as usize;
         if let Some(field) = b.get_mut(start..start + w as usize) {
             field.fill(0);
@@ -537,7 +558,7 @@ fn reloc_label<S: Side>(
     sec: SecIdx<S>,
     r: &Reloc<S>,
 ) -> String {
-    let bias = if reloc_is_pcrel(r.r_type) {
+    let bias = if obj.reloc_kind(r.r_type).pc_relative {
         insns.bias(obj, sec, r)
     } else {
         0
@@ -556,7 +577,7 @@ fn reloc_label<S: Side>(
             let text = s.data.get(start as usize..).unwrap_or(&[]);
             let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
             // Malformed input may overflow; real addends and biases are small.
-            let delta = crate::diff::label_base(obj, r)
+            let delta = label_base(obj, r)
                 .wrapping_add(r.addend)
                 .wrapping_add(bias)
                 .wrapping_sub(start as i64);
@@ -581,9 +602,8 @@ fn site_at<S: Side>(
 ) -> Option<Site> {
     let bytes = obj.sym_bytes(f);
     let code = bytes.get(offset as usize..)?;
-    let mut d = Decoder::with_ip(64, code, offset, DecoderOptions::NONE);
-    let insn = d.can_decode().then(|| d.decode());
-    Some(describe_site(obj, insns, idx, f, offset, insn.as_ref()))
+    let len = obj.arch.decode(code).insns.first().map(|&(s, e)| e - s);
+    Some(describe_site(obj, insns, idx, f, offset, len))
 }
 
 fn describe_site<S: Side>(
@@ -592,7 +612,7 @@ fn describe_site<S: Side>(
     idx: Option<&DwarfIndex>,
     f: SymIdx<S>,
     offset: u64,
-    insn: Option<&Instruction>,
+    insn_len: Option<u64>,
 ) -> Site {
     let sym = obj.sym(f);
     let Some(sec) = sym.section else {
@@ -605,24 +625,23 @@ fn describe_site<S: Side>(
     };
     let elf_sec = obj.sec(sec).elf_index;
     let at = sym.value + offset;
-    let (text, bytes) = match insn {
-        Some(i) => {
-            let len = i.len() as u64;
+    let (text, bytes) = match insn_len {
+        Some(len) => {
             let relocs = obj.sec(sec).relocs_in(at, at + len);
-            let raw = obj
-                .sym_bytes(f)
+            let code = obj.sym_bytes(f);
+            let raw = code
                 .get(offset as usize..(offset + len) as usize)
                 .unwrap_or(&[]);
             let hex: Vec<String> = raw.iter().map(|b| format!("{b:02x}")).collect();
             (
-                Some(format_insn(obj, insns, sec, i, at, relocs)),
+                format_insn(obj, insns, sec, code, offset, at, relocs),
                 hex.join(" "),
             )
         }
         None => (None, String::new()),
     };
     // Past the end of a function, the last instruction's line is the closest one.
-    let line_at = if insn.is_some() || at == 0 {
+    let line_at = if insn_len.is_some() || at == 0 {
         at
     } else {
         at - 1
@@ -635,75 +654,32 @@ fn describe_site<S: Side>(
     }
 }
 
-/// Names relocation targets in place of the zero fields iced-x86 would show: PC-relative
-/// operands resolve to the instruction's end (field 0), absolute ones to 0.
-struct RelocResolver {
-    labels: Vec<(bool, String, bool)>,
-    next_ip: u64,
-    used: Rc<Cell<usize>>,
-}
-
-impl SymbolResolver for RelocResolver {
-    fn symbol(
-        &mut self,
-        _instruction: &Instruction,
-        _operand: u32,
-        _instruction_operand: Option<u32>,
-        address: u64,
-        _address_size: u32,
-    ) -> Option<SymbolResult<'_>> {
-        let next_ip = self.next_ip;
-        let slot = self.labels.iter_mut().find(|(pcrel, _, taken)| {
-            !*taken
-                && if *pcrel {
-                    address == next_ip
-                } else {
-                    address == 0
-                }
-        })?;
-        slot.2 = true;
-        self.used.set(self.used.get() + 1);
-        Some(SymbolResult::with_string(address, slot.1.clone()))
-    }
-}
-
+/// The instruction at `offset` of a function's `code` (section offset `at`) in the machine's
+/// assembly syntax, the targets of `relocs` (those inside it) named in place of their fields.
 fn format_insn<S: Side>(
     obj: &Object<'_, S>,
     insns: &Insns,
     sec: SecIdx<S>,
-    insn: &Instruction,
+    code: &[u8],
+    offset: u64,
     at: u64,
     relocs: &[Reloc<S>],
-) -> String {
-    let labels: Vec<(bool, String, bool)> = relocs
+) -> Option<String> {
+    let labels: Vec<OperandLabel> = relocs
         .iter()
-        .map(|r| {
-            (
-                reloc_is_pcrel(r.r_type),
-                reloc_label(obj, insns, sec, r),
-                false,
-            )
+        .map(|r| OperandLabel {
+            pc_relative: obj.reloc_kind(r.r_type).pc_relative,
+            text: reloc_label(obj, insns, sec, r),
         })
         .collect();
-    let used = Rc::new(Cell::new(0));
-    let resolver = RelocResolver {
-        labels: labels.clone(),
-        next_ip: insn.next_ip(),
-        used: Rc::clone(&used),
-    };
-    let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
-    fmt.options_mut().set_hex_prefix("0x");
-    fmt.options_mut().set_hex_suffix("");
-    fmt.options_mut().set_uppercase_hex(false);
-    fmt.options_mut().set_space_after_operand_separator(true);
-    let mut out = String::new();
-    fmt.format(insn, &mut out);
-    if used.get() < labels.len() {
-        // Some relocation field was not an operand the formatter asked about: name them all.
-        let names: Vec<&str> = labels.iter().map(|l| l.1.as_str()).collect();
+    let d = obj.arch.disassemble(code, offset, &labels)?;
+    let mut out = d.text;
+    if d.labels_used < labels.len() {
+        // Some relocation field was not an operand the disassembly names: name them all.
+        let names: Vec<&str> = labels.iter().map(|l| l.text.as_str()).collect();
         out.push_str(&format!("  ; reloc at +{:#x}: {}", at, names.join(", ")));
     }
-    out
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,7 +709,7 @@ impl RelocMap {
             .sec(sec)
             .relocs
             .iter()
-            .filter(|r| !reloc_is_pcrel(r.r_type))
+            .filter(|r| !obj.reloc_kind(r.r_type).pc_relative)
             .map(|r| {
                 let s = obj.sym(r.sym);
                 let value = s.value.wrapping_add(r.addend as u64);
@@ -1368,8 +1344,10 @@ mod tests {
             addend: 0,
         };
         // The function starts at 0x10 in its section; the instruction at +0 is 7 bytes.
+        let bytes = object_with(CALL_RET, "foo");
+        let obj = Object::<Orig>::parse("o.o", &bytes).unwrap();
         assert_eq!(
-            masked(&code, 0, 7, 0x10, &[r]),
+            masked(&obj, &code, 0, 7, 0x10, &[r]),
             vec![0x48, 0xc7, 0xc6, 0, 0, 0, 0]
         );
     }

@@ -1,6 +1,7 @@
-//! elfdiff: correlate and compare an original and a patched relocatable ELF object (x86-64
-//! kernel objects built with `-ffunction-sections -fdata-sections`), report changed and new
-//! functions and refusals, and plan the contents of a livepatch object.
+//! elfdiff: correlate and compare an original and a patched relocatable ELF object (kernel
+//! objects built with `-ffunction-sections -fdata-sections`), report changed and new
+//! functions and refusals, and plan the contents of a livepatch object. What depends on the
+//! machine (x86-64 so far) is behind the `Arch` trait in `arch/`.
 //!
 //! **This crate never spawns processes, writes files or prints.** Callers hand it bytes.
 #![forbid(unsafe_code)]
@@ -9,6 +10,9 @@ pub mod annot;
 pub mod arch;
 pub mod callgraph;
 pub mod carve;
+mod checks;
+mod compare;
+mod correlate;
 pub mod diff;
 pub mod dwarf;
 pub mod error;
@@ -16,12 +20,18 @@ pub mod explain;
 pub mod model;
 pub mod names;
 pub mod plan;
+mod propagate;
+mod refs;
+pub mod refusal;
+mod runtime_const;
+mod sections;
 
 pub use annot::{Annotations, CallbackKind};
 pub use diff::{Diff, FuncResult, Ignored, Refusal, Verdict};
 pub use error::Error;
 pub use model::{Object, Orig, Patched};
 pub use plan::{Plan, PlanOptions};
+pub use refusal::RefusalKind;
 
 use serde::Serialize;
 

@@ -1,13 +1,15 @@
-//! A read-only model of one relocatable x86-64 ELF object: sections, symbols and relocations,
-//! borrowed from the file bytes, with indices typed by which side of the diff they belong to.
+//! A read-only model of one relocatable ELF object: sections, symbols and relocations,
+//! borrowed from the file bytes, with indices typed by which side of the diff they belong to,
+//! and the machine it is for (what its relocation types and code mean, [`crate::arch`]).
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use object::elf;
-use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
+use object::read::elf::{FileHeader, Rela, SectionHeader, SectionTable, Sym, SymbolTable};
 use object::Endianness;
 
+use crate::arch::{self, Arch, RelocKind};
 use crate::error::Error;
 
 /// Marker for the original (unpatched) object.
@@ -181,6 +183,9 @@ impl<S: Side> Symbol<'_, S> {
 pub struct Object<'d, S: Side> {
     /// Name used in messages (usually the file path).
     pub label: String,
+    /// The machine (`e_machine`) and what klpgen knows of it.
+    pub machine: u16,
+    pub arch: &'static dyn Arch,
     pub sections: Vec<Section<'d, S>>,
     pub symbols: Vec<Symbol<'d, S>>,
     /// The STT_FILE symbol's name, the source file's base name.
@@ -189,67 +194,126 @@ pub struct Object<'d, S: Side> {
     elf_to_sec: Vec<Option<SecIdx<S>>>,
 }
 
-/// Relocation field width in bytes for an x86-64 relocation type.
-pub fn reloc_width(r_type: u32) -> Option<u64> {
-    Some(match r_type {
-        elf::R_X86_64_64 | elf::R_X86_64_PC64 | elf::R_X86_64_GOTPC64 | elf::R_X86_64_GOTOFF64 => 8,
-        elf::R_X86_64_PC32
-        | elf::R_X86_64_PLT32
-        | elf::R_X86_64_32
-        | elf::R_X86_64_32S
-        | elf::R_X86_64_GOTPCREL
-        | elf::R_X86_64_GOTPCRELX
-        | elf::R_X86_64_REX_GOTPCRELX => 4,
-        elf::R_X86_64_16 | elf::R_X86_64_PC16 => 2,
-        elf::R_X86_64_8 | elf::R_X86_64_PC8 => 1,
-        elf::R_X86_64_NONE => 0,
-        _ => return None,
-    })
+type Header = elf::FileHeader64<Endianness>;
+
+/// Section headers that hold no section of the model (tables, relocations, groups).
+const NOT_SECTIONS: &[u32] = &[
+    elf::SHT_NULL,
+    elf::SHT_SYMTAB,
+    elf::SHT_STRTAB,
+    elf::SHT_RELA,
+    elf::SHT_REL,
+    elf::SHT_GROUP,
+    elf::SHT_SYMTAB_SHNDX,
+];
+
+fn malformed(label: &str, what: String) -> Error {
+    Error::Malformed {
+        object: label.to_string(),
+        what,
+    }
 }
 
-/// Whether the relocation is PC-relative (its value depends on where the site is).
-pub fn reloc_is_pcrel(r_type: u32) -> bool {
-    matches!(
-        r_type,
-        elf::R_X86_64_PC32
-            | elf::R_X86_64_PLT32
-            | elf::R_X86_64_PC64
-            | elf::R_X86_64_PC16
-            | elf::R_X86_64_PC8
-            | elf::R_X86_64_GOTPCREL
-            | elf::R_X86_64_GOTPCRELX
-            | elf::R_X86_64_REX_GOTPCRELX
-    )
+/// The relocations of one `SHT_RELA` section, appended to those of `tsec`, the section they
+/// patch: each of a type `arch` knows, inside `tsec`, against one of `nsyms` symbols.
+fn read_relas<S: Side>(
+    label: &str,
+    arch: &dyn Arch,
+    nsyms: usize,
+    endian: Endianness,
+    relas: &[elf::Rela64<Endianness>],
+    tsec: &mut Section<'_, S>,
+) -> Result<(), Error> {
+    let bad = |what: String| malformed(label, what);
+    tsec.relocs.reserve(relas.len());
+    // The machine is asked once per run of relocations of one type.
+    let mut last: Option<(u32, u64)> = None;
+    for r in relas {
+        let sym = r.r_sym(endian, false) as usize;
+        if sym >= nsyms {
+            return Err(bad(format!(
+                "relocation in {} refers to symbol {sym}, past the symbol table",
+                tsec.name
+            )));
+        }
+        let r_type = r.r_type(endian, false);
+        let offset = r.r_offset(endian);
+        let width = match last {
+            Some((t, w)) if t == r_type => w,
+            _ => {
+                let w = arch.reloc(r_type).map(|k| k.width).ok_or_else(|| {
+                    bad(format!(
+                        "unsupported {} relocation type {r_type} in {} at {offset:#x}",
+                        arch.name(),
+                        tsec.name
+                    ))
+                })?;
+                last = Some((r_type, w));
+                w
+            }
+        };
+        if offset.checked_add(width).is_none_or(|end| end > tsec.size) {
+            return Err(bad(format!(
+                "relocation at {offset:#x} lies outside section {}",
+                tsec.name
+            )));
+        }
+        tsec.relocs.push(Reloc {
+            offset,
+            r_type,
+            sym: SymIdx::new(sym),
+            addend: r.r_addend(endian),
+        });
+    }
+    Ok(())
 }
 
 impl<'d, S: Side> Object<'d, S> {
     pub fn parse(label: impl Into<String>, data: &'d [u8]) -> Result<Self, Error> {
         let label = label.into();
-        let bad = |what: String| Error::Malformed {
-            object: label.clone(),
-            what,
-        };
-        let header = elf::FileHeader64::<Endianness>::parse(data)
-            .map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
+        let bad = |what: String| malformed(&label, what);
+        let header = Header::parse(data).map_err(|e| bad(format!("not a 64-bit ELF file: {e}")))?;
         let endian = header
             .endian()
             .map_err(|e| bad(format!("bad ELF endianness: {e}")))?;
         if header.e_type(endian) != elf::ET_REL {
             return Err(bad("not a relocatable object (ET_REL)".into()));
         }
-        if header.e_machine(endian) != elf::EM_X86_64 {
-            return Err(Error::UnsupportedArch {
-                object: label.clone(),
-                machine: header.e_machine(endian),
-            });
-        }
+        let machine = header.e_machine(endian);
+        let arch = arch::for_machine(machine).ok_or_else(|| Error::UnsupportedArch {
+            object: label.clone(),
+            machine,
+        })?;
         let table = header
             .sections(endian, data)
             .map_err(|e| bad(format!("section headers: {e}")))?;
         let symtab = table
             .symbols(endian, data, elf::SHT_SYMTAB)
             .map_err(|e| bad(format!("symbol table: {e}")))?;
+        let mut obj = Object {
+            label,
+            machine,
+            arch,
+            sections: Vec::new(),
+            symbols: Vec::with_capacity(symtab.len()),
+            file_name: None,
+            elf_to_sec: vec![None; table.len()],
+        };
+        obj.read_sections(endian, data, &table)?;
+        obj.read_symbols(endian, &symtab)?;
+        obj.index_symbols()?;
+        obj.read_relocations(endian, data, &table)?;
+        Ok(obj)
+    }
 
+    /// The sections of the model, with their contents and group membership.
+    fn read_sections(
+        &mut self,
+        endian: Endianness,
+        data: &'d [u8],
+        table: &SectionTable<'d, Header>,
+    ) -> Result<(), Error> {
+        let bad = |what: String| malformed(&self.label, what);
         let mut grouped = vec![false; table.len()];
         for sh in table.iter() {
             if sh.sh_type(endian) == elf::SHT_GROUP {
@@ -263,21 +327,10 @@ impl<'d, S: Side> Object<'d, S> {
                 }
             }
         }
-
         let mut sections = Vec::new();
-        let mut elf_to_sec = vec![None; table.len()];
         for (i, sh) in table.iter().enumerate() {
             let sh_type = sh.sh_type(endian);
-            if matches!(
-                sh_type,
-                elf::SHT_NULL
-                    | elf::SHT_SYMTAB
-                    | elf::SHT_STRTAB
-                    | elf::SHT_RELA
-                    | elf::SHT_REL
-                    | elf::SHT_GROUP
-                    | elf::SHT_SYMTAB_SHNDX
-            ) {
+            if NOT_SECTIONS.contains(&sh_type) {
                 continue;
             }
             let name = table
@@ -297,7 +350,7 @@ impl<'d, S: Side> Object<'d, S> {
                 sh.data(endian, data)
                     .map_err(|e| bad(format!("section {name}: {e}")))?
             };
-            elf_to_sec[i] = Some(SecIdx::new(sections.len()));
+            self.elf_to_sec[i] = Some(SecIdx::new(sections.len()));
             sections.push(Section {
                 elf_index: i,
                 name,
@@ -313,15 +366,22 @@ impl<'d, S: Side> Object<'d, S> {
                 in_group: grouped[i],
             });
         }
+        self.sections = sections;
+        Ok(())
+    }
 
-        let mut symbols = Vec::with_capacity(symtab.len());
-        let mut file_name = None;
+    /// The symbol table, and the source file's name.
+    fn read_symbols(
+        &mut self,
+        endian: Endianness,
+        symtab: &SymbolTable<'d, Header>,
+    ) -> Result<(), Error> {
         for (i, sym) in symtab.iter().enumerate() {
             let name = symtab
                 .symbol_name(endian, sym)
                 .ok()
                 .and_then(|n| std::str::from_utf8(n).ok())
-                .ok_or_else(|| bad(format!("symbol {i} has no valid name")))?;
+                .ok_or_else(|| malformed(&self.label, format!("symbol {i} has no valid name")))?;
             let kind = match sym.st_type() {
                 elf::STT_FUNC => SymKind::Func,
                 elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
@@ -337,13 +397,13 @@ impl<'d, S: Side> Object<'d, S> {
             };
             let shndx = sym.st_shndx(endian);
             let section = match symtab.symbol_section(endian, sym, object::SymbolIndex(i)) {
-                Ok(Some(idx)) => elf_to_sec.get(idx.0).copied().flatten(),
+                Ok(Some(idx)) => self.elf_to_sec.get(idx.0).copied().flatten(),
                 _ => None,
             };
-            if kind == SymKind::File && file_name.is_none() && !name.is_empty() {
-                file_name = Some(name);
+            if kind == SymKind::File && self.file_name.is_none() && !name.is_empty() {
+                self.file_name = Some(name);
             }
-            symbols.push(Symbol {
+            self.symbols.push(Symbol {
                 elf_index: i,
                 name,
                 kind,
@@ -354,19 +414,27 @@ impl<'d, S: Side> Object<'d, S> {
                 size: sym.st_size(endian),
             });
         }
+        Ok(())
+    }
 
-        for (i, s) in symbols.iter().enumerate() {
+    /// Each section's symbols (sorted by value) and section symbol; every symbol must lie
+    /// inside its section.
+    fn index_symbols(&mut self) -> Result<(), Error> {
+        for (i, s) in self.symbols.iter().enumerate() {
             if let Some(sec) = s.section {
-                let section = &mut sections[sec.get()];
+                let section = &mut self.sections[sec.get()];
                 // Every extent computation (`value + size`) downstream relies on this.
                 if s.value
                     .checked_add(s.size)
                     .is_none_or(|end| end > section.size)
                 {
-                    return Err(bad(format!(
-                        "symbol {} ({:#x}, {} bytes) lies outside section {}",
-                        s.name, s.value, s.size, section.name
-                    )));
+                    return Err(malformed(
+                        &self.label,
+                        format!(
+                            "symbol {} ({:#x}, {} bytes) lies outside section {}",
+                            s.name, s.value, s.size, section.name
+                        ),
+                    ));
                 }
                 if s.kind == SymKind::Section {
                     section.section_sym.get_or_insert(SymIdx::new(i));
@@ -377,68 +445,65 @@ impl<'d, S: Side> Object<'d, S> {
                 }
             }
         }
-        for section in &mut sections {
+        let symbols = &self.symbols;
+        for section in &mut self.sections {
             section
                 .syms
                 .sort_by_key(|s| (symbols[s.get()].value, symbols[s.get()].elf_index));
         }
+        Ok(())
+    }
 
+    /// The relocations of every section (sorted by offset), each of a type the machine knows
+    /// and inside its section.
+    fn read_relocations(
+        &mut self,
+        endian: Endianness,
+        data: &'d [u8],
+        table: &SectionTable<'d, Header>,
+    ) -> Result<(), Error> {
+        let bad = |what: String| malformed(&self.label, what);
         for (i, sh) in table.iter().enumerate() {
             if sh.sh_type(endian) != elf::SHT_RELA {
                 if sh.sh_type(endian) == elf::SHT_REL {
-                    return Err(bad(format!("section {i}: SHT_REL is not used on x86-64")));
+                    return Err(bad(format!(
+                        "section {i}: SHT_REL is not used on {}",
+                        self.arch.name()
+                    )));
                 }
                 continue;
             }
             let target = sh.sh_info(endian) as usize;
-            let Some(Some(target)) = elf_to_sec.get(target).copied() else {
+            let Some(Some(target)) = self.elf_to_sec.get(target).copied() else {
                 continue;
             };
             let (relas, _) = sh
                 .rela(endian, data)
                 .map_err(|e| bad(format!("relocation section {i}: {e}")))?
                 .ok_or_else(|| bad(format!("relocation section {i} unreadable")))?;
-            let tsec: &mut Section<S> = &mut sections[target.get()];
-            for r in relas {
-                let sym = r.r_sym(endian, false) as usize;
-                if sym >= symbols.len() {
-                    return Err(bad(format!(
-                        "relocation in {} refers to symbol {sym}, past the symbol table",
-                        tsec.name
-                    )));
-                }
-                let r_type = r.r_type(endian, false);
-                let offset = r.r_offset(endian);
-                let width = reloc_width(r_type).ok_or_else(|| {
-                    bad(format!(
-                        "unsupported x86-64 relocation type {r_type} in {} at {offset:#x}",
-                        tsec.name
-                    ))
-                })?;
-                if offset.checked_add(width).is_none_or(|end| end > tsec.size) {
-                    return Err(bad(format!(
-                        "relocation at {offset:#x} lies outside section {}",
-                        tsec.name
-                    )));
-                }
-                tsec.relocs.push(Reloc {
-                    offset,
-                    r_type,
-                    sym: SymIdx::new(sym),
-                    addend: r.r_addend(endian),
-                });
-            }
+            let tsec: &mut Section<S> = &mut self.sections[target.get()];
+            read_relas(
+                &self.label,
+                self.arch,
+                self.symbols.len(),
+                endian,
+                relas,
+                tsec,
+            )?;
         }
-        for section in &mut sections {
+        for section in &mut self.sections {
             section.relocs.sort_by_key(|r| r.offset);
         }
+        Ok(())
+    }
 
-        Ok(Object {
-            label,
-            sections,
-            symbols,
-            file_name,
-            elf_to_sec,
+    /// What relocation type `r_type` does on this object's machine. Every relocation of a
+    /// parsed object has a known type (parsing refuses others); an unknown one counts as a
+    /// zero-width absolute field.
+    pub fn reloc_kind(&self, r_type: u32) -> RelocKind {
+        self.arch.reloc(r_type).unwrap_or(RelocKind {
+            width: 0,
+            pc_relative: false,
         })
     }
 

@@ -8,31 +8,16 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use object::elf;
 
-use crate::arch::{Arch, X86_64};
+use crate::arch::Machine;
 use crate::carve::{Carve, CarveError};
 use crate::diff::{Diff, Target, Verdict};
 use crate::error::Error;
 use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
+use crate::refs::{label_base, targets_of};
+use crate::runtime_const::RuntimeConstKind;
 
-/// Sections whose entries point into functions and must be cut per entry.
-/// `None` means the entry size must come from the target (DWARF struct) or the caller.
-const SPECIAL_SECTIONS: &[(&str, Option<u64>, Option<&str>)] = &[
-    ("__mcount_loc", Some(8), None),
-    ("__bug_table", None, Some("bug_entry")),
-    ("__ex_table", None, Some("exception_table_entry")),
-    ("__jump_table", None, Some("jump_entry")),
-    (".altinstructions", None, Some("alt_instr")),
-    (".smp_locks", Some(4), None),
-    (".static_call_sites", None, Some("static_call_site")),
-    // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
-    (".printk_index", Some(8), None),
-    (".retpoline_sites", Some(4), None),
-    (".return_sites", Some(4), None),
-    (".call_sites", Some(4), None),
-    (".ibt_endbr_seal", Some(4), None),
-    (".cfi_sites", Some(4), None),
-];
+pub use crate::sections::special_section_structs;
 
 /// The printk index: entries point at data describing a printk site, not into code
 /// (`Builder::printk_index_wanted`).
@@ -50,78 +35,6 @@ enum Carving {
     References,
     /// At its symbols' ranges.
     Symbols,
-}
-
-/// Sections objtool writes; when objtool runs again on the livepatch (on the linked module: x86
-/// with IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen
-/// runs it on the livepatch object), copies would collide with what it regenerates.
-const OBJTOOL_SECTIONS: &[&str] = &[
-    ".retpoline_sites",
-    ".return_sites",
-    ".call_sites",
-    ".ibt_endbr_seal",
-    ".cfi_sites",
-    ".static_call_sites",
-    ".orc_unwind",
-    ".orc_unwind_ip",
-    ".orc_header",
-];
-
-/// Sections whose role klpgen knows: ordinary code and data, metadata it drops or that
-/// kbuild regenerates, and the special sections above. Any other section that points into
-/// changed code is refused rather than silently dropped.
-pub fn is_known_section(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        ".text",
-        ".data",
-        ".rodata",
-        ".bss",
-        ".init.",
-        ".exit.",
-        ".ref.",
-        ".meminit",
-        ".noinstr.text",
-        ".entry.text",
-        ".head.text",
-        ".sched.text",
-        ".cpuidle.text",
-        ".spinlock.text",
-        ".lock.text",
-        ".irqentry.text",
-        ".softirqentry.text",
-        ".kprobes.text",
-        ".debug",
-        ".comment",
-        ".note",
-        ".discard",
-        ".modinfo",
-        "___ksymtab",
-        "__ksymtab",
-        "__kcrctab",
-        ".export_symbol",
-        "__param",
-        "__patchable_function_entries",
-        ".initcall",
-        ".con_initcall",
-        ".orc_",
-        ".altinstr_replacement",
-        ".altinstr_aux",
-        "_ftrace_events",
-        "__tracepoints",
-        "__bpf_raw_tp_map",
-        "_ftrace_eval_map",
-        ".static_call.text",
-        ".static_call_tramp_key",
-        ".gnu.",
-        ".llvm_addrsig",
-        ".init_array",
-        ".ctors",
-        ".eh_frame",
-        ".note.GNU-stack",
-    ];
-    SPECIAL_SECTIONS.iter().any(|(s, _, _)| *s == name)
-        || OBJTOOL_SECTIONS.contains(&name)
-        || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Members of special-section data whose offsets the plan reads: `struct pi_entry`'s `fmt`
@@ -142,14 +55,6 @@ impl PlanOptions {
             .get(&format!("{strukt}.{member}"))
             .copied()
     }
-}
-
-/// The DWARF structure that gives each special section's entry size, for callers that read
-/// it from the target.
-pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static str)> {
-    SPECIAL_SECTIONS
-        .iter()
-        .filter_map(|(s, _, st)| st.map(|st| (*s, st)))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -266,6 +171,8 @@ pub struct Plan {
     pub file_name: Option<String>,
     pub orig_locals: Vec<String>,
     pub notes: Vec<String>,
+    /// The machine the livepatch object is written for: the patched object's.
+    pub machine: Machine,
 }
 
 struct Builder<'p, 'a, 'd> {
@@ -339,6 +246,7 @@ impl Diff<'_, '_> {
             carves: BTreeMap::new(),
             fixups: Vec::new(),
         };
+        b.plan.machine = Machine(self.patched.arch);
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.notes.extend(self.new_exports());
         b.plan.orig_locals = self
@@ -421,7 +329,7 @@ impl Diff<'_, '_> {
             .iter()
             .filter(|r| r.verdict.is_included() && r.patched != f)
             .filter(|r| {
-                crate::diff::targets_of(self.patched, &self.patched_insns, r.patched)
+                targets_of(self.patched, &self.patched_insns, r.patched)
                     .any(|t| matches!(t, Target::Symbol { sym, .. } if sym == f))
             })
             .map(|r| match r.orig {
@@ -520,7 +428,13 @@ impl Builder<'_, '_, '_> {
         let name = self.diff.patched.sec(sec).name;
         if CARVED_BY_SYMBOLS.contains(&name) {
             Some(Carving::Symbols)
-        } else if X86_64.carved_code_sections().contains(&name) {
+        } else if self
+            .diff
+            .patched
+            .arch
+            .carved_code_sections()
+            .contains(&name)
+        {
             Some(Carving::References)
         } else {
             None
@@ -600,7 +514,7 @@ impl Builder<'_, '_, '_> {
         let (out, (start, end)) = (c.out, c.carve.pieces()[piece]);
         // A relocation field must lie inside one piece, or the copy would split it.
         for r in s.relocs_in(start.saturating_sub(8), end) {
-            let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
+            let width = d.patched.reloc_kind(r.r_type).width;
             let field = if r.offset < start {
                 (r.offset + width > start).then_some(r.offset)
             } else {
@@ -720,8 +634,12 @@ impl Builder<'_, '_, '_> {
             return None;
         }
         let site_sec = d.patched.sec(site);
-        let special = SPECIAL_SECTIONS.iter().any(|(n, _, _)| *n == site_sec.name)
-            || OBJTOOL_SECTIONS.contains(&site_sec.name)
+        let arch = d.patched.arch;
+        let special = arch
+            .special_sections()
+            .iter()
+            .any(|s| s.name == site_sec.name)
+            || arch.objtool_sections().contains(&site_sec.name)
             || self.carving(site).is_some()
             || site_sec.name.starts_with(".discard")
             || site_sec.name.starts_with(".klpgen.");
@@ -822,7 +740,7 @@ impl Builder<'_, '_, '_> {
             }
             Target::String { sec, .. } | Target::Anon { sec, .. } => (
                 PlanTarget::Section(self.include_section(sec)),
-                crate::diff::label_base(d.patched, r).wrapping_add(r.addend),
+                label_base(d.patched, r).wrapping_add(r.addend),
             ),
         };
         Ok((
@@ -856,7 +774,12 @@ impl Builder<'_, '_, '_> {
         let bias = d.patched_insns.bias(d.patched, site, r);
         let x = base.wrapping_add(r.addend).wrapping_add(bias);
         let len = entry.and_then(|e| {
-            X86_64.entry_reference_len(e.section, e.bytes, e.field, &self.opts.member_offsets)
+            d.patched.arch.entry_reference_len(
+                e.section,
+                e.bytes,
+                e.field,
+                &self.opts.member_offsets,
+            )
         });
         let out = self.carved(sec, how)?;
         let fresh = self
@@ -899,10 +822,14 @@ impl Builder<'_, '_, '_> {
         if let Some(&n) = self.opts.entry_sizes.get(name) {
             return Some(n);
         }
-        let fixed = SPECIAL_SECTIONS
+        let fixed = self
+            .diff
+            .patched
+            .arch
+            .special_sections()
             .iter()
-            .find(|(s, _, _)| *s == name)
-            .and_then(|(_, n, _)| *n);
+            .find(|s| s.name == name)
+            .and_then(|s| s.entry_size);
         fixed.or_else(|| {
             let s = self.diff.patched.sec(self.diff.patched.find_section(name)?);
             (s.sh_entsize > 0).then_some(s.sh_entsize)
@@ -937,9 +864,8 @@ impl Builder<'_, '_, '_> {
     /// relocation like any other reference; the `runtime_ptr_*` section is not carried. The
     /// differ refuses every other kind of site before a plan is made.
     fn runtime_constants(&mut self) -> Result<(), Error> {
-        use crate::diff::RuntimeConstKind;
         let d = self.diff;
-        for site in d.runtime_const_sites() {
+        for site in crate::runtime_const::sites(d.patched) {
             let Some(&out) = self.sec_map.get(&site.code) else {
                 continue;
             };
@@ -962,7 +888,9 @@ impl Builder<'_, '_, '_> {
                     "a shift constant cannot be carried (the differ refuses it)".into(),
                 ));
             }
-            let load = crate::arch::X86_64
+            let load = d
+                .patched
+                .arch
                 .runtime_ptr_load(&self.plan.sections[out].data, site.offset)
                 .map_err(malformed)?;
             let target = match self.variable(site.variable) {
@@ -1107,13 +1035,80 @@ impl Builder<'_, '_, '_> {
         Ok(wanted)
     }
 
+    /// Copy the entries of special section `sec` (`name`, entries of `size` bytes) that hold
+    /// the relocations at `wanted`, with their relocations planned.
+    fn copy_entries(
+        &mut self,
+        sec: SecIdx<Patched>,
+        name: &str,
+        size: u64,
+        wanted: &[u64],
+    ) -> Result<(), Error> {
+        let d = self.diff;
+        let s = d.patched.sec(sec);
+        let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
+        keep.dedup();
+        // Each kept entry holds a relocation, so it lies inside the section's data: the
+        // copy is never larger than the section.
+        let mut data = Vec::with_capacity(s.data.len());
+        let mut relocs = Vec::new();
+        let mut pending = Vec::new();
+        for (k, entry) in keep.iter().enumerate() {
+            let start = entry * size;
+            let out_base = k as u64 * size;
+            let bytes = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(start + size).ok())
+                .and_then(|(a, b)| s.data.get(a..b))
+                .ok_or_else(|| Error::Malformed {
+                    object: d.patched.label.clone(),
+                    what: format!("{name}: entry {entry} lies outside the section"),
+                })?;
+            data.extend_from_slice(bytes);
+            for r in s.relocs_in(start, start + size) {
+                let width = d.patched.reloc_kind(r.r_type).width;
+                if r.offset - start + width > size {
+                    return Err(Error::Malformed {
+                        object: d.patched.label.clone(),
+                        what: format!(
+                            "{name}: the relocation at {:#x} straddles two {size}-byte entries",
+                            r.offset
+                        ),
+                    });
+                }
+                let at = EntryRef {
+                    section: name,
+                    bytes,
+                    field: r.offset - start,
+                };
+                let (planned, p) =
+                    self.plan_reloc(sec, r, out_base + (r.offset - start), Some(at))?;
+                if let Some((carved, x)) = p {
+                    pending.push((relocs.len(), carved, x));
+                }
+                relocs.push(planned);
+            }
+        }
+        let dest = self.plan.sections.len();
+        self.fixups
+            .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
+        let size = data.len() as u64;
+        self.plan.sections.push(PlanSection {
+            relocs,
+            ..PlanSection::shaped_like(s, data, size)
+        });
+        Ok(())
+    }
+
     fn special_sections(&mut self) -> Result<(), Error> {
         let d = self.diff;
-        for (name, _, _) in SPECIAL_SECTIONS {
+        let arch = d.patched.arch;
+        for special in arch.special_sections() {
+            let name = &special.name;
             let Some(sec) = d.patched.find_section(name) else {
                 continue;
             };
-            if self.opts.objtool_regenerates && OBJTOOL_SECTIONS.contains(name) {
+            if self.opts.objtool_regenerates && arch.objtool_sections().contains(name) {
                 self.plan.notes.push(format!(
                     "{name}: left to the target's objtool (run on the linked module, or by klpgen on the livepatch object)"
                 ));
@@ -1153,57 +1148,7 @@ impl Builder<'_, '_, '_> {
                     ),
                 });
             }
-            let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
-            keep.dedup();
-            // Each kept entry holds a relocation, so it lies inside the section's data: the
-            // copy is never larger than the section.
-            let mut data = Vec::with_capacity(s.data.len());
-            let mut relocs = Vec::new();
-            let mut pending = Vec::new();
-            for (k, entry) in keep.iter().enumerate() {
-                let start = entry * size;
-                let out_base = k as u64 * size;
-                let bytes = usize::try_from(start)
-                    .ok()
-                    .zip(usize::try_from(start + size).ok())
-                    .and_then(|(a, b)| s.data.get(a..b))
-                    .ok_or_else(|| Error::Malformed {
-                        object: d.patched.label.clone(),
-                        what: format!("{name}: entry {entry} lies outside the section"),
-                    })?;
-                data.extend_from_slice(bytes);
-                for r in s.relocs_in(start, start + size) {
-                    let width = crate::model::reloc_width(r.r_type).unwrap_or(0);
-                    if r.offset - start + width > size {
-                        return Err(Error::Malformed {
-                            object: d.patched.label.clone(),
-                            what: format!(
-                                "{name}: the relocation at {:#x} straddles two {size}-byte entries",
-                                r.offset
-                            ),
-                        });
-                    }
-                    let at = EntryRef {
-                        section: name,
-                        bytes,
-                        field: r.offset - start,
-                    };
-                    let (planned, p) =
-                        self.plan_reloc(sec, r, out_base + (r.offset - start), Some(at))?;
-                    if let Some((carved, x)) = p {
-                        pending.push((relocs.len(), carved, x));
-                    }
-                    relocs.push(planned);
-                }
-            }
-            let dest = self.plan.sections.len();
-            self.fixups
-                .extend(pending.into_iter().map(|(i, c, x)| (dest, i, c, x)));
-            let size = data.len() as u64;
-            self.plan.sections.push(PlanSection {
-                relocs,
-                ..PlanSection::shaped_like(s, data, size)
-            });
+            self.copy_entries(sec, name, size, &wanted)?;
         }
         for s in &d.patched.sections {
             if (s.name.starts_with(".orc_unwind") || s.name == ".orc_header")

@@ -717,15 +717,7 @@ pub fn module_key_refusals(plan: &elfdiff::Plan, bindings: &[Binding]) -> Vec<el
             } else {
                 "static call"
             };
-            elfdiff::Refusal {
-                key: format!("refuse.module-static-key.{name}"),
-                symbol: name.clone(),
-                section: section.to_string(),
-                reason: format!(
-                    "the new code uses a {what} whose key {name} lives in module {module}; the kernel sets up the livepatch's {section} entries before it resolves references to {module}"
-                ),
-                hint: "in the patched function test the key with static_key_enabled() (a plain load) instead of static_branch_*(), or call the static call's current target directly; or move the change out of the code that uses the key".into(),
-            }
+            elfdiff::refusal::module_static_key(name, section, what, module)
         })
         .collect()
 }

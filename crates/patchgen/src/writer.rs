@@ -5,8 +5,8 @@
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
-    elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionFlags, SectionKind,
-    SymbolFlags, SymbolKind, SymbolScope,
+    elf, BinaryFormat, RelocationFlags, SectionFlags, SectionKind, SymbolFlags, SymbolKind,
+    SymbolScope,
 };
 
 use elfdiff::model::SymKind;
@@ -69,7 +69,11 @@ pub fn write_patch_object(
             crate::MAX_ALIGNMENT_PADDING
         )));
     }
-    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let mut obj = Object::new(
+        BinaryFormat::Elf,
+        plan.machine.architecture(),
+        plan.machine.endianness(),
+    );
     let mut secs: Vec<SectionId> = Vec::with_capacity(plan.sections.len());
     for s in &plan.sections {
         let id = obj.add_section(

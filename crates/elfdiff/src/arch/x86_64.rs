@@ -1,126 +1,146 @@
-//! Architecture-specific knowledge behind one interface (x86-64 today): where a PC-relative
-//! relocation really points, how a function's ftrace entry looks, and which sections of code
-//! reached only by reference are copied piece by piece.
+//! x86-64: its relocation types, instruction decoding with iced-x86 (the call graph's control
+//! flow, the comparison's line-number loads, `klpgen explain`'s Intel-syntax disassembly), the
+//! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
+//! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
+//! a pointer runtime constant.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, Mnemonic, OpKind,
+    SymbolResolver, SymbolResult,
+};
+use object::elf;
 
-use crate::model::reloc_is_pcrel;
+use super::{
+    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
+    SpecialSection, RUNTIME_PTR_PLACEHOLDER,
+};
 
-/// What the differ needs to know about an instruction set.
-pub trait Arch {
-    /// For a relocation at `site` inside executable `code`, the distance from the relocation
-    /// site to the address the CPU adds the field to (x86: the end of the instruction).
-    /// The real target offset is `addend + bias`.
-    fn pcrel_bias(&self, code: &[u8], insns: &InsnMap, site: u64, r_type: u32) -> i64;
-    /// Decode instruction boundaries of a code section.
-    fn decode(&self, code: &[u8]) -> InsnMap;
-    /// The symbol name of the ftrace entry call.
-    fn fentry_symbol(&self) -> &'static str;
-    /// How far into a function the ftrace call may sit (after `endbr64`).
-    fn fentry_window(&self) -> u64;
-    /// Decode `code` (found at section offset `base`) into instructions with their control
-    /// flow, for the call graph; appends to `out`. Undecodable bytes become `Flow::Other`.
-    fn decode_flow(&self, code: &[u8], base: u64, out: &mut Vec<FlowInsn>);
-    /// Whether a branch to the named symbol is a thunk that stands for a return or an
-    /// indirect branch (x86: return and retpoline thunks), not a call of that function.
-    fn is_branch_thunk(&self, name: &str) -> bool;
-    /// Length of the landing pad a function may start with (x86: `endbr64`), 0 if `code`
-    /// does not start with one; a branch to just past it still enters the function.
-    fn entry_pad_len(&self, code: &[u8]) -> u64;
-    /// Sections of code reached only through references from elsewhere in the object, which
-    /// the livepatch copies piece by piece (see `carve.rs`): each is cut at every offset an
-    /// allocated section refers to (the referenced offset being the relocation's addend plus
-    /// [`Arch::pcrel_bias`] at its site).
-    fn carved_code_sections(&self) -> &'static [&'static str];
-    /// For a relocation at `field` (an offset inside `entry`, one entry of special section
-    /// `section`) that points into a carved section: how many bytes from the referenced offset
-    /// the entry uses, when the entry says so. `None`: the piece at that offset. `members`:
-    /// offsets of structure members in the target (`struct.member`, from its DWARF).
-    fn entry_reference_len(
-        &self,
-        section: &str,
-        entry: &[u8],
-        field: u64,
-        members: &HashMap<String, u64>,
-    ) -> Option<u64>;
-    /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
-    /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
-    /// variable `sym` itself, through one relocation against it. The kernel patches the
-    /// placeholder in vmlinux at boot and never in a module; the variable holds the value
-    /// that was patched in. An error says why the bytes are not the expected site.
-    fn runtime_ptr_load(&self, code: &[u8], site: u64) -> Result<ConstLoad, String>;
-}
+/// Sections whose entries point into functions and must be cut per entry.
+/// `None` means the entry size must come from the target (DWARF struct) or the caller.
+const SPECIAL_SECTIONS: &[SpecialSection] = &[
+    special("__mcount_loc", Some(8), None),
+    special("__bug_table", None, Some("bug_entry")),
+    special("__ex_table", None, Some("exception_table_entry")),
+    special("__jump_table", None, Some("jump_entry")),
+    special(".altinstructions", None, Some("alt_instr")),
+    special(".smp_locks", Some(4), None),
+    special(".static_call_sites", None, Some("static_call_site")),
+    // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
+    special(".printk_index", Some(8), None),
+    special(".retpoline_sites", Some(4), None),
+    special(".return_sites", Some(4), None),
+    special(".call_sites", Some(4), None),
+    special(".ibt_endbr_seal", Some(4), None),
+    special(".cfi_sites", Some(4), None),
+];
 
-/// The placeholder `runtime_const_ptr()` emits, replaced at boot in vmlinux only.
-pub const RUNTIME_PTR_PLACEHOLDER: u64 = 0x0123_4567_89ab_cdef;
-
-/// A runtime-constant load rewritten into a load of its variable (`Arch::runtime_ptr_load`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConstLoad {
-    /// Offset in the code of the first byte replaced.
-    pub start: u64,
-    /// The replacement, as long as the instruction it replaces; the relocated field is zero.
-    pub bytes: Vec<u8>,
-    /// Offset in the code of the field the relocation fills.
-    pub field: u64,
-    /// Relocation type and addend against the variable.
-    pub r_type: u32,
-    pub addend: i64,
-}
-
-/// How an instruction transfers control, as the call graph sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// A direct call (x86: `call rel32`).
-    Call,
-    /// A direct unconditional jump (x86: `jmp rel32`/`rel8`).
-    Jump,
-    /// A direct conditional jump (x86: `jcc`, `loop`, `jrcxz`).
-    CondJump,
-    /// Anything else, indirect calls and jumps included.
-    Other,
-}
-
-/// One decoded instruction of a code section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowInsn {
-    pub start: u64,
-    pub end: u64,
-    pub flow: Flow,
-    /// For direct branches: the target as encoded (section offset), meaningless where a
-    /// relocation fills the displacement field.
-    pub target: u64,
-    /// For direct branches: the section offset of the displacement field (where a relocation
-    /// for the branch target sits).
-    pub field: u64,
-}
-
-/// Instruction boundaries of one code section: sorted (start, end) pairs.
-#[derive(Debug, Default, Clone)]
-pub struct InsnMap {
-    pub insns: Vec<(u64, u64)>,
-}
-
-impl InsnMap {
-    /// The instruction containing `offset`.
-    pub fn containing(&self, offset: u64) -> Option<(u64, u64)> {
-        let i = self.insns.partition_point(|&(start, _)| start <= offset);
-        let (start, end) = *self.insns.get(i.checked_sub(1)?)?;
-        (offset < end).then_some((start, end))
+const fn special(
+    name: &'static str,
+    entry_size: Option<u64>,
+    layout: Option<&'static str>,
+) -> SpecialSection {
+    SpecialSection {
+        name,
+        entry_size,
+        layout,
     }
 }
 
+/// Sections objtool writes: when it runs again on the livepatch (on the linked module: with
+/// IBT or Clang LTO, "delayed objtool"; or, on ORC targets that run it per object, klpgen runs
+/// it on the livepatch object), copies would collide with what it regenerates.
+const OBJTOOL_SECTIONS: &[&str] = &[
+    ".retpoline_sites",
+    ".return_sites",
+    ".call_sites",
+    ".ibt_endbr_seal",
+    ".cfi_sites",
+    ".static_call_sites",
+    ".orc_unwind",
+    ".orc_unwind_ip",
+    ".orc_header",
+];
+
+/// The x86-64 machine (`EM_X86_64`).
+#[derive(Debug)]
 pub struct X86_64;
 
 impl Arch for X86_64 {
-    fn pcrel_bias(&self, _code: &[u8], insns: &InsnMap, site: u64, r_type: u32) -> i64 {
-        if !reloc_is_pcrel(r_type) {
+    fn name(&self) -> &'static str {
+        "x86-64"
+    }
+
+    fn e_machine(&self) -> u16 {
+        elf::EM_X86_64
+    }
+
+    fn object_architecture(&self) -> object::Architecture {
+        object::Architecture::X86_64
+    }
+
+    fn endianness(&self) -> object::Endianness {
+        object::Endianness::Little
+    }
+
+    fn reloc(&self, r_type: u32) -> Option<RelocKind> {
+        let (width, pc_relative) = match r_type {
+            elf::R_X86_64_NONE => (0, false),
+            elf::R_X86_64_64 => (8, false),
+            elf::R_X86_64_PC32 => (4, true),
+            elf::R_X86_64_PLT32 => (4, true),
+            elf::R_X86_64_GOTPCREL => (4, true),
+            elf::R_X86_64_32 => (4, false),
+            elf::R_X86_64_32S => (4, false),
+            elf::R_X86_64_16 => (2, false),
+            elf::R_X86_64_PC16 => (2, true),
+            elf::R_X86_64_8 => (1, false),
+            elf::R_X86_64_PC8 => (1, true),
+            elf::R_X86_64_PC64 => (8, true),
+            elf::R_X86_64_GOTOFF64 => (8, false),
+            elf::R_X86_64_GOTPC64 => (8, false),
+            elf::R_X86_64_GOTPCRELX => (4, true),
+            elf::R_X86_64_REX_GOTPCRELX => (4, true),
+            _ => return None,
+        };
+        Some(RelocKind { width, pc_relative })
+    }
+
+    fn reloc_name(&self, r_type: u32) -> Option<&'static str> {
+        Some(match r_type {
+            elf::R_X86_64_NONE => "R_X86_64_NONE",
+            elf::R_X86_64_64 => "R_X86_64_64",
+            elf::R_X86_64_PC32 => "R_X86_64_PC32",
+            elf::R_X86_64_GOT32 => "R_X86_64_GOT32",
+            elf::R_X86_64_PLT32 => "R_X86_64_PLT32",
+            elf::R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
+            elf::R_X86_64_32 => "R_X86_64_32",
+            elf::R_X86_64_32S => "R_X86_64_32S",
+            elf::R_X86_64_16 => "R_X86_64_16",
+            elf::R_X86_64_PC16 => "R_X86_64_PC16",
+            elf::R_X86_64_8 => "R_X86_64_8",
+            elf::R_X86_64_PC8 => "R_X86_64_PC8",
+            elf::R_X86_64_PC64 => "R_X86_64_PC64",
+            elf::R_X86_64_GOTOFF64 => "R_X86_64_GOTOFF64",
+            elf::R_X86_64_GOTPC64 => "R_X86_64_GOTPC64",
+            elf::R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
+            elf::R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+            _ => return None,
+        })
+    }
+
+    fn pcrel_bias(&self, r_type: u32, site: u64, insn: Option<(u64, u64)>) -> i64 {
+        let Some(kind) = self.reloc(r_type).filter(|k| k.pc_relative) else {
             return 0;
-        }
-        let width = crate::model::reloc_width(r_type).unwrap_or(4) as i64;
-        match insns.containing(site) {
+        };
+        // The CPU adds the field to the end of its instruction; where the code was not
+        // decoded (or the field runs past the decoded instruction), the field is taken to
+        // end it (call, jmp, and RIP-relative operands without an immediate).
+        let width = kind.width as i64;
+        match insn {
             Some((_, end)) if end >= site.saturating_add(width as u64) => (end - site) as i64,
             _ => width,
         }
@@ -135,6 +155,56 @@ impl Arch for X86_64 {
             insns.push((start, start + insn.len() as u64));
         }
         InsnMap { insns }
+    }
+
+    fn decode_insns(&self, code: &[u8]) -> Vec<Insn> {
+        let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+        let mut out = Vec::new();
+        while d.can_decode() {
+            let i = d.decode();
+            out.push(Insn {
+                start: i.ip(),
+                len: i.len() as u64,
+                call: i.mnemonic() == Mnemonic::Call,
+                // A line number goes into an argument register as `mov $imm32, %r32`.
+                const_load: (i.code() == Code::Mov_r32_imm32).then(|| i.op0_register() as u32),
+            });
+        }
+        out
+    }
+
+    fn disassemble(
+        &self,
+        code: &[u8],
+        offset: u64,
+        labels: &[OperandLabel],
+    ) -> Option<Disassembly> {
+        let rest = code.get(usize::try_from(offset).ok()?..)?;
+        let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
+        if !d.can_decode() {
+            return None;
+        }
+        let insn = d.decode();
+        let used = Rc::new(Cell::new(0));
+        let resolver = RelocResolver {
+            labels: labels
+                .iter()
+                .map(|l| (l.pc_relative, l.text.clone(), false))
+                .collect(),
+            next_ip: insn.next_ip(),
+            used: Rc::clone(&used),
+        };
+        let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
+        fmt.options_mut().set_hex_prefix("0x");
+        fmt.options_mut().set_hex_suffix("");
+        fmt.options_mut().set_uppercase_hex(false);
+        fmt.options_mut().set_space_after_operand_separator(true);
+        let mut text = String::new();
+        fmt.format(&insn, &mut text);
+        Some(Disassembly {
+            text,
+            labels_used: used.get(),
+        })
     }
 
     fn fentry_symbol(&self) -> &'static str {
@@ -258,6 +328,34 @@ impl Arch for X86_64 {
         })
     }
 
+    fn syscall_stub_prefix(&self) -> &'static str {
+        "__x64_sys_"
+    }
+
+    fn delayed_objtool_options(&self) -> &'static [&'static str] {
+        // kbuild's `delay-objtool` (scripts/Makefile.lib): IBT seals unused `endbr64`s, which
+        // needs the whole module.
+        &["CONFIG_X86_KERNEL_IBT"]
+    }
+
+    fn kernel_config(&self) -> &'static str {
+        "CONFIG_X86_64"
+    }
+
+    fn special_sections(&self) -> &'static [SpecialSection] {
+        SPECIAL_SECTIONS
+    }
+
+    fn objtool_sections(&self) -> &'static [&'static str] {
+        OBJTOOL_SECTIONS
+    }
+
+    fn known_section_prefixes(&self) -> &'static [&'static str] {
+        // ORC (dropped: objtool regenerates it) and the alternatives' code (copied piece by
+        // piece).
+        &[".orc_", ".altinstr_replacement", ".altinstr_aux"]
+    }
+
     fn carved_code_sections(&self) -> &'static [&'static str] {
         // `.altinstr_replacement`: the replacement instructions of every alternative, each
         // reached from its `alt_instr` entry (`repl_offset`, a data PC32: the referenced
@@ -299,6 +397,38 @@ impl Arch for X86_64 {
     }
 }
 
+/// Names relocation targets in place of the zero fields iced-x86 would show: PC-relative
+/// operands resolve to the instruction's end (field 0), absolute ones to 0.
+struct RelocResolver {
+    labels: Vec<(bool, String, bool)>,
+    next_ip: u64,
+    used: Rc<Cell<usize>>,
+}
+
+impl SymbolResolver for RelocResolver {
+    fn symbol(
+        &mut self,
+        _instruction: &Instruction,
+        _operand: u32,
+        _instruction_operand: Option<u32>,
+        address: u64,
+        _address_size: u32,
+    ) -> Option<SymbolResult<'_>> {
+        let next_ip = self.next_ip;
+        let slot = self.labels.iter_mut().find(|(pcrel, _, taken)| {
+            !*taken
+                && if *pcrel {
+                    address == next_ip
+                } else {
+                    address == 0
+                }
+        })?;
+        slot.2 = true;
+        self.used.set(self.used.get() + 1);
+        Some(SymbolResult::with_string(address, slot.1.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,9 +439,15 @@ mod tests {
         // cmpl $0x5, 0x0(%rip): 83 3d <disp32> 05 -> field at 2, insn end at 7: bias 5.
         let code = [0x83, 0x3d, 0, 0, 0, 0, 0x05, 0xc3];
         let map = X86_64.decode(&code);
-        assert_eq!(X86_64.pcrel_bias(&code, &map, 2, elf::R_X86_64_PC32), 5);
+        assert_eq!(
+            X86_64.pcrel_bias(elf::R_X86_64_PC32, 2, map.containing(2)),
+            5
+        );
         // Absolute relocations have no bias.
-        assert_eq!(X86_64.pcrel_bias(&code, &map, 2, elf::R_X86_64_32S), 0);
+        assert_eq!(
+            X86_64.pcrel_bias(elf::R_X86_64_32S, 2, map.containing(2)),
+            0
+        );
     }
 
     #[test]
@@ -474,10 +610,73 @@ mod tests {
     }
 
     #[test]
+    fn machine_and_relocations() {
+        let a = super::super::for_machine(elf::EM_X86_64).expect("supported");
+        assert_eq!(a.name(), "x86-64");
+        assert!(super::super::for_machine(elf::EM_AARCH64).is_none());
+        let pc32 = X86_64.reloc(elf::R_X86_64_PC32).unwrap();
+        assert_eq!((pc32.width, pc32.pc_relative), (4, true));
+        assert_eq!(X86_64.reloc_name(elf::R_X86_64_PC32), Some("R_X86_64_PC32"));
+        let abs = X86_64.reloc(elf::R_X86_64_64).unwrap();
+        assert_eq!((abs.width, abs.pc_relative), (8, false));
+        assert_eq!(
+            X86_64.reloc(elf::R_X86_64_GOTPC64).map(|k| k.pc_relative),
+            Some(false)
+        );
+        assert_eq!(X86_64.reloc(elf::R_X86_64_GOT32), None);
+        // Not decoded: a PC-relative field ends its instruction.
+        assert_eq!(X86_64.pcrel_bias(elf::R_X86_64_PC32, 9, None), 4);
+        assert_eq!(X86_64.pcrel_bias(elf::R_X86_64_64, 9, None), 0);
+    }
+
+    #[test]
+    fn line_number_loads_and_calls() {
+        // mov $0x2a, %esi; call f; mov $1, %rax (not a 32-bit load); ret
+        let code = [
+            0xbe, 0x2a, 0, 0, 0, 0xe8, 0, 0, 0, 0, 0x48, 0xc7, 0xc0, 1, 0, 0, 0, 0xc3,
+        ];
+        let got: Vec<(u64, u64, bool, bool)> = X86_64
+            .decode_insns(&code)
+            .iter()
+            .map(|i| (i.start, i.len, i.call, i.const_load.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 5, false, true),
+                (5, 5, true, false),
+                (10, 7, false, false),
+                (17, 1, false, false)
+            ]
+        );
+        let esi = X86_64.decode_insns(&code[..5])[0].const_load;
+        let edi = X86_64.decode_insns(&[0xbf, 1, 0, 0, 0])[0].const_load;
+        assert!(esi.is_some() && esi != edi);
+    }
+
+    #[test]
+    fn disassembly_names_relocated_operands() {
+        let code = [0x90, 0xe8, 0, 0, 0, 0, 0xc3];
+        let pcrel = |text: &str| OperandLabel {
+            pc_relative: true,
+            text: text.into(),
+        };
+        let d = X86_64.disassemble(&code, 1, &[pcrel("foo")]).unwrap();
+        assert_eq!((d.text.as_str(), d.labels_used), ("call foo", 1));
+        // A label for no operand is left unused.
+        let d = X86_64.disassemble(&code, 6, &[pcrel("bar")]).unwrap();
+        assert_eq!((d.text.as_str(), d.labels_used), ("ret", 0));
+        assert_eq!(X86_64.disassemble(&code, 7, &[]), None);
+    }
+
+    #[test]
     fn call_has_bias_four() {
         let code = [0xe8, 0, 0, 0, 0, 0xc3];
         let map = X86_64.decode(&code);
-        assert_eq!(X86_64.pcrel_bias(&code, &map, 1, elf::R_X86_64_PLT32), 4);
+        assert_eq!(
+            X86_64.pcrel_bias(elf::R_X86_64_PLT32, 1, map.containing(1)),
+            4
+        );
         assert_eq!(map.containing(5), Some((5, 6)));
         assert_eq!(map.containing(6), None);
     }

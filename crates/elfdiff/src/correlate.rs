@@ -1,0 +1,238 @@
+//! Correlation: which symbols of the original and patched objects are the same thing. Symbols
+//! are matched by normalised name (clone and static-local numbers removed) within their kind
+//! through per-name queues, never by scanning all candidates for each symbol; special statics,
+//! which each build makes fresh, are never matched.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::model::{Object, Orig, Patched, Side, SymIdx, SymKind, Symbol};
+use crate::names::normalize;
+
+fn kind_class(kind: SymKind) -> Option<u8> {
+    match kind {
+        SymKind::Func => Some(0),
+        SymKind::Object => Some(1),
+        _ => None,
+    }
+}
+
+fn correlatable<S: Side>(s: &Symbol<'_, S>) -> bool {
+    s.section.is_some() && kind_class(s.kind).is_some() && !s.name.is_empty()
+}
+
+/// Functions that refer to each static local (by normalised name), for telling apart static
+/// locals that share a name (`count.1` in `f`, `count.2` in `g`). Only static locals are
+/// recorded: `__fentry__` alone has every function as a user.
+fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
+    let mut out: HashMap<SymIdx<S>, Vec<String>> = HashMap::new();
+    for sec in obj.section_indices() {
+        let section = obj.sec(sec);
+        if !section.is_exec() {
+            continue;
+        }
+        for r in &section.relocs {
+            let Some(user) = obj.symbol_at(sec, r.offset) else {
+                continue;
+            };
+            let t = obj.sym(r.sym);
+            let target = match (t.kind, t.section) {
+                (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
+                    [only] => *only,
+                    _ => continue,
+                },
+                _ => r.sym,
+            };
+            if !is_static_local(obj.sym(target).name) {
+                continue;
+            }
+            out.entry(target)
+                .or_default()
+                .push(normalize(obj.sym(user).name));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+        v.dedup();
+    }
+    out
+}
+
+/// A GCC static local (`name.N`): function-scope, numbered per translation unit.
+pub(crate) fn is_static_local(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Candidates of one name and kind: the original's and the patched object's, in table order.
+type Group = (Vec<SymIdx<Orig>>, Vec<SymIdx<Patched>>);
+
+/// Static locals and the functions that use them, on both sides.
+type Users = (
+    HashMap<SymIdx<Orig>, Vec<String>>,
+    HashMap<SymIdx<Patched>, Vec<String>>,
+);
+
+/// Match symbols by normalised name within their kind: static locals by the functions that
+/// use them, then exact names, then in table order. Special statics are never matched.
+pub(crate) fn correlate(
+    orig: &Object<'_, Orig>,
+    patched: &Object<'_, Patched>,
+) -> HashMap<SymIdx<Patched>, SymIdx<Orig>> {
+    let groups = groups(orig, patched);
+    // A name shared by several static locals on either side: the numbers say nothing (a new
+    // function's `count.0` may be the number an existing function's had), the users do.
+    let needs_users = groups.values().any(|(os, ps)| {
+        ambiguous(os, ps) && ps.iter().any(|&p| is_static_local(patched.sym(p).name))
+    });
+    let users: Users = if needs_users {
+        (users(orig), users(patched))
+    } else {
+        (HashMap::new(), HashMap::new())
+    };
+    let mut keys: Vec<_> = groups.keys().cloned().collect();
+    keys.sort();
+    let mut out = HashMap::new();
+    for key in keys {
+        let (os, ps) = &groups[&key];
+        if !ps.is_empty() {
+            match_group(orig, patched, os, ps, &users, &mut out);
+        }
+    }
+    out
+}
+
+/// The correlatable symbols of both objects grouped by kind and normalised name; patched
+/// symbols only where the original has the name.
+fn groups(orig: &Object<'_, Orig>, patched: &Object<'_, Patched>) -> HashMap<(u8, String), Group> {
+    let mut groups: HashMap<(u8, String), Group> = HashMap::new();
+    for i in orig.symbol_indices() {
+        let s = orig.sym(i);
+        if correlatable(s) && !is_special(orig, i) {
+            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            groups.entry(key).or_default().0.push(i);
+        }
+    }
+    for i in patched.symbol_indices() {
+        let s = patched.sym(i);
+        if correlatable(s) && !is_special(patched, i) {
+            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            if let Some(g) = groups.get_mut(&key) {
+                g.1.push(i);
+            }
+        }
+    }
+    groups
+}
+
+/// Several candidates on one side: the numbers in their names do not tell them apart.
+fn ambiguous(os: &[SymIdx<Orig>], ps: &[SymIdx<Patched>]) -> bool {
+    os.len() > 1 || ps.len() > 1
+}
+
+/// Candidates are queued per key in table order, so each pass takes the first unused one in
+/// constant time (a group can hold thousands of `calls.N`).
+fn first_unused(queue: Option<&mut VecDeque<usize>>, used: &[bool]) -> Option<usize> {
+    let queue = queue?;
+    while let Some(k) = queue.pop_front() {
+        if !used[k] {
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// Match the candidates of one group, in three passes.
+fn match_group(
+    orig: &Object<'_, Orig>,
+    patched: &Object<'_, Patched>,
+    os: &[SymIdx<Orig>],
+    ps: &[SymIdx<Patched>],
+    (ousers, pusers): &Users,
+    out: &mut HashMap<SymIdx<Patched>, SymIdx<Orig>>,
+) {
+    let mut used = vec![false; os.len()];
+    let mut pending: Vec<SymIdx<Patched>> = ps.to_vec();
+    // Pass 1: static locals by the functions that use them.
+    if ambiguous(os, ps) {
+        let mut by_users: HashMap<&[String], VecDeque<usize>> = HashMap::new();
+        for (k, o) in os.iter().enumerate() {
+            if let Some(u) = ousers.get(o) {
+                by_users.entry(u.as_slice()).or_default().push_back(k);
+            }
+        }
+        pending.retain(|&p| {
+            if !is_static_local(patched.sym(p).name) {
+                return true;
+            }
+            let Some(pu) = pusers.get(&p) else {
+                return true;
+            };
+            match first_unused(by_users.get_mut(pu.as_slice()), &used) {
+                Some(k) => {
+                    used[k] = true;
+                    out.insert(p, os[k]);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+    // Pass 2: exact names.
+    let mut by_name: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    for (k, &o) in os.iter().enumerate() {
+        if !used[k] {
+            by_name.entry(orig.sym(o).name).or_default().push_back(k);
+        }
+    }
+    pending.retain(
+        |&p| match first_unused(by_name.get_mut(patched.sym(p).name), &used) {
+            Some(k) => {
+                used[k] = true;
+                out.insert(p, os[k]);
+                false
+            }
+            None => true,
+        },
+    );
+    // Pass 3: what is left, in table order.
+    let mut free = os.iter().enumerate().filter(|(k, _)| !used[*k]);
+    for p in pending {
+        match free.next() {
+            Some((_, &o)) => {
+                out.insert(p, o);
+            }
+            None => break,
+        }
+    }
+}
+
+/// Statics that must never be matched with the running kernel's copy: each build's are
+/// fresh (lockdep keys, once-flags, ratelimit states, `__func__`, switch tables, dynamic-debug
+/// descriptors, anything in `.data..once`).
+pub(crate) fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
+    let s = obj.sym(i);
+    if s.kind != SymKind::Object {
+        return false;
+    }
+    let base = normalize(s.name);
+    const NAMES: &[&str] = &[
+        "__key",
+        "__warned",
+        "__already_done",
+        "__func__",
+        "_rs",
+        "CSWTCH",
+        "_entry",
+        "__print_once",
+        "__UNIQUE_ID_ddebug",
+        "descriptor",
+        "__msg",
+    ];
+    if NAMES.contains(&base.as_str()) {
+        return true;
+    }
+    s.section.is_some_and(|sec| {
+        let n = obj.sec(sec).name;
+        n == ".data..once" || n.starts_with("__dyndbg") || n.starts_with(".data.once")
+    })
+}
