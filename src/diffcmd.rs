@@ -1,4 +1,6 @@
-//! `klpgen diff`: the differ on one object pair, optionally writing the livepatch object.
+//! `klpgen diff`: the differ on one object pair, optionally writing the livepatch object: the
+//! model, correlation and comparison, and with `--output` inclusion, binding (against
+//! `--symtab`/`--symvers` when given) and the object writer, as `klpgen build` does per unit.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,29 @@
 //! kbuild runs: klpgen's own function-sections build directory (objects for diffing only, never
 //! booted), which translation units a patch affects, and the livepatch module build against
 //! the target kernel.
+//!
+//! Affected units ([`affected_units`]): each edited `.c`/`.S` file with a kbuild record of its
+//! own; an edited file without one, in a directory with records, is found like a header
+//! (`kernel/sched/syscalls.c` is compiled as part of `build_policy.o`; one no unit includes is
+//! not compiled in this configuration and is left out, said so); and every unit whose `.o.cmd`
+//! dependency record names an edited header. The records are the target's; a target without
+//! any (a distribution's build tree) gets one complete build in klpgen's directory, once, and
+//! its records are read from then on. [`module_of_unit`] tells from the `*.mod` lists which
+//! in-tree module a unit is linked into; [`units_defining`] finds the units of callers.
+//!
+//! [`DiffBuild`] is klpgen's `O=` directory (`<cache>/trees/<key>/kbuild`, the target's
+//! `.config`), built with `KCFLAGS=-ffunction-sections -fdata-sections` and the author header's
+//! `-I` ([`install_header`]: a directory holding nothing else, so no kernel header is shadowed),
+//! the same for original and patched objects; for C units the kernel's Rust crates are skipped
+//! (`CONFIG_RUST=` on the make line; `autoconf.h` is unchanged). It doubles as the cache of
+//! original objects: [`DiffBuild::save`] sets them aside before the patched build and
+//! [`DiffBuild::restore`] puts them back after the revert, so kbuild's own dependency tracking
+//! makes the next original build a no-op (`src/build/pairs.rs` marks the window `kbuild-dirty`).
+//!
+//! [`build_module`] runs `make M=` against the target with `KBUILD_MODPOST_WARN=1` (undefined
+//! `.klp.sym.*` symbols are expected; any other is an error) and the module directory mapped away
+//! (`-ffile-prefix-map`, `--remap-path-prefix`), so the same inputs give a byte-identical `.ko`
+//! wherever the cache is.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -552,8 +575,8 @@ pub fn build_external(
     Ok(())
 }
 
-/// Build the livepatch module with the target's kbuild; returns the `.ko` and the klp symbols
-/// modpost reported as undefined (expected: they are bound later).
+/// Build the livepatch module with the target's kbuild; returns the `.ko`. Undefined symbols
+/// modpost reports are an error, except the `.klp.sym.*` ones (bound by the klp markings).
 pub fn build_module(
     tree: &Tree,
     moddir: &Path,

@@ -1,6 +1,15 @@
 //! The kernel tree and its target build: where the sources, `.config`, vmlinux and
 //! Module.symvers are, whether the configuration can carry a livepatch at all, whether the
 //! parts come from one build, and the structure layouts the vmlinux's DWARF gives.
+//!
+//! A configuration is refused naming each option it lacks ([`check_config`]: livepatch, modules,
+//! `KALLSYMS_ALL`, ftrace with regs or args, sysfs, a supported machine, no trimmed exports).
+//! Before any compile work, [`check_consistency`] refuses a target whose parts come from
+//! different builds (`target.*-mismatch`, docs/refusals.md): the vmlinux's `linux_banner`
+//! release against the build's `include/config/kernel.release`, the sources' Makefile version
+//! against that release, Module.symvers against the vmlinux's `__ksymtab_<name>` exports and
+//! `__crc_<name>` CRCs (every symbol, both ways), an out-of-tree module's vermagic against the
+//! vmlinux. The comparisons themselves are `patchgen::target`'s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

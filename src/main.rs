@@ -1,5 +1,8 @@
 //! klpgen: build Linux kernel livepatch modules from source patches.
-//! The binary parses arguments once, runs one command, and maps errors to stable exit codes.
+//! The binary parses arguments once, runs one command, and maps errors to stable exit codes:
+//! 0 built (or changes found), 1 error, 2 refused, 3 no functional change, 4 the kernel build
+//! failed ([`exit`], [`classify`]). `klpgen build` also accepts kpatch-build's flags with their
+//! meanings (`-s -c -v -j -t -n -o -d -R`, `--skip-cleanup`, `--skip-compiler-check`).
 
 mod build;
 mod callerscmd;

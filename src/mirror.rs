@@ -2,10 +2,11 @@
 //! `O=`), kbuild refuses to build that tree into another directory ("source tree is not
 //! clean"), and objects lying in it would be taken for up-to-date targets through kbuild's
 //! VPATH. klpgen then works on a mirror of the sources in its cache: hard links to the user's
-//! files (a copy where the cache is on another file system) without any build output. The
-//! mirror is brought up to date at the start of every run, the patches are applied to it (the
-//! user's tree is then never patched at all), and links are broken before a file is patched so
-//! that the user's file keeps its inode untouched.
+//! files (a copy where the cache is on another file system) without any build output (what
+//! kbuild's `.NAME.cmd` records name as outputs, and known output names). The mirror is brought
+//! up to date at the start of every run, the patches are applied to it (the user's tree is then
+//! never patched at all), and links are broken before a file is patched so that the user's
+//! file keeps its inode untouched.
 
 use std::collections::HashSet;
 use std::fs;

@@ -5,6 +5,20 @@
 //! `--module`. ORC for the new functions comes from it (reliable stack traces for the
 //! livepatch transition), and so do `.return_sites`, `.retpoline_sites`, `.call_sites` and
 //! `.static_call_sites`, which the plan leaves out as it does for delayed objtool.
+//!
+//! objtool's output for the new code always comes from the target's own objtool, never from
+//! copies of the patched object's entries (`PlanOptions::objtool_regenerates`). With delayed
+//! objtool (IBT, or Clang LTO) kbuild runs it on the linked module (`--link --module`), and
+//! copies would collide with what it writes. Per object (the e2e case `proc-string-noibt`),
+//! the options come from the `savedcmd_<unit> := <cc ...> ; ./tools/objtool/objtool <options>
+//! <unit>` record of the first patched unit that has one (else `kernel/fork.o`,
+//! `kernel/exit.o`, `init/main.o`), `--link` dropped. Its output lines are printed and kept in
+//! the report (`objtool_warnings`); a failing run fails the build. ORC matters: the consistency
+//! model needs reliable stack traces, and a task whose stack runs through code without ORC
+//! cannot be switched. objtool's `--prefix` names each function's padding `__pfx_<name>`
+//! again, so the plan does not copy those symbols. Targets with objtool per object but no ORC
+//! keep per-entry copies; `__mcount_loc` comes from GCC (`-mrecord-mcount`) and is always
+//! carried per entry.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,9 @@
 //! Out-of-tree modules (`--oot-module KO --oot-module-src DIR`): the module's sources are
 //! copied into klpgen's work directory (the user's directory is never built in or patched),
-//! built twice against the target kernel with function sections — as they are, and with the
-//! patches applied to the copy — and their objects paired for diffing.
+//! built twice against the target kernel with function sections (`make M=`) — as they are, and
+//! with the patches applied to the copy — and their objects, from the module's `.mod` list,
+//! paired for diffing. The given `.ko`, the module as it runs, is the binding target for the
+//! module's own symbols.
 
 use std::fs;
 use std::path::{Path, PathBuf};

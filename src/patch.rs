@@ -2,6 +2,16 @@
 //! tree is always restored — on success, on error, on SIGINT/SIGTERM, and (through a journal
 //! written before any change) on the next run after a SIGKILL. File times are restored too,
 //! so the user's own builds do not see spurious changes.
+//!
+//! A patch whose paths leave the tree, are absolute, or that has binary hunks is refused when
+//! it is loaded, before anything is written (`patchgen::patchfile`). Before applying, every file
+//! a patch touches is copied and the journal names the copies; restoring puts back bytes, mode
+//! and time and removes what the patch created. It never asks `patch` to reverse, so a
+//! half-applied patch is restored too. Once all patches are applied, each patched file is read
+//! once against its saved original: the lines the patches changed (in the original numbering,
+//! for `klpgen explain`) are taken first, then `#line` directives go into C files and headers
+//! so that untouched lines keep their numbers (`patchgen::patchfile::keep_line_numbers`;
+//! `--no-line-directives` turns it off).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
-//! The one place klpgen starts other programs (make, patch, gcc through kbuild). Children are
-//! polled so that SIGINT/SIGTERM stop them and let klpgen restore the source tree first.
+//! The one place klpgen starts other programs (make, patch, gcc through kbuild). Programs get
+//! argument vectors, never a shell string built from input. Children are polled so that
+//! SIGINT/SIGTERM stop them (SIGTERM, then SIGKILL) and let klpgen restore the source tree first,
+//! and they get SIGTERM when klpgen dies, even by SIGKILL (`PR_SET_PDEATHSIG`), so no orphaned
+//! `patch` or `make` races the next run.
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The `--report` JSON document of `klpgen build` (schema in docs/report.md) and the stage
-//! clock that prints one line per stage.
+//! clock that prints one line per stage. The document is written on every outcome, a failed or
+//! refused run included (`build::run`).
 
 use std::time::Instant;
 

@@ -1,6 +1,17 @@
 //! The klpgen CLI on a miniature kernel tree with a stand-in `make` (a script that compiles the
 //! requested units with gcc): clear answers to bad input, and a tree left exactly as it was
 //! after a failed or interrupted build.
+//!
+//! The tree has a linked stand-in vmlinux (a banner, an export, `__mcount_loc`), and the
+//! stand-in `make` links `M=DIR modules` from the livepatch object and a `.modinfo`. Covered:
+//! a full build to a checked module; a missing tree, a config without `CONFIG_LIVEPATCH`, a
+//! patch that does not apply; interrupted and killed builds (the tree byte- and time-identical
+//! after); the `target.*-mismatch` refusals before any work; where klpgen writes (with HOME,
+//! XDG_CACHE_HOME and TMPDIR in a temporary root, a full build changes only the cache and the
+//! output, a refused patch only the report); the annotation header; progress and `--verbose`;
+//! `--cc-launcher`; in-tree builds from a mirror; header patches without records; runs with
+//! different caches taking turns on one tree; `#line` directives keeping `__LINE__`; the
+//! target's objtool on the livepatch object.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,12 @@
 //! Fixture harness: each `tests/fixtures/*.c` is compiled twice with gcc and kernel-like flags
 //! (with and without `-DPATCHED`), diffed with elfdiff, and checked against its `//#` header
-//! lines. Fixtures that expect a livepatch also get one written, parsed back and checked.
+//! lines. Fixtures that expect a livepatch also get one written, parsed back and checked: every
+//! changed and new function is in it with a hook alias per replaced one, every binding has its
+//! undefined symbol, special sections keep exactly the entries of carried code (`.printk_index`:
+//! the formats `printk-formats:` names, each `_entry` and its strings copies, no klp relocation),
+//! ignored functions are absent, and each callback's alias sits at its function's copy. Special
+//! sections are emulated with the kernel's entry layouts in inline assembly; the `carve_*.c`
+//! fixtures check that sections copied per piece carry only the changed functions' pieces.
 //!
 //! The directives are listed, each with its meaning, in `testsupport::fixture::DIRECTIVES`
 //! (crates/testsupport/src/fixture.rs), the one list: a fixture with any other `//#` line fails

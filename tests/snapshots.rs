@@ -3,7 +3,8 @@
 //! compared with `tests/snapshots/<fixture>.json` (its JSON report, exactly as printed), and
 //! the livepatch object it writes, dumped by `testsupport::elfdump`, with
 //! `tests/snapshots/<fixture>.dump` (only fixtures that give a livepatch). The exit status must
-//! agree with the report (0 changes, 2 refused, 3 no functional change).
+//! agree with the report (0 changes, 2 refused, 3 no functional change). The CLI runs in the
+//! fixture's build directory with relative paths, so nothing host-specific appears.
 //!
 //! A mismatch fails with a unified diff. `cargo xtask bless` re-blesses: it runs this test
 //! with `KLPGEN_BLESS=1`, which rewrites the snapshots (and removes those no fixture gives).

@@ -1,7 +1,9 @@
 //! A unit's entry in the report: the verdict of each function and, for each changed one, why
 //! it changed (own code, inlined code, split part, caller included, `klpgen explain`'s
 //! finding) and its callers (the consistency analysis), with warnings about callers the
-//! livepatch does not replace.
+//! livepatch does not replace. The callers of vmlinux code come from the target's whole
+//! `vmlinux.o` graph when the build has one, those of module code (or without it) from the
+//! unit's own object.
 
 use elfdiff::callgraph::CallGraph;
 use elfdiff::explain::ChangedLines;

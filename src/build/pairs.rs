@@ -2,6 +2,13 @@
 //! and after the patches are applied in place, the tree always restored), an out-of-tree
 //! module's objects (built in two copies of its sources), and the units that hold callers for
 //! `--include-callers`.
+//!
+//! Between setting the original objects aside and putting them back, klpgen's build directory
+//! may hold patched objects: `kbuild-dirty` lists those units, and a run that finds it (the
+//! last one was killed in between) rebuilds them first. Callers of the changed functions come
+//! from the target's `vmlinux.o` call graph up to the depth asked; their units are found by the
+//! symbol tables of the target's objects (`kbuild::units_defining`), and past `--max-callers`
+//! the build stops.
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! The target kernel of a build: its tree and what klpgen reads from it — the vmlinux and
 //! Module.symvers (checked to come from one build before any work), its symbols and structure
 //! layouts, the modules patched code lives in, and the compiler that built it.
+//! A module's `.ko` ([`ModTarget`]) comes from the target build directory, else from
+//! `/lib/modules/<release>`; it gives the positions of the module's own symbols.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,11 @@
 //! Per-unit work: where each unit's code lives (vmlinux or a module), reading, parsing and
 //! diffing its objects (in parallel), widening the change to callers, the unit's report entry,
 //! and the unit's livepatch object with its bindings, gathered into the module's parts.
+//!
+//! `--include-callers N` re-emits the callers of every changed function up to depth N from each
+//! unit's object (`Diff::include_unchanged`), refusing callers without an ftrace entry or in
+//! `__init` and stopping past `--max-callers`. At most one callback of each kind across all
+//! units (a second is `refuse.duplicate-callback`). Any refusal in any unit refuses the build.
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -1,5 +1,19 @@
 //! `cargo xtask e2e`: builds livepatch modules from the cases under tests/e2e with klpgen and
 //! checks them in a qemu guest running the test kernel.
+//!
+//! First, on the test kernel: the self-diff of every object (`selfdiff.rs`), the syscall check
+//! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`) and the kernel-header fixtures
+//! (`kfixtures.rs`). Then each case `tests/e2e/<case>/` is built with `klpgen build`, the source
+//! tree must be left as it was, and before booting `klpgen check` must pass on the module and
+//! fail with the expected key on three corrupted copies (wrong sympos, no `livepatch=Y`, a
+//! renamed klp symbol) and against the doctored vmlinux and Module.symvers; on ORC kernels every
+//! function of the module must have ORC (`orccheck.rs`). In qemu (`guest.rs`): the probe fails,
+//! insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
+//! "Call Trace" or other complaint on the console. Case files: `case.patch`, `probe.sh`, `args`,
+//! `README`; `expect` judges klpgen's answer alone without booting (exit code, stderr lines,
+//! `--report` values by JSON pointer); `stdout-contains`/`stderr-contains`; `console-expect`
+//! (lines in order); `oot-module`, `target-module` (a module loaded first); `reproducible` (a
+//! second build elsewhere is byte-identical); `kernel` (a test-kernel variant, such as `noibt`).
 
 use crate::case::{
     build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,

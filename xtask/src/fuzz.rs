@@ -3,6 +3,14 @@
 //! generated modules, e2e patches), runs each target for a fixed time and reports the
 //! executions libFuzzer made and any crash.
 //!
+//! The targets cover every parser of untrusted bytes: object pairs through diff, plan, binding
+//! and writer (`elfdiff_pair`) and through `explain` (`explain_pair`), DWARF layouts
+//! (`dwarf_layouts`), the call graph (`callgraph`), klp markings and module checks
+//! (`ko_finalize`), Module.symvers and symbol tables (`symvers`), patch files (`patch_parse`).
+//! Malformed input must be an error, never a panic, abort or unbounded allocation; each crash
+//! found gets a regression test (`crates/elfdiff/tests/malformed.rs`,
+//! `crates/patchgen/tests/malformed.rs`, `patchgen::patchfile`'s tests).
+//!
 //! cargo-fuzz wants a nightly compiler for `-Zsanitizer`; the stable toolchain accepts it with
 //! `RUSTC_BOOTSTRAP=1`, which is set here. By default the targets are built without a
 //! sanitizer (`-s none`): the fuzzed crates have no `unsafe`, and it runs about six times as

@@ -1,4 +1,8 @@
 //! Builds (or reuses) the cached test kernel and tells where its source and build trees are.
+//! The test kernel is Debian's linux-source-6.12 with tinyconfig plus
+//! `tests/e2e/kernel.fragment`; a variant (`tests/e2e/kernel-<variant>.fragment`, merged after
+//! the main fragment) is built and cached separately, such as `noibt` (objtool per object).
+//! The cache is `$XDG_CACHE_HOME/klpgen-dev/` (by default `~/.cache/klpgen-dev/`).
 
 use crate::util;
 use anyhow::{bail, Context, Result};

@@ -4,6 +4,9 @@
 //! accesses, dynamic debug, the printk index, pr_*_once). Each `case.patch` is built with
 //! `klpgen build --report` against the cached test kernel, as a user would, and the report's
 //! verdicts are compared with the case's `expect` file; nothing is booted.
+//! Also: tracepoints (a jump label with a klp-relocated key, a static call), a file built
+//! without `-pg` and a shift runtime constant (`__d_lookup` inlining `d_hash()`) refused, a
+//! pointer runtime constant (`copy_from_user_nmi`, `__access_ok()`) built.
 //!
 //! `expect` lines (`#` comments): `exit=N` (klpgen's exit code, required), `changed=F...` and
 //! `new=F...` (exact sets over all units, empty for none), `unchanged=F...` (not changed or

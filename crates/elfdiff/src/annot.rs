@@ -3,6 +3,13 @@
 //! although unchanged, livepatch callbacks).
 //! They are read from the patched object only, checked here, and acted on by the differ and
 //! the inclusion plan; they never reach the livepatch module.
+//!
+//! `KLPGEN_IGNORE_FUNCTION`/`_SECTION` and `KLPGEN_FORCE_FUNCTION` leave NUL-terminated names in
+//! `.klpgen.ignore.functions`/`.sections` and `.klpgen.force.functions`; `KLPGEN_<KIND>_CALLBACK`
+//! a function pointer in `.klpgen.callbacks.<kind>`. What cannot be honoured is refused
+//! (`refuse.annotation.*`): an unknown `.klpgen.*` section, a malformed record, an ignore or force
+//! of a function the object does not define, one both ignored and forced, a callback that is no
+//! function of the unit or is `__init`; two callbacks of a kind are `refuse.duplicate-callback`.
 
 use serde::Serialize;
 

@@ -4,9 +4,16 @@
 //! `__init`/`__exit`), and which call sites lie inside a loop of their caller.
 //!
 //! The objects need not be built with function sections: many functions then share `.text`,
-//! calls between them may carry no relocation at all (the assembler resolved them), and the
-//! calling function is found by address. Names are borrowed from the objects, never copied;
+//! calls between them may carry no relocation at all (the assembler resolved them, so the code
+//! is decoded), and the calling function is found by address; a target through a section symbol
+//! is resolved past the instruction. Names are borrowed from the objects, never copied;
 //! functions, sites and references are held in flat vectors indexed by [`FuncId`].
+//!
+//! Functions are keyed by name, statics also by their STT_FILE. A function has an ftrace entry
+//! when `__mcount_loc` lists it or it calls `__fentry__` at its entry. Its address is taken by
+//! code other than a call or jump to it, and by data other than tracing, unwinding and
+//! mitigation metadata. A call site lies in a loop when a backward branch of its caller spans it.
+//! [`CallGraph::consistency`] is what the build asks about each changed function.
 
 use std::collections::HashMap;
 

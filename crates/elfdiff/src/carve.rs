@@ -9,6 +9,16 @@
 //! carries, lays them out in their original order (each at an offset congruent to its
 //! original one modulo the section's alignment) and translates every offset with
 //! [`Carve::new_offset`].
+//!
+//! Code sections (`Arch::carved_code_sections`) are cut at every offset an allocated section
+//! refers to: the relocation's symbol value plus addend plus the bias at its site (a
+//! PC-relative field in code counts from the end of its instruction, one in data from itself).
+//! Sections of one object per symbol (`__dyndbg`) are cut at their symbols' ranges. A referrer
+//! may say how many bytes it uses (an `alt_instr` entry: `replacementlen` at the offset the
+//! target's DWARF gives, `Arch::entry_reference_len`), so an empty replacement sharing its
+//! offset with another function's needs none; a reference to no copied byte goes where the
+//! next copied piece starts. A reference outside the section or into no piece, overlapping
+//! ranges, or a relocation field cut in two is an error ([`CarveError`], `Error::Carve`).
 
 /// Why a reference into a carved section cannot be followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

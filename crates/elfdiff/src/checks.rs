@@ -3,6 +3,11 @@
 //! entry), changed existing data, sections of unknown format or the error-injection list
 //! pointing into changed code, and runtime constants in carried code. Differences in sections
 //! an annotation ignores are recorded as ignored instead.
+//!
+//! A runtime constant in carried code is refused when it is a shift constant (it cannot be
+//! rewritten in place) or a pointer site whose bytes are not the one the machine can rewrite
+//! into a load of its variable (the plan rewrites the others). A private function whose address
+//! is taken is refused as `no-ftrace`, naming the taker. Every refusal is built in `refusal.rs`.
 
 use std::collections::{HashMap, HashSet};
 

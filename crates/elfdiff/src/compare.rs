@@ -2,6 +2,14 @@
 //! relocation fields masked and by what its relocations point at (symbol name and addend, or
 //! string content), never by section offsets that move between builds; and whether a function
 //! has an ftrace entry.
+//!
+//! A string is compared by content: a reference through a section symbol or through gas's
+//! local label `.LC<n>` is section + offset (`refs.rs`), so a string that moved to another
+//! function's `.rodata.<fn>.str1.1` under another label number is the same string. The
+//! binary-level half of the `__LINE__` tolerance is here too (the source-level half is the
+//! `#line` directives of `patchgen::patchfile`): a function whose only differences are
+//! line-number immediates passed to a known line taker (`might_sleep`, `WARN`, ...) did not
+//! change (`line_numbers_only`).
 
 use std::collections::HashMap;
 

@@ -1,7 +1,10 @@
 //! Correlation: which symbols of the original and patched objects are the same thing. Symbols
-//! are matched by normalised name (clone and static-local numbers removed) within their kind
-//! through per-name queues, never by scanning all candidates for each symbol; special statics,
-//! which each build makes fresh, are never matched.
+//! are matched by normalised name (clone and static-local numbers removed, `names.rs`) within
+//! their kind through per-name queues, never by scanning all candidates for each symbol; special
+//! statics, which each build makes fresh, are never matched. Where several static locals share a
+//! name on either side, the numbers say nothing (a new function's `count.0` may be the number an
+//! existing one's had), so those are matched by the functions that use them; then exact names,
+//! then table order.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,5 +1,9 @@
 //! Structure layouts from a target's DWARF (vmlinux or a module): the sizes and member offsets
-//! of kernel structures such as `klp_func` or `bug_entry`, so nothing is hand-copied.
+//! of kernel structures such as `klp_func` or `bug_entry`, so nothing is hand-copied. They give
+//! the `klp_*` structures of the Rust hook (`patchgen::kmod`), the entry sizes of special
+//! sections, and the members the plan reads (`plan::LAYOUT_MEMBERS`: `pi_entry.fmt`/`func`,
+//! `alt_instr.repl_offset`/`replacementlen`); `src/kernel.rs` `target_layouts` collects them,
+//! `klpgen build --debug` shows them, and without DWARF the plan assumes the known layouts.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

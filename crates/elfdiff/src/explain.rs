@@ -2,6 +2,15 @@
 //! versions (disassembled, relocation targets shown by name), whether the difference is only in
 //! where a relocation points, and the source lines and inlined callees at that point from the
 //! objects' DWARF (relocations applied, addresses kept apart per function section).
+//!
+//! Every function section starts at 0 in a `.o`, so DWARF addresses are tagged by section after
+//! the debug relocations are applied. Given the lines the patches changed (original numbering,
+//! `patchgen::patchfile::changed_old_lines`), [`explain_with`] attributes each line-table row
+//! of a changed function's original code on a changed line to the function whose definition
+//! holds that line (`DW_AT_decl_line` of the unit's subprograms; inlined ranges only where none
+//! is known). That tells the function's own change (`own-code`) from an inlined callee's
+//! (`inlined-callee`, `changed_callees`) and from no changed line at all (`indirect`: a macro,
+//! or the compiler's view of a changed callee).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -3,6 +3,24 @@
 //! and `_static_cpu_has` fragments, the dynamic debug descriptors), which special-section
 //! entries are kept, and where every relocation of the included code points (a copied
 //! symbol, or a symbol of the running kernel).
+//!
+//! What is carried: changed and new functions, callbacks (copied like new ones, even an
+//! unchanged one: `Plan::callbacks`), and the strings and new data they use. Of the changed
+//! functions, `Plan::funcs` (what the hook redirects) holds a `.part.N` with an ftrace entry
+//! (callers that inlined its parent's head call it directly) but not a `.cold` part (its
+//! parent's new body reaches it) nor a private function (its callers are redirected; a note
+//! says so). Special sections (`__mcount_loc`, `__bug_table`, `__ex_table`, `__jump_table`,
+//! `.altinstructions`, ...) are cut per entry, an entry kept when it points into carried code;
+//! `.printk_index` entries point at a site's `struct pi_entry` instead and are kept by what it
+//! names (`Builder::printk_index_wanted`). When the target's objtool runs again
+//! (`PlanOptions::objtool_regenerates`), objtool's sections and the `__pfx_` symbols it names
+//! again are left to it. A runtime pointer constant becomes a load of its variable through
+//! `Arch::runtime_ptr_load`, bound like any other reference, its section not carried, each in
+//! `Plan::notes` (`Builder::runtime_constants`). Every relocation is a local copy or a reference
+//! to the target; a pointer to a replaced function is the running kernel's original
+//! (`Builder::original_function_pointer`). The member offsets the plan reads
+//! ([`LAYOUT_MEMBERS`]) come from the target's DWARF, else from the layouts of Linux 5.15 to
+//! 6.19. Symbols the patch newly exports are not carried (a note says why).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -31,7 +49,8 @@ const CARVED_BY_SYMBOLS: &[&str] = &["__dyndbg"];
 /// How a section copied piece by piece is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carving {
-    /// At every offset an allocated section refers to ([`Arch::carved_code_sections`]).
+    /// At every offset an allocated section refers to
+    /// ([`Arch::carved_code_sections`](crate::arch::Arch::carved_code_sections)).
     References,
     /// At its symbols' ranges.
     Symbols,
@@ -209,7 +228,7 @@ struct Carved {
 type Pending = Option<(SecIdx<Patched>, u64)>;
 
 /// The special-section entry a relocation sits in, for what the entry says about the size of
-/// what it refers to ([`Arch::entry_reference_len`]).
+/// what it refers to ([`Arch::entry_reference_len`](crate::arch::Arch::entry_reference_len)).
 #[derive(Clone, Copy)]
 struct EntryRef<'e> {
     section: &'e str,
@@ -608,11 +627,9 @@ impl Builder<'_, '_, '_> {
         })
     }
 
-    /// Whether a defined symbol the new code refers to is copied into the livepatch (else the
-    /// reference binds to the running kernel's).
-    /// A pointer to a function the livepatch replaces, taken by the carried code or data
-    /// (not a call or jump to it): it refers to the running kernel's original, never to the
-    /// copy. The value then compares equal to the pointers the kernel already holds (ops
+    /// The running kernel's original, for a reference that is a pointer to a function the
+    /// livepatch replaces, taken by the carried code or data (not a call or jump to it): such
+    /// a pointer refers to the original, never to the copy. The value then compares equal to the pointers the kernel already holds (ops
     /// tables, registered callbacks), a call through it still reaches the new version (the
     /// livepatch core redirects the original), and it does not dangle into the module once
     /// the livepatch is removed. Direct calls and jumps, references into the middle of a

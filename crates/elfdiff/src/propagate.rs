@@ -4,6 +4,14 @@
 //! ftrace entry) makes every function of the object that calls or jumps to it changed; then
 //! the annotations apply (`KLPGEN_IGNORE_*` leaves changes out, `KLPGEN_FORCE_FUNCTION`
 //! replaces unchanged functions).
+//!
+//! A function is *private* when it is local, has no ftrace entry and, in both objects' call
+//! graphs (`callgraph.rs`), nothing but direct calls and jumps from functions reaches it
+//! (`private_functions`): it is carried (`FuncResult::private`) but not redirected, and the
+//! plan says so in a note; one whose address is taken is refused naming the taker
+//! (`checks.rs`). A changed or new function ignored by name or section becomes
+//! `Verdict::Ignored`, which nothing downstream includes; a forced one goes to `Diff::forced`;
+//! each ignored difference goes to `Diff::ignored` with its reason.
 
 use std::collections::{HashMap, HashSet};
 

@@ -2,6 +2,14 @@
 //! last step of `klpgen build`): modinfo, every `.klp.sym`/`.klp.rela` marking, every klp
 //! symbol resolved in the target's symbol table in kallsyms order, every replaced function
 //! present and ftrace-able in the target, and every ordinary undefined symbol exported.
+//! In detail: modinfo `livepatch=Y`, a GPL license, a vermagic naming the release in the
+//! vmlinux's `linux_banner`; every `.klp.sym` SHN_LIVEPATCH, well formed, and at its position
+//! (vmlinux: address order among equal names; a module: symbol-table order) a symbol of the
+//! recorded origin file; every `.klp.rela` well formed; every replaced function present, a
+//! function, and covered by an `__mcount_loc` entry; every ordinary undefined symbol in
+//! Module.symvers, and Module.symvers itself the vmlinux's (`check.target.symvers-mismatch`);
+//! every given target module built for the vmlinux's release (`check.target.module-mismatch`).
+//! In `klpgen build` any finding fails the build (`src/build/module.rs`).
 //!
 //! Bytes in, findings out. Each finding has a stable key (`check.<what>...`, listed in
 //! docs/check.md; `tests/catalogue.rs` reads the keys from the string literals of this file

@@ -1,5 +1,13 @@
 //! Module sources from `templates/kmod/`: the Kbuild file and the hook, in Rust (klp_* layouts
 //! generated from the target's DWARF) or in C (compiled against the target's headers).
+//!
+//! The Rust hook's `#[repr(C)]` structures have exactly the target's sizes and member offsets,
+//! checked by compile-time assertions; with callbacks, `klp_object`'s `callbacks` member is
+//! flattened into `Option<unsafe extern "C" fn>` fields at the offsets of `struct
+//! klp_callbacks`. The C hook fills `.callbacks = { ... }` through the target's
+//! `<linux/livepatch.h>`. Either hook gets an `import_ns=` modinfo entry per namespace to
+//! import: those of the namespaced exports the new code calls (Module.symvers' fifth field) and
+//! the patched units' own `.modinfo` tags (gathered by `src/build/unit.rs`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

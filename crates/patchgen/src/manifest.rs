@@ -2,6 +2,7 @@
 //! each klp symbol was taken from ([`Manifest`]), as text lines in two non-allocated sections
 //! (`.klpgen.funcs`, `.klpgen.syms`) that the module loader ignores. `klp.rs` writes them into
 //! the finished `.ko`; `check.rs` reads them back to verify the module against its target.
+//! Each line is `objname name sympos origin`, the origin `global` or `local <STT_FILE name>`.
 
 use crate::klpsym::is_decimal;
 use crate::kmod::HookFunc;

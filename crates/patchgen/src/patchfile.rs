@@ -1,5 +1,12 @@
 //! Source patches as text: which files a unified diff touches (`-p1`), refusing paths that
 //! leave the tree and binary hunks. Pure text in, values out; applying patches is `src/patch.rs`.
+//!
+//! Also the source-level half of the `__LINE__` tolerance ([`keep_line_numbers`]): `#line`
+//! directives after each changed stretch of a patched file, so untouched code keeps its
+//! original line numbers, and before it, so the patch's own lines keep their patched-file
+//! numbers; a directive goes only at a statement or block boundary outside comments and
+//! continued lines. The binary-level half is elfdiff's comparison. And the lines a patch changed,
+//! in the original numbering ([`changed_old_lines`]), which `klpgen explain` attributes.
 
 /// Why a patch's file list cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,6 +3,15 @@
 //! parts of the target come from one build, and the binding of a plan's external references.
 //! The checker reads the target's symbols again with its own reader (`check/kallsyms.rs`,
 //! which says why).
+//!
+//! A static is found in the file group of its STT_FILE symbol, told apart from same-named files
+//! by the original object's other locals; `sympos` counts same-named symbols in kallsyms order
+//! (vmlinux: address order; a module: symbol-table order). Module.symvers decides between an
+//! ordinary relocation (exported) and a klp one, except that a module's own symbols, globals of
+//! its other objects included, always bind klp against it, so it may load after the livepatch
+//! ([`bind_externals_module`]). A jump label or static call whose key would be a klp relocation
+//! against a module is refused ([`module_key_refusals`]). The `*_mismatch` functions tell
+//! whether vmlinux, Module.symvers, the sources and a module come from one build.
 
 use std::collections::{HashMap, HashSet};
 

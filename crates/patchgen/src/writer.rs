@@ -1,7 +1,8 @@
 //! Write the livepatch object (`klpgen_patch.o`): the planned sections with their relocations,
-//! local copies of the new functions plus a global alias per replaced function and per
-//! callback for the hook, and undefined `.klp.sym.*` symbols for references that become klp
-//! relocations once the module is linked (see `klp.rs`).
+//! local copies of the new functions plus a global alias per replaced function
+//! (`__klpgen_func_N`) and per callback (`__klpgen_callback_<kind>`) for the hook, and
+//! undefined `.klp.sym.<obj>.<name>,<pos>` symbols for references that become klp relocations
+//! once the module is linked (see `klp.rs`).
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{

@@ -4,7 +4,8 @@
 //! entry, the code sections copied piece by piece and the special-section entries, runtime
 //! constants, and the kernel configuration facts that differ per machine. Every object
 //! records its machine ([`crate::Object::arch`], from `e_machine`), and nothing outside this
-//! folder names one: a machine is added as one file here and one line in [`ALL`].
+//! folder names one (tests/tidy.rs `machine_names`): a machine is added as one file here and
+//! one line in [`ALL`].
 
 use std::collections::HashMap;
 use std::fmt;

@@ -3,6 +3,12 @@
 //! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
 //! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
 //! a pointer runtime constant.
+//!
+//! The rewrite checks the `movabs $placeholder, %reg` byte for byte and makes it
+//! `mov sym(%rip), %reg` plus a 3-byte NOP with a PC32 relocation against the variable. Of the
+//! carved sections, `.altinstr_replacement` pieces are reached from `alt_instr` entries, which
+//! use `replacementlen` bytes, and `.altinstr_aux` pieces from `_static_cpu_has()`'s jumps.
+//! `CONFIG_X86_KERNEL_IBT` delays objtool to the linked module.
 
 use std::cell::Cell;
 use std::collections::HashMap;
