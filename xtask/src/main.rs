@@ -3,6 +3,8 @@
 
 mod bench;
 mod case;
+mod debian;
+mod debian_e2e;
 mod demo;
 mod e2e;
 mod fuzz;
@@ -62,7 +64,7 @@ fn real_main() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
     match args.first().map(String::as_str) {
-        Some("setup") => setup::cmd_setup().map(|()| true),
+        Some("setup") => setup::cmd_setup(rest).map(|()| true),
         Some("kernel") => kernel::cmd_kernel(rest.first().map(String::as_str)).map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
