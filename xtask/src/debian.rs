@@ -470,7 +470,7 @@ fn pin_failure(set: &Set, package: &str, apt_said: &str) -> String {
     let t = set.target;
     let offered = offered_abis(t.flavour);
     let offered = if offered.is_empty() {
-        "  (apt-cache show linux-headers-<flavour> gave nothing)".to_string()
+        "  (apt-cache search found no linux-headers-6.1.0-N-<flavour>)".to_string()
     } else {
         offered
             .iter()
@@ -480,59 +480,71 @@ fn pin_failure(set: &Set, package: &str, apt_said: &str) -> String {
     };
     format!(
         "the Debian archive no longer has {package}={} (apt-get: {apt_said}).\n\
-         Debian keeps only a few ABIs of a stable kernel line. The {} ABIs the archive \
-         offers now (from the linux-headers-{} metapackage):\n{offered}\n\
+         Debian keeps only a few ABIs of a stable kernel line. The 6.1 {} ABIs whose headers \
+         apt's lists have now:\n{offered}\n\
          Update the pin: in xtask/src/debian.rs, TARGETS, target {:?}, set `version` and `abi` \
-         (check that the ABI has -dbg and -unsigned packages: `apt-cache policy \
-         linux-image-<abi>-{}-dbg`).",
-        t.version, t.flavour, t.flavour, t.name, t.flavour
+         (check that the ABI has -dbg and -unsigned packages too: `apt-cache policy \
+         linux-image-<abi>-{}-dbg linux-image-<abi>-{}-unsigned`).",
+        t.version, t.flavour, t.name, t.flavour, t.flavour
     )
 }
 
-/// `(package version, ABI)` of every 6.1 version of `linux-headers-<flavour>`.
+/// `(package version, ABI)` of every 6.1 ABI whose `linux-headers-<abi>-<flavour>` apt's
+/// lists have, oldest first (`apt-cache search`, then one `apt-cache show` for all).
 fn offered_abis(flavour: &str) -> Vec<(String, String)> {
-    let Ok(out) = Command::new("apt-cache")
-        .arg("show")
-        .arg(format!("linux-headers-{flavour}"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return Vec::new();
+    let apt_cache = |args: &[String]| {
+        Command::new("apt-cache")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     };
-    parse_offered(&String::from_utf8_lossy(&out.stdout), flavour)
+    let pattern = format!("^linux-headers-6\\.1\\.0-[0-9]+-{flavour}$");
+    let found = apt_cache(&["search".into(), "--names-only".into(), pattern]);
+    let names: Vec<String> = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec!["show".to_string()];
+    args.extend(names);
+    parse_offered(&apt_cache(&args), flavour)
 }
 
-/// From `apt-cache show linux-headers-<flavour>`: each stanza's Version and the ABI of the
-/// `linux-headers-<abi>-<flavour>` it depends on, 6.1 only, newest first as apt lists them.
+/// From `apt-cache show linux-headers-<abi>-<flavour>...`: each stanza's Version and the ABI
+/// in its Package name, 6.1 only, sorted by ABI number.
 fn parse_offered(text: &str, flavour: &str) -> Vec<(String, String)> {
     let suffix = format!("-{flavour}");
-    let mut out = Vec::new();
+    let mut out: Vec<(u32, String, String)> = Vec::new();
     for stanza in text.split("\n\n") {
         let field = |name: &str| {
             stanza
                 .lines()
                 .find_map(|l| l.strip_prefix(name).map(str::trim))
         };
-        let (Some(version), Some(depends)) = (field("Version:"), field("Depends:")) else {
+        let (Some(package), Some(version)) = (field("Package:"), field("Version:")) else {
             continue;
         };
-        let abi = depends
-            .split(',')
-            .filter_map(|d| d.split_whitespace().next())
-            .filter_map(|p| p.strip_prefix("linux-headers-")?.strip_suffix(&suffix))
-            .find(|abi| {
-                abi.strip_prefix("6.1.0-")
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            });
-        if let Some(abi) = abi {
-            let pair = (version.to_string(), abi.to_string());
-            if !out.contains(&pair) {
-                out.push(pair);
-            }
+        let Some(abi) = package
+            .strip_prefix("linux-headers-")
+            .and_then(|p| p.strip_suffix(&suffix))
+        else {
+            continue;
+        };
+        let Some(n) = abi.strip_prefix("6.1.0-").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !out.iter().any(|(m, v, _)| *m == n && v == version) {
+            out.push((n, version.to_string(), abi.to_string()));
         }
     }
-    out
+    out.sort();
+    out.into_iter().map(|(_, v, a)| (v, a)).collect()
 }
 
 /// Extracts one member of a package's data archive into `dest`, streaming
@@ -658,10 +670,15 @@ pub fn disk_usage(path: &Path) -> u64 {
     total
 }
 
-/// `cargo xtask setup`'s part: every pinned set present, fetching what is missing; prints
-/// the time it took and the disk the new trees take.
-pub fn setup() -> Result<()> {
-    for t in TARGETS {
+/// `cargo xtask setup`'s part: every pinned set present (or those `names` names), fetching
+/// what is missing; prints the time it took and the disk the new trees take.
+pub fn setup(names: &[String]) -> Result<()> {
+    let targets: Vec<&'static Target> = if names.is_empty() {
+        TARGETS.iter().collect()
+    } else {
+        names.iter().map(|n| target(n)).collect::<Result<_>>()?
+    };
+    for t in targets {
         let start = Instant::now();
         let (set, f) = ensure_reporting(t)?;
         if f.packages.is_empty() {
@@ -738,19 +755,19 @@ mod tests {
 
     #[test]
     fn offered_abis_from_apt_cache_show() {
-        let text = "Package: linux-headers-cloud-amd64\nVersion: 6.12.57-1~bpo12+1\n\
-                    Depends: linux-headers-6.12.57+deb12-cloud-amd64 (= 6.12.57-1~bpo12+1)\n\n\
-                    Package: linux-headers-cloud-amd64\nVersion: 6.1.192-3\n\
-                    Depends: linux-headers-6.1.0-57-cloud-amd64 (= 6.1.192-3)\n\n\
-                    Package: linux-headers-cloud-amd64\nVersion: 6.1.176-1\n\
-                    Depends: linux-headers-6.1.0-50-cloud-amd64 (= 6.1.176-1)\n";
+        let text = "Package: linux-headers-6.1.0-57-cloud-amd64\nVersion: 6.1.192-3\n\n\
+                    Package: linux-headers-6.12.57+deb12-cloud-amd64\nVersion: 6.12.57-1~bpo12+1\n\n\
+                    Package: linux-headers-6.1.0-9-cloud-amd64\nVersion: 6.1.27-1\n\n\
+                    Package: linux-headers-6.1.0-53-cloud-amd64\nVersion: 6.1.187-1\n";
         assert_eq!(
             parse_offered(text, "cloud-amd64"),
             vec![
-                ("6.1.192-3".to_string(), "6.1.0-57".to_string()),
-                ("6.1.176-1".to_string(), "6.1.0-50".to_string())
+                ("6.1.27-1".to_string(), "6.1.0-9".to_string()),
+                ("6.1.187-1".to_string(), "6.1.0-53".to_string()),
+                ("6.1.192-3".to_string(), "6.1.0-57".to_string())
             ]
         );
+        // cloud-amd64's packages are not the generic flavour's.
         assert!(parse_offered(text, "amd64").is_empty());
     }
 }

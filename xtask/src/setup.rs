@@ -153,13 +153,14 @@ pub fn install_tools() -> Result<()> {
     Ok(())
 }
 
-/// Idempotent; quick when everything is installed. `debian` fetches only the stock kernels.
+/// Idempotent; quick when everything is installed. `debian [TARGET...]` fetches only the
+/// stock kernels (all pinned ones, or those named).
 pub fn cmd_setup(rest: &[String]) -> Result<()> {
-    match rest {
-        [] => {}
-        [what] if what == "debian" => return crate::debian::setup(),
-        _ => bail!("usage: cargo xtask setup [debian]"),
+    match rest.split_first() {
+        None => {}
+        Some((what, targets)) if what == "debian" => return crate::debian::setup(targets),
+        Some(_) => bail!("usage: cargo xtask setup [debian [TARGET...]]"),
     }
     install_tools()?;
-    crate::debian::setup()
+    crate::debian::setup(&[])
 }
