@@ -27,19 +27,25 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
+  setup [debian [TARGET...]]
+                   install the Debian packages, bindgen and cargo-fuzz, and fetch the stock
+                   Debian kernels of the distribution cases into the dev cache (idempotent;
+                   `debian` fetches only those, all pinned ones or the TARGETs named)
   kernel [VARIANT] build or reuse the cached test kernel (or a variant, tests/e2e/kernel-VARIANT.fragment
                    merged after kernel.fragment); print its source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
-                   kfixtures/NAME), then build and boot-test the cases under tests/e2e
+                   kfixtures/NAME), then build and boot-test the cases under tests/e2e;
+                   then the distribution cases (tests/e2e-debian) on Debian's stock
+                   kernels (select with debian, debian/CASE or debian/selftest)
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
                    the e2e, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
-  bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
+  bench            measure klpgen build (cold, warm; test kernel and stock Debian kernel)
+                   and klpgen diff (instructions, memory)
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
