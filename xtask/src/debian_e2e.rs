@@ -573,7 +573,10 @@ fn run_case(
     };
     let config = fs::read_to_string(set.headers().join(".config"))?;
     let checked = if config.lines().any(|l| l == "CONFIG_UNWINDER_ORC=y") {
-        match crate::orccheck::coverage(&fs::read(&module)?) {
+        match crate::orccheck::coverage(
+            &fs::read(&module)?,
+            crate::orccheck::Layout::of_source(&set.source())?,
+        ) {
             Ok((n, uncovered)) if uncovered.is_empty() => {
                 format!("{checked}, {n} ORC entries cover every function")
             }

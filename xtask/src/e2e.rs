@@ -360,7 +360,10 @@ fn run_case(
     // delayed objtool run on the linked module, or klpgen's run on the livepatch object).
     let config = fs::read_to_string(k.build.join(".config"))?;
     let checked = if config.lines().any(|l| l == "CONFIG_UNWINDER_ORC=y") {
-        match crate::orccheck::coverage(&fs::read(&module)?) {
+        match crate::orccheck::coverage(
+            &fs::read(&module)?,
+            crate::orccheck::Layout::of_source(&k.src)?,
+        ) {
             Ok((n, uncovered)) if uncovered.is_empty() => {
                 format!("{checked}, {n} ORC entries cover every function")
             }
