@@ -524,14 +524,28 @@ fn run_case(
     let changed: Vec<String> = times(&src, &files)
         .into_iter()
         .filter(|(p, t)| times_before.get(p) != Some(t))
-        .map(|(p, _)| p.strip_prefix(&src).unwrap_or(&p).display().to_string())
+        .map(|(p, t)| {
+            let at = |t: Option<&Option<SystemTime>>| match t.copied().flatten() {
+                Some(t) => format!(
+                    "{:?}",
+                    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+                ),
+                None => "missing".to_string(),
+            };
+            format!(
+                "{} ({} since the epoch before, {} after)",
+                p.strip_prefix(&src).unwrap_or(&p).display(),
+                at(times_before.get(&p)),
+                at(Some(&t))
+            )
+        })
         .collect();
     if !changed.is_empty() {
         eprintln!("{}", run.show());
         return Ok(fail(
             name,
             format!(
-                "klpgen changed the modification time of {} in the source tree",
+                "klpgen changed the modification time of {} in the source tree (or another run on the same tree did meanwhile: the cache's trees are shared)",
                 changed.join(", ")
             ),
         ));
