@@ -153,6 +153,57 @@ fn stock_figure(klpgen: &Path, root: &Path) -> Result<StockFigure> {
     })
 }
 
+/// `cargo xtask bench stock`: only the stock kernel's one-`.c` build, written to
+/// target/bench/stock.json.
+fn cmd_bench_stock() -> Result<bool> {
+    let klpgen = case::build_klpgen()?;
+    let root = util::target_dir().join("bench");
+    fs::create_dir_all(&root)?;
+    eprintln!("bench: klpgen build on the stock Debian kernel, cold (packages present, klpgen's cache empty), then warm...");
+    let stock = stock_figure(&klpgen, &root)?;
+    let (_, json) = report_stock(&stock);
+    fs::write(root.join("stock.json"), serde_json::to_vec_pretty(&json)?)?;
+    println!("  results: {}", root.join("stock.json").display());
+    Ok(true)
+}
+
+/// Prints the stock kernel's figures against their targets: (all met, the JSON record).
+fn report_stock(stock: &StockFigure) -> (bool, serde_json::Value) {
+    let mut all_ok = true;
+    let json = match &stock.result {
+        Ok((cold, warm_runs)) => {
+            let warm = warm_runs[1];
+            println!(
+                "  one-.c patch on the stock kernel {} ({STOCK_PATCH}): cold {cold:.1} s, warm {warm:.1} s (median of 3: {warm_runs:.1?})",
+                stock.release
+            );
+            for (name, value, limit) in [
+                ("stock_build_cold_seconds", *cold, STOCK_COLD_TARGET),
+                ("stock_build_warm_seconds", warm, STOCK_WARM_TARGET),
+            ] {
+                let ok = value <= limit;
+                all_ok &= ok;
+                println!(
+                    "  {name:<28} {value:>10.2} {:<15} target <= {limit} {}",
+                    "s",
+                    if ok { "ok" } else { "MISSED" }
+                );
+            }
+            serde_json::json!({ "release": stock.release, "patch": STOCK_PATCH,
+                "cold_seconds": cold, "warm_seconds": warm, "warm_runs": warm_runs })
+        }
+        Err(e) => {
+            all_ok = false;
+            println!(
+                "  one-.c patch on the stock kernel {}: MISSED, no figure: {e}",
+                stock.release
+            );
+            serde_json::json!({ "release": stock.release, "patch": STOCK_PATCH, "error": e })
+        }
+    };
+    (all_ok, json)
+}
+
 /// The run directory klpgen left for module `name` in `cache`.
 fn run_dir(cache: &Path, name: &str) -> Result<PathBuf> {
     for e in fs::read_dir(cache.join("trees"))? {
@@ -364,7 +415,12 @@ fn section_count(path: &Path) -> Result<usize> {
     Ok(file.sections().count() + 1)
 }
 
-pub fn cmd_bench() -> Result<bool> {
+pub fn cmd_bench(rest: &[String]) -> Result<bool> {
+    match rest {
+        [] => {}
+        [what] if what == "stock" => return cmd_bench_stock(),
+        _ => bail!("usage: cargo xtask bench [stock]"),
+    }
     let k = kernel::ensure()?;
     let klpgen = case::build_klpgen()?;
     let root = util::target_dir().join("bench");
@@ -466,37 +522,8 @@ pub fn cmd_bench() -> Result<bool> {
             if ok { "ok" } else { "MISSED" }
         );
     }
-    let stock_json = match &stock.result {
-        Ok((cold, warm_runs)) => {
-            let warm = warm_runs[1];
-            println!(
-                "  one-.c patch on the stock kernel {} ({STOCK_PATCH}): cold {cold:.1} s, warm {warm:.1} s (median of 3: {warm_runs:.1?})",
-                stock.release
-            );
-            for (name, value, limit) in [
-                ("stock_build_cold_seconds", *cold, STOCK_COLD_TARGET),
-                ("stock_build_warm_seconds", warm, STOCK_WARM_TARGET),
-            ] {
-                let ok = value <= limit;
-                all_ok &= ok;
-                println!(
-                    "  {name:<28} {value:>10.2} {:<15} target <= {limit} {}",
-                    "s",
-                    if ok { "ok" } else { "MISSED" }
-                );
-            }
-            serde_json::json!({ "release": stock.release, "patch": STOCK_PATCH,
-                "cold_seconds": cold, "warm_seconds": warm, "warm_runs": warm_runs })
-        }
-        Err(e) => {
-            all_ok = false;
-            println!(
-                "  one-.c patch on the stock kernel {}: MISSED, no figure: {e}",
-                stock.release
-            );
-            serde_json::json!({ "release": stock.release, "patch": STOCK_PATCH, "error": e })
-        }
-    };
+    let (stock_ok, stock_json) = report_stock(&stock);
+    all_ok &= stock_ok;
     let synthetic_json: Vec<serde_json::Value> = [&small, &large]
         .iter()
         .map(|f| {

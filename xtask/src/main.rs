@@ -44,8 +44,8 @@ commands:
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
-  bench            measure klpgen build (cold, warm; test kernel and stock Debian kernel)
-                   and klpgen diff (instructions, memory)
+  bench [stock]    measure klpgen build (cold, warm; test kernel and stock Debian kernel)
+                   and klpgen diff (instructions, memory); `stock`: only the stock build
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
@@ -74,7 +74,7 @@ fn real_main() -> Result<bool> {
         Some("kernel") => kernel::cmd_kernel(rest.first().map(String::as_str)).map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
-        Some("bench") => bench::cmd_bench(),
+        Some("bench") => bench::cmd_bench(rest),
         Some("bless") => cmd_bless(rest).map(|()| true),
         Some("test") => cmd_test(rest),
         Some("boot") => e2e::cmd_boot(rest),
