@@ -5,7 +5,8 @@
 //!
 //! First, on every kernel the selected cases boot, a self-test of the harness: the kernel's
 //! own livepatch sample (`samples/livepatch/livepatch-sample.c` of the same linux-source),
-//! built against the stock headers with kbuild, loaded into the stock kernel with a stock
+//! built against the stock headers with kbuild (another version's linux-kbuild-6.1 where the
+//! archive has none of this one), loaded into the stock kernel with a stock
 //! module from the image package, and put through the same checks as every case (probe
 //! fails, insmod, enabled=1 and transition=0, probe passes, disable, rmmod, probe fails, no
 //! kernel complaint). Cases on a kernel whose self-test failed are not run: a failing case
@@ -179,6 +180,13 @@ pub fn run(filters: &[&String], klpgen: &Path) -> Result<Vec<Outcome>> {
     if only_selftest {
         wanted.extend(debian::TARGETS.iter().filter(|t| t.boot));
     }
+    // The self-test of a booted kernel without its own kbuild borrows one (same flavour first).
+    for t in wanted.clone().iter().filter(|t| t.boot && !t.kbuild) {
+        let lender = kbuild_lender(t)?;
+        if !wanted.iter().any(|w| w.name == lender.name) {
+            wanted.push(lender);
+        }
+    }
     let mut sets: Vec<Set> = Vec::new();
     for t in &wanted {
         let start = Instant::now();
@@ -200,7 +208,11 @@ pub fn run(filters: &[&String], klpgen: &Path) -> Result<Vec<Outcome>> {
     for set in sets.iter().filter(|s| s.target.boot) {
         let start = Instant::now();
         eprintln!("e2e: debian/{SELFTEST}@{} ...", set.target.name);
-        let o = selftest(set, klpgen, &workdir).unwrap_or_else(|e| Outcome {
+        let lender = sets
+            .iter()
+            .find(|s| s.target.name == kbuild_lender(set.target).map_or("", |t| t.name))
+            .context("the kbuild lender's set is not prepared")?;
+        let o = selftest(set, lender, klpgen, &workdir).unwrap_or_else(|e| Outcome {
             name: format!("debian/{SELFTEST}@{}", set.target.name),
             passed: false,
             summary: format!("harness error: {e:#}"),
@@ -246,6 +258,19 @@ pub fn run(filters: &[&String], klpgen: &Path) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
+/// The target whose linux-kbuild-6.1 builds `t`'s self-test sample: `t` itself when it has
+/// one, else a pinned target of the same flavour with one, else any with one.
+fn kbuild_lender(t: &'static Target) -> Result<&'static Target> {
+    if t.kbuild {
+        return Ok(t);
+    }
+    debian::TARGETS
+        .iter()
+        .filter(|x| x.kbuild)
+        .max_by_key(|x| x.flavour == t.flavour)
+        .context("no pinned target has linux-kbuild-6.1")
+}
+
 fn print_outcome(o: &Outcome, start: Instant) {
     eprintln!(
         "e2e: {} {} ({}s): {}",
@@ -285,9 +310,9 @@ fn selftest_probe(release: &str) -> String {
 }
 
 /// Builds the kernel's livepatch sample against the stock headers (kbuild from the
-/// linux-kbuild package, the flavour Makefile's include of the `-common` one done by `-f`)
-/// and boots it on the stock kernel with a stock module.
-fn selftest(set: &Set, klpgen: &Path, workdir: &Path) -> Result<Outcome> {
+/// linux-kbuild package, `lender`'s where `set` has none; the flavour Makefile's include of
+/// the `-common` one done by `-f`) and boots it on the stock kernel with a stock module.
+fn selftest(set: &Set, lender: &Set, klpgen: &Path, workdir: &Path) -> Result<Outcome> {
     let name = format!("debian/{SELFTEST}@{}", set.target.name);
     let (_, logs) = fresh_case_dirs(workdir, &format!("{SELFTEST}-{}", set.target.name))?;
     let src = set.source().join("samples/livepatch/livepatch-sample.c");
@@ -296,13 +321,14 @@ fn selftest(set: &Set, klpgen: &Path, workdir: &Path) -> Result<Outcome> {
     fs::copy(&src, dir.join("livepatch-sample.c"))
         .with_context(|| format!("cannot copy {}", src.display()))?;
     fs::write(dir.join("Kbuild"), "obj-m := livepatch-sample.o\n")?;
+    let (headers, common) = set.kbuild_headers(lender)?;
     let start = Instant::now();
     util::run_logged(
         Command::new("make")
             .arg("-C")
-            .arg(set.headers())
+            .arg(&headers)
             .arg("-f")
-            .arg(set.common().join("Makefile"))
+            .arg(common.join("Makefile"))
             .arg(format!("M={}", dir.display()))
             .arg("modules"),
         &logs.join("sample-build.log"),
@@ -351,7 +377,12 @@ fn selftest(set: &Set, klpgen: &Path, workdir: &Path) -> Result<Outcome> {
     Ok(pass(
         &name,
         format!(
-            "livepatch sample built against the stock headers in {build_secs:.0}s, booted on {} with stock {} in {:.0}s: loads, patches, unpatches, unloads; klpgen check on it: exit {}{}",
+            "livepatch sample built against the stock headers{} in {build_secs:.0}s, booted on {} with stock {} in {:.0}s: loads, patches, unpatches, unloads; klpgen check on it: exit {}{}",
+            if set.target.kbuild {
+                String::new()
+            } else {
+                format!(" (kbuild of {})", lender.target.version)
+            },
             set.release(),
             SELFTEST_STOCK_MODULE.rsplit('/').next().unwrap_or_default(),
             report.seconds,
