@@ -106,7 +106,7 @@ fn stock_build(
 ) -> Result<std::result::Result<f64, String>> {
     let patch = util::repo_root().join(STOCK_PATCH);
     let mut cmd =
-        debian_e2e::klpgen_build_command(klpgen, set, "bench-stock", out, &["-q".into()], &patch);
+        debian_e2e::klpgen_build_command(klpgen, set, "bench-stock", out, &["-q".into()], &patch)?;
     cmd.env("KLPGEN_CACHE_DIR", cache);
     let start = Instant::now();
     let o = cmd.output().context("running klpgen build")?;

@@ -13,6 +13,8 @@
 //! - `root-<flavour>/`: the flavour's headers, `-common` and (where the archive has it at
 //!   this version) `linux-kbuild-6.1` hard-linked into one tree shaped like a Debian
 //!   machine's `/`, so the packages' relative `scripts`/`tools` links resolve;
+//! - `e2e-src/<key>/linux-source-6.1/`: a checkout's hard-linked copy of the source for its
+//!   e2e runs ([`Set::private_source`]);
 //! - `MANIFEST`: `<package> <version> <sha256 of the .deb> <bytes>` per package, written
 //!   after the unpacked tree is complete (so a half-done fetch is redone, never trusted).
 //!
@@ -689,6 +691,49 @@ impl Set {
             }
         }
         Ok((headers, common))
+    }
+}
+
+impl Set {
+    /// A private copy of the source tree for one checkout's e2e runs (`<version>/e2e-src/
+    /// <key>/linux-source-6.1`, `cp -al`: no space, seconds), so that runs of other checkouts
+    /// on the shared tree neither make these wait for its lock nor change its time stamps
+    /// under them. Safe with hard links: klpgen's patching replaces files (GNU patch writes a
+    /// new file and renames it) and writes only those, so no shared inode is ever written.
+    pub fn private_source(&self) -> Result<PathBuf> {
+        let recorded = fs::read_to_string(self.manifest()).unwrap_or_default();
+        let source_line = recorded
+            .lines()
+            .find(|l| l.starts_with("linux-source-6.1 "))
+            .unwrap_or_default()
+            .to_string();
+        let mut h = Sha256::new();
+        h.update(util::repo_root().as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(source_line.as_bytes());
+        let key: String = h
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = self.dir.join("e2e-src").join(key);
+        let tree = dir.join("linux-source-6.1");
+        let stamp = dir.join("complete");
+        if stamp.is_file() && tree.join("Makefile").is_file() {
+            return Ok(tree);
+        }
+        fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        merge_into(&dir, &[self.dir.join("src")])?;
+        fs::write(
+            &stamp,
+            format!(
+                "cp -al of {}\nfor {}\n",
+                self.source().display(),
+                util::repo_root().display()
+            ),
+        )?;
+        Ok(tree)
     }
 }
 
