@@ -5,9 +5,10 @@
 //! Layout, one directory per Debian package version, shared with the research notes'
 //! scripts (/work/notes/debian/fetch.sh wrote the same): `<cache>/debian/<version>/`
 //! - `<package>/`: `dpkg-deb -x` of that package (headers, `-common`, kbuild, image);
-//! - `linux-image-<release>-dbg/usr/lib/debug/boot/vmlinux-<release>`: the only member
-//!   taken from the `-dbg` package (streamed out of it: the generic flavour's is 819 MB, of
-//!   which the vmlinux is 633 MB; the rest are unstripped modules nobody here reads);
+//! - `linux-image-<release>-dbg/usr/lib/debug/boot/vmlinux-<release>` and the full copies of
+//!   the few stock modules the cases patch ([`DEBUG_MODULES`]), the only members taken from
+//!   the `-dbg` package (streamed out of it: the generic flavour's is 819 MB, of which the
+//!   vmlinux is 633 MB; the rest are unstripped copies of every module);
 //! - `src/linux-source-6.1/`: the source tree, unpacked from the tarball inside
 //!   `linux-source-6.1` (the tarball itself is not kept);
 //! - `root-<flavour>/`: the flavour's headers, `-common` and (where the archive has it at
@@ -26,7 +27,6 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -98,13 +98,21 @@ pub fn target(name: &str) -> Result<&'static Target> {
     })
 }
 
+/// The stock modules whose full copies (with STT_FILE symbols, which the image package's
+/// stripped `.ko` files lack) are kept from the `-dbg` package, beside the vmlinux as Debian
+/// installs them (`usr/lib/debug/lib/modules/<release>/`): klpgen binds a patched module's
+/// statics with them. Every case's `target-module` is one of these (a test says so). Taking
+/// one reads the `-dbg` archive further than the vmlinux (which comes first): about a minute
+/// for the generic flavour's 819 MB instead of ten seconds.
+pub const DEBUG_MODULES: &[&str] = &["kernel/fs/binfmt_misc.ko"];
+
 /// How a package is kept once downloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
     /// `dpkg-deb -x` of the whole package.
     Whole,
-    /// Only `usr/lib/debug/boot/vmlinux-<release>`.
-    Vmlinux,
+    /// Only `usr/lib/debug/boot/vmlinux-<release>` and the full copies of [`DEBUG_MODULES`].
+    Debug,
     /// The tarball inside, unpacked into `src/`.
     SourceTree,
 }
@@ -211,7 +219,7 @@ impl Set {
             (self.common_package(), Keep::Whole),
             (self.headers_package(), Keep::Whole),
             (self.image_package(), Keep::Whole),
-            (self.dbg_package(), Keep::Vmlinux),
+            (self.dbg_package(), Keep::Debug),
         ];
         if self.target.kbuild {
             v.push(("linux-kbuild-6.1".to_string(), Keep::Whole));
@@ -244,12 +252,23 @@ impl Set {
             .collect()
     }
 
+    /// The full copy of a stock module from the `-dbg` package (`kernel/fs/x.ko`).
+    pub fn debug_module(&self, module: &str) -> PathBuf {
+        self.dir
+            .join(self.dbg_package())
+            .join("usr/lib/debug/lib/modules")
+            .join(self.release())
+            .join(module)
+    }
+
     /// What a complete unpack of `package` leaves.
-    fn unpacked_path(&self, package: &str, keep: Keep) -> PathBuf {
+    fn unpacked_paths(&self, package: &str, keep: Keep) -> Vec<PathBuf> {
         match keep {
-            Keep::Whole => self.dir.join(package),
-            Keep::Vmlinux => self.vmlinux(),
-            Keep::SourceTree => self.source().join("Makefile"),
+            Keep::Whole => vec![self.dir.join(package)],
+            Keep::Debug => std::iter::once(self.vmlinux())
+                .chain(DEBUG_MODULES.iter().map(|m| self.debug_module(m)))
+                .collect(),
+            Keep::SourceTree => vec![self.source().join("Makefile")],
         }
     }
 
@@ -258,7 +277,9 @@ impl Set {
         let recorded = self.recorded();
         self.packages()
             .into_iter()
-            .filter(|(p, k)| !(recorded.contains(p) && self.unpacked_path(p, *k).exists()))
+            .filter(|(p, k)| {
+                !(recorded.contains(p) && self.unpacked_paths(p, *k).iter().all(|x| x.exists()))
+            })
             .collect()
     }
 
@@ -373,18 +394,23 @@ fn fetch_one(
             )?;
             install(&tmp, &dest)?;
         }
-        Keep::Vmlinux => {
+        Keep::Debug => {
             let dest = set.dir.join(package);
             let tmp = temp_beside(&dest);
             remove_if_exists(&tmp)?;
             fs::create_dir_all(&tmp)?;
-            let member = format!("./usr/lib/debug/boot/vmlinux-{}", set.release());
-            extract_member(&deb, &member, &tmp)?;
+            let members: Vec<String> = set
+                .unpacked_paths(package, keep)
+                .iter()
+                .filter_map(|p| p.strip_prefix(&dest).ok())
+                .map(|p| format!("./{}", p.display()))
+                .collect();
+            extract_members(&deb, &members, &tmp)?;
             install(&tmp, &dest)?;
         }
         Keep::SourceTree => {
             let member = "./usr/src/linux-source-6.1.tar.xz";
-            extract_member(&deb, member, &work)?;
+            extract_members(&deb, &[member.to_string()], &work)?;
             // The .deb is no longer needed; free its space before the tree is unpacked.
             fs::remove_file(&deb)?;
             let dest = set.dir.join("src");
@@ -414,11 +440,9 @@ fn fetch_one(
         .append(true)
         .open(set.manifest())?;
     writeln!(f, "{package} {version} {sha} {bytes}")?;
-    let kept = set.unpacked_path(package, keep);
-    let kept = if keep == Keep::SourceTree {
-        set.source()
-    } else {
-        kept
+    let kept = match keep {
+        Keep::Whole | Keep::Debug => set.dir.join(package),
+        Keep::SourceTree => set.source(),
     };
     eprintln!(
         "setup: debian {version}: {package} ({:.0} MB .deb) unpacked in {secs:.0}s: {} ({:.0} MB)",
@@ -549,10 +573,10 @@ fn parse_offered(text: &str, flavour: &str) -> Vec<(String, String)> {
     out.into_iter().map(|(_, v, a)| (v, a)).collect()
 }
 
-/// Extracts one member of a package's data archive into `dest`, streaming
-/// `dpkg-deb --fsys-tarfile` into `tar` and stopping once the member is out (tar's
+/// Extracts some members of a package's data archive into `dest`, streaming
+/// `dpkg-deb --fsys-tarfile` into `tar` and stopping once they are out (tar's
 /// `--occurrence`), so a big package is never unpacked whole.
-fn extract_member(deb: &Path, member: &str, dest: &Path) -> Result<()> {
+fn extract_members(deb: &Path, members: &[String], dest: &Path) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -568,7 +592,7 @@ fn extract_member(deb: &Path, member: &str, dest: &Path) -> Result<()> {
         .arg("-C")
         .arg(dest)
         .arg("--occurrence=1")
-        .arg(member)
+        .args(members)
         .stdin(stream)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -578,14 +602,17 @@ fn extract_member(deb: &Path, member: &str, dest: &Path) -> Result<()> {
     let _ = dpkg.wait();
     if !tar.status.success() {
         bail!(
-            "extracting {member} from {} failed ({}): {}",
+            "extracting {} from {} failed ({}): {}",
+            members.join(" "),
             deb.display(),
             tar.status,
             String::from_utf8_lossy(&tar.stderr).trim()
         );
     }
-    if !dest.join(member).is_file() {
-        bail!("{} has no {member}", deb.display());
+    for m in members {
+        if !dest.join(m).is_file() {
+            bail!("{} has no {m}", deb.display());
+        }
     }
     Ok(())
 }
@@ -607,21 +634,20 @@ fn run_quiet(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The sha256 (by `sha256sum`: xtask is built without optimisation, and hashing an 819 MB
+/// package in it takes most of a minute) and size of a file.
 fn sha256_of(path: &Path) -> Result<(String, u64)> {
-    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run sha256sum (coreutils)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().unwrap_or_default();
+    if !out.status.success() || hex.len() != 64 {
+        bail!("sha256sum {} failed ({})", path.display(), out.status);
     }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, total))
+    Ok((hex.to_string(), fs::metadata(path)?.len()))
 }
 
 /// Hard-links the root's packages into one tree (`cp -al`, no space), in a temporary

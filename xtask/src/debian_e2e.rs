@@ -806,6 +806,16 @@ mod tests {
                 );
             }
         }
+        // A patched stock module binds with its full copy from the -dbg package.
+        for c in &cases {
+            if let Some(m) = &c.target_module {
+                assert!(
+                    debian::DEBUG_MODULES.contains(&m.as_str()),
+                    "{}: {m} is not in debian::DEBUG_MODULES",
+                    c.name
+                );
+            }
+        }
         // The minimum: the older ABI and the generic flavour each build one case.
         for t in ["cloud-older", "amd64"] {
             assert!(
