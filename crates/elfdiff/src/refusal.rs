@@ -56,10 +56,13 @@ pub enum RefusalKind {
     ModuleStaticKey,
     /// A caller `--include-callers` would add cannot be patched.
     CallerUnpatchable,
+    /// A global the patch adds cannot be bound inside the livepatch (patchgen's binding of a
+    /// livepatch of several units).
+    NewGlobal,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 12] = [
+    pub const ALL: [RefusalKind; 13] = [
         RefusalKind::DataChanged,
         RefusalKind::InitChanged,
         RefusalKind::NoFtrace,
@@ -72,6 +75,7 @@ impl RefusalKind {
         RefusalKind::DuplicateCallback,
         RefusalKind::ModuleStaticKey,
         RefusalKind::CallerUnpatchable,
+        RefusalKind::NewGlobal,
     ];
 
     /// The start of every key of this kind, `refuse.<kind>.`.
@@ -89,6 +93,7 @@ impl RefusalKind {
             RefusalKind::DuplicateCallback => "refuse.duplicate-callback.",
             RefusalKind::ModuleStaticKey => "refuse.module-static-key.",
             RefusalKind::CallerUnpatchable => "refuse.caller-unpatchable.",
+            RefusalKind::NewGlobal => "refuse.new-global.",
         }
     }
 
@@ -462,6 +467,58 @@ pub fn module_static_key(name: &str, section: &str, what: &str, module: &str) ->
         section,
         format!("the new code uses a {what} whose key {name} lives in module {module}; the kernel sets up the livepatch's {section} entries before it resolves references to {module}"),
         "in the patched function test the key with static_key_enabled() (a plain load) instead of static_branch_*(), or call the static call's current target directly; or move the change out of the code that uses the key",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Globals a livepatch of several units defines itself (`patchgen::target`).
+
+/// Two units of one patched object (`object`: vmlinux or a module) both add global `name`.
+pub fn new_global_twice(name: &str, first: &str, second: &str, object: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a new global of both {first} and {second}, code of {object}; a reference to it cannot tell which one it means, and linking the units' livepatch objects into one module would fail as linking {object} would"),
+        format!("define {name} in one unit and declare it extern in the other, or make one of them static"),
+    )
+}
+
+/// Code of `user` (vmlinux or a module) uses global `name` that the patch adds in `unit`,
+/// code of module `module`, and the target has no `name` of its own.
+pub fn new_global_of_module(name: &str, unit: &str, module: &str, user: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is new in {unit}, code of module {module}, and the code of {user} the livepatch carries uses it; the livepatch's copy of {name} is bound to {module} (its klp relocations are resolved only while {module} is loaded), and the running {user} never had a way to reach {module}'s symbols"),
+        format!("define {name} in a unit of vmlinux, or of {user}, or keep the change within {module}"),
+    )
+}
+
+/// Several units add global `name` (`defs`: unit and patched object each) and other units of
+/// the livepatch use more than one of them: the units' objects are linked into one module,
+/// where a global name has one definition.
+pub fn new_global_linked_twice(name: &str, defs: &[(String, String)]) -> Refusal {
+    let list: Vec<String> = defs.iter().map(|(u, o)| format!("{u} ({o})")).collect();
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a new global of {}, and other units of the livepatch use each of them; the livepatch links all its units into one module, where one global name has one definition", list.join(" and ")),
+        format!("rename {name} in all but one of the patched objects"),
+    )
+}
+
+/// New code uses `exporter`'s exported `name` while the livepatch also defines a new global
+/// `name` (in `unit`): linking the units' objects into one would bind the use to the new one.
+pub fn new_global_shadows(name: &str, unit: &str, exporter: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("the livepatch defines a new global {name} ({unit}) that other units use, and carried code also uses the {name} module {exporter} exports; linking the units' objects into one module would bind that use to the new {name}"),
+        format!("rename the new {name}"),
     )
 }
 

@@ -12,8 +12,14 @@
 //! ([`bind_externals_module`]). A jump label or static call whose key would be a klp relocation
 //! against a module is refused ([`module_key_refusals`]). The `*_mismatch` functions tell
 //! whether vmlinux, Module.symvers, the sources and a module come from one build.
+//!
+//! A livepatch of several units defines the globals the patch adds itself ([`OwnSymbols`]):
+//! another unit's reference to one binds inside the module ([`Binding::Own`]), which linking
+//! the units' objects into one resolves, before the target is asked ([`bind_unit`] has the
+//! order, [`shared_globals`] and [`unshadow`] the checks across units); klp relocations stay
+//! for the target's own symbols.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use object::elf;
 use object::read::elf::Sym;
@@ -596,13 +602,16 @@ pub enum Binding {
         name: String,
         sympos: u64,
     },
+    /// A global the patch adds, carried by the livepatch object of `unit`: an undefined
+    /// symbol that linking the units' objects into one (`ld -r`) resolves inside the module.
+    Own { name: String, unit: String },
 }
 
 impl Binding {
     /// The symbol name used in the livepatch object.
     pub fn symbol_name(&self) -> String {
         match self {
-            Binding::Plain { name } => name.clone(),
+            Binding::Plain { name } | Binding::Own { name, .. } => name.clone(),
             Binding::Klp {
                 objname,
                 name,
@@ -626,24 +635,34 @@ pub fn bind_externals_module(
 ) -> Result<Vec<Binding>, Error> {
     plan.externals
         .iter()
-        .map(|ext| {
-            let (objname, table) = if ext.undefined {
-                if module.defines_global(&ext.name) {
-                    (modname, module)
-                } else if symvers.exporter(&ext.name).is_some() {
-                    return Ok(Binding::Plain {
-                        name: ext.name.clone(),
-                    });
-                } else {
-                    (VMLINUX, vmlinux)
-                }
-            } else {
-                (modname, module)
-            };
-            let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            klp_binding(objname, &ext.name, sympos)
-        })
+        .map(|ext| bind_module_external(plan, ext, modname, module, vmlinux, symvers))
         .collect()
+}
+
+/// One external of code in module `modname` ([`bind_externals_module`]).
+fn bind_module_external(
+    plan: &elfdiff::Plan,
+    ext: &External,
+    modname: &str,
+    module: &TargetSymtab,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Binding, Error> {
+    let (objname, table) = if ext.undefined {
+        if module.defines_global(&ext.name) {
+            (modname, module)
+        } else if symvers.exporter(&ext.name).is_some() {
+            return Ok(Binding::Plain {
+                name: ext.name.clone(),
+            });
+        } else {
+            (VMLINUX, vmlinux)
+        }
+    } else {
+        (modname, module)
+    };
+    let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+    klp_binding(objname, &ext.name, sympos)
 }
 
 /// A klp binding, refused when the kernel could not parse its symbol name.
@@ -670,16 +689,252 @@ pub fn bind_externals(
 ) -> Result<Vec<Binding>, Error> {
     plan.externals
         .iter()
-        .map(|ext| {
-            if !ext.local && symvers.exporter(&ext.name).is_some() {
-                return Ok(Binding::Plain {
-                    name: ext.name.clone(),
-                });
-            }
-            let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            klp_binding(objname, &ext.name, sympos)
-        })
+        .map(|ext| bind_external(plan, ext, objname, symtab, symvers))
         .collect()
+}
+
+/// One external of code in `objname` ([`bind_externals`]).
+fn bind_external(
+    plan: &elfdiff::Plan,
+    ext: &External,
+    objname: &str,
+    symtab: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Binding, Error> {
+    if !ext.local && symvers.exporter(&ext.name).is_some() {
+        return Ok(Binding::Plain {
+            name: ext.name.clone(),
+        });
+    }
+    let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+    klp_binding(objname, &ext.name, sympos)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A livepatch of several units: the globals the patch adds are defined by the livepatch itself.
+
+/// Where a unit's code lives, for the binding of its references.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    Vmlinux,
+    /// A module: its name (its klp_object's) and its `.ko`'s symbols.
+    Module {
+        name: &'a str,
+        table: &'a TargetSymtab,
+    },
+}
+
+impl Place<'_> {
+    /// The klp_object's name: None for vmlinux.
+    fn object(&self) -> Option<&str> {
+        match self {
+            Place::Vmlinux => None,
+            Place::Module { name, .. } => Some(name),
+        }
+    }
+}
+
+/// One unit's definition of a global the patch adds (`elfdiff::plan::NewGlobal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnDef {
+    pub unit: String,
+    /// The klp_object of the unit's code: None for vmlinux, else the module's name.
+    pub object: Option<String>,
+    /// The patch exports it (the export itself is not carried).
+    pub exported: bool,
+}
+
+impl OwnDef {
+    fn object_name(&self) -> &str {
+        self.object.as_deref().unwrap_or(VMLINUX)
+    }
+}
+
+/// The globals the patch adds, in every unit of one livepatch, by name: the livepatch defines
+/// them itself, so references to them from other units resolve inside the module.
+#[derive(Debug, Default)]
+pub struct OwnSymbols {
+    defs: BTreeMap<String, Vec<OwnDef>>,
+}
+
+impl OwnSymbols {
+    pub fn add(&mut self, name: &str, def: OwnDef) {
+        self.defs.entry(name.to_string()).or_default().push(def);
+    }
+
+    /// The units that define `name`, in the order they were added.
+    pub fn defs(&self, name: &str) -> &[OwnDef] {
+        self.defs.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+}
+
+/// The bindings of one unit of a livepatch of several units, `plan.externals` in order, and the
+/// refusals binding found. With a refusal, the bindings are not to be written (a refused
+/// reference has a placeholder).
+#[derive(Debug, Default)]
+pub struct Bound {
+    pub bindings: Vec<Binding>,
+    pub refusals: Vec<elfdiff::Refusal>,
+}
+
+/// Bind the externals of a unit's plan, whose code lives at `place`, in a livepatch whose
+/// units define the globals `own`. A reference to a global (undefined in the unit's object)
+/// binds, in this order:
+/// 1. to the new global of a unit of the same patched object (vmlinux or the one module) —
+///    [`Binding::Own`], resolved inside the livepatch module; two such units are refused, as
+///    the patched object's own link would fail;
+/// 2. for code of a module, to a global the running module defines (a klp relocation against
+///    it, as [`bind_externals_module`] binds it): that is what the module's own link resolves
+///    it to;
+/// 3. for code of a module, to the new global of a unit of vmlinux (an export the patch adds,
+///    typically): [`Binding::Own`]. Its code's klp relocations are against vmlinux, resolved
+///    as the livepatch loads, so calling it from the module's klp_object is always safe;
+/// 4. to the target as without new globals (exported: ordinary; else klp); when the target
+///    has no such symbol and only a unit of another module adds it, refused: that copy's
+///    klp relocations are resolved only while its module is loaded.
+///
+/// Statics and the unit's own symbols are never the livepatch's: they bind to the target.
+/// Ordinary bindings to the target whose names other units' new globals take are settled
+/// once all units are bound ([`unshadow`]).
+pub fn bind_unit(
+    plan: &elfdiff::Plan,
+    place: Place<'_>,
+    own: &OwnSymbols,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Bound, Error> {
+    let here = place.object();
+    let target = |ext: &External| match place {
+        Place::Vmlinux => bind_external(plan, ext, VMLINUX, vmlinux, symvers),
+        Place::Module { name, table } => {
+            bind_module_external(plan, ext, name, table, vmlinux, symvers)
+        }
+    };
+    let mut out = Bound::default();
+    for ext in &plan.externals {
+        let defs = own.defs(&ext.name);
+        if !ext.undefined || ext.local || defs.is_empty() {
+            out.bindings.push(target(ext)?);
+            continue;
+        }
+        let same: Vec<&OwnDef> = defs
+            .iter()
+            .filter(|d| d.object.as_deref() == here)
+            .collect();
+        let module_has = matches!(place, Place::Module { table, .. } if table.defines_global(&ext.name));
+        let candidates: Vec<&OwnDef> = if !same.is_empty() || module_has {
+            same
+        } else if here.is_some() {
+            defs.iter().filter(|d| d.object.is_none()).collect()
+        } else {
+            Vec::new()
+        };
+        let binding = match candidates.as_slice() {
+            [d] => Binding::Own {
+                name: ext.name.clone(),
+                unit: d.unit.clone(),
+            },
+            [a, b, ..] => {
+                out.refusals.push(elfdiff::refusal::new_global_twice(
+                    &ext.name,
+                    &a.unit,
+                    &b.unit,
+                    a.object_name(),
+                ));
+                Binding::Plain {
+                    name: ext.name.clone(),
+                }
+            }
+            [] => match target(ext) {
+                Err(Error::MissingSymbol { .. }) if !module_has => {
+                    let d = &defs[0];
+                    out.refusals.push(elfdiff::refusal::new_global_of_module(
+                        &ext.name,
+                        &d.unit,
+                        d.object_name(),
+                        here.unwrap_or(VMLINUX),
+                    ));
+                    Binding::Plain {
+                        name: ext.name.clone(),
+                    }
+                }
+                other => other?,
+            },
+        };
+        out.bindings.push(binding);
+    }
+    Ok(out)
+}
+
+/// Once every unit is bound: the new globals other units use ([`Binding::Own`]), each with
+/// the one unit whose livepatch object defines it as a global symbol; refused when units of
+/// different patched objects define one name and both are used (one module has one definition
+/// per name).
+pub fn shared_globals(
+    all: &[&[Binding]],
+    own: &OwnSymbols,
+) -> (BTreeMap<String, String>, Vec<elfdiff::Refusal>) {
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for b in all.iter().flat_map(|b| b.iter()) {
+        if let Binding::Own { name, unit } = b {
+            used.entry(name.clone()).or_default().insert(unit.clone());
+        }
+    }
+    let mut shared = BTreeMap::new();
+    let mut refusals = Vec::new();
+    for (name, units) in used {
+        if units.len() == 1 {
+            shared.insert(name, units.into_iter().next().expect("one"));
+            continue;
+        }
+        let defs: Vec<(String, String)> = own
+            .defs(&name)
+            .iter()
+            .filter(|d| units.contains(&d.unit))
+            .map(|d| (d.unit.clone(), d.object_name().to_string()))
+            .collect();
+        refusals.push(elfdiff::refusal::new_global_linked_twice(&name, &defs));
+    }
+    (shared, refusals)
+}
+
+/// An ordinary binding of a unit to the target whose name a shared new global of another unit
+/// takes (`shared`, from [`shared_globals`]) would be resolved to that global when the units'
+/// objects are linked into one: bind it through a klp relocation against vmlinux instead (the
+/// symbol is vmlinux's export); an export of a module is refused. `bindings` are the unit's,
+/// in `plan.externals` order.
+pub fn unshadow(
+    plan: &elfdiff::Plan,
+    bindings: &mut [Binding],
+    shared: &BTreeMap<String, String>,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Vec<elfdiff::Refusal>, Error> {
+    let mut refusals = Vec::new();
+    for (ext, b) in plan.externals.iter().zip(bindings.iter_mut()) {
+        let Binding::Plain { name } = b else {
+            continue;
+        };
+        let Some(unit) = shared.get(name) else {
+            continue;
+        };
+        match symvers.exporter(name) {
+            Some(VMLINUX) => {
+                let sympos = vmlinux.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+                *b = klp_binding(VMLINUX, name, sympos)?;
+            }
+            exporter => refusals.push(elfdiff::refusal::new_global_shadows(
+                name,
+                unit,
+                exporter.unwrap_or("?"),
+            )),
+        }
+    }
+    Ok(refusals)
 }
 
 /// Jump labels and static calls whose key lives in a module. The kernel sets up a livepatch

@@ -2,7 +2,9 @@
 //! local copies of the new functions plus a global alias per replaced function
 //! (`__klpgen_func_N`) and per callback (`__klpgen_callback_<kind>`) for the hook, and
 //! undefined `.klp.sym.<obj>.<name>,<pos>` symbols for references that become klp relocations
-//! once the module is linked (see `klp.rs`).
+//! once the module is linked (see `klp.rs`). Copies are local symbols, except the new globals
+//! other units of the livepatch refer to ([`write_patch_object_with`]): those are global, so
+//! linking the units' objects into one (`ld -r`) resolves the other units' references to them.
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
@@ -51,6 +53,17 @@ pub fn write_patch_object(
     plan: &Plan,
     bindings: &[Binding],
     alias_base: usize,
+) -> Result<Vec<u8>, Error> {
+    write_patch_object_with(plan, bindings, alias_base, &[])
+}
+
+/// [`write_patch_object`], with the copies `globals` (indices into `plan.symbols`: new globals
+/// of the patch that other units of the livepatch refer to) written as global symbols.
+pub fn write_patch_object_with(
+    plan: &Plan,
+    bindings: &[Binding],
+    alias_base: usize,
+    globals: &[usize],
 ) -> Result<Vec<u8>, Error> {
     if bindings.len() != plan.externals.len() {
         return Err(Error::Internal(format!(
@@ -112,7 +125,18 @@ pub fn write_patch_object(
             .copied()
             .ok_or_else(|| Error::Internal(format!("plan names section {i} of {}", secs.len())))
     };
-    for s in &plan.symbols {
+    for &g in globals {
+        let name = plan.symbols.get(g).map(|s| s.name.as_str()).ok_or_else(|| {
+            Error::Internal(format!("global {g} of {} symbols", plan.symbols.len()))
+        })?;
+        // The hook finds the new bodies and callbacks by these names.
+        if name.starts_with("__klpgen_") {
+            return Err(Error::Write(format!(
+                "the patch's new global {name} takes a name klpgen reserves for the hook's symbols (__klpgen_*); rename it"
+            )));
+        }
+    }
+    for (i, s) in plan.symbols.iter().enumerate() {
         let kind = match s.kind {
             SymKind::Func => SymbolKind::Text,
             SymKind::Object => SymbolKind::Data,
@@ -123,7 +147,11 @@ pub fn write_patch_object(
             value: s.value,
             size: s.size,
             kind,
-            scope: SymbolScope::Compilation,
+            scope: if globals.contains(&i) {
+                SymbolScope::Dynamic
+            } else {
+                SymbolScope::Compilation
+            },
             weak: false,
             section: SymbolSection::Section(sec_of(s.section)?),
             flags: SymbolFlags::None,
