@@ -92,6 +92,12 @@ struct Tree {
 
 impl Tree {
     fn new(config: &str) -> Tree {
+        Tree::with_units(config, &[])
+    }
+
+    /// A tree whose vmlinux has the `extra` units (path relative to the sources, text) besides
+    /// lib/demo.c.
+    fn with_units(config: &str, extra: &[(&str, &str)]) -> Tree {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let src = root.join("src");
@@ -99,6 +105,10 @@ impl Tree {
         fs::create_dir_all(src.join("lib")).unwrap();
         fs::write(src.join("Makefile"), MAKEFILE).unwrap();
         fs::write(src.join("lib/demo.c"), DEMO_C).unwrap();
+        for (path, text) in extra {
+            fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+            fs::write(src.join(path), text).unwrap();
+        }
         let build = root.join("build");
         fs::create_dir_all(build.join("include/config")).unwrap();
         fs::write(build.join(".config"), config).unwrap();
@@ -112,17 +122,24 @@ impl Tree {
         // the stand-in make's (the .comment klpgen compares).
         let objs = root.join("vmlinux-objs");
         fs::create_dir_all(&objs).unwrap();
-        let demo_o = objs.join("demo.o");
-        gcc(&[
-            "-O2".as_ref(),
-            "-c".as_ref(),
-            "-pg".as_ref(),
-            "-mfentry".as_ref(),
-            "-mrecord-mcount".as_ref(),
-            src.join("lib/demo.c").as_os_str(),
-            "-o".as_ref(),
-            demo_o.as_os_str(),
-        ]);
+        let mut unit_objs = Vec::new();
+        for (i, path) in std::iter::once("lib/demo.c")
+            .chain(extra.iter().map(|(p, _)| *p))
+            .enumerate()
+        {
+            let o = objs.join(format!("unit{i}.o"));
+            gcc(&[
+                "-O2".as_ref(),
+                "-c".as_ref(),
+                "-pg".as_ref(),
+                "-mfentry".as_ref(),
+                "-mrecord-mcount".as_ref(),
+                src.join(path).as_os_str(),
+                "-o".as_ref(),
+                o.as_os_str(),
+            ]);
+            unit_objs.push(o);
+        }
         let extra_c = objs.join("extra.c");
         fs::write(&extra_c, VMLINUX_EXTRA_C).unwrap();
         let extra_o = objs.join("extra.o");
@@ -133,16 +150,18 @@ impl Tree {
             "-o".as_ref(),
             extra_o.as_os_str(),
         ]);
-        gcc(&[
+        let vmlinux = build.join("vmlinux");
+        let mut link: Vec<&std::ffi::OsStr> = vec![
             "-nostdlib".as_ref(),
             "-static".as_ref(),
             "-no-pie".as_ref(),
             "-Wl,-e,demo".as_ref(),
             "-o".as_ref(),
-            build.join("vmlinux").as_os_str(),
-            demo_o.as_os_str(),
-            extra_o.as_os_str(),
-        ]);
+            vmlinux.as_os_str(),
+        ];
+        link.extend(unit_objs.iter().map(|o| o.as_os_str()));
+        link.push(extra_o.as_os_str());
+        gcc(&link);
         fs::remove_dir_all(&objs).unwrap();
         fs::write(build.join("Module.symvers"), SYMVERS).unwrap();
         let bin = root.join("bin");
@@ -1319,4 +1338,371 @@ fn a_parallel_dependency_file_race_is_built_again_serially() {
         .unwrap();
     assert!(!t.root.join("raced").exists());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A livepatch of several units: the globals the patch adds are the livepatch's own.
+
+/// A second unit of the miniature vmlinux: `user()` calls demo.c's global `demo()` (not
+/// exported: a klp relocation) and, through `-pg`, the exported `__fentry__` (ordinary).
+const USER_C: &str = "extern int demo(int x);\n\nint user(int x)\n{\n\treturn demo(x) + 5;\n}\n";
+/// A third unit without code the patches change: where a patch adds a variable.
+const STATE_C: &str = "int state_base = 1;\n";
+
+/// The symbols of an ELF file by name: (defined, global), and the names of relocation targets
+/// in the sections whose names start with `prefix` (the `.rela` of a function's copy).
+fn elf_symbols(bytes: &[u8]) -> std::collections::BTreeMap<String, (bool, bool)> {
+    use object::{Object as _, ObjectSymbol as _};
+    let f = object::File::parse(bytes).unwrap();
+    f.symbols()
+        .filter(|s| !s.name().unwrap_or("").is_empty())
+        .map(|s| {
+            (
+                s.name().unwrap().to_string(),
+                (!s.is_undefined(), s.is_global()),
+            )
+        })
+        .collect()
+}
+
+/// The names of the symbols the relocations of section `section` of an ELF file point at.
+fn reloc_targets(bytes: &[u8], section: &str) -> Vec<String> {
+    reloc_symbols(bytes, section)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// The symbols the relocations of section `section` of an ELF file point at: (name, global).
+fn reloc_symbols(bytes: &[u8], section: &str) -> Vec<(String, bool)> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let f = object::File::parse(bytes).unwrap();
+    let sec = f
+        .section_by_name(section)
+        .unwrap_or_else(|| panic!("no section {section}"));
+    sec.relocations()
+        .filter_map(|(_, r)| match r.target() {
+            object::RelocationTarget::Symbol(i) => {
+                let s = f.symbol_by_index(i).unwrap();
+                Some((s.name().unwrap().to_string(), s.is_global()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `note:` lines of a build's summary.
+fn notes(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("note:"))
+        .map(str::trim)
+        .collect()
+}
+
+/// A patch adds a global function in lib/demo.c and a global variable in lib/state.c (whose
+/// own code does not use it: the unit has no other change), and the changed `user()` of
+/// lib/user.c uses both. The module defines both as globals of its own, and `user()`'s copy
+/// refers to them there; its references to the target's `demo` (klp) and `__fentry__`
+/// (ordinary) bind as they always did; `klpgen check` passes (the build runs it).
+#[test]
+fn a_new_global_of_one_unit_is_bound_inside_the_module_for_another() {
+    let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C), ("lib/state.c", STATE_C)]);
+    let p = t.patch(
+        "new-global.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -8,3 +8,8 @@\n {\n \treturn helper(x) + 1;\n }\n+\n+__attribute__((noinline)) int klpgen_new_fn(int x)\n+{\n+\treturn x * 7;\n+}\n\
+--- a/lib/state.c\n+++ b/lib/state.c\n@@ -1 +1,2 @@\n int state_base = 1;\n+int klpgen_counter;\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,9 @@\n extern int demo(int x);\n+extern int klpgen_new_fn(int x);\n+extern int klpgen_counter;\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\tklpgen_counter++;\n+\treturn demo(x) + klpgen_new_fn(x);\n }\n",
+    );
+    let report = t.root.join("out/report.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{stdout}", stderr(&o));
+    assert!(stdout.contains("changed:         user"), "{stdout}");
+    assert!(
+        stdout.contains("new:             klpgen_new_fn"),
+        "{stdout}"
+    );
+    let notes = notes(&stdout);
+    for n in [
+        "lib/user.o: klpgen_new_fn is new in lib/demo.o: bound inside the livepatch module",
+        "lib/user.o: klpgen_counter is new in lib/state.o: bound inside the livepatch module",
+    ] {
+        assert!(notes.iter().any(|l| l.starts_with(n)), "{n}: {notes:?}");
+    }
+    // The existing global `demo` of the target still through a klp relocation.
+    assert!(stdout.contains(".klp.sym.vmlinux.demo,0"), "{stdout}");
+    let ko = fs::read(t.root.join("out/livepatch-new-global.ko")).unwrap();
+    let syms = elf_symbols(&ko);
+    for s in ["klpgen_new_fn", "klpgen_counter"] {
+        assert_eq!(syms.get(s), Some(&(true, true)), "{s}: {syms:?}");
+    }
+    assert_eq!(syms.get("__fentry__"), Some(&(false, true)), "{syms:?}");
+    let targets = reloc_targets(&ko, ".text.user");
+    for s in [
+        "klpgen_new_fn",
+        "klpgen_counter",
+        ".klp.sym.vmlinux.demo,0",
+        "__fentry__",
+    ] {
+        assert!(targets.iter().any(|n| n == s), "{s}: {targets:?}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["result"], "built");
+    let klp: Vec<&str> = v["klp_relocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(klp, ["demo"], "{v}");
+}
+
+/// The new global takes the name of a static of the target (lib/demo.c's `helper`), which the
+/// patch also changes: lib/user.c's `user()` calls the new global `helper` of lib/state.c
+/// inside the module; lib/demo.c's `demo()` calls its own static, whose new body the module
+/// carries as a local symbol beside the new global; the running kernel's static `helper` is
+/// replaced (a klp relocation names it for the hook, `.klp.sym` symbols only for the target's
+/// own symbols).
+#[test]
+fn a_new_global_named_like_a_static_binds_to_the_new_definition() {
+    let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C), ("lib/state.c", STATE_C)]);
+    let p = t.patch(
+        "clash.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,9 +1,9 @@\n static __attribute__((noinline)) int helper(int x)\n {\n-\treturn x * 3;\n+\treturn x * 4;\n }\n \n int demo(int x)\n {\n-\treturn helper(x) + 1;\n+\treturn helper(x) + 2;\n }\n\
+--- a/lib/state.c\n+++ b/lib/state.c\n@@ -1 +1,6 @@\n int state_base = 1;\n+\n+__attribute__((noinline)) int helper(int x)\n+{\n+\treturn x + state_base;\n+}\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int helper(int x);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + helper(x);\n }\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{stdout}", stderr(&o));
+    assert!(
+        notes(&stdout).iter().any(|n| n.starts_with(
+            "lib/user.o: helper is new in lib/state.o: bound inside the livepatch module"
+        )),
+        "{stdout}"
+    );
+    let ko = fs::read(t.root.join("out/livepatch-clash.ko")).unwrap();
+    // user() calls the new global; demo() the copy of the static (a local symbol).
+    assert!(
+        reloc_symbols(&ko, ".text.user").contains(&("helper".to_string(), true)),
+        "{:?}",
+        reloc_symbols(&ko, ".text.user")
+    );
+    assert!(
+        reloc_symbols(&ko, ".text.demo").contains(&("helper".to_string(), false)),
+        "{:?}",
+        reloc_symbols(&ko, ".text.demo")
+    );
+    // No reference of the module names the target's static through a global `helper`.
+    let syms = elf_symbols(&ko);
+    assert_eq!(syms.get("helper").map(|&(d, _)| d), Some(true), "{syms:?}");
+    let changed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("changed:"))
+        .unwrap_or_default();
+    assert!(
+        changed.contains("helper") && changed.contains("demo") && changed.contains("user"),
+        "{stdout}"
+    );
+}
+
+/// Two units of vmlinux add the same global, which a third uses: refused, naming both (the
+/// kernel's own link would fail too). A global the patch only declares (no unit defines it)
+/// is still the binding error naming it.
+#[test]
+fn a_new_global_defined_twice_or_never_is_refused_precisely() {
+    let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C), ("lib/state.c", STATE_C)]);
+    //# refuse: new-global (the assertions below check it is produced)
+    let twice = t.patch(
+        "twice.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -8,3 +8,5 @@\n {\n \treturn helper(x) + 1;\n }\n+\n+int klpgen_dup(void) { return 1; }\n\
+--- a/lib/state.c\n+++ b/lib/state.c\n@@ -1 +1,3 @@\n int state_base = 1;\n+\n+int klpgen_dup(void) { return 2; }\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int klpgen_dup(void);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + klpgen_dup();\n }\n",
+    );
+    let report = t.root.join("out/twice.json");
+    let o = t
+        .command(&twice)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{}\n{stdout}", stderr(&o));
+    assert!(stdout.contains("refuse.new-global.klpgen_dup"), "{stdout}");
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "klpgen_dup is a new global of both lib/demo.o and lib/state.o, code of vmlinux"
+        ),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["result"], "refused");
+    let user = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["unit"] == "lib/user.o")
+        .unwrap();
+    assert!(
+        user["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["key"] == "refuse.new-global.klpgen_dup"),
+        "{user}"
+    );
+    assert!(!t.root.join("out/livepatch-twice.ko").exists());
+
+    let never = t.patch(
+        "never.patch",
+        "--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int klpgen_nowhere(void);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + klpgen_nowhere();\n }\n",
+    );
+    let o = t.command(&never).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("binding the references of lib/user.o: symbol klpgen_nowhere (global, not exported) not found in target"),
+        "{err}"
+    );
+}
+
+impl Tree {
+    /// An in-tree module `name` of one unit `unit` (`lib/x.c`, with `text`): its source, its
+    /// `.ko` in the target build (code built like the kernel's, a `.modinfo` with its name and
+    /// the build's vermagic) and the kbuild records (`modules.order`, `lib/x.mod`) that say
+    /// the unit is the module's.
+    fn add_module(&self, name: &str, unit: &str, text: &str) {
+        let src = self.src().join(unit);
+        fs::write(&src, text).unwrap();
+        let build = self.root.join("build");
+        let obj = build.join(Path::new(unit).with_extension("o"));
+        fs::create_dir_all(obj.parent().unwrap()).unwrap();
+        let code = self.root.join(format!("{name}-code.o"));
+        gcc(&[
+            "-O2".as_ref(),
+            "-c".as_ref(),
+            "-pg".as_ref(),
+            "-mfentry".as_ref(),
+            "-mrecord-mcount".as_ref(),
+            src.as_os_str(),
+            "-o".as_ref(),
+            code.as_os_str(),
+        ]);
+        let modinfo_c = self.root.join(format!("{name}-modinfo.c"));
+        fs::write(
+            &modinfo_c,
+            format!("__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name={name}\\0license=GPL\\0vermagic={RELEASE} SMP mod_unload \";\n"),
+        )
+        .unwrap();
+        let modinfo = self.root.join(format!("{name}-modinfo.o"));
+        gcc(&[
+            "-c".as_ref(),
+            modinfo_c.as_os_str(),
+            "-o".as_ref(),
+            modinfo.as_os_str(),
+        ]);
+        let ko = obj.with_file_name(format!("{name}.ko"));
+        let o = Command::new("ld")
+            .arg("-r")
+            .arg("-o")
+            .arg(&ko)
+            .arg(&code)
+            .arg(&modinfo)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ld: {}", stderr(&o));
+        let module = Path::new(unit).with_file_name(format!("{name}.o"));
+        fs::write(
+            build.join("modules.order"),
+            format!("{}\n", module.display()),
+        )
+        .unwrap();
+        fs::write(
+            build.join(module.with_extension("mod")),
+            format!("{}\n", Path::new(unit).with_extension("o").display()),
+        )
+        .unwrap();
+    }
+}
+
+/// A module of the miniature tree: `mod_read()` calls its own static `mod_scale()`.
+const MOD_C: &str = "static __attribute__((noinline)) int mod_scale(int x)\n{\n\treturn x * 2;\n}\n\nint mod_read(int x)\n{\n\treturn mod_scale(x);\n}\n";
+
+/// A function the patch adds and exports in lib/demo.c (vmlinux), used by the changed code
+/// of a module unit (lib/mod.c, its own klp_object) and of another vmlinux unit
+/// (lib/user.c): both bind to the module's own copy, whatever klp_object the caller is
+/// replaced in; the module's static still binds klp against the module, the export record is
+/// not carried (a note says so), and a module's new global used from vmlinux code is refused.
+#[test]
+fn an_exported_new_global_is_the_modules_own_for_vmlinux_and_module_units() {
+    let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C)]);
+    t.add_module("mod", "lib/mod.c", MOD_C);
+    // The export record as Linux 6.5+ writes it (`__export_symbol_<name>` in `.export_symbol`).
+    let p = t.patch(
+        "export.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -8,3 +8,12 @@\n {\n \treturn helper(x) + 1;\n }\n+\n+__attribute__((noinline)) int klpgen_shared(int x)\n+{\n+\treturn x + 40;\n+}\n+asm(\".pushsection .export_symbol, \\\"a\\\"\\n\"\n+    \"__export_symbol_klpgen_shared:\\n\"\n+    \"\\t.quad klpgen_shared\\n\"\n+    \"\\t.popsection\\n\");\n\
+--- a/lib/mod.c\n+++ b/lib/mod.c\n@@ -1,9 +1,11 @@\n+extern int klpgen_shared(int x);\n+\n static __attribute__((noinline)) int mod_scale(int x)\n {\n \treturn x * 2;\n }\n \n int mod_read(int x)\n {\n-\treturn mod_scale(x);\n+\treturn klpgen_shared(mod_scale(x));\n }\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int klpgen_shared(int x);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + klpgen_shared(x);\n }\n",
+    );
+    let report = t.root.join("out/export.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{stdout}", stderr(&o));
+    let notes = notes(&stdout);
+    for n in [
+        "lib/mod.o: klpgen_shared is new in lib/demo.o: bound inside the livepatch module",
+        "lib/user.o: klpgen_shared is new in lib/demo.o: bound inside the livepatch module",
+        "lib/demo.o: klpgen_shared: its new EXPORT_SYMBOL is not carried: the livepatch has no __ksymtab entry for it",
+    ] {
+        assert!(notes.iter().any(|l| l.starts_with(n)), "{n}: {notes:?}");
+    }
+    assert!(stdout.contains(".klp.sym.mod.mod_scale,0"), "{stdout}");
+    let ko = fs::read(t.root.join("out/livepatch-export.ko")).unwrap();
+    for s in [".text.mod_read", ".text.user"] {
+        assert!(
+            reloc_symbols(&ko, s).contains(&("klpgen_shared".to_string(), true)),
+            "{s}: {:?}",
+            reloc_symbols(&ko, s)
+        );
+    }
+    let syms = elf_symbols(&ko);
+    assert_eq!(syms.get("klpgen_shared"), Some(&(true, true)), "{syms:?}");
+    // No export: neither the record nor a __ksymtab entry.
+    assert!(
+        !syms
+            .keys()
+            .any(|n| n.contains("export_symbol") || n.starts_with("__ksymtab")),
+        "{syms:?}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let targets: Vec<(&str, &str)> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["unit"].as_str().unwrap(), o["target"].as_str().unwrap()))
+        .collect();
+    assert!(targets.contains(&("lib/mod.o", "mod")), "{targets:?}");
+    assert!(targets.contains(&("lib/user.o", "vmlinux")), "{targets:?}");
+
+    // The other way round: a global new in the module, used by vmlinux code.
+    //# refuse: new-global (the assertions below check it is produced)
+    let p = t.patch(
+        "from-module.patch",
+        "--- a/lib/mod.c\n+++ b/lib/mod.c\n@@ -7,3 +7,5 @@\n {\n \treturn mod_scale(x);\n }\n+\n+int klpgen_in_mod(void) { return 3; }\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int klpgen_in_mod(void);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + klpgen_in_mod();\n }\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{}\n{stdout}", stderr(&o));
+    assert!(
+        stdout.contains("refuse.new-global.klpgen_in_mod"),
+        "{stdout}"
+    );
+    assert!(
+        stderr(&o).contains("klpgen_in_mod is new in lib/mod.o, code of module mod"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -486,10 +486,9 @@ impl Parts {
             )
             .with_context(|| format!("binding the references of {u}"))?;
             bound.refusals.extend(shadowed);
-            bound.refusals.extend(patchgen::target::module_key_refusals(
-                &lp,
-                &bound.bindings,
-            ));
+            bound
+                .refusals
+                .extend(patchgen::target::module_key_refusals(&lp, &bound.bindings));
             if !bound.refusals.is_empty() {
                 self.late_refusals(shared, u, Some(c.entry), bound.refusals, rep);
                 continue;
@@ -507,8 +506,7 @@ impl Parts {
                     ));
                 }
             }
-            let module = shared.units.module(d.parsed.read.unit.code_in);
-            self.add_object(shared, d, module, &lp, bound.bindings, &globals, rep)?;
+            self.add_object(shared, d, &lp, bound.bindings, &globals, rep)?;
         }
         Ok(())
     }
@@ -614,18 +612,19 @@ impl Parts {
     }
 
     /// The unit's livepatch object: its replaced functions' positions in the target, the
-    /// object's bytes, its klp relocations and namespaces.
+    /// object's bytes (`globals`: the copies written as global symbols), its klp relocations
+    /// and namespaces.
     fn add_object(
         &mut self,
         shared: &Shared<'_>,
         d: &Diffed<'_>,
-        module: Option<&ModTarget>,
         lp: &elfdiff::Plan,
         bindings: Vec<Binding>,
         globals: &[usize],
         rep: &mut BuildReport,
     ) -> Result<()> {
         let u = d.name();
+        let module = shared.units.module(d.parsed.read.unit.code_in);
         let objname = module.map_or("vmlinux", |t| t.name.as_str());
         let base = self.funcs.len();
         for (i, f) in lp.funcs.iter().enumerate() {

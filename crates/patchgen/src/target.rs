@@ -825,7 +825,8 @@ pub fn bind_unit(
             .iter()
             .filter(|d| d.object.as_deref() == here)
             .collect();
-        let module_has = matches!(place, Place::Module { table, .. } if table.defines_global(&ext.name));
+        let module_has =
+            matches!(place, Place::Module { table, .. } if table.defines_global(&ext.name));
         let candidates: Vec<&OwnDef> = if !same.is_empty() || module_has {
             same
         } else if here.is_some() {

@@ -126,9 +126,13 @@ pub fn write_patch_object_with(
             .ok_or_else(|| Error::Internal(format!("plan names section {i} of {}", secs.len())))
     };
     for &g in globals {
-        let name = plan.symbols.get(g).map(|s| s.name.as_str()).ok_or_else(|| {
-            Error::Internal(format!("global {g} of {} symbols", plan.symbols.len()))
-        })?;
+        let name = plan
+            .symbols
+            .get(g)
+            .map(|s| s.name.as_str())
+            .ok_or_else(|| {
+                Error::Internal(format!("global {g} of {} symbols", plan.symbols.len()))
+            })?;
         // The hook finds the new bodies and callbacks by these names.
         if name.starts_with("__klpgen_") {
             return Err(Error::Write(format!(
@@ -231,4 +235,69 @@ pub fn write_patch_object_with(
         }
     }
     obj.write().map_err(|e| Error::Write(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elfdiff::plan::{PlanFunc, PlanSection, PlanSymbol};
+    use object::{Object as _, ObjectSymbol as _};
+
+    fn plan(names: &[&str]) -> Plan {
+        Plan {
+            sections: vec![PlanSection {
+                name: ".text.f".into(),
+                sh_type: elf::SHT_PROGBITS,
+                sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR),
+                align: 16,
+                entsize: 0,
+                data: vec![0xc3; 2],
+                size: 2,
+                relocs: Vec::new(),
+            }],
+            symbols: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PlanSymbol {
+                    name: n.to_string(),
+                    section: 0,
+                    value: i as u64,
+                    size: 1,
+                    kind: SymKind::Func,
+                })
+                .collect(),
+            funcs: vec![PlanFunc {
+                old_name: "f".into(),
+                old_local: false,
+                new_sym: 0,
+            }],
+            ..Plan::default()
+        }
+    }
+
+    /// Copies are local but the shared new globals, which are global beside the hook's alias.
+    #[test]
+    fn shared_new_globals_are_global_symbols() {
+        let bytes = write_patch_object_with(&plan(&["f", "new_fn"]), &[], 0, &[1]).unwrap();
+        let f = object::File::parse(&*bytes).unwrap();
+        let scope = |name: &str| {
+            f.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.is_global())
+        };
+        assert_eq!(scope("f"), Some(false));
+        assert_eq!(scope("new_fn"), Some(true));
+        assert_eq!(scope("__klpgen_func_0"), Some(true));
+        let plain = write_patch_object(&plan(&["f", "new_fn"]), &[], 0).unwrap();
+        let f = object::File::parse(&*plain).unwrap();
+        assert!(f
+            .symbols()
+            .filter(|s| s.name() == Ok("new_fn"))
+            .all(|s| !s.is_global()));
+        // A new global may not take the hook's names.
+        match write_patch_object_with(&plan(&["f", "__klpgen_func_0"]), &[], 0, &[1]) {
+            Err(Error::Write(m)) => assert!(m.contains("reserves"), "{m}"),
+            other => panic!("expected a write error, got {other:?}"),
+        }
+    }
 }
