@@ -1706,3 +1706,59 @@ fn an_exported_new_global_is_the_modules_own_for_vmlinux_and_module_units() {
         stderr(&o)
     );
 }
+
+/// A static the patch makes global for another unit: lib/demo.c's `helper` loses its
+/// `static` and lib/user.c calls it. The function is carried (a copy behaves as the
+/// original) and bound inside the module like a new one. A static variable made global is
+/// refused: the running kernel's variable holds the state, a copy would not.
+#[test]
+fn a_static_made_global_for_another_unit() {
+    let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C)]);
+    let p = t.patch(
+        "promote.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,4 @@\n-static __attribute__((noinline)) int helper(int x)\n+__attribute__((noinline)) int helper(int x)\n {\n \treturn x * 3;\n }\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int helper(int x);\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + helper(x);\n }\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{stdout}", stderr(&o));
+    assert!(
+        notes(&stdout).iter().any(|n| n.starts_with(
+            "lib/user.o: helper is new in lib/demo.o: bound inside the livepatch module"
+        )),
+        "{stdout}"
+    );
+    let ko = fs::read(t.root.join("out/livepatch-promote.ko")).unwrap();
+    assert!(
+        reloc_symbols(&ko, ".text.user").contains(&("helper".to_string(), true)),
+        "{:?}",
+        reloc_symbols(&ko, ".text.user")
+    );
+    assert_eq!(elf_symbols(&ko).get("helper"), Some(&(true, true)));
+
+    let t = Tree::with_units(
+        CONFIG,
+        &[
+            ("lib/user.c", USER_C),
+            (
+                "lib/state.c",
+                "static int counter;\n\nint bump(void)\n{\n\treturn ++counter;\n}\n",
+            ),
+        ],
+    );
+    let p = t.patch(
+        "promote-data.patch",
+        "--- a/lib/state.c\n+++ b/lib/state.c\n@@ -1,4 +1,4 @@\n-static int counter;\n+int counter;\n \n int bump(void)\n {\n\
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,7 @@\n extern int demo(int x);\n+extern int counter;\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\treturn demo(x) + counter;\n }\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{}\n{stdout}", stderr(&o));
+    assert!(stdout.contains("refuse.new-global.counter"), "{stdout}");
+    assert!(
+        stderr(&o)
+            .contains("counter is a static variable of lib/state.o that the patch makes global"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -269,6 +269,7 @@ fn own_symbols(shared: &Shared<'_>, diffed: &[Diffed<'_>], cands: &[Candidate]) 
                     unit: d.name().to_string(),
                     object: object.clone(),
                     exported: g.exported,
+                    static_data: g.was_static && g.kind == elfdiff::model::SymKind::Object,
                 },
             );
         }

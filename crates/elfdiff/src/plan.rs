@@ -209,6 +209,10 @@ pub struct NewGlobal {
     /// The patch exports it (`EXPORT_SYMBOL`); the export itself is not carried
     /// ([`Diff::plan`]'s notes say so).
     pub exported: bool,
+    /// A static of the original object that the patch makes global: the running kernel has
+    /// it as a local of this file. A function can be carried all the same (a copy behaves as
+    /// the original); a variable cannot (its state is the running kernel's).
+    pub was_static: bool,
 }
 
 struct Builder<'p, 'a, 'd> {
@@ -319,7 +323,14 @@ impl Diff<'_, '_> {
                 object: self.patched.label.clone(),
                 what: format!("{name} is not a global the patch adds, so it cannot be carried"),
             })?;
-            b.include_section(self.patched.sym(sym).section.expect("defined"));
+            let s = self.patched.sym(sym);
+            if s.kind != SymKind::Func && self.matched.contains_key(&sym) {
+                return Err(Error::Malformed {
+                    object: self.patched.label.clone(),
+                    what: format!("{name} is a static variable of the running kernel that the patch makes global; a copy would not have its state"),
+                });
+            }
+            b.include_section(s.section.expect("defined"));
         }
         b.drain()?;
         for c in &self.annotations.callbacks {
@@ -442,17 +453,18 @@ impl Diff<'_, '_> {
 
 impl Diff<'_, '_> {
     /// The globals the patch adds: functions and data defined in the patched object, global
-    /// (or weak) and matching nothing of the original, outside `__init`/`__exit` (never
-    /// carried), not objtool's prefix labels nor the export records (`__ksymtab_*`,
-    /// `__export_symbol_*`, ...). A livepatch of several units defines them itself, so the
+    /// (or weak) and matching nothing of the original or a static of it (made global),
+    /// outside `__init`/`__exit` (never carried), not objtool's prefix labels nor the export
+    /// records (`__ksymtab_*`, `__export_symbol_*`, ...). A livepatch of several units defines them itself, so the
     /// other units' references to them resolve inside the module.
     pub fn new_globals(&self) -> Vec<NewGlobal> {
         let exported = self.exported_names();
         self.new_global_symbols()
-            .map(|(_, s)| NewGlobal {
+            .map(|(i, s)| NewGlobal {
                 name: s.name.to_string(),
                 kind: s.kind,
                 exported: exported.contains(s.name),
+                was_static: self.matched.contains_key(&i),
             })
             .collect()
     }
@@ -480,7 +492,10 @@ impl Diff<'_, '_> {
             let wanted = s.is_global()
                 && matches!(s.kind, SymKind::Func | SymKind::Object)
                 && !s.name.is_empty()
-                && !self.matched.contains_key(&i)
+                && self
+                    .matched
+                    .get(&i)
+                    .is_none_or(|&o| self.orig.sym(o).bind == Bind::Local)
                 && !is_prefix_symbol(s.name)
                 && !EXPORT_RECORDS.iter().any(|p| s.name.starts_with(p))
                 && !crate::sections::is_init_section(self.patched.sec(sec).name);

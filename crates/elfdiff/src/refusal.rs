@@ -496,6 +496,17 @@ pub fn new_global_of_module(name: &str, unit: &str, module: &str, user: &str) ->
     )
 }
 
+/// Other units use `name`, a static variable of `unit` that the patch makes global.
+pub fn new_global_static_data(name: &str, unit: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a static variable of {unit} that the patch makes global for other units; the running kernel's {name} holds the state, which a copy in the livepatch would not, and klpgen binds a unit's references to statics of its own file only"),
+        format!("keep {name} static and add a new global function to {unit} that reads or writes it (the livepatch carries it, bound to the running {name}), or use a shadow variable"),
+    )
+}
+
 /// Several units add global `name` (`defs`: unit and patched object each) and other units of
 /// the livepatch use more than one of them: the units' objects are linked into one module,
 /// where a global name has one definition.

@@ -1,6 +1,7 @@
 //! The globals a patch adds (`Diff::new_globals`), which a livepatch of several units defines
-//! itself: new functions and data, global, with their exports; not statics, not what the
-//! original has, not `__init` code, not the export records. What the plan carries of them
+//! itself: new functions and data, global, with their exports, and statics the patch makes
+//! global; not new statics, not the original's globals, not `__init` code, not the export
+//! records. What the plan carries of them
 //! (`Plan::new_globals`), and `Diff::plan_carrying` for new data only another unit uses.
 
 use std::path::Path;
@@ -12,6 +13,14 @@ use testsupport::gcc::{run, DIFF_CFLAGS, KERNEL_CFLAGS};
 const SOURCE: &str = r#"
 extern int printk(const char *fmt, ...);
 int existing(int x) { return x + 1; }
+#ifdef PATCHED
+#define WAS_STATIC
+#else
+#define WAS_STATIC static
+#endif
+WAS_STATIC __attribute__((noinline)) int promoted(int x) { return x + 2; }
+WAS_STATIC int promoted_data = 5;
+int use_them(int x) { promoted_data += x; return promoted(x) + promoted_data; }
 #ifdef PATCHED
 int new_data;
 int new_used_data = 3;
@@ -55,18 +64,21 @@ fn new_globals_are_listed_and_carried_on_request() {
     let orig = Object::<Orig>::parse("o.o", &o).unwrap();
     let patched = Object::<Patched>::parse("p.o", &p).unwrap();
     let diff = Diff::new(&orig, &patched);
-    let mut got: Vec<(String, bool)> = diff
+    let mut got: Vec<(String, bool, bool)> = diff
         .new_globals()
         .into_iter()
-        .map(|g| (g.name, g.exported))
+        .map(|g| (g.name, g.exported, g.was_static))
         .collect();
     got.sort();
+    let g = |n: &str, exported, was_static| (n.to_string(), exported, was_static);
     assert_eq!(
         got,
         [
-            ("new_data".to_string(), false),
-            ("new_fn".to_string(), true),
-            ("new_used_data".to_string(), false),
+            g("new_data", false, false),
+            g("new_fn", true, false),
+            g("new_used_data", false, false),
+            g("promoted", false, true),
+            g("promoted_data", false, true),
         ]
     );
     let carried = |plan: &elfdiff::Plan| {
@@ -84,12 +96,29 @@ fn new_globals_are_listed_and_carried_on_request() {
     let opts = PlanOptions::default();
     // The new function is carried as new code, and the data it uses with it; new_data only
     // on request.
+    // (Whether `promoted` is carried without asking depends on whether GCC compiled it
+    // differently as a global; carried on request it always is.)
     let plan = diff.plan(&opts).unwrap();
-    assert_eq!(carried(&plan), ["new_fn", "new_used_data"]);
-    let plan = diff
-        .plan_carrying(&opts, &["new_data".to_string()])
-        .unwrap();
-    assert_eq!(carried(&plan), ["new_data", "new_fn", "new_used_data"]);
+    let got = carried(&plan);
+    assert!(
+        got.starts_with(&["new_fn".to_string(), "new_used_data".to_string()])
+            && !got.contains(&"new_data".to_string()),
+        "{got:?}"
+    );
+    let carry = ["new_data".to_string(), "promoted".to_string()];
+    let plan = diff.plan_carrying(&opts, &carry).unwrap();
+    assert_eq!(
+        carried(&plan),
+        ["new_data", "new_fn", "new_used_data", "promoted"]
+    );
+    // A static variable made global holds the running kernel's state: never a copy.
+    let e = diff
+        .plan_carrying(&opts, &["promoted_data".to_string()])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("a copy would not have its state"),
+        "{e}"
+    );
     // A name that is not a new global of the object is an error, not a silent no-op.
     for bad in ["existing", "new_static", "nowhere"] {
         let e = diff.plan_carrying(&opts, &[bad.to_string()]).unwrap_err();

@@ -742,6 +742,9 @@ pub struct OwnDef {
     pub object: Option<String>,
     /// The patch exports it (the export itself is not carried).
     pub exported: bool,
+    /// A variable the running kernel has as a static of the unit's file, which the patch
+    /// makes global: its state is the running kernel's, so the livepatch cannot define it.
+    pub static_data: bool,
 }
 
 impl OwnDef {
@@ -786,7 +789,8 @@ pub struct Bound {
 /// binds, in this order:
 /// 1. to the new global of a unit of the same patched object (vmlinux or the one module) —
 ///    [`Binding::Own`], resolved inside the livepatch module; two such units are refused, as
-///    the patched object's own link would fail;
+///    the patched object's own link would fail, and so is a static variable the patch makes
+///    global (a static function made global is carried like a new one);
 /// 2. for code of a module, to a global the running module defines (a klp relocation against
 ///    it, as [`bind_externals_module`] binds it): that is what the module's own link resolves
 ///    it to;
@@ -835,6 +839,13 @@ pub fn bind_unit(
             Vec::new()
         };
         let binding = match candidates.as_slice() {
+            [d] if d.static_data => {
+                out.refusals
+                    .push(elfdiff::refusal::new_global_static_data(&ext.name, &d.unit));
+                Binding::Plain {
+                    name: ext.name.clone(),
+                }
+            }
             [d] => Binding::Own {
                 name: ext.name.clone(),
                 unit: d.unit.clone(),

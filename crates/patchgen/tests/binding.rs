@@ -129,6 +129,7 @@ fn def(unit: &str, object: Option<&str>) -> OwnDef {
         unit: unit.into(),
         object: object.map(String::from),
         exported: false,
+        static_data: false,
     }
 }
 
@@ -269,6 +270,13 @@ fn module_code_binds_its_modules_new_globals_then_the_module_then_vmlinuxs() {
     // The running module has it: its own link resolves it there, not to vmlinux's new one.
     o.add("mod_global", def("a.o", None));
     o.add("other_mod", def("o1.o", Some("other")));
+    o.add(
+        "made_global",
+        OwnDef {
+            static_data: true,
+            ..def("m3.o", Some("m"))
+        },
+    );
     let plan = user_plan(&["same_mod", "from_vmlinux", "mod_global", "printk"]);
     let got = bind_unit(&plan, place, &o, &t.vmlinux, &t.symvers).unwrap();
     assert!(got.refusals.is_empty(), "{:?}", got.refusals);
