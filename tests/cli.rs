@@ -1403,16 +1403,17 @@ fn notes(stdout: &str) -> Vec<&str> {
 /// A patch adds a global function in lib/demo.c and a global variable in lib/state.c (whose
 /// own code does not use it: the unit has no other change), and the changed `user()` of
 /// lib/user.c uses both. The module defines both as globals of its own, and `user()`'s copy
-/// refers to them there; its references to the target's `demo` (klp) and `__fentry__`
-/// (ordinary) bind as they always did; `klpgen check` passes (the build runs it).
+/// refers to them there; the references to the target's `demo` (klp), to lib/state.c's
+/// existing `state_base` (klp, from both users) and to `__fentry__` (ordinary) bind as they
+/// always did; `klpgen check` passes (the build runs it).
 #[test]
 fn a_new_global_of_one_unit_is_bound_inside_the_module_for_another() {
     let t = Tree::with_units(CONFIG, &[("lib/user.c", USER_C), ("lib/state.c", STATE_C)]);
     let p = t.patch(
         "new-global.patch",
-        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -8,3 +8,8 @@\n {\n \treturn helper(x) + 1;\n }\n+\n+__attribute__((noinline)) int klpgen_new_fn(int x)\n+{\n+\treturn x * 7;\n+}\n\
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -8,3 +8,9 @@\n {\n \treturn helper(x) + 1;\n }\n+\n+extern int state_base;\n+__attribute__((noinline)) int klpgen_new_fn(int x)\n+{\n+\treturn x * 7 + state_base;\n+}\n\
 --- a/lib/state.c\n+++ b/lib/state.c\n@@ -1 +1,2 @@\n int state_base = 1;\n+int klpgen_counter;\n\
---- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,9 @@\n extern int demo(int x);\n+extern int klpgen_new_fn(int x);\n+extern int klpgen_counter;\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\tklpgen_counter++;\n+\treturn demo(x) + klpgen_new_fn(x);\n }\n",
+--- a/lib/user.c\n+++ b/lib/user.c\n@@ -1,6 +1,10 @@\n extern int demo(int x);\n+extern int klpgen_new_fn(int x);\n+extern int klpgen_counter;\n+extern int state_base;\n \n int user(int x)\n {\n-\treturn demo(x) + 5;\n+\tklpgen_counter += state_base;\n+\treturn demo(x) + klpgen_new_fn(x);\n }\n",
     );
     let report = t.root.join("out/report.json");
     let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
@@ -1430,8 +1431,10 @@ fn a_new_global_of_one_unit_is_bound_inside_the_module_for_another() {
     ] {
         assert!(notes.iter().any(|l| l.starts_with(n)), "{n}: {notes:?}");
     }
-    // The existing global `demo` of the target still through a klp relocation.
-    assert!(stdout.contains(".klp.sym.vmlinux.demo,0"), "{stdout}");
+    // The existing globals of the target still through klp relocations.
+    for s in [".klp.sym.vmlinux.demo,0", ".klp.sym.vmlinux.state_base,0"] {
+        assert!(stdout.contains(s), "{s}: {stdout}");
+    }
     let ko = fs::read(t.root.join("out/livepatch-new-global.ko")).unwrap();
     let syms = elf_symbols(&ko);
     for s in ["klpgen_new_fn", "klpgen_counter"] {
@@ -1443,19 +1446,26 @@ fn a_new_global_of_one_unit_is_bound_inside_the_module_for_another() {
         "klpgen_new_fn",
         "klpgen_counter",
         ".klp.sym.vmlinux.demo,0",
+        ".klp.sym.vmlinux.state_base,0",
         "__fentry__",
     ] {
         assert!(targets.iter().any(|n| n == s), "{s}: {targets:?}");
     }
+    let targets = reloc_targets(&ko, ".text.klpgen_new_fn");
+    for s in [".klp.sym.vmlinux.state_base,0", "__fentry__"] {
+        assert!(targets.iter().any(|n| n == s), "{s}: {targets:?}");
+    }
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
     assert_eq!(v["result"], "built");
-    let klp: Vec<&str> = v["klp_relocations"]
+    let mut klp: Vec<&str> = v["klp_relocations"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["symbol"].as_str().unwrap())
         .collect();
-    assert_eq!(klp, ["demo"], "{v}");
+    klp.sort_unstable();
+    // One per unit that uses it: lib/demo.o's new function and lib/user.o's user().
+    assert_eq!(klp, ["demo", "state_base", "state_base"], "{v}");
 }
 
 /// The new global takes the name of a static of the target (lib/demo.c's `helper`), which the
