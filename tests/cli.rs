@@ -11,7 +11,8 @@
 //! output, a refused patch only the report); the annotation header; progress and `--verbose`;
 //! `--cc-launcher`; in-tree builds from a mirror; header patches without records; runs with
 //! different caches taking turns on one tree; `#line` directives keeping `__LINE__`; the
-//! target's objtool on the livepatch object.
+//! target's objtool on the livepatch object; patches of several units (and an in-tree module)
+//! whose new globals bind inside the livepatch, and their `refuse.new-global` refusals.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
