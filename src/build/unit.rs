@@ -505,6 +505,7 @@ impl Parts {
             refused: self.refusals.clone(),
             ignored: vec![],
             callbacks: vec![],
+            states: vec![],
         };
         if let Some(v) = Verdict::of(&all) {
             return Err(v.into());
