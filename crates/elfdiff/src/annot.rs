@@ -496,6 +496,11 @@ fn slot(obj: &Object<'_, Patched>, sec: SecIdx<Patched>, at: u64) -> Slot {
     }
 }
 
+/// One state id declared with two versions by two units (`first`, `second`: version and unit).
+pub fn state_conflict(id: u64, first: (u32, &str), second: (u32, &str)) -> Refusal {
+    refusal::annotation_state_conflict(STATES, id, first, second)
+}
+
 /// Two callbacks of one kind for one patched object: `struct klp_callbacks` has room for one.
 pub fn duplicate_callback(kind: CallbackKind, first: &str, second: &str) -> Refusal {
     refusal::duplicate_callback(

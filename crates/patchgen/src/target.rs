@@ -627,6 +627,11 @@ pub fn bind_externals_module(
     plan.externals
         .iter()
         .map(|ext| {
+            if ext.undefined && crate::kmod::hook_defines(&ext.name) {
+                return Ok(Binding::Plain {
+                    name: ext.name.clone(),
+                });
+            }
             let (objname, table) = if ext.undefined {
                 if module.defines_global(&ext.name) {
                     (modname, module)
@@ -671,7 +676,9 @@ pub fn bind_externals(
     plan.externals
         .iter()
         .map(|ext| {
-            if !ext.local && symvers.exporter(&ext.name).is_some() {
+            // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
+            let hook = ext.undefined && crate::kmod::hook_defines(&ext.name);
+            if hook || (!ext.local && symvers.exporter(&ext.name).is_some()) {
                 return Ok(Binding::Plain {
                     name: ext.name.clone(),
                 });

@@ -103,3 +103,33 @@ fn symvers_gives_each_exports_namespace() {
     assert_eq!(s.namespace("old_format"), None);
     assert_eq!(s.exporter("old_format"), Some("vmlinux"));
 }
+
+/// `klpgen_get_state()` of `<klpgen/klpgen.h>` reads the hook's `__klpgen_patch`: the reference
+/// is an ordinary one that the module's link resolves, from vmlinux code and module code alike,
+/// though neither the target nor Module.symvers has the symbol.
+#[test]
+fn the_hooks_own_symbol_binds_inside_the_module() {
+    let vm = symtab("core.c", &[("printk", true)]);
+    let ko = symtab("status.c", &[("show", false)]);
+    let vmlinux = TargetSymtab::parse("vmlinux", &vm).unwrap();
+    let module = TargetSymtab::parse_module("m.ko", &ko).unwrap();
+    let symvers = Symvers::parse("Module.symvers", "").unwrap();
+    let plan = Plan {
+        externals: vec![ext(patchgen::kmod::HOOK_PATCH_SYMBOL, false, true)],
+        file_name: Some("status.c".into()),
+        ..Plan::default()
+    };
+    let plain = vec![Binding::Plain {
+        name: "__klpgen_patch".into(),
+    }];
+    let got = patchgen::target::bind_externals(&plan, "vmlinux", &vmlinux, &symvers).unwrap();
+    assert_eq!(got, plain);
+    let got = bind_externals_module(&plan, "m", &module, &vmlinux, &symvers).unwrap();
+    assert_eq!(got, plain);
+    // Any other name the target lacks is still an error.
+    let other = Plan {
+        externals: vec![ext("__klpgen_other", false, true)],
+        ..Plan::default()
+    };
+    assert!(patchgen::target::bind_externals(&other, "vmlinux", &vmlinux, &symvers).is_err());
+}
