@@ -96,6 +96,13 @@ pub fn text_report(label: &str, r: &Report) -> String {
             r.klp_relocations,
             plural(r.functions, "replaced function", "replaced functions"),
         );
+        if let Some(table) = r
+            .functions_from
+            .filter(|t| *t != patchgen::manifest::FUNCS_SECTION)
+        {
+            // A module kpatch-build made: its functions come from its own table.
+            line.push_str(&format!(" (from {table}, kpatch-build's table)"));
+        }
         if r.undefined > 0 {
             line.push_str(&format!(
                 ", {} exported",

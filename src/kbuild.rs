@@ -41,17 +41,35 @@ pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 /// The patch-author header (`#include <klpgen/klpgen.h>`), shipped in the binary.
 pub const HEADER: &str = include_str!("../include/klpgen/klpgen.h");
 
-/// Write the header to `<workdir>/include/klpgen/klpgen.h` (only when its contents differ, so
-/// its time stays put) and return the directory to put on the include path. The directory
-/// holds nothing else, so it can never shadow a kernel header.
+/// The headers [`install_header`] writes, by path under the include directory: klpgen's own,
+/// and its `kpatch-macros.h` and `kpatch-syscall.h` under kpatch-build's names, at the top
+/// level, so that `#include "kpatch-macros.h"` in a patch written for kpatch-build finds them
+/// (the kernel has no header of those names, so none is shadowed).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("klpgen/klpgen.h", HEADER),
+    (
+        "kpatch-macros.h",
+        include_str!("../include/kpatch-macros.h"),
+    ),
+    (
+        "kpatch-syscall.h",
+        include_str!("../include/kpatch-syscall.h"),
+    ),
+];
+
+/// Write the headers ([`HEADERS`]) under `<workdir>/include/` (each only when its contents
+/// differ, so its time stays put) and return the directory to put on the include path. The
+/// directory holds nothing else, so it can never shadow a kernel header.
 pub fn install_header(workdir: &Path) -> Result<PathBuf> {
     let dir = workdir.join("include");
-    let file = dir.join("klpgen/klpgen.h");
-    if fs::read_to_string(&file).ok().as_deref() != Some(HEADER) {
-        fs::create_dir_all(dir.join("klpgen"))?;
-        let tmp = file.with_extension("h.tmp");
-        fs::write(&tmp, HEADER).with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    for (name, text) in HEADERS {
+        let file = dir.join(name);
+        if fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            fs::create_dir_all(file.parent().unwrap_or(&dir))?;
+            let tmp = file.with_extension("h.tmp");
+            fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+            fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+        }
     }
     Ok(dir)
 }

@@ -81,6 +81,9 @@ pub struct ObjectEntry {
     pub ignored: Vec<elfdiff::Ignored>,
     /// Livepatch callbacks (`KLPGEN_*_CALLBACK`) the unit defines.
     pub callbacks: Vec<elfdiff::CallbackEntry>,
+    /// System states (`KLPGEN_STATE`) the unit declares; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<elfdiff::State>,
 }
 
 #[derive(Debug, Serialize)]

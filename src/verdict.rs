@@ -52,7 +52,7 @@ impl Verdict {
 }
 
 /// A report as text: `label:`, then one line per changed, new, refused and ignored function
-/// and per callback.
+/// and per callback and system state.
 pub fn print_text(label: &str, r: &Report) {
     println!("{label}:");
     for f in &r.changed {
@@ -69,5 +69,8 @@ pub fn print_text(label: &str, r: &Report) {
     }
     for c in &r.callbacks {
         println!("  callback {} {}", c.kind.member(), c.function);
+    }
+    for st in &r.states {
+        println!("  state    {:#x} version {}", st.id, st.version);
     }
 }

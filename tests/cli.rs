@@ -931,6 +931,56 @@ fn patches_can_include_the_annotation_header() {
     );
 }
 
+/// A patch written for kpatch-build includes `"kpatch-syscall.h"` (which includes
+/// `"kpatch-macros.h"`) with quotes: klpgen installs its own headers of those names at the top
+/// of the directory on the include path, so it builds unchanged; KPATCH_IGNORE_FUNCTION is
+/// klpgen's ignore.
+#[test]
+fn patches_can_include_kpatch_headers() {
+    let t = Tree::new(CONFIG);
+    fs::write(
+        t.src().join("lib/demo.c"),
+        "int demo(int x)\n{\n\treturn x + 1;\n}\n",
+    )
+    .unwrap();
+    let p = t.patch(
+        "kp.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,6 @@\n+#include \"kpatch-syscall.h\"\n int demo(int x)\n {\n-\treturn x + 1;\n+\treturn x + 2;\n }\n+KPATCH_IGNORE_FUNCTION(demo);\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let err = stderr(&o);
+    // Without the headers the patched build fails (exit 4).
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ignored  demo in .text.demo"), "{out}");
+    let trees: Vec<PathBuf> = fs::read_dir(t.root.join("cache/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [tree] = trees.as_slice() else {
+        panic!("one tree directory expected: {trees:?}")
+    };
+    let mut installed: Vec<String> = Vec::new();
+    for e in fs::read_dir(tree.join("include")).unwrap() {
+        installed.push(e.unwrap().file_name().to_string_lossy().into_owned());
+    }
+    installed.sort();
+    // Nothing else: no kernel header can be shadowed.
+    assert_eq!(installed, ["klpgen", "kpatch-macros.h", "kpatch-syscall.h"]);
+    for name in ["kpatch-macros.h", "kpatch-syscall.h"] {
+        let shipped = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("include")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.join("include").join(name)).unwrap(),
+            shipped
+        );
+    }
+}
+
 #[test]
 fn progress_is_one_line_per_stage_and_verbose_shows_the_children() {
     let t = Tree::new(CONFIG);

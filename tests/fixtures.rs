@@ -98,6 +98,12 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             format!("callbacks: expected {want_callbacks:?}, got {got_callbacks:?}").into(),
         );
     }
+    let got_states: BTreeSet<(u64, u32)> =
+        report.states.iter().map(|s| (s.id, s.version)).collect();
+    let want_states: BTreeSet<(u64, u32)> = expect.states.iter().copied().collect();
+    if got_states != want_states {
+        return Err(format!("states: expected {want_states:?}, got {got_states:?}").into());
+    }
     if expect.nochange
         && (!got_changed.is_empty() || !got_new.is_empty() || !report.refused.is_empty())
     {
@@ -604,6 +610,7 @@ fn directives_parsed() -> Result<(), Failed> {
         "fresh" | "kept" => "f:g",
         "code" => "f 90",
         "callback" => "post_patch f",
+        "state" => "0x10 1",
         "explain" => "f kind=changed",
         _ => "f",
     };

@@ -81,6 +81,7 @@ pub fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::Objec
         functions,
         ignored: r.ignored.clone(),
         callbacks: r.callbacks.clone(),
+        states: r.states.clone(),
     }
 }
 

@@ -101,7 +101,7 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         HookLang::Rust => elfdiff::dwarf::struct_layouts(
             &target.vm_label,
             &target.vmlinux,
-            &kmod::KLP_STRUCTS,
+            &kmod::klp_structs(!parts.states.is_empty()),
             "livepatch/core.c",
         )
         .context(
@@ -126,6 +126,7 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         objects,
         replace: plan.replace,
         import_ns: parts.import_ns.iter().cloned().collect(),
+        states: parts.states.iter().map(|(st, _)| *st).collect(),
     };
     for (name, text) in kmod::render(&spec, plan.hook, &layouts)? {
         fs::write(moddir.join(name), text)?;

@@ -22,6 +22,8 @@ pub struct Summary<'a> {
     pub new: Vec<String>,
     /// `kind=function` of each callback.
     pub callbacks: Vec<String>,
+    /// `id=version` of each system state (`KLPGEN_STATE`).
+    pub states: Vec<String>,
     pub import_ns: Vec<&'a str>,
     pub ignored: &'a [String],
     /// The plan's notes a patch author acts on.
@@ -53,6 +55,11 @@ impl<'a> Summary<'a> {
                 .callbacks
                 .iter()
                 .map(|c| format!("{}={}", c.kind.member(), c.function))
+                .collect(),
+            states: parts
+                .states
+                .iter()
+                .map(|(st, _)| format!("{:#x}=v{}", st.id, st.version))
                 .collect(),
             import_ns: parts.import_ns.iter().map(String::as_str).collect(),
             ignored: &parts.ignored,
@@ -87,6 +94,9 @@ pub fn print(s: &Summary<'_>) {
     println!("  new:             {}", join_or_none(&s.new));
     if !s.callbacks.is_empty() {
         println!("  callbacks:       {}", s.callbacks.join(", "));
+    }
+    if !s.states.is_empty() {
+        println!("  states:          {}", s.states.join(", "));
     }
     if !s.import_ns.is_empty() {
         println!("  import_ns:       {}", s.import_ns.join(", "));

@@ -13,7 +13,11 @@
 //! `README`; `expect` judges klpgen's answer alone without booting (exit code, stderr lines,
 //! `--report` values by JSON pointer); `stdout-contains`/`stderr-contains`; `console-expect`
 //! (lines in order); `oot-module`, `target-module` (a module loaded first); `reproducible` (a
-//! second build elsewhere is byte-identical); `kernel` (a test-kernel variant, such as `noibt`).
+//! second build elsewhere is byte-identical); `kernel` (a test-kernel variant, such as `noibt`);
+//! `second.patch` (with `second-args`): a second livepatch built from it (module
+//! `livepatch-<case>-second`, checked like the first), loaded once the first is enabled, which
+//! it replaces — the first must go away and be unloaded, the probe pass again, and the second is
+//! the one disabled and unloaded at the end (for handing over `klp_state`).
 
 use crate::case::{
     build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,
@@ -55,6 +59,9 @@ pub struct Case {
     /// File `kernel`: the test-kernel variant the case runs on (`tests/e2e/kernel-<name>.fragment`
     /// merged after kernel.fragment); absent: the main test kernel.
     pub kernel: Option<String>,
+    /// File `second.patch`: a second, replacing livepatch, with the arguments of
+    /// `second-args`.
+    pub second: Option<(PathBuf, Vec<String>)>,
 }
 
 /// What a case checked on klpgen's answer alone (no boot) expects from `klpgen build`: a
@@ -197,6 +204,20 @@ pub fn load_cases() -> Result<Vec<Case>> {
                 bail!("{name}/kernel names {v:?}, which has no tests/e2e/kernel-{v}.fragment");
             }
         }
+        let second_patch = dir.join("second.patch");
+        let second = if second_patch.is_file() {
+            let args = match fs::read_to_string(dir.join("second-args")) {
+                Ok(s) => s.split_whitespace().map(String::from).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).context(format!("{name}/second-args")),
+            };
+            Some((second_patch, args))
+        } else {
+            None
+        };
+        if second.is_some() && (expect.is_some() || oot.is_some()) {
+            bail!("{name}: second.patch goes with a case that boots a module of the kernel tree");
+        }
         cases.push(Case {
             name,
             dir,
@@ -206,6 +227,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             target_module,
             reproducible,
             kernel,
+            second,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -407,6 +429,20 @@ fn run_case(
     } else {
         checked
     };
+    let second = match &case.second {
+        Some((patch, args)) => {
+            match build_second(klpgen, k, case, patch, args, workdir, doctored)? {
+                Ok(built) => Some(built),
+                Err(problem) => return Ok(fail(problem)),
+            }
+        }
+        None => None,
+    };
+    let checked = match &second {
+        Some((_, summary)) => format!("{checked}; second module: {summary}"),
+        None => checked,
+    };
+    let second_name = format!("{}_second", case.module_name());
     let probe = match fs::read(case.dir.join("probe.sh")) {
         Ok(p) => p,
         Err(e) => return Ok(fail(format!("cannot read probe.sh: {e}"))),
@@ -419,6 +455,9 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: oot_ko.as_deref(),
+        second: second
+            .as_ref()
+            .map(|(ko, _)| (ko.as_path(), second_name.as_str())),
     })?;
     let mut fails = report.failed_checks();
     // Optional `console-expect`: lines the guest's console must show, in this order (kernel
@@ -454,6 +493,53 @@ fn run_case(
         eprintln!("  check failed: {f}");
     }
     Ok(fail(fails[0].clone()))
+}
+
+/// Build the case's second, replacing livepatch from `patch` (module `livepatch-<case>-second`),
+/// as the first: the tree left as it was, `klpgen check` passing and rejecting corrupted
+/// copies. `Ok(Err(problem))` is a test failure.
+fn build_second(
+    klpgen: &Path,
+    k: &Kernel,
+    case: &Case,
+    patch: &Path,
+    args: &[String],
+    workdir: &Path,
+    doctored: &Doctored,
+) -> Result<Result<(PathBuf, String), String>> {
+    let name = format!("{}-second", case.name);
+    let (output, logs) = fresh_case_dirs(workdir, &name)?;
+    let (ok, text) = patch_applies(&k.src, patch)?;
+    if !ok {
+        eprintln!("{}", util::indent(&text));
+        return Ok(Err(format!(
+            "second.patch does not apply to {}",
+            k.src.display()
+        )));
+    }
+    let cmd = klpgen_command(klpgen, k, &name, &output, args, patch);
+    eprintln!("  $ {}", util::display(&cmd));
+    let run = run_klpgen(cmd, &logs)?;
+    if !patch_applies(&k.src, patch)?.0 {
+        return Ok(Err(
+            "klpgen left the kernel source tree modified by second.patch".into(),
+        ));
+    }
+    if !run.status.is_some_and(|s| s.success()) {
+        eprintln!("{}", run.show());
+        return Ok(Err(format!(
+            "klpgen build of second.patch failed ({:?})",
+            run.status
+        )));
+    }
+    let module = output.join(format!("livepatch-{name}.ko"));
+    if !module.is_file() {
+        return Ok(Err(format!("{} was not produced", module.display())));
+    }
+    match check_module(klpgen, k, &module, &run.stdout, &logs, None, doctored)? {
+        Ok(summary) => Ok(Ok((module, summary))),
+        Err(problem) => Ok(Err(format!("second module: {problem}"))),
+    }
 }
 
 /// Build the case's module again from scratch elsewhere (another klpgen cache, so every
@@ -869,6 +955,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        second: None,
     })?;
     for (phase, label) in guest::PHASES {
         if let Some(out) = report.outputs.get(*phase) {

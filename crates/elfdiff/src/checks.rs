@@ -217,7 +217,7 @@ fn data_refusals(
                 ignored.push(Ignored {
                     symbol: name.into(),
                     section: section.into(),
-                    reason: format!("existing data changed ({why}); the running kernel keeps its copy, as KLPGEN_IGNORE_SECTION(\"{pat}\") asks"),
+                    reason: format!("existing data changed ({why}); the running kernel keeps its copy, as {} asks", annotations.ignore_section_macro(pat)),
                 });
                 continue;
             }
@@ -251,10 +251,10 @@ fn unknown_section_refusals(
     let mut ignored = Vec::new();
     for sec in patched.section_indices() {
         let s = patched.sec(sec);
-        // `.klpgen.*` sections are annotations, read (and checked) by `annot`.
+        // `.klpgen.*` and `.kpatch.*` sections are annotations, read (and checked) by `annot`.
         if !s.is_alloc()
             || is_known_section(patched.arch, s.name)
-            || s.name.starts_with(".klpgen.")
+            || crate::annot::is_annotation_section(s.name)
             || crate::runtime_const::runtime_const_kind(s.name).is_some()
         {
             continue;
@@ -276,7 +276,7 @@ fn unknown_section_refusals(
             ignored.push(Ignored {
                 symbol: target.into(),
                 section: s.name.into(),
-                reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as KLPGEN_IGNORE_SECTION(\"{p}\") asks", s.name),
+                reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as {} asks", s.name, annotations.ignore_section_macro(p)),
             });
         } else if s.name == "_error_injection_whitelist" {
             out.push(refusal::error_injection(target, s.name));

@@ -26,7 +26,7 @@ pub mod refusal;
 mod runtime_const;
 mod sections;
 
-pub use annot::{Annotations, CallbackKind};
+pub use annot::{Annotations, CallbackKind, State};
 pub use diff::{Diff, FuncResult, Ignored, Refusal, Verdict};
 pub use error::Error;
 pub use model::{Object, Orig, Patched};
@@ -47,6 +47,9 @@ pub struct Report {
     pub ignored: Vec<Ignored>,
     /// Livepatch callbacks (`KLPGEN_*_CALLBACK`) of the patched object.
     pub callbacks: Vec<CallbackEntry>,
+    /// System states (`KLPGEN_STATE`) the patched object declares (absent from JSON when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<State>,
 }
 
 /// One callback of the patched object, for reports.
@@ -73,6 +76,7 @@ impl Diff<'_, '_> {
                     function: self.patched.sym(c.func).name.to_string(),
                 })
                 .collect(),
+            states: self.annotations.states.clone(),
         }
     }
 }

@@ -8,6 +8,13 @@
 //! `<linux/livepatch.h>`. Either hook gets an `import_ns=` modinfo entry per namespace to
 //! import: those of the namespaced exports the new code calls (Module.symvers' fifth field) and
 //! the patched units' own `.modinfo` tags (gathered by `src/build/unit.rs`).
+//!
+//! System states (`KLPGEN_STATE`) become `klp_patch.states`, an array of `struct klp_state`
+//! ended by an entry with id 0 (C: the target's header; Rust: the layout of `klp_state` from the
+//! DWARF, only read when there are states). Both hooks define [`HOOK_PATCH_SYMBOL`], a pointer
+//! to their `klp_patch`, which `<klpgen/klpgen.h>`'s `klpgen_get_state()` reads: the patched
+//! code's reference to it is bound inside the module (`target.rs`), like a call to a function
+//! of another unit.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -63,6 +70,16 @@ pub struct HookObject {
     pub callbacks: Vec<HookCallback>,
 }
 
+/// The hooks' pointer to their `klp_patch` (`struct klp_patch *const`), which patched code
+/// reaches through `<klpgen/klpgen.h>`'s `klpgen_get_state()`.
+pub const HOOK_PATCH_SYMBOL: &str = "__klpgen_patch";
+
+/// Whether the hook defines `name`, so that a reference to it from the patched code resolves
+/// when the module is linked (an ordinary relocation, never a klp one).
+pub fn hook_defines(name: &str) -> bool {
+    name == HOOK_PATCH_SYMBOL
+}
+
 #[derive(Debug, Clone)]
 pub struct ModuleSpec {
     /// Module name as kbuild sees it (`livepatch-foo`).
@@ -73,6 +90,8 @@ pub struct ModuleSpec {
     /// Symbol namespaces the new code uses (`import_ns=` modinfo, as `MODULE_IMPORT_NS`): the
     /// module loader refuses a module that uses a namespaced export without importing it.
     pub import_ns: Vec<String>,
+    /// System states (`klp_patch.states`), by id.
+    pub states: Vec<elfdiff::State>,
 }
 
 /// Generated files, (file name, contents).
@@ -81,6 +100,16 @@ pub type Sources = Vec<(String, String)>;
 /// The structures the Rust hook needs from the target's DWARF (`klp_callbacks` only when the
 /// livepatch has callbacks).
 pub const KLP_STRUCTS: [&str; 4] = ["klp_func", "klp_object", "klp_patch", "klp_callbacks"];
+
+/// The structures the Rust hook of a livepatch needs: [`KLP_STRUCTS`], and `klp_state` when it
+/// declares states (kernels before 5.5 have none).
+pub fn klp_structs(with_states: bool) -> Vec<&'static str> {
+    let mut v = KLP_STRUCTS.to_vec();
+    if with_states {
+        v.push("klp_state");
+    }
+    v
+}
 
 fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, Error> {
     let mut out = template.to_string();
@@ -221,16 +250,63 @@ fn render_c(spec: &ModuleSpec) -> Result<String, Error> {
         )
         .unwrap();
     }
+    let (states, patch_states) = states_c(spec);
     fill(
         HOOK_C,
         &[
             ("EXTERNS", externs),
             ("FUNC_ARRAYS", arrays),
             ("OBJECTS", objects),
+            ("STATES", states),
+            ("PATCH_STATES", patch_states),
             ("REPLACE", spec.replace.to_string()),
             ("DESCRIPTION", escape(&spec.description)),
             ("IMPORT_NS", import_ns_c(spec)?),
         ],
+    )
+}
+
+/// The C hook's `klpgen_states[]` (ended by a zero entry) and its `.states` member; both
+/// empty without states.
+fn states_c(spec: &ModuleSpec) -> (String, String) {
+    if spec.states.is_empty() {
+        return (String::new(), String::new());
+    }
+    let mut arr = "\nstatic struct klp_state klpgen_states[] = {\n".to_string();
+    for st in &spec.states {
+        writeln!(
+            arr,
+            "\t{{ .id = {:#x}UL, .version = {} }},",
+            st.id, st.version
+        )
+        .unwrap();
+    }
+    arr.push_str("\t{ }\n};\n");
+    (arr, "\t.states = klpgen_states,\n".to_string())
+}
+
+/// The Rust hook's `KLPGEN_STATES` (ended by a zero entry) and its `states` field; both empty
+/// without states.
+fn states_rust(spec: &ModuleSpec) -> (String, String) {
+    if spec.states.is_empty() {
+        return (String::new(), String::new());
+    }
+    let mut arr = format!(
+        "\nstatic mut KLPGEN_STATES: [KlpState; {}] = [\n",
+        spec.states.len() + 1
+    );
+    for st in &spec.states {
+        writeln!(
+            arr,
+            "    KlpState {{\n        id: {:#x},\n        version: {},\n        ..KlpState::ZERO\n    }},",
+            st.id, st.version
+        )
+        .unwrap();
+    }
+    arr.push_str("    KlpState::ZERO,\n];\n");
+    (
+        arr,
+        "    states: (&raw mut KLPGEN_STATES).cast::<KlpState>(),\n".to_string(),
     )
 }
 
@@ -337,10 +413,18 @@ const PATCH_FIELDS: &[Field] = &[
     ("objs", "objs", "*mut KlpObject", "ptr::null_mut()"),
     ("replace", "replace", "bool", "false"),
 ];
+/// `klp_patch.states`, set only when the livepatch declares states.
+const PATCH_STATES_FIELD: Field = ("states", "states", "*mut KlpState", "ptr::null_mut()");
+const STATE_FIELDS: &[Field] = &[
+    ("id", "id", "c_ulong", "0"),
+    ("version", "version", "core::ffi::c_uint", "0"),
+    ("data", "data", "*mut c_void", "ptr::null_mut()"),
+];
 
 fn rust_size(ty: &str) -> u64 {
     match ty {
         "bool" => 1,
+        "core::ffi::c_uint" => 4,
         // Pointers, `c_ulong` and `Option<fn>` (a nullable function pointer).
         _ => 8,
     }
@@ -429,6 +513,7 @@ fn render_rust(
         arrays,
         objects,
     } = rust_objects(spec)?;
+    let (states, patch_states) = states_rust(spec);
     fill(
         HOOK_RS,
         &[
@@ -437,6 +522,8 @@ fn render_rust(
             ("STRUCTS", structs),
             ("EXTERNS", externs),
             ("FUNC_ARRAYS", arrays),
+            ("STATES", states),
+            ("PATCH_STATES", patch_states),
             ("NOBJS_PLUS_ONE", (spec.objects.len() + 1).to_string()),
             ("OBJECTS", objects),
             ("REPLACE", spec.replace.to_string()),
@@ -479,13 +566,21 @@ fn rust_layout_structs(
         );
         flatten_callbacks(get("klp_object")?, get("klp_callbacks")?)?
     };
+    let mut patch_fields: Vec<Field> = PATCH_FIELDS.to_vec();
+    if !spec.states.is_empty() {
+        patch_fields.push(PATCH_STATES_FIELD);
+    }
     let mut structs = String::new();
     for (rust, layout, fields) in [
         ("KlpFunc", get("klp_func")?, FUNC_FIELDS),
         ("KlpObject", &object_layout, &object_fields[..]),
-        ("KlpPatch", get("klp_patch")?, PATCH_FIELDS),
+        ("KlpPatch", get("klp_patch")?, &patch_fields[..]),
     ] {
         structs.push_str(&rust_struct(rust, layout, fields)?);
+        structs.push('\n');
+    }
+    if !spec.states.is_empty() {
+        structs.push_str(&rust_struct("KlpState", get("klp_state")?, STATE_FIELDS)?);
         structs.push('\n');
     }
     Ok(structs)
@@ -622,6 +717,7 @@ mod tests {
             }],
             replace: true,
             import_ns: Vec::new(),
+            states: Vec::new(),
         };
         let src = render(&spec, HookLang::C, &HashMap::new()).unwrap();
         let hook = &src[1].1;
@@ -665,6 +761,7 @@ mod tests {
             }],
             replace: true,
             import_ns: Vec::new(),
+            states: Vec::new(),
         }
     }
 
@@ -780,6 +877,76 @@ mod tests {
             ),
             "{hook}"
         );
+    }
+
+    #[test]
+    fn both_hooks_fill_states() {
+        let states = vec![
+            elfdiff::State {
+                id: 0x6b6c_7001,
+                version: 1,
+            },
+            elfdiff::State { id: 7, version: 3 },
+        ];
+        let spec = ModuleSpec {
+            states: states.clone(),
+            ..spec_with_callbacks(&[CallbackKind::PostPatch])
+        };
+        let c = &render(&spec, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        for want in [
+            "static struct klp_state klpgen_states[] = {\n\t{ .id = 0x6b6c7001UL, .version = 1 },\n\t{ .id = 0x7UL, .version = 3 },\n\t{ }\n};",
+            "\t.states = klpgen_states,\n\t.replace = true,",
+            "struct klp_patch *const __klpgen_patch = &klpgen_patch;",
+        ] {
+            assert!(c.contains(want), "{want} missing:\n{c}");
+        }
+        let mut layouts = klp_layouts();
+        layouts.insert(
+            "klp_state".into(),
+            layout(
+                "klp_state",
+                24,
+                &[
+                    ("id", 0, 8, false),
+                    ("version", 8, 4, false),
+                    ("data", 16, 8, true),
+                ],
+            ),
+        );
+        let patch = layouts.get_mut("klp_patch").unwrap();
+        patch.members.push(Member {
+            name: "states".into(),
+            offset: 16,
+            size: Some(8),
+            pointer: true,
+        });
+        let rs = &render(&spec, HookLang::Rust, &layouts).unwrap()[1].1;
+        for want in [
+            "offset_of!(KlpState, version) == 8",
+            "offset_of!(KlpState, data) == 16",
+            "size_of::<KlpState>() == 24",
+            "offset_of!(KlpPatch, states) == 16",
+            "static mut KLPGEN_STATES: [KlpState; 3] = [",
+            "id: 0x6b6c7001,\n        version: 1,",
+            "states: (&raw mut KLPGEN_STATES).cast::<KlpState>(),",
+            "#[export_name = \"__klpgen_patch\"]",
+        ] {
+            assert!(rs.contains(want), "{want} missing:\n{rs}");
+        }
+        // No states: neither hook mentions them, and the Rust hook needs no klp_state.
+        let plain = spec_with_callbacks(&[]);
+        let c = &render(&plain, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(!c.contains("klp_state") && !c.contains(".states"), "{c}");
+        layouts.remove("klp_state");
+        let rs = &render(&plain, HookLang::Rust, &layouts).unwrap()[1].1;
+        assert!(!rs.contains("KlpState") && !rs.contains("states:"), "{rs}");
+        // States on a target whose DWARF has no klp_state: a layout error, not a guess.
+        assert!(matches!(
+            render(&spec, HookLang::Rust, &layouts),
+            Err(Error::Layout { .. })
+        ));
+        assert_eq!(klp_structs(true).last(), Some(&"klp_state"));
+        assert!(!klp_structs(false).contains(&"klp_state"));
     }
 
     #[test]

@@ -648,6 +648,12 @@ fn bind_module_external(
     vmlinux: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
+    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
+    if ext.undefined && crate::kmod::hook_defines(&ext.name) {
+        return Ok(Binding::Plain {
+            name: ext.name.clone(),
+        });
+    }
     let (objname, table) = if ext.undefined {
         if module.defines_global(&ext.name) {
             (modname, module)
@@ -701,7 +707,9 @@ fn bind_external(
     symtab: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
-    if !ext.local && symvers.exporter(&ext.name).is_some() {
+    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
+    let hook = ext.undefined && crate::kmod::hook_defines(&ext.name);
+    if hook || (!ext.local && symvers.exporter(&ext.name).is_some()) {
         return Ok(Binding::Plain {
             name: ext.name.clone(),
         });

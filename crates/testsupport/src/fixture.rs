@@ -23,6 +23,7 @@ pub const DIRECTIVES: &[(&str, &str)] = &[
     ("hint", "`hint: TEXT`: some refusal's hint contains TEXT"),
     ("ignored", "`ignored: f .data.x`: exactly these symbols are reported under `ignored` (without it, none)"),
     ("callback", "`callback: KIND f`: the patched object has callback f of KIND (the set is exact), carried under the hook's alias"),
+    ("state", "`state: ID VERSION`: the patched object declares system state ID (a number, `0x` for hex) with VERSION (`KLPGEN_STATE`; the set is exact)"),
     ("explain", "`explain: FUNC key=value ...`: what `elfdiff::explain` says about FUNC (keys in `explain.rs`); compiles the fixture with `-g`"),
     ("include", "`include: f`: treat unchanged f as changed, as `--include-callers` does"),
     ("entry-size", "`entry-size: SECTION=BYTES`: a special section's entry size, as `klpgen diff --entry-size` (the target's DWARF in a real build)"),
@@ -77,6 +78,7 @@ pub struct Expect {
     pub module: Option<String>,
     pub ignored: Option<BTreeSet<String>>,
     pub callbacks: Vec<(String, String)>,
+    pub states: Vec<(u64, u32)>,
     pub hints: Vec<String>,
     pub notes: Vec<String>,
     pub code: Vec<(String, Vec<u8>)>,
@@ -172,6 +174,23 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                     .collect::<Result<Vec<u8>, _>>()
                     .map_err(|e| format!("code: {hex:?}: {e}"))?;
                 e.code.push((func, bytes));
+            }
+            "state" => {
+                let w: Vec<String> = words().collect();
+                let num = |t: &str| match t.strip_prefix("0x") {
+                    Some(h) => u64::from_str_radix(h, 16),
+                    None => t.parse(),
+                };
+                match w.as_slice() {
+                    [id, version] => {
+                        let id = num(id).map_err(|e| format!("state: id {id:?}: {e}"))?;
+                        let version = version
+                            .parse()
+                            .map_err(|e| format!("state: version {version:?}: {e}"))?;
+                        e.states.push((id, version));
+                    }
+                    _ => return Err(format!("state: expected ID VERSION, got {val:?}")),
+                }
             }
             "callback" => match words().collect::<Vec<_>>().as_slice() {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
