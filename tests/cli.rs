@@ -511,8 +511,11 @@ fn snapshot_dir(dir: &Path) -> std::collections::BTreeMap<PathBuf, Entry> {
                 let h = Sha256::digest(fs::read(&p).unwrap());
                 ('f', h.iter().map(|b| format!("{b:02x}")).collect())
             };
-            // A directory's own time changes with its entries: compared through them.
-            let mtime = if ft.is_dir() {
+            // A directory's own time changes with its entries: compared through them, except
+            // in the source tree and the target build (and the distribution's files), whose
+            // directories must keep their times too (GNU patch's temporary files change them).
+            let kept = ["src", "build", "sysroot"].iter().any(|d| rel.starts_with(d));
+            let mtime = if ft.is_dir() && !kept {
                 SystemTime::UNIX_EPOCH
             } else {
                 meta.modified().unwrap()
