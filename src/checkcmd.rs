@@ -22,8 +22,8 @@ pub struct CheckArgs {
     /// The target's Module.symvers: every ordinary undefined symbol must be exported.
     #[arg(long)]
     pub symvers: Option<PathBuf>,
-    /// Directory with the target's modules (.ko, searched recursively) for klp symbols and
-    /// functions of modules.
+    /// Directory with the target's modules (.ko, also compressed .ko.xz/.ko.zst/.ko.gz,
+    /// searched recursively) for klp symbols and functions of modules.
     #[arg(long)]
     pub modules: Option<PathBuf>,
     /// Output format.
@@ -138,15 +138,18 @@ fn load_modules(dir: &Path, wanted: &BTreeSet<String>) -> Result<HashMap<String,
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".ko") else {
+            // Installed modules may be compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`).
+            let Some(stem) = crate::kofile::SUFFIXES
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+            else {
                 continue;
             };
             let key = check::module_key(stem);
             if !wanted.contains(&key) || found.contains_key(&key) {
                 continue;
             }
-            let bytes =
-                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = crate::kofile::read(&path)?;
             found.insert(
                 key,
                 TargetObject::module(&path.display().to_string(), &bytes)?,

@@ -134,8 +134,7 @@ fn save_dirs(source: &Path, files: &[String]) -> Vec<SavedDir> {
             let path = source.join(d);
             if path.is_dir() {
                 let dir = d.to_string_lossy().into_owned();
-                if let Some(mtime) = mtime_ns(&path).filter(|_| !out.iter().any(|s| s.dir == dir))
-                {
+                if let Some(mtime) = mtime_ns(&path).filter(|_| !out.iter().any(|s| s.dir == dir)) {
                     out.push(SavedDir { dir, mtime });
                 }
                 break;

@@ -514,7 +514,9 @@ fn snapshot_dir(dir: &Path) -> std::collections::BTreeMap<PathBuf, Entry> {
             // A directory's own time changes with its entries: compared through them, except
             // in the source tree and the target build (and the distribution's files), whose
             // directories must keep their times too (GNU patch's temporary files change them).
-            let kept = ["src", "build", "sysroot"].iter().any(|d| rel.starts_with(d));
+            let kept = ["src", "build", "sysroot"]
+                .iter()
+                .any(|d| rel.starts_with(d));
             let mtime = if ft.is_dir() && !kept {
                 SystemTime::UNIX_EPOCH
             } else {

@@ -33,6 +33,11 @@ pub struct BuildArgs {
     /// The target vmlinux (default: BUILDDIR/vmlinux).
     #[arg(short = 'v', long)]
     pub vmlinux: Option<PathBuf>,
+    /// The target's installed modules (`/lib/modules/<release>`, or an unpacked image
+    /// package's `lib/modules/<release>`; default: `/lib/modules/<release>`): a patched
+    /// module's own symbols bind against its `.ko` there (`.ko.xz`, `.ko.zst`, `.ko.gz` too).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
     /// Parallel jobs for kbuild.
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -113,6 +118,7 @@ pub struct TargetSpec<'a> {
     pub build: Option<&'a Path>,
     pub config: Option<&'a Path>,
     pub vmlinux: Option<&'a Path>,
+    pub modules: Option<&'a Path>,
     /// An out-of-tree module's `.ko`, which must belong to the target too.
     pub oot_ko: Option<&'a Path>,
     /// `--cc-launcher`, set up for the target's compiler kind.
@@ -127,6 +133,7 @@ impl BuildArgs {
             build: self.builddir.as_deref(),
             config: self.config.as_deref(),
             vmlinux: self.vmlinux.as_deref(),
+            modules: self.modules.as_deref(),
             oot_ko: self.oot_module.as_deref(),
             cc_launcher: self.cc_launcher.as_deref(),
         }
