@@ -33,7 +33,7 @@ pub struct Written {
 /// The plan then leaves objtool's sections to it, as it does for delayed objtool.
 pub fn own_objtool(ctx: &Ctx<'_>, units: &[String]) -> Result<Option<Objtool>> {
     if objtool::per_object(&ctx.target.tree) {
-        Ok(Some(objtool::locate(&ctx.target.tree, units)?))
+        Ok(Some(objtool::locate(&ctx.ws.objtree(&ctx.target.tree), units)?))
     } else {
         Ok(None)
     }
@@ -56,7 +56,14 @@ pub fn build(
     }
     rep.stage("building the module with the target's kbuild");
     let module = &ctx.plan.module;
-    let ko = kbuild::build_module(&ctx.target.tree, &moddir, module, ctx.plan.jobs, ctx.intr)?;
+    let ko = kbuild::build_module(
+        &ctx.target.tree,
+        &ctx.ws.objtree(&ctx.target.tree),
+        &moddir,
+        module,
+        ctx.plan.jobs,
+        ctx.intr,
+    )?;
     let linked = fs::read(&ko)?;
     let (final_ko, klp) =
         patchgen::klp::finalize_module_with(module, &linked, Some(&parts.manifest))?;
