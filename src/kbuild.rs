@@ -404,7 +404,10 @@ impl DiffBuild {
         let prepared = dir.join(".klpgen-modules-prepared");
         if tree.kind() == crate::kernel::TreeKind::Headers && !prepared.is_file() {
             let o = format!("O={}", dir.display());
-            let j = format!("-j{}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let j = format!(
+                "-j{}",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            );
             crate::progress::message(&format!(
                 "klpgen: preparing {} from {} for the headers of {} (kbuild's tools, modpost; once)",
                 dir.display(),

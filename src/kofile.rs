@@ -96,10 +96,6 @@ impl ModulesDir {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.modules.is_empty()
-    }
-
     /// One module of the directory (the first listed): its vermagic says which kernel the
     /// directory belongs to.
     pub fn sample(&self) -> Option<&Path> {

@@ -33,7 +33,10 @@ pub struct Written {
 /// The plan then leaves objtool's sections to it, as it does for delayed objtool.
 pub fn own_objtool(ctx: &Ctx<'_>, units: &[String]) -> Result<Option<Objtool>> {
     if objtool::per_object(&ctx.target.tree) {
-        Ok(Some(objtool::locate(&ctx.ws.objtree(&ctx.target.tree), units)?))
+        Ok(Some(objtool::locate(
+            &ctx.ws.objtree(&ctx.target.tree),
+            units,
+        )?))
     } else {
         Ok(None)
     }

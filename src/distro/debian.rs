@@ -6,11 +6,14 @@
 //! `6.1.0-57-cloud-amd64` is the ABI and flavour, the package version `6.1.192-3` the upstream
 //! version and Debian revision; the headers' `include/config/kernel.release` says `6.1.192`.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context, Result};
 use patchgen::target::{MODULE_MISMATCH, SOURCE_MISMATCH, SYMVERS_MISMATCH, VMLINUX_MISMATCH};
 
-use super::{Package, Side};
+use super::{Given, Missing, Package, Resolved, Side};
+use crate::process::{self, Interrupt};
 
 /// `distribution` of the report and of [`Package`].
 pub const NAME: &str = "debian";
@@ -71,6 +74,343 @@ pub fn modules_path(root: &Path, r: &str) -> PathBuf {
 }
 pub fn source_tarball(root: &Path, upstream: &str) -> PathBuf {
     root.join(format!("usr/src/linux-source-{}.tar.xz", line_of(upstream)))
+}
+
+/// The installed version of each package in a dpkg status file (`var/lib/dpkg/status`, the
+/// database `dpkg-query` reads; installed means `Status: install ok installed`).
+fn installed_versions(status: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for para in status.split("\n\n") {
+        let field = |name: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        let (Some(pkg), Some(ver), Some(st)) =
+            (field("Package"), field("Version"), field("Status"))
+        else {
+            continue;
+        };
+        if st.ends_with(" installed") {
+            out.push((pkg, ver));
+        }
+    }
+    out
+}
+
+/// The Debian kernel `release` as a target: its package version (from the running kernel's
+/// banner, the headers' `utsversion.h`, dpkg's database, klpgen's cache, or with `fetch` apt's
+/// lists), then each part from the system where its installed version is that one, else from
+/// klpgen's cache (`<cache>/dist/debian/<version>/`), else, with `fetch`, downloaded there
+/// (`apt-get download pkg=version`, `dpkg-deb -x`: nothing is installed, no root needed). The
+/// source tarball is unpacked into the cache once per package version. What is still missing
+/// is a refusal naming each package and version.
+pub fn resolve(
+    root: &Path,
+    cache: &Path,
+    release: &str,
+    fetch: bool,
+    given: &Given,
+    intr: &Interrupt,
+) -> Result<Resolved> {
+    let status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+    let installed = installed_versions(&status);
+    let installed_version = |pkg: &str| {
+        installed
+            .iter()
+            .find(|(p, _)| p == pkg)
+            .map(|(_, v)| v.clone())
+    };
+    let dist = cache.join("dist").join(NAME);
+    let version = package_version(root, &dist, release, &installed_version, fetch, intr)?;
+    let Some(package) = package_of(&format!("Debian {version}")) else {
+        bail!("{release}: Debian package version {version} has no upstream part");
+    };
+    let vdir = dist.join(&version);
+    let fetched = vdir.join("root");
+    fs::create_dir_all(&vdir).with_context(|| format!("cannot create {}", vdir.display()))?;
+    // One run at a time fetches or unpacks this version.
+    let lock = fs::File::create(vdir.join("lock"))?;
+    lock.lock()?;
+    let mut missing: Vec<Missing> = Vec::new();
+    let mut pick = |what: &'static str, pkg: String, system: PathBuf, cached: PathBuf, ok: bool| {
+        if ok && system.exists() {
+            return Some(system);
+        }
+        if cached.exists() {
+            return Some(cached);
+        }
+        missing.push(Missing {
+            what,
+            path: system,
+            package: format!("{pkg}={version}"),
+        });
+        None
+    };
+    let headers_ok = |dir: &Path| {
+        fs::read_to_string(dir.join("include/generated/utsversion.h"))
+            .ok()
+            .and_then(|t| package_of(&t))
+            .is_some_and(|p| p.version == version)
+    };
+    let sys_headers = headers_path(root, release);
+    let headers = (!given.build).then(|| {
+        let ok = headers_ok(&sys_headers);
+        pick(
+            "the headers (.config, Module.symvers, generated headers)",
+            headers_package(release),
+            sys_headers.clone(),
+            headers_path(&fetched, release),
+            ok,
+        )
+    });
+    let vmlinux = (!given.vmlinux).then(|| {
+        let ok = installed_version(&dbg_package(release)).is_none_or(|v| v == version);
+        pick(
+            "the vmlinux with DWARF",
+            dbg_package(release),
+            vmlinux_path(root, release),
+            vmlinux_path(&fetched, release),
+            ok,
+        )
+    });
+    let modules = (!given.modules).then(|| {
+        let sys = modules_path(root, release);
+        let cached = modules_path(&fetched, release);
+        // The modules come with the image, which the running kernel always has; only a
+        // fetched set takes them from the cache.
+        if sys.join("kernel").is_dir() {
+            Some(sys)
+        } else {
+            pick("the modules", image_package(release), sys, cached, false)
+        }
+    });
+    let unpacked = vdir.join("src").join(source_package(&package.upstream));
+    let source = (!given.source).then(|| {
+        if unpacked.join("Makefile").is_file() {
+            return Some(PathBuf::new());
+        }
+        let ok = installed_version(&source_package(&package.upstream)).as_deref() == Some(&version);
+        pick(
+            "the sources",
+            source_package(&package.upstream),
+            source_tarball(root, &package.upstream),
+            source_tarball(&fetched, &package.upstream),
+            ok,
+        )
+    });
+    if !missing.is_empty() && fetch {
+        for m in &missing {
+            fetch_package(&vdir, &m.package, intr)?;
+        }
+        drop(lock);
+        // Everything is in the cache now.
+        return resolve(root, cache, release, false, given, intr);
+    }
+    if !missing.is_empty() {
+        return Err(super::missing_refusal(release, &version, &missing));
+    }
+    let source = match source.flatten() {
+        Some(tarball) if tarball.as_os_str().is_empty() => Some(unpacked),
+        Some(tarball) => Some(unpack_source(&tarball, &vdir, &unpacked, intr)?),
+        None => None,
+    };
+    drop(lock);
+    Ok(Resolved {
+        release: release.to_string(),
+        package,
+        source,
+        build: headers.flatten(),
+        vmlinux: vmlinux.flatten(),
+        modules: modules.flatten(),
+    })
+}
+
+/// The package version of `release`: the running kernel's banner, the installed headers'
+/// `utsversion.h`, dpkg's installed image, headers or `-dbg` package, a set in klpgen's cache,
+/// or (fetching) the version apt would install.
+fn package_version(
+    root: &Path,
+    dist: &Path,
+    release: &str,
+    installed: &dyn Fn(&str) -> Option<String>,
+    fetch: bool,
+    intr: &Interrupt,
+) -> Result<String> {
+    let running = fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
+    if running.trim() == release {
+        let banner = fs::read_to_string(root.join("proc/version")).unwrap_or_default();
+        if let Some(p) = patchgen::target::banner_version(&banner).and_then(|v| package_of(&v)) {
+            return Ok(p.version);
+        }
+    }
+    let uts = headers_path(root, release).join("include/generated/utsversion.h");
+    if let Some(p) = fs::read_to_string(uts).ok().and_then(|t| package_of(&t)) {
+        return Ok(p.version);
+    }
+    for pkg in [
+        format!("linux-image-{release}"),
+        image_package(release),
+        headers_package(release),
+        dbg_package(release),
+    ] {
+        if let Some(v) = installed(&pkg) {
+            return Ok(v);
+        }
+    }
+    if let Ok(rd) = fs::read_dir(dist) {
+        let mut found: Vec<String> = rd
+            .flatten()
+            .filter(|e| headers_path(&e.path().join("root"), release).is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        if let Some(v) = found.pop() {
+            return Ok(v);
+        }
+    }
+    if fetch {
+        let pkg = headers_package(release);
+        let out = process::run(
+            "apt-cache",
+            ["show", "--no-all-versions", pkg.as_str()],
+            None,
+            &[],
+            None,
+            intr,
+        )?;
+        if let Some(v) = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Version:"))
+            .map(|v| v.trim().to_string())
+            .filter(|_| out.success)
+        {
+            return Ok(v);
+        }
+        return Err(crate::verdict::Verdict::Refused(format!(
+            "[{}] apt knows no package {pkg} (the headers of {release}): {}; is the release right, and are apt's lists current (apt-get update)?",
+            super::PACKAGE_MISSING,
+            out.stderr.trim()
+        ))
+        .into());
+    }
+    Err(crate::verdict::Verdict::Refused(format!(
+        "[{}] cannot tell the Debian package version of kernel {release}: it is not the running kernel and none of linux-image-{release}, {}, {} is installed; install {} (or pass --fetch to download the matching packages into klpgen's cache)",
+        super::PACKAGE_MISSING,
+        headers_package(release),
+        dbg_package(release),
+        headers_package(release)
+    ))
+    .into())
+}
+
+/// `apt-get download PKG=VERSION` into `<vdir>/debs`, then `dpkg-deb -x` into `<vdir>/root`.
+fn fetch_package(vdir: &Path, pkg: &str, intr: &Interrupt) -> Result<()> {
+    let debs = vdir.join("debs");
+    fs::create_dir_all(&debs)?;
+    crate::progress::message(&format!("klpgen: fetching {pkg} into {}", vdir.display()));
+    let out = process::run("apt-get", ["download", pkg], Some(&debs), &[], None, intr)?;
+    if !out.success {
+        return Err(crate::verdict::Verdict::Refused(format!(
+            "[{}] `apt-get download {pkg}` failed: {}{}(the archive may no longer have this version; apt-get update?)",
+            super::PACKAGE_MISSING,
+            out.stdout,
+            out.stderr
+        ))
+        .into());
+    }
+    let name = pkg.split('=').next().unwrap_or(pkg);
+    let deb = fs::read_dir(&debs)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download {pkg} left no {name}_*.deb in {}",
+                debs.display()
+            )
+        })?;
+    let root = vdir.join("root");
+    fs::create_dir_all(&root)?;
+    let out = process::run(
+        "dpkg-deb",
+        [
+            std::ffi::OsStr::new("-x"),
+            deb.as_os_str(),
+            root.as_os_str(),
+        ],
+        None,
+        &[],
+        None,
+        intr,
+    )?;
+    if !out.success {
+        bail!(
+            "dpkg-deb -x {} failed: {}",
+            deb.display(),
+            out.stderr.trim()
+        );
+    }
+    // The unpacked files are what is kept; the package file is not needed again.
+    fs::remove_file(&deb)?;
+    Ok(())
+}
+
+/// Unpack `linux-source-X.Y.tar.xz` into `unpacked` (`<vdir>/src/linux-source-X.Y`), through
+/// a temporary directory renamed at the end, so a half-unpacked tree is never used.
+fn unpack_source(
+    tarball: &Path,
+    vdir: &Path,
+    unpacked: &Path,
+    intr: &Interrupt,
+) -> Result<PathBuf> {
+    let tmp = vdir.join("src.tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp)?;
+    crate::progress::message(&format!(
+        "klpgen: unpacking {} into {} (once)",
+        tarball.display(),
+        vdir.join("src").display()
+    ));
+    let out = process::run(
+        "tar",
+        [
+            std::ffi::OsStr::new("-xf"),
+            tarball.as_os_str(),
+            "-C".as_ref(),
+            tmp.as_os_str(),
+        ],
+        None,
+        &[],
+        None,
+        intr,
+    )?;
+    if !out.success {
+        bail!(
+            "tar -xf {} failed: {}",
+            tarball.display(),
+            out.stderr.trim()
+        );
+    }
+    let name = unpacked.file_name().unwrap_or_default();
+    if !tmp.join(name).join("Makefile").is_file() {
+        bail!(
+            "{} does not hold {}/Makefile",
+            tarball.display(),
+            name.to_string_lossy()
+        );
+    }
+    fs::create_dir_all(vdir.join("src"))?;
+    fs::rename(tmp.join(name), unpacked)?;
+    fs::remove_dir_all(&tmp)?;
+    Ok(unpacked.to_path_buf())
 }
 
 /// What to install or fetch when a mismatch is found, naming the packages of both sides.
@@ -147,6 +487,15 @@ mod tests {
         assert_eq!(package_of("#1 SMP Debian"), None);
         assert_eq!(line_of("6.1.192"), "6.1");
         assert_eq!(source_package("6.12.57"), "linux-source-6.12");
+    }
+
+    #[test]
+    fn dpkg_status_gives_installed_versions() {
+        let status = "Package: linux-source-6.1\nStatus: install ok installed\nVersion: 6.1.192-3\n\nPackage: linux-image-6.1.0-57-cloud-amd64-dbg\nStatus: deinstall ok config-files\nVersion: 6.1.192-3\n";
+        assert_eq!(
+            installed_versions(status),
+            [("linux-source-6.1".to_string(), "6.1.192-3".to_string())]
+        );
     }
 
     #[test]
