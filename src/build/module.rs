@@ -107,11 +107,16 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         "writing module sources ({} hook)",
         plan.hook.as_str()
     ));
+    let wanted: Vec<&str> = kmod::KLP_STRUCTS
+        .iter()
+        .chain(kmod::GUARD_STRUCTS.iter())
+        .copied()
+        .collect();
     let layouts = match plan.hook {
         HookLang::Rust => elfdiff::dwarf::struct_layouts(
             &target.vm_label,
             &target.vmlinux,
-            &kmod::KLP_STRUCTS,
+            &wanted,
             "livepatch/core.c",
         )
         .context(
@@ -136,6 +141,11 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         objects,
         replace: plan.replace,
         import_ns: parts.import_ns.iter().cloned().collect(),
+        // The module loads only on the kernel of the target's vmlinux (its banner).
+        guard: Some(kmod::Guard {
+            release: target.tree.release.clone(),
+            version: target.tree.info.vmlinux_version.clone(),
+        }),
     };
     for (name, text) in kmod::render(&spec, plan.hook, &layouts)? {
         fs::write(moddir.join(name), text)?;
