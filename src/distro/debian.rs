@@ -128,10 +128,6 @@ pub fn resolve(
     };
     let vdir = dist.join(&version);
     let fetched = vdir.join("root");
-    fs::create_dir_all(&vdir).with_context(|| format!("cannot create {}", vdir.display()))?;
-    // One run at a time fetches or unpacks this version.
-    let lock = fs::File::create(vdir.join("lock"))?;
-    lock.lock()?;
     let mut missing: Vec<Missing> = Vec::new();
     let mut pick = |what: &'static str, pkg: String, system: PathBuf, cached: PathBuf, ok: bool| {
         if ok && system.exists() {
@@ -200,22 +196,30 @@ pub fn resolve(
         )
     });
     if !missing.is_empty() && fetch {
+        let lock = lock_version(&vdir)?;
         for m in &missing {
             fetch_package(&vdir, &m.package, intr)?;
         }
+        // Everything is in the cache now (the lock is taken again for the unpacking).
         drop(lock);
-        // Everything is in the cache now.
         return resolve(root, cache, release, false, given, intr);
     }
     if !missing.is_empty() {
         return Err(super::missing_refusal(release, &version, &missing));
     }
     let source = match source.flatten() {
+        // Unpacked already (the sentinel `pick` is not asked for).
         Some(tarball) if tarball.as_os_str().is_empty() => Some(unpacked),
-        Some(tarball) => Some(unpack_source(&tarball, &vdir, &unpacked, intr)?),
+        Some(tarball) => {
+            let _lock = lock_version(&vdir)?;
+            if unpacked.join("Makefile").is_file() {
+                Some(unpacked) // another run unpacked it meanwhile
+            } else {
+                Some(unpack_source(&tarball, &vdir, &unpacked, intr)?)
+            }
+        }
         None => None,
     };
-    drop(lock);
     Ok(Resolved {
         release: release.to_string(),
         package,
@@ -303,6 +307,16 @@ fn package_version(
         headers_package(release)
     ))
     .into())
+}
+
+/// One run at a time fetches or unpacks one package version (a lock file in its directory,
+/// held while the returned file is open).
+fn lock_version(vdir: &Path) -> Result<fs::File> {
+    fs::create_dir_all(vdir).with_context(|| format!("cannot create {}", vdir.display()))?;
+    let lock = fs::File::create(vdir.join("lock"))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", vdir.join("lock").display()))?;
+    Ok(lock)
 }
 
 /// `apt-get download PKG=VERSION` into `<vdir>/debs`, then `dpkg-deb -x` into `<vdir>/root`.
