@@ -50,6 +50,9 @@ pub struct Spec<'a> {
     pub workdir: &'a Path,
     /// A module loaded before anything else (the out-of-tree module a case patches).
     pub preload: Option<&'a Path>,
+    /// A copy of the livepatch whose guard names another kernel: loaded first, it must be
+    /// refused (its hook returns -EINVAL before enabling anything).
+    pub wrong_kernel: Option<&'a Path>,
 }
 
 /// What the guest reported.
@@ -101,6 +104,11 @@ impl Report {
         let v = |k: &str| self.value(k).unwrap_or("<missing>");
         if self.value("start").is_none() {
             fails.push("the guest's /init never started".to_string());
+        }
+        if self.value("guard") == Some("0") {
+            fails.push(
+                "a copy of the module whose guard names another kernel loaded (guard=0): the hook's guard did not refuse it".to_string(),
+            );
         }
         let before = v("probe-before");
         if before == "0" || before == "<missing>" {
@@ -186,6 +194,10 @@ if [ -f /oot.ko ]; then
     sleep 1
 fi
 say start=1
+if [ -f /wrong.ko ]; then
+    insmod /wrong.ko
+    say "guard=$?"
+fi
 probe before
 insmod /lp.ko
 rc=$?
@@ -348,6 +360,10 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
     if let Some(p) = spec.preload {
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         a.file("oot.ko", 0o644, &bytes);
+    }
+    if let Some(p) = spec.wrong_kernel {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        a.file("wrong.ko", 0o644, &bytes);
     }
     initramfs::write_gzip(&a.finish(), out)
 }
