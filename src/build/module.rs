@@ -80,7 +80,14 @@ pub fn build(
                 module,
                 &final_ko,
                 (&s.key, &s.cert),
-                s.sign_file.as_deref(),
+                // The target build's sign-file, or for a distribution's headers (whose
+                // scripts/ may be a dangling link) the one klpgen's own build directory built.
+                Some(
+                    s.sign_file
+                        .clone()
+                        .unwrap_or_else(|| ctx.ws.objtree(&ctx.target.tree).join("scripts/sign-file")),
+                )
+                .as_deref(),
                 ctx.intr,
             )?
         }

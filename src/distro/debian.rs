@@ -182,10 +182,8 @@ pub fn resolve(
         }
     });
     let unpacked = vdir.join("src").join(source_package(&package.upstream));
-    let source = (!given.source).then(|| {
-        if unpacked.join("Makefile").is_file() {
-            return Some(PathBuf::new());
-        }
+    // The sources: unpacked in the cache already, else the tarball to unpack.
+    let tarball = (!given.source && !unpacked.join("Makefile").is_file()).then(|| {
         let ok = installed_version(&source_package(&package.upstream)).as_deref() == Some(&version);
         pick(
             "the sources",
@@ -207,18 +205,17 @@ pub fn resolve(
     if !missing.is_empty() {
         return Err(super::missing_refusal(release, &version, &missing));
     }
-    let source = match source.flatten() {
-        // Unpacked already (the sentinel `pick` is not asked for).
-        Some(tarball) if tarball.as_os_str().is_empty() => Some(unpacked),
+    let source = match tarball.flatten() {
         Some(tarball) => {
             let _lock = lock_version(&vdir)?;
-            if unpacked.join("Makefile").is_file() {
-                Some(unpacked) // another run unpacked it meanwhile
-            } else {
-                Some(unpack_source(&tarball, &vdir, &unpacked, intr)?)
+            if !unpacked.join("Makefile").is_file() {
+                // (Another run may have unpacked it meanwhile.)
+                unpack_source(&tarball, &vdir, &unpacked, intr)?;
             }
+            Some(unpacked)
         }
-        None => None,
+        None if given.source => None,
+        None => Some(unpacked),
     };
     Ok(Resolved {
         release: release.to_string(),
