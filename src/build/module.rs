@@ -71,28 +71,27 @@ pub fn build(
     let (final_ko, klp) =
         patchgen::klp::finalize_module_with(module, &linked, Some(&parts.manifest))?;
     verify(ctx, &final_ko, modules)?;
-    let final_ko = match &ctx.plan.signing {
-        Some(s) => {
-            rep.stage("signing the module");
-            kbuild::sign_module(
-                &ctx.target.tree,
-                &moddir,
-                module,
-                &final_ko,
-                (&s.key, &s.cert),
-                // The target build's sign-file, or for a distribution's headers (whose
-                // scripts/ may be a dangling link) the one klpgen's own build directory built.
-                Some(
-                    s.sign_file
-                        .clone()
-                        .unwrap_or_else(|| ctx.ws.objtree(&ctx.target.tree).join("scripts/sign-file")),
-                )
-                .as_deref(),
-                ctx.intr,
-            )?
-        }
-        None => final_ko,
-    };
+    let final_ko =
+        match &ctx.plan.signing {
+            Some(s) => {
+                rep.stage("signing the module");
+                kbuild::sign_module(
+                    &ctx.target.tree,
+                    &moddir,
+                    module,
+                    &final_ko,
+                    (&s.key, &s.cert),
+                    // The target build's sign-file, or for a distribution's headers (whose
+                    // scripts/ may be a dangling link) the one klpgen's own build directory built.
+                    Some(s.sign_file.clone().unwrap_or_else(|| {
+                        ctx.ws.objtree(&ctx.target.tree).join("scripts/sign-file")
+                    }))
+                    .as_deref(),
+                    ctx.intr,
+                )?
+            }
+            None => final_ko,
+        };
     let out = &ctx.plan.output;
     write_file(out, &final_ko)?;
     rep.module = Some(rpt::ModuleEntry {

@@ -64,7 +64,7 @@ pub fn locate(ctx: &Ctx<'_>, pairs: Vec<Pair>) -> Result<Units> {
             Some(ko) => CodeIn::Module(match out.modules.iter().position(|t| t.ko == ko) {
                 Some(i) => i,
                 None => {
-                    out.modules.push(ModTarget::load(&ko)?);
+                    out.modules.push(ctx.target.load_module(&ko)?);
                     out.modules.len() - 1
                 }
             }),

@@ -236,8 +236,18 @@ fn guard_rust(
     };
     let name = member(ns, "name")?;
     let (rel, ver) = (member(uts, "release")?, member(uts, "version")?);
-    let len = rel.size.unwrap_or(0);
-    if len == 0 || ver.size != Some(len) || name.offset + uts.size > ns.size {
+    // DWARF may not give an array member's size: then `release` is as long as the distance
+    // to `version`, which follows it (both `char [__NEW_UTS_LEN + 1]`).
+    let len = rel
+        .size
+        .or_else(|| ver.offset.checked_sub(rel.offset))
+        .unwrap_or(0);
+    if len == 0
+        || ver.size.is_some_and(|s| s != len)
+        || ver.offset < rel.offset + len
+        || ver.offset + len > uts.size
+        || name.offset + uts.size > ns.size
+    {
         return Err(Error::Layout {
             structure: uts.name.clone(),
             what: "release and version are not two char arrays of one size inside uts_namespace"
@@ -1045,6 +1055,12 @@ mod tests {
             hook.contains("const UTS_RELEASE_AT: usize = 170;"),
             "{hook}"
         );
+        // Array members without a size in DWARF: the distance between them.
+        for m in &mut l.get_mut("new_utsname").unwrap().members {
+            m.size = None;
+        }
+        let hook = &render(&guarded(), HookLang::Rust, &l).unwrap()[1].1;
+        assert!(hook.contains("const UTS_LEN: usize = 65;"), "{hook}");
         // No layouts: an error, not a guess.
         l.remove("new_utsname");
         assert!(matches!(
