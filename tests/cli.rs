@@ -1353,6 +1353,75 @@ const FAKE_DPKG_DEB: &str = r#"#!/bin/sh
 mkdir -p "$3" && cp -a "$(cat "$2")/." "$3/"
 "#;
 
+const MOD_C: &str = "static __attribute__((noinline)) int mod_helper(int x)\n{\n\treturn x * 5;\n}\n\nint mod_fn(int x)\n{\n\treturn mod_helper(x) + 1;\n}\n";
+
+/// The stock module `mod` of the Debian root: `drivers/m/mod.c` built like the kernel's
+/// objects, with a `.modinfo` and a build-id; installed as Debian does (stripped of its
+/// debugging symbols, STT_FILE included, and here xz-compressed), its full copy where the
+/// `-dbg` package puts it.
+fn deb_stock_module(t: &Tree, with_debug_copy: bool) {
+    let sys = t.root.join("sysroot");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let obj = d.join("mod.o");
+    gcc(&[
+        "-O2".as_ref(),
+        "-c".as_ref(),
+        "-pg".as_ref(),
+        "-mfentry".as_ref(),
+        "-mrecord-mcount".as_ref(),
+        t.src().join("drivers/m/mod.c").as_os_str(),
+        "-o".as_ref(),
+        obj.as_os_str(),
+    ]);
+    let mi = d.join("mi.c");
+    fs::write(
+        &mi,
+        format!("__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name=mod\\0vermagic={DEB_RELEASE} SMP preempt mod_unload modversions \";\n"),
+    )
+    .unwrap();
+    let mi_o = d.join("mi.o");
+    gcc(&["-c".as_ref(), mi.as_os_str(), "-o".as_ref(), mi_o.as_os_str()]);
+    let full = d.join("mod.ko");
+    let o = Command::new("ld")
+        .arg("-r")
+        .arg("--build-id=sha1")
+        .arg("-o")
+        .arg(&full)
+        .arg(&obj)
+        .arg(&mi_o)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ld: {}", stderr(&o));
+    let installed = d.join("installed/mod.ko");
+    fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    let o = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&installed)
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "strip: {}", stderr(&o));
+    let o = Command::new("xz").arg(&installed).output().unwrap();
+    assert!(o.status.success(), "xz: {}", stderr(&o));
+    let modules = sys.join(format!("lib/modules/{DEB_RELEASE}"));
+    fs::create_dir_all(modules.join("kernel/drivers/m")).unwrap();
+    fs::copy(d.join("installed/mod.ko.xz"), modules.join("kernel/drivers/m/mod.ko.xz")).unwrap();
+    fs::write(
+        modules.join("modules.order"),
+        "kernel/lib/crc7.ko\nkernel/drivers/m/mod.ko\n",
+    )
+    .unwrap();
+    if with_debug_copy {
+        let dbg = sys.join(format!(
+            "usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko"
+        ));
+        fs::create_dir_all(dbg.parent().unwrap()).unwrap();
+        fs::copy(&full, dbg).unwrap();
+    }
+}
+
 /// A Debian `release` as seen from a system root: banner, headers directory and so on.
 struct Deb {
     release: String,
@@ -1472,6 +1541,9 @@ impl Tree {
     fn debian() -> Tree {
         let t = Tree::new(CONFIG);
         fs::write(t.src().join("Makefile"), DEB_MAKEFILE).unwrap();
+        // A unit of a stock module (`=m`): `kernel/drivers/m/mod.ko` (see deb_stock_module).
+        fs::create_dir_all(t.src().join("drivers/m")).unwrap();
+        fs::write(t.src().join("drivers/m/mod.c"), MOD_C).unwrap();
         let sys = t.root.join("sysroot");
         let deb = Deb::stock();
         for d in ["etc", "proc/sys/kernel", "var/lib/dpkg", "usr/src"] {
@@ -1863,4 +1935,27 @@ fn debian_parts_of_other_builds_are_refused_naming_the_packages() {
         err.contains(&format!("linux-image-{DEB_RELEASE}-unsigned={DEB_VERSION}")),
         "{err}"
     );
+}
+
+#[test]
+fn a_stock_module_binds_against_its_installed_ko() {
+    let t = Tree::debian();
+    deb_stock_module(&t, true);
+    let p = t.patch(
+        "m.patch",
+        "--- a/drivers/m/mod.c\n+++ b/drivers/m/mod.c\n@@ -6,4 +6,4 @@\n int mod_fn(int x)\n {\n-\treturn mod_helper(x) + 1;\n+\treturn mod_helper(x) + 2;\n }\n",
+    );
+    let o = t.debian_command(&p).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    // The unit's module is the one kbuild names after it, found compressed in the modules
+    // directory; its statics come from the -dbg copy (the installed one has no STT_FILE).
+    assert!(
+        err.contains("patching module mod (symbols from")
+            && err.contains("kernel/drivers/m/mod.ko.xz (symbols from")
+            && err.contains(&format!("usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko")),
+        "{err}"
+    );
+    assert!(out.contains(".klp.sym.mod.mod_helper,0"), "{out}");
+    assert!(!out.contains(".klp.sym.vmlinux.mod_helper"), "{out}");
 }
