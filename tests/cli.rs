@@ -1381,7 +1381,12 @@ fn deb_stock_module(t: &Tree, with_debug_copy: bool) {
     )
     .unwrap();
     let mi_o = d.join("mi.o");
-    gcc(&["-c".as_ref(), mi.as_os_str(), "-o".as_ref(), mi_o.as_os_str()]);
+    gcc(&[
+        "-c".as_ref(),
+        mi.as_os_str(),
+        "-o".as_ref(),
+        mi_o.as_os_str(),
+    ]);
     let full = d.join("mod.ko");
     let o = Command::new("ld")
         .arg("-r")
@@ -1407,7 +1412,11 @@ fn deb_stock_module(t: &Tree, with_debug_copy: bool) {
     assert!(o.status.success(), "xz: {}", stderr(&o));
     let modules = sys.join(format!("lib/modules/{DEB_RELEASE}"));
     fs::create_dir_all(modules.join("kernel/drivers/m")).unwrap();
-    fs::copy(d.join("installed/mod.ko.xz"), modules.join("kernel/drivers/m/mod.ko.xz")).unwrap();
+    fs::copy(
+        d.join("installed/mod.ko.xz"),
+        modules.join("kernel/drivers/m/mod.ko.xz"),
+    )
+    .unwrap();
     fs::write(
         modules.join("modules.order"),
         "kernel/lib/crc7.ko\nkernel/drivers/m/mod.ko\n",
@@ -1953,7 +1962,9 @@ fn a_stock_module_binds_against_its_installed_ko() {
     assert!(
         err.contains("patching module mod (symbols from")
             && err.contains("kernel/drivers/m/mod.ko.xz (symbols from")
-            && err.contains(&format!("usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko")),
+            && err.contains(&format!(
+                "usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko"
+            )),
         "{err}"
     );
     assert!(out.contains(".klp.sym.mod.mod_helper,0"), "{out}");
