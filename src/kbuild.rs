@@ -115,11 +115,20 @@ pub fn set_compiler_launcher(tree: &Tree, launcher: &str) -> Result<()> {
     if launcher.is_empty() {
         bail!("--cc-launcher: empty");
     }
-    let cc = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
+    // The compiler the target names in its configuration (`gcc-12` on Debian 12, whose
+    // headers' .kernelvariables set CC to it; a plain `gcc` would be another compiler).
+    let named = tree
+        .config
+        .values
+        .get("CONFIG_CC_VERSION_TEXT")
+        .and_then(|v| v.trim_matches('"').split_whitespace().next().map(str::to_string))
+        .filter(|c| c.starts_with("gcc") || c.starts_with("clang"));
+    let fallback = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
         "clang"
     } else {
         "gcc"
     };
+    let cc = named.as_deref().unwrap_or(fallback);
     let value = format!("{launcher} {cc}");
     if CC_WITH_LAUNCHER.get_or_init(|| value.clone()) != &value {
         bail!("a different compiler launcher was already set");
