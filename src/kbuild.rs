@@ -121,7 +121,12 @@ pub fn set_compiler_launcher(tree: &Tree, launcher: &str) -> Result<()> {
         .config
         .values
         .get("CONFIG_CC_VERSION_TEXT")
-        .and_then(|v| v.trim_matches('"').split_whitespace().next().map(str::to_string))
+        .and_then(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
         .filter(|c| c.starts_with("gcc") || c.starts_with("clang"));
     let fallback = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
         "clang"

@@ -48,6 +48,47 @@ pub fn decompress(raw: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether an object has STT_FILE symbols (which tell same-named statics apart).
+pub fn has_file_symbols(bytes: &[u8]) -> bool {
+    use object::{Object as _, ObjectSymbol as _};
+    object::File::parse(bytes)
+        .is_ok_and(|f| f.symbols().any(|s| s.kind() == object::SymbolKind::File))
+}
+
+/// An object's GNU build-id.
+fn build_id(bytes: &[u8]) -> Option<Vec<u8>> {
+    use object::Object as _;
+    let f = object::File::parse(bytes).ok()?;
+    f.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+/// The full copy of the installed module `ko` (of `modules_dir`, whose bytes are `bytes`) in
+/// the debug files next to the vmlinux: `<debug>/boot/vmlinux-<r>` → `<debug>/lib/modules/<r>/`
+/// (Debian's `-dbg` packages), or the vmlinux's own directory (`<debug>/lib/modules/<r>/vmlinux`).
+/// Distributions install modules stripped of their debugging symbols, STT_FILE included; a
+/// copy with the same GNU build-id is the same link, its symbols in the same order.
+pub fn debug_copy(
+    ko: &Path,
+    bytes: &[u8],
+    modules_dir: &Path,
+    vmlinux: &Path,
+    release: &str,
+) -> Option<PathBuf> {
+    let rel = ko.strip_prefix(modules_dir).ok()?;
+    let name = rel.file_name()?.to_string_lossy().into_owned();
+    let stem = strip_suffix(&name)?;
+    let rel = rel.with_file_name(format!("{stem}.ko"));
+    let vm_dir = vmlinux.parent()?;
+    let mut dirs = vec![vm_dir.to_path_buf()];
+    if let Some(debug) = vm_dir.parent() {
+        dirs.push(debug.join("lib/modules").join(release));
+    }
+    let id = build_id(bytes)?;
+    dirs.into_iter()
+        .map(|d| d.join(&rel))
+        .find(|p| p.is_file() && read(p).ok().and_then(|b| build_id(&b)).as_ref() == Some(&id))
+}
+
 /// `name` without a module suffix (`kernel/fs/binfmt_misc.ko.xz` → `kernel/fs/binfmt_misc`).
 fn strip_suffix(name: &str) -> Option<&str> {
     SUFFIXES.iter().rev().find_map(|s| name.strip_suffix(s))

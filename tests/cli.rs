@@ -1969,4 +1969,19 @@ fn a_stock_module_binds_against_its_installed_ko() {
     );
     assert!(out.contains(".klp.sym.mod.mod_helper,0"), "{out}");
     assert!(!out.contains(".klp.sym.vmlinux.mod_helper"), "{out}");
+    // `klpgen check --modules` with the installed (stripped, compressed) modules reads the
+    // same full copy, and passes.
+    let sys = t.root.join("sysroot");
+    let o = Command::new(KLPGEN)
+        .arg("check")
+        .arg(t.root.join("out/livepatch-m.ko"))
+        .arg("--vmlinux")
+        .arg(sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")))
+        .arg("--modules")
+        .arg(sys.join(format!("lib/modules/{DEB_RELEASE}")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.starts_with("OK "), "{text}");
 }

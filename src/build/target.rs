@@ -166,10 +166,16 @@ impl Target {
     /// build-id is the same link, so its symbols are in the same order: it is used instead.
     pub fn load_module(&self, ko: &Path) -> Result<ModTarget> {
         let m = ModTarget::load(ko)?;
-        if has_file_symbols(&m.bytes) {
+        if kofile::has_file_symbols(&m.bytes) {
             return Ok(m);
         }
-        let Some(debug) = self.debug_copy(ko, &m.bytes) else {
+        let Some(debug) = kofile::debug_copy(
+            ko,
+            &m.bytes,
+            &self.modules.dir,
+            &self.tree.vmlinux,
+            &self.tree.release,
+        ) else {
             return Ok(m);
         };
         let mut full = ModTarget::load(&debug)?;
@@ -177,28 +183,6 @@ impl Target {
         full.ko = ko.to_path_buf();
         full.table = TargetSymtab::parse_module(&full.label, &full.bytes)?;
         Ok(full)
-    }
-
-    /// The full copy of the installed module `ko` in the debug files next to the vmlinux
-    /// (`<debug>/boot/vmlinux-<r>` → `<debug>/lib/modules/<r>/`; or the vmlinux's own
-    /// directory, `<debug>/lib/modules/<r>/vmlinux`), with the same build-id.
-    fn debug_copy(&self, ko: &Path, bytes: &[u8]) -> Option<PathBuf> {
-        let rel = ko.strip_prefix(&self.modules.dir).ok()?;
-        let name = rel.file_name()?.to_string_lossy().into_owned();
-        let plain = kofile::SUFFIXES
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .map(|stem| format!("{stem}.ko"))?;
-        let rel = rel.with_file_name(plain);
-        let vm_dir = self.tree.vmlinux.parent()?;
-        let mut dirs = vec![vm_dir.to_path_buf()];
-        if let Some(debug) = vm_dir.parent() {
-            dirs.push(debug.join("lib/modules").join(&self.tree.release));
-        }
-        let id = build_id(bytes)?;
-        dirs.into_iter().map(|d| d.join(&rel)).find(|p| {
-            p.is_file() && kofile::read(p).ok().and_then(|b| build_id(&b)) == Some(id.clone())
-        })
     }
 
     /// The `.ko` of the module `unit` (with its original object `orig`) is linked into, or
@@ -239,20 +223,6 @@ impl Target {
         }
         Ok(best.map(|(_, ko)| ko.to_path_buf()))
     }
-}
-
-/// Whether an object has STT_FILE symbols (the binder's file groups).
-fn has_file_symbols(bytes: &[u8]) -> bool {
-    use object::{Object as _, ObjectSymbol as _};
-    object::File::parse(bytes)
-        .is_ok_and(|f| f.symbols().any(|s| s.kind() == object::SymbolKind::File))
-}
-
-/// An object's GNU build-id.
-fn build_id(bytes: &[u8]) -> Option<Vec<u8>> {
-    use object::Object as _;
-    let f = object::File::parse(bytes).ok()?;
-    f.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 /// A unit's source file name and the functions it defines, to recognise the unit in a linked
