@@ -22,6 +22,15 @@ pub struct Kernel {
     pub config_sha256: String,
     /// The compiler that built the target vmlinux (its `.comment`).
     pub compiler: String,
+    /// The vmlinux's `UTS_VERSION` (its banner's version part, `uname -v` on that kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The distribution whose package the kernel is (`debian`), from its banner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<String>,
+    /// That package's version (`6.1.192-3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

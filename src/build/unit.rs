@@ -63,16 +63,14 @@ pub fn locate(ctx: &Ctx<'_>, pairs: Vec<Pair>) -> Result<Units> {
     for pair in pairs {
         let ko = match &ctx.plan.oot {
             Some(m) => Some(m.ko.clone()),
-            None => crate::kbuild::module_of_unit(&ctx.target.tree, &pair.name)
-                .map(|m| ctx.target.module_ko(&pair.name, &m))
-                .transpose()?,
+            None => ctx.target.module_of_unit(&pair.name, &pair.orig)?,
         };
         let code_in = match ko {
             None => CodeIn::Vmlinux,
             Some(ko) => CodeIn::Module(match out.modules.iter().position(|t| t.ko == ko) {
                 Some(i) => i,
                 None => {
-                    out.modules.push(ModTarget::load(&ko)?);
+                    out.modules.push(ctx.target.load_module(&ko)?);
                     out.modules.len() - 1
                 }
             }),

@@ -80,6 +80,21 @@ impl Workspace {
         })
     }
 
+    /// klpgen's own build directory (`O=`) of the target's sources.
+    pub fn kbuild_dir(&self) -> PathBuf {
+        self.dir.join("kbuild")
+    }
+
+    /// The object tree the livepatch module is built against (`make -C <it> M=`) and whose
+    /// tools and records klpgen uses: the target build, or for a distribution's headers
+    /// klpgen's own build directory prepared from the sources with the headers' files.
+    pub fn objtree(&self, tree: &Tree) -> PathBuf {
+        match tree.kind() {
+            crate::kernel::TreeKind::Build => tree.build.clone(),
+            crate::kernel::TreeKind::Headers => self.kbuild_dir(),
+        }
+    }
+
     /// Where this run writes the livepatch module's sources and kbuild builds it.
     pub fn module_dir(&self) -> PathBuf {
         self.run_dir.join("module")

@@ -5,10 +5,11 @@
 //! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`) and the kernel-header fixtures
 //! (`kfixtures.rs`). Then each case `tests/e2e/<case>/` is built with `klpgen build`, the source
 //! tree must be left as it was, and before booting `klpgen check` must pass on the module and
-//! fail with the expected key on three corrupted copies (wrong sympos, no `livepatch=Y`, a
-//! renamed klp symbol) and against the doctored vmlinux and Module.symvers; on ORC kernels every
-//! function of the module must have ORC (`orccheck.rs`). In qemu (`guest.rs`): the probe fails,
-//! insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
+//! fail with the expected key on four corrupted copies (wrong sympos, no `livepatch=Y`, a
+//! renamed klp symbol, a guard naming another kernel) and against the doctored vmlinux and
+//! Module.symvers; on ORC kernels every function of the module must have ORC (`orccheck.rs`).
+//! In qemu (`guest.rs`): the copy whose guard names another kernel build is refused, the probe
+//! fails, insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
 //! "Call Trace" or other complaint on the console. Case files: `case.patch`, `probe.sh`, `args`,
 //! `README`; `expect` judges klpgen's answer alone without booting (exit code, stderr lines,
 //! `--report` values by JSON pointer); `stdout-contains`/`stderr-contains`; `console-expect`
@@ -448,6 +449,19 @@ fn run_case(
         Err(e) => return Ok(fail(format!("cannot read probe.sh: {e}"))),
     };
     let module_name = case.module_name();
+    // A copy whose guard names another build of the kernel: the guest must refuse it.
+    let wrong = match other_kernel_copy(&fs::read(&module)?)? {
+        Some(bytes) => {
+            let p = logs.join("wrong-kernel.ko");
+            fs::write(&p, bytes)?;
+            Some(p)
+        }
+        None => {
+            return Ok(fail(
+                "the module has no guard (klpgen_target_version)".to_string(),
+            ))
+        }
+    };
     let report = guest::boot(&guest::Spec {
         bzimage: &k.bzimage(),
         module: &module,
@@ -458,6 +472,7 @@ fn run_case(
         second: second
             .as_ref()
             .map(|(ko, _)| (ko.as_path(), second_name.as_str())),
+        wrong_kernel: wrong.as_deref(),
     })?;
     let mut fails = report.failed_checks();
     // Optional `console-expect`: lines the guest's console must show, in this order (kernel
@@ -694,6 +709,43 @@ fn renamed_symbol(sym: &str) -> Option<String> {
     Some(format!(".klp.sym.{obj}.#{}", chars.as_str()))
 }
 
+/// A copy of a module built by klpgen whose guard names another build of its kernel: the
+/// last character of its `klpgen_target_version` string changed (same length). None when the
+/// module has no guard.
+fn other_kernel_copy(ko: &[u8]) -> Result<Option<Vec<u8>>> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let Ok(file) = object::File::parse(ko) else {
+        return Ok(None);
+    };
+    let Some(sym) = file
+        .symbols()
+        .find(|s| s.name() == Ok("klpgen_target_version"))
+    else {
+        return Ok(None);
+    };
+    let Some(section) = sym
+        .section_index()
+        .and_then(|i| file.section_by_index(i).ok())
+    else {
+        return Ok(None);
+    };
+    let Some((offset, _)) = section.file_range() else {
+        return Ok(None);
+    };
+    // The string's last character (before its NUL).
+    let len = sym.size().saturating_sub(1);
+    if len == 0 {
+        bail!("klpgen_target_version is empty");
+    }
+    let at = usize::try_from(offset + sym.address() + len - 1)?;
+    let mut out = ko.to_vec();
+    let c = out
+        .get_mut(at)
+        .context("klpgen_target_version outside the file")?;
+    *c = if *c == b'x' { b'y' } else { b'x' };
+    Ok(Some(out))
+}
+
 /// The hand-corrupted copies of a module: (file stem, bytes, the finding key they must get).
 fn corruptions(
     ko: &[u8],
@@ -713,6 +765,9 @@ fn corruptions(
         bail!("the module has no livepatch=Y");
     }
     out.push(("no-livepatch-modinfo", no_lp, "check.modinfo.livepatch"));
+    if let Some(bytes) = other_kernel_copy(ko)? {
+        out.push(("guard-other-kernel", bytes, "check.target.guard"));
+    }
     if let Some(sym) = klp_syms.first() {
         let wrong = wrong_sympos(sym).with_context(|| format!("{sym}: no position"))?;
         out.push((
@@ -860,6 +915,12 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let doctored = crate::mismatch::prepare(&k, &mismatch_dir)?;
     let summary = crate::mismatch::check(&klpgen, &k, &doctored, &mismatch_dir)?;
     eprintln!("e2e: {summary}");
+    match crate::mismatch::check_debian(&klpgen, &mismatch_dir.join("debian"))? {
+        Some(summary) => eprintln!("e2e: {summary}"),
+        None => eprintln!(
+            "e2e: Debian package sets 6.1.192-3 and 6.1.187-1 not in the dev cache: their mismatches not checked"
+        ),
+    }
     let kf_failures = if kf_selected.is_empty() {
         Vec::new()
     } else {
@@ -956,6 +1017,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         workdir: &workdir,
         preload: None,
         second: None,
+        wrong_kernel: None,
     })?;
     for (phase, label) in guest::PHASES {
         if let Some(out) = report.outputs.get(*phase) {

@@ -56,6 +56,9 @@ pub struct Spec<'a> {
     /// enabled: it replaces the first (atomic replace), which is then unloaded; the second is
     /// the one disabled and unloaded at the end.
     pub second: Option<(&'a Path, &'a str)>,
+    /// A copy of the livepatch whose guard names another kernel: loaded first, it must be
+    /// refused (its hook returns -EINVAL before enabling anything).
+    pub wrong_kernel: Option<&'a Path>,
 }
 
 /// What the guest reported.
@@ -109,6 +112,11 @@ impl Report {
         let v = |k: &str| self.value(k).unwrap_or("<missing>");
         if self.value("start").is_none() {
             fails.push("the guest's /init never started".to_string());
+        }
+        if self.value("guard") == Some("0") {
+            fails.push(
+                "a copy of the module whose guard names another kernel loaded (guard=0): the hook's guard did not refuse it".to_string(),
+            );
         }
         let before = v("probe-before");
         if before == "0" || before == "<missing>" {
@@ -263,6 +271,10 @@ if [ -f /oot.ko ]; then
     sleep 1
 fi
 say start=1
+if [ -f /wrong.ko ]; then
+    insmod /wrong.ko
+    say "guard=$?"
+fi
 probe before
 insmod /lp.ko
 rc=$?
@@ -434,6 +446,10 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
     if let Some((p, _)) = spec.second {
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         a.file("lp2.ko", 0o644, &bytes);
+    }
+    if let Some(p) = spec.wrong_kernel {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        a.file("wrong.ko", 0o644, &bytes);
     }
     initramfs::write_gzip(&a.finish(), out)
 }

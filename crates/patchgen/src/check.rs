@@ -8,7 +8,10 @@
 //! recorded origin file; every `.klp.rela` well formed; every replaced function present, a
 //! function, and covered by an `__mcount_loc` entry; every ordinary undefined symbol in
 //! Module.symvers, and Module.symvers itself the vmlinux's (`check.target.symvers-mismatch`);
-//! every given target module built for the vmlinux's release (`check.target.module-mismatch`).
+//! every given target module built for the vmlinux's release (`check.target.module-mismatch`);
+//! and the kernel the module's guard lets it load on (its `klpgen_target_release` and
+//! `klpgen_target_version` strings, `crate::kmod`) the vmlinux's release and banner version
+//! (`check.target.guard`).
 //! In `klpgen build` any finding fails the build (`src/build/module.rs`).
 //!
 //! Bytes in, findings out. Each finding has a stable key (`check.<what>...`, listed in
@@ -114,6 +117,17 @@ pub struct Report {
     pub functions_from: Option<&'static str>,
     /// Ordinary undefined symbols checked against Module.symvers.
     pub undefined: usize,
+    /// The kernel the module's guard lets it load on (modules built by klpgen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardTarget>,
+}
+
+/// The release and version a klpgen module's guard compares the running kernel's with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GuardTarget {
+    pub release: String,
+    /// Empty when the guard compares the release only.
+    pub version: String,
 }
 
 impl Report {
@@ -387,6 +401,7 @@ pub fn check_module(label: &str, ko: &[u8], inputs: &Inputs<'_>) -> Result<Repor
     let mut report = Report::default();
     structure(&m, &mut f, &mut report);
     vermagic(&m, inputs, &mut f, &mut report);
+    guard(&m, inputs, &mut f, &mut report);
     let mut unverified: BTreeSet<(&'static str, String)> = BTreeSet::new();
     klp_symbols(&m, inputs, &mut f, &mut unverified);
     functions(&m, inputs, &mut f, &mut report, &mut unverified);
@@ -437,6 +452,49 @@ fn vermagic(m: &Module<'_>, inputs: &Inputs<'_>, f: &mut Findings, report: &mut 
         ),
         _ => {}
     }
+}
+
+/// The NUL-terminated string a symbol of the module labels, if it has that symbol.
+fn symbol_string(m: &Module<'_>, name: &str) -> Option<String> {
+    let e = &m.elf;
+    let sym = e
+        .symtab
+        .iter()
+        .find(|s| e.symtab.symbol_name(e.endian, s).ok() == Some(name.as_bytes()))?;
+    let shndx = usize::from(sym.st_shndx(e.endian));
+    let bytes = e.bytes_at(shndx, sym.st_value(e.endian), sym.st_size(e.endian))?;
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).ok().map(str::to_string)
+}
+
+/// A klpgen module refuses to load on any kernel but the one it names (its guard): that must
+/// be the target's release and version. Modules without a guard (not built by klpgen) are not
+/// judged here.
+fn guard(m: &Module<'_>, inputs: &Inputs<'_>, f: &mut Findings, report: &mut Report) {
+    let Some(release) = symbol_string(m, crate::kmod::GUARD_RELEASE) else {
+        return;
+    };
+    let version = symbol_string(m, crate::kmod::GUARD_VERSION).unwrap_or_default();
+    let target_release = inputs.vmlinux.release.as_deref();
+    let target_version = inputs
+        .vmlinux
+        .identity
+        .as_ref()
+        .and_then(|i| i.version.as_deref());
+    let release_differs = target_release.is_some_and(|r| r != release);
+    let version_differs = !version.is_empty() && target_version.is_some_and(|v| v != version);
+    if release_differs || version_differs {
+        f.error(
+            "check.target.guard",
+            format!(
+                "the module's guard loads it only on kernel {release} \"{version}\", but {} is {} \"{}\": it refuses to load there",
+                inputs.vmlinux.label,
+                target_release.unwrap_or("of unknown release"),
+                target_version.unwrap_or("")
+            ),
+        );
+    }
+    report.guard = Some(GuardTarget { release, version });
 }
 
 /// Every target module given must be built for the vmlinux's kernel (its vermagic).

@@ -19,6 +19,8 @@ struct ModSpec {
     refs: Vec<String>,
     manifest: Option<Manifest>,
     finalize: bool,
+    /// NUL-terminated strings in `.rodata` under these global symbols (the guard's).
+    strings: Vec<(String, String)>,
 }
 
 fn good_manifest() -> Manifest {
@@ -54,6 +56,7 @@ fn good_spec() -> ModSpec {
         ],
         manifest: Some(good_manifest()),
         finalize: true,
+        strings: Vec::new(),
     }
 }
 
@@ -76,6 +79,23 @@ fn module_pre(spec: &ModSpec, pre: impl FnOnce(&mut Builder<'_>)) -> Vec<u8> {
         .flat_map(|e| e.bytes().chain([0]))
         .collect();
     obj.append_section_data(mi, &info, 1);
+    if !spec.strings.is_empty() {
+        let ro = obj.add_section(Vec::new(), b".rodata".to_vec(), SectionKind::ReadOnlyData);
+        for (name, text) in &spec.strings {
+            let bytes: Vec<u8> = text.bytes().chain([0]).collect();
+            let at = obj.append_section_data(ro, &bytes, 1);
+            obj.add_symbol(write::Symbol {
+                name: name.as_bytes().to_vec(),
+                value: at,
+                size: bytes.len() as u64,
+                kind: SymbolKind::Data,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Section(ro),
+                flags: SymbolFlags::None,
+            });
+        }
+    }
     obj.add_symbol(write::Symbol {
         name: b"__klpgen_func_0".to_vec(),
         value: 0,
@@ -904,4 +924,49 @@ fn modules_kpatch_build_made() {
     // (The section name is the tail of its relocation section's, which renames both.)
     let gone = rename_symbol(&good, ".rela.kpatch.funcs", ".rela.kpatch.xxxxx");
     assert_keys(&keys(&gone), &["check.funcs.unknown"]);
+}
+
+#[test]
+fn a_guard_for_another_kernel_is_named() {
+    let guarded = |release: &str, version: &str| ModSpec {
+        strings: vec![
+            (crate::kmod::GUARD_RELEASE.into(), release.into()),
+            (crate::kmod::GUARD_VERSION.into(), version.into()),
+        ],
+        ..good_spec()
+    };
+    // The fake vmlinux's banner: `Linux version RELEASE (test@host) #1 SMP`.
+    let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), true)).unwrap();
+    let sv = symvers(&["printk"]);
+    let check = |spec: &ModSpec| {
+        check_module(
+            "test.ko",
+            &module(spec),
+            &Inputs {
+                vmlinux: &vm,
+                symvers: Some(&sv),
+                modules: None,
+            },
+        )
+        .unwrap()
+    };
+    let ok = check(&guarded(RELEASE, "#1 SMP"));
+    assert!(ok.ok(), "{:?}", ok.findings);
+    assert_eq!(
+        ok.guard,
+        Some(GuardTarget {
+            release: RELEASE.into(),
+            version: "#1 SMP".into()
+        })
+    );
+    for (r, v) in [(RELEASE, "#2 SMP"), ("6.12.9-other", "#1 SMP")] {
+        let bad = check(&guarded(r, v));
+        let keys: Vec<&str> = bad.findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["check.target.guard"], "{r} {v}");
+        assert!(bad.findings[0]
+            .detail
+            .contains(&format!("only on kernel {r} \"{v}\"")));
+    }
+    // A module without a guard (not klpgen's) is not judged by it.
+    assert_eq!(check(&good_spec()).guard, None);
 }
