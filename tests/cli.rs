@@ -468,15 +468,119 @@ fn interrupted_at_random_points_the_tree_is_always_restored() {
 }
 
 #[test]
-fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
+fn a_second_run_on_the_same_cache_with_no_wait_fails_naming_the_holder() {
     let t = Tree::new(CONFIG);
     let p = t.patch("slow.patch", GOOD_PATCH);
     let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
-    let second = t.command(&p).output().unwrap();
+    let start = Instant::now();
+    let second = t.command(&p).arg("--no-wait").output().unwrap();
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{err}");
-    assert!(err.contains("another klpgen run is using"), "{err}");
-    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+    // It names the holder (pid and command) and what is held: the cache directory.
+    assert!(err.contains("is in use by another klpgen run"), "{err}");
+    assert!(err.contains(&format!("pid {}: ", first.id())), "{err}");
+    assert!(err.contains("slow.patch"), "{err}");
+    assert!(
+        err.contains(&t.root.join("cache/trees").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--no-wait"), "{err}");
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+}
+
+#[test]
+fn a_second_run_on_the_same_cache_waits_for_the_first() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let quick = t.patch(
+        "quick.patch",
+        &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),
+    );
+    let err_path = t.root.join("second.stderr");
+    let mut second = t
+        .command(&quick)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = format!("waiting for another klpgen run (pid {}: ", first.id());
+    while !fs::read_to_string(&err_path).unwrap().contains(&waiting) {
+        assert!(
+            Instant::now() < deadline,
+            "second run did not wait: {}",
+            fs::read_to_string(&err_path).unwrap()
+        );
+        assert!(second.try_wait().unwrap().is_none(), "second run ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.contains(&format!(
+            "to finish with klpgen's cache directory {}",
+            t.root.join("cache/trees").display()
+        )),
+        "{err}"
+    );
+    // Still waiting a while later, the first run's patch the only one applied.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.try_wait().unwrap().is_none(), "second run ended");
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+    let status = second.wait().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    // Once the first run ended, the second went on and built its own patch.
+    assert!(status.success(), "{err}");
+    assert!(err.contains("building patched objects"), "{err}");
+    assert!(t.root.join("out/livepatch-quick.ko").is_file(), "{err}");
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_run_waiting_for_the_cache_stops_on_ctrl_c() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let err_path = t.root.join("second.stderr");
+    let second = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&err_path)
+        .unwrap()
+        .contains("waiting for another klpgen run")
+    {
+        assert!(Instant::now() < deadline, "second run did not wait");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &second.id().to_string()])
+        .status()
+        .unwrap();
+    let out = second.wait_with_output().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // The first run is undisturbed: still in its patched build.
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
     Command::new("kill")
         .args(["-INT", &first.id().to_string()])
         .status()
