@@ -12,6 +12,7 @@ mod explaincmd;
 mod files;
 mod kbuild;
 mod kernel;
+mod listcmd;
 mod mirror;
 mod modinfo;
 mod objtool;
@@ -67,6 +68,9 @@ enum Command {
     /// Who calls a function (from the target's vmlinux.o, up to a depth): which callers
     /// livepatch cannot redirect, whose address is taken, which call it inside a loop.
     Callers(callerscmd::CallersArgs),
+    /// The livepatches of the running kernel (from sysfs): state, the objects and functions
+    /// each patches, its module file and which klpgen build produced it.
+    List(listcmd::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Check(a) => checkcmd::run(a),
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
+        Command::List(a) => listcmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
