@@ -10,6 +10,7 @@ mod guest;
 mod initramfs;
 mod kernel;
 mod kfixtures;
+mod listcheck;
 mod mismatch;
 mod orccheck;
 mod selfdiff;
