@@ -4,6 +4,7 @@
 //! failed ([`exit`], [`classify`]). `klpgen build` also accepts kpatch-build's flags with their
 //! meanings (`-s -c -v -j -t -n -o -d -R`, `--skip-cleanup`, `--skip-compiler-check`).
 
+mod assets;
 mod build;
 mod callerscmd;
 mod checkcmd;
@@ -71,6 +72,9 @@ enum Command {
     /// The livepatches of the running kernel (from sysfs): state, the objects and functions
     /// each patches, its module file and which klpgen build produced it.
     List(listcmd::ListArgs),
+    /// Write the man pages and shell completions (for packaging: `cargo xtask package`).
+    #[command(hide = true)]
+    Generate(assets::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
         Command::List(a) => listcmd::run(a),
+        Command::Generate(a) => assets::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

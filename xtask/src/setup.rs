@@ -33,6 +33,12 @@ pub const PACKAGES: &[&str] = &[
     "valgrind",
     "time",
     "graphviz",
+    // `cargo xtask package`: the .deb is checked with lintian, its man pages with man, its
+    // completions in each shell.
+    "lintian",
+    "man-db",
+    "zsh",
+    "fish",
 ];
 
 /// The packages of `PACKAGES` that dpkg does not report as installed.
