@@ -1424,3 +1424,87 @@ fn a_parallel_dependency_file_race_is_built_again_serially() {
     assert!(!t.root.join("raced").exists());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------------------
+// docs/ci.md's script with klpgen itself (tests/ci_doc.rs runs it against a stand-in).
+
+/// The `#!/bin/sh` block of docs/ci.md.
+fn ci_script() -> String {
+    let md = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md")).unwrap();
+    let start = md
+        .find("```sh\n#!/bin/sh\n")
+        .expect("docs/ci.md has the script")
+        + 6;
+    let len = md[start..].find("\n```\n").unwrap() + 1;
+    md[start..start + len].to_string()
+}
+
+#[test]
+fn the_ci_script_builds_each_kernel_of_a_list_and_fails_on_the_one_that_cannot() {
+    let good = Tree::new(CONFIG);
+    let nolp =
+        Tree::new(&CONFIG.replace("CONFIG_LIVEPATCH=y\n", "# CONFIG_LIVEPATCH is not set\n"));
+    let job = good.root.join("job");
+    fs::create_dir_all(&job).unwrap();
+    fs::write(job.join("build-livepatches.sh"), ci_script()).unwrap();
+    fs::write(
+        job.join("fix.patch"),
+        GOOD_PATCH.replace(" /* SLOW_MARK */", ""),
+    )
+    .unwrap();
+    let line = |name: &str, t: &Tree| {
+        format!(
+            "{name} {} {}\n",
+            t.src().display(),
+            t.root.join("build").display()
+        )
+    };
+    let run = |list: &str| {
+        fs::write(job.join("kernels.txt"), list).unwrap();
+        let o = Command::new("sh")
+            .arg("build-livepatches.sh")
+            .current_dir(&job)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    good.root.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KLPGEN", KLPGEN)
+            .env("KLPGEN_CACHE_DIR", good.root.join("cache"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o),
+        )
+    };
+    let (code, out) = run(&line("good", &good));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("good: built livepatches/good/livepatch-fix.ko sha256 "),
+        "{out}"
+    );
+    assert!(out.contains(&format!(" for {RELEASE}\n")), "{out}");
+    let module = fs::read(job.join("livepatches/good/livepatch-fix.ko")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(job.join("livepatches/good/report.json")).unwrap())
+            .unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&module)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(report["module"]["sha256"], sha);
+    assert!(out.contains(&sha), "{out}");
+
+    let (code, out) = run(&(line("good", &good) + &line("nolp", &nolp)));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("good: built "), "{out}");
+    assert!(out.contains("nolp: error (exit 1): "), "{out}");
+    assert!(out.contains("CONFIG_LIVEPATCH is not set"), "{out}");
+    assert!(out.contains("1 of 2 kernels built"), "{out}");
+    assert!(job.join("livepatches/nolp/report.json").is_file());
+}

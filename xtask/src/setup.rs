@@ -39,6 +39,9 @@ pub const PACKAGES: &[&str] = &[
     "man-db",
     "zsh",
     "fish",
+    // tests/ci_doc.rs: docs/ci.md's script reads reports with jq; its pipelines parse as YAML.
+    "jq",
+    "python3-yaml",
 ];
 
 /// The packages of `PACKAGES` that dpkg does not report as installed.
