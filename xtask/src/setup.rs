@@ -39,6 +39,9 @@ pub const PACKAGES: &[&str] = &[
     "man-db",
     "zsh",
     "fish",
+    // `cargo xtask farm`: klpgen's --cc-launcher with a real compile farm and compiler cache.
+    "distcc",
+    "ccache",
     // tests/ci_doc.rs: docs/ci.md's script reads reports with jq; its pipelines parse as YAML.
     "jq",
     "python3-yaml",
