@@ -490,7 +490,7 @@ const PERMISSIVE: &[&str] = &[
 fn license_ok(expr: &str) -> bool {
     let clean = expr.replace(['(', ')'], " ");
     clean.split(" AND ").all(|conj| {
-        conj.split(|c| c == '/' || c == ' ')
+        conj.split(['/', ' '])
             .map(str::trim)
             .filter(|t| !t.is_empty() && *t != "OR" && *t != "WITH" && *t != "LLVM-exception")
             .any(|t| PERMISSIVE.contains(&t))
