@@ -667,7 +667,10 @@ pub fn build_module(
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
     // same inputs give the same bytes wherever the cache is.
-    let kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    let mut kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    if drops_columns(&tree.config) {
+        kcflags.push_str(" -gno-column-info");
+    }
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
     let out = make(
         objtree,
@@ -700,6 +703,18 @@ pub fn build_module(
         bail!("kbuild did not produce {}", ko.display());
     }
     Ok(ko)
+}
+
+/// Whether the module's own compiles (its `.mod.c`, the C hook, kbuild's module-common.c)
+/// leave column numbers out of their debug info: columns depend on whether the compiler read
+/// the source or a copy preprocessed elsewhere (distcc preprocesses locally and compiles the
+/// expansion on the farm, where macros and spacing have moved), so without them the module is
+/// byte-identical whether or not a compile farm built it (`cargo xtask farm`). GCC has the
+/// flag since 8 (CONFIG_GCC_VERSION 80000), clang always; older compilers keep their columns.
+fn drops_columns(config: &crate::kernel::Config) -> bool {
+    let number = |opt: &str| config.values.get(opt).and_then(|v| v.parse::<u64>().ok());
+    number("CONFIG_GCC_VERSION").is_some_and(|v| v >= 80000)
+        || number("CONFIG_CLANG_VERSION").is_some_and(|v| v > 0)
 }
 
 /// Where klpgen keeps its own build directories and work files.
@@ -782,6 +797,17 @@ pub fn sign_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_compiles_drop_columns_where_the_compiler_can() {
+        let drops = |t: &str| drops_columns(&crate::kernel::Config::parse(t));
+        assert!(drops("CONFIG_GCC_VERSION=120200\n"));
+        assert!(drops("CONFIG_GCC_VERSION=80100\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=70500\n"));
+        assert!(drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=190106\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=0\n"));
+        assert!(!drops(""));
+    }
 
     #[test]
     fn cmd_file_names_map_to_units() {

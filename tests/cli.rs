@@ -494,15 +494,119 @@ fn interrupted_at_random_points_the_tree_is_always_restored() {
 }
 
 #[test]
-fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
+fn a_second_run_on_the_same_cache_with_no_wait_fails_naming_the_holder() {
     let t = Tree::new(CONFIG);
     let p = t.patch("slow.patch", GOOD_PATCH);
     let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
-    let second = t.command(&p).output().unwrap();
+    let start = Instant::now();
+    let second = t.command(&p).arg("--no-wait").output().unwrap();
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{err}");
-    assert!(err.contains("another klpgen run is using"), "{err}");
-    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+    // It names the holder (pid and command) and what is held: the cache directory.
+    assert!(err.contains("is in use by another klpgen run"), "{err}");
+    assert!(err.contains(&format!("pid {}: ", first.id())), "{err}");
+    assert!(err.contains("slow.patch"), "{err}");
+    assert!(
+        err.contains(&t.root.join("cache/trees").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--no-wait"), "{err}");
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+}
+
+#[test]
+fn a_second_run_on_the_same_cache_waits_for_the_first() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let quick = t.patch(
+        "quick.patch",
+        &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),
+    );
+    let err_path = t.root.join("second.stderr");
+    let mut second = t
+        .command(&quick)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = format!("waiting for another klpgen run (pid {}: ", first.id());
+    while !fs::read_to_string(&err_path).unwrap().contains(&waiting) {
+        assert!(
+            Instant::now() < deadline,
+            "second run did not wait: {}",
+            fs::read_to_string(&err_path).unwrap()
+        );
+        assert!(second.try_wait().unwrap().is_none(), "second run ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.contains(&format!(
+            "to finish with klpgen's cache directory {}",
+            t.root.join("cache/trees").display()
+        )),
+        "{err}"
+    );
+    // Still waiting a while later, the first run's patch the only one applied.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.try_wait().unwrap().is_none(), "second run ended");
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+    let status = second.wait().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    // Once the first run ended, the second went on and built its own patch.
+    assert!(status.success(), "{err}");
+    assert!(err.contains("building patched objects"), "{err}");
+    assert!(t.root.join("out/livepatch-quick.ko").is_file(), "{err}");
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_run_waiting_for_the_cache_stops_on_ctrl_c() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let err_path = t.root.join("second.stderr");
+    let second = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&err_path)
+        .unwrap()
+        .contains("waiting for another klpgen run")
+    {
+        assert!(Instant::now() < deadline, "second run did not wait");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &second.id().to_string()])
+        .status()
+        .unwrap();
+    let out = second.wait_with_output().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // The first run is undisturbed: still in its patched build.
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
     Command::new("kill")
         .args(["-INT", &first.id().to_string()])
         .status()
@@ -2488,4 +2592,88 @@ fn a_stock_module_binds_against_its_installed_ko() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
     assert!(text.starts_with("OK "), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/ci.md's script with klpgen itself (tests/ci_doc.rs runs it against a stand-in).
+
+/// The `#!/bin/sh` block of docs/ci.md.
+fn ci_script() -> String {
+    let md = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md")).unwrap();
+    let start = md
+        .find("```sh\n#!/bin/sh\n")
+        .expect("docs/ci.md has the script")
+        + 6;
+    let len = md[start..].find("\n```\n").unwrap() + 1;
+    md[start..start + len].to_string()
+}
+
+#[test]
+fn the_ci_script_builds_each_kernel_of_a_list_and_fails_on_the_one_that_cannot() {
+    let good = Tree::new(CONFIG);
+    let nolp =
+        Tree::new(&CONFIG.replace("CONFIG_LIVEPATCH=y\n", "# CONFIG_LIVEPATCH is not set\n"));
+    let job = good.root.join("job");
+    fs::create_dir_all(&job).unwrap();
+    fs::write(job.join("build-livepatches.sh"), ci_script()).unwrap();
+    fs::write(
+        job.join("fix.patch"),
+        GOOD_PATCH.replace(" /* SLOW_MARK */", ""),
+    )
+    .unwrap();
+    let line = |name: &str, t: &Tree| {
+        format!(
+            "{name} {} {}\n",
+            t.src().display(),
+            t.root.join("build").display()
+        )
+    };
+    let run = |list: &str| {
+        fs::write(job.join("kernels.txt"), list).unwrap();
+        let o = Command::new("sh")
+            .arg("build-livepatches.sh")
+            .current_dir(&job)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    good.root.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KLPGEN", KLPGEN)
+            .env("KLPGEN_CACHE_DIR", good.root.join("cache"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o),
+        )
+    };
+    let (code, out) = run(&line("good", &good));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("good: built livepatches/good/livepatch-fix.ko sha256 "),
+        "{out}"
+    );
+    assert!(out.contains(&format!(" for {RELEASE}\n")), "{out}");
+    let module = fs::read(job.join("livepatches/good/livepatch-fix.ko")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(job.join("livepatches/good/report.json")).unwrap())
+            .unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&module)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(report["module"]["sha256"], sha);
+    assert!(out.contains(&sha), "{out}");
+
+    let (code, out) = run(&(line("good", &good) + &line("nolp", &nolp)));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("good: built "), "{out}");
+    assert!(out.contains("nolp: error (exit 1): "), "{out}");
+    assert!(out.contains("CONFIG_LIVEPATCH is not set"), "{out}");
+    assert!(out.contains("1 of 2 kernels built"), "{out}");
+    assert!(job.join("livepatches/nolp/report.json").is_file());
 }

@@ -112,6 +112,10 @@ pub struct BuildArgs {
     /// Stop when --include-callers would add more than this many functions.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_callers: usize,
+    /// Fail at once when another klpgen run holds klpgen's cache for this tree or is patching
+    /// the source tree, instead of waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -233,6 +237,8 @@ pub struct BuildPlan {
     pub debug: bool,
     /// Say where the work directory is (`--debug`, `--skip-cleanup`).
     pub show_workdir: bool,
+    /// Wait for a held cache or source-tree lock (not `--no-wait`).
+    pub wait: super::locks::Wait,
 }
 
 impl BuildPlan {
@@ -299,6 +305,11 @@ impl BuildPlan {
             quiet: args.quiet,
             debug: args.debug,
             show_workdir: args.debug || args.skip_cleanup,
+            wait: if args.no_wait {
+                super::locks::Wait::No
+            } else {
+                super::locks::Wait::Yes
+            },
         })
     }
 }

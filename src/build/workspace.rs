@@ -41,7 +41,7 @@ impl Workspace {
     ) -> Result<Workspace> {
         let dir = tree_workdir(&target.tree);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let lock = lock_tree(&dir, &target.tree)?;
+        let lock = lock_tree(&dir, &target.tree.source, plan.wait, intr)?;
         if patch::recover(&dir)? {
             crate::progress::message(&format!(
                 "klpgen: restored {} from an interrupted earlier run",

@@ -10,7 +10,9 @@
 //! Module.symvers; on ORC kernels every function of the module must have ORC (`orccheck.rs`).
 //! In qemu (`guest.rs`): the copy whose guard names another kernel build is refused, the probe
 //! fails, insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
-//! "Call Trace" or other complaint on the console. Case files: `case.patch`, `probe.sh`, `args`,
+//! "Call Trace" or other complaint on the console; `klpgen list` on the guest's sysfs tree of
+//! the loaded module finds that module by build-id and its records equal to sysfs
+//! (`listcheck.rs`). Case files: `case.patch`, `probe.sh`, `args`,
 //! `README`; `expect` judges klpgen's answer alone without booting (exit code, stderr lines,
 //! `--report` values by JSON pointer); `stdout-contains`/`stderr-contains`; `console-expect`
 //! (lines in order); `oot-module`, `target-module` (a module loaded first); `reproducible` (a
@@ -475,6 +477,14 @@ fn run_case(
         wrong_kernel: wrong.as_deref(),
     })?;
     let mut fails = report.failed_checks();
+    // `klpgen list` on what the guest's sysfs showed while the module was loaded.
+    let mut listed = String::new();
+    if report.values.get("insmod").map(String::as_str) == Some("0") {
+        match crate::listcheck::check(klpgen, &report.sysfs, &module_name, &module, &logs)? {
+            Ok(s) => listed = format!(", {s}"),
+            Err(problem) => fails.push(problem),
+        }
+    }
     // Optional `console-expect`: lines the guest's console must show, in this order (kernel
     // messages such as a callback's pr_info, interleaved with /init's `KLPGEN-E2E:` lines).
     let mut expected = 0;
@@ -494,7 +504,7 @@ fn run_case(
         return Ok(Outcome {
             passed: true,
             summary: format!(
-                "klpgen {}s, {checked}, boot {:.0}s{console}",
+                "klpgen {}s, {checked}, boot {:.0}s{console}{listed}",
                 run.seconds, report.seconds
             ),
         });

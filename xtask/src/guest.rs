@@ -18,6 +18,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init";
 /// Prefix of the result lines the guest's /init prints.
 const MARK: &str = "KLPGEN-E2E: ";
+/// Prefix of the lines describing the loaded livepatch's sysfs tree.
+const SYSFS_MARK: &str = "KLPGEN-SYSFS ";
 /// Prefix of the lines carrying the probe's own output.
 const OUT_MARK: &str = "KLPGEN-OUT ";
 /// Console strings that mean the kernel complained.
@@ -74,6 +76,9 @@ pub struct Report {
     pub outputs: BTreeMap<String, Vec<String>>,
     /// A second, replacing module was loaded ([`Spec::second`]): its checks apply.
     pub second: bool,
+    /// The `KLPGEN-SYSFS` lines of the loaded livepatch (`d PATH`, `f PATH VALUE`,
+    /// `x PATH HEX`, `end`), for `listcheck.rs`.
+    pub sysfs: Vec<String>,
 }
 
 impl Report {
@@ -265,6 +270,20 @@ probe() {
     done </tmp/probe.out
     say "probe-$1=$rc"
 }
+# What the kernel shows of the loaded livepatch, for `klpgen list --sysfs` on the host
+# (listcheck.rs): directories, readable attributes, the module's build-id note in hex.
+dump_sysfs() {
+    for p in $(find "$D" /sys/module/$M/initstate /sys/module/$M/taint); do
+        if [ -d "$p" ]; then
+            echo "KLPGEN-SYSFS d $p"
+        elif v=$(cat "$p" 2>/dev/null); then
+            echo "KLPGEN-SYSFS f $p $v"
+        fi
+    done
+    n=/sys/module/$M/notes/.note.gnu.build-id
+    [ -r "$n" ] && echo "KLPGEN-SYSFS x $n $(od -An -v -tx1 "$n" | tr -d ' \n')"
+    echo "KLPGEN-SYSFS end"
+}
 if [ -f /oot.ko ]; then
     insmod /oot.ko
     say "preload=$?"
@@ -288,6 +307,7 @@ if [ "$rc" -eq 0 ]; then
     done
     say "enabled=$(cat "$D/enabled" 2>/dev/null)"
     say "transition=$(cat "$D/transition" 2>/dev/null)"
+    dump_sysfs
     probe after-load
 @SECOND_STEPS@
     echo 0 >"$D/enabled"
@@ -462,7 +482,9 @@ pub fn parse_console(console: &str) -> Report {
     };
     for raw in console.lines() {
         let line = raw.trim_end_matches('\r');
-        if let Some(pos) = line.find(MARK) {
+        if let Some(pos) = line.find(SYSFS_MARK) {
+            r.sysfs.push(line[pos + SYSFS_MARK.len()..].to_string());
+        } else if let Some(pos) = line.find(MARK) {
             let rest = &line[pos + MARK.len()..];
             if let Some((k, v)) = rest.split_once('=') {
                 r.values
