@@ -828,6 +828,17 @@ impl DwarfIndex {
     /// Read the line tables and inlined subroutines of a relocatable object; None when it has
     /// no DWARF.
     pub fn build<S: Side>(obj: &Object<'_, S>) -> Result<Option<DwarfIndex>, Error> {
+        Self::read(obj, true)
+    }
+
+    /// Only the line tables (no inlined subroutines, no definitions): what the comparison
+    /// asks of a function whose versions differ only in immediates (`lines.rs`), without the
+    /// cost of walking every DIE. None when the object has no DWARF.
+    pub fn line_tables<S: Side>(obj: &Object<'_, S>) -> Result<Option<DwarfIndex>, Error> {
+        Self::read(obj, false)
+    }
+
+    fn read<S: Side>(obj: &Object<'_, S>, dies: bool) -> Result<Option<DwarfIndex>, Error> {
         let label = obj.label.as_str();
         if obj.find_section(".debug_info").is_none() || obj.find_section(".debug_line").is_none() {
             return Ok(None);
@@ -882,7 +893,7 @@ impl DwarfIndex {
         let mut units = dwarf.units();
         while let Some(header) = units.next().map_err(|e| dwarf_err(label, e))? {
             let unit = dwarf.unit(header).map_err(|e| dwarf_err(label, e))?;
-            idx.read_unit(&dwarf, &unit)
+            idx.read_unit(&dwarf, &unit, dies)
                 .map_err(|e| dwarf_err(label, e))?;
         }
         idx.shorten_paths();
@@ -895,6 +906,7 @@ impl DwarfIndex {
         &mut self,
         dwarf: &gimli::Dwarf<Rdr<'a>>,
         unit: &gimli::Unit<Rdr<'a>>,
+        dies: bool,
     ) -> gimli::Result<()> {
         let comp_dir = unit
             .comp_dir
@@ -934,6 +946,9 @@ impl DwarfIndex {
             }
         }
 
+        if !dies {
+            return Ok(());
+        }
         let header = unit.line_program.as_ref().map(|p| p.header().clone());
         let mut depth: isize = 0;
         let mut entries = unit.entries();
@@ -1142,6 +1157,30 @@ impl DwarfIndex {
         } else {
             None
         }
+    }
+
+    /// The line-table rows of `[start, end)` of the section with ELF index `elf_sec`, by
+    /// address (rows of one address in table order), as (offset from `start`, file, line);
+    /// a row that starts before `start` and covers it comes first, at offset 0.
+    pub fn rows(&self, elf_sec: usize, start: u64, end: u64) -> Vec<(u64, &str, u64)> {
+        let (lo, hi) = (tagged(elf_sec, start), tagged(elf_sec, end));
+        let mut out = Vec::new();
+        for seq in self.seqs.iter().filter(|q| q.start < hi && lo < q.end) {
+            let first = seq.rows.partition_point(|r| r.0 < lo);
+            let covering = first
+                .checked_sub(1)
+                .map(|i| seq.rows[i])
+                .filter(|_| seq.rows.get(first).is_none_or(|r| r.0 > lo));
+            let inside = seq.rows[first..].iter().take_while(|r| r.0 < hi);
+            for &(addr, fid, line) in covering.iter().chain(inside) {
+                let Some(file) = self.files.get(fid) else {
+                    continue;
+                };
+                out.push((addr.max(lo) - lo, file.as_str(), line));
+            }
+        }
+        out.sort_by_key(|r| r.0);
+        out
     }
 
     /// The source files of the line tables (shortened as in [`SourceLoc`]).

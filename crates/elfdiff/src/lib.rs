@@ -17,6 +17,7 @@ pub mod diff;
 pub mod dwarf;
 pub mod error;
 pub mod explain;
+mod lines;
 pub mod model;
 pub mod names;
 pub mod plan;
