@@ -40,6 +40,7 @@ pub const DIRECTIVES: &[(&str, &str)] = &[
     ("kept", "`kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol)"),
     ("code", "`code: FUNC HEX`: the livepatch's copy of FUNC contains these bytes (hex, spaces ignored) and no runtime-constant placeholder"),
     ("cflags", "`cflags: FLAG ...`: more gcc flags for both builds (`-g` for DWARF line tables, `-fsanitize=shift`)"),
+    ("parts", "`parts: f:f.cold ...`: exactly these split parts are listed under these functions in the report (without it, none is)"),
     ("printk-formats", "`printk-formats: w ...`: the livepatch's `.printk_index` entries by the first word of each format (sorted); their `_entry` and strings are copies, never klp relocations"),
 ];
 
@@ -82,6 +83,7 @@ pub struct Expect {
     pub notes: Vec<String>,
     pub code: Vec<(String, Vec<u8>)>,
     pub cflags: Vec<String>,
+    pub parts: Option<BTreeSet<(String, String)>>,
 }
 
 fn func_sym(d: &str, w: &str) -> Result<(String, String), String> {
@@ -176,6 +178,13 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 e.code.push((func, bytes));
             }
             "cflags" => e.cflags.extend(words()),
+            "parts" => {
+                let mut set = BTreeSet::new();
+                for w in words() {
+                    set.insert(func_sym("parts", &w)?);
+                }
+                e.parts = Some(set);
+            }
             "callback" => match words().collect::<Vec<_>>().as_slice() {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
                 _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
