@@ -1,6 +1,6 @@
 //! The machine-specific half of the differ behind one trait, [`Arch`]: relocation kinds and
 //! where a PC-relative field really points, instruction decoding (for the call graph, the
-//! line-number tolerance of the comparison and `klpgen explain`'s disassembly), the ftrace
+//! comparison's moved immediates (line numbers) and `klpgen explain`'s disassembly), the ftrace
 //! entry, the code sections copied piece by piece and the special-section entries, runtime
 //! constants, and the kernel configuration facts that differ per machine. Every object
 //! records its machine ([`crate::Object::arch`], from `e_machine`), and nothing outside this

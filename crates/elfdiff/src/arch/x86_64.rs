@@ -1,5 +1,5 @@
 //! x86-64: its relocation types, instruction decoding with iced-x86 (the call graph's control
-//! flow, the comparison's line-number loads, `klpgen explain`'s Intel-syntax disassembly), the
+//! flow, the comparison's moved immediates, `klpgen explain`'s Intel-syntax disassembly), the
 //! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
 //! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
 //! a pointer runtime constant.
