@@ -60,6 +60,10 @@ pub struct FunctionVerdict {
     /// callees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<elfdiff::explain::Explanation>,
+    /// Its split parts (`.cold`, `.part.N`) that are changed or new, each an entry of its own
+    /// (verdict, why, callers, explain); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<FunctionVerdict>,
 }
 
 #[derive(Debug, Serialize, Clone, Default)]

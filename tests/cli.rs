@@ -961,6 +961,50 @@ fn diff_refuses_symvers_of_another_build() {
 }
 
 #[test]
+fn diff_lists_split_parts_under_their_function() {
+    // tests/fixtures/cold_part.c: only report's unlikely path, report.cold, changes.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cold_part.c");
+    let obj = |name: &str, patched: bool| {
+        let out = tmp.path().join(name);
+        let flags = testsupport::gcc::KERNEL_CFLAGS
+            .iter()
+            .chain(testsupport::gcc::DIFF_CFLAGS);
+        let mut args: Vec<&std::ffi::OsStr> = flags.map(|f| f.as_ref()).collect();
+        if patched {
+            args.push("-DPATCHED".as_ref());
+        }
+        args.extend([src.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+        gcc(&args);
+        out
+    };
+    let (orig, patched) = (obj("orig.o", false), obj("patched.o", true));
+    let diff = |format: &str| {
+        Command::new(KLPGEN)
+            .args(["diff", "--format", format])
+            .arg(&orig)
+            .arg(&patched)
+            .output()
+            .unwrap()
+    };
+    let o = diff("text");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.contains("  changed  report\n    part   report.cold (changed)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("  changed  report.cold"), "{out}");
+    let o = diff("json");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["changed"], serde_json::json!(["report"]));
+    assert_eq!(
+        v["parts"],
+        serde_json::json!({"report": [{"name": "report.cold", "verdict": "changed"}]})
+    );
+}
+
+#[test]
 fn out_of_tree_module_of_another_kernel_is_refused() {
     let t = Tree::new(CONFIG);
     let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));

@@ -55,8 +55,21 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             .refused
             .extend(patchgen::target::module_key_refusals(&plan, &bindings));
     }
-    let got_changed: BTreeSet<String> = report.changed.iter().cloned().collect();
-    let got_new: BTreeSet<String> = report.new.iter().cloned().collect();
+    // Split parts count as the functions they are; `parts:` checks where they are listed.
+    let got_changed: BTreeSet<String> = report.all_changed().into_iter().collect();
+    let got_new: BTreeSet<String> = report.all_new().into_iter().collect();
+    let got_parts: BTreeSet<(String, String)> = report
+        .parts
+        .iter()
+        .flat_map(|(f, ps)| ps.iter().map(move |p| (f.clone(), p.name.clone())))
+        .collect();
+    if got_parts != expect.parts.clone().unwrap_or_default() {
+        return Err(format!(
+            "parts: expected {:?}, got {got_parts:?}",
+            expect.parts.clone().unwrap_or_default()
+        )
+        .into());
+    }
 
     if let Some(c) = &expect.changed {
         if *c != got_changed {
@@ -607,7 +620,7 @@ fn directives_parsed() -> Result<(), Failed> {
     // A value each directive accepts; `nochange` keeps the fixture's expectation stated.
     let sample = |k: &str| match k {
         "entry-size" | "member" | "entries" | "bytes" => "x=1",
-        "fresh" | "kept" => "f:g",
+        "fresh" | "kept" | "parts" => "f:g",
         "code" => "f 90",
         "callback" => "post_patch f",
         "state" => "0x10 1",

@@ -706,9 +706,7 @@ impl Parts {
             changed: self.changed.iter().map(|(n, _)| n.clone()).collect(),
             new: self.new.iter().map(|(n, _)| n.clone()).collect(),
             refused: self.refusals.clone(),
-            ignored: vec![],
-            callbacks: vec![],
-            states: vec![],
+            ..Default::default()
         };
         if let Some(v) = Verdict::of(&all) {
             return Err(v.into());
