@@ -350,6 +350,8 @@ fn selftest(set: &Set, lender: &Set, klpgen: &Path, workdir: &Path) -> Result<Ou
         probe: probe.as_bytes(),
         workdir: &logs,
         preload: Some(&stock),
+        second: None,
+        wrong_kernel: None,
     })?;
     let mut fails = report.failed_checks();
     if report.value("preload") != Some("0") {
@@ -653,6 +655,16 @@ fn run_case(
     };
     let preload = case.target_module.as_ref().map(|m| set.modules().join(m));
     let lp_name = module_name(&case.name);
+    // A copy whose guard names another build of the kernel: on a CONFIG_MODVERSIONS kernel
+    // the loader ignores vermagic's release, so the hook's guard is what must refuse it.
+    let Some(wrong) = e2e::other_kernel_copy(&fs::read(&module)?)? else {
+        return Ok(fail(
+            name,
+            "the module has no guard (klpgen_target_version)",
+        ));
+    };
+    let wrong_path = logs.join("wrong-kernel.ko");
+    fs::write(&wrong_path, wrong)?;
     let report = guest::boot(&guest::Spec {
         kernel: &set.vmlinuz(),
         machine: guest::STOCK_KERNEL,
@@ -661,8 +673,16 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: preload.as_deref(),
+        second: None,
+        wrong_kernel: Some(&wrong_path),
     })?;
     let mut fails = report.failed_checks();
+    // (guard=0, the copy loaded, is among failed_checks().)
+    if report.value("guard").is_none() {
+        fails.push(
+            "the copy whose guard names another kernel was never tried (no guard=)".to_string(),
+        );
+    }
     if report.release() != Some(set.release().as_str()) {
         fails.push(format!(
             "the guest runs {:?}, not {}",
@@ -697,8 +717,10 @@ fn run_case(
     Ok(pass(
         name,
         format!(
-            "klpgen {}s, {checked}, boot {:.0}s{console}",
-            run.seconds, report.seconds
+            "klpgen {}s, {checked}, another kernel's copy refused by the guard (insmod {}), boot {:.0}s{console}",
+            run.seconds,
+            report.value("guard").unwrap_or_default(),
+            report.seconds
         ),
     ))
 }
