@@ -24,7 +24,8 @@
 //! in tests/e2e (`case.patch`, `probe.sh`, `README`, `args`, `expect`, `stdout-contains`,
 //! `stderr-contains`, `console-expect`), plus `target-module`: a stock module the patch
 //! changes, its path under the image package's `lib/modules/<release>/`, loaded before the
-//! livepatch (as `/oot.ko`).
+//! livepatch (as `/oot.ko`), and `module-arrives`: `after` puts that module into the guest as
+//! `/late.ko` instead, for the probe to load while the livepatch is loaded.
 
 use crate::case::{fresh_case_dirs, module_name, patch_applies, run_klpgen, KLPGEN_TIMEOUT};
 use crate::debian::{self, Set, Target};
@@ -54,6 +55,9 @@ pub struct Case {
     pub expect: Option<Expect>,
     /// `target-module`: the stock module the patch changes, relative to `lib/modules/<r>/`.
     pub target_module: Option<String>,
+    /// `module-arrives`: `after` ships the target module into the guest as `/late.ko` for the
+    /// probe to load once the livepatch is loaded; `before` (the default) loads it first.
+    pub module_after: bool,
     /// `targets`: the kernels the case runs on.
     pub targets: Vec<&'static Target>,
 }
@@ -106,6 +110,12 @@ pub fn load_cases() -> Result<Vec<Case>> {
             None => None,
         };
         let target_module = optional(&dir, "target-module")?.map(|s| s.trim().to_string());
+        let module_after = match optional(&dir, "module-arrives")?.as_deref().map(str::trim) {
+            None | Some("before") => false,
+            Some("after") if target_module.is_some() => true,
+            Some("after") => bail!("{name}/module-arrives: the case has no target-module"),
+            Some(other) => bail!("{name}/module-arrives: {other:?}, expected before or after"),
+        };
         let targets = match optional(&dir, "targets")? {
             Some(s) => s
                 .split_whitespace()
@@ -123,6 +133,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             args,
             expect,
             target_module,
+            module_after,
             targets,
         });
     }
@@ -350,6 +361,7 @@ fn selftest(set: &Set, lender: &Set, klpgen: &Path, workdir: &Path) -> Result<Ou
         probe: probe.as_bytes(),
         workdir: &logs,
         preload: Some(&stock),
+        late: None,
         second: None,
         wrong_kernel: None,
     })?;
@@ -653,7 +665,12 @@ fn run_case(
         Ok(p) => p,
         Err(e) => return Ok(fail(name, format!("cannot read probe.sh: {e}"))),
     };
-    let preload = case.target_module.as_ref().map(|m| set.modules().join(m));
+    let stock = case.target_module.as_ref().map(|m| set.modules().join(m));
+    let (preload, late) = if case.module_after {
+        (None, stock)
+    } else {
+        (stock, None)
+    };
     let lp_name = module_name(&case.name);
     // A copy whose guard names another build of the kernel: on a CONFIG_MODVERSIONS kernel
     // the loader ignores vermagic's release, so the hook's guard is what must refuse it.
@@ -673,6 +690,7 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: preload.as_deref(),
+        late: late.as_deref(),
         second: None,
         wrong_kernel: Some(&wrong_path),
     })?;

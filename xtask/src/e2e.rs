@@ -443,6 +443,7 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: oot_ko.as_deref(),
+        late: None,
         second: second
             .as_ref()
             .map(|(ko, _)| (ko.as_path(), second_name.as_str())),
@@ -1094,6 +1095,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        late: None,
         second: None,
         wrong_kernel: None,
     })?;

@@ -85,6 +85,9 @@ pub struct Spec<'a> {
     /// A module loaded before anything else (the out-of-tree or stock module a case
     /// patches), as `/oot.ko`.
     pub preload: Option<&'a Path>,
+    /// A module put into the guest as `/late.ko` and not loaded by `/init`: the probe loads
+    /// it once the livepatch is, so the livepatch core patches a module as it arrives.
+    pub late: Option<&'a Path>,
     /// A second livepatch (`.ko` and its name inside the kernel) loaded once the first is
     /// enabled: it replaces the first (atomic replace), which is then unloaded; the second is
     /// the one disabled and unloaded at the end.
@@ -499,6 +502,9 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
     a.file("lp.ko", 0o644, &module);
     if let Some(p) = spec.preload {
         a.file("oot.ko", 0o644, &module_bytes(p)?);
+    }
+    if let Some(p) = spec.late {
+        a.file("late.ko", 0o644, &module_bytes(p)?);
     }
     if let Some((p, _)) = spec.second {
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
