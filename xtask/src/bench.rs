@@ -90,27 +90,55 @@ fn klpgen_build(
     Ok(secs)
 }
 
-/// The stock kernel's one-`.c` build: cold, then the warm runs (sorted), or why klpgen failed.
-struct StockFigure {
-    release: String,
-    result: std::result::Result<(f64, Vec<f64>), String>,
+/// One timed `klpgen build` of the stock patch.
+#[derive(Debug, Clone)]
+struct StockRun {
+    /// Wall-clock seconds.
+    seconds: f64,
+    /// User and system CPU seconds of klpgen and everything it ran (`/usr/bin/time`): on a
+    /// machine shared with other work the wall time grows with the load, this much less.
+    cpu_seconds: f64,
+    /// The stages of klpgen's `--report` (name, seconds).
+    stages: Vec<(String, f64)>,
 }
 
-/// One `klpgen build` of the stock patch with klpgen's cache `cache`: seconds, or klpgen's
-/// complaint.
+/// The stock kernel's one-`.c` build: cold, then the warm runs (sorted by wall time), or why
+/// klpgen failed; and the load average when it started.
+struct StockFigure {
+    release: String,
+    load: String,
+    result: std::result::Result<(StockRun, Vec<StockRun>), String>,
+}
+
+/// One `klpgen build` of the stock patch with klpgen's cache `cache`, or klpgen's complaint.
 fn stock_build(
     klpgen: &Path,
     set: &debian::Set,
     cache: &Path,
     out: &Path,
-) -> Result<std::result::Result<f64, String>> {
+) -> Result<std::result::Result<StockRun, String>> {
     let patch = util::repo_root().join(STOCK_PATCH);
-    let mut cmd =
-        debian_e2e::klpgen_build_command(klpgen, set, "bench-stock", out, &["-q".into()], &patch)?;
-    cmd.env("KLPGEN_CACHE_DIR", cache);
+    let report = out.with_extension("report.json");
+    let times = out.with_extension("time");
+    let extra = [
+        "-q".to_string(),
+        "--report".to_string(),
+        report.display().to_string(),
+    ];
+    let build = debian_e2e::klpgen_build_command(klpgen, set, "bench-stock", out, &extra, &patch)?;
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%U %S", "-o"])
+        .arg(&times)
+        .arg(build.get_program())
+        .args(build.get_args())
+        .envs(build.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("KLPGEN_CACHE_DIR", cache)
+        .stdin(Stdio::null());
     let start = Instant::now();
-    let o = cmd.output().context("running klpgen build")?;
-    let secs = start.elapsed().as_secs_f64();
+    let o = cmd
+        .output()
+        .context("running klpgen build under /usr/bin/time (package time)")?;
+    let seconds = start.elapsed().as_secs_f64();
     if !o.status.success() {
         return Ok(Err(format!(
             "klpgen build ({}) failed: {}",
@@ -118,11 +146,38 @@ fn stock_build(
             util::tail_lines(String::from_utf8_lossy(&o.stderr).trim(), 3)
         )));
     }
-    Ok(Ok(secs))
+    let cpu_seconds = fs::read_to_string(&times)?
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let mut f = l.split_whitespace().map(str::parse::<f64>);
+            Some(f.next()?.ok()? + f.next()?.ok()?)
+        })
+        .context("no CPU times from /usr/bin/time")?;
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&report)?)?;
+    let stages = json["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["seconds"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Ok(StockRun {
+        seconds,
+        cpu_seconds,
+        stages,
+    }))
 }
 
 fn stock_figure(klpgen: &Path, root: &Path) -> Result<StockFigure> {
     let set = debian::ensure(debian::target("cloud")?)?;
+    let load = fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let cache = root.join("stock-cache");
     if cache.exists() {
         fs::remove_dir_all(&cache)?;
@@ -138,17 +193,19 @@ fn stock_figure(klpgen: &Path, root: &Path) -> Result<StockFigure> {
                     Err(e) => {
                         return Ok(StockFigure {
                             release: set.release(),
+                            load,
                             result: Err(e),
                         })
                     }
                 }
             }
-            warm.sort_by(|a, b| a.total_cmp(b));
+            warm.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
             Ok((cold, warm))
         }
     };
     Ok(StockFigure {
         release: set.release(),
+        load,
         result,
     })
 }
@@ -171,14 +228,25 @@ fn cmd_bench_stock() -> Result<bool> {
 fn report_stock(stock: &StockFigure) -> (bool, serde_json::Value) {
     let mut all_ok = true;
     let json = match &stock.result {
-        Ok((cold, warm_runs)) => {
-            let warm = warm_runs[1];
+        Ok((cold_run, warm_runs)) => {
+            let (cold, warm_run) = (cold_run.seconds, &warm_runs[1]);
+            let warm = warm_run.seconds;
+            let walls: Vec<f64> = warm_runs.iter().map(|r| r.seconds).collect();
             println!(
-                "  one-.c patch on the stock kernel {} ({STOCK_PATCH}): cold {cold:.1} s, warm {warm:.1} s (median of 3: {warm_runs:.1?})",
-                stock.release
+                "  one-.c patch on the stock kernel {} ({STOCK_PATCH}), load average {}: cold {cold:.1} s ({:.1} s CPU), warm {warm:.1} s ({:.1} s CPU; median of 3: {walls:.1?})",
+                stock.release, stock.load, cold_run.cpu_seconds, warm_run.cpu_seconds
             );
+            for (what, run) in [("cold", cold_run), ("warm", warm_run)] {
+                let stages: Vec<String> = run
+                    .stages
+                    .iter()
+                    .filter(|(_, s)| *s >= 0.05)
+                    .map(|(n, s)| format!("{n} {s:.1}"))
+                    .collect();
+                println!("    {what} stages (s): {}", stages.join(", "));
+            }
             for (name, value, limit) in [
-                ("stock_build_cold_seconds", *cold, STOCK_COLD_TARGET),
+                ("stock_build_cold_seconds", cold, STOCK_COLD_TARGET),
                 ("stock_build_warm_seconds", warm, STOCK_WARM_TARGET),
             ] {
                 let ok = value <= limit;
@@ -189,8 +257,18 @@ fn report_stock(stock: &StockFigure) -> (bool, serde_json::Value) {
                     if ok { "ok" } else { "MISSED" }
                 );
             }
+            let stages = |r: &StockRun| -> serde_json::Value {
+                r.stages
+                    .iter()
+                    .map(|(n, s)| serde_json::json!({ "name": n, "seconds": s }))
+                    .collect()
+            };
             serde_json::json!({ "release": stock.release, "patch": STOCK_PATCH,
-                "cold_seconds": cold, "warm_seconds": warm, "warm_runs": warm_runs })
+                "load_average": stock.load,
+                "cold_seconds": cold, "cold_cpu_seconds": cold_run.cpu_seconds,
+                "cold_stages": stages(cold_run),
+                "warm_seconds": warm, "warm_cpu_seconds": warm_run.cpu_seconds,
+                "warm_stages": stages(warm_run), "warm_runs": walls })
         }
         Err(e) => {
             all_ok = false;
