@@ -12,6 +12,10 @@
 //! kernel complaint). Cases on a kernel whose self-test failed are not run: a failing case
 //! is klpgen's, never the harness's.
 //!
+//! Then `running-kernel`: `klpgen build` with no target flags on a system root running the
+//! newest cloud-amd64 kernel with its real headers and modules, but not the `-dbg` vmlinux or
+//! the sources: refused, naming those packages at the headers' version.
+//!
 //! Then each case on each of its targets (file `targets`: names from `debian::TARGETS`;
 //! absent: `cloud`): the patch must apply to the target's source (this checkout's hard-linked
 //! copy of the dev cache's tree, `debian::Set::private_source`); `klpgen build`; the source
@@ -42,6 +46,8 @@ use std::time::{Duration, Instant, SystemTime};
 const BUDGET: Duration = Duration::from_secs(30 * 60);
 /// The name `debian/NAME` selects the self-tests by.
 const SELFTEST: &str = "selftest";
+/// The name of the check of the running-kernel default ([`running_kernel`]).
+const RUNNING: &str = "running-kernel";
 /// The stock module the self-test loads from the image package (CONFIG_BINFMT_MISC=m in
 /// both flavours, no dependencies).
 const SELFTEST_STOCK_MODULE: &str = "kernel/fs/binfmt_misc.ko";
@@ -232,6 +238,18 @@ pub fn run(filters: &[&String], klpgen: &Path) -> Result<Vec<Outcome>> {
         print_outcome(&o, start);
         harness_ok.insert(set.target.name, o.passed);
         outcomes.push(o);
+    }
+    // The running kernel by default, on the real headers and modules of the newest set.
+    if !only_selftest {
+        if let Some(set) = sets.iter().find(|s| s.target.name == "cloud") {
+            let start = Instant::now();
+            let name = format!("debian/{RUNNING}@{}", set.target.name);
+            eprintln!("e2e: {name} ...");
+            let o = running_kernel(set, klpgen, &workdir)
+                .unwrap_or_else(|e| fail(&name, format!("harness error: {e:#}")));
+            print_outcome(&o, start);
+            outcomes.push(o);
+        }
     }
     for case in &cases {
         for t in &case.targets {
@@ -427,6 +445,109 @@ fn show_console(report: &guest::Report, fails: &[String]) {
     for f in fails {
         eprintln!("  check failed: {f}");
     }
+}
+
+/// `klpgen build` with no target flags on a machine running `set`'s kernel (a system root
+/// for klpgen's `KLPGEN_ROOT_FOR_TESTS`: `proc/sys/kernel/osrelease`, a Debian 12
+/// `etc/os-release`, the real headers at
+/// `/usr/src/linux-headers-<r>` and modules at `/lib/modules/<r>`, linked from the dev cache):
+/// first without the `-dbg` vmlinux and the source tarball, then with the vmlinux. Each run
+/// must be refused before any work (exit 2, `target.package-missing`), naming exactly the
+/// packages still missing at the version the real headers' `utsversion.h` gives, and leave
+/// klpgen's cache and the output directory empty.
+fn running_kernel(set: &Set, klpgen: &Path, workdir: &Path) -> Result<Outcome> {
+    let name = format!("debian/{RUNNING}@{}", set.target.name);
+    let (out, logs) = fresh_case_dirs(workdir, &format!("{RUNNING}-{}", set.target.name))?;
+    let release = set.release();
+    let version = set.target.version;
+    let root = logs.join("sysroot");
+    let link = |target: &Path, at: &str| -> Result<()> {
+        let p = root.join(at);
+        fs::create_dir_all(p.parent().context("a path in the system root")?)?;
+        std::os::unix::fs::symlink(target, &p)
+            .with_context(|| format!("cannot link {} to {}", p.display(), target.display()))
+    };
+    fs::create_dir_all(root.join("proc/sys/kernel"))?;
+    fs::write(
+        root.join("proc/sys/kernel/osrelease"),
+        format!("{release}\n"),
+    )?;
+    fs::create_dir_all(root.join("etc"))?;
+    fs::write(
+        root.join("etc/os-release"),
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+    )?;
+    link(&set.headers(), &format!("usr/src/linux-headers-{release}"))?;
+    link(&set.modules(), &format!("lib/modules/{release}"))?;
+    let dbg = format!("linux-image-{release}-dbg={version}");
+    let source = format!("linux-source-6.1={version}");
+    let cache = logs.join("cache");
+    let patch = cases_dir().join("proc-version/case.patch");
+    let mut seen = Vec::new();
+    for (step, wanted, unwanted) in [
+        ("without -dbg and sources", vec![&dbg, &source], vec![]),
+        ("with the -dbg vmlinux", vec![&source], vec![&dbg]),
+    ] {
+        if step.starts_with("with the") {
+            link(
+                &set.vmlinux(),
+                &format!("usr/lib/debug/boot/vmlinux-{release}"),
+            )?;
+        }
+        fs::create_dir_all(&cache)?;
+        let mut c = Command::new(klpgen);
+        c.arg("build")
+            .arg("-o")
+            .arg(&out)
+            .arg(&patch)
+            .env("KLPGEN_ROOT_FOR_TESTS", &root)
+            .env("KLPGEN_CACHE_DIR", &cache)
+            .env("PATH", util::path_with_cargo_bin())
+            .stdin(Stdio::null());
+        let start = Instant::now();
+        let o = c
+            .output()
+            .with_context(|| format!("cannot run `{}`", util::display(&c)))?;
+        let secs = start.elapsed().as_secs_f64();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        fs::write(logs.join(format!("klpgen-{}.err", seen.len())), &err)?;
+        let problem = if o.status.code() != Some(2) || !err.contains("[target.package-missing]") {
+            Some(format!(
+                "exit {:?}, expected 2 with [target.package-missing]",
+                o.status.code()
+            ))
+        } else if let Some(w) = wanted
+            .iter()
+            .find(|w| !err.contains(&format!("install {w}")))
+        {
+            Some(format!("the refusal does not name {w}"))
+        } else if let Some(u) = unwanted.iter().find(|u| err.contains(u.as_str())) {
+            Some(format!("the refusal names {u}, which is there"))
+        } else if out.exists() || fs::read_dir(&cache).is_ok_and(|mut d| d.next().is_some()) {
+            Some("the refused run wrote into klpgen's cache or the output directory".to_string())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            eprintln!("  $ {}\n{}", util::display(&c), util::indent(&err));
+            return Ok(fail(&name, format!("{step}: {p}")));
+        }
+        seen.push(format!(
+            "{step}: refused in {secs:.1}s naming {}",
+            wanted
+                .iter()
+                .map(|w| w.as_str())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    Ok(pass(
+        &name,
+        format!(
+            "klpgen build with no target flags on {release} (real headers and modules): {}",
+            seen.join("; ")
+        ),
+    ))
 }
 
 /// `klpgen check` of `module` against a stock kernel: (exit code, output).
