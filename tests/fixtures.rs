@@ -37,7 +37,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     let pb = std::fs::read(&built.patched).map_err(|e| e.to_string())?;
     let orig = Object::parse("orig.o", &ob)?;
     let patched = Object::parse("patched.o", &pb)?;
-    let mut diff = Diff::new(&orig, &patched);
+    let mut diff = Diff::with_layouts(&orig, &patched, &layouts(expect));
     let mut included_refusals = Vec::new();
     for f in &expect.include {
         match diff.include_unchanged(f, "included by the fixture") {
@@ -330,6 +330,15 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The entry sizes and member offsets a fixture states, as the target's DWARF would give them.
+fn layouts(expect: &fixture::Expect) -> PlanOptions {
+    PlanOptions {
+        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
+        member_offsets: expect.member.iter().cloned().collect::<HashMap<_, _>>(),
+        ..PlanOptions::default()
+    }
+}
+
 /// The livepatch plan of a fixture and its bindings, with the original object standing in for
 /// the target: statics become klp relocations (against `module:`, else vmlinux), globals
 /// ordinary ones.
@@ -339,11 +348,7 @@ fn plan_and_bind(
     expect: &fixture::Expect,
 ) -> Result<(elfdiff::Plan, Vec<Binding>), Failed> {
     let module = expect.module.as_deref();
-    let plan = diff.plan(&PlanOptions {
-        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
-        member_offsets: expect.member.iter().cloned().collect::<HashMap<_, _>>(),
-        objtool_regenerates: false,
-    })?;
+    let plan = diff.plan(&layouts(expect))?;
     for n in &expect.notes {
         if !plan.notes.iter().any(|p| p.contains(n.as_str())) {
             return Err(format!("no plan note contains {n:?}: {:?}", plan.notes).into());

@@ -96,6 +96,7 @@ fuzz_target!(|data: &[u8]| {
             HashMap::new()
         },
         objtool_regenerates: data.len().is_multiple_of(2),
+        ..PlanOptions::default()
     };
     plan_and_write(&diff, a, &opts);
 });

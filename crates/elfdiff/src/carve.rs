@@ -174,6 +174,19 @@ impl Carve {
         Ok(fresh)
     }
 
+    /// Mark piece `piece` needed (code of the piece before it runs on into it); true when it
+    /// was not needed before, false when it was or there is no such piece.
+    pub fn need_piece(&mut self, piece: usize) -> bool {
+        match self.needed.get_mut(piece) {
+            Some(n) if !*n => {
+                *n = true;
+                self.laid_out = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Check that a relocation field `[offset, offset + width)` inside a needed piece does not
     /// run past that piece.
     pub fn check_field(&self, offset: u64, width: u64) -> Result<(), CarveError> {

@@ -71,7 +71,11 @@ pub(crate) fn compare_functions(
         let orig = matched.get(&p).copied();
         let verdict = match orig {
             None => Verdict::New,
-            Some(o) => match pair.compare_syms(o, p) {
+            // A function's special-section entries are part of it (`entries.rs`).
+            Some(o) => match pair
+                .compare_syms(o, p)
+                .or_else(|| pair.compare_entries(o, p))
+            {
                 None => Verdict::Unchanged,
                 Some(why) => Verdict::Changed(why),
             },

@@ -74,7 +74,11 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// the livepatch copies piece by piece (see `carve.rs`): each is cut at every offset an
     /// allocated section refers to (the referenced offset being the relocation's addend plus
     /// [`Arch::pcrel_bias`] at its site).
-    fn carved_code_sections(&self) -> &'static [&'static str];
+    fn carved_code_sections(&self) -> &'static [CarvedCode];
+    /// Whether execution can run past the end of `code` (a piece of a carved section that runs
+    /// where it lies): false when its last instruction is an unconditional jump, a return or
+    /// a trap, true otherwise (undecodable bytes included).
+    fn falls_through(&self, code: &[u8]) -> bool;
     /// For a relocation at `field` (an offset inside `entry`, one entry of special section
     /// `section`) that points into a carved section: how many bytes from the referenced offset
     /// the entry uses, when the entry says so. `None`: the piece at that offset. `members`:
@@ -169,13 +173,44 @@ pub struct RelocKind {
     pub pc_relative: bool,
 }
 
-/// A special section: its name, the size of its entries when fixed, else the DWARF
-/// structure of the target that gives it (`bug_entry`).
+/// A special section: its name, the size of its entries by default (when fixed, or the same
+/// in every kernel), the DWARF structure of the target that gives it (`bug_entry`), and the
+/// entry layouts of the kernels klpgen knows, by which an entry size is recognised when
+/// neither the target nor the command line gives one (`entries.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialSection {
     pub name: &'static str,
     pub entry_size: Option<u64>,
     pub layout: Option<&'static str>,
+    pub layouts: &'static [EntryLayout],
+}
+
+/// One kernel version's layout of a special section's entries: its size, and the fields every
+/// entry relocates (offset in the entry, what the relocation does). An entry size is recognised
+/// when exactly one layout matches every entry of the section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLayout {
+    pub size: u64,
+    pub fields: &'static [(u64, RelocKind)],
+    /// Bytes of the entry that are a source line number (`__bug_table`'s `line`): a moved
+    /// line is no change of the function the entry belongs to.
+    pub line: Option<(u64, u64)>,
+    /// The last entry may be shorter than the others, down to the end of its last field:
+    /// each entry is aligned before it is emitted, not padded after (x86's
+    /// `.parainstructions`).
+    pub short_tail: bool,
+    /// The kernels that use it, for messages (`Linux 4.6 to 5.15`).
+    pub kernels: &'static str,
+}
+
+/// A code section copied piece by piece ([`Arch::carved_code_sections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarvedCode {
+    pub name: &'static str,
+    /// Its code runs where it lies (a jump goes there), so a piece that does not end in a jump
+    /// or return runs on into the next one; the replacement code of alternatives is instead
+    /// copied over its function's instructions before it runs.
+    pub in_place: bool,
 }
 
 /// The placeholder `runtime_const_ptr()` emits, replaced at boot in vmlinux only.

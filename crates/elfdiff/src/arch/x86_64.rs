@@ -21,38 +21,131 @@ use iced_x86::{
 use object::elf;
 
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
-    SpecialSection, RUNTIME_PTR_PLACEHOLDER,
+    Arch, CarvedCode, ConstLoad, Disassembly, EntryLayout, Flow, FlowInsn, Insn, InsnMap,
+    OperandLabel, RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
 };
 
-/// Sections whose entries point into functions and must be cut per entry.
-/// `None` means the entry size must come from the target (DWARF struct) or the caller.
+/// Sections whose entries point into functions and must be cut per entry, with their entry
+/// layouts from Linux 3.0 on. `entry_size: None` means the size comes from the target (DWARF
+/// struct), the command line, or the one known layout that matches the section.
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
-    special("__mcount_loc", Some(8), None),
-    special("__bug_table", None, Some("bug_entry")),
-    special("__ex_table", None, Some("exception_table_entry")),
-    special("__jump_table", None, Some("jump_entry")),
-    special(".altinstructions", None, Some("alt_instr")),
-    special(".smp_locks", Some(4), None),
-    special(".static_call_sites", None, Some("static_call_site")),
+    special("__mcount_loc", Some(8), None, &[]),
+    special("__bug_table", None, Some("bug_entry"), BUG_TABLE),
+    special("__ex_table", None, Some("exception_table_entry"), EX_TABLE),
+    special("__jump_table", None, Some("jump_entry"), JUMP_TABLE),
+    special(".altinstructions", None, Some("alt_instr"), ALTINSTRUCTIONS),
+    // `struct paravirt_patch_site` (until 6.7): 16 bytes on x86-64 in every kernel.
+    special(
+        ".parainstructions",
+        Some(16),
+        Some("paravirt_patch_site"),
+        PARAINSTRUCTIONS,
+    ),
+    special(".smp_locks", Some(4), None, &[]),
+    special(
+        ".static_call_sites",
+        None,
+        Some("static_call_site"),
+        STATIC_CALL_SITES,
+    ),
     // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
-    special(".printk_index", Some(8), None),
-    special(".retpoline_sites", Some(4), None),
-    special(".return_sites", Some(4), None),
-    special(".call_sites", Some(4), None),
-    special(".ibt_endbr_seal", Some(4), None),
-    special(".cfi_sites", Some(4), None),
+    special(".printk_index", Some(8), None, &[]),
+    special(".retpoline_sites", Some(4), None, &[]),
+    special(".return_sites", Some(4), None, &[]),
+    special(".call_sites", Some(4), None, &[]),
+    special(".ibt_endbr_seal", Some(4), None, &[]),
+    special(".cfi_sites", Some(4), None, &[]),
 ];
+
+const PC32: RelocKind = RelocKind {
+    width: 4,
+    pc_relative: true,
+};
+const PC64: RelocKind = RelocKind {
+    width: 8,
+    pc_relative: true,
+};
+const ABS64: RelocKind = RelocKind {
+    width: 8,
+    pc_relative: false,
+};
+
+const fn layout(
+    size: u64,
+    fields: &'static [(u64, RelocKind)],
+    kernels: &'static str,
+) -> EntryLayout {
+    EntryLayout {
+        size,
+        fields,
+        line: None,
+        short_tail: false,
+        kernels,
+    }
+}
+
+/// `struct bug_entry` with relative pointers: {bug_addr_disp, file_disp, u16 line, u16 flags}
+/// with `CONFIG_DEBUG_BUGVERBOSE`, {bug_addr_disp, u16 flags, pad} without.
+const BUG_TABLE: &[EntryLayout] = &[
+    EntryLayout {
+        line: Some((8, 2)),
+        ..layout(12, &[(0, PC32), (4, PC32)], "CONFIG_DEBUG_BUGVERBOSE")
+    },
+    layout(8, &[(0, PC32)], "no CONFIG_DEBUG_BUGVERBOSE"),
+];
+
+/// `struct exception_table_entry`: absolute {insn, fixup} until 3.4, relative from 3.5, a
+/// relative `handler` from 4.6, which 5.16 replaced by `data` (a constant).
+const EX_TABLE: &[EntryLayout] = &[
+    layout(16, &[(0, ABS64), (8, ABS64)], "Linux 3.4 and older"),
+    layout(8, &[(0, PC32), (4, PC32)], "Linux 3.5 to 4.5"),
+    layout(12, &[(0, PC32), (4, PC32), (8, PC32)], "Linux 4.6 to 5.15"),
+    layout(12, &[(0, PC32), (4, PC32)], "Linux 5.16 and later"),
+];
+
+/// `struct jump_entry`: absolute {code, target, key} until 4.19, then {s32 code, s32 target,
+/// s64 key} relative.
+const JUMP_TABLE: &[EntryLayout] = &[
+    layout(24, &[(0, ABS64), (8, ABS64), (16, ABS64)], "Linux 4.19 and older"),
+    layout(16, &[(0, PC32), (4, PC32), (8, PC64)], "Linux 4.20 and later"),
+];
+
+/// `struct alt_instr`: absolute pointers until 3.0 (each entry aligned before it, so the last
+/// one is 20 bytes), then relative {instr_offset, repl_offset, u16 cpuid, u8 instrlen, u8
+/// replacementlen} = 12, plus `u8 padlen` from 4.1 to 5.12 = 13, and a u32 feature word from
+/// 6.3 = 14.
+const ALTINSTRUCTIONS: &[EntryLayout] = &[
+    EntryLayout {
+        short_tail: true,
+        ..layout(24, &[(0, ABS64), (8, ABS64)], "Linux 3.0 and older")
+    },
+    layout(12, &[(0, PC32), (4, PC32)], "Linux 3.1 to 4.0 and 5.13 to 6.2"),
+    layout(13, &[(0, PC32), (4, PC32)], "Linux 4.1 to 5.12"),
+    layout(14, &[(0, PC32), (4, PC32)], "Linux 6.3 and later"),
+];
+
+/// `struct paravirt_patch_site` {instr, u8 type, u8 len, (u16 clobbers)}: 16 bytes, each entry
+/// aligned before it and, in most kernels, not after: the section's last entry is 12 bytes.
+const PARAINSTRUCTIONS: &[EntryLayout] = &[EntryLayout {
+    short_tail: true,
+    ..layout(16, &[(0, ABS64)], "Linux 6.7 and older")
+}];
+
+/// `struct static_call_site` {s32 addr, s32 key}.
+const STATIC_CALL_SITES: &[EntryLayout] =
+    &[layout(8, &[(0, PC32), (4, PC32)], "Linux 5.10 and later")];
 
 const fn special(
     name: &'static str,
     entry_size: Option<u64>,
     layout: Option<&'static str>,
+    layouts: &'static [EntryLayout],
 ) -> SpecialSection {
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts,
     }
 }
 
@@ -357,19 +450,48 @@ impl Arch for X86_64 {
     }
 
     fn known_section_prefixes(&self) -> &'static [&'static str] {
-        // ORC (dropped: objtool regenerates it) and the alternatives' code (copied piece by
-        // piece).
-        &[".orc_", ".altinstr_replacement", ".altinstr_aux"]
+        // ORC (dropped: objtool regenerates it) and the code copied piece by piece.
+        &[".orc_", ".altinstr_replacement", ".altinstr_aux", ".fixup"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
         // `.altinstr_replacement`: the replacement instructions of every alternative, each
         // reached from its `alt_instr` entry (`repl_offset`, a data PC32: the referenced
-        // offset is the addend); a replacement may jump back into its function.
+        // offset is the addend) and copied over the original instructions before it runs; a
+        // replacement may jump back into its function.
         // `.altinstr_aux`: `_static_cpu_has()`'s fragments, each reached by the `jmp 6f` of
         // the original instruction in its function (a code PC32: the addend plus 4, the
         // distance to the end of the jump) and jumping back to labels of that function.
-        &[".altinstr_replacement", ".altinstr_aux"]
+        // `.fixup` (until 5.16): the out-of-line code an `__ex_table` entry's `fixup` field
+        // sends a faulting access to, which jumps back into its function.
+        &[
+            CarvedCode {
+                name: ".altinstr_replacement",
+                in_place: false,
+            },
+            CarvedCode {
+                name: ".altinstr_aux",
+                in_place: true,
+            },
+            CarvedCode {
+                name: ".fixup",
+                in_place: true,
+            },
+        ]
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+        let mut last = None;
+        while decoder.can_decode() {
+            last = Some(decoder.decode());
+        }
+        let Some(i) = last else { return true };
+        i.is_invalid()
+            || !matches!(
+                i.mnemonic(),
+                Mnemonic::Jmp | Mnemonic::Ret | Mnemonic::Ud2 | Mnemonic::Int3
+            )
     }
 
     fn entry_reference_len(
@@ -392,14 +514,19 @@ impl Arch for X86_64 {
             }
             return entry.get(usize::try_from(len).ok()?).map(|&l| u64::from(l));
         }
-        // Else the layouts klpgen knows: struct alt_instr { s32 instr_offset; s32
-        // repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8 replacementlen;
-        // } __packed: 14 bytes (12 before 6.3), `replacementlen` the last byte. Older layouts
-        // (a trailing `padlen`) are not read.
-        if field == 4 && matches!(entry.len(), 12 | 14) {
-            return entry.last().map(|&l| u64::from(l));
-        }
-        None
+        // Else the layouts klpgen knows (`ALTINSTRUCTIONS`): struct alt_instr { s32
+        // instr_offset; s32 repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8
+        // replacementlen; } __packed: 14 bytes (12 before 6.3 and from 3.1 to 4.0),
+        // `replacementlen` the last byte; from 4.1 to 5.12 a `u8 padlen` follows it (13
+        // bytes). Until 3.0 the two offsets were 8-byte pointers and `replacementlen` is byte
+        // 19 (of 20 emitted, 24 with the padding before the next entry).
+        let at = match (field, entry.len()) {
+            (4, 12 | 14) => entry.len() - 1,
+            (4, 13) => 11,
+            (8, 20..=24) => 19,
+            _ => return None,
+        };
+        entry.get(at).map(|&l| u64::from(l))
     }
 }
 
@@ -590,7 +717,16 @@ mod tests {
         assert_eq!(alt_len(&empty, 4, &none), Some(0));
         // Only the replacement field, only known layouts.
         assert_eq!(alt_len(&entry, 0, &none), None);
-        assert_eq!(alt_len(&entry[..13], 4, &none), None);
+        assert_eq!(alt_len(&entry[..11], 4, &none), None);
+        // 4.1 to 5.12: `padlen` after `replacementlen`.
+        let padded = [0, 0, 0, 0, 0, 0, 0, 0, 0x34, 0, 5, 0, 5];
+        assert_eq!(alt_len(&padded, 4, &none), Some(0));
+        // Until 3.0: pointers, replacementlen at 19.
+        let mut abs = [0u8; 24];
+        abs[19] = 6;
+        assert_eq!(alt_len(&abs, 8, &none), Some(6));
+        assert_eq!(alt_len(&abs[..20], 8, &none), Some(6));
+        assert_eq!(alt_len(&abs, 4, &none), None);
         assert_eq!(
             X86_64.entry_reference_len("__jump_table", &entry, 4, &none),
             None
