@@ -457,6 +457,14 @@ fn check_entries(
     name: &str,
     n: u64,
 ) -> Result<(), Failed> {
+    let Some(sec) = back.find_section(name) else {
+        if n == 0 {
+            return Ok(());
+        }
+        return Err(format!("entries: the livepatch object has no {name}").into());
+    };
+    // The size the fixture states, else the fixed one, else the layout klpgen recognises in
+    // the livepatch's own copy (old kernels' layouts, which no directive names).
     let size = expect
         .entry_size
         .iter()
@@ -464,15 +472,14 @@ fn check_entries(
         .chain(FIXED_ENTRY_SIZES.iter().copied())
         .find(|(s, _)| *s == name)
         .map(|(_, n)| n)
+        .or_else(|| {
+            elfdiff::entries::stride(back, sec, &PlanOptions::default())
+                .ok()
+                .map(|st| st.size)
+        })
         .ok_or_else(|| {
             format!("entries: {name}: no entry size (add `//# entry-size: {name}=BYTES`)")
         })?;
-    let Some(sec) = back.find_section(name) else {
-        if n == 0 {
-            return Ok(());
-        }
-        return Err(format!("entries: the livepatch object has no {name}").into());
-    };
     let s = back.sec(sec);
     if s.size != n * size {
         return Err(format!(

@@ -288,7 +288,11 @@ fn unknown_section_refusals(
                 reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as KLPGEN_IGNORE_SECTION(\"{p}\") asks", s.name),
             });
         } else if let Some(e) = layout_error {
-            out.push(refusal::special_section_layout(s.name, target, &e.to_string()));
+            out.push(refusal::special_section_layout(
+                s.name,
+                target,
+                &e.to_string(),
+            ));
         } else if s.name == "_error_injection_whitelist" {
             out.push(refusal::error_injection(target, s.name));
         } else {

@@ -25,10 +25,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::arch::{EntryLayout, SpecialSection};
+use crate::arch::{EntryLayout, FieldTarget, SpecialSection};
 use crate::model::{Object, Orig, Patched, SecIdx, Side, SymIdx, SymKind};
 use crate::plan::PlanOptions;
-use crate::refs::{piece_ref_key, ref_key, resolve, Insns, Pair, RefKey, Target};
+use crate::refs::{is_local_label, piece_ref_key, ref_key, resolve, Insns, Pair, RefKey, Target};
 
 /// Where an entry size came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,9 @@ impl Stride {
 pub enum StrideError {
     #[error("its entry size is unknown (the target's DWARF gives none, none was given, and its {len} bytes match no layout klpgen knows)")]
     Unknown { len: u64 },
-    #[error("it is {len} bytes, not a whole number of {size}-byte entries (the entry size {from})")]
+    #[error(
+        "it is {len} bytes, not a whole number of {size}-byte entries (the entry size {from})"
+    )]
     NotWhole {
         len: u64,
         size: u64,
@@ -99,7 +101,10 @@ pub enum StrideError {
 }
 
 /// The machine's description of special section `name`, if it lists it.
-pub(crate) fn known_special(obj_arch: &dyn crate::arch::Arch, name: &str) -> Option<&'static SpecialSection> {
+pub(crate) fn known_special(
+    obj_arch: &dyn crate::arch::Arch,
+    name: &str,
+) -> Option<&'static SpecialSection> {
     obj_arch.special_sections().iter().find(|s| s.name == name)
 }
 
@@ -142,7 +147,7 @@ pub(crate) fn special_sections<'o, S: Side>(
 
 /// The entries of special section `sec` of `obj` (see the module documentation for where the
 /// size comes from).
-pub(crate) fn stride<S: Side>(
+pub fn stride<S: Side>(
     obj: &Object<'_, S>,
     sec: SecIdx<S>,
     opts: &PlanOptions,
@@ -204,9 +209,14 @@ pub(crate) fn stride<S: Side>(
 fn whole<'l>(len: u64, size: u64, layouts: impl Iterator<Item = &'l EntryLayout>) -> bool {
     let tail = len % size;
     tail == 0
-        || layouts
-            .filter(|l| l.short_tail)
-            .any(|l| tail >= l.fields.iter().map(|(o, k)| o + k.width).max().unwrap_or(1))
+        || layouts.filter(|l| l.short_tail).any(|l| {
+            tail >= l
+                .fields
+                .iter()
+                .map(|f| f.at + f.kind.width)
+                .max()
+                .unwrap_or(1)
+        })
 }
 
 /// Whether every entry of `sec` matches `layout`: it has a relocation of the layout's kind at
@@ -224,8 +234,17 @@ fn matches_layout<S: Side>(obj: &Object<'_, S>, sec: SecIdx<S>, layout: &EntryLa
     stride.entries(s.size).all(|(start, end)| {
         let relocs = s.relocs_in(start, end);
         relocs.len() == layout.fields.len()
-            && relocs.iter().zip(layout.fields).all(|(r, (at, kind))| {
-                r.offset - start == *at && obj.reloc_kind(r.r_type) == *kind
+            && relocs.iter().zip(layout.fields).all(|(r, f)| {
+                let y = obj.sym(r.sym);
+                let symbol_start =
+                    r.addend == 0 && y.kind != SymKind::Section && !is_local_label(y);
+                r.offset - start == f.at
+                    && obj.reloc_kind(r.r_type) == f.kind
+                    && match f.to {
+                        FieldTarget::Any => true,
+                        FieldTarget::SymbolStart => symbol_start,
+                        FieldTarget::NotSymbolStart => !symbol_start,
+                    }
             })
     })
 }
@@ -303,7 +322,10 @@ impl<S: Side> Entries<S> {
 
     /// The stride of special section `sec`, or why it has none; None when it is not special.
     pub(crate) fn stride_of(&self, sec: SecIdx<S>) -> Option<&Result<Stride, StrideError>> {
-        self.strides.iter().find(|(s, _)| *s == sec).map(|(_, st)| st)
+        self.strides
+            .iter()
+            .find(|(s, _)| *s == sec)
+            .map(|(_, st)| st)
     }
 }
 
@@ -317,10 +339,7 @@ fn entry_key<S: Side>(
     e: &Entry<S>,
 ) -> (u64, Vec<u8>, Vec<(u64, u32, RefKey)>) {
     let s = obj.sec(e.sec);
-    let bytes = s
-        .data
-        .get(e.start as usize..e.end as usize)
-        .unwrap_or(&[]);
+    let bytes = s.data.get(e.start as usize..e.end as usize).unwrap_or(&[]);
     let mut masked = if e.data_known {
         bytes.to_vec()
     } else {
@@ -337,7 +356,8 @@ fn entry_key<S: Side>(
         let len = obj
             .arch
             .entry_reference_len(s.name, bytes, at, &entries.members);
-        let key = piece_ref_key(obj, insns, e.sec, r, len).unwrap_or_else(|| ref_key(obj, insns, e.sec, r));
+        let key = piece_ref_key(obj, insns, e.sec, r, len)
+            .unwrap_or_else(|| ref_key(obj, insns, e.sec, r));
         refs.push((at, r.r_type, key));
     }
     if let Some((at, width)) = e.line {

@@ -203,6 +203,26 @@ pub(crate) struct PieceContent {
     relocs: Vec<(u64, u32, RefKey)>,
 }
 
+impl PieceContent {
+    /// A short digest of the content (FNV-1a over the bytes and what each relocation refers
+    /// to), so that a message tells two different pieces apart.
+    fn digest(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h = (h ^ u32::from(x)).wrapping_mul(0x0100_0193);
+            }
+        };
+        eat(&self.bytes);
+        for (at, ty, k) in &self.relocs {
+            eat(&at.to_le_bytes());
+            eat(&ty.to_le_bytes());
+            eat(describe(k).as_bytes());
+        }
+        h
+    }
+}
+
 /// How deep references from pieces into pieces are followed before their offsets stand for
 /// them (pieces do not refer to each other in real objects; malformed ones may loop).
 const PIECE_DEPTH: u32 = 4;
@@ -383,6 +403,10 @@ pub(crate) fn describe(k: &RefKey) -> String {
         RefKey::Sym(n, a) => format!("{n}{a:+}"),
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
         RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
-        RefKey::Piece(sec, off, c) => format!(".{sec} piece ({} bytes){off:+}", c.bytes.len()),
+        RefKey::Piece(sec, off, c) => format!(
+            ".{sec}{off:+} (a {}-byte piece, content {:08x})",
+            c.bytes.len(),
+            c.digest()
+        ),
     }
 }

@@ -186,12 +186,12 @@ pub struct SpecialSection {
 }
 
 /// One kernel version's layout of a special section's entries: its size, and the fields every
-/// entry relocates (offset in the entry, what the relocation does). An entry size is recognised
-/// when exactly one layout matches every entry of the section.
+/// entry relocates. An entry size is recognised when exactly one layout matches every entry of
+/// the section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryLayout {
     pub size: u64,
-    pub fields: &'static [(u64, RelocKind)],
+    pub fields: &'static [EntryField],
     /// Bytes of the entry that are a source line number (`__bug_table`'s `line`): a moved
     /// line is no change of the function the entry belongs to.
     pub line: Option<(u64, u64)>,
@@ -201,6 +201,26 @@ pub struct EntryLayout {
     pub short_tail: bool,
     /// The kernels that use it, for messages (`Linux 4.6 to 5.15`).
     pub kernels: &'static str,
+}
+
+/// A relocated field of a special-section entry: its offset in the entry, what its relocation
+/// does, and what it points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryField {
+    pub at: u64,
+    pub kind: RelocKind,
+    pub to: FieldTarget,
+}
+
+/// What a field of a special-section entry points at, as far as it tells layouts apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldTarget {
+    Any,
+    /// The start of a named symbol (a handler function: relocated against the symbol itself,
+    /// addend 0).
+    SymbolStart,
+    /// Never the start of a named symbol (an instruction inside a function).
+    NotSymbolStart,
 }
 
 /// A code section copied piece by piece ([`Arch::carved_code_sections`]).

@@ -21,8 +21,8 @@ use iced_x86::{
 use object::elf;
 
 use super::{
-    Arch, CarvedCode, ConstLoad, Disassembly, EntryLayout, Flow, FlowInsn, Insn, InsnMap,
-    OperandLabel, RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
+    Arch, CarvedCode, ConstLoad, Disassembly, EntryField, EntryLayout, FieldTarget, Flow, FlowInsn,
+    Insn, InsnMap, OperandLabel, RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
 };
 
 /// Sections whose entries point into functions and must be cut per entry, with their entry
@@ -70,11 +70,16 @@ const ABS64: RelocKind = RelocKind {
     pc_relative: false,
 };
 
-const fn layout(
-    size: u64,
-    fields: &'static [(u64, RelocKind)],
-    kernels: &'static str,
-) -> EntryLayout {
+/// A field that may point anywhere.
+const fn at(at: u64, kind: RelocKind) -> EntryField {
+    EntryField {
+        at,
+        kind,
+        to: FieldTarget::Any,
+    }
+}
+
+const fn layout(size: u64, fields: &'static [EntryField], kernels: &'static str) -> EntryLayout {
     EntryLayout {
         size,
         fields,
@@ -89,25 +94,58 @@ const fn layout(
 const BUG_TABLE: &[EntryLayout] = &[
     EntryLayout {
         line: Some((8, 2)),
-        ..layout(12, &[(0, PC32), (4, PC32)], "CONFIG_DEBUG_BUGVERBOSE")
+        ..layout(12, &[at(0, PC32), at(4, PC32)], "CONFIG_DEBUG_BUGVERBOSE")
     },
-    layout(8, &[(0, PC32)], "no CONFIG_DEBUG_BUGVERBOSE"),
+    layout(8, &[at(0, PC32)], "no CONFIG_DEBUG_BUGVERBOSE"),
 ];
 
 /// `struct exception_table_entry`: absolute {insn, fixup} until 3.4, relative from 3.5, a
 /// relative `handler` from 4.6, which 5.16 replaced by `data` (a constant).
+///
+/// An even number of 4.6 entries also divides into 8-byte pairs of relative relocations: the
+/// `handler` field (a relocation against the handler function itself, addend 0) is what tells
+/// them apart, never where an `insn` field points.
 const EX_TABLE: &[EntryLayout] = &[
-    layout(16, &[(0, ABS64), (8, ABS64)], "Linux 3.4 and older"),
-    layout(8, &[(0, PC32), (4, PC32)], "Linux 3.5 to 4.5"),
-    layout(12, &[(0, PC32), (4, PC32), (8, PC32)], "Linux 4.6 to 5.15"),
-    layout(12, &[(0, PC32), (4, PC32)], "Linux 5.16 and later"),
+    layout(16, &[at(0, ABS64), at(8, ABS64)], "Linux 3.4 and older"),
+    layout(
+        8,
+        &[
+            EntryField {
+                to: FieldTarget::NotSymbolStart,
+                ..at(0, PC32)
+            },
+            at(4, PC32),
+        ],
+        "Linux 3.5 to 4.5",
+    ),
+    layout(
+        12,
+        &[
+            at(0, PC32),
+            at(4, PC32),
+            EntryField {
+                to: FieldTarget::SymbolStart,
+                ..at(8, PC32)
+            },
+        ],
+        "Linux 4.6 to 5.15",
+    ),
+    layout(12, &[at(0, PC32), at(4, PC32)], "Linux 5.16 and later"),
 ];
 
 /// `struct jump_entry`: absolute {code, target, key} until 4.19, then {s32 code, s32 target,
 /// s64 key} relative.
 const JUMP_TABLE: &[EntryLayout] = &[
-    layout(24, &[(0, ABS64), (8, ABS64), (16, ABS64)], "Linux 4.19 and older"),
-    layout(16, &[(0, PC32), (4, PC32), (8, PC64)], "Linux 4.20 and later"),
+    layout(
+        24,
+        &[at(0, ABS64), at(8, ABS64), at(16, ABS64)],
+        "Linux 4.19 and older",
+    ),
+    layout(
+        16,
+        &[at(0, PC32), at(4, PC32), at(8, PC64)],
+        "Linux 4.20 and later",
+    ),
 ];
 
 /// `struct alt_instr`: absolute pointers until 3.0 (each entry aligned before it, so the last
@@ -117,23 +155,30 @@ const JUMP_TABLE: &[EntryLayout] = &[
 const ALTINSTRUCTIONS: &[EntryLayout] = &[
     EntryLayout {
         short_tail: true,
-        ..layout(24, &[(0, ABS64), (8, ABS64)], "Linux 3.0 and older")
+        ..layout(24, &[at(0, ABS64), at(8, ABS64)], "Linux 3.0 and older")
     },
-    layout(12, &[(0, PC32), (4, PC32)], "Linux 3.1 to 4.0 and 5.13 to 6.2"),
-    layout(13, &[(0, PC32), (4, PC32)], "Linux 4.1 to 5.12"),
-    layout(14, &[(0, PC32), (4, PC32)], "Linux 6.3 and later"),
+    layout(
+        12,
+        &[at(0, PC32), at(4, PC32)],
+        "Linux 3.1 to 4.0 and 5.13 to 6.2",
+    ),
+    layout(13, &[at(0, PC32), at(4, PC32)], "Linux 4.1 to 5.12"),
+    layout(14, &[at(0, PC32), at(4, PC32)], "Linux 6.3 and later"),
 ];
 
 /// `struct paravirt_patch_site` {instr, u8 type, u8 len, (u16 clobbers)}: 16 bytes, each entry
 /// aligned before it and, in most kernels, not after: the section's last entry is 12 bytes.
 const PARAINSTRUCTIONS: &[EntryLayout] = &[EntryLayout {
     short_tail: true,
-    ..layout(16, &[(0, ABS64)], "Linux 6.7 and older")
+    ..layout(16, &[at(0, ABS64)], "Linux 6.7 and older")
 }];
 
 /// `struct static_call_site` {s32 addr, s32 key}.
-const STATIC_CALL_SITES: &[EntryLayout] =
-    &[layout(8, &[(0, PC32), (4, PC32)], "Linux 5.10 and later")];
+const STATIC_CALL_SITES: &[EntryLayout] = &[layout(
+    8,
+    &[at(0, PC32), at(4, PC32)],
+    "Linux 5.10 and later",
+)];
 
 const fn special(
     name: &'static str,
