@@ -96,8 +96,12 @@ pub enum StrideError {
         size: u64,
         from: SizeSource,
     },
-    #[error("the target's DWARF gives {target}-byte entries, --entry-size {given}")]
-    Conflict { target: u64, given: u64 },
+    #[error("its entries are {known} bytes ({from}) but --entry-size gives {given}")]
+    Conflict {
+        known: u64,
+        from: SizeSource,
+        given: u64,
+    },
 }
 
 /// The machine's description of special section `name`, if it lists it.
@@ -156,16 +160,19 @@ pub fn stride<S: Side>(
     let special = known_special(obj.arch, s.name);
     let layouts = special.map_or(&[][..], |sp| sp.layouts);
     let given = opts.given_entry_sizes.get(s.name).copied();
-    let (size, source) = if let Some(&n) = opts.entry_sizes.get(s.name) {
+    let known = match opts.entry_sizes.get(s.name) {
+        Some(&n) => Some((n, SizeSource::Target)),
+        None => (s.sh_entsize > 0).then_some((s.sh_entsize, SizeSource::SectionHeader)),
+    };
+    let (size, source) = if let Some((n, from)) = known {
         if let Some(g) = given.filter(|&g| g != n) {
             return Err(StrideError::Conflict {
-                target: n,
+                known: n,
+                from,
                 given: g,
             });
         }
-        (n, SizeSource::Target)
-    } else if s.sh_entsize > 0 {
-        (s.sh_entsize, SizeSource::SectionHeader)
+        (n, from)
     } else if let Some(g) = given {
         (g, SizeSource::Given)
     } else if let Some(n) = special.and_then(|sp| sp.entry_size) {

@@ -1,8 +1,8 @@
 //! Inclusion: from a diff, the exact contents of the livepatch object — which sections are
-//! copied whole, which are copied piece by piece (`carve.rs`: x86's alternative replacements
-//! and `_static_cpu_has` fragments, the dynamic debug descriptors), which special-section
-//! entries are kept, and where every relocation of the included code points (a copied
-//! symbol, or a symbol of the running kernel).
+//! copied whole, which are copied piece by piece (`carve.rs`: x86's alternative replacements,
+//! `_static_cpu_has` fragments and `.fixup` code, the dynamic debug descriptors), which
+//! special-section entries are kept, and where every relocation of the included code points
+//! (a copied symbol, or a symbol of the running kernel).
 //!
 //! What is carried: changed and new functions, callbacks (copied like new ones, even an
 //! unchanged one: `Plan::callbacks`), and the strings and new data they use. Of the changed
@@ -10,7 +10,9 @@
 //! (callers that inlined its parent's head call it directly) but not a `.cold` part (its
 //! parent's new body reaches it) nor a private function (its callers are redirected; a note
 //! says so). Special sections (`__mcount_loc`, `__bug_table`, `__ex_table`, `__jump_table`,
-//! `.altinstructions`, ...) are cut per entry, an entry kept when it points into carried code;
+//! `.altinstructions`, `.parainstructions`, ..., and any section given an entry size) are cut
+//! per entry (sizes and a short last entry: `entries.rs`), an entry kept when it points into
+//! carried code;
 //! `.printk_index` entries point at a site's `struct pi_entry` instead and are kept by what it
 //! names (`Builder::printk_index_wanted`). When the target's objtool runs again
 //! (`PlanOptions::objtool_regenerates`), objtool's sections and the `__pfx_` symbols it names
