@@ -22,8 +22,8 @@
 //! run on past a piece's end when its last instruction is no jump, return or trap
 //! (`Arch::falls_through`): the next piece is then needed too ([`Carve::need_piece`]); a cut in
 //! the middle of such code (an ORC entry points there) splits nothing that runs. A reference
-//! outside the section or into no piece, overlapping
-//! ranges, or a relocation field cut in two is an error ([`CarveError`], `Error::Carve`).
+//! outside the section or into no piece, overlapping ranges, or a relocation field cut in two
+//! is an error ([`CarveError`], `Error::Carve`).
 
 /// Why a reference into a carved section cannot be followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
