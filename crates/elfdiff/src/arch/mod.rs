@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub mod x86_64;
+mod x86_fast;
 
 /// What the differ needs to know about a machine. Offsets are section offsets unless said
 /// otherwise; `code` is the bytes of one section (or a function of it).

@@ -16,10 +16,11 @@ use std::rc::Rc;
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, Mnemonic, OpKind,
-    SymbolResolver, SymbolResult,
+    Register, SymbolResolver, SymbolResult,
 };
 use object::elf;
 
+use super::x86_fast;
 use super::{
     Arch, CarvedCode, ConstLoad, Disassembly, EntryField, EntryLayout, FieldTarget, Flow, FlowInsn,
     Insn, InsnMap, OperandLabel, RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
@@ -291,28 +292,44 @@ impl Arch for X86_64 {
     }
 
     fn decode(&self, code: &[u8]) -> InsnMap {
-        let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
         let mut insns = Vec::with_capacity(code.len() / 4);
-        while decoder.can_decode() {
-            let insn = decoder.decode();
-            let start = insn.ip();
-            insns.push((start, start + insn.len() as u64));
+        let mut at = 0;
+        while at < code.len() {
+            let len = match x86_fast::decode(&code[at..]) {
+                Some(i) => i.len,
+                None => iced_at(code, at).0.len().max(1),
+            };
+            insns.push((at as u64, (at + len) as u64));
+            at += len;
         }
         InsnMap { insns }
     }
 
     fn decode_insns(&self, code: &[u8]) -> Vec<Insn> {
-        let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
         let mut out = Vec::new();
-        while d.can_decode() {
-            let i = d.decode();
-            out.push(Insn {
-                start: i.ip(),
-                len: i.len() as u64,
-                call: i.mnemonic() == Mnemonic::Call,
-                // A line number goes into an argument register as `mov $imm32, %r32`.
-                const_load: (i.code() == Code::Mov_r32_imm32).then(|| i.op0_register() as u32),
-            });
+        let mut at = 0;
+        while at < code.len() {
+            let insn = match x86_fast::decode(&code[at..]) {
+                Some(i) => Insn {
+                    start: at as u64,
+                    len: i.len as u64,
+                    call: i.is_call(),
+                    const_load: i.mov_r32_imm32().map(|r| Register::EAX as u32 + r),
+                },
+                None => {
+                    let i = iced_at(code, at).0;
+                    Insn {
+                        start: at as u64,
+                        len: i.len().max(1) as u64,
+                        call: i.mnemonic() == Mnemonic::Call,
+                        // A line number goes into an argument register as `mov $imm32, %r32`.
+                        const_load: (i.code() == Code::Mov_r32_imm32)
+                            .then(|| i.op0_register() as u32),
+                    }
+                }
+            };
+            at += insn.len as usize;
+            out.push(insn);
         }
         out
     }
@@ -324,10 +341,15 @@ impl Arch for X86_64 {
         labels: &[OperandLabel],
     ) -> Option<Disassembly> {
         let rest = code.get(usize::try_from(offset).ok()?..)?;
-        let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
-        if !d.can_decode() {
+        if rest.is_empty() {
             return None;
         }
+        if let Some((text, labels_used)) =
+            x86_fast::decode(rest).and_then(|i| x86_fast::format(&i, offset, labels))
+        {
+            return Some(Disassembly { text, labels_used });
+        }
+        let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
         let insn = d.decode();
         let used = Rc::new(Cell::new(0));
         let resolver = RelocResolver {
@@ -361,12 +383,22 @@ impl Arch for X86_64 {
     }
 
     fn decode_flow(&self, code: &[u8], base: u64, out: &mut Vec<FlowInsn>) {
-        let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
-        let mut insn = Instruction::default();
-        while decoder.can_decode() {
-            decoder.decode_out(&mut insn);
-            let start = insn.ip();
-            let end = insn.next_ip();
+        let mut at = 0;
+        while at < code.len() {
+            let ip = base + at as u64;
+            if let Some(i) = x86_fast::decode(&code[at..]) {
+                let (flow, target, field) = i.flow(ip);
+                out.push(FlowInsn {
+                    start: ip,
+                    end: ip + i.len as u64,
+                    flow,
+                    target,
+                    field,
+                });
+                at += i.len;
+                continue;
+            }
+            let (insn, imm_at) = iced_at(code, at);
             let direct = !insn.is_invalid()
                 && insn.op_count() == 1
                 && insn.op0_kind() == OpKind::NearBranch64;
@@ -381,19 +413,20 @@ impl Arch for X86_64 {
             let (target, field) = if flow == Flow::Other {
                 (0, 0)
             } else {
-                let offsets = decoder.get_constant_offsets(&insn);
+                // The target as encoded, relative to this section offset.
                 (
-                    insn.near_branch_target(),
-                    start + offsets.immediate_offset() as u64,
+                    insn.near_branch_target().wrapping_add(base),
+                    ip + imm_at as u64,
                 )
             };
             out.push(FlowInsn {
-                start,
-                end,
+                start: ip,
+                end: ip + insn.len() as u64,
                 flow,
                 target,
                 field,
             });
+            at += insn.len().max(1);
         }
     }
 
@@ -526,17 +559,26 @@ impl Arch for X86_64 {
     }
 
     fn falls_through(&self, code: &[u8]) -> bool {
-        let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-        let mut last = None;
-        while decoder.can_decode() {
-            last = Some(decoder.decode());
+        let mut at = 0;
+        let mut ends = false;
+        while at < code.len() {
+            match x86_fast::decode(&code[at..]) {
+                Some(i) => {
+                    ends = i.ends_flow();
+                    at += i.len;
+                }
+                None => {
+                    let i = iced_at(code, at).0;
+                    ends = !i.is_invalid()
+                        && matches!(
+                            i.mnemonic(),
+                            Mnemonic::Jmp | Mnemonic::Ret | Mnemonic::Ud2 | Mnemonic::Int3
+                        );
+                    at += i.len().max(1);
+                }
+            }
         }
-        let Some(i) = last else { return true };
-        i.is_invalid()
-            || !matches!(
-                i.mnemonic(),
-                Mnemonic::Jmp | Mnemonic::Ret | Mnemonic::Ud2 | Mnemonic::Int3
-            )
+        !ends
     }
 
     fn entry_reference_len(
@@ -573,6 +615,16 @@ impl Arch for X86_64 {
         };
         entry.get(at).map(|&l| u64::from(l))
     }
+}
+
+/// The instruction iced decodes at `at` of `code` (section offsets as its IP), and the offset
+/// of its immediate in it: what `x86_fast` leaves to iced. Its tables are built the first time
+/// this runs.
+fn iced_at(code: &[u8], at: usize) -> (Instruction, usize) {
+    let mut d = Decoder::with_ip(64, &code[at..], at as u64, DecoderOptions::NONE);
+    let insn = d.decode();
+    let imm = d.get_constant_offsets(&insn).immediate_offset();
+    (insn, imm)
 }
 
 /// Names relocation targets in place of the zero fields iced-x86 would show: PC-relative
