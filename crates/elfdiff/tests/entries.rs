@@ -225,3 +225,41 @@ fn sizes_come_from_the_target_then_the_command_line() {
         })
     ));
 }
+
+/// Every special section of real objects (`ENTRIES_OBJS`: a file listing their paths, one a
+/// line: a distribution's modules) gets an entry size without the target's DWARF:
+/// `ENTRIES_OBJS=list cargo test -p elfdiff --test entries real -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn real_objects_have_known_strides() {
+    let list = std::env::var("ENTRIES_OBJS").expect("ENTRIES_OBJS");
+    let paths = std::fs::read_to_string(list).expect("a list of paths");
+    let mut seen: std::collections::BTreeMap<String, (usize, Vec<String>)> = Default::default();
+    let mut failures = Vec::new();
+    for path in paths.lines().filter(|p| !p.is_empty()) {
+        let bytes = std::fs::read(path).expect("readable");
+        let Ok(obj) = Object::<Orig>::parse(path, &bytes) else {
+            continue;
+        };
+        for s in obj.arch.special_sections() {
+            let Some(sec) = obj.find_section(s.name) else {
+                continue;
+            };
+            let entry = seen.entry(s.name.to_string()).or_default();
+            match stride(&obj, sec, &PlanOptions::default()) {
+                Ok(st) => {
+                    entry.0 += 1;
+                    let how = format!("{} ({:?})", st.size, st.source);
+                    if !entry.1.contains(&how) {
+                        entry.1.push(how);
+                    }
+                }
+                Err(e) => failures.push(format!("{path}: {}: {e}", s.name)),
+            }
+        }
+    }
+    for (name, (n, how)) in &seen {
+        eprintln!("{name}: {n} objects: {how:?}");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
