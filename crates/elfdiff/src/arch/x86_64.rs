@@ -1,14 +1,16 @@
-//! x86-64: its relocation types, instruction decoding with iced-x86 (the call graph's control
-//! flow, the comparison's line-number loads, `klpgen explain`'s Intel-syntax disassembly), the
-//! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
-//! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
-//! a pointer runtime constant.
+//! x86-64: its relocation types, instruction decoding (the call graph's control flow, the
+//! comparison's line-number loads, `klpgen explain`'s Intel-syntax disassembly: the common
+//! instructions by `x86_fast.rs`, which builds no tables at start, the others by iced-x86),
+//! the `__fentry__` entry after an optional `endbr64`, the code copied piece by piece, the
+//! special sections objtool and the kernel's x86 macros write (with their entry layouts from
+//! Linux 3.0 on), and the rewrite of a pointer runtime constant.
 //!
 //! The rewrite checks the `movabs $placeholder, %reg` byte for byte and makes it
 //! `mov sym(%rip), %reg` plus a 3-byte NOP with a PC32 relocation against the variable. Of the
 //! carved sections, `.altinstr_replacement` pieces are reached from `alt_instr` entries, which
-//! use `replacementlen` bytes, and `.altinstr_aux` pieces from `_static_cpu_has()`'s jumps.
-//! `CONFIG_X86_KERNEL_IBT` delays objtool to the linked module.
+//! use `replacementlen` bytes, `.altinstr_aux` pieces from `_static_cpu_has()`'s jumps, and
+//! `.fixup` pieces (until 5.16) from `__ex_table` entries. `CONFIG_X86_KERNEL_IBT` delays
+//! objtool to the linked module.
 
 use std::cell::Cell;
 use std::collections::HashMap;
