@@ -1,7 +1,9 @@
 //! What a relocation refers to: resolved past section symbols and local labels to a named
 //! symbol, a string of a merged-string section, or anonymous bytes of a section; and the
 //! comparable identity of that target ([`RefKey`]), which is what the differ compares instead
-//! of section offsets that move between builds.
+//! of section offsets that move between builds. A UBSAN check site's record is compared by
+//! what it says but its source location's line and column, which only show moved lines, and
+//! by what its own relocations refer to (`Ubsan`).
 //!
 //! A reference into a section copied piece by piece (`Arch::carved_code_sections`: x86's
 //! `.altinstr_aux`, `.fixup`, `.altinstr_replacement`) is compared by the content of the piece
@@ -194,6 +196,41 @@ pub(crate) enum RefKey {
     /// and the piece's content (bytes with relocation fields masked, and each relocation's
     /// offset in the piece, type and target).
     Piece(String, i64, Box<PieceContent>),
+    /// A UBSAN record ([`ubsan_section`]): its section's name without the number, the
+    /// offset, its bytes with the source location's line and column zeroed, and what its
+    /// own relocations (file name, type descriptors) refer to.
+    Ubsan(String, i64, Vec<u8>, Vec<RefKey>),
+}
+
+/// What a section of UBSAN's check-site data holds: GCC gives every record of
+/// `-fsanitize=...` its own section under an assembler-local label (`.data..Lubsan_data<N>`,
+/// `.data.rel.local..Lubsan_data<N>` in PIC code, `.Lubsan_data<N>`; type descriptors
+/// `...Lubsan_type<N>`), numbered in the order of emission, so a new check site renumbers
+/// those after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ubsan {
+    /// A check site's record: it starts with `struct source_location { const char
+    /// *file_name; u32 line; u32 column; }` (the kernel's `lib/ubsan.h`), the type pointers
+    /// and flags of the check after it.
+    Data,
+    /// A type descriptor (`u16 kind, u16 info, char name[]`).
+    Type,
+}
+
+/// Offsets of the source location's line and column in a UBSAN record (after the 8-byte
+/// file name pointer): where only the patch's moved lines show.
+const UBSAN_LINE_COLUMN: std::ops::Range<usize> = 8..16;
+
+/// Whether section `name` holds UBSAN data, and which.
+pub(crate) fn ubsan_section(name: &str) -> Option<Ubsan> {
+    let label = name.rsplit("..").next().unwrap_or(name);
+    let label = label.strip_prefix('.').unwrap_or(label);
+    let stem = label.trim_end_matches(|c: char| c.is_ascii_digit());
+    match stem {
+        "Lubsan_data" => Some(Ubsan::Data),
+        "Lubsan_type" => Some(Ubsan::Type),
+        _ => None,
+    }
 }
 
 /// What a piece of a carved section holds, comparably.
@@ -314,7 +351,7 @@ pub(crate) fn ref_key<S: Side>(
     site: SecIdx<S>,
     r: &Reloc<S>,
 ) -> RefKey {
-    ref_key_at(obj, insns, site, r, PIECE_DEPTH)
+    ref_key_at(obj, insns, site, r, PIECE_DEPTH, true)
 }
 
 /// The key of a reference into a carved section by the content it uses (`len` bytes when the
@@ -354,7 +391,11 @@ fn piece_key<S: Side>(
         if let Some(f) = bytes.get_mut(at as usize..(at as usize).saturating_add(w)) {
             f.fill(0);
         }
-        refs.push((at, r.r_type, ref_key_at(obj, insns, sec, r, depth - 1)));
+        refs.push((
+            at,
+            r.r_type,
+            ref_key_at(obj, insns, sec, r, depth - 1, true),
+        ));
     }
     Some(RefKey::Piece(
         normalize_section(s.name),
@@ -372,6 +413,7 @@ fn ref_key_at<S: Side>(
     site: SecIdx<S>,
     r: &Reloc<S>,
     depth: u32,
+    nested: bool,
 ) -> RefKey {
     match resolve(obj, insns, site, r) {
         Target::Symbol { sym, addend } => RefKey::Sym(normalize(obj.sym(sym).name), addend),
@@ -392,7 +434,29 @@ fn ref_key_at<S: Side>(
                 return k;
             }
             let s = obj.sec(sec);
-            RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec())
+            let Some(kind) = ubsan_section(s.name) else {
+                return RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec());
+            };
+            // The number in the name is the order of emission.
+            let name = normalize_section(s.name.trim_end_matches(|c: char| c.is_ascii_digit()));
+            if !nested {
+                return RefKey::Anon(name, offset, s.data.to_vec());
+            }
+            // The line and column are where the check site is in the source: a patch that
+            // moves lines changes only them (the code that reports through the record is
+            // compared on its own).
+            let mut data = s.data.to_vec();
+            if kind == Ubsan::Data {
+                if let Some(loc) = data.get_mut(UBSAN_LINE_COLUMN) {
+                    loc.fill(0);
+                }
+            }
+            let refs = s
+                .relocs
+                .iter()
+                .map(|r| ref_key_at(obj, insns, sec, r, depth, false))
+                .collect();
+            RefKey::Ubsan(name, offset, data, refs)
         }
     }
 }
@@ -408,5 +472,6 @@ pub(crate) fn describe(k: &RefKey) -> String {
             c.bytes.len(),
             c.digest()
         ),
+        RefKey::Ubsan(sec, off, ..) => format!(".{sec}{off:+}"),
     }
 }

@@ -8,7 +8,7 @@
 //! as iced's `IntelFormatter` with klpgen's options would. The tests hold every instruction
 //! this file accepts to iced's answer: length, control flow, and text.
 
-use super::{Flow, OperandLabel};
+use super::{Flow, Immediate, OperandLabel};
 
 /// The opcode map of an instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,32 @@ impl Inst {
             && !self.rex_w()
             && !self.opsize16)
             .then(|| u32::from(self.op & 7) + 8 * u32::from(self.rex_b()))
+    }
+
+    /// The immediate a `mov $imm, dst` or `push $imm` moves (`Insn::imm`): its field, its
+    /// value sign-extended from the field, and which SysV argument register (`%edi`, `%esi`,
+    /// `%edx`, `%ecx`, `%r8d`, `%r9d`) a `mov $imm32, %r32` loads.
+    pub fn moved_immediate(&self) -> Option<Immediate> {
+        // B0+r, B8+r, C6 /0, C7 /0 (`accepted` lets no other C6/C7 through), 68, 6A; the
+        // absolute address of A0..A3 is a displacement, not an immediate.
+        let moves =
+            self.map == Map::One && matches!(self.op, 0xb0..=0xbf | 0xc6 | 0xc7 | 0x68 | 0x6a);
+        if !moves || self.imm_len == 0 {
+            return None;
+        }
+        let shift = 64 - 8 * self.imm_len as u32;
+        let value = ((self.imm << shift) as i64) >> shift;
+        const ARGS: [u32; 6] = [7, 6, 2, 1, 8, 9];
+        let arg = self
+            .mov_r32_imm32()
+            .and_then(|r| ARGS.iter().position(|&a| a == r))
+            .map(|k| k as u8);
+        Some(Immediate {
+            at: self.imm_at as u64,
+            width: self.imm_len as u64,
+            value,
+            arg,
+        })
     }
 
     /// Execution never continues after it: an unconditional jump, a (near) return, `ud2` or
@@ -984,6 +1010,18 @@ mod tests {
             mine.mov_r32_imm32(),
             want,
             "{bytes:02x?}: mov $imm32 ({insn})"
+        );
+        // What `decode_insns` makes of it.
+        let want = super::super::x86_64::iced_insn(bytes, 0);
+        assert_eq!(
+            mine.moved_immediate(),
+            want.imm,
+            "{bytes:02x?}: moved immediate ({insn})"
+        );
+        assert_eq!(
+            mine.is_call() || mine.flow(ip).0 == Flow::Jump,
+            want.call,
+            "{bytes:02x?}: call or jump ({insn})"
         );
         let ends = matches!(
             insn.mnemonic(),
