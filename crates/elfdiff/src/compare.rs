@@ -168,6 +168,9 @@ impl<'d> Pair<'_, 'd> {
                     "relocation at +{offo:#x} moved or changed type"
                 ));
             }
+            if self.same_named_ref(osec, ro, psec, rp) {
+                continue;
+            }
             let ko = ref_key(self.orig, self.orig_insns, osec, ro);
             let kp = ref_key(self.patched, self.patched_insns, psec, rp);
             if ko != kp {

@@ -376,6 +376,52 @@ fn entry_key<S: Side>(
 }
 
 impl Pair<'_, '_> {
+    /// Whether two entries surely say the same, decided without building their keys
+    /// ([`entry_key`]): the same length, bytes outside relocation fields and the line number,
+    /// relocations at the same offsets of the same types, each to a named symbol of the same
+    /// name and addend (`Pair::same_named_ref`). False means their keys must be compared: a
+    /// function has an entry per call and return site, and most are this simple.
+    fn entries_same(&self, a: &Entry<Orig>, b: &Entry<Patched>) -> bool {
+        let (sa, sb) = (self.orig.sec(a.sec), self.patched.sec(b.sec));
+        if a.end - a.start != b.end - b.start || a.data_known != b.data_known || a.line != b.line {
+            return false;
+        }
+        let (ra, rb) = (sa.relocs_in(a.start, a.end), sb.relocs_in(b.start, b.end));
+        if ra.len() != rb.len() {
+            return false;
+        }
+        if a.data_known {
+            let (Some(da), Some(db)) = (
+                sa.data.get(a.start as usize..a.end as usize),
+                sb.data.get(b.start as usize..b.end as usize),
+            ) else {
+                return false;
+            };
+            // As `entry_key` masks: a field only when it lies inside the entry.
+            let len = a.end - a.start;
+            let inside = |k: u64, at: u64, w: u64| at + w <= len && k >= at && k < at + w;
+            let masked = |k: u64| {
+                a.line.is_some_and(|(at, w)| inside(k, at, w))
+                    || ra.iter().any(|r| {
+                        inside(k, r.offset - a.start, self.orig.reloc_kind(r.r_type).width)
+                    })
+            };
+            if da
+                .iter()
+                .zip(db)
+                .enumerate()
+                .any(|(k, (x, y))| x != y && !masked(k as u64))
+            {
+                return false;
+            }
+        }
+        ra.iter().zip(rb).all(|(x, y)| {
+            x.offset - a.start == y.offset - b.start
+                && x.r_type == y.r_type
+                && self.same_named_ref(a.sec, x, b.sec, y)
+        })
+    }
+
     /// Compare the special-section entries of two versions of a function: None when they
     /// say the same, else the first difference.
     pub(crate) fn compare_entries(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Option<String> {
@@ -395,6 +441,9 @@ impl Pair<'_, '_> {
                 return Some(format!("{} {sec} entries -> {}", os.len(), ps.len()));
             }
             for (k, (a, b)) in os.iter().zip(&ps).enumerate() {
+                if self.entries_same(a, b) {
+                    continue;
+                }
                 let ka = entry_key(self.orig, self.orig_insns, self.orig_entries, a);
                 let kb = entry_key(self.patched, self.patched_insns, self.patched_entries, b);
                 if ka == kb {

@@ -174,6 +174,30 @@ pub(crate) struct Pair<'x, 'd> {
     pub patched_entries: &'x Entries<Patched>,
 }
 
+impl Pair<'_, '_> {
+    /// Whether relocation `ro` of the original's section `osec` and `rp` of the patched's
+    /// `psec` surely refer to the same thing, decided without building their keys: both go to
+    /// a named symbol of the same name with the same addend (the keys would be equal). False
+    /// means their keys must be compared ([`ref_key`]); most references are the cheap kind.
+    pub(crate) fn same_named_ref(
+        &self,
+        osec: SecIdx<Orig>,
+        ro: &Reloc<Orig>,
+        psec: SecIdx<Patched>,
+        rp: &Reloc<Patched>,
+    ) -> bool {
+        match (
+            resolve(self.orig, self.orig_insns, osec, ro),
+            resolve(self.patched, self.patched_insns, psec, rp),
+        ) {
+            (Target::Symbol { sym: a, addend: x }, Target::Symbol { sym: b, addend: y }) => {
+                x == y && self.orig.sym(a).name == self.patched.sym(b).name
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Where a relocation points, resolved past section symbols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<S: Side> {

@@ -297,8 +297,8 @@ impl Arch for X86_64 {
         let mut insns = Vec::with_capacity(code.len() / 4);
         let mut at = 0;
         while at < code.len() {
-            let len = match x86_fast::decode(&code[at..]) {
-                Some(i) => i.len,
+            let len = match x86_fast::length(&code[at..]) {
+                Some(len) => len,
                 None => iced_at(code, at).0.len().max(1),
             };
             insns.push((at as u64, (at + len) as u64));

@@ -167,7 +167,7 @@ impl Inst {
 }
 
 /// The one-byte opcodes decoded here: whether a ModRM byte follows, and the immediate.
-fn one_byte(op: u8) -> Option<(bool, Imm)> {
+const fn one_byte(op: u8) -> Option<(bool, Imm)> {
     use Imm::*;
     Some(match op {
         0x00..=0x3f => match op & 7 {
@@ -215,7 +215,7 @@ fn one_byte(op: u8) -> Option<(bool, Imm)> {
 }
 
 /// The `0F xx` opcodes decoded here.
-fn two_byte(op: u8) -> Option<(bool, Imm)> {
+const fn two_byte(op: u8) -> Option<(bool, Imm)> {
     use Imm::*;
     Some(match op {
         0x05..=0x09 | 0x0b | 0x30..=0x33 | 0xa0..=0xa2 | 0xa8 | 0xa9 | 0xc8..=0xcf => (false, None),
@@ -227,6 +227,8 @@ fn two_byte(op: u8) -> Option<(bool, Imm)> {
         }
         0xbb..=0xbf | 0xc0 | 0xc1 | 0xc3 | 0xc7 => (true, None),
         0xa4 | 0xac | 0xba => (true, B),
+        // `ud1`, which the kernel's UBSAN traps use.
+        0xb9 => (true, None),
         _ => return Option::None,
     })
 }
@@ -304,6 +306,149 @@ fn accepted(i: &Inst) -> bool {
             _ => i.rep == 0,
         },
     }
+}
+
+/// How [`length`] reads an opcode without the rest of the decoder: a byte of flags.
+const FAST: u8 = 1;
+const MODRM: u8 = 2;
+/// `reg` must be 0 (`nop` 0F 1F, `mov` C6/C7).
+const REG0: u8 = 4;
+/// The operand must be memory (`lea`).
+const MEM: u8 = 8;
+/// The immediate's size in bytes (`V`: 4, 8 with REX.W), shifted.
+const IMM_SHIFT: u8 = 4;
+/// `B8+r`: 8 bytes of immediate with REX.W.
+const IMM_V: u8 = 0x80;
+
+/// The flags of an opcode (`two`: of the `0F` map) for [`length`]: what [`decode`] and
+/// [`accepted`] say of it without legacy prefixes, or 0 (not FAST) where that depends on
+/// more than `reg` being 0 or the operand being memory.
+const fn fast_flags(op: u8, two: bool) -> u8 {
+    let d = if two { two_byte(op) } else { one_byte(op) };
+    let Some((modrm, imm)) = d else {
+        return 0;
+    };
+    let mut f = FAST;
+    if modrm {
+        f |= MODRM;
+    }
+    let imm_len: u8 = match imm {
+        Imm::None => 0,
+        Imm::B | Imm::Rel8 => 1,
+        Imm::W => 2,
+        Imm::Z | Imm::Rel32 => 4,
+        Imm::V => {
+            f |= IMM_V;
+            4
+        }
+        Imm::Enter => 3,
+        // 8 bytes do not fit the flags.
+        Imm::Moffs => return 0,
+    };
+    f |= imm_len << IMM_SHIFT;
+    let special = if two {
+        match op {
+            0x1f => {
+                f |= REG0;
+                false
+            }
+            0xc3 => {
+                f |= MEM;
+                false
+            }
+            0x01 | 0x0d | 0x18 | 0x1e | 0x20..=0x23 | 0xae | 0xb8 | 0xba | 0xc7 => true,
+            _ => false,
+        }
+    } else {
+        match op {
+            0xc6 | 0xc7 => {
+                f |= REG0;
+                false
+            }
+            0x8d => {
+                f |= MEM;
+                false
+            }
+            // `test`'s immediate, XOP, segment registers, `ff`'s groups.
+            0x8c | 0x8e | 0x8f | 0xf6 | 0xf7 | 0xfe | 0xff => true,
+            _ => false,
+        }
+    };
+    if special {
+        0
+    } else {
+        f
+    }
+}
+
+const fn fast_table(two: bool) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut op = 0;
+    while op < 256 {
+        t[op] = fast_flags(op as u8, two);
+        op += 1;
+    }
+    t
+}
+
+/// [`fast_flags`] of every one-byte and `0F` opcode, built at compile time.
+static FAST_ONE: [u8; 256] = fast_table(false);
+static FAST_TWO: [u8; 256] = fast_table(true);
+
+/// The length of the instruction at the start of `code`, as [`decode`] gives it (None where
+/// it leaves the instruction to iced), for the instruction boundaries every diff reads
+/// (`Arch::decode`): instructions with no legacy prefix (a REX is fine) and an opcode whose
+/// length and validity the tables above settle are measured without building an [`Inst`];
+/// the rest go through [`decode`].
+pub(super) fn length(code: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut b = *code.first()?;
+    let mut rex_w = false;
+    if b & 0xf0 == 0x40 {
+        rex_w = b & 8 != 0;
+        at = 1;
+        b = *code.get(1)?;
+    }
+    let f = if b == 0x0f {
+        at += 2;
+        FAST_TWO[usize::from(*code.get(at - 1)?)]
+    } else {
+        at += 1;
+        FAST_ONE[usize::from(b)]
+    };
+    if f & FAST == 0 {
+        return decode(code).map(|i| i.len);
+    }
+    if f & MODRM != 0 {
+        let m = *code.get(at)?;
+        at += 1;
+        let (md, reg, rm) = (m >> 6, (m >> 3) & 7, m & 7);
+        if (f & REG0 != 0 && reg != 0) || (f & MEM != 0 && md == 3) {
+            return decode(code).map(|i| i.len);
+        }
+        if md != 3 {
+            if rm == 4 {
+                let s = *code.get(at)?;
+                at += 1;
+                if md == 0 && s & 7 == 5 {
+                    at += 4;
+                }
+            } else if md == 0 && rm == 5 {
+                at += 4;
+            }
+            at += match md {
+                1 => 1,
+                2 => 4,
+                _ => 0,
+            };
+        }
+    }
+    at += if f & IMM_V != 0 && rex_w {
+        8
+    } else {
+        usize::from((f >> IMM_SHIFT) & 7)
+    };
+    (at <= code.len() && at <= 15).then_some(at)
 }
 
 /// Decode the instruction at the start of `code`, or None to leave it to iced.
@@ -973,6 +1118,11 @@ mod tests {
 
     /// Compare one byte string; returns whether this file accepted it.
     fn check(bytes: &[u8], ip: u64) -> bool {
+        assert_eq!(
+            length(bytes),
+            decode(bytes).map(|i| i.len),
+            "{bytes:02x?}: length without decoding"
+        );
         let Some(mine) = decode(bytes) else {
             return false;
         };
