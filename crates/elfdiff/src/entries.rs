@@ -431,6 +431,16 @@ impl Pair<'_, '_> {
         }
         let name_o = |e: &Entry<Orig>| self.orig.sec(e.sec).name;
         let name_p = |e: &Entry<Patched>| self.patched.sec(e.sec).name;
+        // Most functions' entries are all the same, pairwise in order (each object lists
+        // them by special section in the same order): no need to group them by section.
+        if oe.len() == pe.len()
+            && oe
+                .iter()
+                .zip(pe)
+                .all(|(a, b)| name_o(a) == name_p(b) && self.entries_same(a, b))
+        {
+            return None;
+        }
         let mut sections: Vec<&str> = oe.iter().map(name_o).chain(pe.iter().map(name_p)).collect();
         sections.sort_unstable();
         sections.dedup();
