@@ -272,7 +272,11 @@ pub(crate) struct Entry<S: Side> {
 /// The special-section entries of one object, by the function each belongs to, and each
 /// special section's stride (or why it has none).
 pub(crate) struct Entries<S: Side> {
-    by_func: HashMap<SymIdx<S>, Vec<Entry<S>>>,
+    /// The entries sorted by the index of the function they belong to (each function's in
+    /// section order), and those indices: a function's entries are a slice, found by binary
+    /// search (no hashing: an object has an entry per call and return site).
+    entries: Vec<Entry<S>>,
+    owners: Vec<usize>,
     pub strides: Vec<(SecIdx<S>, Result<Stride, StrideError>)>,
     /// Member offsets of the target's structures (`alt_instr.replacementlen`), for how many
     /// bytes of a carved section an entry uses.
@@ -281,7 +285,7 @@ pub(crate) struct Entries<S: Side> {
 
 impl<S: Side> Entries<S> {
     pub(crate) fn new(obj: &Object<'_, S>, insns: &Insns, opts: &PlanOptions) -> Self {
-        let mut by_func: HashMap<SymIdx<S>, Vec<Entry<S>>> = HashMap::new();
+        let mut owned: Vec<(usize, Entry<S>)> = Vec::new();
         let mut strides = Vec::new();
         for (sec, _) in special_sections(obj, opts) {
             let st = stride(obj, sec, opts);
@@ -302,21 +306,28 @@ impl<S: Side> Entries<S> {
                             }
                         });
                         if let Some(f) = owner {
-                            by_func.entry(f).or_default().push(Entry {
-                                sec,
-                                start,
-                                end,
-                                line: st.layout.and_then(|l| l.line),
-                                data_known: st.layout.is_some(),
-                            });
+                            owned.push((
+                                f.get(),
+                                Entry {
+                                    sec,
+                                    start,
+                                    end,
+                                    line: st.layout.and_then(|l| l.line),
+                                    data_known: st.layout.is_some(),
+                                },
+                            ));
                         }
                     }
                 }
             }
             strides.push((sec, st));
         }
+        // Stable: each function's entries stay in section order.
+        owned.sort_by_key(|&(f, _)| f);
+        let (owners, entries) = owned.into_iter().unzip();
         Entries {
-            by_func,
+            entries,
+            owners,
             strides,
             members: opts.member_offsets.clone(),
         }
@@ -324,7 +335,9 @@ impl<S: Side> Entries<S> {
 
     /// The entries that belong to function `f`, in section order.
     pub(crate) fn of(&self, f: SymIdx<S>) -> &[Entry<S>] {
-        self.by_func.get(&f).map_or(&[], Vec::as_slice)
+        let from = self.owners.partition_point(|&o| o < f.get());
+        let to = from + self.owners[from..].partition_point(|&o| o == f.get());
+        &self.entries[from..to]
     }
 
     /// The stride of special section `sec`, or why it has none; None when it is not special.

@@ -1276,9 +1276,9 @@ mod tests {
         ];
         for _ in 0..20_000 {
             let mut b: Vec<u8> = (0..16).map(|_| rng.byte()).collect();
-            for k in 0..3 {
+            for x in b.iter_mut().take(3) {
                 if rng.byte() < 128 {
-                    b[k] = common[usize::from(rng.byte()) % common.len()];
+                    *x = common[usize::from(rng.byte()) % common.len()];
                 }
             }
             check(&b, rng.next() & 0xffff);
