@@ -2,7 +2,8 @@
 //! target → plan → work directory → object pairs (original objects, patches applied, patched
 //! objects, revert: always) → where each unit's code lives → callers' units → diff, plan and
 //! bind each unit → verdict → module sources, kbuild, klp markings, check, signing → summary.
-//! Each phase is a call into one file of `src/build/`.
+//! Each phase is a call into one file of `src/build/`. With `--kernel`/`--kernels` the
+//! pipeline runs once per target, in parallel (`src/build/targets.rs`).
 
 mod ctx;
 mod entry;
@@ -10,8 +11,10 @@ mod locks;
 mod module;
 mod pairs;
 mod plan;
+mod spec;
 mod summary;
 mod target;
+mod targets;
 mod unit;
 mod workspace;
 
@@ -23,13 +26,18 @@ use crate::report::BuildReport;
 
 use ctx::Ctx;
 pub use plan::BuildArgs;
-use plan::BuildPlan;
+use plan::{BuildPlan, PlanTarget};
+use spec::KernelSpec;
 use summary::Summary;
 use target::Target;
+pub use targets::TargetsFailed;
 use workspace::Workspace;
 
 pub fn run(args: BuildArgs) -> Result<()> {
     crate::progress::init(args.quiet, args.verbose || args.debug);
+    if args.multi_target() {
+        return targets::run(&args);
+    }
     let mut rep = BuildReport::new();
     let result = build(&args, &mut rep);
     match &result {
@@ -51,8 +59,36 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let intr = Interrupt::install()?;
     // The target first: a tree that cannot carry a livepatch, or whose parts come from
     // different builds, is refused before the patches are even read.
-    let dist = if args.distribution_target() {
-        let d = crate::distro::resolve(args.release.as_deref(), args.fetch, &args.given(), &intr)?;
+    let spec = args.specs()?.remove(0);
+    let target = open_target(args, &spec, rep, &intr)?;
+    let t = PlanTarget {
+        name: None,
+        output_dir: args.output.clone(),
+        jobs: plan::jobs(args),
+        patches: plan::load_patches(args)?,
+    };
+    let plan = BuildPlan::resolve(args, t, &target.tree, rep)?;
+    let built = build_target(&plan, target, rep, &intr)?;
+    summary::print(&Summary::new(
+        &plan,
+        &built.release,
+        &built.parts,
+        &built.module,
+        rep,
+    ));
+    Ok(())
+}
+
+/// The target `spec` names, opened and checked: a distribution's kernel is found from its
+/// packages first (fetched with `fetch`).
+fn open_target(
+    args: &BuildArgs,
+    spec: &KernelSpec,
+    rep: &mut BuildReport,
+    intr: &Interrupt,
+) -> Result<Target> {
+    let dist = if spec.distribution_target() {
+        let d = crate::distro::resolve(spec.release.as_deref(), spec.fetch, &spec.given(), intr)?;
         crate::progress::message(&format!(
             "klpgen: target {} ({} {}){}",
             d.release,
@@ -67,17 +103,7 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     } else {
         None
     };
-    let target = Target::open(&args.target(dist.as_ref())?, rep)?;
-    let plan = BuildPlan::resolve(args, &target.tree, rep)?;
-    let built = build_target(&plan, target, rep, &intr)?;
-    summary::print(&Summary::new(
-        &plan,
-        &built.release,
-        &built.parts,
-        &built.module,
-        rep,
-    ));
-    Ok(())
+    Target::open(&args.target(spec, dist.as_ref())?, rep)
 }
 
 /// The livepatch module of one target, built, checked and written; and what the summary says
@@ -89,7 +115,7 @@ struct Built {
 }
 
 /// The pipeline for one target, in order: everything here reads the target, its work
-/// directory and the plan, so a run over several targets would repeat just this. The work
+/// directory and the plan, so a run over several targets repeats just this. The work
 /// directory (and its lock) lives as long as this function runs.
 fn build_target(
     plan: &BuildPlan,

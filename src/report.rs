@@ -144,6 +144,9 @@ pub struct BuildReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub stages: Vec<Stage>,
+    /// The target's name in a run over several targets: its stages are shown as `NAME: stage`.
+    #[serde(skip)]
+    pub label: Option<String>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
 }
@@ -165,6 +168,7 @@ impl BuildReport {
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
             stages: Vec::new(),
+            label: None,
             clock: None,
         }
     }
@@ -182,7 +186,10 @@ impl BuildReport {
             }
             None => now,
         };
-        crate::progress::stage(name);
+        match &self.label {
+            Some(l) => crate::progress::stage(&format!("{l}: {name}")),
+            None => crate::progress::stage(name),
+        }
         self.clock = Some((start, now, name.to_string()));
     }
 

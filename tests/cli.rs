@@ -2721,3 +2721,202 @@ fn the_ci_script_builds_each_kernel_of_a_list_and_fails_on_the_one_that_cannot()
     assert!(out.contains("1 of 2 kernels built"), "{out}");
     assert!(job.join("livepatches/nolp/report.json").is_file());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several targets in one run (`--kernel SPEC`, `--kernels FILE`).
+
+/// `klpgen build` with the PATH and cache of `t` and no target flags (the caller adds
+/// `--kernel`s).
+fn targets_command(t: &Tree, patch: &Path) -> Command {
+    let mut c = Command::new(KLPGEN);
+    let path = format!(
+        "{}:{}",
+        t.root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    c.env("PATH", path)
+        .env("KLPGEN_CACHE_DIR", t.root.join("cache"))
+        .arg("build")
+        .arg("-o")
+        .arg(t.root.join("out"))
+        .arg(patch);
+    c
+}
+
+fn spec_of(t: &Tree, name: &str) -> String {
+    format!(
+        "build={},source={},name={name}",
+        t.root.join("build").display(),
+        t.src().display()
+    )
+}
+
+#[test]
+fn several_targets_build_one_module_each_with_one_report() {
+    let (a, b) = (Tree::new(CONFIG), Tree::new(CONFIG));
+    let p = a.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = a.root.join("report.json");
+    // One target on the command line, the other from a --kernels file.
+    let list = a.root.join("kernels");
+    fs::write(&list, format!("# the fleet\n{}\n\n", spec_of(&b, "two"))).unwrap();
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(spec_of(&a, "one"))
+        .arg("--kernels")
+        .arg(&list)
+        .arg("-j2")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{out}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["schema"], "klpgen-targets/1");
+    assert_eq!(v["result"], "built");
+    assert_eq!(
+        (v["built"].as_u64(), v["total"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let entries = v["targets"].as_array().unwrap();
+    for (e, name) in entries.iter().zip(["one", "two"]) {
+        assert_eq!(e["name"], name);
+        assert_eq!(e["report"]["schema"], "klpgen-report/1");
+        assert_eq!(e["report"]["result"], "built");
+        let ko = a.root.join("out").join(name).join("livepatch-p.ko");
+        assert_eq!(e["report"]["module"]["path"], ko.display().to_string());
+        let sha = e["report"]["module"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The table: target, verdict, module, sha256, time.
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[..4],
+            [name, "built", &ko.display().to_string(), &sha],
+            "{row}"
+        );
+        assert!(cells[4].ends_with('s'), "{row}");
+    }
+    assert!(
+        out.contains("target one:") && out.contains("target two:"),
+        "{out}"
+    );
+    // Both work directories in the one cache, each with its own run directory.
+    let runs: Vec<_> = fs::read_dir(a.root.join("cache/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
+
+#[test]
+fn one_targets_refusal_does_not_stop_the_others() {
+    let (a, b) = (Tree::new(CONFIG), Tree::new(CONFIG));
+    let p = a.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    // b's target names a vmlinux of another release: refused before any work.
+    let vm = fs::read(b.root.join("build/vmlinux")).unwrap();
+    let from = b"Linux version 6.12.0-klpgen ";
+    let at = vm.windows(from.len()).position(|w| w == from).unwrap();
+    let mut other = vm.clone();
+    other[at..at + from.len()].copy_from_slice(b"Linux version 6.12.1-klpgen ");
+    let other_path = b.root.join("other-vmlinux");
+    fs::write(&other_path, &other).unwrap();
+    let report = a.root.join("report.json");
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(format!(
+            "{},vmlinux={}",
+            spec_of(&b, "bad"),
+            other_path.display()
+        ))
+        .arg("--kernel")
+        .arg(spec_of(&a, "good"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(5), "{err}\n{out}");
+    assert!(
+        err.contains("1 of 2 targets not built: bad (refused)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad: ") && err.contains("[target.vmlinux-mismatch]"),
+        "{err}"
+    );
+    assert!(a.root.join("out/good/livepatch-p.ko").exists());
+    assert!(!a.root.join("out/bad").exists());
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (v["result"].as_str(), v["exit_code"].as_u64()),
+        (Some("partial"), Some(5))
+    );
+    assert_eq!(v["targets"][0]["report"]["result"], "refused");
+    assert_eq!(v["targets"][0]["report"]["exit_code"], 2);
+    assert!(v["targets"][0]["report"]["module"].is_null());
+    assert_eq!(v["targets"][1]["report"]["result"], "built");
+    let bad_row = out
+        .lines()
+        .find(|l| l.starts_with("bad "))
+        .unwrap_or_default();
+    assert_eq!(
+        bad_row.split_whitespace().collect::<Vec<_>>()[..4],
+        ["bad", "refused", "-", "-"]
+    );
+
+    // Every target refused alike: the run says refused, exit 2.
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(format!(
+            "{},vmlinux={}",
+            spec_of(&b, "bad"),
+            other_path.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn target_specs_are_checked_before_any_work() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let before = snapshot_dir(&t.root);
+    for (args, want) in [
+        (
+            vec!["--kernel", "colour=blue"],
+            "unknown item \"colour=blue\"",
+        ),
+        (
+            vec![
+                "--kernel",
+                "build=/b1,name=x",
+                "--kernel",
+                "build=/b2,name=x",
+            ],
+            "two targets are named x",
+        ),
+        (
+            vec!["--kernel", "build=/b,name=../up"],
+            "target name \"../up\"",
+        ),
+    ] {
+        let o = targets_command(&t, &p).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    // --kernel replaces the target flags.
+    let o = targets_command(&t, &p)
+        .args(["--kernel", "build=/b", "--builddir", "/b"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    assert!(assert_only_changed(&t, &before, &[]).is_empty());
+}
