@@ -13,6 +13,7 @@ mod kernel;
 mod kfixtures;
 mod listcheck;
 mod mismatch;
+mod multitarget;
 mod orccheck;
 mod package;
 mod selfdiff;
