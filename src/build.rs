@@ -18,6 +18,8 @@ mod targets;
 mod unit;
 mod workspace;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 
 use crate::files::write_file;
@@ -65,7 +67,12 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
         name: None,
         output_dir: args.output.clone(),
         jobs: plan::jobs(args),
+        package: None,
         patches: plan::load_patches(args)?,
+    };
+    let t = PlanTarget {
+        package: plan::package_options(args, &t.patches)?,
+        ..t
     };
     let plan = BuildPlan::resolve(args, t, &target.tree, rep)?;
     let built = build_target(&plan, target, rep, &intr)?;
@@ -104,6 +111,61 @@ fn open_target(
         None
     };
     Target::open(&args.target(spec, dist.as_ref())?, rep)
+}
+
+/// `--package`: the module's package next to it, carrying the report as it stands (the module
+/// built and checked).
+fn package(
+    plan: &BuildPlan,
+    target: &Target,
+    module: &module::Written,
+    opts: &crate::package::Options,
+    rep: &mut BuildReport,
+    intr: &Interrupt,
+) -> Result<()> {
+    rep.stage("writing the package");
+    let mut doc = serde_json::to_value(&*rep)?;
+    doc["result"] = "built".into();
+    let report = serde_json::to_vec_pretty(&doc)?;
+    let tree = &target.tree;
+    let input = crate::package::Input {
+        module: &plan.module,
+        ko: &module.path,
+        release: &tree.release,
+        arch: crate::package::debian_arch(tree)?,
+        distribution: tree
+            .info
+            .package
+            .as_ref()
+            .map(|p| (p.distribution, p.version.as_str())),
+        description: &plan.description,
+        report: &report,
+        out_dir: module
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let w = match opts.kind {
+        crate::package::Kind::Deb => crate::package::deb::write(&input, opts, intr)?,
+    };
+    let bytes = std::fs::read(&w.path)?;
+    if !plan.quiet {
+        crate::progress::message(&format!(
+            "klpgen: package {} ({} {}; Depends: {})",
+            w.path.display(),
+            w.package,
+            w.version,
+            w.depends
+        ));
+    }
+    rep.package = Some(crate::report::PackageEntry {
+        path: w.path.display().to_string(),
+        sha256: crate::report::sha256_hex(&bytes),
+        name: w.package,
+        version: w.version,
+        depends: w.depends,
+    });
+    Ok(())
 }
 
 /// The livepatch module of one target, built, checked and written; and what the summary says
@@ -152,6 +214,9 @@ fn build_target(
     parts.verdict()?;
     // The module: sources, objtool, kbuild, klp markings, the check, signing, the file.
     let module = module::build(&ctx, &units.modules, &parts, objtool.as_ref(), rep)?;
+    if let Some(opts) = &plan.package {
+        package(plan, &target, &module, opts, rep, intr)?;
+    }
     rep.stage("done");
     Ok(Built {
         release: target.tree.release.clone(),

@@ -20,6 +20,7 @@ mod mirror;
 mod modinfo;
 mod objtool;
 mod oot;
+mod package;
 mod patch;
 mod process;
 mod progress;

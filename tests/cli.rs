@@ -2920,3 +2920,222 @@ fn target_specs_are_checked_before_any_work() {
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
     assert!(assert_only_changed(&t, &before, &[]).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// `--package deb`: a Debian package of the livepatch.
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A directory of stand-ins for the commands the maintainer scripts run: `uname -r` says
+/// `$FAKE_RELEASE`; `modprobe`, `rmmod` and `depmod` append their arguments to `$FAKE_LOG`,
+/// and `modprobe` makes the livepatch's sysfs directory as loading it would.
+fn script_stand_ins(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("uname", "echo \"$FAKE_RELEASE\"\n"),
+        (
+            "modprobe",
+            "echo \"modprobe $*\" >> \"$FAKE_LOG\"\nmkdir -p \"$KLPGEN_SYSFS/kernel/livepatch/livepatch_p\"\n",
+        ),
+        ("rmmod", "echo \"rmmod $*\" >> \"$FAKE_LOG\"\n"),
+        ("depmod", "echo \"depmod $*\" >> \"$FAKE_LOG\"\n"),
+    ] {
+        fs::write(bin.join(name), format!("#!/bin/sh\n{body}")).unwrap();
+        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn a_deb_of_the_livepatch_installs_into_a_root_and_its_scripts_load_and_unload_it() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("report.json");
+    // Without a maintainer (and no DEBFULLNAME/DEBEMAIL): refused before any work.
+    let o = t
+        .command(&p)
+        .env_remove("DEBFULLNAME")
+        .env_remove("DEBEMAIL")
+        .args(["--package", "deb"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--package-maintainer"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.root.join("cache").exists());
+
+    let o = t
+        .command(&p)
+        .env("SOURCE_DATE_EPOCH", "1795000000")
+        .args(["--package", "deb", "--package-version", "1.2-1"])
+        .args(["--package-maintainer", "Test Packager <test@example.org>"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pkg = format!("livepatch-p-{RELEASE}");
+    let deb = t.root.join(format!("out/{pkg}_1.2-1_amd64.deb"));
+    assert!(deb.is_file(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["package"]["path"], deb.display().to_string());
+    assert_eq!(v["package"]["name"], pkg);
+    assert_eq!(v["package"]["depends"], "kmod");
+    // A target built from a build directory has no kernel package to depend on, and says so.
+    let control = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb));
+    assert!(control.contains(&format!("Package: {pkg}\n")), "{control}");
+    assert!(control.contains("Depends: kmod\n"), "{control}");
+    let words = control.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("so it depends on none"), "{control}");
+
+    // Installed into an empty root: the module where modprobe looks for that release, the
+    // unit enabled, the report in its docs; the module byte for byte the one built.
+    let root = t.root.join("root");
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        let mut c = Command::new("dpkg");
+        c.arg(format!("--root={}", root.display()))
+            .arg(format!("--log={}", t.root.join("dpkg.log").display()))
+            .arg("--force-script-chrootless")
+            .arg("--force-depends")
+            .args(args);
+        c
+    };
+    run_ok(dpkg(&["-i"]).arg(&deb));
+    let status = run_ok(&mut dpkg(&["-s", &pkg]));
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    let ko = root.join(format!("lib/modules/{RELEASE}/updates/livepatch-p.ko"));
+    assert_eq!(
+        fs::read(&ko).unwrap(),
+        fs::read(t.root.join("out/livepatch-p.ko")).unwrap()
+    );
+    let unit = fs::read_to_string(root.join(format!("lib/systemd/system/{pkg}.service"))).unwrap();
+    assert!(
+        unit.contains(&format!("ConditionKernelVersion={RELEASE}\n")),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("ExecStart=/sbin/modprobe livepatch-p\n"),
+        "{unit}"
+    );
+    let wants = root.join(format!(
+        "lib/systemd/system/sysinit.target.wants/{pkg}.service"
+    ));
+    assert!(fs::read_to_string(&wants).unwrap() == unit);
+    let doc: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join(format!("usr/share/doc/{pkg}/klpgen-report.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["result"], "built");
+    assert_eq!(doc["module"]["sha256"], v["module"]["sha256"]);
+    run_ok(&mut dpkg(&["-r", &pkg]));
+    assert!(!ko.exists() && !wants.exists());
+
+    // The maintainer scripts, against a fake sysfs and stand-in commands.
+    let ctl = t.root.join("control");
+    run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl));
+    let bin = script_stand_ins(&t.root);
+    let sys = t.root.join("sys");
+    let log = t.root.join("scripts.log");
+    let script = |name: &str, arg: &str, release: &str| {
+        let mut c = Command::new(ctl.join(name));
+        c.arg(arg)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KLPGEN_SYSFS", &sys)
+            .env("FAKE_RELEASE", release)
+            .env("FAKE_LOG", &log)
+            .env_remove("DPKG_ROOT");
+        run_ok(&mut c);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        text
+    };
+    // Installed on its running kernel: loaded; not again when it is; never on another kernel.
+    assert_eq!(
+        script("postinst", "configure", RELEASE),
+        "modprobe livepatch-p\n"
+    );
+    assert_eq!(script("postinst", "configure", RELEASE), "");
+    let patch_dir = sys.join("kernel/livepatch/livepatch_p");
+    fs::remove_dir_all(&patch_dir).unwrap();
+    assert_eq!(script("postinst", "configure", "6.12.0-other"), "");
+    // Removed: disabled through sysfs, then unloaded; on another kernel (the same livepatch
+    // of another release may be the loaded one) nothing is touched.
+    fs::create_dir_all(&patch_dir).unwrap();
+    fs::create_dir_all(sys.join("module/livepatch_p")).unwrap();
+    fs::write(patch_dir.join("enabled"), "1\n").unwrap();
+    fs::write(patch_dir.join("transition"), "0\n").unwrap();
+    assert_eq!(script("prerm", "remove", "6.12.0-other"), "");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(script("prerm", "remove", RELEASE), "rmmod livepatch_p\n");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "0\n"
+    );
+    // An upgrade keeps it loaded.
+    fs::write(patch_dir.join("enabled"), "1\n").unwrap();
+    assert_eq!(script("prerm", "upgrade", RELEASE), "");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "1\n"
+    );
+    // In another root (dpkg --root): depmod of that root's release, nothing loaded.
+    let droot = t.root.join("droot");
+    fs::create_dir_all(droot.join(format!("lib/modules/{RELEASE}/kernel"))).unwrap();
+    fs::remove_dir_all(&patch_dir).unwrap();
+    let mut c = Command::new(ctl.join("postinst"));
+    c.arg("configure")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("KLPGEN_SYSFS", &sys)
+        .env("FAKE_RELEASE", RELEASE)
+        .env("FAKE_LOG", &log)
+        .env("DPKG_ROOT", &droot);
+    run_ok(&mut c);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!("depmod -b {} -a {RELEASE}\n", droot.display())
+    );
+
+    // lintian: no errors (its warnings for a package not meant for Debian's archive, such as
+    // an initial upload closing no bug, are not looked at here).
+    if Command::new("lintian").arg("--version").output().is_ok() {
+        let o = Command::new("lintian").arg(&deb).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !out.lines().any(|l| l.starts_with("E: ")),
+            "lintian:\n{out}"
+        );
+    }
+}

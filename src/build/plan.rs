@@ -143,6 +143,17 @@ pub struct BuildArgs {
     /// A file of target kernels, one SPEC (as for --kernel) per line; `#` starts a comment.
     #[arg(long = "kernels", value_name = "FILE", conflicts_with_all = TARGET_FLAGS)]
     pub kernels_file: Option<PathBuf>,
+    /// Also write a package of each livepatch, next to its module: `deb`, a Debian package
+    /// `livepatch-<name>-<release>_<version>_<arch>.deb` that installs the module for exactly
+    /// that release, loads it at boot there, and depends on that kernel's image package.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub package: Option<crate::package::Kind>,
+    /// The package version (default `0~<the patches' sha256, 12 digits>-1`).
+    #[arg(long, value_name = "VERSION", requires = "package")]
+    pub package_version: Option<String>,
+    /// The package's Maintainer, `Name <email>` (default: `$DEBFULLNAME <$DEBEMAIL>`).
+    #[arg(long, value_name = "NAME <EMAIL>", requires = "package")]
+    pub package_maintainer: Option<String>,
     /// Patches (unified diffs, -p1 from the source tree root).
     #[arg(required = true)]
     pub patches: Vec<PathBuf>,
@@ -253,12 +264,14 @@ pub struct Callers {
 }
 
 /// What one target of a run gets besides the flags: its name (runs with `--kernel`), where
-/// its module goes, its share of the jobs and the patches (read once for every target).
+/// its module goes, its share of the jobs, the patches (read once for every target) and the
+/// package to write.
 pub struct PlanTarget {
     pub name: Option<String>,
     pub output_dir: PathBuf,
     pub jobs: usize,
     pub patches: Vec<PatchFile>,
+    pub package: Option<crate::package::Options>,
 }
 
 /// What the build does, resolved from the flags and the target's configuration.
@@ -267,6 +280,8 @@ pub struct BuildPlan {
     /// run with `--kernel` the target too (targets of one work directory take turns, and
     /// each keeps its own).
     pub run_name: String,
+    /// `--package`: what to write next to the module.
+    pub package: Option<crate::package::Options>,
     /// `livepatch-<name>`, at most the kernel's 55 characters.
     pub module: String,
     /// The module's description: the patches' file names.
@@ -340,6 +355,7 @@ impl BuildPlan {
         };
         Ok(BuildPlan {
             output: t.output_dir.join(format!("{module}.ko")),
+            package: t.package,
             run_name: match &t.name {
                 Some(n) => format!("{module}.{n}"),
                 None => module.clone(),
@@ -411,6 +427,26 @@ fn extra_units(targets: &[String]) -> Result<Vec<String>> {
 /// The patches, read and parsed once for every target of the run.
 pub fn load_patches(args: &BuildArgs) -> Result<Vec<PatchFile>> {
     args.patches.iter().map(|p| PatchFile::load(p)).collect()
+}
+
+/// `--package` and its flags, checked before any work; the default version comes from the
+/// patches.
+pub fn package_options(
+    args: &BuildArgs,
+    patches: &[PatchFile],
+) -> Result<Option<crate::package::Options>> {
+    let Some(kind) = args.package else {
+        return Ok(None);
+    };
+    let all: Vec<u8> = patches.iter().flat_map(|p| p.text.bytes()).collect();
+    let sha = rpt::sha256_hex(&all);
+    crate::package::Options::new(
+        kind,
+        args.package_version.as_deref(),
+        args.package_maintainer.as_deref(),
+        &sha,
+    )
+    .map(Some)
 }
 
 /// `-j`, default the machine's CPUs.

@@ -20,6 +20,7 @@ use super::plan::{self, BuildArgs, BuildPlan, PlanTarget};
 use super::spec::KernelSpec;
 use super::summary::{self, Summary};
 use crate::files::write_file;
+use crate::package::Options;
 use crate::patch::PatchFile;
 use crate::process::Interrupt;
 use crate::report::BuildReport;
@@ -85,6 +86,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     // The patch check, once for all targets: every patch read and parsed.
     let patches = plan::load_patches(args)?;
     plan::module_name(args)?;
+    let package = plan::package_options(args, &patches)?;
     let jobs: Vec<Job> = specs
         .into_iter()
         .zip(names)
@@ -111,7 +113,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = jobs.get(i) else { break };
-                let entry = build_one(args, job, &patches, share, &intr, &print);
+                let entry = build_one(args, job, &patches, &package, share, &intr, &print);
                 done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(entry);
             });
         }
@@ -187,6 +189,7 @@ fn build_one(
     args: &BuildArgs,
     job: &Job,
     patches: &[PatchFile],
+    package: &Option<Options>,
     jobs: usize,
     intr: &Interrupt,
     print: &Mutex<()>,
@@ -194,7 +197,14 @@ fn build_one(
     let start = Instant::now();
     let mut rep = BuildReport::new();
     rep.label = Some(job.name.clone());
-    let result = build_target(args, job, patches, jobs, intr, &mut rep, print);
+    let t = PlanTarget {
+        name: Some(job.name.clone()),
+        output_dir: args.output.join(&job.name),
+        jobs,
+        patches: patches.to_vec(),
+        package: package.clone(),
+    };
+    let result = build_target(args, job, t, intr, &mut rep, print);
     match &result {
         Ok(()) => rep.finish("built", crate::exit::OK, None),
         Err(e) => {
@@ -215,20 +225,13 @@ fn build_one(
 fn build_target(
     args: &BuildArgs,
     job: &Job,
-    patches: &[PatchFile],
-    jobs: usize,
+    t: PlanTarget,
     intr: &Interrupt,
     rep: &mut BuildReport,
     print: &Mutex<()>,
 ) -> Result<()> {
     rep.stage("checking the target");
     let target = super::open_target(args, &job.spec, rep, intr)?;
-    let t = PlanTarget {
-        name: Some(job.name.clone()),
-        output_dir: args.output.join(&job.name),
-        jobs,
-        patches: patches.to_vec(),
-    };
     let plan = BuildPlan::resolve(args, t, &target.tree, rep)?;
     let built = super::build_target(&plan, target, rep, intr)?;
     if !args.quiet {
