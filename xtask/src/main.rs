@@ -41,7 +41,8 @@ commands:
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
-  bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
+  bench [targets]  measure klpgen build (cold, warm) and klpgen diff (instructions, memory);
+                   `targets`: only the time of one run over 1, 2 and 4 --kernel targets
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
@@ -78,7 +79,7 @@ fn real_main() -> Result<bool> {
         Some("kernel") => kernel::cmd_kernel(rest.first().map(String::as_str)).map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
-        Some("bench") => bench::cmd_bench(),
+        Some("bench") => bench::cmd_bench_args(rest),
         Some("bless") => cmd_bless(rest).map(|()| true),
         Some("test") => cmd_test(rest),
         Some("boot") => e2e::cmd_boot(rest),

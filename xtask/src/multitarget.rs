@@ -2,7 +2,8 @@
 //! patch (tests/e2e/proc-string) for the test kernel and its `noibt` variant; the report has an
 //! entry per target, each module loads in its own kernel in qemu (the full guest checks of
 //! `guest.rs`), and a run where one target refuses (the doctored vmlinux of another release)
-//! still builds the other and exits 5 (README "Exit codes").
+//! still builds the other and exits 5 (README "Exit codes"). The first run also writes each
+//! target's `.deb` (`--package deb`), whose module must be the built one byte for byte.
 
 use std::fs;
 use std::path::Path;
@@ -68,6 +69,47 @@ fn read_report(path: &Path) -> Result<Value> {
     .context("the report is not JSON")
 }
 
+/// What is wrong with the target's package: named by the report, next to the module, its
+/// module the built one.
+fn deb_problem(ko: &Path, entry: &Value) -> Result<Option<String>> {
+    let release = entry["report"]["kernel"]["release"]
+        .as_str()
+        .unwrap_or_default();
+    let deb = ko.with_file_name(format!("livepatch-{MODULE}-{release}_1.0-1_amd64.deb"));
+    if entry["report"]["package"]["path"] != deb.display().to_string() {
+        return Ok(Some(format!(
+            "the report's package is {}, not {}",
+            entry["report"]["package"]["path"],
+            deb.display()
+        )));
+    }
+    let tar = std::process::Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .output()?;
+    let inner = format!("./lib/modules/{release}/updates/livepatch-{MODULE}.ko");
+    let mut x = std::process::Command::new("tar")
+        .args(["-xO", &inner])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        x.stdin
+            .take()
+            .context("tar stdin")?
+            .write_all(&tar.stdout)?;
+    }
+    let packaged = x.wait_with_output()?.stdout;
+    if packaged != fs::read(ko)? {
+        return Ok(Some(format!(
+            "{inner} in {} is not the built module",
+            deb.display()
+        )));
+    }
+    Ok(None)
+}
+
 fn code(run: &KlpgenRun) -> Option<i32> {
     run.status.and_then(|s| s.code())
 }
@@ -92,7 +134,9 @@ pub fn run(
     // 1. Both targets in one run.
     let report = logs.join("report.json");
     let kernels: Vec<String> = targets.iter().map(|(n, k)| spec(k, n)).collect();
-    let cmd = command(klpgen, &output, &report, &kernels);
+    let mut cmd = command(klpgen, &output, &report, &kernels);
+    cmd.args(["--package", "deb", "--package-version", "1.0-1"])
+        .args(["--package-maintainer", "klpgen e2e <e2e@example.org>"]);
     eprintln!("  $ {}", util::display(&cmd));
     let run = run_klpgen(cmd, &logs.join("both"))?;
     if code(&run) != Some(0) {
@@ -137,6 +181,9 @@ pub fn run(
             problems.push(format!("no summary row for {name} with its sha256"));
         }
         shas.push(e["report"]["module"]["sha256"].clone());
+        if let Some(p) = deb_problem(&ko, e)? {
+            problems.push(format!("{name}: {p}"));
+        }
         // 2. Each module in its own kernel.
         let boot = guest::boot(&guest::Spec {
             bzimage: &tk.bzimage(),
@@ -197,7 +244,7 @@ pub fn run(
         return Ok(Err(problems.join("; ")));
     }
     Ok(Ok(format!(
-        "2 targets built in one run ({}s), each module loaded in its own kernel; with one target refused the other built, exit 5 ({}s)",
+        "2 targets built and packaged in one run ({}s), each module loaded in its own kernel; with one target refused the other built, exit 5 ({}s)",
         run.seconds, run2.seconds
     )))
 }
