@@ -3139,3 +3139,55 @@ fn a_deb_of_the_livepatch_installs_into_a_root_and_its_scripts_load_and_unload_i
         );
     }
 }
+
+#[test]
+fn a_distribution_targets_deb_depends_on_its_exact_kernel_image() {
+    // A Debian kernel named by its release in a --kernel SPEC: its package depends on that
+    // image package at that version (signed or unsigned, the same kernel).
+    let t = Tree::debian();
+    // The package is made by the real dpkg-deb, not the stand-in that unpacks fetched
+    // packages.
+    let _ = fs::remove_file(t.root.join("bin/dpkg-deb"));
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("report.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--kernel")
+        .arg(format!("release={DEB_RELEASE}"))
+        .args(["--package", "deb"])
+        .env("DEBFULLNAME", "Test Packager")
+        .env("DEBEMAIL", "test@example.org")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = report_of(&report);
+    let entry = &v["targets"][0];
+    assert_eq!(entry["name"], DEB_RELEASE);
+    let want = format!(
+        "kmod, linux-image-{DEB_RELEASE} (= {DEB_VERSION}) | linux-image-{DEB_RELEASE}-unsigned (= {DEB_VERSION})"
+    );
+    assert_eq!(entry["report"]["package"]["depends"], want.as_str());
+    let deb = PathBuf::from(entry["report"]["package"]["path"].as_str().unwrap());
+    assert_eq!(deb.parent().unwrap(), t.root.join("out").join(DEB_RELEASE));
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!("livepatch-p-{DEB_RELEASE}_0~"))
+            && name.ends_with("-1_amd64.deb"),
+        "{name}"
+    );
+    let control = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb));
+    assert!(control.contains(&format!("Depends: {want}\n")), "{control}");
+    assert!(
+        control.contains("Maintainer: Test Packager <test@example.org>\n"),
+        "{control}"
+    );
+    let words = control.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!(
+            "built for the debian kernel package version {DEB_VERSION}"
+        )),
+        "{control}"
+    );
+}

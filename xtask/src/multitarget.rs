@@ -83,24 +83,18 @@ fn deb_problem(ko: &Path, entry: &Value) -> Result<Option<String>> {
             deb.display()
         )));
     }
-    let tar = std::process::Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
+    let unpacked = ko.with_file_name("unpacked");
+    let _ = fs::remove_dir_all(&unpacked);
+    let st = std::process::Command::new("dpkg-deb")
+        .arg("-x")
         .arg(&deb)
-        .output()?;
-    let inner = format!("./lib/modules/{release}/updates/livepatch-{MODULE}.ko");
-    let mut x = std::process::Command::new("tar")
-        .args(["-xO", &inner])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    {
-        use std::io::Write as _;
-        x.stdin
-            .take()
-            .context("tar stdin")?
-            .write_all(&tar.stdout)?;
+        .arg(&unpacked)
+        .status()?;
+    if !st.success() {
+        return Ok(Some(format!("dpkg-deb -x {} failed", deb.display())));
     }
-    let packaged = x.wait_with_output()?.stdout;
+    let inner = format!("lib/modules/{release}/updates/livepatch-{MODULE}.ko");
+    let packaged = fs::read(unpacked.join(&inner)).unwrap_or_default();
     if packaged != fs::read(ko)? {
         return Ok(Some(format!(
             "{inner} in {} is not the built module",
