@@ -114,7 +114,7 @@ fn open_target(
 }
 
 /// `--package`: the module's package next to it, carrying the report as it stands (the module
-/// built and checked).
+/// built and checked), its stages' times left out.
 fn package(
     plan: &BuildPlan,
     target: &Target,
@@ -126,6 +126,11 @@ fn package(
     rep.stage("writing the package");
     let mut doc = serde_json::to_value(&*rep)?;
     doc["result"] = "built".into();
+    // Without the stages' times: the same inputs (and SOURCE_DATE_EPOCH) give the same
+    // package.
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("stages");
+    }
     let report = serde_json::to_vec_pretty(&doc)?;
     let tree = &target.tree;
     let input = crate::package::Input {

@@ -3045,6 +3045,17 @@ fn a_deb_of_the_livepatch_installs_into_a_root_and_its_scripts_load_and_unload_i
     assert_eq!(doc["module"]["sha256"], v["module"]["sha256"]);
     run_ok(&mut dpkg(&["-r", &pkg]));
     assert!(!ko.exists() && !wants.exists());
+    // With the same SOURCE_DATE_EPOCH a second build gives the same package byte for byte.
+    let first = fs::read(&deb).unwrap();
+    let o = t
+        .command(&p)
+        .env("SOURCE_DATE_EPOCH", "1795000000")
+        .args(["--package", "deb", "--package-version", "1.2-1"])
+        .args(["--package-maintainer", "Test Packager <test@example.org>"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(fs::read(&deb).unwrap() == first, "the package differs");
 
     // The maintainer scripts, against a fake sysfs and stand-in commands.
     let ctl = t.root.join("control");

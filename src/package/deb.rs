@@ -359,8 +359,10 @@ pub fn write(input: &Input<'_>, opts: &Options, intr: &Interrupt) -> Result<Writ
     ] {
         put(&root, &format!("DEBIAN/{name}"), text.as_bytes(), 0o755)?;
     }
-    // Directories as a package has them, whatever the umask.
+    // Directories as a package has them, whatever the umask; every file and directory of the
+    // package's time, so that a SOURCE_DATE_EPOCH gives the same package byte for byte.
     set_dir_modes(&root)?;
+    set_times(&root, epoch)?;
     let out = input.out_dir.join(&file);
     let o = process::run(
         "dpkg-deb",
@@ -389,6 +391,22 @@ pub fn write(input: &Input<'_>, opts: &Options, intr: &Interrupt) -> Result<Writ
         version: opts.version.clone(),
         depends: depends(input),
     })
+}
+
+fn set_times(dir: &Path, epoch: i64) -> Result<()> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64);
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            set_times(&e.path(), epoch)?;
+        }
+        if !ft.is_symlink() {
+            fs::File::open(e.path())?.set_modified(t)?;
+        }
+    }
+    fs::File::open(dir)?.set_modified(t)?;
+    Ok(())
 }
 
 fn set_dir_modes(dir: &Path) -> Result<()> {
