@@ -231,6 +231,8 @@ fn build_target(
     print: &Mutex<()>,
 ) -> Result<()> {
     rep.stage("checking the target");
+    // After Ctrl-C the targets not yet started end at once, each with its entry.
+    intr.check()?;
     let target = super::open_target(args, &job.spec, rep, intr)?;
     let plan = BuildPlan::resolve(args, t, &target.tree, rep)?;
     let built = super::build_target(&plan, target, rep, intr)?;
