@@ -2911,6 +2911,25 @@ fn target_specs_are_checked_before_any_work() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
+    // The report says so too, with no targets.
+    let report = t.root.join("out/report.json");
+    let o = targets_command(&t, &p)
+        .args(["--kernel", "colour=blue", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (v["schema"].as_str(), v["result"].as_str()),
+        (Some("klpgen-targets/1"), Some("error"))
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("colour=blue"),
+        "{v}"
+    );
+    assert_eq!(v["targets"].as_array().map(Vec::len), Some(0));
+    fs::remove_file(&report).unwrap();
     // --kernel replaces the target flags.
     let o = targets_command(&t, &p)
         .args(["--kernel", "build=/b", "--builddir", "/b"])
@@ -2918,7 +2937,12 @@ fn target_specs_are_checked_before_any_work() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
-    assert!(assert_only_changed(&t, &before, &[]).is_empty());
+    let changed = assert_only_changed(&t, &before, &["out"]);
+    assert_eq!(
+        changed,
+        [PathBuf::from("out")],
+        "only the report's directory stays"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -55,6 +55,10 @@ pub struct TargetsReport {
     /// `built` (every target), `partial`, or the word all targets share (`refused`...).
     pub result: String,
     pub exit_code: u8,
+    /// Why the run stopped before any target started (a bad SPEC, an unreadable patch);
+    /// absent otherwise (each target's report has its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// How many targets built, of how many.
     pub built: usize,
     pub total: usize,
@@ -78,20 +82,63 @@ struct Job {
     spec: KernelSpec,
 }
 
-pub fn run(args: &BuildArgs) -> Result<()> {
-    let start = Instant::now();
-    let intr = Interrupt::install()?;
+/// What every target of the run shares, checked before any target starts.
+struct Shared {
+    jobs: Vec<Job>,
+    patches: Vec<PatchFile>,
+    package: Option<Options>,
+}
+
+fn prepare(args: &BuildArgs) -> Result<Shared> {
     let specs = args.specs()?;
     let names = target_names(&specs)?;
     // The patch check, once for all targets: every patch read and parsed.
     let patches = plan::load_patches(args)?;
     plan::module_name(args)?;
     let package = plan::package_options(args, &patches)?;
-    let jobs: Vec<Job> = specs
+    let jobs = specs
         .into_iter()
         .zip(names)
         .map(|(spec, name)| Job { name, spec })
         .collect();
+    Ok(Shared {
+        jobs,
+        patches,
+        package,
+    })
+}
+
+pub fn run(args: &BuildArgs) -> Result<()> {
+    let start = Instant::now();
+    let intr = Interrupt::install()?;
+    // A run that fails before any target starts (a bad SPEC, an unreadable patch) still
+    // writes its report, with no targets.
+    let Shared {
+        jobs,
+        patches,
+        package,
+    } = match prepare(args) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(path) = &args.report {
+                let (code, word) = crate::classify(&e);
+                let rep = TargetsReport {
+                    schema: SCHEMA,
+                    klpgen_version: env!("CARGO_PKG_VERSION"),
+                    result: word.to_string(),
+                    exit_code: code,
+                    message: Some(crate::error_text(&e)),
+                    built: 0,
+                    total: 0,
+                    seconds: round_ms(start.elapsed().as_secs_f64()),
+                    targets: Vec::new(),
+                };
+                write_file(path, &serde_json::to_vec_pretty(&rep)?)
+                    .context("writing the report")?;
+            }
+            return Err(e);
+        }
+    };
     let total_jobs = plan::jobs(args);
     let workers = jobs.len().min(total_jobs).max(1);
     let share = (total_jobs / workers).max(1);
@@ -133,6 +180,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         klpgen_version: env!("CARGO_PKG_VERSION"),
         result: word.to_string(),
         exit_code: code,
+        message: None,
         built: entries.iter().filter(|e| e.report.exit_code == 0).count(),
         total: entries.len(),
         seconds: round_ms(start.elapsed().as_secs_f64()),
