@@ -3226,3 +3226,63 @@ fn a_distribution_targets_deb_depends_on_its_exact_kernel_image() {
         "{control}"
     );
 }
+
+#[test]
+fn a_kernels_file_names_distribution_releases_fetched_or_refused() {
+    // One line a Debian release whose -dbg package is missing and fetched (`fetch`), one a
+    // release that is neither installed nor fetched: the first builds, the second is
+    // refused naming its packages, and the run exits 5.
+    let t = Tree::debian();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let sys = t.root.join("sysroot");
+    let vmlinux = sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    let dest = t
+        .root
+        .join("archive")
+        .join(format!("linux-image-{DEB_RELEASE}-dbg"))
+        .join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    fs::rename(&vmlinux, &dest).unwrap();
+    let list = t.root.join("kernels");
+    fs::write(
+        &list,
+        format!("# supported\n{DEB_RELEASE},fetch\nrelease=6.1.0-50-cloud-amd64,name=old\n"),
+    )
+    .unwrap();
+    let report = t.root.join("report.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--kernels")
+        .arg(&list)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let log = fs::read_to_string(t.root.join("archive/apt-get.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("download linux-image-{DEB_RELEASE}-dbg={DEB_VERSION}\n")
+    );
+    let v = report_of(&report);
+    assert_eq!(v["targets"][0]["name"], DEB_RELEASE);
+    assert_eq!(v["targets"][0]["spec"], format!("{DEB_RELEASE},fetch"));
+    assert_eq!(v["targets"][0]["report"]["result"], "built");
+    assert_eq!(
+        v["targets"][0]["report"]["kernel"]["package_version"],
+        DEB_VERSION
+    );
+    assert_eq!(v["targets"][1]["name"], "old");
+    assert_eq!(v["targets"][1]["report"]["result"], "refused");
+    let msg = v["targets"][1]["report"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("[target.package-missing]") && msg.contains("6.1.0-50-cloud-amd64"),
+        "{msg}"
+    );
+    assert!(t
+        .root
+        .join(format!("out/{DEB_RELEASE}/livepatch-p.ko"))
+        .is_file());
+    assert!(!vmlinux.exists(), "nothing is installed system-wide");
+}
