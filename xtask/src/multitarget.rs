@@ -180,12 +180,14 @@ pub fn run(
         }
         // 2. Each module in its own kernel.
         let boot = guest::boot(&guest::Spec {
-            bzimage: &tk.bzimage(),
+            kernel: &tk.bzimage(),
+            machine: guest::TEST_KERNEL,
             module: &ko,
             module_name: &format!("livepatch_{MODULE}"),
             probe: &probe,
             workdir: &logs.join(format!("boot-{name}")),
             preload: None,
+            late: None,
             second: None,
             wrong_kernel: None,
         })?;
