@@ -20,6 +20,7 @@ mod mirror;
 mod modinfo;
 mod objtool;
 mod oot;
+mod package;
 mod patch;
 mod process;
 mod progress;
@@ -37,6 +38,8 @@ pub mod exit {
     pub const REFUSED: u8 = 2;
     pub const NO_CHANGE: u8 = 3;
     pub const KERNEL_BUILD: u8 = 4;
+    /// `klpgen build --kernel ...`: not every target built, and they did not all fail alike.
+    pub const PARTIAL: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -147,7 +150,9 @@ pub fn error_text(e: &anyhow::Error) -> String {
 /// The exit code and report word for an error.
 pub fn classify(e: &anyhow::Error) -> (u8, &'static str) {
     use verdict::Verdict;
-    if let Some(v) = e.downcast_ref::<Verdict>() {
+    if let Some(t) = e.downcast_ref::<build::TargetsFailed>() {
+        (t.code, t.word)
+    } else if let Some(v) = e.downcast_ref::<Verdict>() {
         match v {
             Verdict::Refused(_) => (exit::REFUSED, "refused"),
             Verdict::NoChange => (exit::NO_CHANGE, "no-change"),

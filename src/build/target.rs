@@ -35,14 +35,14 @@ impl Target {
     /// Open the tree and read its target, refusing a configuration that cannot carry a
     /// livepatch and parts (vmlinux, Module.symvers, sources, an out-of-tree module) that come
     /// from different builds.
-    pub fn open(spec: &TargetSpec<'_>, rep: &mut BuildReport) -> Result<Target> {
+    pub fn open(spec: &TargetSpec, rep: &mut BuildReport) -> Result<Target> {
         let mut tree = Tree::open(
-            spec.source,
+            &spec.source,
             &Pieces {
-                build: spec.build,
-                config: spec.config,
-                vmlinux: spec.vmlinux,
-                modules: spec.modules,
+                build: spec.build.as_deref(),
+                config: spec.config.as_deref(),
+                vmlinux: spec.vmlinux.as_deref(),
+                modules: spec.modules.as_deref(),
             },
         )?;
         check_config(&tree.config, &tree.config_path)?;
@@ -55,7 +55,7 @@ impl Target {
             .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
         let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
         let mut others: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        if let Some(ko) = spec.oot_ko {
+        if let Some(ko) = spec.oot_ko.as_deref() {
             let bytes =
                 kofile::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?;
             others.push((ko.to_path_buf(), bytes));
@@ -78,7 +78,7 @@ impl Target {
         tree.info.package = identity.package;
         tree.info.vmlinux_version = identity.version;
         // The launcher runs the compiler kind that built this target (gcc or clang).
-        if let Some(l) = spec.cc_launcher {
+        if let Some(l) = spec.cc_launcher.as_deref() {
             kbuild::set_compiler_launcher(&tree, l)?;
         }
         Ok(Target {

@@ -15,6 +15,11 @@
 //! under 1.5 (1.0 is linear; matching that compared every candidate pairwise would approach
 //! 4), which holds klpgen to its rule of no pairwise matching. And a pair of one function,
 //! with the JSON report: the start-up floor every pair pays, held under 1 M instructions.
+//!
+//! `cargo xtask bench targets` (also part of the full bench): how the time of one
+//! `klpgen build --kernel ...` run grows with its targets — 1, 2 and 4 targets of the test
+//! kernel's variants (the main kernel and `noibt`; 4 is each of them twice under two names,
+//! which take turns on their tree as two runs would), warm (after one cold run of both).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -510,11 +515,100 @@ fn section_count(path: &Path) -> Result<usize> {
     Ok(file.sections().count() + 1)
 }
 
+/// One `klpgen build` over `kernels` (SPECs) with its own output; its wall time.
+fn klpgen_build_targets(
+    klpgen: &Path,
+    cache: &Path,
+    kernels: &[String],
+    patch: &Path,
+    out: &Path,
+) -> Result<f64> {
+    let mut c = Command::new(klpgen);
+    c.args(["build", "-q", "--name", "bench-targets", "-o"])
+        .arg(out);
+    for k in kernels {
+        c.arg("--kernel").arg(k);
+    }
+    let start = Instant::now();
+    let o = c
+        .arg(patch)
+        .env("PATH", util::path_with_cargo_bin())
+        .env("KLPGEN_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .context("running klpgen build")?;
+    let secs = start.elapsed().as_secs_f64();
+    if !o.status.success() {
+        bail!(
+            "klpgen build --kernel x{} failed:\n{}",
+            kernels.len(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok(secs)
+}
+
+/// The N-targets figures: a cold run of both variants, then 1, 2 and 4 targets warm.
+fn targets_figure(klpgen: &Path, root: &Path) -> Result<serde_json::Value> {
+    let k = kernel::ensure()?;
+    let noibt = kernel::ensure_variant(Some("noibt"))?;
+    let cache = root.join("cache-targets");
+    if cache.exists() {
+        fs::remove_dir_all(&cache)?;
+    }
+    let patch = util::repo_root().join("tests/e2e/proc-string/case.patch");
+    let spec = |k: &kernel::Kernel, name: &str| {
+        format!(
+            "build={},source={},name={name}",
+            k.build.display(),
+            k.src.display()
+        )
+    };
+    let four = [
+        spec(&k, "main"),
+        spec(&noibt, "noibt"),
+        spec(&k, "main-2"),
+        spec(&noibt, "noibt-2"),
+    ];
+    let out = root.join("out-targets");
+    eprintln!("bench: klpgen build --kernel main --kernel noibt, cold...");
+    let cold = klpgen_build_targets(klpgen, &cache, &four[..2], &patch, &out)?;
+    let mut warm = Vec::new();
+    for n in [1, 2, 4] {
+        eprintln!("bench: klpgen build with {n} target(s), warm...");
+        warm.push((
+            n,
+            klpgen_build_targets(klpgen, &cache, &four[..n], &patch, &out)?,
+        ));
+    }
+    println!(
+        "  --kernel targets (tests/e2e/proc-string, -j{}): 2 cold {cold:.1} s; warm {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        warm.iter()
+            .map(|(n, s)| format!("{n}: {s:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(serde_json::json!({
+        "cold_2_seconds": cold,
+        "warm_seconds": warm.iter().map(|(n, s)| serde_json::json!({"targets": n, "seconds": s})).collect::<Vec<_>>(),
+    }))
+}
+
 pub fn cmd_bench(rest: &[String]) -> Result<bool> {
     match rest {
         [] => {}
         [what] if what == "stock" => return cmd_bench_stock(),
-        _ => bail!("usage: cargo xtask bench [stock]"),
+        [what] if what == "targets" => {
+            let root = util::target_dir().join("bench");
+            fs::create_dir_all(&root)?;
+            let klpgen = case::build_klpgen()?;
+            let json = targets_figure(&klpgen, &root)?;
+            fs::write(root.join("targets.json"), serde_json::to_vec_pretty(&json)?)?;
+            println!("  results: {}", root.join("targets.json").display());
+            return Ok(true);
+        }
+        _ => bail!("usage: cargo xtask bench [stock | targets]"),
     }
     let k = kernel::ensure()?;
     let klpgen = case::build_klpgen()?;
@@ -626,6 +720,7 @@ pub fn cmd_bench(rest: &[String]) -> Result<bool> {
         tiny as f64 / 1e6,
         tiny_json as f64 / 1e6
     );
+    let targets = targets_figure(&klpgen, &root)?;
     let mut all_ok = true;
     for ((name, value), (_, limit, unit)) in figures.iter().zip(TARGETS) {
         let ok = value < limit;
@@ -659,6 +754,7 @@ pub fn cmd_bench(rest: &[String]) -> Result<bool> {
         "callgraph": { "functions": cg.functions, "edges": cg.edges, "call_sites": cg.sites, "timing": cg.internal },
         "synthetic": synthetic_json,
         "synthetic_scaling_4x": scaling,
+        "kernel_targets": targets,
         "stock": stock_json,
         "small_pair_instructions": tiny,
         "small_pair_json_instructions": tiny_json,

@@ -21,6 +21,9 @@
 //! `livepatch-<case>-second`, checked like the first), loaded once the first is enabled, which
 //! it replaces — the first must go away and be unloaded, the probe pass again, and the second is
 //! the one disabled and unloaded at the end (for handing over `klp_state`).
+//! After the cases, `multi-target` (`multitarget.rs`): one `klpgen build --kernel A --kernel B`
+//! run for the test kernel and its `noibt` variant, each module booted in its own kernel, and a
+//! run with one target refused that still builds the other and exits 5.
 
 use crate::case::{
     build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,
@@ -915,15 +918,21 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     }
     let mut cases = load_cases()?;
     let kf_all = kfixtures::load_cases()?;
+    let multi = filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.as_str() == crate::multitarget::NAME);
     let (kf_filters, case_filters): (Vec<&String>, Vec<&String>) = filters
         .iter()
+        .filter(|f| f.as_str() != crate::multitarget::NAME)
         .partition(|f| **f == "kfixtures" || f.starts_with("kfixtures/"));
     for f in &case_filters {
         if !cases.iter().any(|c| &c.name == *f) {
             let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
             bail!(
-                "no e2e case {f:?} (cases: {}; or kfixtures, kfixtures/NAME, debian, debian/CASE)",
-                names.join(", ")
+                "no e2e case {f:?} (cases: {}; or {}, kfixtures, kfixtures/NAME, debian, debian/CASE)",
+                names.join(", "),
+                crate::multitarget::NAME
             );
         }
     }
@@ -949,7 +958,7 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     if with_debian && filters.is_empty() {
         crate::debian_e2e::load_cases()?;
     }
-    if cases.is_empty() && kf_selected.is_empty() {
+    if cases.is_empty() && kf_selected.is_empty() && !multi {
         bail!("no e2e cases under {}", e2e_dir().display());
     }
     let klpgen = build_klpgen()?;
@@ -1022,6 +1031,28 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             outcome.summary
         );
         results.push((case.name.as_str(), outcome));
+    }
+    // One run over the test kernel and its noibt variant.
+    if multi {
+        eprintln!("e2e: {} ...", crate::multitarget::NAME);
+        let start = Instant::now();
+        let noibt = kernel::ensure_variant(Some("noibt"))?;
+        let outcome = match crate::multitarget::run(&klpgen, &k, &noibt, &doctored, &workdir) {
+            Ok(Ok(summary)) => Outcome {
+                passed: true,
+                summary,
+            },
+            Ok(Err(why)) => fail(why),
+            Err(e) => fail(format!("harness error: {e:#}")),
+        };
+        eprintln!(
+            "e2e: {} {} ({}s): {}",
+            if outcome.passed { "PASS" } else { "FAIL" },
+            crate::multitarget::NAME,
+            start.elapsed().as_secs(),
+            outcome.summary
+        );
+        results.push((crate::multitarget::NAME, outcome));
     }
     println!();
     for (name, o) in &results {

@@ -15,6 +15,7 @@ mod kernel;
 mod kfixtures;
 mod listcheck;
 mod mismatch;
+mod multitarget;
 mod orccheck;
 mod package;
 mod selfdiff;
@@ -47,8 +48,10 @@ commands:
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
-  bench [stock]    measure klpgen build (cold, warm; test kernel and stock Debian kernel)
-                   and klpgen diff (instructions, memory); `stock`: only the stock build
+  bench [stock | targets]
+                   measure klpgen build (cold, warm; test kernel and stock Debian kernel)
+                   and klpgen diff (instructions, memory); `stock`: only the stock build;
+                   `targets`: only one run over 1, 2 and 4 --kernel targets
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash

@@ -18,6 +18,9 @@ mod x86_fast;
 pub trait Arch: fmt::Debug + Send + Sync {
     /// The machine's name in messages (`x86-64`).
     fn name(&self) -> &'static str;
+    /// Debian's name of the architecture (`amd64`): the `Architecture` of a livepatch's
+    /// `.deb`.
+    fn debian_arch(&self) -> &'static str;
     /// The ELF `e_machine` of its objects.
     fn e_machine(&self) -> u16;
     /// What the `object` crate calls it, and its byte order, for writing the livepatch object.

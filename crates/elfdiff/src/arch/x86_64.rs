@@ -221,6 +221,10 @@ impl Arch for X86_64 {
         "x86-64"
     }
 
+    fn debian_arch(&self) -> &'static str {
+        "amd64"
+    }
+
     fn e_machine(&self) -> u16 {
         elf::EM_X86_64
     }
