@@ -114,6 +114,15 @@ pub struct ModuleEntry {
     pub signed: bool,
 }
 
+/// Modules the livepatch patches that the target kernel will not load again while the
+/// livepatch is loaded (docs/report.md `module_reload`).
+#[derive(Debug, Serialize, Clone)]
+pub struct ModuleReload {
+    pub modules: Vec<String>,
+    pub reason: String,
+    pub remedy: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Stage {
     pub name: String,
@@ -143,6 +152,10 @@ pub struct BuildReport {
     /// each prefixed with its unit; absent when there is nothing to say.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The patched modules a kernel without `clear_relocate_add` (before 6.3) cannot load a
+    /// second time while the livepatch is loaded; absent when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_reload: Option<ModuleReload>,
     pub stages: Vec<Stage>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
@@ -164,6 +177,7 @@ impl BuildReport {
             module: None,
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
+            module_reload: None,
             stages: Vec::new(),
             clock: None,
         }
