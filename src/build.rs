@@ -219,6 +219,18 @@ fn build_target(
     parts.verdict()?;
     // The module: sources, objtool, kbuild, klp markings, the check, signing, the file.
     let module = module::build(&ctx, &units.modules, &parts, objtool.as_ref(), rep)?;
+    // A kernel before 6.3 will not load a patched module a second time while the livepatch
+    // is loaded: said in the summary and the report, not refused (loading it once works).
+    let patched_modules: Vec<&str> = parts
+        .hook_objects
+        .iter()
+        .filter_map(|o| o.name.as_deref())
+        .collect();
+    rep.module_reload = crate::kernel::module_reload(
+        target.clears_klp_relocations,
+        &target.tree.release,
+        &patched_modules,
+    );
     if let Some(opts) = &plan.package {
         package(plan, &target, &module, opts, rep, intr)?;
     }

@@ -114,6 +114,15 @@ pub struct ModuleEntry {
     pub signed: bool,
 }
 
+/// Modules the livepatch patches that the target kernel will not load again while the
+/// livepatch is loaded (docs/report.md `module_reload`).
+#[derive(Debug, Serialize, Clone)]
+pub struct ModuleReload {
+    pub modules: Vec<String>,
+    pub reason: String,
+    pub remedy: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct PackageEntry {
     pub path: String,
@@ -157,6 +166,10 @@ pub struct BuildReport {
     /// each prefixed with its unit; absent when there is nothing to say.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The patched modules a kernel without `clear_relocate_add` (before 6.3) cannot load a
+    /// second time while the livepatch is loaded; absent when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_reload: Option<ModuleReload>,
     pub stages: Vec<Stage>,
     /// The target's name in a run over several targets: its stages are shown as `NAME: stage`.
     #[serde(skip)]
@@ -182,6 +195,7 @@ impl BuildReport {
             package: None,
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
+            module_reload: None,
             stages: Vec::new(),
             label: None,
             clock: None,

@@ -1905,6 +1905,9 @@ fn an_exported_new_global_is_the_modules_own_for_vmlinux_and_module_units() {
         .collect();
     assert!(targets.contains(&("lib/mod.o", "mod")), "{targets:?}");
     assert!(targets.contains(&("lib/user.o", "vmlinux")), "{targets:?}");
+    // Linux 6.12 clears klp relocations into an unloaded module: no reload warning.
+    assert!(v.get("module_reload").is_none(), "{v}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
 
     // The other way round: a global new in the module, used by vmlinux code.
     //# refuse: new-global (the assertions below check it is produced)
@@ -2606,9 +2609,37 @@ fn a_stock_module_binds_against_its_installed_ko() {
         "m.patch",
         "--- a/drivers/m/mod.c\n+++ b/drivers/m/mod.c\n@@ -6,4 +6,4 @@\n int mod_fn(int x)\n {\n-\treturn mod_helper(x) + 1;\n+\treturn mod_helper(x) + 2;\n }\n",
     );
-    let o = t.debian_command(&p).output().unwrap();
+    let report = t.root.join("out/m.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
     let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{err}");
+    // Linux 6.1 (its vmlinux has no clear_relocate_add) will not load the patched module a
+    // second time while the livepatch is loaded: summary and report say so, with the remedy.
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let reload = &v["module_reload"];
+    assert_eq!(reload["modules"], serde_json::json!(["mod"]), "{v}");
+    assert!(
+        reload["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(DEB_RELEASE) && r.contains("clear_relocate_add")),
+        "{reload}"
+    );
+    assert!(
+        reload["remedy"]
+            .as_str()
+            .is_some_and(|r| r.contains("unload the livepatch first")),
+        "{reload}"
+    );
+    assert!(
+        out.contains("warning:         mod cannot be loaded again while this livepatch is loaded")
+            && out.contains("    remedy: keep the patched modules loaded"),
+        "{out}"
+    );
     // The unit's module is the one kbuild names after it, found compressed in the modules
     // directory; its statics come from the -dbg copy (the installed one has no STT_FILE).
     assert!(

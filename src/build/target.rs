@@ -29,6 +29,8 @@ pub struct Target {
     pub symvers: Symvers,
     /// The target's installed modules (empty when the directory does not exist).
     pub modules: ModulesDir,
+    /// Its livepatch core clears klp relocations into unloaded modules (Linux 6.3).
+    pub clears_klp_relocations: bool,
 }
 
 impl Target {
@@ -75,6 +77,7 @@ impl Target {
             rep.kernel.distribution = Some(p.distribution.to_string());
             rep.kernel.package_version = Some(p.version.clone());
         }
+        let clears_klp_relocations = identity.clears_klp_relocations;
         tree.info.package = identity.package;
         tree.info.vmlinux_version = identity.version;
         // The launcher runs the compiler kind that built this target (gcc or clang).
@@ -87,6 +90,7 @@ impl Target {
             vm_label,
             symvers,
             modules,
+            clears_klp_relocations,
         })
     }
 
