@@ -584,6 +584,7 @@ pub fn build_module(
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<PathBuf> {
+    record_prebuilt_objects(moddir)?;
     let m = format!("M={}", moddir.display());
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
@@ -621,6 +622,38 @@ pub fn build_module(
         bail!("kbuild did not produce {}", ko.display());
     }
     Ok(ko)
+}
+
+/// Objects klpgen puts into the module directory already compiled (kbuild did not build them).
+pub const PREBUILT_OBJECTS: &[&str] = &["klpgen_patch.o"];
+
+/// With CONFIG_MODVERSIONS, Linux 6.1's modpost reads the kbuild record `.<obj>.cmd` of every
+/// object of the module for the `#SYMVER <symbol> <crc>` lines of the symbols it exports, and
+/// stops when one is missing. klpgen's prebuilt objects export nothing (elfdiff leaves a new
+/// EXPORT_SYMBOL out, see its plan notes), so an empty record is exactly what kbuild would have
+/// written for them; one that defines an export entry anyway is an error, not an unversioned
+/// export. Later kernels read CRCs from the objects and ignore the empty file.
+fn record_prebuilt_objects(moddir: &Path) -> Result<()> {
+    use object::{Object as _, ObjectSymbol as _};
+    for name in PREBUILT_OBJECTS {
+        let obj = moddir.join(name);
+        let Ok(bytes) = fs::read(&obj) else { continue };
+        let file = object::File::parse(&*bytes)
+            .with_context(|| format!("cannot parse {}", obj.display()))?;
+        if let Some(export) = file.symbols().find(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with("__ksymtab_") || n.starts_with("__export_symbol_"))
+                && !s.is_undefined()
+        }) {
+            bail!(
+                "{} defines the export entry {}: a livepatch exports nothing (modules link against the Module.symvers of the kernel they are built for)",
+                obj.display(),
+                export.name().unwrap_or_default()
+            );
+        }
+        fs::write(moddir.join(format!(".{name}.cmd")), b"")?;
+    }
+    Ok(())
 }
 
 /// Where klpgen keeps its own build directories and work files.

@@ -33,7 +33,10 @@ pub struct Written {
 /// The plan then leaves objtool's sections to it, as it does for delayed objtool.
 pub fn own_objtool(ctx: &Ctx<'_>, units: &[String]) -> Result<Option<Objtool>> {
     if objtool::per_object(&ctx.target.tree) {
-        Ok(Some(objtool::locate(&ctx.target.tree, units)?))
+        // klpgen's own build directory (src/build/pairs.rs) holds the records of the units
+        // it has just compiled.
+        let own = ctx.ws.dir.join("kbuild");
+        Ok(Some(objtool::locate(&ctx.target.tree, &own, units)?))
     } else {
         Ok(None)
     }
