@@ -22,10 +22,12 @@ use crate::process::Interrupt;
 use crate::report::BuildReport;
 
 use ctx::Ctx;
+pub use locks::lock_tree;
 pub use plan::BuildArgs;
 use plan::BuildPlan;
 use summary::Summary;
 use target::Target;
+pub use workspace::tree_workdir;
 use workspace::Workspace;
 
 pub fn run(args: BuildArgs) -> Result<()> {

@@ -7,6 +7,8 @@
 mod build;
 mod callerscmd;
 mod checkcmd;
+mod depscan;
+mod depscancmd;
 mod diffcmd;
 mod explaincmd;
 mod files;
@@ -67,6 +69,10 @@ enum Command {
     /// Who calls a function (from the target's vmlinux.o, up to a depth): which callers
     /// livepatch cannot redirect, whose address is taken, which call it inside a loop.
     Callers(callerscmd::CallersArgs),
+    /// Which units edited files affect, from the target's records and from klpgen's
+    /// dependency scan (JSON; for development and `cargo xtask e2e depscan`).
+    #[command(hide = true)]
+    Depscan(depscancmd::DepscanArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         Command::Check(a) => checkcmd::run(a),
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
+        Command::Depscan(a) => depscancmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

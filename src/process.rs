@@ -56,7 +56,7 @@ pub struct Output {
 }
 
 /// Run `program args...` in `dir` with extra environment, capturing output; stops the child
-/// when interrupted.
+/// when interrupted. Its output lines go to the progress display as they come.
 pub fn run<I, S>(
     program: &str,
     args: I,
@@ -64,6 +64,38 @@ pub fn run<I, S>(
     env: &[(&str, &OsStr)],
     log: Option<&Path>,
     intr: &Interrupt,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with(program, args, dir, env, log, intr, true)
+}
+
+/// [`run`] for output that is data, not progress (kbuild's dry run: thousands of command
+/// lines): nothing is shown as it comes.
+pub fn run_silent<I, S>(
+    program: &str,
+    args: I,
+    dir: Option<&Path>,
+    log: Option<&Path>,
+    intr: &Interrupt,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with(program, args, dir, &[], log, intr, false)
+}
+
+fn run_with<I, S>(
+    program: &str,
+    args: I,
+    dir: Option<&Path>,
+    env: &[(&str, &OsStr)],
+    log: Option<&Path>,
+    intr: &Interrupt,
+    show: bool,
 ) -> Result<Output>
 where
     I: IntoIterator<Item = S>,
@@ -103,6 +135,9 @@ where
         .spawn()
         .with_context(|| format!("cannot start {program} (is it installed?)"))?;
     let mut follow = [Follow::new(&out_path), Follow::new(&err_path)];
+    if !show {
+        follow = [Follow::none(), Follow::none()];
+    }
     let status = loop {
         for f in &mut follow {
             f.poll();
@@ -185,6 +220,14 @@ impl Follow {
     fn new(path: &Path) -> Self {
         Follow {
             file: std::fs::File::open(path).ok(),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Following nothing.
+    fn none() -> Self {
+        Follow {
+            file: None,
             partial: Vec::new(),
         }
     }

@@ -98,6 +98,24 @@ pub struct ModuleEntry {
     pub signed: bool,
 }
 
+/// The affected units of a kernel-tree build.
+#[derive(Debug, Serialize, Default)]
+pub struct UnitsEntry {
+    /// Every unit built with both the original and the patched sources, sorted.
+    pub affected: Vec<String>,
+    /// `records` (kbuild's records of the target, complete), `scan` (klpgen's dependency
+    /// scan, verified by the records of its own build), or `sources` (only edited C files,
+    /// each its own unit).
+    pub method: &'static str,
+    /// Units the scan found but kbuild's records of klpgen's build showed not to include an
+    /// edited file: built with the original sources only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// The scan's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::depscan::ScanStats>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Stage {
     pub name: String,
@@ -127,6 +145,10 @@ pub struct BuildReport {
     /// each prefixed with its unit; absent when there is nothing to say.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The translation units the patches affect and how they were found; absent for an
+    /// out-of-tree module and before the patches were looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitsEntry>,
     pub stages: Vec<Stage>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
@@ -148,6 +170,7 @@ impl BuildReport {
             module: None,
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
+            units: None,
             stages: Vec::new(),
             clock: None,
         }

@@ -21,6 +21,7 @@ use elfdiff::{Diff, Object};
 use super::ctx::Ctx;
 use super::locks::lock_source;
 use super::plan::OotPair;
+use crate::depscan;
 use crate::files::copy_to;
 use crate::kbuild::{self, DiffBuild};
 use crate::mirror;
@@ -104,8 +105,10 @@ fn from_tree(ctx: &Ctx<'_>, rep: &mut BuildReport) -> Result<Compiled> {
         .collect();
     files.dedup();
     let diffbuild = DiffBuild::prepare(tree, ws.dir.join("kbuild"), ws.include.clone(), intr)?;
-    let units = units_to_build(ctx, &diffbuild, &files, rep)?;
-    build_original(ctx, &diffbuild, &units, rep)?;
+    let mut affected = affected_units(ctx, &diffbuild, &files)?;
+    let to_build = units_with_extra(ctx, affected.to_build(), &files)?;
+    build_original(ctx, &diffbuild, &to_build, rep)?;
+    let units = verified(ctx, &diffbuild, &mut affected, &to_build, &files, rep)?;
     let changed_lines = build_patched(ctx, &diffbuild, &units, &files, rep)?;
     let run_dir = &ws.run_dir;
     let pairs = units
@@ -122,44 +125,53 @@ fn from_tree(ctx: &Ctx<'_>, rep: &mut BuildReport) -> Result<Compiled> {
     })
 }
 
-/// The units the edited files affect (from kbuild's dependency records), plus `-t` units.
-/// The patches touching no compiled file is no functional change.
-fn units_to_build(
+/// The units the edited files affect (`src/depscan.rs`: the target's records where complete,
+/// else klpgen's dependency scan, whose candidates are verified after the original build).
+fn affected_units(
     ctx: &Ctx<'_>,
     diffbuild: &DiffBuild,
     files: &[String],
-    rep: &mut BuildReport,
-) -> Result<Vec<String>> {
-    let tree = &ctx.target.tree;
-    let mut units = match kbuild::affected_units(tree, files, &tree.build)? {
-        Some(u) => u,
-        None => {
-            // The target has no kbuild records (a distribution's build tree): klpgen's own
-            // build directory gets them, from a complete function-sections build made once.
-            if !diffbuild.has_full_build() {
-                rep.stage(
-                    "building the whole kernel once to find which units include the edited headers",
-                );
-                crate::progress::message(&format!(
-                    "klpgen: the patch edits headers and {} has no kbuild dependency records (.*.o.cmd); building the whole kernel once in {} to learn them (later runs reuse it)",
-                    tree.build.display(),
-                    diffbuild.dir.display()
-                ));
-                diffbuild.build_all(
-                    tree,
-                    ctx.plan.jobs,
-                    &ctx.ws.run_dir.join("full-build.log"),
-                    ctx.intr,
-                )?;
-            }
-            kbuild::affected_units(tree, files, &diffbuild.dir)?.with_context(|| {
-                format!(
-                    "{} holds a complete build but no dependency records",
-                    diffbuild.dir.display()
-                )
-            })?
+) -> Result<depscan::Affected> {
+    let affected = depscan::affected(
+        &depscan::Inputs {
+            tree: &ctx.target.tree,
+            own: diffbuild,
+            target_records: ctx.plan.target_records,
+            jobs: ctx.plan.jobs,
+            logs: &ctx.ws.run_dir,
+            intr: ctx.intr,
+        },
+        files,
+    )?;
+    if let (Some(st), false) = (&affected.stats, ctx.plan.quiet) {
+        if st.method == "scan" {
+            crate::progress::message(&format!(
+                "klpgen: dependency scan: {} of the configuration's {} units may include {} ({} decided by the target's records; include graph of {} files, {} read; the unit list {}; {:.1} s); building them, then kbuild's records of that build say which really do",
+                affected.candidates.len() + affected.exact.len(),
+                st.units,
+                affected
+                    .searched
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                st.from_target_records,
+                st.files,
+                st.files_read,
+                if st.dry_run_cached { "from the cache" } else { "from kbuild's dry run" },
+                st.seconds
+            ));
         }
-    };
+    }
+    Ok(affected)
+}
+
+/// The units to build, with the `-t` units; none is no functional change.
+fn units_with_extra(
+    ctx: &Ctx<'_>,
+    mut units: Vec<String>,
+    files: &[String],
+) -> Result<Vec<String>> {
     units.extend(ctx.plan.extra_units.iter().cloned());
     units.sort();
     units.dedup();
@@ -170,14 +182,83 @@ fn units_to_build(
         ));
         return Err(Verdict::NoChange.into());
     }
-    if !ctx.plan.quiet {
+    Ok(units)
+}
+
+/// After the original build: the scan's candidates that kbuild's records of that build show
+/// not to include an edited file are dropped (they keep their cached original objects); the
+/// rest are the units to build again with the patches. Says how many, and where the list is.
+fn verified(
+    ctx: &Ctx<'_>,
+    diffbuild: &DiffBuild,
+    affected: &mut depscan::Affected,
+    built: &[String],
+    files: &[String],
+    rep: &mut BuildReport,
+) -> Result<Vec<String>> {
+    let dropped = affected.verify(diffbuild);
+    for f in affected.not_compiled() {
         crate::progress::message(&format!(
+            "klpgen: {f} is not compiled in this kernel (no unit of this configuration compiles it); its changes are left out"
+        ));
+    }
+    let units: Vec<String> = built
+        .iter()
+        .filter(|u| !dropped.contains(u))
+        .cloned()
+        .collect();
+    let method = match &affected.stats {
+        Some(st) => st.method,
+        None => "sources",
+    };
+    rep.units = Some(crate::report::UnitsEntry {
+        affected: units.clone(),
+        method,
+        dropped: dropped.clone(),
+        scan: affected.stats.clone(),
+    });
+    if units.is_empty() {
+        crate::progress::message(&format!(
+            "klpgen: no unit of this configuration compiles the patched files ({})",
+            files.join(", ")
+        ));
+        return Err(Verdict::NoChange.into());
+    }
+    if !ctx.plan.quiet {
+        if !dropped.is_empty() {
+            crate::progress::message(&format!(
+                "klpgen: {} of the scan's candidates do not include the edited files (kbuild's records of klpgen's build); they are not built again",
+                dropped.len()
+            ));
+        }
+        crate::progress::message(&affected_line(&units, ctx.plan.verbose));
+    }
+    Ok(units)
+}
+
+/// `N unit(s) affected: ...`: the list inline when short; else the count and where the list
+/// is (a seq_file.h inline reaches hundreds of units, a 10,000-character line).
+fn affected_line(units: &[String], verbose: bool) -> String {
+    const INLINE: usize = 8;
+    if units.len() <= INLINE {
+        format!(
             "klpgen: {} unit(s) affected: {}",
             units.len(),
             units.join(" ")
-        ));
+        )
+    } else if verbose {
+        format!(
+            "klpgen: {} unit(s) affected:\n  {}",
+            units.len(),
+            units.join("\n  ")
+        )
+    } else {
+        format!(
+            "klpgen: {} unit(s) affected: {} ... (all of them with --verbose, and under units.affected in the --report file)",
+            units.len(),
+            units[..INLINE].join(" ")
+        )
     }
-    Ok(units)
 }
 
 /// Build the units as they are into `<run>/orig/`, after forgetting the ones a killed run may
