@@ -161,6 +161,18 @@ impl Tree {
         let release = std::fs::read_to_string(build.join("include/config/kernel.release"))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
+        // WORKAROUND (i11b, to be dropped for i11a's distribution identity): Debian's headers
+        // say the upstream version in kernel.release and the ABI release in
+        // `.kernelvariables` (`override KERNELRELEASE = 6.1.0-57-cloud-amd64`).
+        let release = std::fs::read_to_string(build.join(".kernelvariables"))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("override KERNELRELEASE = ")
+                        .map(|r| r.trim().to_string())
+                })
+            })
+            .unwrap_or(release);
         Ok(Tree {
             source,
             build,
@@ -215,11 +227,15 @@ pub fn check_consistency(
     let makefile_text = std::fs::read_to_string(&makefile).unwrap_or_default();
     let mut found: Vec<Mismatch> = Vec::new();
     found.extend(release_mismatch(&id, &release_label, &tree.release));
+    // WORKAROUND (i11b): the sources' version against the upstream version kbuild recorded.
+    let upstream = std::fs::read_to_string(tree.release_file())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| tree.release.clone());
     found.extend(source_mismatch(
         &makefile.display().to_string(),
         &makefile_text,
         &release_label,
-        &tree.release,
+        &upstream,
     ));
     found.extend(symvers_mismatch(&id, &symvers.label, symvers));
     if let Some((ko, bytes)) = oot_module {
