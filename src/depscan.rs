@@ -18,10 +18,10 @@
 //!   whether it really includes the file, and those that do not are dropped before the patched
 //!   build. The result is exact.
 //!
-//! An edited C file is its own unit when the target records it, when the configuration's unit
-//! list (if already known) has it, or else when its directory's Makefile or Kbuild names its
-//! object; otherwise it is searched like a header (`kernel/sched/syscalls.c` is compiled as
-//! part of `build_policy.o`).
+//! An edited C file is its own unit when the target records it or, without a complete record
+//! set, when its directory's Makefile or Kbuild names its object (a file no kbuild file
+//! names is `#include`d); otherwise it is searched like a header (`kernel/sched/syscalls.c` is
+//! compiled as part of `build_policy.o`).
 
 pub mod archive;
 pub mod cmdline;
@@ -204,10 +204,10 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
     for f in files {
         if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
             let unit = format!("{stem}.o");
+            // Without a record of the unit, its directory's kbuild files decide (no tree walk
+            // for the unit list's cache key on a one-file patch).
             let own_unit = if target_record(&unit).is_some() {
                 true
-            } else if let Some(list) = cached_units() {
-                list.compiles.iter().any(|c| c.unit == unit) || list.unknown.contains(&unit)
             } else if complete().is_some() {
                 // The target's records are complete and none is this unit's.
                 false

@@ -267,6 +267,20 @@ impl DiffBuild {
         let current = fs::read_to_string(&cfg).unwrap_or_default();
         let stamp = dir.join(".klpgen-config");
         let stamped = fs::read_to_string(&stamp).unwrap_or_default();
+        // A distribution's build variables (Debian's `.kernelvariables`: the ABI release as
+        // KERNELRELEASE, the compiler `gcc-12`), which its top Makefile reads from the
+        // objtree: without them utsrelease.h, vermagic and CONFIG_CC_VERSION_TEXT differ.
+        let variables = fs::read(tree.build.join(".kernelvariables")).ok();
+        let ours = dir.join(".kernelvariables");
+        if variables.is_some() && fs::read(&ours).ok() != variables {
+            fs::write(&ours, variables.as_deref().unwrap_or_default())?;
+            let _ = fs::remove_file(&stamp);
+        }
+        let stamped = if variables.is_some() && !stamp.exists() {
+            String::new()
+        } else {
+            stamped
+        };
         if stamped != tree.config_text || current.is_empty() {
             fs::write(&cfg, &tree.config_text)?;
             let o = format!("O={}", dir.display());
@@ -501,12 +515,14 @@ pub fn build_external(
 /// modpost reports are an error, except the `.klp.sym.*` ones (bound by the klp markings).
 pub fn build_module(
     tree: &Tree,
+    own: &Path,
     moddir: &Path,
     module: &str,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<PathBuf> {
     record_prebuilt_objects(moddir)?;
+    let kbuild_dir = module_kbuild(tree, own, jobs, intr)?;
     let m = format!("M={}", moddir.display());
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
@@ -514,7 +530,7 @@ pub fn build_module(
     let kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
     let out = make(
-        &tree.build,
+        &kbuild_dir,
         &[
             m.as_ref(),
             j.as_ref(),
@@ -544,6 +560,64 @@ pub fn build_module(
         bail!("kbuild did not produce {}", ko.display());
     }
     Ok(ko)
+}
+
+/// Where the livepatch module is built (`make -C DIR M=...`): the target's build directory
+/// when it can build external modules (its modpost is there and its Makefile's includes
+/// resolve); else klpgen's own build directory `own`, which kbuild's `modules_prepare` makes
+/// ready once (modpost, genksyms, the module linker script, all from the target's own source)
+/// with the target's Module.symvers. So unpacked distribution headers, whose Makefile includes
+/// the common headers by an absolute path only an installed package has, and whose tools may
+/// come from another version's linux-kbuild, are not needed to build the module.
+fn module_kbuild(tree: &Tree, own: &Path, jobs: usize, intr: &Interrupt) -> Result<PathBuf> {
+    if can_build_modules(&tree.build) {
+        return Ok(tree.build.clone());
+    }
+    let symvers = fs::read(&tree.symvers)
+        .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
+    let ours = own.join("Module.symvers");
+    if fs::read(&ours).ok().as_deref() != Some(&symvers[..]) {
+        fs::write(&ours, &symvers)?;
+    }
+    if !own.join("scripts/mod/modpost").is_file() || !own.join("scripts/module.lds").is_file() {
+        crate::progress::message(&format!(
+            "klpgen: {} cannot build external modules here; preparing klpgen's build directory {} for the module build (kbuild's modules_prepare, once)",
+            tree.build.display(),
+            own.display()
+        ));
+        let o = format!("O={}", own.display());
+        let j = format!("-j{jobs}");
+        let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref()];
+        if skip_rust_crates(tree, &[]) {
+            args.push("CONFIG_RUST=".as_ref());
+        }
+        args.push("modules_prepare".as_ref());
+        make(
+            &tree.source,
+            &args,
+            &own.join("klpgen-modules-prepare.log"),
+            "kbuild's modules_prepare in klpgen's build directory",
+            intr,
+        )?;
+    }
+    Ok(own.to_path_buf())
+}
+
+/// Whether `dir` is a kbuild output directory that builds external modules: it has modpost
+/// and every file its Makefile includes exists.
+fn can_build_modules(dir: &Path) -> bool {
+    if !dir.join("scripts/mod/modpost").is_file() {
+        return false;
+    }
+    let Ok(makefile) = fs::read_to_string(dir.join("Makefile")) else {
+        return false;
+    };
+    makefile
+        .lines()
+        .all(|l| match l.trim().strip_prefix("include ") {
+            Some(path) if Path::new(path.trim()).is_absolute() => Path::new(path.trim()).is_file(),
+            _ => true,
+        })
 }
 
 /// Objects klpgen puts into the module directory already compiled (kbuild did not build them).

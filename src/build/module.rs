@@ -59,7 +59,15 @@ pub fn build(
     }
     rep.stage("building the module with the target's kbuild");
     let module = &ctx.plan.module;
-    let ko = kbuild::build_module(&ctx.target.tree, &moddir, module, ctx.plan.jobs, ctx.intr)?;
+    let own = ctx.ws.dir.join("kbuild");
+    let ko = kbuild::build_module(
+        &ctx.target.tree,
+        &own,
+        &moddir,
+        module,
+        ctx.plan.jobs,
+        ctx.intr,
+    )?;
     let linked = fs::read(&ko)?;
     let (final_ko, klp) =
         patchgen::klp::finalize_module_with(module, &linked, Some(&parts.manifest))?;
