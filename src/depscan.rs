@@ -36,6 +36,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::kbuild::fresh::Freshness;
 use crate::kbuild::DiffBuild;
 use crate::kernel::Tree;
 use crate::process::Interrupt;
@@ -72,6 +73,8 @@ pub struct ScanStats {
     pub opaque_units: usize,
     /// Units decided by the target's own records.
     pub from_target_records: usize,
+    /// Units decided by the records of klpgen's own build of them (fresh objects).
+    pub from_own_records: usize,
     pub seconds: f64,
 }
 
@@ -269,18 +272,27 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
         }
     }
     let mut from_target = 0;
+    let mut from_own = 0;
     let mut scanned: Vec<Compile> = Vec::new();
+    // klpgen's own record of a unit is as good as the target's while the object is fresh
+    // (kbuild would not rebuild it, so its dependency list is the current one).
+    let mut fresh = Freshness::new(tree, &inp.own.dir, inp.own.make_args(tree));
     for c in all {
         if c.unit.starts_with("scripts/") || c.unit.starts_with("tools/") {
             continue; // host tools and their helpers, never part of the kernel
         }
-        match target_record(&c.unit) {
-            Some(rec) => {
-                from_target += 1;
-                out.record_says(&c.unit, &fs::read_to_string(rec).unwrap_or_default());
-            }
-            None => scanned.push(c),
+        if let Some(rec) = target_record(&c.unit) {
+            from_target += 1;
+            out.record_says(&c.unit, &fs::read_to_string(rec).unwrap_or_default());
+            continue;
         }
+        let own = inp.own.record(&c.unit);
+        if own.is_file() && fresh.unit_is_fresh(&c.unit) {
+            from_own += 1;
+            out.record_says(&c.unit, &fs::read_to_string(own).unwrap_or_default());
+            continue;
+        }
+        scanned.push(c);
     }
     for u in &config_units.unknown {
         if target_record(u).is_none() {
@@ -302,7 +314,7 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
         .iter()
         .map(|(f, _)| tree.source.join(f))
         .collect();
-    let units_count = scanned.len() + from_target + config_units.unknown.len();
+    let units_count = scanned.len() + from_target + from_own + config_units.unknown.len();
     for u in g.units_including(&searched) {
         if !out.exact.contains(&u) {
             out.candidates.insert(u);
@@ -316,6 +328,7 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
         files_read: gstats.read,
         opaque_units: g.always(),
         from_target_records: from_target,
+        from_own_records: from_own,
         seconds: start.elapsed().as_secs_f64(),
     });
     Ok(out)

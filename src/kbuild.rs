@@ -30,6 +30,8 @@ use anyhow::{bail, Context, Result};
 use crate::kernel::Tree;
 use crate::process::{self, Interrupt};
 
+pub mod fresh;
+
 /// Flags added to the kernel's own for the objects klpgen diffs.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 
@@ -361,6 +363,114 @@ impl DiffBuild {
         process::run_silent("make", &args, None, Some(log), intr)
     }
 
+    /// Whether [`DiffBuild::compile_direct`] would run `units` itself.
+    pub fn can_compile_direct(&self, tree: &Tree, units: &[String], out: &Path) -> bool {
+        !tree.config.is_set("CONFIG_FTRACE_MCOUNT_USE_RECORDMCOUNT")
+            && units.iter().all(|u| {
+                fs::read_to_string(self.record(u)).is_ok_and(|r| {
+                    fresh::direct_command(&r, u, &out.join(u), &out.join("x.d")).is_some()
+                })
+            })
+    }
+
+    /// Compile `units` by running their recorded commands directly (`fresh.rs`), each object
+    /// written to `out/<unit>`, in parallel; nothing of this directory is written. None, and
+    /// nothing run, when a command is not one klpgen runs itself (make then builds them).
+    pub fn compile_direct(
+        &self,
+        tree: &Tree,
+        units: &[String],
+        out: &Path,
+        jobs: usize,
+        (log, what): (&Path, &str),
+        intr: &Interrupt,
+    ) -> Result<Option<Vec<PathBuf>>> {
+        if tree.config.is_set("CONFIG_FTRACE_MCOUNT_USE_RECORDMCOUNT") {
+            return Ok(None);
+        }
+        let deps = out.join(".klpgen-deps");
+        let mut plans = Vec::new();
+        for u in units {
+            let Ok(record) = fs::read_to_string(self.record(u)) else {
+                return Ok(None);
+            };
+            let output = out.join(u);
+            let depfile = deps.join(format!("{}.d", u.replace('/', "_")));
+            match fresh::direct_command(&record, u, &output, &depfile) {
+                Some(cmds) => plans.push((u.clone(), output, cmds)),
+                None => return Ok(None),
+            }
+        }
+        fs::create_dir_all(&deps)?;
+        for (_, output, _) in &plans {
+            if let Some(d) = output.parent() {
+                fs::create_dir_all(d)?;
+            }
+        }
+        crate::progress::expect_objects(units);
+        let queue = std::sync::Mutex::new(plans.iter().collect::<std::collections::VecDeque<_>>());
+        let logs = std::sync::Mutex::new(String::new());
+        let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..jobs.clamp(1, plans.len().max(1)) {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((unit, _, cmds)) = next else { break };
+                    if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
+                    for argv in cmds {
+                        let program = if argv[0].contains('/') && !argv[0].starts_with('/') {
+                            self.dir.join(&argv[0]).display().to_string()
+                        } else {
+                            argv[0].clone()
+                        };
+                        let r =
+                            process::run(&program, &argv[1..], Some(&self.dir), &[], None, intr);
+                        let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                        l.push_str(&format!("$ {}\n", argv.join(" ")));
+                        match r {
+                            Ok(o) => {
+                                l.push_str(&o.stdout);
+                                l.push_str(&o.stderr);
+                                if !o.success {
+                                    *failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(anyhow::Error::from(KernelBuildFailed {
+                                            what: what.to_string(),
+                                            log: log.to_path_buf(),
+                                            tail: tail(&format!("{}\n{}", o.stdout, o.stderr), 25),
+                                        }));
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    crate::progress::child_line(&format!("  CC      {unit}"));
+                });
+            }
+        });
+        fs::write(log, logs.into_inner().unwrap_or_else(|e| e.into_inner()))?;
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        intr.check()?;
+        let mut paths = Vec::new();
+        for (u, output, _) in plans {
+            if !output.is_file() {
+                bail!(
+                    "{what}: the recorded command of {u} did not write {}",
+                    output.display()
+                );
+            }
+            paths.push(output);
+        }
+        Ok(Some(paths))
+    }
+
     /// kbuild's record of a unit built here (`dir/.name.o.cmd`).
     pub fn record(&self, unit: &str) -> PathBuf {
         self.files_of(unit).1
@@ -563,8 +673,7 @@ pub fn build_module(
 }
 
 /// Where the livepatch module is built (`make -C DIR M=...`): the target's build directory
-/// when it can build external modules (its modpost is there and its Makefile's includes
-/// resolve); else klpgen's own build directory `own`, which kbuild's `modules_prepare` makes
+/// when it can build external modules (its Makefile's includes resolve); else klpgen's own build directory `own`, which kbuild's `modules_prepare` makes
 /// ready once (modpost, genksyms, the module linker script, all from the target's own source)
 /// with the target's Module.symvers. So unpacked distribution headers, whose Makefile includes
 /// the common headers by an absolute path only an installed package has, and whose tools may
@@ -603,14 +712,12 @@ fn module_kbuild(tree: &Tree, own: &Path, jobs: usize, intr: &Interrupt) -> Resu
     Ok(own.to_path_buf())
 }
 
-/// Whether `dir` is a kbuild output directory that builds external modules: it has modpost
-/// and every file its Makefile includes exists.
+/// Whether `dir` builds external modules as it is: not when its Makefile includes a file by
+/// an absolute path that does not exist (Debian's headers unpacked from their package name
+/// `/usr/src/linux-headers-<abi>-common/Makefile`, which only the installed package has).
 fn can_build_modules(dir: &Path) -> bool {
-    if !dir.join("scripts/mod/modpost").is_file() {
-        return false;
-    }
     let Ok(makefile) = fs::read_to_string(dir.join("Makefile")) else {
-        return false;
+        return true;
     };
     makefile
         .lines()

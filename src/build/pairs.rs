@@ -23,6 +23,7 @@ use super::locks::lock_source;
 use super::plan::OotPair;
 use crate::depscan;
 use crate::files::copy_to;
+use crate::kbuild::fresh::Freshness;
 use crate::kbuild::{self, DiffBuild};
 use crate::mirror;
 use crate::oot::OotModule;
@@ -146,7 +147,7 @@ fn affected_units(
     if let (Some(st), false) = (&affected.stats, ctx.plan.quiet) {
         if st.method == "scan" {
             crate::progress::message(&format!(
-                "klpgen: dependency scan: {} of the configuration's {} units may include {} ({} decided by the target's records; include graph of {} files, {} read; the unit list {}; {:.1} s); building them, then kbuild's records of that build say which really do",
+                "klpgen: dependency scan: {} of the configuration's {} units may include {} ({} decided by the target's records, {} by klpgen's own; include graph of {} files, {} read; the unit list {}; {:.1} s); building them, then kbuild's records of that build say which really do",
                 affected.candidates.len() + affected.exact.len(),
                 st.units,
                 affected
@@ -156,6 +157,7 @@ fn affected_units(
                     .collect::<Vec<_>>()
                     .join(", "),
                 st.from_target_records,
+                st.from_own_records,
                 st.files,
                 st.files_read,
                 if st.dry_run_cached { "from the cache" } else { "from kbuild's dry run" },
@@ -276,14 +278,24 @@ fn build_original(
         fs::remove_file(ws.dir.join("kbuild-dirty"))?;
     }
     rep.stage("building original objects (function sections)");
-    let built = diffbuild.build_units(
-        tree,
-        units,
-        ctx.plan.jobs,
-        &ws.run_dir.join("orig.log"),
-        "building the original objects",
-        intr,
-    )?;
+    // The cached original objects are used as they are when kbuild would not rebuild any of
+    // them (kbuild/fresh.rs); else make decides, as always.
+    let mut fresh = Freshness::new(tree, &diffbuild.dir, diffbuild.make_args(tree));
+    let all_fresh = units.iter().all(|u| fresh.unit_is_fresh(u));
+    let built: Vec<PathBuf> = if all_fresh {
+        units.iter().map(|u| diffbuild.dir.join(u)).collect()
+    } else {
+        let built = diffbuild.build_units(
+            tree,
+            units,
+            ctx.plan.jobs,
+            &ws.run_dir.join("orig.log"),
+            "building the original objects",
+            intr,
+        )?;
+        fresh.made(units)?;
+        built
+    };
     for (u, p) in units.iter().zip(&built) {
         copy_to(p, &ws.run_dir.join("orig").join(u))?;
     }
@@ -310,6 +322,17 @@ fn build_patched(
     rep: &mut BuildReport,
 ) -> Result<Vec<ChangedLines>> {
     let (tree, ws, intr) = (&ctx.target.tree, ctx.ws, ctx.intr);
+    // Edits of C files and headers only leave every unit's command as recorded: the patched
+    // objects then come from those commands, run directly, and klpgen's build directory is
+    // never written (kbuild/fresh.rs).
+    let plain_sources = files
+        .iter()
+        .all(|f| f.ends_with(".c") || f.ends_with(".h") || f.ends_with(".S"));
+    if plain_sources {
+        if let Some(changed) = build_patched_direct(ctx, diffbuild, units, files, rep)? {
+            return Ok(changed);
+        }
+    }
     let saved = ws.run_dir.join("kbuild-saved");
     diffbuild.save(units, &saved)?;
     // Until the originals are back, these units in klpgen's build directory may hold patched
@@ -353,6 +376,56 @@ fn build_patched(
     reverted.context("restoring the source tree")?;
     rep.stage("patches reverted, source tree restored");
     Ok(changed)
+}
+
+/// The patched build by the units' recorded commands, run directly: the patches applied, each
+/// unit compiled into `<run>/patched/`, the tree reverted. None (nothing done) when a command
+/// is not one klpgen runs itself.
+fn build_patched_direct(
+    ctx: &Ctx<'_>,
+    diffbuild: &DiffBuild,
+    units: &[String],
+    files: &[String],
+    rep: &mut BuildReport,
+) -> Result<Option<Vec<ChangedLines>>> {
+    let (tree, ws, intr) = (&ctx.target.tree, ctx.ws, ctx.intr);
+    let out = ws.run_dir.join("patched");
+    // Whether every command can be run directly is known before anything is patched.
+    if !diffbuild.can_compile_direct(tree, units, &out) {
+        return Ok(None);
+    }
+    rep.stage("applying patches");
+    if tree.source.starts_with(&ws.dir) {
+        mirror::unshare(&tree.source, files)?;
+    }
+    let mut applied = Applied::apply(
+        &tree.source,
+        &ctx.plan.patches,
+        &ws.dir,
+        ctx.plan.line_directives,
+        intr,
+    )?;
+    rep.stage("building patched objects");
+    let built = diffbuild.compile_direct(
+        tree,
+        units,
+        &out,
+        ctx.plan.jobs,
+        (
+            &ws.run_dir.join("patched.log"),
+            "building the patched objects",
+        ),
+        intr,
+    );
+    let changed = std::mem::take(&mut applied.changed);
+    let reverted = applied.revert();
+    let built = built?;
+    reverted.context("restoring the source tree")?;
+    if built.is_none() {
+        bail!("the units' recorded commands could not be run directly after all");
+    }
+    rep.stage("patches reverted, source tree restored");
+    Ok(Some(changed))
 }
 
 /// `--include-callers` for vmlinux code: build the units, outside the patched ones, that hold

@@ -78,13 +78,14 @@ pub fn mtime_ns(meta: &fs::Metadata) -> i128 {
 /// Directory listings, read once: whether a file exists is a hash lookup.
 #[derive(Default)]
 struct Listings {
-    dirs: HashMap<PathBuf, Option<HashSet<OsString>>>,
+    dirs: HashMap<OsString, Option<HashSet<OsString>>>,
 }
 
 impl Listings {
     /// Regular files (and links to them) of `dir`.
     fn files(&mut self, dir: &Path) -> Option<&HashSet<OsString>> {
-        if !self.dirs.contains_key(dir) {
+        let key = dir.as_os_str();
+        if !self.dirs.contains_key(key) {
             let set = fs::read_dir(dir).ok().map(|rd| {
                 rd.flatten()
                     .filter(|e| {
@@ -94,9 +95,9 @@ impl Listings {
                     .map(|e| e.file_name())
                     .collect()
             });
-            self.dirs.insert(dir.to_path_buf(), set);
+            self.dirs.insert(key.to_os_string(), set);
         }
-        self.dirs.get(dir).and_then(Option::as_ref)
+        self.dirs.get(key).and_then(Option::as_ref)
     }
 
     fn exists(&mut self, path: &Path) -> bool {
@@ -107,16 +108,37 @@ impl Listings {
     }
 }
 
+/// `dir/name`, normalized only when `name` needs it (the directories already are).
+fn join(dir: &Path, name: &str) -> PathBuf {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        normalize(&dir.join(name))
+    } else {
+        dir.join(name)
+    }
+}
+
 /// An include after conditional evaluation.
+#[derive(Clone)]
 struct Active {
     quoted: bool,
     name: String,
 }
 
+/// What a file includes in branches the configuration does not rule out.
+#[derive(Default)]
+struct Includes {
+    files: Vec<Active>,
+    /// `#include MACRO`: the macro's text.
+    macros: Vec<String>,
+}
+
 /// The graph over every file the units can reach.
 pub struct Graph {
     /// File index by path.
-    index: HashMap<PathBuf, usize>,
+    index: HashMap<OsString, usize>,
     paths: Vec<PathBuf>,
     /// Edges every unit has: relative to the includer, and through the shared directories.
     edges: Vec<Vec<usize>>,
@@ -168,13 +190,17 @@ impl Graph {
             .map(|(d, _)| d.to_path_buf())
             .collect();
         shared.sort();
-        let shared_set: HashSet<&Path> = shared.iter().map(PathBuf::as_path).collect();
+        let shared_set: HashSet<PathBuf> = shared.iter().cloned().collect();
 
         let mut b = Builder {
             index: HashMap::new(),
             paths: Vec::new(),
             listings: Listings::default(),
             cache,
+            shared,
+            angled: HashMap::new(),
+            relative: HashMap::new(),
+            own: HashMap::new(),
         };
         let mut nodes = Vec::new();
         let mut own_all: BTreeSet<PathBuf> = BTreeSet::new();
@@ -182,7 +208,7 @@ impl Graph {
         for u in units {
             let roots: Vec<usize> = std::iter::once(&u.source)
                 .chain(&u.forced)
-                .map(|p| b.file(p))
+                .map(|p| b.file(&normalize(p)))
                 .collect();
             let own_dirs: Vec<PathBuf> = u
                 .search
@@ -204,19 +230,24 @@ impl Graph {
                 opaque: u.opaque || unreadable,
             });
         }
-
+        drop(shared_set);
         let own_index = OwnDirs::new(&own_all);
-        // Discover every reachable file, breadth first. A file's active includes need the
-        // set of redefined CONFIG_ macros, which is only known once every file is read: read
-        // (and cache) first, evaluate after; files reached through includes that a later
-        // redefinition turns on are read in the next round.
+
+        // Rounds until nothing changes: each evaluates every file known with the CONFIG_
+        // macros some file redefines (unknown from then on) and the macros naming files, and
+        // adds the files it reaches. A later round only happens when a redefinition or a
+        // macro definition turned up.
         let mut macro_values: HashMap<String, Vec<(bool, String)>> = HashMap::new();
-        let mut macro_includes: Vec<(usize, String)> = Vec::new();
+        let mut edges: Vec<Vec<usize>>;
+        let mut extra: HashMap<PathBuf, Vec<(usize, usize)>>;
+        let mut opaque: Vec<usize>;
         loop {
-            // Read every file reachable so far with the current assumptions.
-            let mut queue: VecDeque<usize> = (0..b.paths.len()).collect();
-            let mut queued: HashSet<usize> = queue.iter().copied().collect();
-            while let Some(f) = queue.pop_front() {
+            let (redefined_before, macros_before) = (redefined.len(), macro_values.len());
+            edges = Vec::new();
+            extra = HashMap::new();
+            opaque = Vec::new();
+            let mut f = 0;
+            while f < b.paths.len() {
                 let path = b.paths[f].clone();
                 let dirs = b
                     .cache
@@ -246,108 +277,52 @@ impl Graph {
                     config,
                     redefined: &redefined,
                 };
-                for inc in evaluate(&dirs, &a) {
-                    for t in b.resolve(&path, &inc, &shared, Some(&own_index)) {
-                        if queued.insert(t) {
-                            queue.push_back(t);
-                        }
+                let inc = evaluate(&dirs, &a);
+                let mut out: Vec<usize> = Vec::new();
+                let mut add = |b: &mut Builder<'_>, i: &Active, out: &mut Vec<usize>| -> bool {
+                    let r = b.resolve(&path, i);
+                    let mut found = !r.is_empty();
+                    out.extend(r);
+                    for (d, t) in b.resolve_own(i, &own_index) {
+                        found = true;
+                        extra.entry(d).or_default().push((f, t));
+                    }
+                    found
+                };
+                for i in &inc.files {
+                    add(&mut b, i, &mut out);
+                }
+                let in_trace = path.to_string_lossy().contains("/include/trace/");
+                for m in &inc.macros {
+                    let mut targets: Vec<Active> = macro_values
+                        .get(m.as_str())
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(quoted, name)| Active { quoted, name })
+                        .collect();
+                    if let Some(name) = config_string(config, m) {
+                        targets.push(Active { quoted: true, name });
+                    }
+                    let mut explained = false;
+                    for t in &targets {
+                        explained |= add(&mut b, t, &mut out);
+                    }
+                    // `TRACE_INCLUDE(TRACE_INCLUDE_FILE)` and the like re-include the trace
+                    // header that included this file (see the module doc).
+                    if !(explained || (in_trace && m.contains('('))) {
+                        opaque.push(f);
                     }
                 }
-                for d in &dirs {
-                    if let Dir::IncludeMacro(m) = d {
-                        macro_includes.push((f, m.clone()));
-                    }
-                }
+                out.sort_unstable();
+                out.dedup();
+                edges.push(out);
+                f += 1;
             }
-            // Macro includes: resolve through the definitions seen; new files need a round.
-            let before = b.paths.len();
-            for (f, m) in &macro_includes {
-                let path = b.paths[*f].clone();
-                for (quoted, name) in macro_values.get(m.as_str()).cloned().unwrap_or_default() {
-                    let inc = Active { quoted, name };
-                    b.resolve(&path, &inc, &shared, Some(&own_index));
-                }
-                if let Some(name) = config_string(config, m) {
-                    b.resolve(
-                        &path,
-                        &Active { quoted: true, name },
-                        &shared,
-                        Some(&own_index),
-                    );
-                }
-            }
-            macro_includes.clear();
-            if b.paths.len() == before {
+            if redefined.len() == redefined_before && macro_values.len() == macros_before {
                 break;
             }
         }
-
-        // Final evaluation with everything known: the edges.
-        let a = Assumptions {
-            config,
-            redefined: &redefined,
-        };
-        let n = b.paths.len();
-        let mut edges = vec![Vec::new(); n];
-        let mut extra: HashMap<PathBuf, Vec<(usize, usize)>> = HashMap::new();
-        let mut opaque = Vec::new();
-        let mut f = 0;
-        while f < b.paths.len() {
-            let path = b.paths[f].clone();
-            let dirs = b
-                .cache
-                .get(&path)
-                .map(|p| p.dirs.clone())
-                .unwrap_or_default();
-            let mut out: Vec<usize> = Vec::new();
-            for inc in evaluate(&dirs, &a) {
-                out.extend(b.resolve(&path, &inc, &shared, None));
-                for d in own_index.candidates(&inc.name) {
-                    if let Some(t) = b.in_dir(d, &inc.name) {
-                        extra.entry(d.clone()).or_default().push((f, t));
-                    }
-                }
-            }
-            let in_trace = path.to_string_lossy().contains("/include/trace/");
-            for d in &dirs {
-                let Dir::IncludeMacro(m) = d else { continue };
-                let mut explained = false;
-                let mut targets: Vec<Active> = macro_values
-                    .get(m.as_str())
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(quoted, name)| Active { quoted, name })
-                    .collect();
-                if let Some(name) = config_string(config, m) {
-                    targets.push(Active { quoted: true, name });
-                }
-                for inc in &targets {
-                    let r = b.resolve(&path, inc, &shared, None);
-                    explained |= !r.is_empty();
-                    out.extend(r);
-                    for d in own_index.candidates(&inc.name) {
-                        if let Some(t) = b.in_dir(d, &inc.name) {
-                            explained = true;
-                            extra.entry(d.clone()).or_default().push((f, t));
-                        }
-                    }
-                }
-                // `TRACE_INCLUDE(TRACE_INCLUDE_FILE)` and the like re-include the trace
-                // header that included this file (see the module doc).
-                if !(explained || (in_trace && m.contains('('))) {
-                    opaque.push(f);
-                }
-            }
-            out.sort_unstable();
-            out.dedup();
-            if edges.len() < b.paths.len() {
-                edges.resize(b.paths.len(), Vec::new());
-            }
-            edges[f] = out;
-            f += 1;
-        }
-        edges.resize(b.paths.len(), Vec::new());
         opaque.sort_unstable();
         opaque.dedup();
         let stats = GraphStats {
@@ -371,7 +346,7 @@ impl Graph {
     pub fn units_including(&self, files: &[PathBuf]) -> Vec<String> {
         let targets: Vec<usize> = files
             .iter()
-            .filter_map(|f| self.index.get(&normalize(f)).copied())
+            .filter_map(|f| self.index.get(normalize(f).as_os_str()).copied())
             .chain(self.opaque.iter().copied())
             .collect();
         let mut rev: Vec<Vec<usize>> = vec![Vec::new(); self.paths.len()];
@@ -441,60 +416,87 @@ impl Graph {
 }
 
 struct Builder<'c> {
-    index: HashMap<PathBuf, usize>,
+    index: HashMap<OsString, usize>,
     paths: Vec<PathBuf>,
     listings: Listings,
     cache: &'c mut ParseCache,
+    shared: Vec<PathBuf>,
+    /// Resolutions, by include name (angled: the shared directories), by includer directory
+    /// and name (quoted, relative), and by name in the unshared directories.
+    angled: HashMap<String, Vec<usize>>,
+    relative: HashMap<(OsString, String), Option<usize>>,
+    own: HashMap<String, Vec<(PathBuf, usize)>>,
 }
 
 impl Builder<'_> {
     fn file(&mut self, p: &Path) -> usize {
-        let p = normalize(p);
-        if let Some(&i) = self.index.get(&p) {
+        if let Some(&i) = self.index.get(p.as_os_str()) {
             return i;
         }
-        self.paths.push(p.clone());
-        self.index.insert(p, self.paths.len() - 1);
+        self.paths.push(p.to_path_buf());
+        self.index
+            .insert(p.as_os_str().to_os_string(), self.paths.len() - 1);
         self.paths.len() - 1
     }
 
     /// `dir/name` when that file exists.
     fn in_dir(&mut self, dir: &Path, name: &str) -> Option<usize> {
-        let p = normalize(&dir.join(name));
+        let p = join(dir, name);
         self.listings.exists(&p).then(|| self.file(&p))
     }
 
-    /// Every file `inc` in `from` may name: relative to `from` (quoted), in each shared
-    /// directory and in each of `also`.
-    fn resolve(
-        &mut self,
-        from: &Path,
-        inc: &Active,
-        shared: &[PathBuf],
-        also: Option<&OwnDirs>,
-    ) -> Vec<usize> {
+    /// Every file `inc` in `from` may name through the shared directories: relative to
+    /// `from` (quoted) and in each shared directory.
+    fn resolve(&mut self, from: &Path, inc: &Active) -> Vec<usize> {
         let mut out = Vec::new();
         if Path::new(&inc.name).is_absolute() {
-            let p = PathBuf::from(&inc.name);
-            if self.listings.exists(&normalize(&p)) {
+            let p = normalize(Path::new(&inc.name));
+            if self.listings.exists(&p) {
                 out.push(self.file(&p));
             }
             return out;
         }
         if inc.quoted {
             if let Some(d) = from.parent() {
-                out.extend(self.in_dir(d, &inc.name));
+                let key = (d.as_os_str().to_os_string(), inc.name.clone());
+                let r = match self.relative.get(&key) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.in_dir(d, &inc.name);
+                        self.relative.insert(key, r);
+                        r
+                    }
+                };
+                out.extend(r);
             }
         }
-        for d in shared {
-            out.extend(self.in_dir(d, &inc.name));
-        }
-        if let Some(own) = also {
-            for d in own.candidates(&inc.name) {
-                out.extend(self.in_dir(d, &inc.name));
-            }
+        if let Some(v) = self.angled.get(&inc.name) {
+            out.extend(v);
+        } else {
+            let shared = std::mem::take(&mut self.shared);
+            let v: Vec<usize> = shared
+                .iter()
+                .filter_map(|d| self.in_dir(d, &inc.name))
+                .collect();
+            self.shared = shared;
+            out.extend(&v);
+            self.angled.insert(inc.name.clone(), v);
         }
         out
+    }
+
+    /// The files `inc` names in the unshared directories: (directory, file).
+    fn resolve_own(&mut self, inc: &Active, own: &OwnDirs) -> Vec<(PathBuf, usize)> {
+        if let Some(v) = self.own.get(&inc.name) {
+            return v.clone();
+        }
+        let v: Vec<(PathBuf, usize)> = own
+            .candidates(&inc.name)
+            .iter()
+            .filter_map(|d| self.in_dir(d, &inc.name).map(|f| (d.clone(), f)))
+            .collect();
+        self.own.insert(inc.name.clone(), v.clone());
+        v
     }
 }
 
@@ -556,7 +558,7 @@ fn config_string(config: &HashMap<String, String>, name: &str) -> Option<String>
 }
 
 /// The includes of a file's directives that are not in a branch the configuration rules out.
-fn evaluate(dirs: &[Dir], a: &Assumptions<'_>) -> Vec<Active> {
+fn evaluate(dirs: &[Dir], a: &Assumptions<'_>) -> Includes {
     // Per open conditional: whether the enclosing code is active, whether an earlier branch
     // was (maybe) taken, and whether the current branch is active.
     struct Frame {
@@ -566,7 +568,7 @@ fn evaluate(dirs: &[Dir], a: &Assumptions<'_>) -> Vec<Active> {
     }
     let mut stack: Vec<Frame> = Vec::new();
     let active = |stack: &[Frame]| stack.last().map_or(Tri::Yes, |f| f.current);
-    let mut out = Vec::new();
+    let mut out = Includes::default();
     for d in dirs {
         match d {
             Dir::If(_) | Dir::Ifdef(_) | Dir::Ifndef(_) => {
@@ -603,10 +605,11 @@ fn evaluate(dirs: &[Dir], a: &Assumptions<'_>) -> Vec<Active> {
             Dir::Endif => {
                 stack.pop();
             }
-            Dir::Include(quoted, _, name) if active(&stack) != Tri::No => out.push(Active {
+            Dir::Include(quoted, _, name) if active(&stack) != Tri::No => out.files.push(Active {
                 quoted: *quoted,
                 name: name.clone(),
             }),
+            Dir::IncludeMacro(m) if active(&stack) != Tri::No => out.macros.push(m.clone()),
             _ => {}
         }
     }
