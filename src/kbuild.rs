@@ -31,6 +31,7 @@ use crate::kernel::Tree;
 use crate::process::{self, Interrupt};
 
 pub mod fresh;
+mod replay;
 
 /// Flags added to the kernel's own for the objects klpgen diffs.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
@@ -639,21 +640,40 @@ pub fn build_module(
     // same inputs give the same bytes wherever the cache is.
     let kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
-    let out = make(
-        &kbuild_dir,
-        &[
-            m.as_ref(),
-            j.as_ref(),
-            kcflags.as_ref(),
-            krustflags.as_ref(),
-            "KBUILD_MODPOST_WARN=1".as_ref(),
-            "modules".as_ref(),
-        ],
-        &moddir.join("klpgen-module.log"),
-        "building the livepatch module",
-        intr,
-    )?;
-    let text = format!("{}\n{}", out.stdout, out.stderr);
+    // The last build of this module, kept for replaying its steps (kbuild/replay.rs).
+    let cache = own
+        .parent()
+        .unwrap_or(own)
+        .join("module-cache")
+        .join(module);
+    let mut key_args = vec![
+        m.clone(),
+        kcflags.clone(),
+        krustflags.clone(),
+        "KBUILD_MODPOST_WARN=1".to_string(),
+    ];
+    key_args.extend(CC_WITH_LAUNCHER.get().map(|cc| format!("CC={cc}")));
+    let key = replay::key(tree, &kbuild_dir, &key_args);
+    let text = match replay::replay(tree, &kbuild_dir, moddir, &cache, module, &key, intr)? {
+        Some((_, printed)) => printed,
+        None => {
+            let out = make(
+                &kbuild_dir,
+                &[
+                    m.as_ref(),
+                    j.as_ref(),
+                    kcflags.as_ref(),
+                    krustflags.as_ref(),
+                    "KBUILD_MODPOST_WARN=1".as_ref(),
+                    "modules".as_ref(),
+                ],
+                &moddir.join("klpgen-module.log"),
+                "building the livepatch module",
+                intr,
+            )?;
+            format!("{}\n{}", out.stdout, out.stderr)
+        }
+    };
     let unresolved: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("undefined!"))
@@ -669,6 +689,7 @@ pub fn build_module(
     if !ko.is_file() {
         bail!("kbuild did not produce {}", ko.display());
     }
+    replay::save(moddir, &cache, &key)?;
     Ok(ko)
 }
 

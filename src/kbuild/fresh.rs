@@ -307,6 +307,18 @@ fn target_is_fresh(dir: &Path, target: &Path, record: &str) -> bool {
         .all(|d| fs::metadata(d).is_ok_and(|m| mtime_ns(&m) <= t))
 }
 
+/// [`target_is_fresh`] for what the record lists outside `except` (a directory whose files
+/// the caller has compared by content).
+pub fn fresh_outside(dir: &Path, target: &Path, record: &str, except: &Path) -> bool {
+    let Ok(t) = fs::metadata(target).map(|m| mtime_ns(&m)) else {
+        return false;
+    };
+    record_deps(dir, record)
+        .iter()
+        .filter(|d| !d.starts_with(except))
+        .all(|d| fs::metadata(d).is_ok_and(|m| mtime_ns(&m) <= t))
+}
+
 /// Whether what kbuild's `prepare` makes is up to date: every record of the directory that
 /// is not a unit's (generated headers, scripts, objtool, offsets) is fresh, and the
 /// configuration's `auto.conf` is newer than `.config` and every Kconfig file it came from.
