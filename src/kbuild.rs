@@ -255,6 +255,22 @@ fn skip_rust_crates(tree: &Tree, units: &[String]) -> bool {
         && units.iter().all(|u| !u.ends_with(".rs"))
 }
 
+/// Options unset on make's command line for klpgen's builds of C units, so that `prepare`
+/// skips tools they do not need: the Rust crates ([`skip_rust_crates`]), and with
+/// `CONFIG_DEBUG_INFO_BTF` the `resolve_btfids` tool with its libbpf (BTF is made when
+/// vmlinux and modules are linked; no C flag depends on the option, and `autoconf.h` keeps
+/// it). Most of a distribution kernel's cold `prepare` otherwise.
+fn make_overrides(tree: &Tree, units: &[String]) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if skip_rust_crates(tree, units) {
+        v.push("CONFIG_RUST=");
+    }
+    if tree.config.is_set("CONFIG_DEBUG_INFO_BTF") {
+        v.push("CONFIG_DEBUG_INFO_BTF=");
+    }
+    v
+}
+
 /// klpgen's own build directory for function-sections objects of one kernel.
 pub struct DiffBuild {
     pub dir: PathBuf,
@@ -307,9 +323,7 @@ impl DiffBuild {
             format!("O={}", self.dir.display()),
             diff_kcflags(&self.include),
         ];
-        if skip_rust_crates(tree, &[]) {
-            v.push("CONFIG_RUST=".into());
-        }
+        v.extend(make_overrides(tree, &[]).iter().map(|o| o.to_string()));
         v.push(format!("RUSTC={}", rustc().display()));
         if let Some(cc) = CC_WITH_LAUNCHER.get() {
             v.push(format!("CC={cc}"));
@@ -330,8 +344,8 @@ impl DiffBuild {
         let j = format!("-j{jobs}");
         let kcflags = diff_kcflags(&self.include);
         let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
-        if skip_rust_crates(tree, &[]) {
-            args.push("CONFIG_RUST=".as_ref());
+        for o in make_overrides(tree, &[]) {
+            args.push(o.as_ref());
         }
         args.push("prepare".as_ref());
         make(
@@ -350,12 +364,14 @@ impl DiffBuild {
     /// printed. Its exit status says nothing: the caller reads the commands and the errors.
     pub fn dry_run(&self, tree: &Tree, log: &Path, intr: &Interrupt) -> Result<process::Output> {
         let mut args: Vec<String> = vec!["-C".into(), tree.source.display().to_string()];
-        // Without `CONFIG_RUST=`: the C units kbuild builds only for Rust (`rust/helpers/`)
-        // are units of the kernel too. The C flags are the same either way.
+        // Without the overrides: the C units kbuild builds only for Rust (`rust/helpers/`) or
+        // for BTF (`kernel/bpf/sysfs_btf.o`) are units of the kernel too. The C flags are the
+        // same either way.
+        let overrides = make_overrides(tree, &[]);
         args.extend(
             self.make_args(tree)
                 .into_iter()
-                .filter(|a| a != "CONFIG_RUST="),
+                .filter(|a| !overrides.contains(&a.as_str())),
         );
         args.extend(["-n".into(), "-k".into(), "vmlinux".into()]);
         if tree.config.is_set("CONFIG_MODULES") {
@@ -491,8 +507,8 @@ impl DiffBuild {
         let j = format!("-j{jobs}");
         let kcflags = diff_kcflags(&self.include);
         let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
-        if skip_rust_crates(tree, units) {
-            args.push("CONFIG_RUST=".as_ref());
+        for o in make_overrides(tree, units) {
+            args.push(o.as_ref());
         }
         for u in units {
             args.push(u.as_ref());
@@ -717,9 +733,11 @@ fn module_kbuild(tree: &Tree, own: &Path, jobs: usize, intr: &Interrupt) -> Resu
         ));
         let o = format!("O={}", own.display());
         let j = format!("-j{jobs}");
-        let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref()];
-        if skip_rust_crates(tree, &[]) {
-            args.push("CONFIG_RUST=".as_ref());
+        // The units' own flags: the offsets files kbuild makes in both steps keep one command.
+        let kcflags = diff_kcflags(&own.parent().unwrap_or(own).join("include"));
+        let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
+        for o in make_overrides(tree, &[]) {
+            args.push(o.as_ref());
         }
         args.push("modules_prepare".as_ref());
         make(

@@ -160,7 +160,9 @@ pub fn replay(
     let mut commands: Vec<Vec<Vec<String>>> = Vec::new();
     for t in steps.iter().chain([&modo.as_str()]) {
         let rec = fs::read_to_string(fresh::record_of(cache, t)).unwrap_or_default();
-        let Some(cmds) = plain_commands(&rec, &target(t)) else {
+        let cmds = plain_commands(&rec, &target(t))
+            .or_else(|| modpost_from_order(&rec, &target(t), moddir));
+        let Some(cmds) = cmds else {
             return Ok(None);
         };
         commands.push(cmds);
@@ -227,6 +229,49 @@ pub fn replay(
     Ok(Some((ko, printed)))
 }
 
+/// Linux 6.1 feeds modpost the module list through a pipe: `sed 's/ko$/o/' modules.order |
+/// scripts/mod/modpost ... -T -`. The same as modpost reading that list from a file, which
+/// klpgen writes (`.klpgen-modpost.order`): the argument vector, or None for anything else.
+fn modpost_from_order(record: &str, target: &str, moddir: &Path) -> Option<Vec<Vec<String>>> {
+    let cmd = cmdline::record_command(record, target)?;
+    let toks = cmdline::tokens(&cmd)?;
+    let parts = cmdline::commands(&toks);
+    let [(sed, Some(pipe)), (modpost, None)] = parts.as_slice() else {
+        return None;
+    };
+    let words = |c: &[cmdline::Token]| -> Option<Vec<String>> {
+        c.iter()
+            .map(|t| match t {
+                cmdline::Token::Word {
+                    text,
+                    dynamic: false,
+                } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (sed, mut modpost) = (words(sed)?, words(modpost)?);
+    if pipe != "|" || sed.len() != 3 || sed[0] != "sed" || sed[1] != "s/ko$/o/" {
+        return None;
+    }
+    let t = modpost.iter().position(|w| w == "-T")?;
+    if modpost.get(t + 1).map(String::as_str) != Some("-") {
+        return None;
+    }
+    let order = fs::read_to_string(&sed[2]).ok()?;
+    let list: String = order
+        .lines()
+        .map(|l| match l.strip_suffix("ko") {
+            Some(stem) => format!("{stem}o\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let file = moddir.join(".klpgen-modpost.order");
+    fs::write(&file, list).ok()?;
+    modpost[t + 1] = file.display().to_string();
+    Some(vec![modpost])
+}
+
 /// A record's command as argument vectors, when it is a plain `;`-separated list of plain
 /// commands (see `fresh::direct_command`).
 fn plain_commands(record: &str, target: &str) -> Option<Vec<Vec<String>>> {
@@ -271,5 +316,21 @@ mod tests {
         );
         let rec = "savedcmd_/m/x.mod := printf '%s\\n' a.o | awk '!x[$$0]++' > /m/x.mod\n";
         assert!(plain_commands(rec, "/m/x.mod").is_none());
+    }
+
+    #[test]
+    fn linux_6_1_modpost_reads_the_list_from_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path();
+        fs::write(m.join("modules.order"), format!("{}/x.ko\n", m.display())).unwrap();
+        let rec = format!(
+            "cmd_{d}/Module.symvers :=  sed 's/ko$$/o/'  {d}/modules.order | scripts/mod/modpost -m -o {d}/Module.symvers -e -i Module.symvers -w -T - \n",
+            d = m.display()
+        );
+        let cmds = modpost_from_order(&rec, &format!("{}/Module.symvers", m.display()), m).unwrap();
+        let list = m.join(".klpgen-modpost.order");
+        assert_eq!(cmds[0][0], "scripts/mod/modpost");
+        assert_eq!(cmds[0].last().unwrap(), &list.display().to_string());
+        assert_eq!(fs::read_to_string(list).unwrap(), format!("{}/x.o\n", m.display()));
     }
 }

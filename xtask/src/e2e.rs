@@ -2,9 +2,10 @@
 //! checks them in a qemu guest running the test kernel.
 //!
 //! First, on the test kernel: the self-diff of every object (`selfdiff.rs`), the syscall check
-//! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`) and the kernel-header fixtures
-//! (`kfixtures.rs`). Then each case `tests/e2e/<case>/` is built with `klpgen build`, the source
-//! tree must be left as it was, and before booting `klpgen check` must pass on the module and
+//! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`), the kernel-header fixtures
+//! (`kfixtures.rs`) and the dependency scan against the kernel's records (`depscan.rs`). Then
+//! each case `tests/e2e/<case>/` is built with `klpgen build`, the source tree must be left as
+//! it was, and before booting `klpgen check` must pass on the module and
 //! fail with the expected key on three corrupted copies (wrong sympos, no `livepatch=Y`, a
 //! renamed klp symbol) and against the doctored vmlinux and Module.symvers; on ORC kernels every
 //! function of the module must have ORC (`orccheck.rs`). In qemu (`guest.rs`): the probe fails,
@@ -730,6 +731,16 @@ fn check_module(
 /// Runs the selected cases (all when `filters` is empty); returns whether all passed.
 /// `kfixtures` selects all kernel-header fixtures (tests/kfixtures), `kfixtures/NAME` one.
 pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
+    // `depscan`: the dependency scan against the test kernel's records (xtask/src/depscan.rs);
+    // part of a run of everything, or alone.
+    let everything = filters.is_empty();
+    let run_depscan = everything || filters.iter().any(|f| f == "depscan");
+    let filters: Vec<String> = filters
+        .iter()
+        .filter(|f| *f != "depscan")
+        .cloned()
+        .collect();
+    let filters = &filters[..];
     let mut cases = load_cases()?;
     let kf_all = kfixtures::load_cases()?;
     let (kf_filters, case_filters): (Vec<&String>, Vec<&String>) = filters
@@ -739,29 +750,28 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         if !cases.iter().any(|c| &&c.name == f) {
             let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
             bail!(
-                "no e2e case {f:?} (cases: {}; or kfixtures, kfixtures/NAME)",
+                "no e2e case {f:?} (cases: {}; or kfixtures, kfixtures/NAME, depscan)",
                 names.join(", ")
             );
         }
     }
-    let kf_selected: Vec<String> =
-        if filters.is_empty() || kf_filters.iter().any(|f| *f == "kfixtures") {
-            kf_all.iter().map(|c| c.name.clone()).collect()
-        } else {
-            let mut v = Vec::new();
-            for f in &kf_filters {
-                let n = f.trim_start_matches("kfixtures/");
-                if !kf_all.iter().any(|c| c.name == n) {
-                    bail!("no kernel-header fixture {n:?} under tests/kfixtures");
-                }
-                v.push(n.to_string());
+    let kf_selected: Vec<String> = if everything || kf_filters.iter().any(|f| *f == "kfixtures") {
+        kf_all.iter().map(|c| c.name.clone()).collect()
+    } else {
+        let mut v = Vec::new();
+        for f in &kf_filters {
+            let n = f.trim_start_matches("kfixtures/");
+            if !kf_all.iter().any(|c| c.name == n) {
+                bail!("no kernel-header fixture {n:?} under tests/kfixtures");
             }
-            v
-        };
-    if !filters.is_empty() {
+            v.push(n.to_string());
+        }
+        v
+    };
+    if !everything {
         cases.retain(|c| case_filters.contains(&&c.name));
     }
-    if cases.is_empty() && kf_selected.is_empty() {
+    if cases.is_empty() && kf_selected.is_empty() && !run_depscan {
         bail!("no e2e cases under {}", e2e_dir().display());
     }
     let klpgen = build_klpgen()?;
@@ -778,6 +788,11 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         Vec::new()
     } else {
         kfixtures::check(&klpgen, &k, &kf_selected)?
+    };
+    let depscan_failures = if run_depscan {
+        crate::depscan::check(&klpgen, &k, &workdir)?
+    } else {
+        Vec::new()
     };
 
     // Test-kernel variants the selected cases name, each with its own doctored targets.
@@ -841,10 +856,16 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             kf_failures.len()
         );
     }
+    for f in &depscan_failures {
+        println!("FAIL depscan: {f}");
+    }
+    if run_depscan && depscan_failures.is_empty() {
+        println!("PASS depscan: the scan finds every unit the records name, and klpgen build keeps exactly those");
+    }
     let passed = results.iter().filter(|(_, o)| o.passed).count();
     let failed = results.len() - passed;
     println!("{passed} passed, {failed} failed");
-    Ok(failed == 0 && kf_failures.is_empty())
+    Ok(failed == 0 && kf_failures.is_empty() && depscan_failures.is_empty())
 }
 
 /// `cargo xtask boot KO PROBE`: boots one livepatch module with a probe script and runs the

@@ -4,6 +4,7 @@
 mod bench;
 mod case;
 mod demo;
+mod depscan;
 mod e2e;
 mod fuzz;
 mod guest;
@@ -30,7 +31,8 @@ commands:
                    merged after kernel.fragment); print its source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
-                   kfixtures/NAME), then build and boot-test the cases under tests/e2e
+                   kfixtures/NAME), the dependency scan against the kernel's records
+                   (depscan), then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
                    the e2e, stress and a 20 s-per-target fuzz test
