@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use crate::depscan::{self, Inputs};
 use crate::kbuild::{self, DiffBuild};
-use crate::kernel::Tree;
+use crate::kernel::{Pieces, Tree};
 use crate::process::Interrupt;
 
 #[derive(clap::Args, Debug)]
@@ -41,13 +41,16 @@ pub fn run(args: DepscanArgs) -> Result<()> {
     let intr = Interrupt::install()?;
     let tree = Tree::open(
         &args.sourcedir,
-        args.builddir.as_deref(),
-        args.config.as_deref(),
-        None,
+        &Pieces {
+            build: args.builddir.as_deref(),
+            config: args.config.as_deref(),
+            vmlinux: None,
+            modules: None,
+        },
     )?;
     let dir = crate::build::tree_workdir(&tree);
     std::fs::create_dir_all(&dir)?;
-    let _lock = crate::build::lock_tree(&dir, &tree)?;
+    let _lock = crate::build::lock_tree(&dir, &tree.source, crate::build::Wait::Yes, &intr)?;
     let include = kbuild::install_header(&dir)?;
     let own = DiffBuild::prepare(&tree, dir.join("kbuild"), include, &intr)?;
     let logs = dir.join("depscan-logs");

@@ -39,17 +39,35 @@ pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 /// The patch-author header (`#include <klpgen/klpgen.h>`), shipped in the binary.
 pub const HEADER: &str = include_str!("../include/klpgen/klpgen.h");
 
-/// Write the header to `<workdir>/include/klpgen/klpgen.h` (only when its contents differ, so
-/// its time stays put) and return the directory to put on the include path. The directory
-/// holds nothing else, so it can never shadow a kernel header.
+/// The headers [`install_header`] writes, by path under the include directory: klpgen's own,
+/// and its `kpatch-macros.h` and `kpatch-syscall.h` under kpatch-build's names, at the top
+/// level, so that `#include "kpatch-macros.h"` in a patch written for kpatch-build finds them
+/// (the kernel has no header of those names, so none is shadowed).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("klpgen/klpgen.h", HEADER),
+    (
+        "kpatch-macros.h",
+        include_str!("../include/kpatch-macros.h"),
+    ),
+    (
+        "kpatch-syscall.h",
+        include_str!("../include/kpatch-syscall.h"),
+    ),
+];
+
+/// Write the headers ([`HEADERS`]) under `<workdir>/include/` (each only when its contents
+/// differ, so its time stays put) and return the directory to put on the include path. The
+/// directory holds nothing else, so it can never shadow a kernel header.
 pub fn install_header(workdir: &Path) -> Result<PathBuf> {
     let dir = workdir.join("include");
-    let file = dir.join("klpgen/klpgen.h");
-    if fs::read_to_string(&file).ok().as_deref() != Some(HEADER) {
-        fs::create_dir_all(dir.join("klpgen"))?;
-        let tmp = file.with_extension("h.tmp");
-        fs::write(&tmp, HEADER).with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    for (name, text) in HEADERS {
+        let file = dir.join(name);
+        if fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            fs::create_dir_all(file.parent().unwrap_or(&dir))?;
+            let tmp = file.with_extension("h.tmp");
+            fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+            fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+        }
     }
     Ok(dir)
 }
@@ -113,11 +131,25 @@ pub fn set_compiler_launcher(tree: &Tree, launcher: &str) -> Result<()> {
     if launcher.is_empty() {
         bail!("--cc-launcher: empty");
     }
-    let cc = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
+    // The compiler the target names in its configuration (`gcc-12` on Debian 12, whose
+    // headers' .kernelvariables set CC to it; a plain `gcc` would be another compiler).
+    let named = tree
+        .config
+        .values
+        .get("CONFIG_CC_VERSION_TEXT")
+        .and_then(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .filter(|c| c.starts_with("gcc") || c.starts_with("clang"));
+    let fallback = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
         "clang"
     } else {
         "gcc"
     };
+    let cc = named.as_deref().unwrap_or(fallback);
     let value = format!("{launcher} {cc}");
     if CC_WITH_LAUNCHER.get_or_init(|| value.clone()) != &value {
         bail!("a different compiler launcher was already set");
@@ -279,28 +311,29 @@ pub struct DiffBuild {
 }
 
 impl DiffBuild {
-    /// Prepare the directory: the target's exact `.config`, kept in sync.
+    /// Prepare the directory: the target's exact `.config`, kept in sync. For a
+    /// distribution's headers ([`crate::kernel::TreeKind::Headers`]) also their
+    /// `.kernelvariables` and Module.symvers ([`Tree::prepared_files`]), and kbuild's
+    /// `modules_prepare` once, so that this directory, built from the sources, is also what
+    /// the livepatch module is built against (the headers' own kbuild may not work: Debian's
+    /// links into a `linux-kbuild` package that exists for the newest ABI only).
     pub fn prepare(tree: &Tree, dir: PathBuf, include: PathBuf, intr: &Interrupt) -> Result<Self> {
         fs::create_dir_all(&dir)?;
+        let mut wanted = tree.config_text.clone();
+        for f in tree.prepared_files() {
+            let text = fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+            let to = dir.join(f.file_name().unwrap_or_default());
+            if fs::read(&to).ok().as_deref() != Some(&text[..]) {
+                fs::write(&to, &text).with_context(|| format!("cannot write {}", to.display()))?;
+            }
+            wanted.push_str(&format!("\n# {}\n", crate::report::sha256_hex(&text)));
+        }
         let cfg = dir.join(".config");
         let current = fs::read_to_string(&cfg).unwrap_or_default();
         let stamp = dir.join(".klpgen-config");
         let stamped = fs::read_to_string(&stamp).unwrap_or_default();
-        // A distribution's build variables (Debian's `.kernelvariables`: the ABI release as
-        // KERNELRELEASE, the compiler `gcc-12`), which its top Makefile reads from the
-        // objtree: without them utsrelease.h, vermagic and CONFIG_CC_VERSION_TEXT differ.
-        let variables = fs::read(tree.build.join(".kernelvariables")).ok();
-        let ours = dir.join(".kernelvariables");
-        if variables.is_some() && fs::read(&ours).ok() != variables {
-            fs::write(&ours, variables.as_deref().unwrap_or_default())?;
-            let _ = fs::remove_file(&stamp);
-        }
-        let stamped = if variables.is_some() && !stamp.exists() {
-            String::new()
-        } else {
-            stamped
-        };
-        if stamped != tree.config_text || current.is_empty() {
+        if stamped != wanted || current.is_empty() {
+            let _ = fs::remove_file(dir.join(".klpgen-modules-prepared"));
             fs::write(&cfg, &tree.config_text)?;
             let o = format!("O={}", dir.display());
             make(
@@ -310,7 +343,37 @@ impl DiffBuild {
                 "make olddefconfig in klpgen's build directory",
                 intr,
             )?;
-            fs::write(&stamp, &tree.config_text)?;
+            fs::write(&stamp, &wanted)?;
+        }
+        let prepared = dir.join(".klpgen-modules-prepared");
+        if tree.kind() == crate::kernel::TreeKind::Headers && !prepared.is_file() {
+            let o = format!("O={}", dir.display());
+            let j = format!(
+                "-j{}",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            );
+            crate::progress::message(&format!(
+                "klpgen: preparing {} from {} for the headers of {} (kbuild's tools, modpost; once)",
+                dir.display(),
+                tree.source.display(),
+                tree.release
+            ));
+            // The units' own flags and overrides: the offsets files kbuild makes here and in
+            // the units' `prepare` then keep one command (else each rebuilds them).
+            let kcflags = diff_kcflags(&include);
+            let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
+            for o in make_overrides(tree, &[]) {
+                args.push(o.as_ref());
+            }
+            args.push("modules_prepare".as_ref());
+            make(
+                &tree.source,
+                &args,
+                &dir.join("klpgen-modules-prepare.log"),
+                "make modules_prepare in klpgen's build directory",
+                intr,
+            )?;
+            fs::write(&prepared, b"")?;
         }
         Ok(DiffBuild { dir, include })
     }
@@ -642,26 +705,26 @@ pub fn build_external(
 /// modpost reports are an error, except the `.klp.sym.*` ones (bound by the klp markings).
 pub fn build_module(
     tree: &Tree,
-    own: &Path,
+    objtree: &Path,
+    module_cache: &Path,
     moddir: &Path,
     module: &str,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<PathBuf> {
     record_prebuilt_objects(moddir)?;
-    let kbuild_dir = module_kbuild(tree, own, jobs, intr)?;
+    let kbuild_dir = objtree.to_path_buf();
     let m = format!("M={}", moddir.display());
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
     // same inputs give the same bytes wherever the cache is.
-    let kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    let mut kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    if drops_columns(&tree.config) {
+        kcflags.push_str(" -gno-column-info");
+    }
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
     // The last build of this module, kept for replaying its steps (kbuild/replay.rs).
-    let cache = own
-        .parent()
-        .unwrap_or(own)
-        .join("module-cache")
-        .join(module);
+    let cache = module_cache.join(module);
     let mut key_args = vec![
         m.clone(),
         kcflags.clone(),
@@ -709,63 +772,6 @@ pub fn build_module(
     Ok(ko)
 }
 
-/// Where the livepatch module is built (`make -C DIR M=...`): the target's build directory
-/// when it can build external modules (its Makefile's includes resolve); else klpgen's own build directory `own`, which kbuild's `modules_prepare` makes
-/// ready once (modpost, genksyms, the module linker script, all from the target's own source)
-/// with the target's Module.symvers. So unpacked distribution headers, whose Makefile includes
-/// the common headers by an absolute path only an installed package has, and whose tools may
-/// come from another version's linux-kbuild, are not needed to build the module.
-fn module_kbuild(tree: &Tree, own: &Path, jobs: usize, intr: &Interrupt) -> Result<PathBuf> {
-    if can_build_modules(&tree.build) {
-        return Ok(tree.build.clone());
-    }
-    let symvers = fs::read(&tree.symvers)
-        .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
-    let ours = own.join("Module.symvers");
-    if fs::read(&ours).ok().as_deref() != Some(&symvers[..]) {
-        fs::write(&ours, &symvers)?;
-    }
-    if !own.join("scripts/mod/modpost").is_file() || !own.join("scripts/module.lds").is_file() {
-        crate::progress::message(&format!(
-            "klpgen: {} cannot build external modules here; preparing klpgen's build directory {} for the module build (kbuild's modules_prepare, once)",
-            tree.build.display(),
-            own.display()
-        ));
-        let o = format!("O={}", own.display());
-        let j = format!("-j{jobs}");
-        // The units' own flags: the offsets files kbuild makes in both steps keep one command.
-        let kcflags = diff_kcflags(&own.parent().unwrap_or(own).join("include"));
-        let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
-        for o in make_overrides(tree, &[]) {
-            args.push(o.as_ref());
-        }
-        args.push("modules_prepare".as_ref());
-        make(
-            &tree.source,
-            &args,
-            &own.join("klpgen-modules-prepare.log"),
-            "kbuild's modules_prepare in klpgen's build directory",
-            intr,
-        )?;
-    }
-    Ok(own.to_path_buf())
-}
-
-/// Whether `dir` builds external modules as it is: not when its Makefile includes a file by
-/// an absolute path that does not exist (Debian's headers unpacked from their package name
-/// `/usr/src/linux-headers-<abi>-common/Makefile`, which only the installed package has).
-fn can_build_modules(dir: &Path) -> bool {
-    let Ok(makefile) = fs::read_to_string(dir.join("Makefile")) else {
-        return true;
-    };
-    makefile
-        .lines()
-        .all(|l| match l.trim().strip_prefix("include ") {
-            Some(path) if Path::new(path.trim()).is_absolute() => Path::new(path.trim()).is_file(),
-            _ => true,
-        })
-}
-
 /// Objects klpgen puts into the module directory already compiled (kbuild did not build them).
 pub const PREBUILT_OBJECTS: &[&str] = &["klpgen_patch.o"];
 
@@ -796,6 +802,18 @@ fn record_prebuilt_objects(moddir: &Path) -> Result<()> {
         fs::write(moddir.join(format!(".{name}.cmd")), b"")?;
     }
     Ok(())
+}
+
+/// Whether the module's own compiles (its `.mod.c`, the C hook, kbuild's module-common.c)
+/// leave column numbers out of their debug info: columns depend on whether the compiler read
+/// the source or a copy preprocessed elsewhere (distcc preprocesses locally and compiles the
+/// expansion on the farm, where macros and spacing have moved), so without them the module is
+/// byte-identical whether or not a compile farm built it (`cargo xtask farm`). GCC has the
+/// flag since 8 (CONFIG_GCC_VERSION 80000), clang always; older compilers keep their columns.
+fn drops_columns(config: &crate::kernel::Config) -> bool {
+    let number = |opt: &str| config.values.get(opt).and_then(|v| v.parse::<u64>().ok());
+    number("CONFIG_GCC_VERSION").is_some_and(|v| v >= 80000)
+        || number("CONFIG_CLANG_VERSION").is_some_and(|v| v > 0)
 }
 
 /// Where klpgen keeps its own build directories and work files.
@@ -878,6 +896,17 @@ pub fn sign_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_compiles_drop_columns_where_the_compiler_can() {
+        let drops = |t: &str| drops_columns(&crate::kernel::Config::parse(t));
+        assert!(drops("CONFIG_GCC_VERSION=120200\n"));
+        assert!(drops("CONFIG_GCC_VERSION=80100\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=70500\n"));
+        assert!(drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=190106\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=0\n"));
+        assert!(!drops(""));
+    }
 
     #[test]
     fn cmd_file_names_map_to_units() {

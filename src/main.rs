@@ -4,16 +4,20 @@
 //! failed ([`exit`], [`classify`]). `klpgen build` also accepts kpatch-build's flags with their
 //! meanings (`-s -c -v -j -t -n -o -d -R`, `--skip-cleanup`, `--skip-compiler-check`).
 
+mod assets;
 mod build;
 mod callerscmd;
 mod checkcmd;
 mod depscan;
 mod depscancmd;
 mod diffcmd;
+mod distro;
 mod explaincmd;
 mod files;
 mod kbuild;
 mod kernel;
+mod kofile;
+mod listcmd;
 mod mirror;
 mod modinfo;
 mod objtool;
@@ -73,6 +77,12 @@ enum Command {
     /// dependency scan (JSON; for development and `cargo xtask e2e depscan`).
     #[command(hide = true)]
     Depscan(depscancmd::DepscanArgs),
+    /// The livepatches of the running kernel (from sysfs): state, the objects and functions
+    /// each patches, its module file and which klpgen build produced it.
+    List(listcmd::ListArgs),
+    /// Write the man pages and shell completions (for packaging: `cargo xtask package`).
+    #[command(hide = true)]
+    Generate(assets::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +94,8 @@ fn main() -> ExitCode {
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
         Command::Depscan(a) => depscancmd::run(a),
+        Command::List(a) => listcmd::run(a),
+        Command::Generate(a) => assets::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -229,6 +229,7 @@ mod tests {
             vmlinux: build.join("vmlinux"),
             symvers: build.join("Module.symvers"),
             release: String::new(),
+            info: Default::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The refusal catalogue (`docs/refusals.md`) against the code: every refusal kind klpgen emits
 //! (`elfdiff::RefusalKind::ALL`, through which every refusal is built) is documented, every
 //! documented kind is one of them and has a fixture (`//# refuse: <kind>`, which the fixture
-//! harness checks really produces it), and every key-less `Verdict::Refused` message of the
+//! harness checks really produces it; a kind only a build of several units can produce has a
+//! `//# refuse: <kind>` line in a test of tests/cli.rs instead, whose assertions check it), and
+//! every key-less `Verdict::Refused` message of the
 //! CLI is documented; the `target.*` mismatch keys are documented there too, and every
 //! `klpgen check` finding key in `docs/check.md`.
 
@@ -99,9 +101,16 @@ fn documented_kinds(doc: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Kinds some fixture expects with `//# refuse: <kind>`.
+/// Kinds some fixture expects with `//# refuse: <kind>`, or a CLI test (tests/cli.rs) with an
+/// indented `//# refuse: <kind> ...` line (for kinds a build of several units produces).
 fn fixture_kinds() -> BTreeSet<String> {
     let mut kinds = BTreeSet::new();
+    let cli = std::fs::read_to_string(root().join("tests/cli.rs")).expect("tests/cli.rs");
+    for line in cli.lines() {
+        if let Some(v) = line.trim_start().strip_prefix("//# refuse:") {
+            kinds.extend(v.split_whitespace().take(1).map(String::from));
+        }
+    }
     let dir = root().join("tests/fixtures");
     for e in std::fs::read_dir(dir).expect("tests/fixtures").flatten() {
         let p = e.path();

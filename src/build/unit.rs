@@ -6,6 +6,12 @@
 //! unit's object (`Diff::include_unchanged`), refusing callers without an ftrace entry or in
 //! `__init` and stopping past `--max-callers`. At most one callback of each kind across all
 //! units (a second is `refuse.duplicate-callback`). Any refusal in any unit refuses the build.
+//!
+//! The units' livepatch objects are linked into one, so the globals the patch adds in one unit
+//! are the livepatch's own for the others: every unit is diffed and planned first, then bound
+//! against those globals before the target ([`patchgen::target::bind_unit`]); a unit carries
+//! the new data another unit uses even where its own code does not
+//! (`Diff::plan_carrying`), and writes the new globals others use as global symbols.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,7 +21,7 @@ use elfdiff::callgraph::CallGraph;
 use elfdiff::explain::ChangedLines;
 use elfdiff::{Diff, Object, Orig, Patched, PlanOptions, Refusal};
 use patchgen::kmod::{HookFunc, HookObject};
-use patchgen::target::{bind_externals, bind_externals_module, Binding};
+use patchgen::target::{Binding, Bound, OwnDef, OwnSymbols, Place};
 use rayon::prelude::*;
 
 use super::ctx::Ctx;
@@ -57,16 +63,14 @@ pub fn locate(ctx: &Ctx<'_>, pairs: Vec<Pair>) -> Result<Units> {
     for pair in pairs {
         let ko = match &ctx.plan.oot {
             Some(m) => Some(m.ko.clone()),
-            None => crate::kbuild::module_of_unit(&ctx.target.tree, &pair.name)
-                .map(|m| ctx.target.module_ko(&pair.name, &m))
-                .transpose()?,
+            None => ctx.target.module_of_unit(&pair.name, &pair.orig)?,
         };
         let code_in = match ko {
             None => CodeIn::Vmlinux,
             Some(ko) => CodeIn::Module(match out.modules.iter().position(|t| t.ko == ko) {
                 Some(i) => i,
                 None => {
-                    out.modules.push(ModTarget::load(&ko)?);
+                    out.modules.push(ctx.target.load_module(&ko)?);
                     out.modules.len() - 1
                 }
             }),
@@ -162,6 +166,9 @@ pub struct Parts {
     pub hook_objects: Vec<HookObject>,
     /// At most one of each kind across all units (a second one is refused).
     pub callbacks: Vec<Callback>,
+    /// System states (`KLPGEN_STATE`) across all units, each with the first unit declaring
+    /// it; one id with two versions is refused.
+    pub states: Vec<(elfdiff::State, String)>,
     pub bindings: Vec<Binding>,
     /// Symbol namespaces to import: those of the namespaced exports the new code calls, and
     /// the patched units' own `import_ns=` tags.
@@ -221,10 +228,54 @@ pub fn diff_all(
         kernel_graph: kernel_graph.as_ref(),
     };
     let mut parts = Parts::default();
-    for d in &mut diffed {
-        parts.add_unit(&shared, d, &mut callers, rep)?;
+    let mut cands = Vec::new();
+    for (index, d) in diffed.iter_mut().enumerate() {
+        cands.extend(parts.report_and_plan(&shared, index, d, &mut callers, rep)?);
     }
+    let own = own_symbols(&shared, &diffed, &cands);
+    parts.bind_all(&shared, &diffed, &mut cands, &own)?;
+    parts.write_all(&shared, &diffed, cands, &own, rep)?;
     Ok(parts)
+}
+
+/// A unit that may contribute to the livepatch, between its diff and its livepatch object.
+struct Candidate {
+    /// Index into the diffed units.
+    index: usize,
+    /// Its entry in the report's `objects`.
+    entry: usize,
+    /// It has refusals of its own: never planned, bound or written.
+    refused: bool,
+    /// New globals of the unit that other units use and its own code may not (new data).
+    carry: Vec<String>,
+    plan: Option<elfdiff::Plan>,
+    bound: Option<Bound>,
+}
+
+/// The globals the patch adds, unit by unit ([`elfdiff::Diff::new_globals`]), with the
+/// patched object each unit's code is part of. Refused units count: their names are the
+/// livepatch's too (the build is refused anyway, but their users bind without an error).
+fn own_symbols(shared: &Shared<'_>, diffed: &[Diffed<'_>], cands: &[Candidate]) -> OwnSymbols {
+    let mut own = OwnSymbols::default();
+    for c in cands {
+        let d = &diffed[c.index];
+        let object = shared
+            .units
+            .module(d.parsed.read.unit.code_in)
+            .map(|t| t.name.clone());
+        for g in d.diff.new_globals() {
+            own.add(
+                &g.name,
+                OwnDef {
+                    unit: d.name().to_string(),
+                    object: object.clone(),
+                    exported: g.exported,
+                    static_data: g.was_static && g.kind == elfdiff::model::SymKind::Object,
+                },
+            );
+        }
+    }
+    own
 }
 
 fn read_all(units: &Units) -> Result<Vec<Read<'_>>> {
@@ -286,19 +337,29 @@ fn kernel_object(ctx: &Ctx<'_>, units: &Units) -> Result<Option<Vec<u8>>> {
 
 impl Parts {
     /// One unit: its verdicts and report entry, and, when it changes something and refuses
-    /// nothing, its livepatch object.
-    fn add_unit(
+    /// nothing, its plan. None for a unit with nothing to report; a unit whose only change is
+    /// new data is kept unplanned, for other units that may use that data.
+    fn report_and_plan(
         &mut self,
         shared: &Shared<'_>,
+        index: usize,
         d: &mut Diffed<'_>,
         callers: &mut CallerSearch,
         rep: &mut BuildReport,
-    ) -> Result<()> {
+    ) -> Result<Option<Candidate>> {
         let Some(report) = self.report_unit(shared, d, callers, rep)? else {
-            return Ok(());
+            return Ok(None);
+        };
+        let mut cand = Candidate {
+            index,
+            entry: rep.objects.len() - 1,
+            refused: !report.refused.is_empty(),
+            carry: Vec::new(),
+            plan: None,
+            bound: None,
         };
         if report.changed.is_empty() && report.new.is_empty() {
-            return Ok(());
+            return Ok(Some(cand));
         }
         let u = d.name();
         let module = shared.units.module(d.parsed.read.unit.code_in);
@@ -307,14 +368,150 @@ impl Parts {
         self.new
             .extend(report.new.iter().map(|n| (n.clone(), u.to_string())));
         self.add_callbacks(&report, u, module);
-        if !report.refused.is_empty() {
-            return Ok(());
+        self.add_states(&report, u);
+        if !cand.refused {
+            cand.plan = Some(d.diff.plan(&shared.options)?);
         }
-        let lp = d.diff.plan(&shared.options)?;
-        let Some(bindings) = self.bind(shared, d, module, &lp, rep)? else {
-            return Ok(());
-        };
-        self.add_object(shared, d, module, &lp, bindings, rep)
+        Ok(Some(cand))
+    }
+
+    /// Bind every planned unit against the globals the patch adds (`own`) and the target.
+    /// A new global a unit uses whose defining unit does not carry it yet (new data its own
+    /// code does not use, or a unit with no other change) is added to that unit's plan, which
+    /// is planned and bound again, until nothing more is needed.
+    fn bind_all(
+        &mut self,
+        shared: &Shared<'_>,
+        diffed: &[Diffed<'_>],
+        cands: &mut [Candidate],
+        own: &OwnSymbols,
+    ) -> Result<()> {
+        let (symtab, symvers) = (&shared.symbols.symtab, &shared.ctx.target.symvers);
+        loop {
+            for c in cands.iter_mut() {
+                let Some(lp) = c.plan.as_ref().filter(|_| c.bound.is_none()) else {
+                    continue;
+                };
+                let d = &diffed[c.index];
+                let place = match shared.units.module(d.parsed.read.unit.code_in) {
+                    Some(t) => Place::Module {
+                        name: &t.name,
+                        table: &t.table,
+                    },
+                    None => Place::Vmlinux,
+                };
+                let bound = patchgen::target::bind_unit(lp, place, own, symtab, symvers)
+                    .with_context(|| format!("binding the references of {}", d.name()))?;
+                c.bound = Some(bound);
+            }
+            let mut needed: Vec<(usize, String)> = Vec::new();
+            for c in cands.iter() {
+                for b in c.bound.iter().flat_map(|b| &b.bindings) {
+                    let Binding::Own { name, unit } = b else {
+                        continue;
+                    };
+                    let Some(v) = cands.iter().position(|v| diffed[v.index].name() == unit) else {
+                        continue;
+                    };
+                    let def = &cands[v];
+                    let carried = def
+                        .plan
+                        .as_ref()
+                        .is_some_and(|p| p.new_globals.iter().any(|(n, _)| n == name));
+                    if !def.refused
+                        && !carried
+                        && !def.carry.contains(name)
+                        && !needed.contains(&(v, name.clone()))
+                    {
+                        needed.push((v, name.clone()));
+                    }
+                }
+            }
+            if needed.is_empty() {
+                return Ok(());
+            }
+            for (v, name) in needed {
+                cands[v].carry.push(name);
+                cands[v].bound = None;
+            }
+            for c in cands.iter_mut().filter(|c| c.bound.is_none() && !c.refused) {
+                if c.carry.is_empty() && c.plan.is_none() {
+                    continue;
+                }
+                let d = &diffed[c.index];
+                c.plan = Some(
+                    d.diff
+                        .plan_carrying(&shared.options, &c.carry)
+                        .with_context(|| format!("planning {}", d.name()))?,
+                );
+            }
+        }
+    }
+
+    /// The units' livepatch objects, in unit order: the new globals another unit uses are
+    /// global symbols of the one unit that defines them (units of different objects defining
+    /// one such name are refused), ordinary bindings those names would capture go through klp
+    /// relocations, and the binding's refusals go to each unit's report entry.
+    fn write_all(
+        &mut self,
+        shared: &Shared<'_>,
+        diffed: &[Diffed<'_>],
+        cands: Vec<Candidate>,
+        own: &OwnSymbols,
+        rep: &mut BuildReport,
+    ) -> Result<()> {
+        let all: Vec<&[Binding]> = cands
+            .iter()
+            .filter_map(|c| c.bound.as_ref().map(|b| b.bindings.as_slice()))
+            .collect();
+        let (shared_globals, clashes) = patchgen::target::shared_globals(&all, own);
+        for r in clashes {
+            let first = own.defs(&r.symbol).first().map(|d| d.unit.as_str());
+            let at = cands
+                .iter()
+                .find(|c| Some(diffed[c.index].name()) == first)
+                .map(|c| c.entry);
+            self.late_refusals(shared, first.unwrap_or(""), at, vec![r], rep);
+        }
+        for c in cands {
+            let (Some(lp), Some(mut bound)) = (c.plan, c.bound) else {
+                continue;
+            };
+            let d = &diffed[c.index];
+            let u = d.name();
+            let (symtab, symvers) = (&shared.symbols.symtab, &shared.ctx.target.symvers);
+            let shadowed = patchgen::target::unshadow(
+                &lp,
+                &mut bound.bindings,
+                &shared_globals,
+                symtab,
+                symvers,
+            )
+            .with_context(|| format!("binding the references of {u}"))?;
+            bound.refusals.extend(shadowed);
+            bound
+                .refusals
+                .extend(patchgen::target::module_key_refusals(&lp, &bound.bindings));
+            if !bound.refusals.is_empty() {
+                self.late_refusals(shared, u, Some(c.entry), bound.refusals, rep);
+                continue;
+            }
+            let globals: Vec<usize> = lp
+                .new_globals
+                .iter()
+                .filter(|(n, _)| shared_globals.get(n).is_some_and(|def| def == u))
+                .map(|&(_, i)| i)
+                .collect();
+            for b in &bound.bindings {
+                if let Binding::Own { name, unit } = b {
+                    rep.notes.push(format!(
+                        "{u}: {name} is new in {unit}: bound inside the livepatch module, to its copy there"
+                    ));
+                }
+            }
+            self.add_object(shared, d, &lp, bound.bindings, &globals, rep)?;
+        }
+        Ok(())
     }
 
     /// The unit's verdicts, widened to callers (`--include-callers`) and forced functions,
@@ -368,29 +565,16 @@ impl Parts {
         Ok(Some(report))
     }
 
-    /// Bind the plan's references to the target: exported symbols plain, the rest klp
-    /// relocations against vmlinux or the unit's module. None when the binding shows a
-    /// refusal (a jump label or static call whose key is in a module), which goes to the
-    /// unit's report entry too.
-    fn bind(
+    /// Refusals binding found for unit `u` (`entry`: its report entry): printed, entered in
+    /// the report and kept for the verdict.
+    fn late_refusals(
         &mut self,
         shared: &Shared<'_>,
-        d: &Diffed<'_>,
-        module: Option<&ModTarget>,
-        lp: &elfdiff::Plan,
+        u: &str,
+        entry: Option<usize>,
+        late: Vec<Refusal>,
         rep: &mut BuildReport,
-    ) -> Result<Option<Vec<Binding>>> {
-        let u = d.name();
-        let (symtab, symvers) = (&shared.symbols.symtab, &shared.ctx.target.symvers);
-        let bindings = match module {
-            Some(t) => bind_externals_module(lp, &t.name, &t.table, symtab, symvers),
-            None => bind_externals(lp, "vmlinux", symtab, symvers),
-        }
-        .with_context(|| format!("binding the references of {u}"))?;
-        let late = patchgen::target::module_key_refusals(lp, &bindings);
-        if late.is_empty() {
-            return Ok(Some(bindings));
-        }
+    ) {
         let late_report = elfdiff::Report {
             refused: late.clone(),
             ..Default::default()
@@ -399,14 +583,13 @@ impl Parts {
             crate::progress::pause();
             print_text(u, &late_report);
         }
-        if let Some(entry) = rep.objects.last_mut() {
-            let objname = module.map_or("vmlinux", |t| t.name.as_str());
+        if let Some(entry) = entry.and_then(|i| rep.objects.get_mut(i)) {
+            let objname = entry.target.clone();
             entry
                 .functions
-                .extend(entry::object_entry(u, objname, &late_report).functions);
+                .extend(entry::object_entry(u, &objname, &late_report).functions);
         }
         self.refusals.extend(late);
-        Ok(None)
     }
 
     /// One callback of each kind per livepatch, across all units.
@@ -431,18 +614,35 @@ impl Parts {
         }
     }
 
+    /// The unit's system states: one version of each id per livepatch, across all units.
+    fn add_states(&mut self, report: &elfdiff::Report, u: &str) {
+        for st in &report.states {
+            match self.states.iter().find(|(s, _)| s.id == st.id) {
+                Some((s, _)) if s.version == st.version => {}
+                Some((s, first)) => {
+                    let r =
+                        elfdiff::annot::state_conflict(st.id, (s.version, first), (st.version, u));
+                    self.refusals.push(r);
+                }
+                None => self.states.push((*st, u.to_string())),
+            }
+        }
+    }
+
     /// The unit's livepatch object: its replaced functions' positions in the target, the
-    /// object's bytes, its klp relocations and namespaces.
+    /// object's bytes (`globals`: the copies written as global symbols), its klp relocations
+    /// and namespaces.
     fn add_object(
         &mut self,
         shared: &Shared<'_>,
         d: &Diffed<'_>,
-        module: Option<&ModTarget>,
         lp: &elfdiff::Plan,
         bindings: Vec<Binding>,
+        globals: &[usize],
         rep: &mut BuildReport,
     ) -> Result<()> {
         let u = d.name();
+        let module = shared.units.module(d.parsed.read.unit.code_in);
         let objname = module.map_or("vmlinux", |t| t.name.as_str());
         let base = self.funcs.len();
         for (i, f) in lp.funcs.iter().enumerate() {
@@ -461,9 +661,12 @@ impl Parts {
         }
         rep.notes
             .extend(lp.notes.iter().map(|n| format!("{u}: {n}")));
-        let bytes = patchgen::writer::write_patch_object(lp, &bindings, base)?;
+        let bytes = patchgen::writer::write_patch_object_with(lp, &bindings, base, globals)?;
         self.manifest
             .add_unit(objname, lp, &bindings, &self.funcs[base..]);
+        // Also for a unit without replaced functions (new code or data only): the
+        // klp_object is what makes the livepatch core resolve the klp relocations of a
+        // module's code as that module loads.
         let funcs = self.funcs[base..].to_vec();
         hook_object(&mut self.hook_objects, module.map(|t| t.name.clone()))
             .funcs
@@ -503,8 +706,7 @@ impl Parts {
             changed: self.changed.iter().map(|(n, _)| n.clone()).collect(),
             new: self.new.iter().map(|(n, _)| n.clone()).collect(),
             refused: self.refusals.clone(),
-            ignored: vec![],
-            callbacks: vec![],
+            ..Default::default()
         };
         if let Some(v) = Verdict::of(&all) {
             return Err(v.into());

@@ -331,6 +331,9 @@ mod tests {
         let list = m.join(".klpgen-modpost.order");
         assert_eq!(cmds[0][0], "scripts/mod/modpost");
         assert_eq!(cmds[0].last().unwrap(), &list.display().to_string());
-        assert_eq!(fs::read_to_string(list).unwrap(), format!("{}/x.o\n", m.display()));
+        assert_eq!(
+            fs::read_to_string(list).unwrap(),
+            format!("{}/x.o\n", m.display())
+        );
     }
 }

@@ -49,6 +49,8 @@ pub fn cmd_demo() -> Result<()> {
         probe: PROBE.as_bytes(),
         workdir: &logs,
         preload: None,
+        second: None,
+        wrong_kernel: None,
     })?;
     for (phase, label) in guest::PHASES {
         let lines = report.outputs.get(*phase).cloned().unwrap_or_default();

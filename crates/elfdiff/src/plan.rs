@@ -20,7 +20,10 @@
 //! to the target; a pointer to a replaced function is the running kernel's original
 //! (`Builder::original_function_pointer`). The member offsets the plan reads
 //! ([`LAYOUT_MEMBERS`]) come from the target's DWARF, else from the layouts of Linux 5.15 to
-//! 6.19. Symbols the patch newly exports are not carried (a note says why).
+//! 6.19. Symbols the patch newly exports are not carried (a note says why). The globals the
+//! patch adds that the plan carries are listed (`Plan::new_globals`) for livepatches of several
+//! units, whose other units bind to them; `Diff::plan_carrying` also carries the ones only another
+//! unit uses.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -192,6 +195,24 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// The machine the livepatch object is written for: the patched object's.
     pub machine: Machine,
+    /// The globals new in the patch that the plan carries ([`Diff::new_globals`]), each with
+    /// its copy (index into `Plan::symbols`): other units of one livepatch may refer to them.
+    pub new_globals: Vec<(String, usize)>,
+}
+
+/// A global symbol new in the patched object (function or data), which other units of a
+/// livepatch made of several units may refer to: the livepatch defines it itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGlobal {
+    pub name: String,
+    pub kind: SymKind,
+    /// The patch exports it (`EXPORT_SYMBOL`); the export itself is not carried
+    /// ([`Diff::plan`]'s notes say so).
+    pub exported: bool,
+    /// A static of the original object that the patch makes global: the running kernel has
+    /// it as a local of this file. A function can be carried all the same (a copy behaves as
+    /// the original); a variable cannot (its state is the running kernel's).
+    pub was_static: bool,
 }
 
 struct Builder<'p, 'a, 'd> {
@@ -239,6 +260,13 @@ struct EntryRef<'e> {
 impl Diff<'_, '_> {
     /// Work out what the livepatch object contains.
     pub fn plan(&self, opts: &PlanOptions) -> Result<Plan, Error> {
+        self.plan_carrying(opts, &[])
+    }
+
+    /// [`Diff::plan`], also carrying the new globals named in `carry` (of
+    /// [`Diff::new_globals`]): new data or functions other units of the livepatch use, which
+    /// this unit's own carried code may not.
+    pub fn plan_carrying(&self, opts: &PlanOptions, carry: &[String]) -> Result<Plan, Error> {
         let mut included_funcs: HashSet<_> = self
             .functions
             .iter()
@@ -268,6 +296,7 @@ impl Diff<'_, '_> {
         b.plan.machine = Machine(self.patched.arch);
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.notes.extend(self.new_exports());
+        b.plan.notes.extend(self.annotations.notes());
         b.plan.orig_locals = self
             .orig
             .symbols
@@ -289,6 +318,20 @@ impl Diff<'_, '_> {
         for f in &funcs {
             let sec = self.patched.sym(f.patched).section.expect("defined");
             b.include_section(sec);
+        }
+        for name in carry {
+            let sym = self.new_global(name).ok_or_else(|| Error::Malformed {
+                object: self.patched.label.clone(),
+                what: format!("{name} is not a global the patch adds, so it cannot be carried"),
+            })?;
+            let s = self.patched.sym(sym);
+            if s.kind != SymKind::Func && self.matched.contains_key(&sym) {
+                return Err(Error::Malformed {
+                    object: self.patched.label.clone(),
+                    what: format!("{name} is a static variable of the running kernel that the patch makes global; a copy would not have its state"),
+                });
+            }
+            b.include_section(s.section.expect("defined"));
         }
         b.drain()?;
         for c in &self.annotations.callbacks {
@@ -334,6 +377,13 @@ impl Diff<'_, '_> {
         b.runtime_constants()?;
         b.drain()?;
         b.lay_out_carves();
+        b.plan.new_globals = self
+            .new_global_symbols()
+            .filter_map(|(sym, _)| {
+                let copy = *b.sym_map.get(&sym)?;
+                Some((self.patched.sym(sym).name.to_string(), copy))
+            })
+            .collect();
         Ok(b.plan)
     }
 }
@@ -393,12 +443,79 @@ impl Diff<'_, '_> {
             .filter_map(|s| exported(s.name))
             .filter(|n| !before.contains(n))
             .map(|n| {
-                format!("{n}: its new EXPORT_SYMBOL is not carried (a livepatch exports nothing: modules take their symbols from the Module.symvers of the kernel they are built for); code in the livepatch can still call it")
+                format!("{n}: its new EXPORT_SYMBOL is not carried: the livepatch has no __ksymtab entry for it, so a module outside the livepatch that uses {n} still does not load (\"Unknown symbol {n}\"), as the running kernel never exported it; the livepatch's own units that use {n} call its copy in the livepatch")
             })
             .collect();
         out.sort();
         out.dedup();
         out
+    }
+}
+
+impl Diff<'_, '_> {
+    /// The globals the patch adds: functions and data defined in the patched object, global
+    /// (or weak) and matching nothing of the original or a static of it (made global),
+    /// outside `__init`/`__exit` (never carried), not objtool's prefix labels nor the export
+    /// records (`__ksymtab_*`, `__export_symbol_*`, ...). A livepatch of several units defines them itself, so the
+    /// other units' references to them resolve inside the module.
+    pub fn new_globals(&self) -> Vec<NewGlobal> {
+        let exported = self.exported_names();
+        self.new_global_symbols()
+            .map(|(i, s)| NewGlobal {
+                name: s.name.to_string(),
+                kind: s.kind,
+                exported: exported.contains(s.name),
+                was_static: self.matched.contains_key(&i),
+            })
+            .collect()
+    }
+
+    /// The patched object's symbol of new global `name` ([`Diff::new_globals`]).
+    fn new_global(&self, name: &str) -> Option<SymIdx<Patched>> {
+        self.new_global_symbols()
+            .find(|(_, s)| s.name == name)
+            .map(|(i, _)| i)
+    }
+
+    fn new_global_symbols(
+        &self,
+    ) -> impl Iterator<Item = (SymIdx<Patched>, &crate::model::Symbol<'_, Patched>)> {
+        const EXPORT_RECORDS: &[&str] = &[
+            "__ksymtab_",
+            "__kstrtab_",
+            "__kstrtabns_",
+            "__export_symbol_",
+            "__crc_",
+        ];
+        self.patched.symbol_indices().filter_map(move |i| {
+            let s = self.patched.sym(i);
+            let sec = s.section.filter(|_| !s.undefined)?;
+            let wanted = s.is_global()
+                && matches!(s.kind, SymKind::Func | SymKind::Object)
+                && !s.name.is_empty()
+                && self
+                    .matched
+                    .get(&i)
+                    .is_none_or(|&o| self.orig.sym(o).bind == Bind::Local)
+                && !is_prefix_symbol(s.name)
+                && !EXPORT_RECORDS.iter().any(|p| s.name.starts_with(p))
+                && !crate::sections::is_init_section(self.patched.sec(sec).name);
+            wanted.then_some((i, s))
+        })
+    }
+
+    /// Names the patched object exports (`__export_symbol_<name>` since Linux 6.5,
+    /// `__ksymtab_<name>` before).
+    fn exported_names(&self) -> HashSet<&str> {
+        self.patched
+            .symbols
+            .iter()
+            .filter_map(|s| {
+                s.name
+                    .strip_prefix("__export_symbol_")
+                    .or_else(|| s.name.strip_prefix("__ksymtab_"))
+            })
+            .collect()
     }
 }
 
@@ -659,7 +776,7 @@ impl Builder<'_, '_, '_> {
             || arch.objtool_sections().contains(&site_sec.name)
             || self.carving(site).is_some()
             || site_sec.name.starts_with(".discard")
-            || site_sec.name.starts_with(".klpgen.");
+            || crate::annot::is_annotation_section(site_sec.name);
         let at_entry = addend.wrapping_add(d.patched_insns.bias(d.patched, site, r)) == 0;
         if special || !at_entry || d.patched_insns.is_branch(d.patched, site, r) {
             return None;

@@ -48,7 +48,7 @@ pub enum RefusalKind {
     RuntimeConstant,
     /// A changed function is on the error-injection list.
     ErrorInjection,
-    /// A malformed, unknown or contradictory `.klpgen.*` record.
+    /// A malformed, unknown or contradictory `.klpgen.*` (or kpatch `.kpatch.*`) record.
     Annotation,
     /// Two callbacks of one kind for one patched object.
     DuplicateCallback,
@@ -56,10 +56,13 @@ pub enum RefusalKind {
     ModuleStaticKey,
     /// A caller `--include-callers` would add cannot be patched.
     CallerUnpatchable,
+    /// A global the patch adds cannot be bound inside the livepatch (patchgen's binding of a
+    /// livepatch of several units).
+    NewGlobal,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 12] = [
+    pub const ALL: [RefusalKind; 13] = [
         RefusalKind::DataChanged,
         RefusalKind::InitChanged,
         RefusalKind::NoFtrace,
@@ -72,6 +75,7 @@ impl RefusalKind {
         RefusalKind::DuplicateCallback,
         RefusalKind::ModuleStaticKey,
         RefusalKind::CallerUnpatchable,
+        RefusalKind::NewGlobal,
     ];
 
     /// The start of every key of this kind, `refuse.<kind>.`.
@@ -89,6 +93,7 @@ impl RefusalKind {
             RefusalKind::DuplicateCallback => "refuse.duplicate-callback.",
             RefusalKind::ModuleStaticKey => "refuse.module-static-key.",
             RefusalKind::CallerUnpatchable => "refuse.caller-unpatchable.",
+            RefusalKind::NewGlobal => "refuse.new-global.",
         }
     }
 
@@ -361,14 +366,25 @@ pub(crate) fn annotation_unknown_section(section: &str) -> Refusal {
     )
 }
 
-/// A callback section that is not an array of pointers (`size` bytes).
-pub(crate) fn annotation_not_pointers(section: &str, size: u64) -> Refusal {
+/// A record section that is not an array of `record`-byte records (`size` bytes); `header`
+/// names the header whose macros write it.
+pub(crate) fn annotation_not_pointers(
+    section: &str,
+    size: u64,
+    record: u64,
+    header: &str,
+) -> Refusal {
+    let what = if record == 8 {
+        "an array of pointers".to_string()
+    } else {
+        format!("an array of {record}-byte records")
+    };
     RefusalKind::Annotation.refusal(
         section,
         section,
         section,
-        format!("{section} is {size} bytes, not an array of pointers"),
-        "use the callback macros of <klpgen/klpgen.h>",
+        format!("{section} is {size} bytes, not {what}"),
+        format!("use the macros of {header}"),
     )
 }
 
@@ -392,19 +408,95 @@ pub(crate) fn annotation_not_a_function(section: &str, entry: u64, what: &str) -
         section,
         section,
         section,
-        format!("entry {entry} of {section} does not point at a function defined in this unit (it refers to {what:?})"),
+        format!("entry {entry} of {section} does not point at a function defined in this unit (it points at {what})"),
         "define the callback function in the file that uses the callback macro",
     )
 }
 
-/// `KLPGEN_<what>_FUNCTION(func)` (recorded in `section`) names no function of the unit.
-pub(crate) fn annotation_undefined(what: &str, func: &str, section: &str) -> Refusal {
+/// `<macro_name>(func)` (recorded in `section`) names no function of the unit.
+pub(crate) fn annotation_undefined(macro_name: &str, func: &str, section: &str) -> Refusal {
     RefusalKind::Annotation.refusal(
         func,
         func,
         section,
-        format!("KLPGEN_{what}_FUNCTION({func}): this unit defines no function {func} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
-        format!("put KLPGEN_{what}_FUNCTION in the file that defines the function; for a function inlined into its callers, name the callers"),
+        format!("{macro_name}({func}): this unit defines no function {func} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
+        format!("put {macro_name} in the file that defines the function; for a function inlined into its callers, name the callers"),
+    )
+}
+
+/// Entry `entry` of kpatch callback section `section` has an object name: kpatch-build's
+/// create-diff-object writes it into its output; a compiler's object has NULL there.
+pub(crate) fn annotation_kpatch_objname(section: &str, entry: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("entry {entry} of {section} already names an object (its objname is not NULL): it comes from kpatch-build's create-diff-object output, not from a compiler, so it is not known which object it was meant for"),
+        "give klpgen the patch and the kernel sources (klpgen build), not objects kpatch-build produced; klpgen puts each callback in the klp_object of the unit that defines it",
+    )
+}
+
+/// Entry `entry` of `section` (kpatch's KPATCH_IGNORE_SECTION records) does not point at a
+/// string (`what` says what it points at).
+pub(crate) fn annotation_not_a_string(section: &str, entry: u64, what: &str) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("entry {entry} of {section} does not point at a section name string ({what})"),
+        "write KPATCH_IGNORE_SECTION(\"name\") with a string literal, or use KLPGEN_IGNORE_SECTION from <klpgen/klpgen.h>",
+    )
+}
+
+/// A `.kpatch.*` section klpgen does not read as an annotation.
+pub(crate) fn annotation_unknown_kpatch_section(section: &str) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("{section} is not one of the kpatch records klpgen reads (.kpatch.ignore.functions, .kpatch.ignore.sections, .kpatch.force, .kpatch.callbacks.<kind>): its meaning cannot be honoured"),
+        "use the kpatch-macros.h klpgen puts on the include path, or the macros of <klpgen/klpgen.h> (kpatch.ko-era hooks become KLPGEN_*_CALLBACK); see docs/from-kpatch.md",
+    )
+}
+
+/// A `KLPGEN_STATE` record of `section` with id 0.
+pub(crate) fn annotation_state_zero_id(section: &str, version: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        "state 0",
+        section,
+        format!("KLPGEN_STATE(0, {version}): a state id must be non-zero; the livepatch core ends klp_patch.states at the first entry with id 0"),
+        "give the state a non-zero id (any number unique to the system state it stands for)",
+    )
+}
+
+/// A `KLPGEN_STATE(id, version)` record whose version does not fit `klp_state.version`.
+pub(crate) fn annotation_state_version(section: &str, id: u64, version: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        &format!("state {id:#x}"),
+        section,
+        format!("KLPGEN_STATE({id:#x}, {version}): the version is an unsigned int in struct klp_state (0 to 4294967295)"),
+        "use a version between 0 and 4294967295",
+    )
+}
+
+/// One state id declared with two versions (`first`, `second`: version and where).
+pub(crate) fn annotation_state_conflict(
+    section: &str,
+    id: u64,
+    first: (u32, &str),
+    second: (u32, &str),
+) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        &format!("state {id:#x}"),
+        section,
+        format!(
+            "state {id:#x} is declared as version {} ({}) and as version {} ({}); a livepatch has one version of each state",
+            first.0, first.1, second.0, second.1
+        ),
+        "declare each state once per livepatch (KLPGEN_STATE in one file, or the same version everywhere)",
     )
 }
 
@@ -462,6 +554,69 @@ pub fn module_static_key(name: &str, section: &str, what: &str, module: &str) ->
         section,
         format!("the new code uses a {what} whose key {name} lives in module {module}; the kernel sets up the livepatch's {section} entries before it resolves references to {module}"),
         "in the patched function test the key with static_key_enabled() (a plain load) instead of static_branch_*(), or call the static call's current target directly; or move the change out of the code that uses the key",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Globals a livepatch of several units defines itself (`patchgen::target`).
+
+/// Two units of one patched object (`object`: vmlinux or a module) both add global `name`.
+pub fn new_global_twice(name: &str, first: &str, second: &str, object: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a new global of both {first} and {second}, code of {object}; a reference to it cannot tell which one it means, and linking the units' livepatch objects into one module would fail as linking {object} would"),
+        format!("define {name} in one unit and declare it extern in the other, or make one of them static"),
+    )
+}
+
+/// Code of `user` (vmlinux or a module) uses global `name` that the patch adds in `unit`,
+/// code of module `module`, and the target has no `name` of its own.
+pub fn new_global_of_module(name: &str, unit: &str, module: &str, user: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is new in {unit}, code of module {module}, and the code of {user} the livepatch carries uses it; the livepatch's copy of {name} is bound to {module} (its klp relocations are resolved only while {module} is loaded), and the running {user} never had a way to reach {module}'s symbols"),
+        format!("define {name} in a unit of vmlinux, or of {user}, or keep the change within {module}"),
+    )
+}
+
+/// Other units use `name`, a static variable of `unit` that the patch makes global.
+pub fn new_global_static_data(name: &str, unit: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a static variable of {unit} that the patch makes global for other units; the running kernel's {name} holds the state, which a copy in the livepatch would not, and klpgen binds a unit's references to statics of its own file only"),
+        format!("keep {name} static and add a new global function to {unit} that reads or writes it (the livepatch carries it, bound to the running {name}), or use a shadow variable"),
+    )
+}
+
+/// Several units add global `name` (`defs`: unit and patched object each) and other units of
+/// the livepatch use more than one of them: the units' objects are linked into one module,
+/// where a global name has one definition.
+pub fn new_global_linked_twice(name: &str, defs: &[(String, String)]) -> Refusal {
+    let list: Vec<String> = defs.iter().map(|(u, o)| format!("{u} ({o})")).collect();
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("{name} is a new global of {}, and other units of the livepatch use each of them; the livepatch links all its units into one module, where one global name has one definition", list.join(" and ")),
+        format!("rename {name} in all but one of the patched objects"),
+    )
+}
+
+/// New code uses `exporter`'s exported `name` while the livepatch also defines a new global
+/// `name` (in `unit`): linking the units' objects into one would bind the use to the new one.
+pub fn new_global_shadows(name: &str, unit: &str, exporter: &str) -> Refusal {
+    RefusalKind::NewGlobal.refusal(
+        name,
+        name,
+        "",
+        format!("the livepatch defines a new global {name} ({unit}) that other units use, and carried code also uses the {name} module {exporter} exports; linking the units' objects into one module would bind that use to the new {name}"),
+        format!("rename the new {name}"),
     )
 }
 

@@ -11,9 +11,17 @@
 //! its other objects included, always bind klp against it, so it may load after the livepatch
 //! ([`bind_externals_module`]). A jump label or static call whose key would be a klp relocation
 //! against a module is refused ([`module_key_refusals`]). The `*_mismatch` functions tell
-//! whether vmlinux, Module.symvers, the sources and a module come from one build.
+//! whether vmlinux, Module.symvers, the sources and a module come from one build; the banner's
+//! version part (`UTS_VERSION`, which also names a distribution's package version) tells two
+//! builds of one release apart.
+//!
+//! A livepatch of several units defines the globals the patch adds itself ([`OwnSymbols`]):
+//! another unit's reference to one binds inside the module ([`Binding::Own`]), which linking
+//! the units' objects into one resolves, before the target is asked ([`bind_unit`] has the
+//! order, [`shared_globals`] and [`unshadow`] the checks across units); klp relocations stay
+//! for the target's own symbols.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use object::elf;
 use object::read::elf::Sym;
@@ -306,8 +314,8 @@ pub struct Mismatch {
     pub detail: String,
 }
 
-/// What a kernel image says about the build it came from: the release in its `linux_banner`,
-/// the symbols it exports (a `__ksymtab_<name>` symbol each) and, with CONFIG_MODVERSIONS,
+/// What a kernel image says about the build it came from: the release and version in its
+/// `linux_banner`, the symbols it exports (a `__ksymtab_<name>` symbol each) and, with CONFIG_MODVERSIONS,
 /// their CRCs (`__crc_<name>`: a 4-byte value in `__kcrctab` since 5.19, an absolute symbol
 /// whose value is the CRC before).
 #[derive(Debug, Clone, Default)]
@@ -316,6 +324,9 @@ pub struct KernelIdentity {
     /// A linked image (not a relocatable `vmlinux.o`, whose export tables are added later).
     pub linked: bool,
     pub release: Option<String>,
+    /// The banner's version part, `UTS_VERSION` (`#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3
+    /// (2026-11-26)`): what `uname -v` says on that kernel.
+    pub version: Option<String>,
     pub exports: HashSet<String>,
     pub crcs: HashMap<String, u32>,
 }
@@ -361,7 +372,11 @@ impl KernelIdentity {
                 }
             } else if name == b"linux_banner" && id.release.is_none() && usize::from(shndx) < shnum
             {
-                id.release = e.banner_release(usize::from(shndx), value, sym.st_size(e.endian));
+                let text = e.banner_text(usize::from(shndx), value, sym.st_size(e.endian));
+                if let Some(t) = text {
+                    id.release = crate::elf::release_from_banner(t.as_bytes());
+                    id.version = banner_version(&t);
+                }
             }
         }
         Ok(id)
@@ -433,6 +448,82 @@ pub fn release_mismatch(
     Some(Mismatch {
         key: VMLINUX_MISMATCH,
         detail,
+    })
+}
+
+/// The version part of a `linux_banner` (`UTS_VERSION`): what follows `Linux version
+/// <release> (<builder>) (<compiler>) ` up to the newline. The compiler part has parentheses of
+/// its own (`(gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld ...)`), so groups are skipped by
+/// balance, not by the first `)`.
+pub fn banner_version(banner: &str) -> Option<String> {
+    let rest = banner.strip_prefix("Linux version ")?;
+    let mut rest = rest.trim_start().split_once(char::is_whitespace)?.1;
+    loop {
+        rest = rest.trim_start();
+        if !rest.starts_with('(') {
+            break;
+        }
+        let mut depth = 0usize;
+        let mut end = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end?..];
+    }
+    let v = rest.lines().next().unwrap_or("").trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Two builds of one release: the vmlinux's banner version (`UTS_VERSION`: build number, date,
+/// a distribution's package version) must be the target build's (its
+/// `include/generated/utsversion.h`, or `compile.h` before 5.19).
+pub fn build_mismatch(
+    vmlinux: &KernelIdentity,
+    build_label: &str,
+    build_version: &str,
+) -> Option<Mismatch> {
+    let v = vmlinux.version.as_deref()?;
+    if v == build_version {
+        return None;
+    }
+    Some(Mismatch {
+        key: VMLINUX_MISMATCH,
+        detail: format!(
+            "{} is build \"{v}\" of {} (its linux_banner), but the target build is \"{build_version}\" ({build_label}): the vmlinux is another build",
+            vmlinux.label,
+            vmlinux.release.as_deref().unwrap_or("its release"),
+        ),
+    })
+}
+
+/// The source tree must be exactly the upstream version a distribution's package was made
+/// from (`6.1.192` of Debian's `6.1.192-3`), whose release (`6.1.0-57-cloud-amd64`) does not
+/// start with it. `what` names where the version was read.
+pub fn upstream_mismatch(
+    makefile_label: &str,
+    makefile: &str,
+    what: &str,
+    upstream: &str,
+) -> Option<Mismatch> {
+    let version = makefile_version(makefile)?;
+    if version == upstream {
+        return None;
+    }
+    Some(Mismatch {
+        key: SOURCE_MISMATCH,
+        detail: format!(
+            "the source tree is version {version} ({makefile_label}), but the target was built from {upstream} ({what}): the patched objects would not be compiled from the sources of the running kernel"
+        ),
     })
 }
 
@@ -600,13 +691,16 @@ pub enum Binding {
         name: String,
         sympos: u64,
     },
+    /// A global the patch adds, carried by the livepatch object of `unit`: an undefined
+    /// symbol that linking the units' objects into one (`ld -r`) resolves inside the module.
+    Own { name: String, unit: String },
 }
 
 impl Binding {
     /// The symbol name used in the livepatch object.
     pub fn symbol_name(&self) -> String {
         match self {
-            Binding::Plain { name } => name.clone(),
+            Binding::Plain { name } | Binding::Own { name, .. } => name.clone(),
             Binding::Klp {
                 objname,
                 name,
@@ -630,24 +724,40 @@ pub fn bind_externals_module(
 ) -> Result<Vec<Binding>, Error> {
     plan.externals
         .iter()
-        .map(|ext| {
-            let (objname, table) = if ext.undefined {
-                if module.defines_global(&ext.name) {
-                    (modname, module)
-                } else if symvers.exporter(&ext.name).is_some() {
-                    return Ok(Binding::Plain {
-                        name: ext.name.clone(),
-                    });
-                } else {
-                    (VMLINUX, vmlinux)
-                }
-            } else {
-                (modname, module)
-            };
-            let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            klp_binding(objname, &ext.name, sympos)
-        })
+        .map(|ext| bind_module_external(plan, ext, modname, module, vmlinux, symvers))
         .collect()
+}
+
+/// One external of code in module `modname` ([`bind_externals_module`]).
+fn bind_module_external(
+    plan: &elfdiff::Plan,
+    ext: &External,
+    modname: &str,
+    module: &TargetSymtab,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Binding, Error> {
+    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
+    if ext.undefined && crate::kmod::hook_defines(&ext.name) {
+        return Ok(Binding::Plain {
+            name: ext.name.clone(),
+        });
+    }
+    let (objname, table) = if ext.undefined {
+        if module.defines_global(&ext.name) {
+            (modname, module)
+        } else if symvers.exporter(&ext.name).is_some() {
+            return Ok(Binding::Plain {
+                name: ext.name.clone(),
+            });
+        } else {
+            (VMLINUX, vmlinux)
+        }
+    } else {
+        (modname, module)
+    };
+    let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+    klp_binding(objname, &ext.name, sympos)
 }
 
 /// A klp binding, refused when the kernel could not parse its symbol name.
@@ -674,16 +784,266 @@ pub fn bind_externals(
 ) -> Result<Vec<Binding>, Error> {
     plan.externals
         .iter()
-        .map(|ext| {
-            if !ext.local && symvers.exporter(&ext.name).is_some() {
-                return Ok(Binding::Plain {
-                    name: ext.name.clone(),
-                });
-            }
-            let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
-            klp_binding(objname, &ext.name, sympos)
-        })
+        .map(|ext| bind_external(plan, ext, objname, symtab, symvers))
         .collect()
+}
+
+/// One external of code in `objname` ([`bind_externals`]).
+fn bind_external(
+    plan: &elfdiff::Plan,
+    ext: &External,
+    objname: &str,
+    symtab: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Binding, Error> {
+    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
+    let hook = ext.undefined && crate::kmod::hook_defines(&ext.name);
+    if hook || (!ext.local && symvers.exporter(&ext.name).is_some()) {
+        return Ok(Binding::Plain {
+            name: ext.name.clone(),
+        });
+    }
+    let sympos = symtab.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+    klp_binding(objname, &ext.name, sympos)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A livepatch of several units: the globals the patch adds are defined by the livepatch itself.
+
+/// Where a unit's code lives, for the binding of its references.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    Vmlinux,
+    /// A module: its name (its klp_object's) and its `.ko`'s symbols.
+    Module {
+        name: &'a str,
+        table: &'a TargetSymtab,
+    },
+}
+
+impl Place<'_> {
+    /// The klp_object's name: None for vmlinux.
+    fn object(&self) -> Option<&str> {
+        match self {
+            Place::Vmlinux => None,
+            Place::Module { name, .. } => Some(name),
+        }
+    }
+}
+
+/// One unit's definition of a global the patch adds (`elfdiff::plan::NewGlobal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnDef {
+    pub unit: String,
+    /// The klp_object of the unit's code: None for vmlinux, else the module's name.
+    pub object: Option<String>,
+    /// The patch exports it (the export itself is not carried).
+    pub exported: bool,
+    /// A variable the running kernel has as a static of the unit's file, which the patch
+    /// makes global: its state is the running kernel's, so the livepatch cannot define it.
+    pub static_data: bool,
+}
+
+impl OwnDef {
+    fn object_name(&self) -> &str {
+        self.object.as_deref().unwrap_or(VMLINUX)
+    }
+}
+
+/// The globals the patch adds, in every unit of one livepatch, by name: the livepatch defines
+/// them itself, so references to them from other units resolve inside the module.
+#[derive(Debug, Default)]
+pub struct OwnSymbols {
+    defs: BTreeMap<String, Vec<OwnDef>>,
+}
+
+impl OwnSymbols {
+    pub fn add(&mut self, name: &str, def: OwnDef) {
+        self.defs.entry(name.to_string()).or_default().push(def);
+    }
+
+    /// The units that define `name`, in the order they were added.
+    pub fn defs(&self, name: &str) -> &[OwnDef] {
+        self.defs.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+}
+
+/// The bindings of one unit of a livepatch of several units, `plan.externals` in order, and the
+/// refusals binding found. With a refusal, the bindings are not to be written (a refused
+/// reference has a placeholder).
+#[derive(Debug, Default)]
+pub struct Bound {
+    pub bindings: Vec<Binding>,
+    pub refusals: Vec<elfdiff::Refusal>,
+}
+
+/// Bind the externals of a unit's plan, whose code lives at `place`, in a livepatch whose
+/// units define the globals `own`. A reference to a global (undefined in the unit's object)
+/// binds, in this order:
+/// 1. to the new global of a unit of the same patched object (vmlinux or the one module) —
+///    [`Binding::Own`], resolved inside the livepatch module; two such units are refused, as
+///    the patched object's own link would fail, and so is a static variable the patch makes
+///    global (a static function made global is carried like a new one);
+/// 2. for code of a module, to a global the running module defines (a klp relocation against
+///    it, as [`bind_externals_module`] binds it): that is what the module's own link resolves
+///    it to;
+/// 3. for code of a module, to the new global of a unit of vmlinux (an export the patch adds,
+///    typically): [`Binding::Own`]. Its code's klp relocations are against vmlinux, resolved
+///    as the livepatch loads, so calling it from the module's klp_object is always safe;
+/// 4. to the target as without new globals (exported: ordinary; else klp); when the target
+///    has no such symbol and only a unit of another module adds it, refused: that copy's
+///    klp relocations are resolved only while its module is loaded.
+///
+/// Statics and the unit's own symbols are never the livepatch's: they bind to the target.
+/// Ordinary bindings to the target whose names other units' new globals take are settled
+/// once all units are bound ([`unshadow`]).
+pub fn bind_unit(
+    plan: &elfdiff::Plan,
+    place: Place<'_>,
+    own: &OwnSymbols,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Bound, Error> {
+    let here = place.object();
+    let target = |ext: &External| match place {
+        Place::Vmlinux => bind_external(plan, ext, VMLINUX, vmlinux, symvers),
+        Place::Module { name, table } => {
+            bind_module_external(plan, ext, name, table, vmlinux, symvers)
+        }
+    };
+    let mut out = Bound::default();
+    for ext in &plan.externals {
+        let defs = own.defs(&ext.name);
+        if !ext.undefined || ext.local || defs.is_empty() {
+            out.bindings.push(target(ext)?);
+            continue;
+        }
+        let same: Vec<&OwnDef> = defs
+            .iter()
+            .filter(|d| d.object.as_deref() == here)
+            .collect();
+        let module_has =
+            matches!(place, Place::Module { table, .. } if table.defines_global(&ext.name));
+        let candidates: Vec<&OwnDef> = if !same.is_empty() || module_has {
+            same
+        } else if here.is_some() {
+            defs.iter().filter(|d| d.object.is_none()).collect()
+        } else {
+            Vec::new()
+        };
+        let binding = match candidates.as_slice() {
+            [d] if d.static_data => {
+                out.refusals
+                    .push(elfdiff::refusal::new_global_static_data(&ext.name, &d.unit));
+                Binding::Plain {
+                    name: ext.name.clone(),
+                }
+            }
+            [d] => Binding::Own {
+                name: ext.name.clone(),
+                unit: d.unit.clone(),
+            },
+            [a, b, ..] => {
+                out.refusals.push(elfdiff::refusal::new_global_twice(
+                    &ext.name,
+                    &a.unit,
+                    &b.unit,
+                    a.object_name(),
+                ));
+                Binding::Plain {
+                    name: ext.name.clone(),
+                }
+            }
+            [] => match target(ext) {
+                Err(Error::MissingSymbol { .. }) if !module_has => {
+                    let d = &defs[0];
+                    out.refusals.push(elfdiff::refusal::new_global_of_module(
+                        &ext.name,
+                        &d.unit,
+                        d.object_name(),
+                        here.unwrap_or(VMLINUX),
+                    ));
+                    Binding::Plain {
+                        name: ext.name.clone(),
+                    }
+                }
+                other => other?,
+            },
+        };
+        out.bindings.push(binding);
+    }
+    Ok(out)
+}
+
+/// Once every unit is bound: the new globals other units use ([`Binding::Own`]), each with
+/// the one unit whose livepatch object defines it as a global symbol; refused when units of
+/// different patched objects define one name and both are used (one module has one definition
+/// per name).
+pub fn shared_globals(
+    all: &[&[Binding]],
+    own: &OwnSymbols,
+) -> (BTreeMap<String, String>, Vec<elfdiff::Refusal>) {
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for b in all.iter().flat_map(|b| b.iter()) {
+        if let Binding::Own { name, unit } = b {
+            used.entry(name.clone()).or_default().insert(unit.clone());
+        }
+    }
+    let mut shared = BTreeMap::new();
+    let mut refusals = Vec::new();
+    for (name, units) in used {
+        if units.len() == 1 {
+            shared.insert(name, units.into_iter().next().expect("one"));
+            continue;
+        }
+        let defs: Vec<(String, String)> = own
+            .defs(&name)
+            .iter()
+            .filter(|d| units.contains(&d.unit))
+            .map(|d| (d.unit.clone(), d.object_name().to_string()))
+            .collect();
+        refusals.push(elfdiff::refusal::new_global_linked_twice(&name, &defs));
+    }
+    (shared, refusals)
+}
+
+/// An ordinary binding of a unit to the target whose name a shared new global of another unit
+/// takes (`shared`, from [`shared_globals`]) would be resolved to that global when the units'
+/// objects are linked into one: bind it through a klp relocation against vmlinux instead (the
+/// symbol is vmlinux's export); an export of a module is refused. `bindings` are the unit's,
+/// in `plan.externals` order.
+pub fn unshadow(
+    plan: &elfdiff::Plan,
+    bindings: &mut [Binding],
+    shared: &BTreeMap<String, String>,
+    vmlinux: &TargetSymtab,
+    symvers: &Symvers,
+) -> Result<Vec<elfdiff::Refusal>, Error> {
+    let mut refusals = Vec::new();
+    for (ext, b) in plan.externals.iter().zip(bindings.iter_mut()) {
+        let Binding::Plain { name } = b else {
+            continue;
+        };
+        let Some(unit) = shared.get(name) else {
+            continue;
+        };
+        match symvers.exporter(name) {
+            Some(VMLINUX) => {
+                let sympos = vmlinux.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
+                *b = klp_binding(VMLINUX, name, sympos)?;
+            }
+            exporter => refusals.push(elfdiff::refusal::new_global_shadows(
+                name,
+                unit,
+                exporter.unwrap_or("?"),
+            )),
+        }
+    }
+    Ok(refusals)
 }
 
 /// Jump labels and static calls whose key lives in a module. The kernel sets up a livepatch
@@ -870,6 +1230,52 @@ mod tests {
         }
         // A Makefile that does not say: nothing to compare.
         assert_eq!(source_mismatch("Makefile", "all:\n", "kr", "6.12.1"), None);
+    }
+
+    #[test]
+    fn banner_versions_skip_nested_parentheses() {
+        let debian = "Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)\n";
+        assert_eq!(
+            banner_version(debian).as_deref(),
+            Some("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)")
+        );
+        let own = "Linux version 6.12.117 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 Tue Dec  1 21:57:01 UTC 2026\n";
+        assert_eq!(
+            banner_version(own).as_deref(),
+            Some("#1 Tue Dec  1 21:57:01 UTC 2026")
+        );
+        assert_eq!(
+            banner_version("Linux version 6.1 (x@y) (gcc (unbalanced"),
+            None
+        );
+        assert_eq!(banner_version("Linux version 6.1 (x@y) (gcc)\n"), None);
+        assert_eq!(banner_version("not a banner"), None);
+        let id =
+            KernelIdentity::parse("vm", &vmlinux(Some("6.12.0-a"), EXPORTS, Crcs::None)).unwrap();
+        assert_eq!(id.version.as_deref(), Some("#1 SMP"));
+        assert_eq!(build_mismatch(&id, "utsversion.h", "#1 SMP"), None);
+        let m = build_mismatch(&id, "b/utsversion.h", "#2 SMP").unwrap();
+        assert_eq!(m.key, VMLINUX_MISMATCH);
+        assert!(
+            m.detail.contains("\"#1 SMP\" of 6.12.0-a")
+                && m.detail.contains("\"#2 SMP\" (b/utsversion.h)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn sources_must_be_the_packages_upstream_version() {
+        let mk = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n";
+        assert_eq!(upstream_mismatch("Makefile", mk, "pkg", "6.1.192"), None);
+        let m = upstream_mismatch("src/Makefile", mk, "Debian 6.1.187-1", "6.1.187").unwrap();
+        assert_eq!(m.key, SOURCE_MISMATCH);
+        assert!(
+            m.detail.contains("6.1.192 (src/Makefile)")
+                && m.detail.contains("6.1.187 (Debian 6.1.187-1)"),
+            "{m}"
+        );
+        // The release's prefix rule would let these through; the exact version does not.
+        assert!(upstream_mismatch("Makefile", mk, "pkg", "6.1.19").is_some());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! local copies of the new functions plus a global alias per replaced function
 //! (`__klpgen_func_N`) and per callback (`__klpgen_callback_<kind>`) for the hook, and
 //! undefined `.klp.sym.<obj>.<name>,<pos>` symbols for references that become klp relocations
-//! once the module is linked (see `klp.rs`).
+//! once the module is linked (see `klp.rs`). Copies are local symbols, except the new globals
+//! other units of the livepatch refer to ([`write_patch_object_with`]): those are global, so
+//! linking the units' objects into one (`ld -r`) resolves the other units' references to them.
 
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
@@ -51,6 +53,17 @@ pub fn write_patch_object(
     plan: &Plan,
     bindings: &[Binding],
     alias_base: usize,
+) -> Result<Vec<u8>, Error> {
+    write_patch_object_with(plan, bindings, alias_base, &[])
+}
+
+/// [`write_patch_object`], with the copies `globals` (indices into `plan.symbols`: new globals
+/// of the patch that other units of the livepatch refer to) written as global symbols.
+pub fn write_patch_object_with(
+    plan: &Plan,
+    bindings: &[Binding],
+    alias_base: usize,
+    globals: &[usize],
 ) -> Result<Vec<u8>, Error> {
     if bindings.len() != plan.externals.len() {
         return Err(Error::Internal(format!(
@@ -112,7 +125,22 @@ pub fn write_patch_object(
             .copied()
             .ok_or_else(|| Error::Internal(format!("plan names section {i} of {}", secs.len())))
     };
-    for s in &plan.symbols {
+    for &g in globals {
+        let name = plan
+            .symbols
+            .get(g)
+            .map(|s| s.name.as_str())
+            .ok_or_else(|| {
+                Error::Internal(format!("global {g} of {} symbols", plan.symbols.len()))
+            })?;
+        // The hook finds the new bodies and callbacks by these names.
+        if name.starts_with("__klpgen_") {
+            return Err(Error::Write(format!(
+                "the patch's new global {name} takes a name klpgen reserves for the hook's symbols (__klpgen_*); rename it"
+            )));
+        }
+    }
+    for (i, s) in plan.symbols.iter().enumerate() {
         let kind = match s.kind {
             SymKind::Func => SymbolKind::Text,
             SymKind::Object => SymbolKind::Data,
@@ -123,7 +151,11 @@ pub fn write_patch_object(
             value: s.value,
             size: s.size,
             kind,
-            scope: SymbolScope::Compilation,
+            scope: if globals.contains(&i) {
+                SymbolScope::Dynamic
+            } else {
+                SymbolScope::Compilation
+            },
             weak: false,
             section: SymbolSection::Section(sec_of(s.section)?),
             flags: SymbolFlags::None,
@@ -203,4 +235,69 @@ pub fn write_patch_object(
         }
     }
     obj.write().map_err(|e| Error::Write(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elfdiff::plan::{PlanFunc, PlanSection, PlanSymbol};
+    use object::{Object as _, ObjectSymbol as _};
+
+    fn plan(names: &[&str]) -> Plan {
+        Plan {
+            sections: vec![PlanSection {
+                name: ".text.f".into(),
+                sh_type: elf::SHT_PROGBITS,
+                sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR),
+                align: 16,
+                entsize: 0,
+                data: vec![0xc3; 2],
+                size: 2,
+                relocs: Vec::new(),
+            }],
+            symbols: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PlanSymbol {
+                    name: n.to_string(),
+                    section: 0,
+                    value: i as u64,
+                    size: 1,
+                    kind: SymKind::Func,
+                })
+                .collect(),
+            funcs: vec![PlanFunc {
+                old_name: "f".into(),
+                old_local: false,
+                new_sym: 0,
+            }],
+            ..Plan::default()
+        }
+    }
+
+    /// Copies are local but the shared new globals, which are global beside the hook's alias.
+    #[test]
+    fn shared_new_globals_are_global_symbols() {
+        let bytes = write_patch_object_with(&plan(&["f", "new_fn"]), &[], 0, &[1]).unwrap();
+        let f = object::File::parse(&*bytes).unwrap();
+        let scope = |name: &str| {
+            f.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.is_global())
+        };
+        assert_eq!(scope("f"), Some(false));
+        assert_eq!(scope("new_fn"), Some(true));
+        assert_eq!(scope("__klpgen_func_0"), Some(true));
+        let plain = write_patch_object(&plan(&["f", "new_fn"]), &[], 0).unwrap();
+        let f = object::File::parse(&*plain).unwrap();
+        assert!(f
+            .symbols()
+            .filter(|s| s.name() == Ok("new_fn"))
+            .all(|s| !s.is_global()));
+        // A new global may not take the hook's names.
+        match write_patch_object_with(&plan(&["f", "__klpgen_func_0"]), &[], 0, &[1]) {
+            Err(Error::Write(m)) => assert!(m.contains("reserves"), "{m}"),
+            other => panic!("expected a write error, got {other:?}"),
+        }
+    }
 }
