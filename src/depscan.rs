@@ -394,7 +394,11 @@ fn config_units(inp: &Inputs<'_>) -> Result<ConfigUnits> {
         .make_prepare(inp.tree, inp.jobs, &inp.logs.join("prepare.log"), inp.intr)?;
     let log = inp.logs.join("dry-run.log");
     let out = inp.own.dry_run(inp.tree, &log, inp.intr)?;
-    let compiles = cmdline::compiles_of_dry_run(&out.stdout, &inp.own.dir);
+    let mut compiles = cmdline::compiles_of_dry_run(&out.stdout, &inp.own.dir);
+    if crate::kbuild::dry_run_skips_rust(inp.tree) {
+        let rust = rust_c_units(&inp.tree.source, &inp.own.dir, &compiles);
+        compiles.extend(rust);
+    }
     if compiles.is_empty() {
         bail!(
             "kbuild's dry run in {} printed no compile commands (log: {}):\n{}",
@@ -423,6 +427,64 @@ fn config_units(inp: &Inputs<'_>) -> Result<ConfigUnits> {
     };
     save(&inp.own.dir.join(CACHE).join("units.json"), &units)?;
     Ok(units)
+}
+
+/// The C units of `rust/` (`obj-$(CONFIG_RUST) += helpers/helpers.o exports.o` in its
+/// Makefile, each with its `.c` file), which the dry run leaves out with the crates
+/// ([`crate::kbuild::dry_run_skips_rust`]). kbuild compiles them with the flags of every C unit
+/// of vmlinux (the rust Makefile removes warnings only): those of `kernel/fork.o` (else of
+/// another C unit) with the unit's own directory on the search path instead of that unit's.
+fn rust_c_units(source: &Path, objdir: &Path, compiles: &[Compile]) -> Vec<Compile> {
+    let Ok(makefile) = fs::read_to_string(source.join("rust/Makefile")) else {
+        return Vec::new();
+    };
+    let template = compiles
+        .iter()
+        .find(|c| c.unit == "kernel/fork.o")
+        .or_else(|| {
+            compiles.iter().find(|c| {
+                c.source.extension().is_some_and(|e| e == "c")
+                    && !c.unit.starts_with("scripts/")
+                    && !c.unit.starts_with("tools/")
+                    && !c.unit.starts_with("arch/")
+            })
+        });
+    let Some(template) = template else {
+        return Vec::new();
+    };
+    let tdir = Path::new(&template.unit).parent().unwrap_or(Path::new(""));
+    let mut out = Vec::new();
+    for line in makefile.lines() {
+        let Some(rest) = line.trim().strip_prefix("obj-$(CONFIG_RUST)") else {
+            continue;
+        };
+        let Some(objs) = rest.trim_start().strip_prefix("+=") else {
+            continue;
+        };
+        for o in objs.split_whitespace() {
+            let Some(stem) = o.strip_suffix(".o") else {
+                continue;
+            };
+            let src = source.join("rust").join(format!("{stem}.c"));
+            if !src.is_file() {
+                continue; // a crate (`core.o`, `kernel.o`), not C
+            }
+            let unit = format!("rust/{o}");
+            let dir = Path::new(&unit).parent().unwrap_or(Path::new("rust"));
+            let mut c = template.clone();
+            c.unit = unit.clone();
+            c.source = src;
+            for s in &mut c.search {
+                if *s == source.join(tdir) {
+                    *s = source.join(dir);
+                } else if *s == objdir.join(tdir) {
+                    *s = objdir.join(dir);
+                }
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The compile commands of the units klpgen has built in its directory, from their records.
@@ -475,7 +537,7 @@ fn own_compiles(own: &DiffBuild) -> Result<BTreeMap<String, Compile>> {
 /// Kbuild and Kconfig file of the source tree (size and time), plus `.kernelvariables`.
 fn units_key(inp: &Inputs<'_>) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(b"klpgen-depscan-units/2\0");
+    h.update(b"klpgen-depscan-units/3\0");
     h.update(inp.tree.config_text.as_bytes());
     for a in inp.own.make_args(inp.tree) {
         h.update(a.as_bytes());
@@ -596,6 +658,44 @@ mod tests {
             deps.join(" \\\n  ")
         );
         fs::write(dir.join(d).join(format!(".{f}.cmd")), body).unwrap();
+    }
+
+    #[test]
+    fn the_c_units_of_rust_take_the_flags_of_a_kernel_unit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, obj) = (tmp.path().join("src"), tmp.path().join("obj"));
+        fs::create_dir_all(src.join("rust/helpers")).unwrap();
+        fs::write(
+            src.join("rust/Makefile"),
+            "obj-$(CONFIG_RUST) += core.o ffi.o\nobj-$(CONFIG_RUST) += helpers/helpers.o\nalways-$(CONFIG_RUST) += exports_core_generated.h\nobj-$(CONFIG_RUST) += exports.o\n",
+        )
+        .unwrap();
+        for f in ["rust/helpers/helpers.c", "rust/exports.c"] {
+            fs::write(src.join(f), "").unwrap();
+        }
+        let fork = Compile {
+            unit: "kernel/fork.o".into(),
+            source: src.join("kernel/fork.c"),
+            search: vec![src.join("include"), src.join("kernel"), obj.join("kernel")],
+            forced: vec![src.join("include/linux/kconfig.h")],
+            config_macros: Vec::new(),
+            opaque: false,
+        };
+        let got = rust_c_units(&src, &obj, std::slice::from_ref(&fork));
+        let units: Vec<&str> = got.iter().map(|c| c.unit.as_str()).collect();
+        assert_eq!(units, ["rust/helpers/helpers.o", "rust/exports.o"]);
+        assert_eq!(got[0].source, src.join("rust/helpers/helpers.c"));
+        assert_eq!(
+            got[0].search,
+            [
+                src.join("include"),
+                src.join("rust/helpers"),
+                obj.join("rust/helpers")
+            ]
+        );
+        assert_eq!(got[1].forced, fork.forced);
+        // No C unit to take the flags from: nothing rather than a guess.
+        assert!(rust_c_units(&src, &obj, &[]).is_empty());
     }
 
     #[test]

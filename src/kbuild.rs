@@ -284,7 +284,22 @@ pub fn module_of_unit(tree: &Tree, unit: &str) -> Option<String> {
 fn skip_rust_crates(tree: &Tree, units: &[String]) -> bool {
     tree.config.is_set("CONFIG_RUST")
         && !tree.config.is_set("CONFIG_CFI_CLANG")
-        && units.iter().all(|u| !u.ends_with(".rs"))
+        && units
+            .iter()
+            .all(|u| !u.ends_with(".rs") && !needs_rust_crates(u))
+}
+
+/// A C unit of `rust/` that includes what the Rust crates generate (`rust/exports.o`: the
+/// crates' export lists); the helpers (`rust/helpers.o`, `rust/helpers/helpers.o`) include
+/// kernel headers only.
+fn needs_rust_crates(unit: &str) -> bool {
+    unit.starts_with("rust/") && !unit.contains("helpers")
+}
+
+/// Whether kbuild's dry run ([`DiffBuild::dry_run`]) leaves out `rust/` (`CONFIG_RUST=`): its
+/// C units must then be found another way.
+pub fn dry_run_skips_rust(tree: &Tree) -> bool {
+    skip_rust_crates(tree, &[])
 }
 
 /// Options unset on make's command line for klpgen's builds of C units, so that `prepare`
@@ -427,10 +442,16 @@ impl DiffBuild {
     /// printed. Its exit status says nothing: the caller reads the commands and the errors.
     pub fn dry_run(&self, tree: &Tree, log: &Path, intr: &Interrupt) -> Result<process::Output> {
         let mut args: Vec<String> = vec!["-C".into(), tree.source.display().to_string()];
-        // Without the overrides: the C units kbuild builds only for Rust (`rust/helpers/`) or
-        // for BTF (`kernel/bpf/sysfs_btf.o`) are units of the kernel too. The C flags are the
-        // same either way.
-        let overrides = make_overrides(tree, &[]);
+        // Without the overrides but `CONFIG_RUST=`: the C units kbuild builds only for BTF
+        // (`kernel/bpf/sysfs_btf.o`, `net/netfilter/nf_conntrack_bpf.o`) are units of the
+        // kernel too, and the C flags are the same either way. The Rust crates cannot be
+        // dry-run against a `prepare` made without them (no rule makes `scripts/target.json`
+        // from the top level, and `-k` then skips everything after `prepare`); the C units
+        // of `rust/` come from its Makefile instead (`crate::depscan`).
+        let overrides: Vec<&str> = make_overrides(tree, &[])
+            .into_iter()
+            .filter(|o| *o != "CONFIG_RUST=")
+            .collect();
         args.extend(
             self.make_args(tree)
                 .into_iter()

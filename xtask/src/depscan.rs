@@ -5,15 +5,18 @@
 //! For headers of different fan-out — `include/linux/seq_file.h` (hundreds of units),
 //! `include/linux/proc_fs.h`, `fs/proc/internal.h` (a directory's private header),
 //! `include/linux/livepatch.h`, `include/linux/kprobes.h` (whose users include it under
-//! `CONFIG_KPROBES` conditionals), one under `arch/x86/include`, and one behind a Makefile's
-//! `-I` (`security/selinux/include/security.h`, not built in the test configuration) —
+//! `CONFIG_KPROBES` conditionals), one under `arch/x86/include`, leaves with two users
+//! (`include/linux/kcore.h`, `fs/proc/fd.h`), and one behind a Makefile's `-I`
+//! (`security/selinux/include/security.h`, not built in the test configuration) —
 //! `klpgen depscan` answers once from the records and once as for a target without any
 //! (`--no-target-records`: kbuild's dry run, the static include graph). The scan must give a
 //! superset of the records' units (a missing unit would be a silently incomplete livepatch);
 //! its extra candidates are what `klpgen build` drops after the original build, by the records
-//! of its own build. That last step is shown by one whole `klpgen build --no-target-records` of
-//! a comment change to `fs/proc/internal.h`: the units it reports must be exactly the records'.
-//! The figures (units, candidates, extra, seconds) are printed in a table.
+//! of its own build. That last step is shown by whole `klpgen build --no-target-records` runs of
+//! a comment change to `fs/proc/fd.h` and to `fs/proc/internal.h`: the units each reports must
+//! be exactly the records'. The figures (units, candidates, extra, seconds) are printed in a
+//! table. About 90 s with empty caches (kbuild's dry run, the two builds), so part of
+//! `cargo xtask e2e` rather than of `cargo test`; `cargo xtask depscan` runs it alone.
 
 use std::fs;
 use std::path::Path;
@@ -34,14 +37,28 @@ const HEADERS: &[&str] = &[
     "include/linux/kprobes.h",
     "include/linux/livepatch.h",
     "fs/proc/internal.h",
+    "include/linux/kcore.h",
+    "fs/proc/fd.h",
     "security/selinux/include/security.h",
 ];
 
-/// Units built only for the kernel's Rust support, which klpgen's C builds leave out
-/// (`CONFIG_RUST=` on make's command line): the scan, from kbuild's dry run, cannot list them
-/// when they are not built, but the records of a full build do.
-fn klpgen_builds(unit: &str) -> bool {
-    !unit.starts_with("rust/")
+/// Headers built whole with `klpgen build --no-target-records`: a leaf (two users) and a
+/// directory's private header (about twenty).
+const BUILT: &[&str] = &["fs/proc/fd.h", "fs/proc/internal.h"];
+
+/// Headers the test kernel's records must show users of (else the comparison proves
+/// nothing: a broken record reader finds none, and every scan is then a superset).
+const USED: &[(&str, usize)] = &[
+    ("include/linux/seq_file.h", 300),
+    ("fs/proc/internal.h", 10),
+    ("fs/proc/fd.h", 2),
+];
+
+/// Whether klpgen patches this unit: not the kernel's Rust crates (`rust/core.o`,
+/// `rust/bindings.o`: their records name the headers bindgen read), only C (`rust/helpers/helpers.o`
+/// and `rust/exports.o` are C units of `rust/`).
+fn klpgen_builds(k: &Kernel, unit: &str) -> bool {
+    !unit.starts_with("rust/") || k.src.join(unit).with_extension("c").is_file()
 }
 
 fn depscan(
@@ -97,8 +114,16 @@ pub fn check(klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Vec<String>> {
         let (scan, secs) = depscan(klpgen, k, &cache, h, false)?;
         let exact: Vec<String> = units(&rec, "exact")
             .into_iter()
-            .filter(|u| klpgen_builds(u))
+            .filter(|u| klpgen_builds(k, u))
             .collect();
+        if let Some((_, min)) = USED.iter().find(|(u, _)| u == h) {
+            if exact.len() < *min {
+                failures.push(format!(
+                    "{h}: the records name {} units, fewer than the {min} it has in the test kernel",
+                    exact.len()
+                ));
+            }
+        }
         if rec["stats"]["method"] != "records" {
             failures.push(format!(
                 "{h}: the test kernel's records were not taken as complete ({})",
@@ -135,22 +160,30 @@ pub fn check(klpgen: &Path, k: &Kernel, workdir: &Path) -> Result<Vec<String>> {
     for r in &rows {
         eprintln!("{r}");
     }
-    failures.extend(whole_build(klpgen, k, &cache, workdir)?);
+    for h in BUILT {
+        failures.extend(whole_build(klpgen, k, &cache, workdir, h)?);
+    }
     Ok(failures)
 }
 
-/// One `klpgen build --no-target-records` of a comment change to `fs/proc/internal.h`: the
-/// affected units it reports (after dropping the scan's extra candidates) are the records'.
-fn whole_build(klpgen: &Path, k: &Kernel, cache: &Path, workdir: &Path) -> Result<Vec<String>> {
-    let header = "fs/proc/internal.h";
+/// One `klpgen build --no-target-records` of a comment change to `header`: the affected
+/// units it reports (after dropping the scan's extra candidates) are the records'.
+fn whole_build(
+    klpgen: &Path,
+    k: &Kernel,
+    cache: &Path,
+    workdir: &Path,
+    header: &str,
+) -> Result<Vec<String>> {
     let text = fs::read_to_string(k.src.join(header))?;
     let first = text.lines().next().unwrap_or_default();
-    let patch = workdir.join("depscan-internal.patch");
+    let tag = header.replace('/', "_");
+    let patch = workdir.join(format!("depscan-{tag}.patch"));
     fs::write(
         &patch,
         format!("--- a/{header}\n+++ b/{header}\n@@ -1 +1 @@\n-{first}\n+{first} /* klpgen depscan */\n"),
     )?;
-    let report = workdir.join("depscan-report.json");
+    let report = workdir.join(format!("depscan-{tag}.json"));
     let start = Instant::now();
     let o = Command::new(klpgen)
         .args(["build", "--no-target-records", "--sourcedir"])
@@ -197,4 +230,27 @@ fn whole_build(klpgen: &Path, k: &Kernel, cache: &Path, workdir: &Path) -> Resul
         dropped.len()
     );
     Ok(failures)
+}
+
+/// `cargo xtask depscan`: the check alone (it is also part of `cargo xtask e2e`).
+pub fn cmd_depscan(rest: &[String]) -> Result<bool> {
+    if !rest.is_empty() {
+        bail!("`cargo xtask depscan` takes no arguments");
+    }
+    let k = crate::kernel::ensure()?;
+    let klpgen = crate::case::build_klpgen()?;
+    let workdir = util::target_dir().join("e2e");
+    fs::create_dir_all(&workdir)?;
+    let start = Instant::now();
+    let failures = check(&klpgen, &k, &workdir)?;
+    for f in &failures {
+        println!("FAIL depscan: {f}");
+    }
+    if failures.is_empty() {
+        println!(
+            "PASS depscan ({:.0} s): the scan finds every unit the records name, and klpgen build keeps exactly those",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(failures.is_empty())
 }

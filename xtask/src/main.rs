@@ -36,6 +36,8 @@ commands:
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
                    kfixtures/NAME), the dependency scan against the kernel's records
                    (depscan), then build and boot-test the cases under tests/e2e
+  depscan          the dependency scan for targets without kbuild records against the test
+                   kernel's records (also part of e2e)
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
                    the e2e, package, farm, stress and a 20 s-per-target fuzz test
@@ -87,6 +89,7 @@ fn real_main() -> Result<bool> {
         Some("stress") => stress::cmd_stress(rest),
         Some("package") => package::cmd_package(rest),
         Some("farm") => farm::cmd_farm(rest),
+        Some("depscan") => depscan::cmd_depscan(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(true)
