@@ -76,6 +76,10 @@ pub struct ScanStats {
     /// Units decided by the records of klpgen's own build of them (fresh objects).
     pub from_own_records: usize,
     pub seconds: f64,
+    /// Of those, kbuild's dry run (0 when the unit list came from the cache), and the
+    /// `prepare` before it, which the original build would otherwise run.
+    pub dry_run_seconds: f64,
+    pub prepare_seconds: f64,
 }
 
 /// The affected units of an edit, before and after verification.
@@ -255,12 +259,21 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
     // Per unit: the target's record where there is one, else the scan.
     let cached = cached_units().is_some();
     let fresh;
+    let dry_start = Instant::now();
+    let mut prepare_seconds = 0.0;
     let config_units = match cached_units() {
         Some(u) => u,
         None => {
-            fresh = config_units(inp)?;
+            let (u, p) = config_units(inp)?;
+            fresh = u;
+            prepare_seconds = p;
             &fresh
         }
+    };
+    let dry_run_seconds = if cached {
+        0.0
+    } else {
+        dry_start.elapsed().as_secs_f64() - prepare_seconds
     };
     let mut all = config_units.compiles.clone();
     let listed: BTreeSet<String> = all.iter().map(|c| c.unit.clone()).collect();
@@ -330,6 +343,8 @@ pub fn affected(inp: &Inputs<'_>, files: &[String]) -> Result<Affected> {
         from_target_records: from_target,
         from_own_records: from_own,
         seconds: start.elapsed().as_secs_f64(),
+        dry_run_seconds,
+        prepare_seconds,
     });
     Ok(out)
 }
@@ -382,16 +397,19 @@ fn cached_config_units(inp: &Inputs<'_>) -> Option<ConfigUnits> {
 }
 
 /// The units of the configuration from kbuild's dry run in klpgen's build directory, after
-/// kbuild's `prepare` there (the scan reads generated headers); cached.
-fn config_units(inp: &Inputs<'_>) -> Result<ConfigUnits> {
+/// kbuild's `prepare` there (the scan reads generated headers); cached. Also the seconds the
+/// `prepare` took.
+fn config_units(inp: &Inputs<'_>) -> Result<(ConfigUnits, f64)> {
     let key = units_key(inp)?;
     crate::progress::message(&format!(
         "klpgen: {} keeps no complete set of kbuild records; finding the units of this configuration with kbuild's dry run in {} (once per configuration)",
         inp.tree.build.display(),
         inp.own.dir.display()
     ));
+    let prep = Instant::now();
     inp.own
         .make_prepare(inp.tree, inp.jobs, &inp.logs.join("prepare.log"), inp.intr)?;
+    let prepare_seconds = prep.elapsed().as_secs_f64();
     let log = inp.logs.join("dry-run.log");
     let out = inp.own.dry_run(inp.tree, &log, inp.intr)?;
     let mut compiles = cmdline::compiles_of_dry_run(&out.stdout, &inp.own.dir);
@@ -426,7 +444,7 @@ fn config_units(inp: &Inputs<'_>) -> Result<ConfigUnits> {
         unknown: unknown.into_iter().collect(),
     };
     save(&inp.own.dir.join(CACHE).join("units.json"), &units)?;
-    Ok(units)
+    Ok((units, prepare_seconds))
 }
 
 /// The C units of `rust/` (`obj-$(CONFIG_RUST) += helpers/helpers.o exports.o` in its

@@ -281,7 +281,11 @@ fn build_original(
     // The cached original objects are used as they are when kbuild would not rebuild any of
     // them (kbuild/fresh.rs); else make decides, as always.
     let mut fresh = Freshness::new(tree, &diffbuild.dir, diffbuild.make_args(tree));
-    let all_fresh = units.iter().all(|u| fresh.unit_is_fresh(u));
+    let stale = units.iter().find_map(|u| fresh.stale_because(u));
+    if let (Some(why), true) = (&stale, ctx.plan.verbose) {
+        crate::progress::message(&format!("klpgen: make builds the original objects: {why}"));
+    }
+    let all_fresh = stale.is_none();
     let built: Vec<PathBuf> = if all_fresh {
         units.iter().map(|u| diffbuild.dir.join(u)).collect()
     } else {
@@ -535,4 +539,25 @@ fn caller_units(ctx: &Ctx<'_>, pairs: &[&Pair]) -> Result<Vec<String>> {
     let mut units = kbuild::units_defining(tree, &wanted)?;
     units.retain(|u| !pairs.iter().any(|p| p.name == *u));
     Ok(units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_unit_list_is_a_count_and_where_the_list_is() {
+        let units: Vec<String> = (0..379).map(|i| format!("fs/u{i}.o")).collect();
+        let line = affected_line(&units, false);
+        assert!(line.starts_with("klpgen: 379 unit(s) affected: fs/u0.o "));
+        assert!(line.contains("--verbose") && line.contains("units.affected"));
+        assert!(!line.contains("fs/u8.o"), "{line}");
+        assert!(line.len() < 200, "{line}");
+        // --verbose: every unit, one a line.
+        let all = affected_line(&units, true);
+        assert_eq!(all.lines().count(), 380);
+        // A short list stays on the line.
+        let few = affected_line(&units[..2], false);
+        assert_eq!(few, "klpgen: 2 unit(s) affected: fs/u0.o fs/u1.o");
+    }
 }

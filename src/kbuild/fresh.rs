@@ -39,6 +39,12 @@ use crate::kernel::Tree;
 /// Where klpgen records, per unit, the make key it was last built with.
 const MADE: &str = ".klpgen-made.json";
 
+/// Where klpgen records the targets of kbuild's `prepare` that were out of date right after
+/// a make here: make with these arguments does not make them (the Rust crates' tools left by
+/// a build with `CONFIG_RUST`, a host program of an option the command line unsets), so they
+/// say nothing about what make would redo.
+const LEFT_STALE: &str = ".klpgen-prepare-left-stale.json";
+
 /// Environment variables kbuild reads (besides the `KBUILD_*` ones and the make arguments).
 const KBUILD_ENV: &[&str] = &[
     "ARCH",
@@ -73,7 +79,7 @@ pub struct Freshness<'a> {
     make_args: Vec<String>,
     made: BTreeMap<String, String>,
     /// Whether everything `prepare` makes is up to date (checked once).
-    prepared: Option<bool>,
+    prepared: Option<Option<String>>,
     global: Option<String>,
     programs: BTreeMap<String, Option<PathBuf>>,
 }
@@ -191,29 +197,64 @@ impl<'a> Freshness<'a> {
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, serde_json::to_vec(&self.made)?)?;
         fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        // make has just run `prepare`: what is still out of date is not make's to redo.
+        let left: Vec<String> = prepare_targets(self.dir, self.skips_rust())
+            .into_iter()
+            .filter(|(_, target, text)| {
+                !text
+                    .as_ref()
+                    .is_some_and(|text| target_is_fresh(self.dir, target, text))
+            })
+            .map(|(rel, _, _)| rel)
+            .collect();
+        let path = self.dir.join(LEFT_STALE);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec(&left)?)?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        self.prepared = None;
         Ok(())
+    }
+
+    /// Whether make's arguments unset `CONFIG_RUST`: kbuild then never visits `rust/`.
+    fn skips_rust(&self) -> bool {
+        self.make_args.iter().any(|a| a == "CONFIG_RUST=")
     }
 
     /// Whether make would leave `unit`'s object as it is (see the module doc).
     pub fn unit_is_fresh(&mut self, unit: &str) -> bool {
+        self.stale_because(unit).is_none()
+    }
+
+    /// Why make would rebuild `unit` (or might: the first reason found), None when it is
+    /// fresh; for `--verbose`.
+    pub fn stale_because(&mut self, unit: &str) -> Option<String> {
         let Ok(rec) = fs::read_to_string(record_of(self.dir, unit)) else {
-            return false;
+            return Some(format!("{unit} has no record here"));
         };
         let Some(cmd) = cmdline::record_command(&rec, unit) else {
-            return false;
+            return Some(format!("{unit}'s record has no command"));
         };
         let Some(key) = self.key(unit, &cmd) else {
-            return false;
+            return Some(format!("the compiler of {unit}'s record is not found"));
         };
         if self.made.get(unit) != Some(&key) {
-            return false;
+            return Some(format!(
+                "{unit} was last made here with other make arguments, configuration, Makefiles, compiler or environment"
+            ));
         }
         if !target_is_fresh(self.dir, &self.dir.join(unit), &rec) {
-            return false;
+            return Some(format!("{unit} is older than a file it was made from"));
         }
-        *self
-            .prepared
-            .get_or_insert_with(|| prepare_is_fresh(self.dir))
+        if self.prepared.is_none() {
+            // With `CONFIG_RUST=` on make's command line kbuild never visits `rust/`, so
+            // what it holds (left by a build with the crates) is not make's to redo.
+            let left: Vec<String> = fs::read(self.dir.join(LEFT_STALE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            self.prepared = Some(prepare_is_fresh(self.dir, self.skips_rust(), &left));
+        }
+        self.prepared.clone().flatten()
     }
 }
 
@@ -322,10 +363,10 @@ pub fn fresh_outside(dir: &Path, target: &Path, record: &str, except: &Path) -> 
 /// Whether what kbuild's `prepare` makes is up to date: every record of the directory that
 /// is not a unit's (generated headers, scripts, objtool, offsets) is fresh, and the
 /// configuration's `auto.conf` is newer than `.config` and every Kconfig file it came from.
-fn prepare_is_fresh(dir: &Path) -> bool {
+fn prepare_is_fresh(dir: &Path, skip_rust: bool, left_stale: &[String]) -> Option<String> {
     let auto = dir.join("include/config/auto.conf");
     let Ok(auto_time) = fs::metadata(&auto).map(|m| mtime_ns(&m)) else {
-        return false;
+        return Some(format!("{} is missing", auto.display()));
     };
     let mut kconfig = vec![dir.join(".config")];
     if let Ok(text) = fs::read_to_string(dir.join("include/config/auto.conf.cmd")) {
@@ -341,14 +382,33 @@ fn prepare_is_fresh(dir: &Path) -> bool {
                 .filter(|p| p.is_file()),
         );
     } else {
-        return false;
+        return Some("include/config/auto.conf.cmd is missing".into());
     }
-    if !kconfig
+    if let Some(f) = kconfig
         .iter()
-        .all(|f| fs::metadata(f).is_ok_and(|m| mtime_ns(&m) <= auto_time))
+        .find(|f| !fs::metadata(f).is_ok_and(|m| mtime_ns(&m) <= auto_time))
     {
-        return false;
+        return Some(format!(
+            "{} is newer than include/config/auto.conf",
+            f.display()
+        ));
     }
+    for (rel, target, text) in prepare_targets(dir, skip_rust) {
+        let fresh = text.is_some_and(|text| target_is_fresh(dir, &target, &text));
+        if !left_stale.contains(&rel) && !fresh {
+            return Some(format!(
+                "{rel} (made by kbuild's prepare) is older than a file it was made from"
+            ));
+        }
+    }
+    None
+}
+
+/// The records of the directory that are not a unit's (generated headers, scripts, objtool,
+/// offsets), for targets that exist (kbuild keeps some records of intermediate files it
+/// deletes): (target relative to `dir`, target, record; None when it cannot be read).
+fn prepare_targets(dir: &Path, skip_rust: bool) -> Vec<(String, PathBuf, Option<String>)> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -357,7 +417,8 @@ fn prepare_is_fresh(dir: &Path) -> bool {
             let name = name.to_string_lossy();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                if name != "source" && !name.starts_with(".klpgen") {
+                let rust = skip_rust && d == dir && name == "rust";
+                if name != "source" && !name.starts_with(".klpgen") && !rust {
                     stack.push(e.path());
                 }
                 continue;
@@ -371,18 +432,16 @@ fn prepare_is_fresh(dir: &Path) -> bool {
             if is_unit || target.ends_with(".ko") || target.ends_with(".mod") {
                 continue;
             }
-            let Ok(text) = fs::read_to_string(e.path()) else {
-                return false;
-            };
             let t = d.join(target);
-            // kbuild keeps some records of targets it deletes afterwards (intermediate
-            // files); only existing targets are checked.
-            if t.exists() && !target_is_fresh(dir, &t, &text) {
-                return false;
+            if !t.exists() {
+                continue;
             }
+            let text = fs::read_to_string(e.path()).ok();
+            out.push((rel.join(target).to_string_lossy().into_owned(), t, text));
         }
     }
-    true
+    out.sort();
+    out
 }
 
 /// The commands of `unit`'s record, ready to run from the build directory with the object
@@ -504,5 +563,39 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(dir.join("fs/a.h"), "#define X\n").unwrap();
         assert!(!target_is_fresh(dir, &dir.join("fs/a.o"), rec));
+    }
+
+    #[test]
+    fn prepare_outside_rust_decides_when_make_skips_rust() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::create_dir_all(dir.join("include/config")).unwrap();
+        fs::create_dir_all(dir.join("rust")).unwrap();
+        fs::write(dir.join(".config"), "CONFIG_RUST=y\n").unwrap();
+        fs::write(
+            dir.join("include/config/auto.conf.cmd"),
+            "deps_config := \\\n",
+        )
+        .unwrap();
+        fs::write(dir.join("rust/macros.rs"), "").unwrap();
+        fs::write(dir.join("rust/libmacros.so"), "").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(dir.join("include/config/auto.conf"), "CONFIG_RUST=y\n").unwrap();
+        // A target left by a build with the crates, older than its source.
+        fs::write(
+            dir.join("rust/.libmacros.so.cmd"),
+            "savedcmd_rust/libmacros.so := rustc x\n\nrust/libmacros.so: rust/macros.rs\n",
+        )
+        .unwrap();
+        fs::write(dir.join("rust/macros.rs"), "//\n").unwrap();
+        assert!(
+            prepare_is_fresh(dir, false, &[]).is_some_and(|why| why.contains("rust/libmacros.so"))
+        );
+        assert_eq!(prepare_is_fresh(dir, true, &[]), None);
+        // What the last make left out of date is not make's to redo.
+        assert_eq!(
+            prepare_is_fresh(dir, false, &["rust/libmacros.so".to_string()]),
+            None
+        );
     }
 }
