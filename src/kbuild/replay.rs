@@ -124,11 +124,11 @@ pub fn replay(
     intr: &Interrupt,
 ) -> Result<Option<(PathBuf, String)>> {
     if fs::read_to_string(cache.join(KEY_FILE)).ok().as_deref() != Some(key) {
-        return Ok(None);
+        return not_replayed("no last build with the same make arguments, kbuild and tools");
     }
     // kbuild adds BTF to modules after the final link when it has a vmlinux to take it from.
     if tree.config.is_set("CONFIG_DEBUG_INFO_BTF_MODULES") && kbuild_dir.join("vmlinux").is_file() {
-        return Ok(None);
+        return not_replayed("kbuild adds BTF to the module after its link");
     }
     // The livepatch object, and the unit parts it was linked from.
     let prebuilt = |n: &str| {
@@ -145,7 +145,7 @@ pub fn replay(
             continue;
         }
         if fs::read(e.path()).ok() != fs::read(cache.join(&name)).ok() {
-            return Ok(None);
+            return not_replayed(&format!("{name} differs from the last build's"));
         }
         written.push(name);
     }
@@ -161,9 +161,9 @@ pub fn replay(
     for t in steps.iter().chain([&modo.as_str()]) {
         let rec = fs::read_to_string(fresh::record_of(cache, t)).unwrap_or_default();
         let cmds = plain_commands(&rec, &target(t))
-            .or_else(|| modpost_from_order(&rec, &target(t), moddir));
+            .or_else(|| modpost_from_order(&rec, &target(t), moddir, cache));
         let Some(cmds) = cmds else {
-            return Ok(None);
+            return not_replayed(&format!("the record of {t} is not a plain command"));
         };
         commands.push(cmds);
     }
@@ -179,7 +179,7 @@ pub fn replay(
         }
         let rec = fs::read_to_string(e.path())?;
         if !fresh::fresh_outside(kbuild_dir, &cache.join(o), &rec, moddir) {
-            return Ok(None);
+            return not_replayed(&format!("{o} is older than a file it was made from"));
         }
     }
     // The cached products into place, with their times.
@@ -229,10 +229,25 @@ pub fn replay(
     Ok(Some((ko, printed)))
 }
 
+/// The replay does not apply; `--verbose` says why.
+fn not_replayed(why: &str) -> Result<Option<(PathBuf, String)>> {
+    crate::progress::verbose(&format!(
+        "klpgen: kbuild builds the module (no replay of its last build): {why}"
+    ));
+    Ok(None)
+}
+
 /// Linux 6.1 feeds modpost the module list through a pipe: `sed 's/ko$/o/' modules.order |
 /// scripts/mod/modpost ... -T -`. The same as modpost reading that list from a file, which
 /// klpgen writes (`.klpgen-modpost.order`): the argument vector, or None for anything else.
-fn modpost_from_order(record: &str, target: &str, moddir: &Path) -> Option<Vec<Vec<String>>> {
+/// The list is read before the cached products are put back into `moddir`: from `cache`,
+/// the last build's copy, when it is not there yet.
+fn modpost_from_order(
+    record: &str,
+    target: &str,
+    moddir: &Path,
+    cache: &Path,
+) -> Option<Vec<Vec<String>>> {
     let cmd = cmdline::record_command(record, target)?;
     let toks = cmdline::tokens(&cmd)?;
     let parts = cmdline::commands(&toks);
@@ -258,7 +273,13 @@ fn modpost_from_order(record: &str, target: &str, moddir: &Path) -> Option<Vec<V
     if modpost.get(t + 1).map(String::as_str) != Some("-") {
         return None;
     }
-    let order = fs::read_to_string(&sed[2]).ok()?;
+    let listed = Path::new(&sed[2]);
+    let order = fs::read_to_string(listed)
+        .ok()
+        .or_else(|| match listed.strip_prefix(moddir) {
+            Ok(rel) => fs::read_to_string(cache.join(rel)).ok(),
+            Err(_) => None,
+        })?;
     let list: String = order
         .lines()
         .map(|l| match l.strip_suffix("ko") {
@@ -327,7 +348,8 @@ mod tests {
             "cmd_{d}/Module.symvers :=  sed 's/ko$$/o/'  {d}/modules.order | scripts/mod/modpost -m -o {d}/Module.symvers -e -i Module.symvers -w -T - \n",
             d = m.display()
         );
-        let cmds = modpost_from_order(&rec, &format!("{}/Module.symvers", m.display()), m).unwrap();
+        let cmds =
+            modpost_from_order(&rec, &format!("{}/Module.symvers", m.display()), m, m).unwrap();
         let list = m.join(".klpgen-modpost.order");
         assert_eq!(cmds[0][0], "scripts/mod/modpost");
         assert_eq!(cmds[0].last().unwrap(), &list.display().to_string());
