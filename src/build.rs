@@ -27,12 +27,14 @@ use crate::process::Interrupt;
 use crate::report::BuildReport;
 
 use ctx::Ctx;
+pub use locks::{lock_tree, Wait};
 pub use plan::BuildArgs;
 use plan::{BuildPlan, PlanTarget};
 use spec::KernelSpec;
 use summary::Summary;
 use target::Target;
 pub use targets::TargetsFailed;
+pub use workspace::tree_workdir;
 use workspace::Workspace;
 
 pub fn run(args: BuildArgs) -> Result<()> {

@@ -2,14 +2,10 @@
 //! booted), which translation units a patch affects, and the livepatch module build against
 //! the target kernel.
 //!
-//! Affected units ([`affected_units`]): each edited `.c`/`.S` file with a kbuild record of its
-//! own; an edited file without one, in a directory with records, is found like a header
-//! (`kernel/sched/syscalls.c` is compiled as part of `build_policy.o`; one no unit includes is
-//! not compiled in this configuration and is left out, said so); and every unit whose `.o.cmd`
-//! dependency record names an edited header. The records are the target's; a target without
-//! any (a distribution's build tree) gets one complete build in klpgen's directory, once, and
-//! its records are read from then on. [`module_of_unit`] tells from the `*.mod` lists which
-//! in-tree module a unit is linked into; [`units_defining`] finds the units of callers.
+//! Which units a patch affects is `src/depscan.rs`'s (records, or the dependency scan, which
+//! uses [`DiffBuild::dry_run`] and [`DiffBuild::make_prepare`] here). [`module_of_unit`] tells
+//! from the `*.mod` lists which in-tree module a unit is linked into; [`units_defining`] finds
+//! the units of callers.
 //!
 //! [`DiffBuild`] is klpgen's `O=` directory (`<cache>/trees/<key>/kbuild`, the target's
 //! `.config`), built with `KCFLAGS=-ffunction-sections -fdata-sections` and the author header's
@@ -25,7 +21,6 @@
 //! (`-ffile-prefix-map`, `--remap-path-prefix`), so the same inputs give a byte-identical `.ko`
 //! wherever the cache is.
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,6 +29,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::kernel::Tree;
 use crate::process::{self, Interrupt};
+
+pub mod fresh;
+mod replay;
 
 /// Flags added to the kernel's own for the objects klpgen diffs.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
@@ -187,108 +185,6 @@ fn make(
     Ok(out)
 }
 
-/// Translation units (object paths relative to the build root) a set of touched files affects:
-/// edited `.c`/`.S` files, and every unit whose kbuild dependency record names an edited header.
-/// Dependency records are read under `records` (the target build, or klpgen's own build
-/// directory when the target has none). None: the patch edits headers and there are no records
-/// there to tell which units include them.
-pub fn affected_units(
-    tree: &Tree,
-    files: &[String],
-    records: &Path,
-) -> Result<Option<Vec<String>>> {
-    let mut units = BTreeSet::new();
-    // Files searched for in the units' dependency records: (the touched file, how the
-    // records may name it), for edited headers and for C files that are not units of their
-    // own (`kernel/sched/syscalls.c` is compiled as part of `build_policy.o`).
-    let mut searched: Vec<(String, Vec<String>)> = Vec::new();
-    let names = |f: &String| {
-        // As kbuild's records name it: absolute under the source tree (O= builds), or
-        // relative to it (in-tree builds, where klpgen's `tree.source` is its mirror and
-        // `tree.build` the user's tree).
-        let mut v: Vec<String> = [&tree.source, &tree.build]
-            .iter()
-            .map(|base| base.join(f).to_string_lossy().into_owned())
-            .collect();
-        v.push(f.clone());
-        v
-    };
-    let mut included_sources = Vec::new();
-    for f in files {
-        if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
-            let unit = format!("{stem}.o");
-            if has_own_record(records, &unit) || !dir_has_records(records, &unit) {
-                units.insert(unit);
-            } else {
-                searched.push((f.clone(), names(f)));
-                included_sources.push(f.clone());
-            }
-        } else if f.ends_with(".h") {
-            searched.push((f.clone(), names(f)));
-        } else if f.ends_with(".rs") {
-            bail!("{f}: patching Rust code of the kernel is not supported yet");
-        } else {
-            // Documentation, Kconfig, scripts: nothing that ends up in an object.
-        }
-    }
-    let mut found = BTreeSet::new();
-    if !searched.is_empty() {
-        let mut found_records = false;
-        for entry in walk_cmd_files(records)? {
-            found_records = true;
-            let text = fs::read_to_string(&entry).unwrap_or_default();
-            // The record's dependency list: whitespace-separated paths (`$(wildcard ...)`
-            // entries and line continuations are just other tokens).
-            let tokens: BTreeSet<&str> = text
-                .split_whitespace()
-                .map(|t| t.trim_start_matches("./"))
-                .collect();
-            for (file, variants) in &searched {
-                if variants.iter().any(|v| tokens.contains(v.as_str())) {
-                    if let Some(unit) = unit_of_cmd_file(records, &entry) {
-                        units.insert(unit);
-                        found.insert(file.clone());
-                    }
-                }
-            }
-        }
-        if !found_records {
-            return Ok(None);
-        }
-    }
-    for f in included_sources.iter().filter(|f| !found.contains(*f)) {
-        crate::progress::message(&format!(
-            "klpgen: {f} is not compiled in this kernel (no kbuild record of its object, and no unit includes it); its changes are left out"
-        ));
-    }
-    Ok(Some(units.into_iter().collect()))
-}
-
-/// Whether kbuild recorded building `unit` (its `.<name>.o.cmd` under `records`).
-fn has_own_record(records: &Path, unit: &str) -> bool {
-    let p = Path::new(unit);
-    let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
-        return false;
-    };
-    records
-        .join(dir)
-        .join(format!(".{}.cmd", name.to_string_lossy()))
-        .is_file()
-}
-
-/// Whether kbuild recorded building anything in `unit`'s directory: without such records
-/// (a build tree that keeps none) a C file is taken to be a unit of its own.
-fn dir_has_records(records: &Path, unit: &str) -> bool {
-    let dir = records.join(Path::new(unit).parent().unwrap_or(Path::new("")));
-    fs::read_dir(dir).is_ok_and(|rd| {
-        rd.flatten().any(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with('.') && n.ends_with(".o.cmd")
-        })
-    })
-}
-
 fn walk_cmd_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -388,7 +284,38 @@ pub fn module_of_unit(tree: &Tree, unit: &str) -> Option<String> {
 fn skip_rust_crates(tree: &Tree, units: &[String]) -> bool {
     tree.config.is_set("CONFIG_RUST")
         && !tree.config.is_set("CONFIG_CFI_CLANG")
-        && units.iter().all(|u| !u.ends_with(".rs"))
+        && units
+            .iter()
+            .all(|u| !u.ends_with(".rs") && !needs_rust_crates(u))
+}
+
+/// A C unit of `rust/` that includes what the Rust crates generate (`rust/exports.o`: the
+/// crates' export lists); the helpers (`rust/helpers.o`, `rust/helpers/helpers.o`) include
+/// kernel headers only.
+fn needs_rust_crates(unit: &str) -> bool {
+    unit.starts_with("rust/") && !unit.contains("helpers")
+}
+
+/// Whether kbuild's dry run ([`DiffBuild::dry_run`]) leaves out `rust/` (`CONFIG_RUST=`): its
+/// C units must then be found another way.
+pub fn dry_run_skips_rust(tree: &Tree) -> bool {
+    skip_rust_crates(tree, &[])
+}
+
+/// Options unset on make's command line for klpgen's builds of C units, so that `prepare`
+/// skips tools they do not need: the Rust crates ([`skip_rust_crates`]), and with
+/// `CONFIG_DEBUG_INFO_BTF` the `resolve_btfids` tool with its libbpf (BTF is made when
+/// vmlinux and modules are linked; no C flag depends on the option, and `autoconf.h` keeps
+/// it). Most of a distribution kernel's cold `prepare` otherwise.
+fn make_overrides(tree: &Tree, units: &[String]) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if skip_rust_crates(tree, units) {
+        v.push("CONFIG_RUST=");
+    }
+    if tree.config.is_set("CONFIG_DEBUG_INFO_BTF") {
+        v.push("CONFIG_DEBUG_INFO_BTF=");
+    }
+    v
 }
 
 /// klpgen's own build directory for function-sections objects of one kernel.
@@ -446,9 +373,17 @@ impl DiffBuild {
                 tree.source.display(),
                 tree.release
             ));
+            // The units' own flags and overrides: the offsets files kbuild makes here and in
+            // the units' `prepare` then keep one command (else each rebuilds them).
+            let kcflags = diff_kcflags(&include);
+            let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
+            for o in make_overrides(tree, &[]) {
+                args.push(o.as_ref());
+            }
+            args.push("modules_prepare".as_ref());
             make(
                 &tree.source,
-                &[o.as_ref(), j.as_ref(), "modules_prepare".as_ref()],
+                &args,
                 &dir.join("klpgen-modules-prepare.log"),
                 "make modules_prepare in klpgen's build directory",
                 intr,
@@ -456,6 +391,190 @@ impl DiffBuild {
             fs::write(&prepared, b"")?;
         }
         Ok(DiffBuild { dir, include })
+    }
+
+    /// The arguments of every make klpgen runs in this directory for C units, as `make`
+    /// gets them (the launcher's `CC=` and `RUSTC=` included): what kbuild's commands depend
+    /// on besides the tree and the configuration.
+    pub fn make_args(&self, tree: &Tree) -> Vec<String> {
+        let mut v = vec![
+            format!("O={}", self.dir.display()),
+            diff_kcflags(&self.include),
+        ];
+        v.extend(make_overrides(tree, &[]).iter().map(|o| o.to_string()));
+        v.push(format!("RUSTC={}", rustc().display()));
+        if let Some(cc) = CC_WITH_LAUNCHER.get() {
+            v.push(format!("CC={cc}"));
+        }
+        v
+    }
+
+    /// kbuild's `prepare` here (generated headers, objtool, the config's files), as the first
+    /// unit build would do it: the dependency scan reads generated headers.
+    pub fn make_prepare(
+        &self,
+        tree: &Tree,
+        jobs: usize,
+        log: &Path,
+        intr: &Interrupt,
+    ) -> Result<()> {
+        let o = format!("O={}", self.dir.display());
+        let j = format!("-j{jobs}");
+        let kcflags = diff_kcflags(&self.include);
+        let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
+        for o in make_overrides(tree, &[]) {
+            args.push(o.as_ref());
+        }
+        args.push("prepare".as_ref());
+        make(
+            &tree.source,
+            &args,
+            log,
+            "kbuild's prepare in klpgen's build directory",
+            intr,
+        )?;
+        Ok(())
+    }
+
+    /// kbuild's dry run (`make -n -k vmlinux modules`) here: every command a build of the
+    /// whole kernel would run now, printed, none run. With `-k` it goes on past goals it cannot
+    /// make without running anything (the link, a missing signing key); the compiles are all
+    /// printed. Its exit status says nothing: the caller reads the commands and the errors.
+    pub fn dry_run(&self, tree: &Tree, log: &Path, intr: &Interrupt) -> Result<process::Output> {
+        let mut args: Vec<String> = vec!["-C".into(), tree.source.display().to_string()];
+        // Without the overrides but `CONFIG_RUST=`: the C units kbuild builds only for BTF
+        // (`kernel/bpf/sysfs_btf.o`, `net/netfilter/nf_conntrack_bpf.o`) are units of the
+        // kernel too, and the C flags are the same either way. The Rust crates cannot be
+        // dry-run against a `prepare` made without them (no rule makes `scripts/target.json`
+        // from the top level, and `-k` then skips everything after `prepare`); the C units
+        // of `rust/` come from its Makefile instead (`crate::depscan`).
+        let overrides: Vec<&str> = make_overrides(tree, &[])
+            .into_iter()
+            .filter(|o| *o != "CONFIG_RUST=")
+            .collect();
+        args.extend(
+            self.make_args(tree)
+                .into_iter()
+                .filter(|a| !overrides.contains(&a.as_str())),
+        );
+        args.extend(["-n".into(), "-k".into(), "vmlinux".into()]);
+        if tree.config.is_set("CONFIG_MODULES") {
+            args.push("modules".into());
+        }
+        process::run_silent("make", &args, None, Some(log), intr)
+    }
+
+    /// Whether [`DiffBuild::compile_direct`] would run `units` itself.
+    pub fn can_compile_direct(&self, tree: &Tree, units: &[String], out: &Path) -> bool {
+        !tree.config.is_set("CONFIG_FTRACE_MCOUNT_USE_RECORDMCOUNT")
+            && units.iter().all(|u| {
+                fs::read_to_string(self.record(u)).is_ok_and(|r| {
+                    fresh::direct_command(&r, u, &out.join(u), &out.join("x.d")).is_some()
+                })
+            })
+    }
+
+    /// Compile `units` by running their recorded commands directly (`fresh.rs`), each object
+    /// written to `out/<unit>`, in parallel; nothing of this directory is written. None, and
+    /// nothing run, when a command is not one klpgen runs itself (make then builds them).
+    pub fn compile_direct(
+        &self,
+        tree: &Tree,
+        units: &[String],
+        out: &Path,
+        jobs: usize,
+        (log, what): (&Path, &str),
+        intr: &Interrupt,
+    ) -> Result<Option<Vec<PathBuf>>> {
+        if tree.config.is_set("CONFIG_FTRACE_MCOUNT_USE_RECORDMCOUNT") {
+            return Ok(None);
+        }
+        let deps = out.join(".klpgen-deps");
+        let mut plans = Vec::new();
+        for u in units {
+            let Ok(record) = fs::read_to_string(self.record(u)) else {
+                return Ok(None);
+            };
+            let output = out.join(u);
+            let depfile = deps.join(format!("{}.d", u.replace('/', "_")));
+            match fresh::direct_command(&record, u, &output, &depfile) {
+                Some(cmds) => plans.push((u.clone(), output, cmds)),
+                None => return Ok(None),
+            }
+        }
+        fs::create_dir_all(&deps)?;
+        for (_, output, _) in &plans {
+            if let Some(d) = output.parent() {
+                fs::create_dir_all(d)?;
+            }
+        }
+        crate::progress::expect_objects(units);
+        let queue = std::sync::Mutex::new(plans.iter().collect::<std::collections::VecDeque<_>>());
+        let logs = std::sync::Mutex::new(String::new());
+        let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..jobs.clamp(1, plans.len().max(1)) {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((unit, _, cmds)) = next else { break };
+                    if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
+                    for argv in cmds {
+                        let program = if argv[0].contains('/') && !argv[0].starts_with('/') {
+                            self.dir.join(&argv[0]).display().to_string()
+                        } else {
+                            argv[0].clone()
+                        };
+                        let r =
+                            process::run(&program, &argv[1..], Some(&self.dir), &[], None, intr);
+                        let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                        l.push_str(&format!("$ {}\n", argv.join(" ")));
+                        match r {
+                            Ok(o) => {
+                                l.push_str(&o.stdout);
+                                l.push_str(&o.stderr);
+                                if !o.success {
+                                    *failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(anyhow::Error::from(KernelBuildFailed {
+                                            what: what.to_string(),
+                                            log: log.to_path_buf(),
+                                            tail: tail(&format!("{}\n{}", o.stdout, o.stderr), 25),
+                                        }));
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    crate::progress::child_line(&format!("  CC      {unit}"));
+                });
+            }
+        });
+        fs::write(log, logs.into_inner().unwrap_or_else(|e| e.into_inner()))?;
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        intr.check()?;
+        let mut paths = Vec::new();
+        for (u, output, _) in plans {
+            if !output.is_file() {
+                bail!(
+                    "{what}: the recorded command of {u} did not write {}",
+                    output.display()
+                );
+            }
+            paths.push(output);
+        }
+        Ok(Some(paths))
+    }
+
+    /// kbuild's record of a unit built here (`dir/.name.o.cmd`).
+    pub fn record(&self, unit: &str) -> PathBuf {
+        self.files_of(unit).1
     }
 
     /// Build the given units with function sections; returns their paths in the build dir.
@@ -472,8 +591,8 @@ impl DiffBuild {
         let j = format!("-j{jobs}");
         let kcflags = diff_kcflags(&self.include);
         let mut args: Vec<&OsStr> = vec![o.as_ref(), j.as_ref(), kcflags.as_ref()];
-        if skip_rust_crates(tree, units) {
-            args.push("CONFIG_RUST=".as_ref());
+        for o in make_overrides(tree, units) {
+            args.push(o.as_ref());
         }
         for u in units {
             args.push(u.as_ref());
@@ -508,47 +627,6 @@ impl DiffBuild {
                 }
             })
             .collect()
-    }
-
-    /// Stamp left by a complete build of the tree in this directory.
-    fn full_build_stamp(&self) -> PathBuf {
-        self.dir.join(".klpgen-full-build")
-    }
-
-    /// Whether this directory holds a complete build (and so a dependency record per unit).
-    pub fn has_full_build(&self) -> bool {
-        self.full_build_stamp().is_file()
-    }
-
-    /// Build the whole kernel (vmlinux and modules) with function sections here, once: for
-    /// targets without dependency records of their own. Later runs find the records here.
-    pub fn build_all(&self, tree: &Tree, jobs: usize, log: &Path, intr: &Interrupt) -> Result<()> {
-        let o = format!("O={}", self.dir.display());
-        let j = format!("-j{jobs}");
-        let kcflags = diff_kcflags(&self.include);
-        // Objects and the relocatable vmlinux.o only: a vmlinux linked from function-sections
-        // objects has orphan sections (an error on WERROR configurations), and modules are
-        // not linked into .ko files (KBUILD_MODPOST_NOFINAL).
-        let mut args: Vec<&OsStr> = vec![
-            o.as_ref(),
-            j.as_ref(),
-            kcflags.as_ref(),
-            "KBUILD_MODPOST_WARN=1".as_ref(),
-            "KBUILD_MODPOST_NOFINAL=1".as_ref(),
-            "vmlinux.o".as_ref(),
-        ];
-        if tree.config.is_set("CONFIG_MODULES") {
-            args.push("modules".as_ref());
-        }
-        make(
-            &tree.source,
-            &args,
-            log,
-            "building the whole kernel once to learn its dependencies",
-            intr,
-        )?;
-        fs::write(self.full_build_stamp(), b"")?;
-        Ok(())
     }
 
     /// Keep the original objects (and their kbuild command records) aside before the patched
@@ -649,20 +727,14 @@ pub fn build_external(
 pub fn build_module(
     tree: &Tree,
     objtree: &Path,
+    module_cache: &Path,
     moddir: &Path,
     module: &str,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<PathBuf> {
-    // 6.1's modpost reads every object's `.<obj>.cmd` for the CRCs of what it exports
-    // (`#SYMVER` lines) and fails without one; the livepatch object exports nothing, so an
-    // empty record is exactly what kbuild would have written.
-    if tree.config.is_set("CONFIG_MODVERSIONS") {
-        let record = moddir.join(".klpgen_patch.o.cmd");
-        if !record.exists() {
-            fs::write(&record, b"")?;
-        }
-    }
+    record_prebuilt_objects(moddir)?;
+    let kbuild_dir = objtree.to_path_buf();
     let m = format!("M={}", moddir.display());
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
@@ -672,21 +744,36 @@ pub fn build_module(
         kcflags.push_str(" -gno-column-info");
     }
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
-    let out = make(
-        objtree,
-        &[
-            m.as_ref(),
-            j.as_ref(),
-            kcflags.as_ref(),
-            krustflags.as_ref(),
-            "KBUILD_MODPOST_WARN=1".as_ref(),
-            "modules".as_ref(),
-        ],
-        &moddir.join("klpgen-module.log"),
-        "building the livepatch module",
-        intr,
-    )?;
-    let text = format!("{}\n{}", out.stdout, out.stderr);
+    // The last build of this module, kept for replaying its steps (kbuild/replay.rs).
+    let cache = module_cache.join(module);
+    let mut key_args = vec![
+        m.clone(),
+        kcflags.clone(),
+        krustflags.clone(),
+        "KBUILD_MODPOST_WARN=1".to_string(),
+    ];
+    key_args.extend(CC_WITH_LAUNCHER.get().map(|cc| format!("CC={cc}")));
+    let key = replay::key(tree, &kbuild_dir, &key_args);
+    let text = match replay::replay(tree, &kbuild_dir, moddir, &cache, module, &key, intr)? {
+        Some((_, printed)) => printed,
+        None => {
+            let out = make(
+                &kbuild_dir,
+                &[
+                    m.as_ref(),
+                    j.as_ref(),
+                    kcflags.as_ref(),
+                    krustflags.as_ref(),
+                    "KBUILD_MODPOST_WARN=1".as_ref(),
+                    "modules".as_ref(),
+                ],
+                &moddir.join("klpgen-module.log"),
+                "building the livepatch module",
+                intr,
+            )?;
+            format!("{}\n{}", out.stdout, out.stderr)
+        }
+    };
     let unresolved: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("undefined!"))
@@ -702,7 +789,40 @@ pub fn build_module(
     if !ko.is_file() {
         bail!("kbuild did not produce {}", ko.display());
     }
+    replay::save(moddir, &cache, &key)?;
     Ok(ko)
+}
+
+/// Objects klpgen puts into the module directory already compiled (kbuild did not build them).
+pub const PREBUILT_OBJECTS: &[&str] = &["klpgen_patch.o"];
+
+/// With CONFIG_MODVERSIONS, Linux 6.1's modpost reads the kbuild record `.<obj>.cmd` of every
+/// object of the module for the `#SYMVER <symbol> <crc>` lines of the symbols it exports, and
+/// stops when one is missing. klpgen's prebuilt objects export nothing (elfdiff leaves a new
+/// EXPORT_SYMBOL out, see its plan notes), so an empty record is exactly what kbuild would have
+/// written for them; one that defines an export entry anyway is an error, not an unversioned
+/// export. Later kernels read CRCs from the objects and ignore the empty file.
+fn record_prebuilt_objects(moddir: &Path) -> Result<()> {
+    use object::{Object as _, ObjectSymbol as _};
+    for name in PREBUILT_OBJECTS {
+        let obj = moddir.join(name);
+        let Ok(bytes) = fs::read(&obj) else { continue };
+        let file = object::File::parse(&*bytes)
+            .with_context(|| format!("cannot parse {}", obj.display()))?;
+        if let Some(export) = file.symbols().find(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with("__ksymtab_") || n.starts_with("__export_symbol_"))
+                && !s.is_undefined()
+        }) {
+            bail!(
+                "{} defines the export entry {}: a livepatch exports nothing (modules link against the Module.symvers of the kernel they are built for)",
+                obj.display(),
+                export.name().unwrap_or_default()
+            );
+        }
+        fs::write(moddir.join(format!(".{name}.cmd")), b"")?;
+    }
+    Ok(())
 }
 
 /// Whether the module's own compiles (its `.mod.c`, the C hook, kbuild's module-common.c)
@@ -817,97 +937,5 @@ mod tests {
             Some("fs/proc/cmdline.o")
         );
         assert_eq!(unit_of_cmd_file(b, Path::new("/b/.vmlinux.o.cmd")), None);
-    }
-
-    fn tree(source: &Path, build: &Path) -> Tree {
-        Tree {
-            source: source.to_path_buf(),
-            build: build.to_path_buf(),
-            config_path: build.join(".config"),
-            config_text: String::new(),
-            config: crate::kernel::Config::parse(""),
-            vmlinux: build.join("vmlinux"),
-            symvers: build.join("Module.symvers"),
-            release: String::new(),
-            info: Default::default(),
-        }
-    }
-
-    #[test]
-    fn header_edits_reach_the_units_whose_records_name_them() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, build) = (tmp.path().join("src"), tmp.path().join("build"));
-        let rec = |dir: &Path, unit: &str, deps: &[String]| {
-            let (d, f) = unit.rsplit_once('/').unwrap();
-            fs::create_dir_all(dir.join(d)).unwrap();
-            let body = format!(
-                "cmd_{unit} := gcc ...\n\ndeps_{unit} := \\\n  {} \\\n\n",
-                deps.join(" \\\n  ")
-            );
-            fs::write(dir.join(d).join(format!(".{f}.cmd")), body).unwrap();
-        };
-        // An O= build: absolute paths into the source tree.
-        let abs = |f: &str| src.join(f).display().to_string();
-        rec(
-            &build,
-            "fs/open.o",
-            &[abs("fs/open.c"), abs("include/linux/fs.h")],
-        );
-        rec(
-            &build,
-            "arch/x86/a.o",
-            &[abs("arch/x86/include/linux/fs.h")],
-        );
-        rec(&build, "mm/b.o", &[abs("include/linux/mm.h")]);
-        let t = tree(&src, &build);
-        let got = affected_units(&t, &["include/linux/fs.h".to_string()], &build).unwrap();
-        assert_eq!(got.unwrap(), vec!["fs/open.o"]);
-        // mm/x.c has no record of its own while mm/ has records, and no unit includes it:
-        // not compiled in this configuration, left out.
-        let got = affected_units(&t, &["mm/x.c".into(), "include/linux/mm.h".into()], &build)
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, vec!["mm/b.o"]);
-        // A C file compiled as part of another unit (#included): that unit.
-        rec(
-            &build,
-            "kernel/sched/build_policy.o",
-            &[
-                abs("kernel/sched/build_policy.c"),
-                abs("kernel/sched/syscalls.c"),
-            ],
-        );
-        let got = affected_units(&t, &["kernel/sched/syscalls.c".into()], &build).unwrap();
-        assert_eq!(got.unwrap(), vec!["kernel/sched/build_policy.o"]);
-        // Its own record: the unit itself, also when another unit includes it.
-        let got = affected_units(&t, &["kernel/sched/build_policy.c".into()], &build).unwrap();
-        assert_eq!(got.unwrap(), vec!["kernel/sched/build_policy.o"]);
-        // A directory without records (a tree that keeps none): the file's own unit.
-        let got = affected_units(&t, &["lib/y.c".into()], &build).unwrap();
-        assert_eq!(got.unwrap(), vec!["lib/y.o"]);
-
-        // An in-tree build (klpgen's source is then its mirror): relative paths.
-        let intree = tmp.path().join("intree");
-        rec(
-            &intree,
-            "fs/open.o",
-            &["fs/open.c".into(), "include/linux/fs.h".into()],
-        );
-        rec(&intree, "kernel/c.o", &["include/linux/fs.hh".into()]);
-        let t = tree(&tmp.path().join("mirror"), &intree);
-        let got = affected_units(&t, &["include/linux/fs.h".to_string()], &intree).unwrap();
-        assert_eq!(got.unwrap(), vec!["fs/open.o"]);
-        // No records at all: the caller must find another way.
-        let empty = tmp.path().join("empty");
-        fs::create_dir_all(&empty).unwrap();
-        assert_eq!(
-            affected_units(&t, &["include/linux/fs.h".to_string()], &empty).unwrap(),
-            None
-        );
-        // A .c-only patch needs no records.
-        assert_eq!(
-            affected_units(&t, &["fs/open.c".to_string()], &empty).unwrap(),
-            Some(vec!["fs/open.o".to_string()])
-        );
     }
 }

@@ -8,6 +8,8 @@ mod assets;
 mod build;
 mod callerscmd;
 mod checkcmd;
+mod depscan;
+mod depscancmd;
 mod diffcmd;
 mod distro;
 mod explaincmd;
@@ -74,6 +76,10 @@ enum Command {
     /// Who calls a function (from the target's vmlinux.o, up to a depth): which callers
     /// livepatch cannot redirect, whose address is taken, which call it inside a loop.
     Callers(callerscmd::CallersArgs),
+    /// Which units edited files affect, from the target's records and from klpgen's
+    /// dependency scan (JSON; for development and `cargo xtask e2e depscan`).
+    #[command(hide = true)]
+    Depscan(depscancmd::DepscanArgs),
     /// The livepatches of the running kernel (from sysfs): state, the objects and functions
     /// each patches, its module file and which klpgen build produced it.
     List(listcmd::ListArgs),
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Check(a) => checkcmd::run(a),
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
+        Command::Depscan(a) => depscancmd::run(a),
         Command::List(a) => listcmd::run(a),
         Command::Generate(a) => assets::run(a, <Cli as clap::CommandFactory>::command()),
     };

@@ -11,8 +11,10 @@
 //! objtool (IBT, or Clang LTO) kbuild runs it on the linked module (`--link --module`), and
 //! copies would collide with what it writes. Per object (the e2e case `proc-string-noibt`),
 //! the options come from the `savedcmd_<unit> := <cc ...> ; ./tools/objtool/objtool <options>
-//! <unit>` record of the first patched unit that has one (else `kernel/fork.o`,
-//! `kernel/exit.o`, `init/main.o`), `--link` dropped. Its output lines are printed and kept in
+//! <unit>` record (`cmd_` before Linux 6.3) of the first patched unit that has one, `--link`
+//! dropped: in klpgen's own build directory first, where it has just built them (so a target
+//! that keeps no records, a distribution's headers, needs none), then in the target's records
+//! (else `kernel/fork.o`, `kernel/exit.o`, `init/main.o`). Its output lines are printed and kept in
 //! the report (`objtool_warnings`); a failing run fails the build. ORC matters: the consistency
 //! model needs reliable stack traces, and a task whose stack runs through code without ORC
 //! cannot be switched. objtool's `--prefix` names each function's padding `__pfx_<name>`
@@ -85,29 +87,42 @@ pub fn per_object(tree: &Tree) -> bool {
     c.is_set("CONFIG_OBJTOOL") && c.is_set("CONFIG_UNWINDER_ORC") && !tree.delayed_objtool()
 }
 
-/// The target's objtool and options, from the records of the patched units (first one that ran
-/// objtool) or, failing those, of a few objects every such kernel has.
-/// `objtree` is the target build, or for a distribution's headers (no records, tools that may
-/// not run) klpgen's own build directory, which built the patched units with the target's
-/// configuration and recorded their objtool commands.
-pub fn locate(objtree: &Path, units: &[String]) -> Result<Objtool> {
-    let binary = objtree.join("tools/objtool/objtool");
-    if !binary.is_file() {
-        bail!(
-            "this target runs objtool on each object (ORC without IBT) and klpgen runs it on the livepatch object, but {} is missing (build the target, or install its objtool there)",
-            binary.display()
-        );
-    }
-    let candidates = units
-        .iter()
-        .map(String::as_str)
-        .chain(FALLBACK_UNITS.iter().copied());
-    for unit in candidates {
-        let path = record_path(objtree, unit);
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        };
-        if let Some(opts) = options_from_record(&text, unit) {
+/// The target's objtool and options. First from klpgen's own build directory `own` (its
+/// `O=` directory with the target's configuration, where it has just compiled the patched
+/// units, so their records are there whether or not the target kept any), with the objtool
+/// kbuild built there; then from the target's records (the patched units, then a few objects
+/// every such kernel has) with the target's objtool. The records name the program relative to
+/// the directory they belong to (`./tools/objtool/objtool`).
+pub fn locate(tree: &Tree, own: &Path, units: &[String]) -> Result<Objtool> {
+    let unit_names = || units.iter().map(String::as_str);
+    let searches: [(&Path, Vec<&str>); 2] = [
+        (
+            own,
+            unit_names().chain(FALLBACK_UNITS.iter().copied()).collect(),
+        ),
+        (
+            &tree.build,
+            unit_names().chain(FALLBACK_UNITS.iter().copied()).collect(),
+        ),
+    ];
+    for (dir, candidates) in &searches {
+        for unit in candidates {
+            let path = record_path(dir, unit);
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            let Some(opts) = options_from_record(&text, unit) else {
+                continue;
+            };
+            let binary = dir.join("tools/objtool/objtool");
+            if !binary.is_file() {
+                bail!(
+                    "this target runs objtool on each object (ORC without IBT) and klpgen runs it on the livepatch object with the options of {}, but {} is missing (kbuild builds it in its prepare step: remove {} to have klpgen prepare it again)",
+                    path.display(),
+                    binary.display(),
+                    own.display()
+                );
+            }
             return Ok(Objtool {
                 binary,
                 options: for_module(opts),
@@ -116,8 +131,10 @@ pub fn locate(objtree: &Path, units: &[String]) -> Result<Objtool> {
         }
     }
     bail!(
-        "this target runs objtool on each object (ORC without IBT) but no kbuild record in {} shows its objtool command (looked at the patched units and {}); klpgen needs the target's objtool options to give the livepatch its ORC data",
-        objtree.display(),
+        "this target runs objtool on each object (ORC without IBT) but no kbuild record shows its objtool command: neither the units klpgen compiled in {} nor the target's records in {} (looked at {} and {}); klpgen needs the target's objtool options to give the livepatch its ORC data. Add `-t kernel/fork.o` (a standard object of every kernel, compiled with objtool): klpgen then builds it and reads the options from its record",
+        own.display(),
+        tree.build.display(),
+        if units.is_empty() { "no patched unit".to_string() } else { units.join(", ") },
         FALLBACK_UNITS.join(", ")
     )
 }
@@ -200,6 +217,63 @@ mod tests {
         let rec = "savedcmd_kernel/fork.o := gcc -c -o kernel/fork.o kernel/fork.c\n";
         assert_eq!(options_from_record(rec, "kernel/fork.o"), None);
         assert_eq!(options_from_record(VMLINUX_RECORD, "kernel/exit.o"), None);
+    }
+
+    fn tree(build: &Path) -> Tree {
+        Tree {
+            source: build.join("src"),
+            build: build.to_path_buf(),
+            config_path: build.join(".config"),
+            config_text: String::new(),
+            config: crate::kernel::Config::parse(""),
+            vmlinux: build.join("vmlinux"),
+            symvers: build.join("Module.symvers"),
+            release: String::new(),
+            info: Default::default(),
+        }
+    }
+
+    fn put(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn options_come_from_klpgens_own_build_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (own, target) = (tmp.path().join("own"), tmp.path().join("target"));
+        fs::create_dir_all(&target).unwrap();
+        // A target without records (a distribution's headers): klpgen's own record of the
+        // patched unit, and the objtool built there.
+        put(
+            &own,
+            "fs/proc/.version.o.cmd",
+            "cmd_fs/proc/version.o := gcc-12 -c -o fs/proc/version.o fs/proc/version.c ; ./tools/objtool/objtool --orc --retpoline fs/proc/version.o\n",
+        );
+        put(&own, "tools/objtool/objtool", "");
+        let t = tree(&target);
+        let units = vec!["fs/proc/version.o".to_string()];
+        let tool = locate(&t, &own, &units).unwrap();
+        assert_eq!(tool.binary, own.join("tools/objtool/objtool"));
+        assert_eq!(tool.options, ["--orc", "--retpoline", "--module"]);
+        assert!(
+            tool.source.ends_with("fs/proc/.version.o.cmd"),
+            "{}",
+            tool.source
+        );
+        // Neither has one: the refusal names both places and the remedy.
+        let err = locate(&t, &tmp.path().join("none"), &units)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("-t kernel/fork.o"), "{err}");
+        assert!(err.contains(&target.display().to_string()), "{err}");
+        // The target's record, with the target's objtool, when klpgen's has none.
+        put(&target, "kernel/.fork.o.cmd", VMLINUX_RECORD);
+        put(&target, "tools/objtool/objtool", "");
+        let tool = locate(&t, &tmp.path().join("none"), &units).unwrap();
+        assert_eq!(tool.binary, target.join("tools/objtool/objtool"));
+        assert_eq!(tool.options.last().map(String::as_str), Some("--module"));
     }
 
     #[test]

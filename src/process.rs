@@ -61,7 +61,7 @@ pub struct Output {
 }
 
 /// Run `program args...` in `dir` with extra environment, capturing output; stops the child
-/// when interrupted.
+/// when interrupted. Its output lines go to the progress display as they come.
 pub fn run<I, S>(
     program: &str,
     args: I,
@@ -69,6 +69,38 @@ pub fn run<I, S>(
     env: &[(&str, &OsStr)],
     log: Option<&Path>,
     intr: &Interrupt,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with(program, args, dir, env, log, intr, true)
+}
+
+/// [`run`] for output that is data, not progress (kbuild's dry run: thousands of command
+/// lines): nothing is shown as it comes.
+pub fn run_silent<I, S>(
+    program: &str,
+    args: I,
+    dir: Option<&Path>,
+    log: Option<&Path>,
+    intr: &Interrupt,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with(program, args, dir, &[], log, intr, false)
+}
+
+fn run_with<I, S>(
+    program: &str,
+    args: I,
+    dir: Option<&Path>,
+    env: &[(&str, &OsStr)],
+    log: Option<&Path>,
+    intr: &Interrupt,
+    show: bool,
 ) -> Result<Output>
 where
     I: IntoIterator<Item = S>,
@@ -108,6 +140,9 @@ where
         .spawn()
         .with_context(|| format!("cannot start {program} (is it installed?)"))?;
     let mut follow = [Follow::new(&out_path), Follow::new(&err_path)];
+    if !show {
+        follow = [Follow::none(), Follow::none()];
+    }
     let status = loop {
         for f in &mut follow {
             f.poll();
@@ -190,6 +225,14 @@ impl Follow {
     fn new(path: &Path) -> Self {
         Follow {
             file: std::fs::File::open(path).ok(),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Following nothing.
+    fn none() -> Self {
+        Follow {
+            file: None,
             partial: Vec::new(),
         }
     }

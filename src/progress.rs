@@ -132,6 +132,16 @@ pub fn message(text: &str) {
     }
 }
 
+/// A message only `--verbose` shows (why a fast path was not taken).
+pub fn verbose(text: &str) {
+    with(|s| {
+        if s.verbose && s.mode != Mode::Quiet {
+            s.settle();
+            eprintln!("{text}");
+        }
+    });
+}
+
 /// One line a child program printed. kbuild's `  CC      dir/file.o` (or `CC [M]`) lines
 /// count the expected objects done.
 pub fn child_line(line: &str) {

@@ -134,6 +134,24 @@ pub struct PackageEntry {
     pub depends: String,
 }
 
+/// The affected units of a kernel-tree build.
+#[derive(Debug, Serialize, Default)]
+pub struct UnitsEntry {
+    /// Every unit built with both the original and the patched sources, sorted.
+    pub affected: Vec<String>,
+    /// `records` (kbuild's records of the target, complete), `scan` (klpgen's dependency
+    /// scan, verified by the records of its own build), or `sources` (only edited C files,
+    /// each its own unit).
+    pub method: &'static str,
+    /// Units the scan found but kbuild's records of klpgen's build showed not to include an
+    /// edited file: built with the original sources only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// The scan's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::depscan::ScanStats>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Stage {
     pub name: String,
@@ -170,6 +188,10 @@ pub struct BuildReport {
     /// second time while the livepatch is loaded; absent when there are none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_reload: Option<ModuleReload>,
+    /// The translation units the patches affect and how they were found; absent for an
+    /// out-of-tree module and before the patches were looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitsEntry>,
     pub stages: Vec<Stage>,
     /// The target's name in a run over several targets: its stages are shown as `NAME: stage`.
     #[serde(skip)]
@@ -196,6 +218,7 @@ impl BuildReport {
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
             module_reload: None,
+            units: None,
             stages: Vec::new(),
             label: None,
             clock: None,

@@ -34,8 +34,9 @@ const MAKEFILE: &str =
     "# miniature tree\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION = -klpgen\n";
 const DEMO_C: &str = "static __attribute__((noinline)) int helper(int x)\n{\n\treturn x * 3;\n}\n\nint demo(int x)\n{\n\treturn helper(x) + 1;\n}\n";
 
-/// Stand-in for make: `olddefconfig` succeeds; each requested `x.o` is compiled from `x.c`
-/// unless it is newer than `x.c`;
+/// Stand-in for make: `olddefconfig` and `prepare` succeed; `-n` (the dry run) prints a
+/// kbuild-like compile line for every `.c` of the tree; each requested `x.o` is compiled from
+/// `x.c` unless it is newer than `x.c`;
 /// a source containing SLOW_MARK makes it announce itself and sleep (to be interrupted).
 /// `M=DIR modules` links DIR's `klpgen_patch.o` with a `.modinfo` (livepatch, GPL, vermagic of
 /// the build's release) into the module kbuild would have made (the hook is left out).
@@ -43,9 +44,18 @@ const FAKE_MAKE: &str = r#"#!/bin/bash
 src=""; out=""; units=""; prev=""; cc="gcc"; kcflags=""; mdir=""
 for a in "$@"; do
   if [ "$prev" = "-C" ]; then src="$a"; fi
-  case "$a" in O=*) out="${a#O=}";; M=*) mdir="${a#M=}";; CC=*) cc="${a#CC=}";; KCFLAGS=*) kcflags="${a#KCFLAGS=}";; -j*) jobs="${a#-j}";; vmlinux.o) all=1;; *.o) units="$units $a";; esac
+  case "$a" in O=*) out="${a#O=}";; M=*) mdir="${a#M=}";; CC=*) cc="${a#CC=}";; KCFLAGS=*) kcflags="${a#KCFLAGS=}";; -j*) jobs="${a#-j}";; -n) dry=1;; *.o) units="$units $a";; esac
   prev="$a"
 done
+# `-n`: kbuild's dry run, a compile line for every .c of the tree.
+if [ -n "$dry" ]; then
+  echo dry > "$out/dry-run-ran"
+  (cd "$src" && find . -name '*.c' | sed 's|^\./||') | while read -r c; do
+    u="${c%.c}.o"
+    echo "set -e; echo '  CC      $u'; $cc -Wp,-MMD,$(dirname "$u")/.$(basename "$u").d -I$src/include -c -o $u $src/$c ; scripts/basic/fixdep x"
+  done
+  exit 0
+fi
 if [ -n "$mdir" ]; then
   name=$(sed -n 's/^obj-m := \(.*\)\.o$/\1/p' "$mdir/Kbuild")
   # The release as kbuild has it: Debian's .kernelvariables override, else kernel.release.
@@ -55,11 +65,6 @@ if [ -n "$mdir" ]; then
   gcc -c -o "$mdir/modinfo.o" "$mdir/modinfo.c" || exit 2
   ld -r -o "$mdir/$name.ko" "$mdir/klpgen_patch.o" "$mdir/modinfo.o" || exit 2
   exit 0
-fi
-# `vmlinux.o`: every .c of the tree.
-if [ -n "$all" ]; then
-  units=$(cd "$src" && find . -name '*.c' | sed 's|^\./||; s|\.c$|.o|')
-  echo full > "$out/full-build-ran"
 fi
 if [ -n "$units" ]; then mkdir -p "$out"; echo "$kcflags" >>"$out/kcflags.log"; fi
 # FAKE_MAKE_RACE=FILE: the first parallel build fails the way kbuild's fixdep race does.
@@ -1331,9 +1336,11 @@ fn in_tree_builds_are_built_from_a_mirror_and_the_tree_is_never_patched() {
 }
 
 #[test]
-fn header_edits_without_records_build_the_whole_tree_once() {
+fn header_edits_without_records_are_found_by_the_dependency_scan() {
     // The target build has no kbuild records (like a distribution's): for a header patch,
-    // klpgen builds everything once in its own directory and reads the records there.
+    // klpgen lists the configuration's units with kbuild's dry run in its own directory,
+    // scans their includes, builds the candidates, and keeps those whose records (of that
+    // build) name the header. No whole-kernel build.
     let t = Tree::new(CONFIG);
     let src = t.src();
     fs::write(src.join("lib/demo.h"), "#define STEP 1\n").unwrap();
@@ -1347,15 +1354,35 @@ fn header_edits_without_records_build_the_whole_tree_once() {
         "int other(int x)\n{\n\treturn x;\n}\n",
     )
     .unwrap();
+    // A candidate of the static graph (its include is under a condition the scan cannot
+    // evaluate) that the records of klpgen's build drop.
+    fs::write(
+        src.join("kernel/maybe.c"),
+        "#ifdef NEVER_DEFINED\n#include \"../lib/demo.h\"\n#endif\nint maybe(int x)\n{\n\treturn x;\n}\n",
+    )
+    .unwrap();
     let p = t.patch(
         "h.patch",
         "--- a/lib/demo.h\n+++ b/lib/demo.h\n@@ -1 +1 @@\n-#define STEP 1\n+#define STEP 2\n",
     );
-    let o = t.command(&p).output().unwrap();
+    let report = t.root.join("report.json");
+    let o = t.command(&p).arg("--report").arg(&report).output().unwrap();
     let err = stderr(&o);
-    assert!(err.contains("has no kbuild dependency records"), "{err}");
+    // (The stand-in make rebuilds an object only for a newer .c, so the patched object is
+    // the original one: no functional change. The units are what this test is about.)
+    assert!(
+        err.contains("keeps no complete set of kbuild records"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dependency scan: 2 of the configuration's"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of the scan's candidates do not include"),
+        "{err}"
+    );
     assert!(err.contains("1 unit(s) affected: lib/demo.o"), "{err}");
-    assert!(err.contains("building patched objects"), "{err}");
     let kbuild = fs::read_dir(t.root.join("cache/trees"))
         .unwrap()
         .next()
@@ -1363,14 +1390,24 @@ fn header_edits_without_records_build_the_whole_tree_once() {
         .unwrap()
         .path()
         .join("kbuild");
-    assert!(kbuild.join("kernel/other.o").is_file(), "not a full build");
-    // The next run reuses those records: no second full build.
-    fs::remove_file(kbuild.join("full-build-ran")).unwrap();
+    assert!(
+        !kbuild.join("kernel/other.o").exists(),
+        "a unit that cannot include it was built"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(doc["units"]["affected"], serde_json::json!(["lib/demo.o"]));
+    assert_eq!(doc["units"]["method"], "scan");
+    assert_eq!(
+        doc["units"]["dropped"],
+        serde_json::json!(["kernel/maybe.o"])
+    );
+    // The next run reuses the unit list: no second dry run.
+    fs::remove_file(kbuild.join("dry-run-ran")).unwrap();
     let o = t.command(&p).output().unwrap();
     let err = stderr(&o);
-    assert!(!err.contains("has no kbuild dependency records"), "{err}");
+    assert!(!err.contains("keeps no complete set"), "{err}");
     assert!(err.contains("1 unit(s) affected: lib/demo.o"), "{err}");
-    assert!(!kbuild.join("full-build-ran").exists());
+    assert!(!kbuild.join("dry-run-ran").exists());
 }
 
 #[test]

@@ -33,8 +33,11 @@ pub struct Written {
 /// The plan then leaves objtool's sections to it, as it does for delayed objtool.
 pub fn own_objtool(ctx: &Ctx<'_>, units: &[String]) -> Result<Option<Objtool>> {
     if objtool::per_object(&ctx.target.tree) {
+        // klpgen's own build directory (src/build/pairs.rs) holds the records of the units
+        // it has just compiled, whether or not the target kept any.
         Ok(Some(objtool::locate(
-            &ctx.ws.objtree(&ctx.target.tree),
+            &ctx.target.tree,
+            &ctx.ws.kbuild_dir(),
             units,
         )?))
     } else {
@@ -62,6 +65,7 @@ pub fn build(
     let ko = kbuild::build_module(
         &ctx.target.tree,
         &ctx.ws.objtree(&ctx.target.tree),
+        &ctx.ws.dir.join("module-cache"),
         &moddir,
         module,
         ctx.plan.jobs,

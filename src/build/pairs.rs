@@ -21,7 +21,9 @@ use elfdiff::{Diff, Object};
 use super::ctx::Ctx;
 use super::locks::lock_source;
 use super::plan::OotPair;
+use crate::depscan;
 use crate::files::copy_to;
+use crate::kbuild::fresh::Freshness;
 use crate::kbuild::{self, DiffBuild};
 use crate::mirror;
 use crate::oot::OotModule;
@@ -104,8 +106,10 @@ fn from_tree(ctx: &Ctx<'_>, rep: &mut BuildReport) -> Result<Compiled> {
         .collect();
     files.dedup();
     let diffbuild = DiffBuild::prepare(tree, ws.dir.join("kbuild"), ws.include.clone(), intr)?;
-    let units = units_to_build(ctx, &diffbuild, &files, rep)?;
-    build_original(ctx, &diffbuild, &units, rep)?;
+    let mut affected = affected_units(ctx, &diffbuild, &files)?;
+    let to_build = units_with_extra(ctx, affected.to_build(), &files)?;
+    build_original(ctx, &diffbuild, &to_build, rep)?;
+    let units = verified(ctx, &diffbuild, &mut affected, &to_build, &files, rep)?;
     let changed_lines = build_patched(ctx, &diffbuild, &units, &files, rep)?;
     let run_dir = &ws.run_dir;
     let pairs = units
@@ -122,44 +126,54 @@ fn from_tree(ctx: &Ctx<'_>, rep: &mut BuildReport) -> Result<Compiled> {
     })
 }
 
-/// The units the edited files affect (from kbuild's dependency records), plus `-t` units.
-/// The patches touching no compiled file is no functional change.
-fn units_to_build(
+/// The units the edited files affect (`src/depscan.rs`: the target's records where complete,
+/// else klpgen's dependency scan, whose candidates are verified after the original build).
+fn affected_units(
     ctx: &Ctx<'_>,
     diffbuild: &DiffBuild,
     files: &[String],
-    rep: &mut BuildReport,
-) -> Result<Vec<String>> {
-    let tree = &ctx.target.tree;
-    let mut units = match kbuild::affected_units(tree, files, &tree.build)? {
-        Some(u) => u,
-        None => {
-            // The target has no kbuild records (a distribution's build tree): klpgen's own
-            // build directory gets them, from a complete function-sections build made once.
-            if !diffbuild.has_full_build() {
-                rep.stage(
-                    "building the whole kernel once to find which units include the edited headers",
-                );
-                crate::progress::message(&format!(
-                    "klpgen: the patch edits headers and {} has no kbuild dependency records (.*.o.cmd); building the whole kernel once in {} to learn them (later runs reuse it)",
-                    tree.build.display(),
-                    diffbuild.dir.display()
-                ));
-                diffbuild.build_all(
-                    tree,
-                    ctx.plan.jobs,
-                    &ctx.ws.run_dir.join("full-build.log"),
-                    ctx.intr,
-                )?;
-            }
-            kbuild::affected_units(tree, files, &diffbuild.dir)?.with_context(|| {
-                format!(
-                    "{} holds a complete build but no dependency records",
-                    diffbuild.dir.display()
-                )
-            })?
+) -> Result<depscan::Affected> {
+    let affected = depscan::affected(
+        &depscan::Inputs {
+            tree: &ctx.target.tree,
+            own: diffbuild,
+            target_records: ctx.plan.target_records,
+            jobs: ctx.plan.jobs,
+            logs: &ctx.ws.run_dir,
+            intr: ctx.intr,
+        },
+        files,
+    )?;
+    if let (Some(st), false) = (&affected.stats, ctx.plan.quiet) {
+        if st.method == "scan" {
+            crate::progress::message(&format!(
+                "klpgen: dependency scan: {} of the configuration's {} units may include {} ({} decided by the target's records, {} by klpgen's own; include graph of {} files, {} read; the unit list {}; {:.1} s); building them, then kbuild's records of that build say which really do",
+                affected.candidates.len() + affected.exact.len(),
+                st.units,
+                affected
+                    .searched
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                st.from_target_records,
+                st.from_own_records,
+                st.files,
+                st.files_read,
+                if st.dry_run_cached { "from the cache" } else { "from kbuild's dry run" },
+                st.seconds
+            ));
         }
-    };
+    }
+    Ok(affected)
+}
+
+/// The units to build, with the `-t` units; none is no functional change.
+fn units_with_extra(
+    ctx: &Ctx<'_>,
+    mut units: Vec<String>,
+    files: &[String],
+) -> Result<Vec<String>> {
     units.extend(ctx.plan.extra_units.iter().cloned());
     units.sort();
     units.dedup();
@@ -170,14 +184,83 @@ fn units_to_build(
         ));
         return Err(Verdict::NoChange.into());
     }
-    if !ctx.plan.quiet {
+    Ok(units)
+}
+
+/// After the original build: the scan's candidates that kbuild's records of that build show
+/// not to include an edited file are dropped (they keep their cached original objects); the
+/// rest are the units to build again with the patches. Says how many, and where the list is.
+fn verified(
+    ctx: &Ctx<'_>,
+    diffbuild: &DiffBuild,
+    affected: &mut depscan::Affected,
+    built: &[String],
+    files: &[String],
+    rep: &mut BuildReport,
+) -> Result<Vec<String>> {
+    let dropped = affected.verify(diffbuild);
+    for f in affected.not_compiled() {
         crate::progress::message(&format!(
+            "klpgen: {f} is not compiled in this kernel (no unit of this configuration compiles it); its changes are left out"
+        ));
+    }
+    let units: Vec<String> = built
+        .iter()
+        .filter(|u| !dropped.contains(u))
+        .cloned()
+        .collect();
+    let method = match &affected.stats {
+        Some(st) => st.method,
+        None => "sources",
+    };
+    rep.units = Some(crate::report::UnitsEntry {
+        affected: units.clone(),
+        method,
+        dropped: dropped.clone(),
+        scan: affected.stats.clone(),
+    });
+    if units.is_empty() {
+        crate::progress::message(&format!(
+            "klpgen: no unit of this configuration compiles the patched files ({})",
+            files.join(", ")
+        ));
+        return Err(Verdict::NoChange.into());
+    }
+    if !ctx.plan.quiet {
+        if !dropped.is_empty() {
+            crate::progress::message(&format!(
+                "klpgen: {} of the scan's candidates do not include the edited files (kbuild's records of klpgen's build); they are not built again",
+                dropped.len()
+            ));
+        }
+        crate::progress::message(&affected_line(&units, ctx.plan.verbose));
+    }
+    Ok(units)
+}
+
+/// `N unit(s) affected: ...`: the list inline when short; else the count and where the list
+/// is (a seq_file.h inline reaches hundreds of units, a 10,000-character line).
+fn affected_line(units: &[String], verbose: bool) -> String {
+    const INLINE: usize = 8;
+    if units.len() <= INLINE {
+        format!(
             "klpgen: {} unit(s) affected: {}",
             units.len(),
             units.join(" ")
-        ));
+        )
+    } else if verbose {
+        format!(
+            "klpgen: {} unit(s) affected:\n  {}",
+            units.len(),
+            units.join("\n  ")
+        )
+    } else {
+        format!(
+            "klpgen: {} unit(s) affected: {} ... (all of them with --verbose, and under units.affected in the --report file)",
+            units.len(),
+            units[..INLINE].join(" ")
+        )
     }
-    Ok(units)
 }
 
 /// Build the units as they are into `<run>/orig/`, after forgetting the ones a killed run may
@@ -195,14 +278,28 @@ fn build_original(
         fs::remove_file(ws.dir.join("kbuild-dirty"))?;
     }
     rep.stage("building original objects (function sections)");
-    let built = diffbuild.build_units(
-        tree,
-        units,
-        ctx.plan.jobs,
-        &ws.run_dir.join("orig.log"),
-        "building the original objects",
-        intr,
-    )?;
+    // The cached original objects are used as they are when kbuild would not rebuild any of
+    // them (kbuild/fresh.rs); else make decides, as always.
+    let mut fresh = Freshness::new(tree, &diffbuild.dir, diffbuild.make_args(tree));
+    let stale = units.iter().find_map(|u| fresh.stale_because(u));
+    if let (Some(why), true) = (&stale, ctx.plan.verbose) {
+        crate::progress::message(&format!("klpgen: make builds the original objects: {why}"));
+    }
+    let all_fresh = stale.is_none();
+    let built: Vec<PathBuf> = if all_fresh {
+        units.iter().map(|u| diffbuild.dir.join(u)).collect()
+    } else {
+        let built = diffbuild.build_units(
+            tree,
+            units,
+            ctx.plan.jobs,
+            &ws.run_dir.join("orig.log"),
+            "building the original objects",
+            intr,
+        )?;
+        fresh.made(units)?;
+        built
+    };
     for (u, p) in units.iter().zip(&built) {
         copy_to(p, &ws.run_dir.join("orig").join(u))?;
     }
@@ -229,6 +326,17 @@ fn build_patched(
     rep: &mut BuildReport,
 ) -> Result<Vec<ChangedLines>> {
     let (tree, ws, intr) = (&ctx.target.tree, ctx.ws, ctx.intr);
+    // Edits of C files and headers only leave every unit's command as recorded: the patched
+    // objects then come from those commands, run directly, and klpgen's build directory is
+    // never written (kbuild/fresh.rs).
+    let plain_sources = files
+        .iter()
+        .all(|f| f.ends_with(".c") || f.ends_with(".h") || f.ends_with(".S"));
+    if plain_sources {
+        if let Some(changed) = build_patched_direct(ctx, diffbuild, units, files, rep)? {
+            return Ok(changed);
+        }
+    }
     let saved = ws.run_dir.join("kbuild-saved");
     diffbuild.save(units, &saved)?;
     // Until the originals are back, these units in klpgen's build directory may hold patched
@@ -272,6 +380,56 @@ fn build_patched(
     reverted.context("restoring the source tree")?;
     rep.stage("patches reverted, source tree restored");
     Ok(changed)
+}
+
+/// The patched build by the units' recorded commands, run directly: the patches applied, each
+/// unit compiled into `<run>/patched/`, the tree reverted. None (nothing done) when a command
+/// is not one klpgen runs itself.
+fn build_patched_direct(
+    ctx: &Ctx<'_>,
+    diffbuild: &DiffBuild,
+    units: &[String],
+    files: &[String],
+    rep: &mut BuildReport,
+) -> Result<Option<Vec<ChangedLines>>> {
+    let (tree, ws, intr) = (&ctx.target.tree, ctx.ws, ctx.intr);
+    let out = ws.run_dir.join("patched");
+    // Whether every command can be run directly is known before anything is patched.
+    if !diffbuild.can_compile_direct(tree, units, &out) {
+        return Ok(None);
+    }
+    rep.stage("applying patches");
+    if tree.source.starts_with(&ws.dir) {
+        mirror::unshare(&tree.source, files)?;
+    }
+    let mut applied = Applied::apply(
+        &tree.source,
+        &ctx.plan.patches,
+        &ws.dir,
+        ctx.plan.line_directives,
+        intr,
+    )?;
+    rep.stage("building patched objects");
+    let built = diffbuild.compile_direct(
+        tree,
+        units,
+        &out,
+        ctx.plan.jobs,
+        (
+            &ws.run_dir.join("patched.log"),
+            "building the patched objects",
+        ),
+        intr,
+    );
+    let changed = std::mem::take(&mut applied.changed);
+    let reverted = applied.revert();
+    let built = built?;
+    reverted.context("restoring the source tree")?;
+    if built.is_none() {
+        bail!("the units' recorded commands could not be run directly after all");
+    }
+    rep.stage("patches reverted, source tree restored");
+    Ok(Some(changed))
 }
 
 /// `--include-callers` for vmlinux code: build the units, outside the patched ones, that hold
@@ -381,4 +539,25 @@ fn caller_units(ctx: &Ctx<'_>, pairs: &[&Pair]) -> Result<Vec<String>> {
     let mut units = kbuild::units_defining(tree, &wanted)?;
     units.retain(|u| !pairs.iter().any(|p| p.name == *u));
     Ok(units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_unit_list_is_a_count_and_where_the_list_is() {
+        let units: Vec<String> = (0..379).map(|i| format!("fs/u{i}.o")).collect();
+        let line = affected_line(&units, false);
+        assert!(line.starts_with("klpgen: 379 unit(s) affected: fs/u0.o "));
+        assert!(line.contains("--verbose") && line.contains("units.affected"));
+        assert!(!line.contains("fs/u8.o"), "{line}");
+        assert!(line.len() < 200, "{line}");
+        // --verbose: every unit, one a line.
+        let all = affected_line(&units, true);
+        assert_eq!(all.lines().count(), 380);
+        // A short list stays on the line.
+        let few = affected_line(&units[..2], false);
+        assert_eq!(few, "klpgen: 2 unit(s) affected: fs/u0.o fs/u1.o");
+    }
 }

@@ -130,6 +130,11 @@ pub struct BuildArgs {
     /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Decide which units the patches affect without the target's kbuild records, as for a
+    /// distribution's headers (klpgen's dependency scan, verified by its own build's records);
+    /// for testing that path on a target that has records.
+    #[arg(long, hide = true)]
+    pub no_target_records: bool,
     /// Only print the result.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -305,6 +310,11 @@ pub struct BuildPlan {
     pub skip_compiler_check: bool,
     pub quiet: bool,
     pub debug: bool,
+    /// `--verbose` or `--debug`: long lists (the affected units) are printed in full.
+    pub verbose: bool,
+    /// Whether the target's kbuild records may decide the affected units (not
+    /// `--no-target-records`).
+    pub target_records: bool,
     /// Say where the work directory is (`--debug`, `--skip-cleanup`).
     pub show_workdir: bool,
     /// Wait for a held cache or source-tree lock (not `--no-wait`).
@@ -377,6 +387,8 @@ impl BuildPlan {
             skip_compiler_check: args.skip_compiler_check,
             quiet: args.quiet,
             debug: args.debug,
+            verbose: args.verbose || args.debug,
+            target_records: !args.no_target_records,
             show_workdir: args.debug || args.skip_cleanup,
             wait: if args.no_wait {
                 super::locks::Wait::No

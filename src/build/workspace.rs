@@ -102,7 +102,7 @@ impl Workspace {
 }
 
 /// `<cache>/trees/<key>`, the key a digest of the source and build directories.
-fn tree_workdir(tree: &Tree) -> PathBuf {
+pub fn tree_workdir(tree: &Tree) -> PathBuf {
     let mut h = Sha256::new();
     h.update(tree.source.as_os_str().as_encoded_bytes());
     h.update([0]);

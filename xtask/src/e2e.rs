@@ -2,8 +2,9 @@
 //! checks them in a qemu guest running the test kernel.
 //!
 //! First, on the test kernel: the self-diff of every object (`selfdiff.rs`), the syscall check
-//! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`) and the kernel-header fixtures
-//! (`kfixtures.rs`). Then each case `tests/e2e/<case>/` is built with `klpgen build`, the source
+//! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`), the kernel-header fixtures
+//! (`kfixtures.rs`) and the dependency scan against the kernel's records (`depscan.rs`). Then
+//! each case `tests/e2e/<case>/` is built with `klpgen build`, the source
 //! tree must be left as it was, and before booting `klpgen check` must pass on the module and
 //! fail with the expected key on four corrupted copies (wrong sympos, no `livepatch=Y`, a
 //! renamed klp symbol, a guard naming another kernel) and against the doctored vmlinux and
@@ -907,18 +908,23 @@ fn check_module(
 /// `debian` the distribution phase (tests/e2e-debian, `debian_e2e.rs`), `debian/CASE` one
 /// case of it. Selecting only distribution cases leaves the test kernel out.
 pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
+    // `depscan`: the dependency scan against the test kernel's records (xtask/src/depscan.rs);
+    // part of a run of everything, or alone.
+    let everything = filters.is_empty();
+    let run_depscan = everything || filters.iter().any(|f| f == "depscan");
     let (debian_filters, filters): (Vec<&String>, Vec<&String>) = filters
         .iter()
+        .filter(|f| *f != "depscan")
         .partition(|f| crate::debian_e2e::is_filter(f));
-    let with_debian = filters.is_empty() || !debian_filters.is_empty();
-    if filters.is_empty() && !debian_filters.is_empty() {
+    let with_debian = everything || !debian_filters.is_empty();
+    if filters.is_empty() && !debian_filters.is_empty() && !run_depscan {
         let klpgen = build_klpgen()?;
         let outcomes = crate::debian_e2e::run(&debian_filters, &klpgen)?;
         return Ok(print_debian(&outcomes));
     }
     let mut cases = load_cases()?;
     let kf_all = kfixtures::load_cases()?;
-    let multi = filters.is_empty()
+    let multi = everything
         || filters
             .iter()
             .any(|f| f.as_str() == crate::multitarget::NAME);
@@ -930,35 +936,34 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         if !cases.iter().any(|c| &c.name == *f) {
             let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
             bail!(
-                "no e2e case {f:?} (cases: {}; or {}, kfixtures, kfixtures/NAME, debian, debian/CASE)",
+                "no e2e case {f:?} (cases: {}; or {}, kfixtures, kfixtures/NAME, depscan, debian, debian/CASE)",
                 names.join(", "),
                 crate::multitarget::NAME
             );
         }
     }
-    let kf_selected: Vec<String> =
-        if filters.is_empty() || kf_filters.iter().any(|f| **f == "kfixtures") {
-            kf_all.iter().map(|c| c.name.clone()).collect()
-        } else {
-            let mut v = Vec::new();
-            for f in &kf_filters {
-                let n = f.trim_start_matches("kfixtures/");
-                if !kf_all.iter().any(|c| c.name == n) {
-                    bail!("no kernel-header fixture {n:?} under tests/kfixtures");
-                }
-                v.push(n.to_string());
+    let kf_selected: Vec<String> = if everything || kf_filters.iter().any(|f| **f == "kfixtures") {
+        kf_all.iter().map(|c| c.name.clone()).collect()
+    } else {
+        let mut v = Vec::new();
+        for f in &kf_filters {
+            let n = f.trim_start_matches("kfixtures/");
+            if !kf_all.iter().any(|c| c.name == n) {
+                bail!("no kernel-header fixture {n:?} under tests/kfixtures");
             }
-            v
-        };
-    if !filters.is_empty() {
+            v.push(n.to_string());
+        }
+        v
+    };
+    if !everything {
         cases.retain(|c| case_filters.contains(&&c.name));
     }
     // With everything selected, the distribution phase is run too: check its cases before
     // the long test-kernel runs.
-    if with_debian && filters.is_empty() {
+    if with_debian && everything {
         crate::debian_e2e::load_cases()?;
     }
-    if cases.is_empty() && kf_selected.is_empty() && !multi {
+    if cases.is_empty() && kf_selected.is_empty() && !multi && !run_depscan {
         bail!("no e2e cases under {}", e2e_dir().display());
     }
     let klpgen = build_klpgen()?;
@@ -987,6 +992,11 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         Vec::new()
     } else {
         kfixtures::check(&klpgen, &k, &kf_selected)?
+    };
+    let depscan_failures = if run_depscan {
+        crate::depscan::check(&klpgen, &k, &workdir)?
+    } else {
+        Vec::new()
     };
 
     // Test-kernel variants the selected cases name, each with its own doctored targets.
@@ -1072,10 +1082,16 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
             kf_failures.len()
         );
     }
+    for f in &depscan_failures {
+        println!("FAIL depscan: {f}");
+    }
+    if run_depscan && depscan_failures.is_empty() {
+        println!("PASS depscan: the scan finds every unit the records name, and klpgen build keeps exactly those");
+    }
     let passed = results.iter().filter(|(_, o)| o.passed).count();
     let failed = results.len() - passed;
     println!("{passed} passed, {failed} failed");
-    let test_kernel_ok = failed == 0 && kf_failures.is_empty();
+    let test_kernel_ok = failed == 0 && kf_failures.is_empty() && depscan_failures.is_empty();
     let debian_ok = if with_debian {
         let all = [String::from("debian")];
         let selected: Vec<&String> = if debian_filters.is_empty() {

@@ -6,6 +6,7 @@ mod case;
 mod debian;
 mod debian_e2e;
 mod demo;
+mod depscan;
 mod e2e;
 mod farm;
 mod fuzz;
@@ -39,9 +40,12 @@ commands:
                    merged after kernel.fragment); print its source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
-                   kfixtures/NAME), then build and boot-test the cases under tests/e2e;
+                   kfixtures/NAME), the dependency scan against the kernel's records
+                   (depscan), then build and boot-test the cases under tests/e2e;
                    then the distribution cases (tests/e2e-debian) on Debian's stock
                    kernels (select with debian, debian/CASE or debian/selftest)
+  depscan          the dependency scan for targets without kbuild records against the test
+                   kernel's records (also part of e2e)
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
                    the e2e, package, farm, stress and a 20 s-per-target fuzz test
@@ -96,6 +100,7 @@ fn real_main() -> Result<bool> {
         Some("stress") => stress::cmd_stress(rest),
         Some("package") => package::cmd_package(rest),
         Some("farm") => farm::cmd_farm(rest),
+        Some("depscan") => depscan::cmd_depscan(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(true)

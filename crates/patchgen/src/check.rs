@@ -421,6 +421,7 @@ pub fn check_module(label: &str, ko: &[u8], inputs: &Inputs<'_>) -> Result<Repor
             f.error("check.target.symvers-mismatch", mm.detail);
         }
         undefined(&m, symvers, &mut f, &mut report);
+        versions(&m, symvers, &mut f);
     }
     target_modules(inputs, &mut f);
     report.findings = f.0;
@@ -842,6 +843,51 @@ fn undefined(m: &Module<'_>, symvers: &Symvers, f: &mut Findings, report: &mut R
                 format!("check.undefined.{name}"),
                 format!("{name} is undefined in the module and not exported by the target (Module.symvers): the module will not load"),
             );
+        }
+    }
+}
+
+/// Bytes of one `__versions` entry (`struct modversion_info` on 64-bit targets: an 8-byte CRC
+/// and a 56-byte NUL-padded name).
+const MODVERSION_INFO: usize = 64;
+
+/// With CONFIG_MODVERSIONS modpost writes a `__versions` entry (symbol, CRC) for every symbol
+/// the module imports, and the loader refuses the module when one CRC is not the running
+/// kernel's ("disagrees about version of symbol"). Each entry must name a symbol of the
+/// target's Module.symvers with the same CRC.
+fn versions(m: &Module<'_>, symvers: &Symvers, f: &mut Findings) {
+    let Some(data) = m.elf.section_data("__versions") else {
+        return;
+    };
+    if data.len() % MODVERSION_INFO != 0 {
+        f.error(
+            "check.versions.malformed",
+            format!(
+                "__versions is {} bytes, not a whole number of {MODVERSION_INFO}-byte entries",
+                data.len()
+            ),
+        );
+        return;
+    }
+    for entry in data.chunks_exact(MODVERSION_INFO) {
+        let (crc, name) = entry.split_at(8);
+        let crc: [u8; 8] = crc.try_into().unwrap_or_default();
+        let crc = match m.elf.endian {
+            object::Endianness::Little => u64::from_le_bytes(crc),
+            object::Endianness::Big => u64::from_be_bytes(crc),
+        };
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name);
+        match symvers.crc(&name) {
+            Some(want) if u64::from(want) == crc => {}
+            Some(want) => f.error(
+                format!("check.versions.{name}"),
+                format!("__versions gives {name} the CRC {crc:#010x}, the target's Module.symvers {want:#010x}: the kernel refuses the module (disagrees about version of symbol {name})"),
+            ),
+            None => f.error(
+                format!("check.versions.{name}"),
+                format!("__versions lists {name} (CRC {crc:#010x}), which the target's Module.symvers gives no CRC for: the module was versioned against another kernel"),
+            ),
         }
     }
 }

@@ -267,6 +267,10 @@ impl Symvers {
     pub fn exporter(&self, name: &str) -> Option<&str> {
         self.exported.get(name).map(|(m, _)| m.as_str())
     }
+    /// The CRC Module.symvers gives `name` (CONFIG_MODVERSIONS), if it lists it with one.
+    pub fn crc(&self, name: &str) -> Option<u32> {
+        self.exported.get(name).and_then(|(_, crc)| *crc)
+    }
     /// The symbols Module.symvers says vmlinux exports, with their CRCs, sorted by name.
     pub fn vmlinux_exports(&self) -> Vec<(&str, Option<u32>)> {
         let mut v: Vec<(&str, Option<u32>)> = self

@@ -19,6 +19,8 @@ struct ModSpec {
     refs: Vec<String>,
     manifest: Option<Manifest>,
     finalize: bool,
+    /// `__versions` entries modpost would write (CONFIG_MODVERSIONS): (CRC, symbol).
+    versions: Vec<(u64, String)>,
     /// NUL-terminated strings in `.rodata` under these global symbols (the guard's).
     strings: Vec<(String, String)>,
 }
@@ -56,6 +58,7 @@ fn good_spec() -> ModSpec {
         ],
         manifest: Some(good_manifest()),
         finalize: true,
+        versions: Vec::new(),
         strings: Vec::new(),
     }
 }
@@ -79,6 +82,21 @@ fn module_pre(spec: &ModSpec, pre: impl FnOnce(&mut Builder<'_>)) -> Vec<u8> {
         .flat_map(|e| e.bytes().chain([0]))
         .collect();
     obj.append_section_data(mi, &info, 1);
+    if !spec.versions.is_empty() {
+        let v = obj.add_section(
+            Vec::new(),
+            b"__versions".to_vec(),
+            SectionKind::ReadOnlyData,
+        );
+        let mut data = Vec::new();
+        for (crc, name) in &spec.versions {
+            data.extend_from_slice(&crc.to_le_bytes());
+            let mut n = name.as_bytes().to_vec();
+            n.resize(56, 0);
+            data.extend_from_slice(&n);
+        }
+        obj.append_section_data(v, &data, 32);
+    }
     if !spec.strings.is_empty() {
         let ro = obj.add_section(Vec::new(), b".rodata".to_vec(), SectionKind::ReadOnlyData);
         for (name, text) in &spec.strings {
@@ -591,6 +609,42 @@ fn undefined_symbols_need_exports() {
     )
     .unwrap();
     assert!(r.ok(), "{:?}", r.findings);
+}
+
+#[test]
+fn versions_must_have_the_targets_crcs() {
+    let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), true)).unwrap();
+    let sv = Symvers::parse(
+        "Module.symvers",
+        "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n",
+    )
+    .unwrap();
+    let keys = |versions: &[(u64, &str)]| -> Vec<String> {
+        let mut spec = good_spec();
+        spec.versions = versions.iter().map(|(c, n)| (*c, n.to_string())).collect();
+        let r = check_module(
+            "test.ko",
+            &module(&spec),
+            &Inputs {
+                vmlinux: &vm,
+                symvers: Some(&sv),
+                modules: None,
+            },
+        )
+        .unwrap();
+        // The fake vmlinux has no `__crc_<name>` symbols, so a Module.symvers with CRCs is
+        // also another build's to the mismatch check: that finding is not the one tested here.
+        r.findings
+            .into_iter()
+            .map(|f| f.key)
+            .filter(|k| k != "check.target.symvers-mismatch")
+            .collect()
+    };
+    // As modpost writes them against this Module.symvers: no finding.
+    assert_keys(&keys(&[(0x12345678, "printk")]), &[]);
+    // Another kernel's CRC, and a symbol the target gives no CRC for.
+    assert_keys(&keys(&[(0x82164fbb, "printk")]), &["check.versions.printk"]);
+    assert_keys(&keys(&[(1, "kfree")]), &["check.versions.kfree"]);
 }
 
 #[test]
