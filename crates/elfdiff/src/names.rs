@@ -46,6 +46,10 @@ pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
 /// For a compiler-split child (`foo.cold`, `foo.part.0`, `foo.isra.0.cold`), the name of the
 /// function it was split from, normalised; None for an ordinary function.
 pub fn split_parent(name: &str) -> Option<String> {
+    // Both markers begin with a dot, and normalising never adds one.
+    if !name.contains('.') {
+        return None;
+    }
     let n = normalized(name);
     for marker in [".cold", ".part"] {
         if let Some(pos) = n.find(marker) {
