@@ -35,9 +35,6 @@ fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
             continue;
         }
         for r in &section.relocs {
-            let Some(user) = obj.symbol_at(sec, r.offset) else {
-                continue;
-            };
             let t = obj.sym(r.sym);
             let target = match (t.kind, t.section) {
                 (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
@@ -49,6 +46,10 @@ fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
             if !is_static_local(obj.sym(target).name) {
                 continue;
             }
+            // Only now the user: most relocations are not to static locals.
+            let Some(user) = obj.symbol_at(sec, r.offset) else {
+                continue;
+            };
             out.entry(target)
                 .or_default()
                 .push(normalize(obj.sym(user).name));
@@ -157,6 +158,12 @@ fn match_group(
     (ousers, pusers): &Users,
     out: &mut HashMap<SymIdx<Patched>, SymIdx<Orig>>,
 ) {
+    // One candidate on each side (most names): every pass below ends matching them, by
+    // exact name or else in table order.
+    if let ([o], [p]) = (os, ps) {
+        out.insert(*p, *o);
+        return;
+    }
     let mut used = vec![false; os.len()];
     let mut pending: Vec<SymIdx<Patched>> = ps.to_vec();
     // Pass 1: static locals by the functions that use them.
