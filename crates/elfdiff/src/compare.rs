@@ -147,9 +147,8 @@ impl<'d> Pair<'_, 'd> {
                             == self.patched.reloc_kind(rp.r_type).width
                 })
         };
-        if !osx.is_nobits()
-            && !(self.orig.sym_bytes(o) == self.patched.sym_bytes(p) && same_fields())
-        {
+        let identical = || self.orig.sym_bytes(o) == self.patched.sym_bytes(p) && same_fields();
+        if !osx.is_nobits() && !identical() {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
             mask(self.orig, &mut ob, os.value, orelocs);
