@@ -137,7 +137,18 @@ impl<'d> Pair<'_, 'd> {
         let orelocs = osx.relocs_in(os.value, os.value.saturating_add(os.size));
         let prelocs = psx.relocs_in(ps.value, ps.value.saturating_add(ps.size));
         let mut immediates = None;
-        if !osx.is_nobits() {
+        // Identical bytes with relocation fields at the same places mask to identical images:
+        // the common case needs no masked copies.
+        let same_fields = || {
+            orelocs.len() == prelocs.len()
+                && orelocs.iter().zip(prelocs).all(|(ro, rp)| {
+                    ro.offset.wrapping_sub(os.value) == rp.offset.wrapping_sub(ps.value)
+                        && self.orig.reloc_kind(ro.r_type).width
+                            == self.patched.reloc_kind(rp.r_type).width
+                })
+        };
+        let identical = || self.orig.sym_bytes(o) == self.patched.sym_bytes(p) && same_fields();
+        if !osx.is_nobits() && !identical() {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
             mask(self.orig, &mut ob, os.value, orelocs);

@@ -6,10 +6,11 @@
 //! existing one's had), so those are matched by the functions that use them; then exact names,
 //! then table order.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use crate::model::{Object, Orig, Patched, Side, SymIdx, SymKind, Symbol};
-use crate::names::normalize;
+use crate::names::{normalize, normalized};
 
 fn kind_class(kind: SymKind) -> Option<u8> {
     match kind {
@@ -34,9 +35,6 @@ fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
             continue;
         }
         for r in &section.relocs {
-            let Some(user) = obj.symbol_at(sec, r.offset) else {
-                continue;
-            };
             let t = obj.sym(r.sym);
             let target = match (t.kind, t.section) {
                 (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
@@ -48,6 +46,10 @@ fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
             if !is_static_local(obj.sym(target).name) {
                 continue;
             }
+            // Only now the user: most relocations are not to static locals.
+            let Some(user) = obj.symbol_at(sec, r.offset) else {
+                continue;
+            };
             out.entry(target)
                 .or_default()
                 .push(normalize(obj.sym(user).name));
@@ -106,19 +108,22 @@ pub(crate) fn correlate(
 
 /// The correlatable symbols of both objects grouped by kind and normalised name; patched
 /// symbols only where the original has the name.
-fn groups(orig: &Object<'_, Orig>, patched: &Object<'_, Patched>) -> HashMap<(u8, String), Group> {
-    let mut groups: HashMap<(u8, String), Group> = HashMap::new();
+fn groups<'d>(
+    orig: &Object<'d, Orig>,
+    patched: &Object<'d, Patched>,
+) -> HashMap<(u8, Cow<'d, str>), Group> {
+    let mut groups: HashMap<(u8, Cow<'d, str>), Group> = HashMap::new();
     for i in orig.symbol_indices() {
         let s = orig.sym(i);
         if correlatable(s) && !is_special(orig, i) {
-            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            let key = (kind_class(s.kind).unwrap_or(9), normalized(s.name));
             groups.entry(key).or_default().0.push(i);
         }
     }
     for i in patched.symbol_indices() {
         let s = patched.sym(i);
         if correlatable(s) && !is_special(patched, i) {
-            let key = (kind_class(s.kind).unwrap_or(9), normalize(s.name));
+            let key = (kind_class(s.kind).unwrap_or(9), normalized(s.name));
             if let Some(g) = groups.get_mut(&key) {
                 g.1.push(i);
             }
@@ -153,6 +158,12 @@ fn match_group(
     (ousers, pusers): &Users,
     out: &mut HashMap<SymIdx<Patched>, SymIdx<Orig>>,
 ) {
+    // One candidate on each side (most names): every pass below ends matching them, by
+    // exact name or else in table order.
+    if let ([o], [p]) = (os, ps) {
+        out.insert(*p, *o);
+        return;
+    }
     let mut used = vec![false; os.len()];
     let mut pending: Vec<SymIdx<Patched>> = ps.to_vec();
     // Pass 1: static locals by the functions that use them.
@@ -217,7 +228,7 @@ pub(crate) fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
     if s.kind != SymKind::Object {
         return false;
     }
-    let base = normalize(s.name);
+    let base = normalized(s.name);
     const NAMES: &[&str] = &[
         "__key",
         "__warned",
@@ -231,7 +242,7 @@ pub(crate) fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
         "descriptor",
         "__msg",
     ];
-    if NAMES.contains(&base.as_str()) {
+    if NAMES.contains(&&*base) {
         return true;
     }
     s.section.is_some_and(|sec| {

@@ -726,8 +726,8 @@ impl std::fmt::Debug for RelocMap<'_> {
 }
 
 impl<'a> RelocMap<'a> {
-    fn new<S: Side>(obj: &'a Object<'_, S>, sec: SecIdx<S>) -> Self {
-        let relocs = &obj.sec(sec).relocs;
+    fn new<S: Side>(obj: &'a Object<'_, S>, sec: SecIdx<S>) -> Result<Self, Error> {
+        let relocs = obj.debug_relocs(sec)?;
         let find = move |offset: u64| {
             let r = &relocs[relocs.binary_search_by_key(&offset, |r| r.offset).ok()?];
             if obj.reloc_kind(r.r_type).pc_relative {
@@ -737,9 +737,9 @@ impl<'a> RelocMap<'a> {
             let value = s.value.wrapping_add(r.addend as u64);
             Some((s.section.map(|t| obj.sec(t).elf_index), value))
         };
-        RelocMap {
+        Ok(RelocMap {
             find: Some(Box::new(find)),
-        }
+        })
     }
     fn find(&self, offset: usize) -> Option<(Option<usize>, u64)> {
         self.find.as_ref()?(offset as u64)
@@ -877,10 +877,13 @@ impl DwarfIndex {
             .iter()
             .map(|&id| {
                 let sec = obj.find_section(id.name());
-                let map = sec.map(|s| RelocMap::new(obj, s)).unwrap_or_default();
-                (id, sec, map)
+                let map = match sec {
+                    Some(s) => RelocMap::new(obj, s)?,
+                    None => RelocMap::default(),
+                };
+                Ok((id, sec, map))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         let load = |id: gimli::SectionId| -> Result<Rdr<'_>, gimli::Error> {
             let (data, map) = match maps.iter().find(|m| m.0 == id) {
                 Some((_, Some(sec), map)) => (obj.sec(*sec).data, map),

@@ -117,8 +117,12 @@ pub struct Section<'d, S: Side> {
     pub size: u64,
     /// Empty for SHT_NOBITS.
     pub data: &'d [u8],
-    /// Relocations that apply to this section, sorted by offset.
+    /// Relocations that apply to this section, sorted by offset. Empty for a `.debug_*`
+    /// section: its relocations (nine in ten of a kernel object's) are read only when the
+    /// DWARF is, by [`Object::debug_relocs`].
     pub relocs: Vec<Reloc<S>>,
+    /// The raw relocations of a `.debug_*` section, left unread by parsing.
+    deferred: &'d [elf::Rela64<Endianness>],
     /// The section symbol, if the object has one.
     pub section_sym: Option<SymIdx<S>>,
     /// Non-section symbols defined in this section, sorted by value.
@@ -192,6 +196,7 @@ pub struct Object<'d, S: Side> {
     pub file_name: Option<&'d str>,
     /// ELF section index -> our section index.
     elf_to_sec: Vec<Option<SecIdx<S>>>,
+    endian: Endianness,
 }
 
 type Header = elf::FileHeader64<Endianness>;
@@ -216,6 +221,12 @@ fn malformed(label: &str, what: String) -> Error {
 
 /// The relocations of one `SHT_RELA` section, appended to those of `tsec`, the section they
 /// patch: each of a type `arch` knows, inside `tsec`, against one of `nsyms` symbols.
+/// A section whose relocations parsing leaves to [`Object::debug_relocs`]: DWARF, which
+/// nothing but the DWARF reader looks into.
+fn is_deferred<S: Side>(s: &Section<'_, S>) -> bool {
+    !s.is_alloc() && s.name.starts_with(".debug_")
+}
+
 fn read_relas<S: Side>(
     label: &str,
     arch: &dyn Arch,
@@ -298,6 +309,7 @@ impl<'d, S: Side> Object<'d, S> {
             symbols: Vec::with_capacity(symtab.len()),
             file_name: None,
             elf_to_sec: vec![None; table.len()],
+            endian,
         };
         obj.read_sections(endian, data, &table)?;
         obj.read_symbols(endian, &symtab)?;
@@ -361,6 +373,7 @@ impl<'d, S: Side> Object<'d, S> {
                 size: sh.sh_size(endian),
                 data: bytes,
                 relocs: Vec::new(),
+                deferred: &[],
                 section_sym: None,
                 syms: Vec::new(),
                 in_group: grouped[i],
@@ -482,6 +495,12 @@ impl<'d, S: Side> Object<'d, S> {
                 .map_err(|e| bad(format!("relocation section {i}: {e}")))?
                 .ok_or_else(|| bad(format!("relocation section {i} unreadable")))?;
             let tsec: &mut Section<S> = &mut self.sections[target.get()];
+            // Only the DWARF reader asks for a debug section's relocations; reading them
+            // here would be most of parsing's work for nothing.
+            if is_deferred(tsec) {
+                tsec.deferred = relas;
+                continue;
+            }
             read_relas(
                 &self.label,
                 self.arch,
@@ -495,6 +514,31 @@ impl<'d, S: Side> Object<'d, S> {
             section.relocs.sort_by_key(|r| r.offset);
         }
         Ok(())
+    }
+
+    /// The relocations of section `sec`, sorted by offset: for a `.debug_*` section read
+    /// (and checked, as parsing checks every other section's) now, else its own.
+    pub fn debug_relocs(&self, sec: SecIdx<S>) -> Result<std::borrow::Cow<'_, [Reloc<S>]>, Error> {
+        let s = self.sec(sec);
+        if s.deferred.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&s.relocs));
+        }
+        let mut tsec = Section {
+            relocs: Vec::new(),
+            deferred: &[],
+            syms: Vec::new(),
+            ..*s
+        };
+        read_relas(
+            &self.label,
+            self.arch,
+            self.symbols.len(),
+            self.endian,
+            s.deferred,
+            &mut tsec,
+        )?;
+        tsec.relocs.sort_by_key(|r| r.offset);
+        Ok(std::borrow::Cow::Owned(tsec.relocs))
     }
 
     /// What relocation type `r_type` does on this object's machine. Every relocation of a

@@ -4,6 +4,15 @@
 /// `foo.isra.0` → `foo.isra`, `bar.constprop.0.isra.0` → `bar.constprop.isra`, `count.3` → `count`,
 /// `f.llvm.123456` → `f`, `__UNIQUE_ID_ddebug412` → `__UNIQUE_ID_ddebug`. Other names are unchanged.
 pub fn normalize(name: &str) -> String {
+    normalized(name).into_owned()
+}
+
+/// [`normalize`], borrowing `name` when it is already normal (most names: no `.` and no
+/// `__UNIQUE_ID_`), so that keys and tests built from names cost no allocation.
+pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains('.') && !name.starts_with("__UNIQUE_ID_") {
+        return std::borrow::Cow::Borrowed(name);
+    }
     let mut parts = name.split('.');
     let mut out = String::with_capacity(name.len());
     let first = parts.next().unwrap_or("");
@@ -31,13 +40,17 @@ pub fn normalize(name: &str) -> String {
         out.push('.');
         out.push_str(p);
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// For a compiler-split child (`foo.cold`, `foo.part.0`, `foo.isra.0.cold`), the name of the
 /// function it was split from, normalised; None for an ordinary function.
 pub fn split_parent(name: &str) -> Option<String> {
-    let n = normalize(name);
+    // Both markers begin with a dot, and normalising never adds one.
+    if !name.contains('.') {
+        return None;
+    }
+    let n = normalized(name);
     for marker in [".cold", ".part"] {
         if let Some(pos) = n.find(marker) {
             let rest = &n[pos + marker.len()..];
