@@ -27,7 +27,8 @@ usage: cargo xtask <command>
 commands:
   setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
   kernel [VARIANT] build or reuse the cached test kernel (or a variant, tests/e2e/kernel-VARIANT.fragment
-                   merged after kernel.fragment); print its source and build dirs
+                   merged after kernel.fragment, or a cross kernel: ppc64le, s390x); print its
+                   source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
                    kfixtures/NAME), then build and boot-test the cases under tests/e2e

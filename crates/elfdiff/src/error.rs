@@ -9,6 +9,10 @@ pub enum Error {
         crate::arch::supported()
     )]
     UnsupportedArch { object: String, machine: u16 },
+    /// A supported machine, but a variant of it klpgen does not read (another byte order or
+    /// ABI).
+    #[error("{object}: {what}")]
+    UnsupportedVariant { object: String, what: String },
     /// The remedy (entry sizes from the target's DWARF, or given by hand) is the caller's to
     /// name: it knows how they are given.
     #[error("{object}: special section {section} has an unknown entry size")]

@@ -563,13 +563,7 @@ impl Builder<'_, '_, '_> {
         let name = self.diff.patched.sec(sec).name;
         if CARVED_BY_SYMBOLS.contains(&name) {
             Some(Carving::Symbols)
-        } else if self
-            .diff
-            .patched
-            .arch
-            .carved_code_sections()
-            .contains(&name)
-        {
+        } else if self.diff.patched.arch.is_carved_code_section(name) {
             Some(Carving::References)
         } else {
             None

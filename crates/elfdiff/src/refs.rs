@@ -87,6 +87,9 @@ pub(crate) enum RefKey {
     Sym(String, i64),
     Str(Vec<u8>, i64),
     Anon(String, i64, Vec<u8>),
+    /// An address slot of the machine's slot section (ppc64 `.toc`): what the slot holds,
+    /// since the slots of a unit move when the patch adds or drops one.
+    Slot(Box<RefKey>),
 }
 
 pub(crate) fn resolve<S: Side>(
@@ -192,9 +195,29 @@ pub(crate) fn ref_key<S: Side>(
         }
         Target::Anon { sec, offset } => {
             let s = obj.sec(sec);
+            if let Some(slot) = slot_reloc(obj, sec, offset) {
+                return RefKey::Slot(Box::new(ref_key(obj, insns, sec, slot)));
+            }
             RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec())
         }
     }
+}
+
+/// The relocation filling the address slot at `offset` of `sec`, when `sec` is the machine's
+/// slot section and a pointer-sized relocation starts exactly there.
+pub(crate) fn slot_reloc<'o, S: Side>(
+    obj: &'o Object<'_, S>,
+    sec: SecIdx<S>,
+    offset: i64,
+) -> Option<&'o Reloc<S>> {
+    let s = obj.sec(sec);
+    if obj.arch.slot_section() != Some(s.name) {
+        return None;
+    }
+    let at = u64::try_from(offset).ok()?;
+    s.relocs_in(at, at + 1)
+        .iter()
+        .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8)
 }
 
 /// A reference target as a message shows it.
@@ -203,5 +226,6 @@ pub(crate) fn describe(k: &RefKey) -> String {
         RefKey::Sym(n, a) => format!("{n}{a:+}"),
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
         RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
+        RefKey::Slot(k) => format!("slot of {}", describe(k)),
     }
 }

@@ -112,7 +112,7 @@ impl Arch for X86_64 {
             elf::R_X86_64_REX_GOTPCRELX => (4, true),
             _ => return None,
         };
-        Some(RelocKind { width, pc_relative })
+        Some(RelocKind::bytes(width, pc_relative))
     }
 
     fn reloc_name(&self, r_type: u32) -> Option<&'static str> {
@@ -346,6 +346,22 @@ impl Arch for X86_64 {
 
     fn kernel_config(&self) -> &'static str {
         "CONFIG_X86_64"
+    }
+
+    fn kbuild_arch(&self) -> &'static str {
+        "x86"
+    }
+
+    fn cross_compile(&self) -> &'static str {
+        "x86_64-linux-gnu-"
+    }
+
+    fn host_arch(&self) -> &'static str {
+        "x86_64"
+    }
+
+    fn pointer_reloc(&self) -> u32 {
+        elf::R_X86_64_64
     }
 
     fn special_sections(&self) -> &'static [SpecialSection] {
@@ -619,7 +635,7 @@ mod tests {
     fn machine_and_relocations() {
         let a = super::super::for_machine(elf::EM_X86_64).expect("supported");
         assert_eq!(a.name(), "x86-64");
-        assert!(super::super::for_machine(elf::EM_AARCH64).is_none());
+        assert!(super::super::for_machine(elf::EM_SPARCV9).is_none());
         let pc32 = X86_64.reloc(elf::R_X86_64_PC32).unwrap();
         assert_eq!((pc32.width, pc32.pc_relative), (4, true));
         assert_eq!(X86_64.reloc_name(elf::R_X86_64_PC32), Some("R_X86_64_PC32"));
