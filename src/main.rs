@@ -12,6 +12,7 @@ mod explaincmd;
 mod files;
 mod kbuild;
 mod kernel;
+mod machine;
 mod mirror;
 mod modinfo;
 mod objtool;

@@ -57,6 +57,12 @@ impl Target {
         if let Some(l) = spec.cc_launcher {
             kbuild::set_compiler_launcher(&tree, l)?;
         }
+        // kbuild for the target's machine (its cross toolchain when klpgen runs elsewhere).
+        crate::machine::set(crate::machine::resolve(
+            &tree,
+            spec.arch,
+            spec.cross_compile,
+        )?)?;
         Ok(Target {
             tree,
             vmlinux,

@@ -49,6 +49,7 @@ pub fn cmd_demo() -> Result<()> {
         probe: PROBE.as_bytes(),
         workdir: &logs,
         preload: None,
+        cross: None,
     })?;
     for (phase, label) in guest::PHASES {
         let lines = report.outputs.get(*phase).cloned().unwrap_or_default();

@@ -419,6 +419,7 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: oot_ko.as_deref(),
+        cross: k.cross,
     })?;
     let mut fails = report.failed_checks();
     // Optional `console-expect`: lines the guest's console must show, in this order (kernel
@@ -869,6 +870,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        cross: k.cross,
     })?;
     for (phase, label) in guest::PHASES {
         if let Some(out) = report.outputs.get(*phase) {

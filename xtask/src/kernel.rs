@@ -125,7 +125,7 @@ pub fn fragment_paths(variant: Option<&str>) -> Vec<PathBuf> {
     v
 }
 
-fn cache_base() -> PathBuf {
+pub fn cache_base() -> PathBuf {
     match std::env::var_os("XDG_CACHE_HOME") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => util::home_dir().join(".cache"),

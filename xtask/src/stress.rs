@@ -216,6 +216,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        cross: None,
     };
     let initrd = workdir.join("initrd.gz");
     let init = guest::stress_init_script(&module_name, cycles, WORKLOAD);

@@ -648,6 +648,9 @@ fn bind_module_external(
     vmlinux: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
+    if let Some(b) = module_provided(plan, ext) {
+        return Ok(b);
+    }
     let (objname, table) = if ext.undefined {
         if module.defines_global(&ext.name) {
             (modname, module)
@@ -663,6 +666,15 @@ fn bind_module_external(
     };
     let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
     klp_binding(objname, &ext.name, sympos)
+}
+
+/// An undefined symbol the module link or loader provides on the plan's machine (ppc64:
+/// `.TOC.`, the `_savegpr0_N` helpers): an ordinary reference, never looked up in the target
+/// (a klp relocation to it would not resolve, and `.TOC.` must be the module's own).
+fn module_provided(plan: &elfdiff::Plan, ext: &External) -> Option<Binding> {
+    (ext.undefined && plan.machine.0.module_provided(&ext.name)).then(|| Binding::Plain {
+        name: ext.name.clone(),
+    })
 }
 
 /// A klp binding, refused when the kernel could not parse its symbol name.
@@ -701,6 +713,9 @@ fn bind_external(
     symtab: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
+    if let Some(b) = module_provided(plan, ext) {
+        return Ok(b);
+    }
     if !ext.local && symvers.exporter(&ext.name).is_some() {
         return Ok(Binding::Plain {
             name: ext.name.clone(),
