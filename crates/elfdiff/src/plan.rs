@@ -627,7 +627,8 @@ impl Builder<'_, '_, '_> {
                         }
                         let x = (y.value as i64)
                             .wrapping_add(r.addend)
-                            .wrapping_add(d.patched_insns.bias(d.patched, site, r));
+                            .wrapping_add(d.patched_insns.bias(d.patched, site, r))
+                            .wrapping_add(self.entry_bias(site, r.offset));
                         // One outside the section is an error only if the livepatch follows it.
                         if let Ok(x) = u64::try_from(x) {
                             cuts.push(x);
@@ -818,6 +819,11 @@ impl Builder<'_, '_, '_> {
                 }
             };
             for r in relocs {
+                // A marker against no symbol (ppc64 `R_PPC64_ENTRY`: a hint the loader may use
+                // to shorten the global entry) is not carried.
+                if r.sym.get() == 0 {
+                    continue;
+                }
                 let (planned, pending) = self.plan_reloc(sec, r, r.offset, None)?;
                 let relocs = &mut self.plan.sections[out].relocs;
                 if let Some((carved, x)) = pending {
@@ -963,7 +969,10 @@ impl Builder<'_, '_, '_> {
     ) -> Result<(PlanReloc, Pending), Error> {
         let d = self.diff;
         let base = d.patched.sym(r.sym).value as i64;
-        let bias = d.patched_insns.bias(d.patched, site, r);
+        let bias = d
+            .patched_insns
+            .bias(d.patched, site, r)
+            .wrapping_add(self.entry_bias(site, r.offset));
         let x = base.wrapping_add(r.addend).wrapping_add(bias);
         let len = entry.and_then(|e| {
             d.patched.arch.entry_reference_len(
@@ -1008,6 +1017,16 @@ impl Builder<'_, '_, '_> {
             addend: base.wrapping_add(r.addend),
         };
         Ok((planned, Some((sec, x))))
+    }
+
+    /// Where a PC-relative field of a special-section entry counts from, relative to the field
+    /// (`Arch::entry_field_bias`: ppc64's feature fixups count from the entry's start).
+    fn entry_bias(&self, site: SecIdx<Patched>, offset: u64) -> i64 {
+        let name = self.diff.patched.sec(site).name;
+        match self.entry_size(name).filter(|&n| n > 0) {
+            Some(size) => self.diff.patched.arch.entry_field_bias(name, offset % size),
+            None => 0,
+        }
     }
 
     fn entry_size(&self, name: &str) -> Option<u64> {

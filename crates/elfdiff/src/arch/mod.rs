@@ -127,6 +127,14 @@ pub trait Arch: fmt::Debug + Send + Sync {
         members: &HashMap<String, u64>,
     ) -> Option<u64>;
 
+    /// For a PC-relative field at `field` of an entry of special section `section`: how far
+    /// the address it counts from lies from the field (0: from the field itself; ppc64's
+    /// feature fixups store `label - entry start`, so their fields count from the entry).
+    fn entry_field_bias(&self, section: &str, field: u64) -> i64 {
+        let _ = (section, field);
+        0
+    }
+
     /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
     /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
     /// variable `sym` itself, through one relocation against it. The kernel patches the

@@ -453,6 +453,15 @@ impl Arch for Ppc64le {
         None
     }
 
+    fn entry_field_bias(&self, section: &str, field: u64) -> i64 {
+        // fixup_entry's four offsets are `label - <entry start>` (FTR_ENTRY_OFFSET), written
+        // as REL64 at their fields: the target is the addend less the field's place.
+        match section {
+            "__ftr_fixup" | "__mmu_ftr_fixup" | "__fw_ftr_fixup" if field >= 16 => -(field as i64),
+            _ => 0,
+        }
+    }
+
     fn runtime_ptr_load(&self, _code: &[u8], site: u64) -> Result<ConstLoad, String> {
         Err(format!(
             "site {site:#x}: powerpc has no runtime constants in Linux 6.12; klpgen does not know their layout"
