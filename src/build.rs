@@ -51,7 +51,23 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let intr = Interrupt::install()?;
     // The target first: a tree that cannot carry a livepatch, or whose parts come from
     // different builds, is refused before the patches are even read.
-    let target = Target::open(&args.target(), rep)?;
+    let dist = if args.distribution_target() {
+        let d = crate::distro::resolve(args.release.as_deref(), args.fetch, &args.given(), &intr)?;
+        crate::progress::message(&format!(
+            "klpgen: target {} ({} {}){}",
+            d.release,
+            d.package.distribution,
+            d.package.version,
+            d.vmlinux
+                .as_ref()
+                .map(|v| format!(", vmlinux {}", v.display()))
+                .unwrap_or_default()
+        ));
+        Some(d)
+    } else {
+        None
+    };
+    let target = Target::open(&args.target(dist.as_ref())?, rep)?;
     let plan = BuildPlan::resolve(args, &target.tree, rep)?;
     let built = build_target(&plan, target, rep, &intr)?;
     summary::print(&Summary::new(

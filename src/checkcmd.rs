@@ -22,8 +22,8 @@ pub struct CheckArgs {
     /// The target's Module.symvers: every ordinary undefined symbol must be exported.
     #[arg(long)]
     pub symvers: Option<PathBuf>,
-    /// Directory with the target's modules (.ko, searched recursively) for klp symbols and
-    /// functions of modules.
+    /// Directory with the target's modules (.ko, also compressed .ko.xz/.ko.zst/.ko.gz,
+    /// searched recursively) for klp symbols and functions of modules.
     #[arg(long)]
     pub modules: Option<PathBuf>,
     /// Output format.
@@ -47,7 +47,11 @@ pub fn run(args: CheckArgs) -> Result<()> {
         None => None,
     };
     let modules = match &args.modules {
-        Some(dir) => Some(load_modules(dir, &check::referenced_objects(&label, &ko)?)?),
+        Some(dir) => Some(load_modules(
+            dir,
+            &check::referenced_objects(&label, &ko)?,
+            (&args.vmlinux, vmlinux.release.as_deref().unwrap_or("")),
+        )?),
         None => None,
     };
     let report = check::check_module(
@@ -96,6 +100,13 @@ pub fn text_report(label: &str, r: &Report) -> String {
             r.klp_relocations,
             plural(r.functions, "replaced function", "replaced functions"),
         );
+        if let Some(table) = r
+            .functions_from
+            .filter(|t| *t != patchgen::manifest::FUNCS_SECTION)
+        {
+            // A module kpatch-build made: its functions come from its own table.
+            line.push_str(&format!(" (from {table}, kpatch-build's table)"));
+        }
         if r.undefined > 0 {
             line.push_str(&format!(
                 ", {} exported",
@@ -119,8 +130,14 @@ pub fn text_report(label: &str, r: &Report) -> String {
 }
 
 /// The target's modules that `wanted` names, found by file name under `dir` (recursively,
-/// `-` and `_` equivalent).
-fn load_modules(dir: &Path, wanted: &BTreeSet<String>) -> Result<HashMap<String, TargetObject>> {
+/// `-` and `_` equivalent); an installed module stripped of its file symbols is read from its
+/// full copy among the debug files next to the vmlinux (`(vmlinux, release)`), when there is one
+/// with the same build-id.
+fn load_modules(
+    dir: &Path,
+    wanted: &BTreeSet<String>,
+    (vmlinux, release): (&Path, &str),
+) -> Result<HashMap<String, TargetObject>> {
     if !dir.is_dir() {
         bail!("--modules {}: not a directory", dir.display());
     }
@@ -138,19 +155,27 @@ fn load_modules(dir: &Path, wanted: &BTreeSet<String>) -> Result<HashMap<String,
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".ko") else {
+            // Installed modules may be compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`).
+            let Some(stem) = crate::kofile::SUFFIXES
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+            else {
                 continue;
             };
             let key = check::module_key(stem);
             if !wanted.contains(&key) || found.contains_key(&key) {
                 continue;
             }
-            let bytes =
-                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            found.insert(
-                key,
-                TargetObject::module(&path.display().to_string(), &bytes)?,
-            );
+            let mut bytes = crate::kofile::read(&path)?;
+            let mut label = path.display().to_string();
+            if !crate::kofile::has_file_symbols(&bytes) {
+                if let Some(full) = crate::kofile::debug_copy(&path, &bytes, dir, vmlinux, release)
+                {
+                    label = format!("{label} (symbols from {})", full.display());
+                    bytes = crate::kofile::read(&full)?;
+                }
+            }
+            found.insert(key, TargetObject::module(&label, &bytes)?);
         }
     }
     Ok(found)

@@ -41,17 +41,35 @@ pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 /// The patch-author header (`#include <klpgen/klpgen.h>`), shipped in the binary.
 pub const HEADER: &str = include_str!("../include/klpgen/klpgen.h");
 
-/// Write the header to `<workdir>/include/klpgen/klpgen.h` (only when its contents differ, so
-/// its time stays put) and return the directory to put on the include path. The directory
-/// holds nothing else, so it can never shadow a kernel header.
+/// The headers [`install_header`] writes, by path under the include directory: klpgen's own,
+/// and its `kpatch-macros.h` and `kpatch-syscall.h` under kpatch-build's names, at the top
+/// level, so that `#include "kpatch-macros.h"` in a patch written for kpatch-build finds them
+/// (the kernel has no header of those names, so none is shadowed).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("klpgen/klpgen.h", HEADER),
+    (
+        "kpatch-macros.h",
+        include_str!("../include/kpatch-macros.h"),
+    ),
+    (
+        "kpatch-syscall.h",
+        include_str!("../include/kpatch-syscall.h"),
+    ),
+];
+
+/// Write the headers ([`HEADERS`]) under `<workdir>/include/` (each only when its contents
+/// differ, so its time stays put) and return the directory to put on the include path. The
+/// directory holds nothing else, so it can never shadow a kernel header.
 pub fn install_header(workdir: &Path) -> Result<PathBuf> {
     let dir = workdir.join("include");
-    let file = dir.join("klpgen/klpgen.h");
-    if fs::read_to_string(&file).ok().as_deref() != Some(HEADER) {
-        fs::create_dir_all(dir.join("klpgen"))?;
-        let tmp = file.with_extension("h.tmp");
-        fs::write(&tmp, HEADER).with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    for (name, text) in HEADERS {
+        let file = dir.join(name);
+        if fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            fs::create_dir_all(file.parent().unwrap_or(&dir))?;
+            let tmp = file.with_extension("h.tmp");
+            fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+            fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+        }
     }
     Ok(dir)
 }
@@ -115,11 +133,25 @@ pub fn set_compiler_launcher(tree: &Tree, launcher: &str) -> Result<()> {
     if launcher.is_empty() {
         bail!("--cc-launcher: empty");
     }
-    let cc = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
+    // The compiler the target names in its configuration (`gcc-12` on Debian 12, whose
+    // headers' .kernelvariables set CC to it; a plain `gcc` would be another compiler).
+    let named = tree
+        .config
+        .values
+        .get("CONFIG_CC_VERSION_TEXT")
+        .and_then(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .filter(|c| c.starts_with("gcc") || c.starts_with("clang"));
+    let fallback = if tree.config.is_set("CONFIG_CC_IS_CLANG") {
         "clang"
     } else {
         "gcc"
     };
+    let cc = named.as_deref().unwrap_or(fallback);
     let value = format!("{launcher} {cc}");
     if CC_WITH_LAUNCHER.get_or_init(|| value.clone()) != &value {
         bail!("a different compiler launcher was already set");
@@ -370,14 +402,29 @@ pub struct DiffBuild {
 }
 
 impl DiffBuild {
-    /// Prepare the directory: the target's exact `.config`, kept in sync.
+    /// Prepare the directory: the target's exact `.config`, kept in sync. For a
+    /// distribution's headers ([`crate::kernel::TreeKind::Headers`]) also their
+    /// `.kernelvariables` and Module.symvers ([`Tree::prepared_files`]), and kbuild's
+    /// `modules_prepare` once, so that this directory, built from the sources, is also what
+    /// the livepatch module is built against (the headers' own kbuild may not work: Debian's
+    /// links into a `linux-kbuild` package that exists for the newest ABI only).
     pub fn prepare(tree: &Tree, dir: PathBuf, include: PathBuf, intr: &Interrupt) -> Result<Self> {
         fs::create_dir_all(&dir)?;
+        let mut wanted = tree.config_text.clone();
+        for f in tree.prepared_files() {
+            let text = fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+            let to = dir.join(f.file_name().unwrap_or_default());
+            if fs::read(&to).ok().as_deref() != Some(&text[..]) {
+                fs::write(&to, &text).with_context(|| format!("cannot write {}", to.display()))?;
+            }
+            wanted.push_str(&format!("\n# {}\n", crate::report::sha256_hex(&text)));
+        }
         let cfg = dir.join(".config");
         let current = fs::read_to_string(&cfg).unwrap_or_default();
         let stamp = dir.join(".klpgen-config");
         let stamped = fs::read_to_string(&stamp).unwrap_or_default();
-        if stamped != tree.config_text || current.is_empty() {
+        if stamped != wanted || current.is_empty() {
+            let _ = fs::remove_file(dir.join(".klpgen-modules-prepared"));
             fs::write(&cfg, &tree.config_text)?;
             let o = format!("O={}", dir.display());
             make(
@@ -387,7 +434,29 @@ impl DiffBuild {
                 "make olddefconfig in klpgen's build directory",
                 intr,
             )?;
-            fs::write(&stamp, &tree.config_text)?;
+            fs::write(&stamp, &wanted)?;
+        }
+        let prepared = dir.join(".klpgen-modules-prepared");
+        if tree.kind() == crate::kernel::TreeKind::Headers && !prepared.is_file() {
+            let o = format!("O={}", dir.display());
+            let j = format!(
+                "-j{}",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            );
+            crate::progress::message(&format!(
+                "klpgen: preparing {} from {} for the headers of {} (kbuild's tools, modpost; once)",
+                dir.display(),
+                tree.source.display(),
+                tree.release
+            ));
+            make(
+                &tree.source,
+                &[o.as_ref(), j.as_ref(), "modules_prepare".as_ref()],
+                &dir.join("klpgen-modules-prepare.log"),
+                "make modules_prepare in klpgen's build directory",
+                intr,
+            )?;
+            fs::write(&prepared, b"")?;
         }
         Ok(DiffBuild { dir, include })
     }
@@ -582,19 +651,32 @@ pub fn build_external(
 /// modpost reports are an error, except the `.klp.sym.*` ones (bound by the klp markings).
 pub fn build_module(
     tree: &Tree,
+    objtree: &Path,
     moddir: &Path,
     module: &str,
     jobs: usize,
     intr: &Interrupt,
 ) -> Result<PathBuf> {
+    // 6.1's modpost reads every object's `.<obj>.cmd` for the CRCs of what it exports
+    // (`#SYMVER` lines) and fails without one; the livepatch object exports nothing, so an
+    // empty record is exactly what kbuild would have written.
+    if tree.config.is_set("CONFIG_MODVERSIONS") {
+        let record = moddir.join(".klpgen_patch.o.cmd");
+        if !record.exists() {
+            fs::write(&record, b"")?;
+        }
+    }
     let m = format!("M={}", moddir.display());
     let j = format!("-j{jobs}");
     // The module directory lives in klpgen's cache; keep its path out of the module so the
     // same inputs give the same bytes wherever the cache is.
-    let kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    let mut kcflags = format!("KCFLAGS=-ffile-prefix-map={}=klpgen", moddir.display());
+    if drops_columns(&tree.config) {
+        kcflags.push_str(" -gno-column-info");
+    }
     let krustflags = format!("KRUSTFLAGS=--remap-path-prefix={}=klpgen", moddir.display());
     let out = make(
-        &tree.build,
+        objtree,
         &[
             m.as_ref(),
             j.as_ref(),
@@ -624,6 +706,18 @@ pub fn build_module(
         bail!("kbuild did not produce {}", ko.display());
     }
     Ok(ko)
+}
+
+/// Whether the module's own compiles (its `.mod.c`, the C hook, kbuild's module-common.c)
+/// leave column numbers out of their debug info: columns depend on whether the compiler read
+/// the source or a copy preprocessed elsewhere (distcc preprocesses locally and compiles the
+/// expansion on the farm, where macros and spacing have moved), so without them the module is
+/// byte-identical whether or not a compile farm built it (`cargo xtask farm`). GCC has the
+/// flag since 8 (CONFIG_GCC_VERSION 80000), clang always; older compilers keep their columns.
+fn drops_columns(config: &crate::kernel::Config) -> bool {
+    let number = |opt: &str| config.values.get(opt).and_then(|v| v.parse::<u64>().ok());
+    number("CONFIG_GCC_VERSION").is_some_and(|v| v >= 80000)
+        || number("CONFIG_CLANG_VERSION").is_some_and(|v| v > 0)
 }
 
 /// Where klpgen keeps its own build directories and work files.
@@ -708,6 +802,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn module_compiles_drop_columns_where_the_compiler_can() {
+        let drops = |t: &str| drops_columns(&crate::kernel::Config::parse(t));
+        assert!(drops("CONFIG_GCC_VERSION=120200\n"));
+        assert!(drops("CONFIG_GCC_VERSION=80100\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=70500\n"));
+        assert!(drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=190106\n"));
+        assert!(!drops("CONFIG_GCC_VERSION=0\nCONFIG_CLANG_VERSION=0\n"));
+        assert!(!drops(""));
+    }
+
+    #[test]
     fn cmd_file_names_map_to_units() {
         let b = Path::new("/b");
         assert_eq!(
@@ -727,6 +832,7 @@ mod tests {
             vmlinux: build.join("vmlinux"),
             symvers: build.join("Module.symvers"),
             release: String::new(),
+            info: Default::default(),
         }
     }
 

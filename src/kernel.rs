@@ -6,20 +6,32 @@
 //! `KALLSYMS_ALL`, ftrace with regs or args, sysfs, a supported machine, no trimmed exports).
 //! Before any compile work, [`check_consistency`] refuses a target whose parts come from
 //! different builds (`target.*-mismatch`, docs/refusals.md): the vmlinux's `linux_banner`
-//! release against the build's `include/config/kernel.release`, the sources' Makefile version
-//! against that release, Module.symvers against the vmlinux's `__ksymtab_<name>` exports and
-//! `__crc_<name>` CRCs (every symbol, both ways), an out-of-tree module's vermagic against the
-//! vmlinux. The comparisons themselves are `patchgen::target`'s.
+//! release against the build's release, its version part (`UTS_VERSION`) against the build's
+//! `utsversion.h`, the sources' Makefile version against the upstream version (a
+//! distribution's package version from the banner, else the release), Module.symvers against
+//! the vmlinux's `__ksymtab_<name>` exports and `__crc_<name>` CRCs (every symbol, both ways),
+//! an out-of-tree module's and the modules directory's vermagic against the vmlinux. The
+//! comparisons themselves are `patchgen::target`'s; remedies naming a distribution's packages
+//! are `crate::distro`'s.
+//!
+//! The release is what a distribution really ships: `include/generated/utsrelease.h`
+//! (`UTS_RELEASE`) first, then `.kernelvariables`' `KERNELRELEASE` (Debian's headers), then
+//! `include/config/kernel.release` (which Debian's headers fill with the upstream version
+//! `6.1.192`, not the release `6.1.0-57-cloud-amd64`). A build directory without a `vmlinux` is
+//! a distribution's headers directory ([`TreeKind::Headers`]): klpgen then compiles in its own
+//! directory prepared from the sources with the headers' `.config`, `.kernelvariables` and
+//! Module.symvers ([`Tree::prepared_files`]), and never runs the headers' own kbuild.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use patchgen::target::{
-    module_mismatch, module_vermagic, release_mismatch, source_mismatch, symvers_mismatch,
-    KernelIdentity, Mismatch, Symvers,
+    build_mismatch, module_mismatch, module_vermagic, release_mismatch, source_mismatch,
+    symvers_mismatch, upstream_mismatch, KernelIdentity, Mismatch, Symvers,
 };
 
+use crate::distro::{self, Package, Side};
 use crate::verdict::Verdict;
 
 /// A parsed `.config`: option → value (`y`, `m`, a number or a quoted string).
@@ -100,6 +112,45 @@ pub fn check_config(cfg: &Config, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the target build directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TreeKind {
+    /// A kernel build (the user's own): its vmlinux, objects, kbuild records and tools.
+    #[default]
+    Build,
+    /// A distribution's headers directory (`/usr/src/linux-headers-<release>`): `.config`,
+    /// Module.symvers, `.kernelvariables`, generated headers; no vmlinux, no objects, no
+    /// records, and tools that may not work (Debian's are links into `linux-kbuild-X.Y`, which
+    /// the archive keeps for the newest ABI only). klpgen builds in its own directory prepared
+    /// from the sources with [`Tree::prepared_files`].
+    Headers,
+}
+
+/// What identifies the target build beyond its paths.
+#[derive(Debug, Clone, Default)]
+pub struct BuildInfo {
+    pub kind: TreeKind,
+    /// The file the release was read from.
+    pub release_file: PathBuf,
+    /// `include/config/kernel.release` when it says something else than the release
+    /// (Debian's headers: the upstream version).
+    pub kernel_release: Option<String>,
+    /// The build's `UTS_VERSION` and the file it was read from.
+    pub uts_version: Option<(PathBuf, String)>,
+    /// `.kernelvariables` (Debian's headers: `KERNELRELEASE`, the compiler).
+    pub kernelvariables: Option<PathBuf>,
+    /// The target's modules: `--modules`, else `/lib/modules/<release>`.
+    pub modules: PathBuf,
+    /// Whether `modules` was given (`--modules`): then it must exist.
+    pub modules_given: bool,
+    /// The distribution's package of the target (from the vmlinux's banner), once the
+    /// target is checked.
+    pub package: Option<Package>,
+    /// The vmlinux's `UTS_VERSION` (its banner's version part), once the target is checked:
+    /// with the release, what the module's guard compares the running kernel's with.
+    pub vmlinux_version: Option<String>,
+}
+
 /// The paths of one kernel: sources, the target build, and its artefacts.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -111,6 +162,74 @@ pub struct Tree {
     pub vmlinux: PathBuf,
     pub symvers: PathBuf,
     pub release: String,
+    pub info: BuildInfo,
+}
+
+/// Where the target's pieces are, as the flags (or a distribution's defaults) name them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pieces<'a> {
+    pub build: Option<&'a Path>,
+    pub config: Option<&'a Path>,
+    pub vmlinux: Option<&'a Path>,
+    pub modules: Option<&'a Path>,
+}
+
+/// `#define NAME "value"` in a generated header.
+fn define(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("#define")?.trim_start();
+        let v = rest.strip_prefix(name)?;
+        if !v.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let v = v.trim();
+        Some(v.strip_prefix('"')?.strip_suffix('"')?.to_string())
+    })
+}
+
+/// `[override] KERNELRELEASE = value` in Debian's `.kernelvariables` (a make fragment).
+fn kernelvariables_release(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let l = l.strip_prefix("override").map_or(l, str::trim_start);
+        let (k, v) = l.split_once('=')?;
+        let k = k.trim().trim_end_matches([':', '?']).trim();
+        (k == "KERNELRELEASE" && !v.trim().is_empty()).then(|| v.trim().to_string())
+    })
+}
+
+/// The build's release and the file it came from: `utsrelease.h`, `.kernelvariables`,
+/// `include/config/kernel.release`, the first that says.
+fn read_release(build: &Path) -> Option<(String, PathBuf)> {
+    let uts = build.join("include/generated/utsrelease.h");
+    if let Some(r) = fs_text(&uts).and_then(|t| define(&t, "UTS_RELEASE")) {
+        return Some((r, uts));
+    }
+    let kv = build.join(".kernelvariables");
+    if let Some(r) = fs_text(&kv).and_then(|t| kernelvariables_release(&t)) {
+        return Some((r, kv));
+    }
+    let kr = build.join("include/config/kernel.release");
+    let r = fs_text(&kr)?.trim().to_string();
+    (!r.is_empty()).then_some((r, kr))
+}
+
+fn fs_text(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+/// The build's `UTS_VERSION`: `utsversion.h` (5.19 and later), else `compile.h`.
+fn read_uts_version(build: &Path) -> Option<(PathBuf, String)> {
+    [
+        "include/generated/utsversion.h",
+        "include/generated/compile.h",
+    ]
+    .iter()
+    .find_map(|f| {
+        let p = build.join(f);
+        let v = define(&fs_text(&p)?, "UTS_VERSION")?;
+        Some((p, v))
+    })
 }
 
 impl Tree {
@@ -127,12 +246,25 @@ impl Tree {
             .is_some_and(|a| elfdiff::arch::delayed_objtool(a, |o| self.config.is_set(o)))
     }
 
-    pub fn open(
-        source: &Path,
-        build: Option<&Path>,
-        config: Option<&Path>,
-        vmlinux: Option<&Path>,
-    ) -> Result<Self> {
+    /// Whether the target build is the user's own build or a distribution's headers.
+    pub fn kind(&self) -> TreeKind {
+        self.info.kind
+    }
+
+    /// The files of a headers directory klpgen's own build directory needs besides `.config`
+    /// (which [`Tree::config_text`] holds): `.kernelvariables` (Debian: the release and the
+    /// compiler, read by the top Makefile from the object tree) and Module.symvers (modpost's
+    /// CRCs for the module). Empty for an own build.
+    pub fn prepared_files(&self) -> Vec<PathBuf> {
+        if self.kind() != TreeKind::Headers {
+            return Vec::new();
+        }
+        let mut v: Vec<PathBuf> = self.info.kernelvariables.iter().cloned().collect();
+        v.push(self.symvers.clone());
+        v
+    }
+
+    pub fn open(source: &Path, pieces: &Pieces<'_>) -> Result<Self> {
         let source = source
             .canonicalize()
             .with_context(|| format!("kernel source tree {} does not exist", source.display()))?;
@@ -142,13 +274,15 @@ impl Tree {
                 source.display()
             );
         }
-        let build = match build {
+        let build = match pieces.build {
             Some(b) => b.canonicalize().with_context(|| {
                 format!("kernel build directory {} does not exist", b.display())
             })?,
             None => source.clone(),
         };
-        let config_path = config.map_or_else(|| build.join(".config"), Path::to_path_buf);
+        let config_path = pieces
+            .config
+            .map_or_else(|| build.join(".config"), Path::to_path_buf);
         let config_text = std::fs::read_to_string(&config_path).with_context(|| {
             format!(
                 "cannot read the kernel configuration {} (pass --config)",
@@ -156,12 +290,37 @@ impl Tree {
             )
         })?;
         let config = Config::parse(&config_text);
-        let vmlinux = vmlinux.map_or_else(|| build.join("vmlinux"), Path::to_path_buf);
+        let vmlinux = pieces
+            .vmlinux
+            .map_or_else(|| build.join("vmlinux"), Path::to_path_buf);
         let symvers = build.join("Module.symvers");
-        let release = std::fs::read_to_string(build.join("include/config/kernel.release"))
+        let (release, release_file) = read_release(&build)
+            .unwrap_or_else(|| (String::new(), build.join("include/config/kernel.release")));
+        let kernel_release = fs_text(&build.join("include/config/kernel.release"))
             .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+            .filter(|r| !r.is_empty() && *r != release);
+        let kernelvariables = Some(build.join(".kernelvariables")).filter(|p| p.is_file());
+        let kind = if build.join("vmlinux").exists() || build.join("vmlinux.o").exists() {
+            TreeKind::Build
+        } else {
+            TreeKind::Headers
+        };
+        let modules = pieces.modules.map_or_else(
+            || distro::system_root().join("lib/modules").join(&release),
+            Path::to_path_buf,
+        );
         Ok(Tree {
+            info: BuildInfo {
+                kind,
+                release_file,
+                kernel_release,
+                uts_version: read_uts_version(&build),
+                kernelvariables,
+                modules,
+                modules_given: pieces.modules.is_some(),
+                package: None,
+                vmlinux_version: None,
+            },
             source,
             build,
             config_path,
@@ -175,16 +334,20 @@ impl Tree {
 
     /// The file that names the target build's release.
     pub fn release_file(&self) -> PathBuf {
-        self.build.join("include/config/kernel.release")
+        self.info.release_file.clone()
     }
 
     /// Check that the target build has what klpgen reads from it.
     pub fn check_target(&self) -> Result<()> {
-        let release = self.release_file();
+        if self.release.is_empty() {
+            bail!(
+                "{} not found (nor include/generated/utsrelease.h or .kernelvariables there): the release of the target build; build the target kernel first",
+                self.build.join("include/config/kernel.release").display()
+            );
+        }
         for (p, what) in [
             (&self.vmlinux, "the target vmlinux (pass --vmlinux)"),
             (&self.symvers, "Module.symvers of the target build"),
-            (&release, "the release of the target build"),
         ] {
             if !p.is_file() {
                 bail!(
@@ -193,36 +356,89 @@ impl Tree {
                 );
             }
         }
+        if self.info.modules_given && !self.info.modules.is_dir() {
+            bail!("--modules {}: not a directory", self.info.modules.display());
+        }
         Ok(())
     }
 }
 
+/// What the target's vmlinux says about itself, once checked against the build.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Its banner's version part (`UTS_VERSION`).
+    pub version: Option<String>,
+    /// The distribution's package it belongs to (from that version).
+    pub package: Option<Package>,
+}
+
 /// The parts of the target must come from one build, checked before any compile work: the
-/// vmlinux's `linux_banner` names the build's release, the source tree's Makefile its version,
-/// Module.symvers lists exactly the vmlinux's exports (and their CRCs), and an out-of-tree
-/// module's vermagic names the same release. Each mismatch is a refusal with a stable key
-/// (`target.*-mismatch`, docs/refusals.md) naming both files and both values.
+/// vmlinux's `linux_banner` names the build's release and, where the build says, its
+/// `UTS_VERSION`; the source tree's Makefile its upstream version; Module.symvers lists exactly
+/// the vmlinux's exports (and their CRCs); an out-of-tree module's and a module of the modules
+/// directory's vermagic name the same release. Each mismatch is a refusal with a stable key
+/// (`target.*-mismatch`, docs/refusals.md) naming both files and both values, and for a
+/// distribution's kernel the packages to install.
 pub fn check_consistency(
     tree: &Tree,
     vmlinux: &[u8],
     symvers: &Symvers,
-    oot_module: Option<(&Path, &[u8])>,
-) -> Result<()> {
+    modules: &[(&Path, &[u8])],
+) -> Result<Identity> {
     let vm_label = tree.vmlinux.display().to_string();
     let id = KernelIdentity::parse(&vm_label, vmlinux)?;
+    let vm_pkg = id.version.as_deref().and_then(distro::package_of);
+    let build_pkg = tree
+        .info
+        .uts_version
+        .as_ref()
+        .and_then(|(_, v)| distro::package_of(v));
     let release_label = tree.release_file().display().to_string();
     let makefile = tree.source.join("Makefile");
+    let makefile_label = makefile.display().to_string();
     let makefile_text = std::fs::read_to_string(&makefile).unwrap_or_default();
     let mut found: Vec<Mismatch> = Vec::new();
-    found.extend(release_mismatch(&id, &release_label, &tree.release));
-    found.extend(source_mismatch(
-        &makefile.display().to_string(),
-        &makefile_text,
-        &release_label,
-        &tree.release,
-    ));
+    let release = release_mismatch(&id, &release_label, &tree.release);
+    let same_release = release.is_none();
+    found.extend(release);
+    if same_release {
+        if let Some((file, v)) = &tree.info.uts_version {
+            found.extend(build_mismatch(&id, &file.display().to_string(), v));
+        }
+    }
+    // The sources: exactly the package's upstream version where the banner names a package
+    // (a distribution's release such as 6.1.0-57-cloud-amd64 does not start with it), else a
+    // prefix of the build's release.
+    let source = match (&vm_pkg, &tree.info.kernel_release) {
+        (Some(p), _) => upstream_mismatch(
+            &makefile_label,
+            &makefile_text,
+            &format!(
+                "package version {} {} in {vm_label}'s linux_banner",
+                p.distribution, p.version
+            ),
+            &p.upstream,
+        ),
+        (None, Some(kr)) => source_mismatch(
+            &makefile_label,
+            &makefile_text,
+            &tree
+                .build
+                .join("include/config/kernel.release")
+                .display()
+                .to_string(),
+            kr,
+        ),
+        (None, None) => source_mismatch(
+            &makefile_label,
+            &makefile_text,
+            &release_label,
+            &tree.release,
+        ),
+    };
+    found.extend(source);
     found.extend(symvers_mismatch(&id, &symvers.label, symvers));
-    if let Some((ko, bytes)) = oot_module {
+    for (ko, bytes) in modules {
         let label = ko.display().to_string();
         let vermagic = module_vermagic(&label, bytes)?;
         found.extend(module_mismatch(
@@ -233,9 +449,26 @@ pub fn check_consistency(
         ));
     }
     if found.is_empty() {
-        return Ok(());
+        return Ok(Identity {
+            version: id.version,
+            package: vm_pkg,
+        });
     }
-    let list: Vec<String> = found.iter().map(|m| format!("\n  {m}")).collect();
+    let vm_side = Side {
+        release: id.release.as_deref(),
+        package: vm_pkg.as_ref(),
+    };
+    let build_side = Side {
+        release: Some(tree.release.as_str()).filter(|r| !r.is_empty()),
+        package: build_pkg.as_ref(),
+    };
+    let list: Vec<String> = found
+        .iter()
+        .map(|m| match distro::remedy(m.key, &vm_side, &build_side) {
+            Some(r) => format!("\n  {m}\n    remedy: {r}"),
+            None => format!("\n  {m}"),
+        })
+        .collect();
     Err(Verdict::Refused(format!(
         "the target's parts come from different builds:{}",
         list.concat()
@@ -273,6 +506,43 @@ pub fn target_layouts(label: &str, vmlinux: &[u8]) -> elfdiff::PlanOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_are_read_as_distributions_ship_them() {
+        assert_eq!(
+            define(
+                "#define UTS_RELEASE \"6.1.0-57-cloud-amd64\"\n",
+                "UTS_RELEASE"
+            )
+            .as_deref(),
+            Some("6.1.0-57-cloud-amd64")
+        );
+        assert_eq!(define("#define UTS_RELEASE_X \"a\"\n", "UTS_RELEASE"), None);
+        let kv =
+            "override ARCH = x86\noverride KERNELRELEASE = 6.1.0-57-cloud-amd64\nCCACHE = ccache\n";
+        assert_eq!(
+            kernelvariables_release(kv).as_deref(),
+            Some("6.1.0-57-cloud-amd64")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let b = tmp.path();
+        std::fs::create_dir_all(b.join("include/config")).unwrap();
+        std::fs::create_dir_all(b.join("include/generated")).unwrap();
+        std::fs::write(b.join("include/config/kernel.release"), "6.1.192\n").unwrap();
+        assert_eq!(read_release(b).unwrap().0, "6.1.192");
+        std::fs::write(b.join(".kernelvariables"), kv).unwrap();
+        assert_eq!(read_release(b).unwrap().0, "6.1.0-57-cloud-amd64");
+        std::fs::write(
+            b.join("include/generated/utsrelease.h"),
+            "#define UTS_RELEASE \"6.1.0-57-cloud-amd64\"\n",
+        )
+        .unwrap();
+        let (r, f) = read_release(b).unwrap();
+        assert_eq!(
+            (r.as_str(), f.ends_with("utsrelease.h")),
+            ("6.1.0-57-cloud-amd64", true)
+        );
+    }
 
     #[test]
     fn missing_livepatch_is_named() {

@@ -135,6 +135,7 @@ mod tests {
             vmlinux: "/build/vmlinux".into(),
             symvers: "/build/Module.symvers".into(),
             release: "6.12.0".into(),
+            info: Default::default(),
         }
     }
 

@@ -4,14 +4,18 @@
 //! failed ([`exit`], [`classify`]). `klpgen build` also accepts kpatch-build's flags with their
 //! meanings (`-s -c -v -j -t -n -o -d -R`, `--skip-cleanup`, `--skip-compiler-check`).
 
+mod assets;
 mod build;
 mod callerscmd;
 mod checkcmd;
 mod diffcmd;
+mod distro;
 mod explaincmd;
 mod files;
 mod kbuild;
 mod kernel;
+mod kofile;
+mod listcmd;
 mod machine;
 mod mirror;
 mod modinfo;
@@ -68,6 +72,12 @@ enum Command {
     /// Who calls a function (from the target's vmlinux.o, up to a depth): which callers
     /// livepatch cannot redirect, whose address is taken, which call it inside a loop.
     Callers(callerscmd::CallersArgs),
+    /// The livepatches of the running kernel (from sysfs): state, the objects and functions
+    /// each patches, its module file and which klpgen build produced it.
+    List(listcmd::ListArgs),
+    /// Write the man pages and shell completions (for packaging: `cargo xtask package`).
+    #[command(hide = true)]
+    Generate(assets::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +88,8 @@ fn main() -> ExitCode {
         Command::Check(a) => checkcmd::run(a),
         Command::Explain(a) => explaincmd::run(a),
         Command::Callers(a) => callerscmd::run(a),
+        Command::List(a) => listcmd::run(a),
+        Command::Generate(a) => assets::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

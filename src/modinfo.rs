@@ -28,8 +28,16 @@ pub fn module_name(ko: &Path, bytes: &[u8]) -> Result<String> {
     if let Some(name) = values(&file, "name").into_iter().next() {
         return Ok(name);
     }
-    let stem = ko
-        .file_stem()
-        .map(|s| s.to_string_lossy().replace('-', "_"));
+    // The file name without its module suffix (`.ko`, `.ko.xz`, ...).
+    let file = ko.file_name().map(|s| s.to_string_lossy().into_owned());
+    let stem = file.map(|f| {
+        let base = crate::kofile::SUFFIXES
+            .iter()
+            .rev()
+            .find_map(|s| f.strip_suffix(s))
+            .unwrap_or(&f)
+            .to_string();
+        base.replace('-', "_")
+    });
     stem.context("module file has no name")
 }

@@ -87,8 +87,11 @@ pub fn per_object(tree: &Tree) -> bool {
 
 /// The target's objtool and options, from the records of the patched units (first one that ran
 /// objtool) or, failing those, of a few objects every such kernel has.
-pub fn locate(tree: &Tree, units: &[String]) -> Result<Objtool> {
-    let binary = tree.build.join("tools/objtool/objtool");
+/// `objtree` is the target build, or for a distribution's headers (no records, tools that may
+/// not run) klpgen's own build directory, which built the patched units with the target's
+/// configuration and recorded their objtool commands.
+pub fn locate(objtree: &Path, units: &[String]) -> Result<Objtool> {
+    let binary = objtree.join("tools/objtool/objtool");
     if !binary.is_file() {
         bail!(
             "this target runs objtool on each object (ORC without IBT) and klpgen runs it on the livepatch object, but {} is missing (build the target, or install its objtool there)",
@@ -100,7 +103,7 @@ pub fn locate(tree: &Tree, units: &[String]) -> Result<Objtool> {
         .map(String::as_str)
         .chain(FALLBACK_UNITS.iter().copied());
     for unit in candidates {
-        let path = record_path(&tree.build, unit);
+        let path = record_path(objtree, unit);
         let Ok(text) = fs::read_to_string(&path) else {
             continue;
         };
@@ -114,7 +117,7 @@ pub fn locate(tree: &Tree, units: &[String]) -> Result<Objtool> {
     }
     bail!(
         "this target runs objtool on each object (ORC without IBT) but no kbuild record in {} shows its objtool command (looked at the patched units and {}); klpgen needs the target's objtool options to give the livepatch its ORC data",
-        tree.build.display(),
+        objtree.display(),
         FALLBACK_UNITS.join(", ")
     )
 }

@@ -6,7 +6,10 @@
 //! A patch whose paths leave the tree, are absolute, or that has binary hunks is refused when
 //! it is loaded, before anything is written (`patchgen::patchfile`). Before applying, every file
 //! a patch touches is copied and the journal names the copies; restoring puts back bytes, mode
-//! and time and removes what the patch created. It never asks `patch` to reverse, so a
+//! and time and removes what the patch created, then gives the directories whose entries the
+//! patch changed (GNU patch writes a temporary file beside each file it patches and renames it
+//! over the file) their times back, so the tree keeps every time stamp, directories included.
+//! It never asks `patch` to reverse, so a
 //! half-applied patch is restored too. Once all patches are applied, each patched file is read
 //! once against its saved original: the lines the patches changed (in the original numbering,
 //! for `klpgen explain`) are taken first, then `#line` directives go into C files and headers
@@ -77,11 +80,23 @@ struct Saved {
     new_dirs: Vec<String>,
 }
 
+/// A directory's modification time before a patch changed its entries.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedDir {
+    /// Relative to the tree root (`""` for the root itself).
+    dir: String,
+    mtime: u128,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct JournalEntry {
     /// Copy of the patch as applied.
     patch: PathBuf,
     files: Vec<Saved>,
+    /// The existing directories the patch may add entries to or remove entries from: each
+    /// touched file's directory, or the nearest existing ancestor of a new file's.
+    #[serde(default)]
+    dirs: Vec<SavedDir>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +114,46 @@ fn set_mtime(p: &Path, ns: u128) -> Result<()> {
     let t = UNIX_EPOCH + Duration::from_nanos(ns as u64);
     let f = fs::File::options().write(true).open(p)?;
     f.set_modified(t)?;
+    Ok(())
+}
+
+/// A directory's time: opened read-only (a directory cannot be opened for writing), which is
+/// enough for the owner to set its times.
+fn set_dir_mtime(p: &Path, ns: u128) -> Result<()> {
+    let t = UNIX_EPOCH + Duration::from_nanos(ns as u64);
+    fs::File::open(p)?.set_modified(t)?;
+    Ok(())
+}
+
+/// The existing directories whose entries patching `files` may change, with their times.
+fn save_dirs(source: &Path, files: &[String]) -> Vec<SavedDir> {
+    let mut out: Vec<SavedDir> = Vec::new();
+    for f in files {
+        let mut rel = Path::new(f).parent();
+        while let Some(d) = rel {
+            let path = source.join(d);
+            if path.is_dir() {
+                let dir = d.to_string_lossy().into_owned();
+                if let Some(mtime) = mtime_ns(&path).filter(|_| !out.iter().any(|s| s.dir == dir)) {
+                    out.push(SavedDir { dir, mtime });
+                }
+                break;
+            }
+            rel = d.parent();
+        }
+    }
+    out
+}
+
+/// Give the saved directories their times back (after their entries are restored).
+fn restore_dirs(source: &Path, dirs: &[SavedDir]) -> Result<()> {
+    for d in dirs {
+        let path = source.join(&d.dir);
+        if path.is_dir() && mtime_ns(&path) != Some(d.mtime) {
+            set_dir_mtime(&path, d.mtime)
+                .with_context(|| format!("restoring the time of {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -344,9 +399,11 @@ impl Applied {
             let backups = workdir.join(format!("saved-{i}"));
             let _ = fs::remove_dir_all(&backups);
             let files = save_files(source, &p.files, &backups)?;
+            let dirs = save_dirs(source, &p.files);
             applied.journal.applied.push(JournalEntry {
                 patch: copy.clone(),
                 files,
+                dirs,
             });
             applied.save()?;
             let out = gnu_patch(source, &copy, false, false, intr)?;
@@ -420,6 +477,8 @@ fn undo(j: &Journal) -> Result<()> {
         for s in &e.files {
             restore(&j.source, s)?;
         }
+        // Last, once the entries are back: the first patch's directory times win.
+        restore_dirs(&j.source, &e.dirs)?;
     }
     Ok(())
 }
@@ -481,16 +540,24 @@ mod tests {
         let files: Vec<String> = ["lib/a.c", "lib/b.c", "new/dir/c.c"]
             .map(String::from)
             .into();
+        set_dir_mtime(&src.join("lib"), 2_000_000_000_456).unwrap();
+        set_dir_mtime(&src, 3_000_000_000_789).unwrap();
+        let dir_times = (mtime_ns(&src.join("lib")), mtime_ns(&src));
         let saved = save_files(&src, &files, &work.join("saved-0")).unwrap();
+        let dirs = save_dirs(&src, &files);
+        assert_eq!(dirs.len(), 2, "lib/ and, for new/dir/c.c, the root");
         let j = Journal {
             source: src.clone(),
             applied: vec![JournalEntry {
                 patch: work.join("applied-0.patch"),
                 files: saved,
+                dirs,
             }],
         };
         fs::write(work.join("journal.json"), serde_json::to_vec(&j).unwrap()).unwrap();
-        // The half-applied state.
+        // The half-applied state (with GNU patch's temporary file beside a.c).
+        fs::write(src.join("lib/.a.c.tmp"), "x").unwrap();
+        fs::remove_file(src.join("lib/.a.c.tmp")).unwrap();
         fs::write(src.join("lib/a.c"), "int a = 1;\n").unwrap();
         fs::set_permissions(src.join("lib/b.c"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::create_dir_all(src.join("new/dir")).unwrap();
@@ -500,6 +567,7 @@ mod tests {
         assert_eq!(before("lib/a.c"), a0);
         assert_eq!(before("lib/b.c"), b0);
         assert!(!src.join("new").exists());
+        assert_eq!((mtime_ns(&src.join("lib")), mtime_ns(&src)), dir_times);
         assert!(!work.join("journal.json").exists());
         assert!(!recover(&work).unwrap(), "nothing left to recover");
     }

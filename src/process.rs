@@ -35,6 +35,11 @@ impl Interrupt {
         }
         Ok(())
     }
+    /// What SIGINT does, for tests of the code that waits.
+    #[cfg(test)]
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The error a run ends with when it was interrupted.

@@ -22,6 +22,15 @@ pub struct Kernel {
     pub config_sha256: String,
     /// The compiler that built the target vmlinux (its `.comment`).
     pub compiler: String,
+    /// The vmlinux's `UTS_VERSION` (its banner's version part, `uname -v` on that kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The distribution whose package the kernel is (`debian`), from its banner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<String>,
+    /// That package's version (`6.1.192-3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +60,10 @@ pub struct FunctionVerdict {
     /// callees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<elfdiff::explain::Explanation>,
+    /// Its split parts (`.cold`, `.part.N`) that are changed or new, each an entry of its own
+    /// (verdict, why, callers, explain); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<FunctionVerdict>,
 }
 
 #[derive(Debug, Serialize, Clone, Default)]
@@ -81,6 +94,9 @@ pub struct ObjectEntry {
     pub ignored: Vec<elfdiff::Ignored>,
     /// Livepatch callbacks (`KLPGEN_*_CALLBACK`) the unit defines.
     pub callbacks: Vec<elfdiff::CallbackEntry>,
+    /// System states (`KLPGEN_STATE`) the unit declares; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<elfdiff::State>,
 }
 
 #[derive(Debug, Serialize)]

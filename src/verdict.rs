@@ -1,6 +1,6 @@
 //! How a run ends other than with a livepatch: a verdict (refused, no functional change),
 //! the verdict a diff report implies, and the per-function text of a report that `klpgen diff`
-//! prints and `klpgen build` prints for each unit.
+//! prints and `klpgen build` prints for each unit (split parts under their function).
 
 use elfdiff::Report;
 
@@ -52,14 +52,22 @@ impl Verdict {
 }
 
 /// A report as text: `label:`, then one line per changed, new, refused and ignored function
-/// and per callback.
+/// and per callback and system state; the split parts (`.cold`, `.part.N`) of a changed or new
+/// function on lines of their own under it.
 pub fn print_text(label: &str, r: &Report) {
     println!("{label}:");
+    let parts = |f: &str| {
+        for p in r.parts.get(f).into_iter().flatten() {
+            println!("    part   {} ({})", p.name, p.verdict.as_str());
+        }
+    };
     for f in &r.changed {
         println!("  changed  {f}");
+        parts(f);
     }
     for f in &r.new {
         println!("  new      {f}");
+        parts(f);
     }
     for f in &r.refused {
         println!("  refused  {} ({})", f.symbol, f.key);
@@ -69,5 +77,8 @@ pub fn print_text(label: &str, r: &Report) {
     }
     for c in &r.callbacks {
         println!("  callback {} {}", c.kind.member(), c.function);
+    }
+    for st in &r.states {
+        println!("  state    {:#x} version {}", st.id, st.version);
     }
 }

@@ -12,7 +12,11 @@
 //! `--cc-launcher`; in-tree builds from a mirror; header patches without records; runs with
 //! different caches taking turns on one tree; `#line` directives keeping `__LINE__`; the
 //! target's objtool on the livepatch object; patches of several units (and an in-tree module)
-//! whose new globals bind inside the livepatch, and their `refuse.new-global` refusals.
+//! whose new globals bind inside the livepatch, and their `refuse.new-global` refusals;
+//! a Debian kernel as the default target (a system
+//! root with its packages' files, `KLPGEN_ROOT_FOR_TESTS`), `--fetch` through stand-in
+//! `apt-get` and `dpkg-deb`, missing packages, and its mismatches (another ABI's vmlinux,
+//! another flavour's headers, sources of another version, modules of another release).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -44,7 +48,9 @@ for a in "$@"; do
 done
 if [ -n "$mdir" ]; then
   name=$(sed -n 's/^obj-m := \(.*\)\.o$/\1/p' "$mdir/Kbuild")
-  rel=$(cat "$src/include/config/kernel.release")
+  # The release as kbuild has it: Debian's .kernelvariables override, else kernel.release.
+  rel=$(sed -n 's/^override KERNELRELEASE = //p' "$src/.kernelvariables" 2>/dev/null)
+  [ -n "$rel" ] || rel=$(cat "$src/include/config/kernel.release")
   printf '__attribute__((section(".modinfo"), used)) static const char mi[] = "livepatch=Y\\0license=GPL\\0vermagic=%s SMP mod_unload ";\n' "$rel" > "$mdir/modinfo.c"
   gcc -c -o "$mdir/modinfo.o" "$mdir/modinfo.c" || exit 2
   ld -r -o "$mdir/$name.ko" "$mdir/klpgen_patch.o" "$mdir/modinfo.o" || exit 2
@@ -488,15 +494,119 @@ fn interrupted_at_random_points_the_tree_is_always_restored() {
 }
 
 #[test]
-fn a_second_run_on_the_same_tree_is_refused_naming_the_holder() {
+fn a_second_run_on_the_same_cache_with_no_wait_fails_naming_the_holder() {
     let t = Tree::new(CONFIG);
     let p = t.patch("slow.patch", GOOD_PATCH);
     let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
-    let second = t.command(&p).output().unwrap();
+    let start = Instant::now();
+    let second = t.command(&p).arg("--no-wait").output().unwrap();
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{err}");
-    assert!(err.contains("another klpgen run is using"), "{err}");
-    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+    // It names the holder (pid and command) and what is held: the cache directory.
+    assert!(err.contains("is in use by another klpgen run"), "{err}");
+    assert!(err.contains(&format!("pid {}: ", first.id())), "{err}");
+    assert!(err.contains("slow.patch"), "{err}");
+    assert!(
+        err.contains(&t.root.join("cache/trees").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--no-wait"), "{err}");
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+}
+
+#[test]
+fn a_second_run_on_the_same_cache_waits_for_the_first() {
+    let t = Tree::new(CONFIG);
+    let before = t.snapshot();
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let quick = t.patch(
+        "quick.patch",
+        &GOOD_PATCH.replace("x + 2; /* SLOW_MARK */", "x + 3;"),
+    );
+    let err_path = t.root.join("second.stderr");
+    let mut second = t
+        .command(&quick)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = format!("waiting for another klpgen run (pid {}: ", first.id());
+    while !fs::read_to_string(&err_path).unwrap().contains(&waiting) {
+        assert!(
+            Instant::now() < deadline,
+            "second run did not wait: {}",
+            fs::read_to_string(&err_path).unwrap()
+        );
+        assert!(second.try_wait().unwrap().is_none(), "second run ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.contains(&format!(
+            "to finish with klpgen's cache directory {}",
+            t.root.join("cache/trees").display()
+        )),
+        "{err}"
+    );
+    // Still waiting a while later, the first run's patch the only one applied.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.try_wait().unwrap().is_none(), "second run ended");
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait_with_output().unwrap();
+    let status = second.wait().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    // Once the first run ended, the second went on and built its own patch.
+    assert!(status.success(), "{err}");
+    assert!(err.contains("building patched objects"), "{err}");
+    assert!(t.root.join("out/livepatch-quick.ko").is_file(), "{err}");
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_run_waiting_for_the_cache_stops_on_ctrl_c() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("slow.patch", GOOD_PATCH);
+    let (first, _) = t.spawn_until_patched_build(&p, Stdio::null());
+    let err_path = t.root.join("second.stderr");
+    let second = t
+        .command(&p)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&err_path)
+        .unwrap()
+        .contains("waiting for another klpgen run")
+    {
+        assert!(Instant::now() < deadline, "second run did not wait");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &second.id().to_string()])
+        .status()
+        .unwrap();
+    let out = second.wait_with_output().unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // The first run is undisturbed: still in its patched build.
+    assert!(fs::read_to_string(t.src().join("lib/demo.c"))
+        .unwrap()
+        .contains("SLOW_MARK"));
     Command::new("kill")
         .args(["-INT", &first.id().to_string()])
         .status()
@@ -531,8 +641,13 @@ fn snapshot_dir(dir: &Path) -> std::collections::BTreeMap<PathBuf, Entry> {
                 let h = Sha256::digest(fs::read(&p).unwrap());
                 ('f', h.iter().map(|b| format!("{b:02x}")).collect())
             };
-            // A directory's own time changes with its entries: compared through them.
-            let mtime = if ft.is_dir() {
+            // A directory's own time changes with its entries: compared through them, except
+            // in the source tree and the target build (and the distribution's files), whose
+            // directories must keep their times too (GNU patch's temporary files change them).
+            let kept = ["src", "build", "sysroot"]
+                .iter()
+                .any(|d| rel.starts_with(d));
+            let mtime = if ft.is_dir() && !kept {
                 SystemTime::UNIX_EPOCH
             } else {
                 meta.modified().unwrap()
@@ -846,6 +961,50 @@ fn diff_refuses_symvers_of_another_build() {
 }
 
 #[test]
+fn diff_lists_split_parts_under_their_function() {
+    // tests/fixtures/cold_part.c: only report's unlikely path, report.cold, changes.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cold_part.c");
+    let obj = |name: &str, patched: bool| {
+        let out = tmp.path().join(name);
+        let flags = testsupport::gcc::KERNEL_CFLAGS
+            .iter()
+            .chain(testsupport::gcc::DIFF_CFLAGS);
+        let mut args: Vec<&std::ffi::OsStr> = flags.map(|f| f.as_ref()).collect();
+        if patched {
+            args.push("-DPATCHED".as_ref());
+        }
+        args.extend([src.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+        gcc(&args);
+        out
+    };
+    let (orig, patched) = (obj("orig.o", false), obj("patched.o", true));
+    let diff = |format: &str| {
+        Command::new(KLPGEN)
+            .args(["diff", "--format", format])
+            .arg(&orig)
+            .arg(&patched)
+            .output()
+            .unwrap()
+    };
+    let o = diff("text");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.contains("  changed  report\n    part   report.cold (changed)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("  changed  report.cold"), "{out}");
+    let o = diff("json");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["changed"], serde_json::json!(["report"]));
+    assert_eq!(
+        v["parts"],
+        serde_json::json!({"report": [{"name": "report.cold", "verdict": "changed"}]})
+    );
+}
+
+#[test]
 fn out_of_tree_module_of_another_kernel_is_refused() {
     let t = Tree::new(CONFIG);
     let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
@@ -929,6 +1088,56 @@ fn patches_can_include_the_annotation_header() {
         obj.windows(name.len()).any(|w| w == name),
         "the patched object has no .klpgen.ignore.functions section"
     );
+}
+
+/// A patch written for kpatch-build includes `"kpatch-syscall.h"` (which includes
+/// `"kpatch-macros.h"`) with quotes: klpgen installs its own headers of those names at the top
+/// of the directory on the include path, so it builds unchanged; KPATCH_IGNORE_FUNCTION is
+/// klpgen's ignore.
+#[test]
+fn patches_can_include_kpatch_headers() {
+    let t = Tree::new(CONFIG);
+    fs::write(
+        t.src().join("lib/demo.c"),
+        "int demo(int x)\n{\n\treturn x + 1;\n}\n",
+    )
+    .unwrap();
+    let p = t.patch(
+        "kp.patch",
+        "--- a/lib/demo.c\n+++ b/lib/demo.c\n@@ -1,4 +1,6 @@\n+#include \"kpatch-syscall.h\"\n int demo(int x)\n {\n-\treturn x + 1;\n+\treturn x + 2;\n }\n+KPATCH_IGNORE_FUNCTION(demo);\n",
+    );
+    let o = t.command(&p).output().unwrap();
+    let err = stderr(&o);
+    // Without the headers the patched build fails (exit 4).
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ignored  demo in .text.demo"), "{out}");
+    let trees: Vec<PathBuf> = fs::read_dir(t.root.join("cache/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [tree] = trees.as_slice() else {
+        panic!("one tree directory expected: {trees:?}")
+    };
+    let mut installed: Vec<String> = Vec::new();
+    for e in fs::read_dir(tree.join("include")).unwrap() {
+        installed.push(e.unwrap().file_name().to_string_lossy().into_owned());
+    }
+    installed.sort();
+    // Nothing else: no kernel header can be shadowed.
+    assert_eq!(installed, ["klpgen", "kpatch-macros.h", "kpatch-syscall.h"]);
+    for name in ["kpatch-macros.h", "kpatch-syscall.h"] {
+        let shipped = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("include")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(tree.join("include").join(name)).unwrap(),
+            shipped
+        );
+    }
 }
 
 #[test]
@@ -1772,4 +1981,743 @@ fn a_static_made_global_for_another_unit() {
         "{}",
         stderr(&o)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Debian kernel as the target: a system root laid out as its packages install it.
+
+const DEB_RELEASE: &str = "6.1.0-57-cloud-amd64";
+const DEB_VERSION: &str = "6.1.192-3";
+const DEB_UTS_VERSION: &str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)";
+const DEB_MAKEFILE: &str = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n";
+
+/// Stand-in `apt-get download PKG=VER`: writes `PKG_VER_amd64.deb` naming the directory (under
+/// $FAKE_ARCHIVE/PKG) whose contents the stand-in `dpkg-deb -x` copies out; logs each call.
+const FAKE_APT_GET: &str = r#"#!/bin/sh
+[ "$1" = download ] || exit 1
+echo "$*" >> "$FAKE_ARCHIVE/apt-get.log"
+pkg=${2%%=*}; ver=${2#*=}
+[ -d "$FAKE_ARCHIVE/$pkg" ] || { echo "E: Version '$ver' for '$pkg' was not found" >&2; exit 100; }
+echo "$FAKE_ARCHIVE/$pkg" > "${pkg}_${ver}_amd64.deb"
+"#;
+const FAKE_DPKG_DEB: &str = r#"#!/bin/sh
+[ "$1" = -x ] || exit 1
+mkdir -p "$3" && cp -a "$(cat "$2")/." "$3/"
+"#;
+
+const DEB_MOD_C: &str = "static __attribute__((noinline)) int mod_helper(int x)\n{\n\treturn x * 5;\n}\n\nint mod_fn(int x)\n{\n\treturn mod_helper(x) + 1;\n}\n";
+
+/// The stock module `mod` of the Debian root: `drivers/m/mod.c` built like the kernel's
+/// objects, with a `.modinfo` and a build-id; installed as Debian does (stripped of its
+/// debugging symbols, STT_FILE included, and here xz-compressed), its full copy where the
+/// `-dbg` package puts it.
+fn deb_stock_module(t: &Tree, with_debug_copy: bool) {
+    let sys = t.root.join("sysroot");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let obj = d.join("mod.o");
+    gcc(&[
+        "-O2".as_ref(),
+        "-c".as_ref(),
+        "-pg".as_ref(),
+        "-mfentry".as_ref(),
+        "-mrecord-mcount".as_ref(),
+        t.src().join("drivers/m/mod.c").as_os_str(),
+        "-o".as_ref(),
+        obj.as_os_str(),
+    ]);
+    let mi = d.join("mi.c");
+    fs::write(
+        &mi,
+        format!("__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name=mod\\0vermagic={DEB_RELEASE} SMP preempt mod_unload modversions \";\n"),
+    )
+    .unwrap();
+    let mi_o = d.join("mi.o");
+    gcc(&[
+        "-c".as_ref(),
+        mi.as_os_str(),
+        "-o".as_ref(),
+        mi_o.as_os_str(),
+    ]);
+    let full = d.join("mod.ko");
+    let o = Command::new("ld")
+        .arg("-r")
+        .arg("--build-id=sha1")
+        .arg("-o")
+        .arg(&full)
+        .arg(&obj)
+        .arg(&mi_o)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ld: {}", stderr(&o));
+    let installed = d.join("installed/mod.ko");
+    fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    let o = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&installed)
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "strip: {}", stderr(&o));
+    let o = Command::new("xz").arg(&installed).output().unwrap();
+    assert!(o.status.success(), "xz: {}", stderr(&o));
+    let modules = sys.join(format!("lib/modules/{DEB_RELEASE}"));
+    fs::create_dir_all(modules.join("kernel/drivers/m")).unwrap();
+    fs::copy(
+        d.join("installed/mod.ko.xz"),
+        modules.join("kernel/drivers/m/mod.ko.xz"),
+    )
+    .unwrap();
+    fs::write(
+        modules.join("modules.order"),
+        "kernel/lib/crc7.ko\nkernel/drivers/m/mod.ko\n",
+    )
+    .unwrap();
+    if with_debug_copy {
+        let dbg = sys.join(format!(
+            "usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko"
+        ));
+        fs::create_dir_all(dbg.parent().unwrap()).unwrap();
+        fs::copy(&full, dbg).unwrap();
+    }
+}
+
+/// A Debian `release` as seen from a system root: banner, headers directory and so on.
+struct Deb {
+    release: String,
+    uts_version: String,
+}
+
+impl Deb {
+    fn stock() -> Deb {
+        Deb {
+            release: DEB_RELEASE.into(),
+            uts_version: DEB_UTS_VERSION.into(),
+        }
+    }
+    fn banner(&self) -> String {
+        format!(
+            "Linux version {} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) {}\n",
+            self.release, self.uts_version
+        )
+    }
+}
+
+/// A linked stand-in vmlinux of `deb` (the miniature tree's code, built like Tree::new's).
+fn deb_vmlinux(src: &Path, deb: &Deb, out: &Path) {
+    let objs = tempfile::tempdir().unwrap();
+    let demo_o = objs.path().join("demo.o");
+    gcc(&[
+        "-O2".as_ref(),
+        "-c".as_ref(),
+        "-pg".as_ref(),
+        "-mfentry".as_ref(),
+        "-mrecord-mcount".as_ref(),
+        src.join("lib/demo.c").as_os_str(),
+        "-o".as_ref(),
+        demo_o.as_os_str(),
+    ]);
+    let extra_c = objs.path().join("extra.c");
+    let banner = deb.banner().replace('\n', "\\n");
+    fs::write(
+        &extra_c,
+        VMLINUX_EXTRA_C.replace(
+            "Linux version 6.12.0-klpgen (test@klpgen) #1 SMP\\n",
+            &banner,
+        ),
+    )
+    .unwrap();
+    let extra_o = objs.path().join("extra.o");
+    gcc(&[
+        "-O2".as_ref(),
+        "-c".as_ref(),
+        extra_c.as_os_str(),
+        "-o".as_ref(),
+        extra_o.as_os_str(),
+    ]);
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    gcc(&[
+        "-nostdlib".as_ref(),
+        "-static".as_ref(),
+        "-no-pie".as_ref(),
+        "-Wl,-e,demo".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        demo_o.as_os_str(),
+        extra_o.as_os_str(),
+    ]);
+}
+
+/// The headers directory of `deb` at `dir`: what linux-headers-<release> installs.
+fn deb_headers(dir: &Path, deb: &Deb) {
+    fs::create_dir_all(dir.join("include/config")).unwrap();
+    fs::create_dir_all(dir.join("include/generated")).unwrap();
+    fs::write(dir.join(".config"), CONFIG).unwrap();
+    fs::write(dir.join("Module.symvers"), SYMVERS).unwrap();
+    fs::write(
+        dir.join(".kernelvariables"),
+        format!(
+            "override ARCH = x86\noverride KERNELRELEASE = {}\nCC = gcc\n",
+            deb.release
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("include/generated/utsrelease.h"),
+        format!("#define UTS_RELEASE \"{}\"\n", deb.release),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("include/generated/utsversion.h"),
+        format!("#define UTS_VERSION \"{}\"\n", deb.uts_version),
+    )
+    .unwrap();
+    // Debian's headers say the upstream version here, not the release.
+    fs::write(dir.join("include/config/kernel.release"), "6.1.192\n").unwrap();
+}
+
+/// A module `.ko.xz` of `release` (just its `.modinfo`) at `path`.
+fn deb_module(path: &Path, name: &str, release: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("m.c");
+    fs::write(
+        &c,
+        format!("__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name={name}\\0vermagic={release} SMP preempt mod_unload modversions \";\n"),
+    )
+    .unwrap();
+    let ko = dir.path().join("m.ko");
+    gcc(&["-c".as_ref(), c.as_os_str(), "-o".as_ref(), ko.as_os_str()]);
+    let o = Command::new("xz").arg("-k").arg(&ko).output().unwrap();
+    assert!(o.status.success(), "xz: {}", stderr(&o));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::copy(dir.path().join("m.ko.xz"), path).unwrap();
+}
+
+impl Tree {
+    /// A Debian system root under `sysroot/` running `DEB_RELEASE`, with every package of
+    /// the target installed: headers, the `-dbg` vmlinux, the image's modules, and
+    /// linux-source-6.1 of the same version (a tarball of the miniature tree). Stand-ins
+    /// for apt-get and dpkg-deb are in `bin/`, and `archive/` is what they download from.
+    fn debian() -> Tree {
+        let t = Tree::new(CONFIG);
+        fs::write(t.src().join("Makefile"), DEB_MAKEFILE).unwrap();
+        // A unit of a stock module (`=m`): `kernel/drivers/m/mod.ko` (see deb_stock_module).
+        fs::create_dir_all(t.src().join("drivers/m")).unwrap();
+        fs::write(t.src().join("drivers/m/mod.c"), DEB_MOD_C).unwrap();
+        let sys = t.root.join("sysroot");
+        let deb = Deb::stock();
+        for d in ["etc", "proc/sys/kernel", "var/lib/dpkg", "usr/src"] {
+            fs::create_dir_all(sys.join(d)).unwrap();
+        }
+        fs::write(
+            sys.join("etc/os-release"),
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n",
+        )
+        .unwrap();
+        fs::write(
+            sys.join("proc/sys/kernel/osrelease"),
+            format!("{DEB_RELEASE}\n"),
+        )
+        .unwrap();
+        fs::write(sys.join("proc/version"), deb.banner()).unwrap();
+        fs::write(
+            sys.join("var/lib/dpkg/status"),
+            format!("Package: linux-source-6.1\nStatus: install ok installed\nVersion: {DEB_VERSION}\n\n"),
+        )
+        .unwrap();
+        deb_headers(
+            &sys.join(format!("usr/src/linux-headers-{DEB_RELEASE}")),
+            &deb,
+        );
+        deb_vmlinux(
+            &t.src(),
+            &deb,
+            &sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")),
+        );
+        let modules = sys.join(format!("lib/modules/{DEB_RELEASE}"));
+        deb_module(&modules.join("kernel/lib/crc7.ko.xz"), "crc7", DEB_RELEASE);
+        fs::write(modules.join("modules.order"), "kernel/lib/crc7.ko\n").unwrap();
+        // linux-source-6.1: the tree as `linux-source-6.1/` in a tarball.
+        let stage = t.root.join("stage");
+        fs::create_dir_all(&stage).unwrap();
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(t.src())
+            .arg(stage.join("linux-source-6.1"))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = Command::new("tar")
+            .arg("-cJf")
+            .arg(sys.join("usr/src/linux-source-6.1.tar.xz"))
+            .arg("-C")
+            .arg(&stage)
+            .arg("linux-source-6.1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "tar: {}", stderr(&o));
+        fs::remove_dir_all(&stage).unwrap();
+        let bin = t.root.join("bin");
+        for (name, text) in [("apt-get", FAKE_APT_GET), ("dpkg-deb", FAKE_DPKG_DEB)] {
+            fs::write(bin.join(name), text).unwrap();
+            fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::create_dir_all(t.root.join("archive")).unwrap();
+        t
+    }
+
+    /// `klpgen build` of `patch` with no target flags on the Debian system root, isolated.
+    fn debian_command(&self, patch: &Path) -> Command {
+        let mut c = Command::new(KLPGEN);
+        let path = format!(
+            "{}:{}",
+            self.root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path)
+            .env("KLPGEN_CACHE_DIR", self.root.join("cache"))
+            .env("KLPGEN_ROOT_FOR_TESTS", self.root.join("sysroot"))
+            .env("FAKE_ARCHIVE", self.root.join("archive"))
+            .env("HOME", self.root.join("home"))
+            .env("XDG_CACHE_HOME", self.root.join("xdg-cache"))
+            .env("TMPDIR", self.root.join("tmp"))
+            .arg("build")
+            .arg("-o")
+            .arg(self.root.join("out"))
+            .arg(patch);
+        c
+    }
+}
+
+impl Tree {
+    /// `klpgen build --sourcedir SRC` on the Debian system root, isolated, the other parts
+    /// left to the caller's flags.
+    fn explicit_debian(&self, patch: &Path, source: &Path) -> Command {
+        let mut c = self.debian_command(patch);
+        c.arg("--sourcedir").arg(source);
+        c
+    }
+}
+
+fn report_of(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_running_debian_kernel_is_the_default_target() {
+    let t = Tree::debian();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("out/report.json");
+    let before = snapshot_dir(&t.root);
+    let o = t
+        .debian_command(&p)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("target {DEB_RELEASE} (debian {DEB_VERSION})")),
+        "{err}"
+    );
+    assert!(
+        err.contains("unpacking") && err.contains("linux-source-6.1.tar.xz"),
+        "{err}"
+    );
+    // Written: the cache (the unpacked sources included) and the output; the system root
+    // (its directories' times too), the tree and HOME are untouched.
+    let changed = assert_only_changed(&t, &before, &["cache", "out"]);
+    let unpacked = format!("cache/dist/debian/{DEB_VERSION}/src/linux-source-6.1/lib/demo.c");
+    assert!(changed.contains(&PathBuf::from(&unpacked)), "{changed:?}");
+    let v = report_of(&report);
+    assert_eq!(v["result"], "built");
+    assert_eq!(v["kernel"]["release"], DEB_RELEASE);
+    assert_eq!(v["kernel"]["distribution"], "debian");
+    assert_eq!(v["kernel"]["package_version"], DEB_VERSION);
+    assert_eq!(v["kernel"]["version"], DEB_UTS_VERSION);
+    // The module's vermagic names the release (from the headers' .kernelvariables, which
+    // klpgen's own build directory got), and the sources are unpacked only once.
+    let ko = fs::read(t.root.join("out/livepatch-p.ko")).unwrap();
+    let vermagic = format!("vermagic={DEB_RELEASE} ");
+    assert!(ko.windows(vermagic.len()).any(|w| w == vermagic.as_bytes()));
+    let o = t.debian_command(&p).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("unpacking"), "{err}");
+    // --release names the same kernel explicitly; the explicit flags of a Debian machine
+    // (sources, headers, -dbg vmlinux, modules) give the same target.
+    let o = t
+        .debian_command(&p)
+        .arg("--release")
+        .arg(DEB_RELEASE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let sys = t.root.join("sysroot");
+    let o = t
+        .explicit_debian(&p, &t.src())
+        .arg("--builddir")
+        .arg(sys.join(format!("usr/src/linux-headers-{DEB_RELEASE}")))
+        .arg("--vmlinux")
+        .arg(sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")))
+        .arg("--modules")
+        .arg(sys.join(format!("lib/modules/{DEB_RELEASE}")))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_debian_packages_are_named_and_fetched() {
+    let t = Tree::debian();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let sys = t.root.join("sysroot");
+    let vmlinux = sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    // The -dbg package is not installed: refused, naming it, before anything is written.
+    let dbg_files = t
+        .root
+        .join("archive")
+        .join(format!("linux-image-{DEB_RELEASE}-dbg"));
+    let dest = dbg_files.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    fs::rename(&vmlinux, &dest).unwrap();
+    let before = snapshot_dir(&t.root);
+    let o = t.debian_command(&p).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("[target.package-missing]"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "install linux-image-{DEB_RELEASE}-dbg={DEB_VERSION}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--fetch"), "{err}");
+    assert!(assert_only_changed(&t, &before, &[]).is_empty());
+    // --fetch downloads exactly that package at that version into the cache and builds.
+    let o = t.debian_command(&p).arg("--fetch").output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let log = fs::read_to_string(t.root.join("archive/apt-get.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("download linux-image-{DEB_RELEASE}-dbg={DEB_VERSION}\n")
+    );
+    let cached = t.root.join(format!(
+        "cache/dist/debian/{DEB_VERSION}/root/usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"
+    ));
+    assert!(cached.is_file());
+    assert!(!vmlinux.exists(), "nothing is installed system-wide");
+    // The next run finds it in the cache without fetching.
+    let o = t.debian_command(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Another release, not installed: its version cannot be told without --fetch.
+    let o = t
+        .debian_command(&p)
+        .arg("--release")
+        .arg("6.1.0-50-cloud-amd64")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[target.package-missing] cannot tell the Debian package version of kernel 6.1.0-50-cloud-amd64"),
+        "{err}"
+    );
+    // Sources of another version installed: not used; the right one is named.
+    fs::write(
+        sys.join("var/lib/dpkg/status"),
+        "Package: linux-source-6.1\nStatus: install ok installed\nVersion: 6.1.187-1\n\n",
+    )
+    .unwrap();
+    fs::remove_dir_all(
+        t.root
+            .join("cache/dist/debian")
+            .join(DEB_VERSION)
+            .join("src"),
+    )
+    .unwrap();
+    let o = t.debian_command(&p).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("install linux-source-6.1={DEB_VERSION}")),
+        "{err}"
+    );
+}
+
+/// A Debian target given by explicit flags (the system root's headers, -dbg vmlinux and
+/// modules unless `args` name another): refused before any work with `key`.
+fn debian_mismatch(t: &Tree, p: &Path, args: &[&std::ffi::OsStr], key: &str) -> String {
+    let sys = t.root.join("sysroot");
+    let mut c = t.explicit_debian(p, &t.src());
+    let has = |f: &str| args.iter().any(|a| a.to_str() == Some(f));
+    if !has("--builddir") {
+        c.arg("--builddir")
+            .arg(sys.join(format!("usr/src/linux-headers-{DEB_RELEASE}")));
+    }
+    if !has("--vmlinux") {
+        c.arg("--vmlinux")
+            .arg(sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")));
+    }
+    if !has("--modules") {
+        c.arg("--modules")
+            .arg(sys.join(format!("lib/modules/{DEB_RELEASE}")));
+    }
+    c.args(args);
+    refused_before_work(t, &mut c, key)
+}
+
+#[test]
+fn debian_parts_of_other_builds_are_refused_naming_the_packages() {
+    let t = Tree::debian();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    // Another ABI's vmlinux (6.1.0-56, package 6.1.192-2).
+    let other = Deb {
+        release: "6.1.0-56-cloud-amd64".into(),
+        uts_version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)".into(),
+    };
+    let vm56 = t.root.join("vmlinux-56");
+    deb_vmlinux(&t.src(), &other, &vm56);
+    let err = debian_mismatch(
+        &t,
+        &p,
+        &["--vmlinux".as_ref(), vm56.as_os_str()],
+        "target.vmlinux-mismatch",
+    );
+    assert!(
+        err.contains("is kernel 6.1.0-56-cloud-amd64") && err.contains("utsrelease.h"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("remedy: the vmlinux of {DEB_RELEASE} is /usr/lib/debug/boot/vmlinux-{DEB_RELEASE} in linux-image-{DEB_RELEASE}-dbg={DEB_VERSION}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "the headers of 6.1.0-56-cloud-amd64 are linux-headers-6.1.0-56-cloud-amd64=6.1.192-2"
+        ),
+        "{err}"
+    );
+    // Another build of the same release (same release, another package version).
+    let rebuilt = Deb {
+        release: DEB_RELEASE.into(),
+        uts_version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)".into(),
+    };
+    let vm_rebuilt = t.root.join("vmlinux-rebuilt");
+    deb_vmlinux(&t.src(), &rebuilt, &vm_rebuilt);
+    let err = debian_mismatch(
+        &t,
+        &p,
+        &["--vmlinux".as_ref(), vm_rebuilt.as_os_str()],
+        "target.vmlinux-mismatch",
+    );
+    assert!(
+        err.contains("is build \"#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)\""),
+        "{err}"
+    );
+    // Another flavour's headers (amd64 with the cloud-amd64 vmlinux): another release, and
+    // another Module.symvers.
+    let amd64 = t.root.join("headers-amd64");
+    deb_headers(
+        &amd64,
+        &Deb {
+            release: "6.1.0-57-amd64".into(),
+            uts_version: DEB_UTS_VERSION.into(),
+        },
+    );
+    fs::write(
+        amd64.join("Module.symvers"),
+        format!("{SYMVERS}0x12345678\tamd64_only\tvmlinux\tEXPORT_SYMBOL\t\n"),
+    )
+    .unwrap();
+    let err = debian_mismatch(
+        &t,
+        &p,
+        &["--builddir".as_ref(), amd64.as_os_str()],
+        "target.vmlinux-mismatch",
+    );
+    assert!(
+        err.contains("[target.symvers-mismatch]") && err.contains("amd64_only"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the Module.symvers of {DEB_RELEASE} is in linux-headers-{DEB_RELEASE}={DEB_VERSION}"
+        )),
+        "{err}"
+    );
+    // Sources of another version.
+    let src187 = t.root.join("src-187");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(t.src())
+        .arg(&src187)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    fs::write(src187.join("Makefile"), DEB_MAKEFILE.replace("192", "187")).unwrap();
+    let sys = t.root.join("sysroot");
+    let mut c = t.explicit_debian(&p, &src187);
+    c.arg("--builddir")
+        .arg(sys.join(format!("usr/src/linux-headers-{DEB_RELEASE}")))
+        .arg("--vmlinux")
+        .arg(sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")));
+    let err = refused_before_work(&t, &mut c, "target.source-mismatch");
+    assert!(
+        err.contains("the source tree is version 6.1.187")
+            && err.contains("built from 6.1.192 (package version debian 6.1.192-3"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("linux-source-6.1={DEB_VERSION}")),
+        "{err}"
+    );
+    // Modules of another release (compressed, as newer distributions ship them).
+    let mods56 = t.root.join("modules-56");
+    deb_module(
+        &mods56.join("kernel/lib/crc7.ko.xz"),
+        "crc7",
+        "6.1.0-56-cloud-amd64",
+    );
+    let err = debian_mismatch(
+        &t,
+        &p,
+        &["--modules".as_ref(), mods56.as_os_str()],
+        "target.module-mismatch",
+    );
+    assert!(
+        err.contains("crc7.ko.xz was built for kernel 6.1.0-56-cloud-amd64"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("linux-image-{DEB_RELEASE}-unsigned={DEB_VERSION}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stock_module_binds_against_its_installed_ko() {
+    let t = Tree::debian();
+    deb_stock_module(&t, true);
+    let p = t.patch(
+        "m.patch",
+        "--- a/drivers/m/mod.c\n+++ b/drivers/m/mod.c\n@@ -6,4 +6,4 @@\n int mod_fn(int x)\n {\n-\treturn mod_helper(x) + 1;\n+\treturn mod_helper(x) + 2;\n }\n",
+    );
+    let o = t.debian_command(&p).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    // The unit's module is the one kbuild names after it, found compressed in the modules
+    // directory; its statics come from the -dbg copy (the installed one has no STT_FILE).
+    assert!(
+        err.contains("patching module mod (symbols from")
+            && err.contains("kernel/drivers/m/mod.ko.xz (symbols from")
+            && err.contains(&format!(
+                "usr/lib/debug/lib/modules/{DEB_RELEASE}/kernel/drivers/m/mod.ko"
+            )),
+        "{err}"
+    );
+    assert!(out.contains(".klp.sym.mod.mod_helper,0"), "{out}");
+    assert!(!out.contains(".klp.sym.vmlinux.mod_helper"), "{out}");
+    // `klpgen check --modules` with the installed (stripped, compressed) modules reads the
+    // same full copy, and passes.
+    let sys = t.root.join("sysroot");
+    let o = Command::new(KLPGEN)
+        .arg("check")
+        .arg(t.root.join("out/livepatch-m.ko"))
+        .arg("--vmlinux")
+        .arg(sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}")))
+        .arg("--modules")
+        .arg(sys.join(format!("lib/modules/{DEB_RELEASE}")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.starts_with("OK "), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/ci.md's script with klpgen itself (tests/ci_doc.rs runs it against a stand-in).
+
+/// The `#!/bin/sh` block of docs/ci.md.
+fn ci_script() -> String {
+    let md = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md")).unwrap();
+    let start = md
+        .find("```sh\n#!/bin/sh\n")
+        .expect("docs/ci.md has the script")
+        + 6;
+    let len = md[start..].find("\n```\n").unwrap() + 1;
+    md[start..start + len].to_string()
+}
+
+#[test]
+fn the_ci_script_builds_each_kernel_of_a_list_and_fails_on_the_one_that_cannot() {
+    let good = Tree::new(CONFIG);
+    let nolp =
+        Tree::new(&CONFIG.replace("CONFIG_LIVEPATCH=y\n", "# CONFIG_LIVEPATCH is not set\n"));
+    let job = good.root.join("job");
+    fs::create_dir_all(&job).unwrap();
+    fs::write(job.join("build-livepatches.sh"), ci_script()).unwrap();
+    fs::write(
+        job.join("fix.patch"),
+        GOOD_PATCH.replace(" /* SLOW_MARK */", ""),
+    )
+    .unwrap();
+    let line = |name: &str, t: &Tree| {
+        format!(
+            "{name} {} {}\n",
+            t.src().display(),
+            t.root.join("build").display()
+        )
+    };
+    let run = |list: &str| {
+        fs::write(job.join("kernels.txt"), list).unwrap();
+        let o = Command::new("sh")
+            .arg("build-livepatches.sh")
+            .current_dir(&job)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    good.root.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KLPGEN", KLPGEN)
+            .env("KLPGEN_CACHE_DIR", good.root.join("cache"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o),
+        )
+    };
+    let (code, out) = run(&line("good", &good));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("good: built livepatches/good/livepatch-fix.ko sha256 "),
+        "{out}"
+    );
+    assert!(out.contains(&format!(" for {RELEASE}\n")), "{out}");
+    let module = fs::read(job.join("livepatches/good/livepatch-fix.ko")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(job.join("livepatches/good/report.json")).unwrap())
+            .unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&module)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(report["module"]["sha256"], sha);
+    assert!(out.contains(&sha), "{out}");
+
+    let (code, out) = run(&(line("good", &good) + &line("nolp", &nolp)));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("good: built "), "{out}");
+    assert!(out.contains("nolp: error (exit 1): "), "{out}");
+    assert!(out.contains("CONFIG_LIVEPATCH is not set"), "{out}");
+    assert!(out.contains("1 of 2 kernels built"), "{out}");
+    assert!(job.join("livepatches/nolp/report.json").is_file());
 }

@@ -55,8 +55,21 @@ fn check(src: PathBuf) -> Result<(), Failed> {
             .refused
             .extend(patchgen::target::module_key_refusals(&plan, &bindings));
     }
-    let got_changed: BTreeSet<String> = report.changed.iter().cloned().collect();
-    let got_new: BTreeSet<String> = report.new.iter().cloned().collect();
+    // Split parts count as the functions they are; `parts:` checks where they are listed.
+    let got_changed: BTreeSet<String> = report.all_changed().into_iter().collect();
+    let got_new: BTreeSet<String> = report.all_new().into_iter().collect();
+    let got_parts: BTreeSet<(String, String)> = report
+        .parts
+        .iter()
+        .flat_map(|(f, ps)| ps.iter().map(move |p| (f.clone(), p.name.clone())))
+        .collect();
+    if got_parts != expect.parts.clone().unwrap_or_default() {
+        return Err(format!(
+            "parts: expected {:?}, got {got_parts:?}",
+            expect.parts.clone().unwrap_or_default()
+        )
+        .into());
+    }
 
     if let Some(c) = &expect.changed {
         if *c != got_changed {
@@ -97,6 +110,12 @@ fn check(src: PathBuf) -> Result<(), Failed> {
         return Err(
             format!("callbacks: expected {want_callbacks:?}, got {got_callbacks:?}").into(),
         );
+    }
+    let got_states: BTreeSet<(u64, u32)> =
+        report.states.iter().map(|s| (s.id, s.version)).collect();
+    let want_states: BTreeSet<(u64, u32)> = expect.states.iter().copied().collect();
+    if got_states != want_states {
+        return Err(format!("states: expected {want_states:?}, got {got_states:?}").into());
     }
     if expect.nochange
         && (!got_changed.is_empty() || !got_new.is_empty() || !report.refused.is_empty())
@@ -601,9 +620,11 @@ fn directives_parsed() -> Result<(), Failed> {
     // A value each directive accepts; `nochange` keeps the fixture's expectation stated.
     let sample = |k: &str| match k {
         "entry-size" | "member" | "entries" | "bytes" => "x=1",
-        "fresh" | "kept" => "f:g",
+        "fresh" | "kept" | "parts" => "f:g",
+        "arch" => "ppc64le",
         "code" => "f 90",
         "callback" => "post_patch f",
+        "state" => "0x10 1",
         "explain" => "f kind=changed",
         _ => "f",
     };

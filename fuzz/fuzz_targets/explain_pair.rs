@@ -3,7 +3,8 @@
 //! changed function — disassembly at the first difference (iced-x86), relocation targets, and
 //! source lines and inlined callees from each object's DWARF (line tables and
 //! `DW_TAG_inlined_subroutine` ranges with the `.o`'s debug relocations applied), and which
-//! changed source lines each function's code comes from.
+//! changed source lines each function's code comes from; the line tables alone and the rows
+//! of each function, as the comparison's line-number check reads them.
 #![no_main]
 
 use elfdiff::explain::{explain, explain_with, ChangedLines, DwarfIndex};
@@ -43,7 +44,11 @@ fn query<S: elfdiff::model::Side>(obj: &Object<'_, S>) {
             let _ = index.inlined_at(elf_sec, off);
         }
         let _ = index.source_cause(s.name, elf_sec, s.value, s.size, &changed);
+        // The comparison's question: the rows of a function (`lines.rs`).
+        let _ = index.rows(elf_sec, s.value, s.value.wrapping_add(s.size));
     }
+    // The line tables alone, as the comparison reads them.
+    let _ = DwarfIndex::line_tables(obj);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -27,6 +27,11 @@
  *   KLPGEN_SYSCALL_DEFINE0..6(...)      SYSCALL_DEFINEn as a livepatch can replace it: no
  *                                       error-injection or syscall-tracing records, and the
  *                                       body inlined into the traceable entry stub (x86-64)
+ *   KLPGEN_STATE(id, version)           the livepatch changes system state `id` (non-zero) in
+ *                                       variant `version`: an entry of klp_patch.states
+ *   klpgen_get_state(id)                this livepatch's struct klp_state of `id` (to set its
+ *                                       data in a callback); klp_get_prev_state(id) is the
+ *                                       kernel's, for the one an earlier livepatch left
  *
  * Callbacks belong to the klp_object of the unit they are in (vmlinux, or the module the
  * unit is part of); at most one of each kind per object. The callback function is copied
@@ -90,7 +95,38 @@ struct klp_object;
 #define KLPGEN_PRE_UNPATCH_CALLBACK(fn) KLPGEN__CALLBACK(pre_unpatch, void, fn)
 #define KLPGEN_POST_UNPATCH_CALLBACK(fn) KLPGEN__CALLBACK(post_unpatch, void, fn)
 
+/*
+ * System states (struct klp_state, Linux 5.5 and later). A state stands for a change the
+ * livepatch makes to the running system beyond its code (a setting it changes, shadow
+ * variables it attaches), so that a later, cumulative livepatch can take it over: both hooks
+ * list every KLPGEN_STATE of the patch in klp_patch.states, and the livepatch core refuses a
+ * replacing livepatch that lacks one of the states of the livepatches it replaces, or has it
+ * at a lower version. In the callbacks of the new livepatch, klp_get_prev_state(id) is the
+ * state the installed livepatch left (its `data` included); klpgen_get_state(id) is this
+ * livepatch's own, whose `data` is the patch's to set.
+ *
+ * The record is the two numbers, 64 bits each; klpgen refuses an id of 0 (it would end the
+ * array), a version that is no unsigned int, and one id declared with two versions. The same
+ * declaration in several files (a header) is one state.
+ */
+#define KLPGEN_STATE(id, version)						\
+	_Static_assert((unsigned long long)(id) != 0,				\
+		       "KLPGEN_STATE(" #id ", " #version "): the id must not be 0"); \
+	_Static_assert((unsigned long long)(version) <= 0xffffffffULL,		\
+		       "KLPGEN_STATE(" #id ", " #version "): the version is an unsigned int"); \
+	static const unsigned long long KLPGEN__NAME(__klpgen_state_)[2]	\
+	__attribute__((__used__, __aligned__(8),				\
+		       __section__(".klpgen.states"))) = { (id), (version) }
+
 #ifdef __KERNEL__
+/*
+ * The livepatch's struct klp_patch, defined by klpgen's hook (a reference from the patch's
+ * code resolves inside the livepatch module). A macro, so that including this header does not
+ * need a kernel with klp_get_state().
+ */
+extern struct klp_patch *const __klpgen_patch;
+#define klpgen_get_state(id) klp_get_state(__klpgen_patch, (id))
+
 /*
  * Syscall definitions. On x86-64 (v4.17 and later) SYSCALL_DEFINEn(name, ...) produces
  *   __x64_sys_name(const struct pt_regs *)   the entry the syscall table calls, which

@@ -1,9 +1,9 @@
-//! A unit's entry in the report: the verdict of each function and, for each changed one, why
-//! it changed (own code, inlined code, split part, caller included, `klpgen explain`'s
-//! finding) and its callers (the consistency analysis), with warnings about callers the
-//! livepatch does not replace. The callers of vmlinux code come from the target's whole
-//! `vmlinux.o` graph when the build has one, those of module code (or without it) from the
-//! unit's own object.
+//! A unit's entry in the report: the verdict of each function (its split parts under it) and,
+//! for each changed function and part, why it changed (own code, inlined code, split part,
+//! caller included, `klpgen explain`'s finding) and its callers (the consistency analysis),
+//! with warnings about callers the livepatch does not replace. The callers of vmlinux code
+//! come from the target's whole `vmlinux.o` graph when the build has one, those of module code
+//! (or without it) from the unit's own object.
 
 use elfdiff::callgraph::CallGraph;
 use elfdiff::explain::ChangedLines;
@@ -47,10 +47,13 @@ pub fn unit_entry(f: &UnitFacts<'_>, quiet: bool) -> rpt::ObjectEntry {
         quiet,
     );
     annotate_explain(&mut entry, &explained, f.included);
+    nest_parts(&mut entry, f.report);
     entry
 }
 
-/// The unit's entry with the verdict of each function, as the report lists them.
+/// The unit's entry with the verdict of each function, as the report lists them; split parts
+/// are entries of their own here (the annotations apply to them alike) until
+/// [`nest_parts`] puts them under their function.
 pub fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::ObjectEntry {
     let mut functions: Vec<rpt::FunctionVerdict> = Vec::new();
     let plain = |name: &String, verdict| rpt::FunctionVerdict {
@@ -62,9 +65,10 @@ pub fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::Objec
         why: None,
         callers: None,
         explain: None,
+        parts: Vec::new(),
     };
-    functions.extend(r.changed.iter().map(|n| plain(n, "changed")));
-    functions.extend(r.new.iter().map(|n| plain(n, "new")));
+    functions.extend(r.all_changed().iter().map(|n| plain(n, "changed")));
+    functions.extend(r.all_new().iter().map(|n| plain(n, "new")));
     functions.extend(r.refused.iter().map(|f| rpt::FunctionVerdict {
         name: f.symbol.clone(),
         verdict: "refused",
@@ -74,6 +78,7 @@ pub fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::Objec
         why: None,
         callers: None,
         explain: None,
+        parts: Vec::new(),
     }));
     rpt::ObjectEntry {
         unit: unit.to_string(),
@@ -81,6 +86,7 @@ pub fn object_entry(unit: &str, target: &str, r: &elfdiff::Report) -> rpt::Objec
         functions,
         ignored: r.ignored.clone(),
         callbacks: r.callbacks.clone(),
+        states: r.states.clone(),
     }
 }
 
@@ -206,5 +212,32 @@ fn annotate_explain(
             });
         }
         f.explain = Some(e.clone());
+    }
+}
+
+/// Move the entries of split parts under the entry of their function, as the diff's report
+/// groups them (`elfdiff::Report::parts`), keeping the order of each.
+fn nest_parts(entry: &mut rpt::ObjectEntry, report: &elfdiff::Report) {
+    for (function, parts) in &report.parts {
+        let mut taken = Vec::new();
+        for p in parts {
+            let verdict = p.verdict.as_str();
+            if let Some(i) = entry
+                .functions
+                .iter()
+                .position(|f| f.name == p.name && f.verdict == verdict)
+            {
+                taken.push(entry.functions.remove(i));
+            }
+        }
+        if let Some(parent) = entry
+            .functions
+            .iter_mut()
+            .find(|f| f.name == *function && f.verdict != "refused")
+        {
+            parent.parts.extend(taken);
+        } else {
+            entry.functions.extend(taken);
+        }
     }
 }

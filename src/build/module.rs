@@ -33,7 +33,10 @@ pub struct Written {
 /// The plan then leaves objtool's sections to it, as it does for delayed objtool.
 pub fn own_objtool(ctx: &Ctx<'_>, units: &[String]) -> Result<Option<Objtool>> {
     if objtool::per_object(&ctx.target.tree) {
-        Ok(Some(objtool::locate(&ctx.target.tree, units)?))
+        Ok(Some(objtool::locate(
+            &ctx.ws.objtree(&ctx.target.tree),
+            units,
+        )?))
     } else {
         Ok(None)
     }
@@ -56,26 +59,39 @@ pub fn build(
     }
     rep.stage("building the module with the target's kbuild");
     let module = &ctx.plan.module;
-    let ko = kbuild::build_module(&ctx.target.tree, &moddir, module, ctx.plan.jobs, ctx.intr)?;
+    let ko = kbuild::build_module(
+        &ctx.target.tree,
+        &ctx.ws.objtree(&ctx.target.tree),
+        &moddir,
+        module,
+        ctx.plan.jobs,
+        ctx.intr,
+    )?;
     let linked = fs::read(&ko)?;
     let (final_ko, klp) =
         patchgen::klp::finalize_module_with(module, &linked, Some(&parts.manifest))?;
     verify(ctx, &final_ko, modules)?;
-    let final_ko = match &ctx.plan.signing {
-        Some(s) => {
-            rep.stage("signing the module");
-            kbuild::sign_module(
-                &ctx.target.tree,
-                &moddir,
-                module,
-                &final_ko,
-                (&s.key, &s.cert),
-                s.sign_file.as_deref(),
-                ctx.intr,
-            )?
-        }
-        None => final_ko,
-    };
+    let final_ko =
+        match &ctx.plan.signing {
+            Some(s) => {
+                rep.stage("signing the module");
+                kbuild::sign_module(
+                    &ctx.target.tree,
+                    &moddir,
+                    module,
+                    &final_ko,
+                    (&s.key, &s.cert),
+                    // The target build's sign-file, or for a distribution's headers (whose
+                    // scripts/ may be a dangling link) the one klpgen's own build directory built.
+                    Some(s.sign_file.clone().unwrap_or_else(|| {
+                        ctx.ws.objtree(&ctx.target.tree).join("scripts/sign-file")
+                    }))
+                    .as_deref(),
+                    ctx.intr,
+                )?
+            }
+            None => final_ko,
+        };
     let out = &ctx.plan.output;
     write_file(out, &final_ko)?;
     rep.module = Some(rpt::ModuleEntry {
@@ -97,11 +113,15 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         "writing module sources ({} hook)",
         plan.hook.as_str()
     ));
+    let wanted: Vec<&str> = kmod::klp_structs(!parts.states.is_empty())
+        .into_iter()
+        .chain(kmod::GUARD_STRUCTS.iter().copied())
+        .collect();
     let layouts = match plan.hook {
         HookLang::Rust => elfdiff::dwarf::struct_layouts(
             &target.vm_label,
             &target.vmlinux,
-            &kmod::KLP_STRUCTS,
+            &wanted,
             "livepatch/core.c",
         )
         .context(
@@ -126,6 +146,12 @@ fn write_sources(ctx: &Ctx<'_>, parts: &Parts, moddir: &Path, rep: &mut BuildRep
         objects,
         replace: plan.replace,
         import_ns: parts.import_ns.iter().cloned().collect(),
+        states: parts.states.iter().map(|(st, _)| *st).collect(),
+        // The module loads only on the kernel of the target's vmlinux (its banner).
+        guard: Some(kmod::Guard {
+            release: target.tree.release.clone(),
+            version: target.tree.info.vmlinux_version.clone(),
+        }),
     };
     for (name, text) in kmod::render(&spec, plan.hook, &layouts)? {
         fs::write(moddir.join(name), text)?;

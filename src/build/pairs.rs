@@ -93,7 +93,7 @@ fn from_module(ctx: &Ctx<'_>, oot: &OotPair, rep: &mut BuildReport) -> Result<Co
 /// journaled, always reverted).
 fn from_tree(ctx: &Ctx<'_>, rep: &mut BuildReport) -> Result<Compiled> {
     let (tree, ws, intr) = (&ctx.target.tree, ctx.ws, ctx.intr);
-    let _source_lock = lock_source(&tree.source, intr)?;
+    let _source_lock = lock_source(&tree.source, ctx.plan.wait, intr)?;
     rep.stage("checking the patches and finding affected units");
     patch::check_first_applies(&tree.source, &ctx.plan.patches, intr)?;
     let mut files: Vec<String> = ctx

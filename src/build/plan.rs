@@ -21,10 +21,21 @@ pub enum HookArg {
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
-    /// Kernel source tree the patches apply to.
+    /// Kernel source tree the patches apply to. Without it (and without --builddir) the
+    /// target is the running kernel of a Debian system, from its packages.
     #[arg(short = 's', long)]
-    pub sourcedir: PathBuf,
-    /// The target kernel's build directory (its vmlinux, Module.symvers, .config); default: the source tree.
+    pub sourcedir: Option<PathBuf>,
+    /// Target this installed (or, with --fetch, downloadable) distribution kernel release
+    /// instead of the running one (`uname -r`).
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
+    /// Download the distribution's packages the target lacks (`apt-get download`) and
+    /// unpack them into klpgen's cache; nothing is installed, no root needed.
+    #[arg(long)]
+    pub fetch: bool,
+    /// The target kernel's build directory (its vmlinux, Module.symvers, .config), or a
+    /// distribution's headers directory (`/usr/src/linux-headers-<release>`, with --vmlinux);
+    /// default: the source tree.
     #[arg(long)]
     pub builddir: Option<PathBuf>,
     /// The target kernel's .config (default: BUILDDIR/.config).
@@ -33,6 +44,11 @@ pub struct BuildArgs {
     /// The target vmlinux (default: BUILDDIR/vmlinux).
     #[arg(short = 'v', long)]
     pub vmlinux: Option<PathBuf>,
+    /// The target's installed modules (`/lib/modules/<release>`, or an unpacked image
+    /// package's `lib/modules/<release>`; default: `/lib/modules/<release>`): a patched
+    /// module's own symbols bind against its `.ko` there (`.ko.xz`, `.ko.zst`, `.ko.gz` too).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
     /// Parallel jobs for kbuild.
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -105,6 +121,10 @@ pub struct BuildArgs {
     /// Stop when --include-callers would add more than this many functions.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_callers: usize,
+    /// Fail at once when another klpgen run holds klpgen's cache for this tree or is patching
+    /// the source tree, instead of waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Write a JSON report of the run (schema: docs/report.md), also when it fails.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -122,6 +142,7 @@ pub struct TargetSpec<'a> {
     pub build: Option<&'a Path>,
     pub config: Option<&'a Path>,
     pub vmlinux: Option<&'a Path>,
+    pub modules: Option<&'a Path>,
     /// An out-of-tree module's `.ko`, which must belong to the target too.
     pub oot_ko: Option<&'a Path>,
     /// `--cc-launcher`, set up for the target's compiler kind.
@@ -132,18 +153,53 @@ pub struct TargetSpec<'a> {
 }
 
 impl BuildArgs {
-    /// The flags that name the target.
-    pub fn target(&self) -> TargetSpec<'_> {
-        TargetSpec {
-            source: &self.sourcedir,
-            build: self.builddir.as_deref(),
+    /// Whether the target is a distribution's kernel found from its packages: no source or
+    /// build directory given, or `--release`/`--fetch`.
+    pub fn distribution_target(&self) -> bool {
+        self.release.is_some()
+            || self.fetch
+            || (self.sourcedir.is_none() && self.builddir.is_none())
+    }
+
+    /// The parts the flags give (a distribution's target looks for the others).
+    pub fn given(&self) -> crate::distro::Given {
+        crate::distro::Given {
+            source: self.sourcedir.is_some(),
+            build: self.builddir.is_some(),
+            vmlinux: self.vmlinux.is_some(),
+            modules: self.modules.is_some(),
+        }
+    }
+
+    /// The flags that name the target, with a distribution's parts for those not given.
+    pub fn target<'a>(
+        &'a self,
+        dist: Option<&'a crate::distro::Resolved>,
+    ) -> Result<TargetSpec<'a>> {
+        let from_dist = |f: fn(&crate::distro::Resolved) -> Option<&PathBuf>| {
+            dist.and_then(f).map(PathBuf::as_path)
+        };
+        let source = match (self.sourcedir.as_deref(), from_dist(|d| d.source.as_ref())) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) => bail!("pass --sourcedir (the kernel sources the patches apply to)"),
+        };
+        Ok(TargetSpec {
+            source,
+            build: self.builddir.as_deref().or(from_dist(|d| d.build.as_ref())),
             config: self.config.as_deref(),
-            vmlinux: self.vmlinux.as_deref(),
+            vmlinux: self
+                .vmlinux
+                .as_deref()
+                .or(from_dist(|d| d.vmlinux.as_ref())),
+            modules: self
+                .modules
+                .as_deref()
+                .or(from_dist(|d| d.modules.as_ref())),
             oot_ko: self.oot_module.as_deref(),
             cc_launcher: self.cc_launcher.as_deref(),
             arch: self.arch.as_deref(),
             cross_compile: self.cross_compile.as_deref(),
-        }
+        })
     }
 }
 
@@ -195,6 +251,8 @@ pub struct BuildPlan {
     pub debug: bool,
     /// Say where the work directory is (`--debug`, `--skip-cleanup`).
     pub show_workdir: bool,
+    /// Wait for a held cache or source-tree lock (not `--no-wait`).
+    pub wait: super::locks::Wait,
 }
 
 impl BuildPlan {
@@ -275,6 +333,11 @@ impl BuildPlan {
             quiet: args.quiet,
             debug: args.debug,
             show_workdir: args.debug || args.skip_cleanup,
+            wait: if args.no_wait {
+                super::locks::Wait::No
+            } else {
+                super::locks::Wait::Yes
+            },
         })
     }
 }

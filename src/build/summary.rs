@@ -1,6 +1,7 @@
 //! The summary `klpgen build` prints when the module is built: where it is, the kernel and
-//! hook, the changed, new and ignored functions, callbacks, namespaces, notes, klp
-//! relocations, and per changed function why it changed and who calls it.
+//! hook, the changed, new and ignored functions (each with its split parts), callbacks,
+//! namespaces, notes, klp relocations, and per changed function and part why it changed and
+//! who calls it.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ pub struct Summary<'a> {
     pub new: Vec<String>,
     /// `kind=function` of each callback.
     pub callbacks: Vec<String>,
+    /// `id=version` of each system state (`KLPGEN_STATE`).
+    pub states: Vec<String>,
     pub import_ns: Vec<&'a str>,
     pub ignored: &'a [String],
     /// The plan's notes a patch author acts on.
@@ -43,6 +46,8 @@ impl<'a> Summary<'a> {
         rep: &'a BuildReport,
     ) -> Summary<'a> {
         let (changed, new) = qualified(&parts.changed, &parts.new);
+        let changed = with_parts(&rep.objects, &parts.changed, changed);
+        let new = with_parts(&rep.objects, &parts.new, new);
         Summary {
             module: &module.path,
             release,
@@ -53,6 +58,11 @@ impl<'a> Summary<'a> {
                 .callbacks
                 .iter()
                 .map(|c| format!("{}={}", c.kind.member(), c.function))
+                .collect(),
+            states: parts
+                .states
+                .iter()
+                .map(|(st, _)| format!("{:#x}=v{}", st.id, st.version))
                 .collect(),
             import_ns: parts.import_ns.iter().map(String::as_str).collect(),
             ignored: &parts.ignored,
@@ -87,6 +97,9 @@ pub fn print(s: &Summary<'_>) {
     println!("  new:             {}", join_or_none(&s.new));
     if !s.callbacks.is_empty() {
         println!("  callbacks:       {}", s.callbacks.join(", "));
+    }
+    if !s.states.is_empty() {
+        println!("  states:          {}", s.states.join(", "));
     }
     if !s.import_ns.is_empty() {
         println!("  import_ns:       {}", s.import_ns.join(", "));
@@ -124,6 +137,34 @@ fn qualified(changed: &[(String, String)], new: &[(String, String)]) -> (Vec<Str
     )
 }
 
+/// Each function as shown (`shown`, from `functions`: (name, unit)) followed by its split
+/// parts from the report's entries: `f [f.cold f.part.0]`.
+fn with_parts(
+    objects: &[rpt::ObjectEntry],
+    functions: &[(String, String)],
+    shown: Vec<String>,
+) -> Vec<String> {
+    functions
+        .iter()
+        .zip(shown)
+        .map(|((name, unit), shown)| {
+            let parts: Vec<&str> = objects
+                .iter()
+                .filter(|o| o.unit == *unit)
+                .flat_map(|o| &o.functions)
+                .filter(|f| f.name == *name && f.verdict != "refused")
+                .flat_map(|f| &f.parts)
+                .map(|p| p.name.as_str())
+                .collect();
+            if parts.is_empty() {
+                shown
+            } else {
+                format!("{shown} [{}]", parts.join(" "))
+            }
+        })
+        .collect()
+}
+
 fn join_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "(none)".into()
@@ -132,9 +173,9 @@ fn join_or_none(v: &[String]) -> String {
     }
 }
 
-/// Per changed function: why it changed, its direct callers (those calling it in a loop
-/// marked) and whether its address is taken — the text form of the report's consistency
-/// analysis.
+/// Per changed function and each of its split parts: why it changed, its direct callers
+/// (those calling it in a loop marked) and whether its address is taken — the text form of
+/// the report's consistency analysis.
 fn print_consistency(objects: &[rpt::ObjectEntry]) {
     let changed: Vec<_> = objects
         .iter()
@@ -148,30 +189,40 @@ fn print_consistency(objects: &[rpt::ObjectEntry]) {
     for (o, f) in changed {
         let why = f.why.as_deref().unwrap_or("changed");
         println!("  {} ({}): {why}", f.name, o.unit);
-        let Some(c) = &f.callers else {
-            continue;
-        };
-        let looping_only = c.looping.iter().filter(|l| !c.direct.contains(l));
-        let callers: Vec<String> = c
-            .direct
-            .iter()
-            .chain(looping_only)
-            .map(|d| {
-                if c.looping.contains(d) {
-                    format!("{d} (in a loop)")
-                } else {
-                    d.clone()
-                }
-            })
-            .collect();
-        println!("    callers:       {}", join_or_none(&callers));
-        println!(
-            "    address taken: {}",
-            if c.address_taken {
-                "yes (callers through pointers are unknown)"
-            } else {
-                "no"
-            }
-        );
+        print_callers(f, "    ");
+        for p in &f.parts {
+            let why = p.why.as_deref().unwrap_or(p.verdict);
+            println!("    part {} ({}): {why}", p.name, p.verdict);
+            print_callers(p, "      ");
+        }
     }
+}
+
+/// The callers and whether the address is taken, of one function of the report, indented.
+fn print_callers(f: &rpt::FunctionVerdict, indent: &str) {
+    let Some(c) = &f.callers else {
+        return;
+    };
+    let looping_only = c.looping.iter().filter(|l| !c.direct.contains(l));
+    let callers: Vec<String> = c
+        .direct
+        .iter()
+        .chain(looping_only)
+        .map(|d| {
+            if c.looping.contains(d) {
+                format!("{d} (in a loop)")
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+    println!("{indent}callers:       {}", join_or_none(&callers));
+    println!(
+        "{indent}address taken: {}",
+        if c.address_taken {
+            "yes (callers through pointers are unknown)"
+        } else {
+            "no"
+        }
+    );
 }

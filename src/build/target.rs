@@ -1,8 +1,10 @@
 //! The target kernel of a build: its tree and what klpgen reads from it — the vmlinux and
 //! Module.symvers (checked to come from one build before any work), its symbols and structure
 //! layouts, the modules patched code lives in, and the compiler that built it.
-//! A module's `.ko` ([`ModTarget`]) comes from the target build directory, else from
-//! `/lib/modules/<release>`; it gives the positions of the module's own symbols.
+//! A module's `.ko` ([`ModTarget`]) comes from the target build directory, else from the
+//! modules directory (`--modules`, default `/lib/modules/<release>`, compressed or not); it
+//! gives the positions of the module's own symbols. Before any work, one module of that
+//! directory must name the vmlinux's release in its vermagic.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,8 @@ use patchgen::target::{Symvers, TargetSymtab};
 
 use super::plan::TargetSpec;
 use crate::kbuild;
-use crate::kernel::{check_config, check_consistency, target_layouts, Tree};
+use crate::kernel::{check_config, check_consistency, target_layouts, Pieces, Tree, TreeKind};
+use crate::kofile::{self, ModulesDir};
 use crate::report::BuildReport;
 
 /// The kernel a livepatch is built for.
@@ -24,6 +27,8 @@ pub struct Target {
     pub vmlinux: Vec<u8>,
     pub vm_label: String,
     pub symvers: Symvers,
+    /// The target's installed modules (empty when the directory does not exist).
+    pub modules: ModulesDir,
 }
 
 impl Target {
@@ -31,7 +36,15 @@ impl Target {
     /// livepatch and parts (vmlinux, Module.symvers, sources, an out-of-tree module) that come
     /// from different builds.
     pub fn open(spec: &TargetSpec<'_>, rep: &mut BuildReport) -> Result<Target> {
-        let tree = Tree::open(spec.source, spec.build, spec.config, spec.vmlinux)?;
+        let mut tree = Tree::open(
+            spec.source,
+            &Pieces {
+                build: spec.build,
+                config: spec.config,
+                vmlinux: spec.vmlinux,
+                modules: spec.modules,
+            },
+        )?;
         check_config(&tree.config, &tree.config_path)?;
         tree.check_target()?;
         rep.kernel.release = tree.release.clone();
@@ -41,18 +54,29 @@ impl Target {
         let symvers_text = fs::read_to_string(&tree.symvers)
             .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
         let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
-        let oot_ko = match spec.oot_ko {
-            Some(ko) => {
-                Some(fs::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?)
-            }
-            None => None,
-        };
-        check_consistency(
-            &tree,
-            &vmlinux,
-            &symvers,
-            spec.oot_ko.zip(oot_ko.as_deref()),
-        )?;
+        let mut others: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        if let Some(ko) = spec.oot_ko {
+            let bytes =
+                kofile::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?;
+            others.push((ko.to_path_buf(), bytes));
+        }
+        let modules = ModulesDir::open(&tree.info.modules)?;
+        // One module of the modules directory says which kernel it belongs to.
+        if let Some(sample) = modules.sample() {
+            others.push((sample.to_path_buf(), kofile::read(sample)?));
+        }
+        let refs: Vec<(&Path, &[u8])> = others
+            .iter()
+            .map(|(p, b)| (p.as_path(), b.as_slice()))
+            .collect();
+        let identity = check_consistency(&tree, &vmlinux, &symvers, &refs)?;
+        rep.kernel.version = identity.version.clone();
+        if let Some(p) = &identity.package {
+            rep.kernel.distribution = Some(p.distribution.to_string());
+            rep.kernel.package_version = Some(p.version.clone());
+        }
+        tree.info.package = identity.package;
+        tree.info.vmlinux_version = identity.version;
         // The launcher runs the compiler kind that built this target (gcc or clang).
         if let Some(l) = spec.cc_launcher {
             kbuild::set_compiler_launcher(&tree, l)?;
@@ -68,6 +92,7 @@ impl Target {
             vmlinux,
             vm_label,
             symvers,
+            modules,
         })
     }
 
@@ -119,27 +144,155 @@ impl Target {
     }
 
     /// The target's `.ko` of the in-tree module `unit` belongs to (`module` as listed in
-    /// `modules.order`): in the target build directory, else installed under /lib/modules.
+    /// `modules.order`): in the target build directory, else in the modules directory
+    /// (compressed or not).
     pub fn module_ko(&self, unit: &str, module: &str) -> Result<PathBuf> {
         let rel = Path::new(module).with_extension("ko");
-        let candidates = [
-            self.tree.build.join(&rel),
-            Path::new("/lib/modules")
-                .join(&self.tree.release)
-                .join("kernel")
-                .join(&rel),
-        ];
-        for c in &candidates {
-            if c.is_file() {
-                return Ok(c.clone());
-            }
+        let in_build = self.tree.build.join(&rel);
+        if in_build.is_file() {
+            return Ok(in_build);
+        }
+        if let Some(p) = self.modules.find(module) {
+            return Ok(p.to_path_buf());
         }
         bail!(
-            "{unit} is part of module {}; its .ko is needed for the positions of the module's symbols and is in neither {} nor {}",
+            "{unit} is part of module {}; its .ko is needed for the positions of the module's symbols and is in neither {} nor {} (pass --modules with the target's installed modules)",
             rel.display(),
-            candidates[0].display(),
-            candidates[1].display()
+            in_build.display(),
+            self.modules.dir.join("kernel").join(&rel).display()
         )
+    }
+}
+
+impl Target {
+    /// The target module `ko` for binding and checking. Distributions install modules
+    /// stripped of their debugging symbols, STT_FILE included (Debian: `strip --strip-debug`),
+    /// which the binder needs to tell same-named statics apart; their `-dbg` packages keep
+    /// full copies (`/usr/lib/debug/lib/modules/<release>/...`). Such a copy with the same GNU
+    /// build-id is the same link, so its symbols are in the same order: it is used instead.
+    pub fn load_module(&self, ko: &Path) -> Result<ModTarget> {
+        let m = ModTarget::load(ko)?;
+        if kofile::has_file_symbols(&m.bytes) {
+            return Ok(m);
+        }
+        let Some(debug) = kofile::debug_copy(
+            ko,
+            &m.bytes,
+            &self.modules.dir,
+            &self.tree.vmlinux,
+            &self.tree.release,
+        ) else {
+            return Ok(m);
+        };
+        let mut full = ModTarget::load(&debug)?;
+        full.label = format!("{} (symbols from {})", ko.display(), debug.display());
+        full.ko = ko.to_path_buf();
+        full.table = TargetSymtab::parse_module(&full.label, &full.bytes)?;
+        Ok(full)
+    }
+
+    /// The `.ko` of the module `unit` (with its original object `orig`) is linked into, or
+    /// None for vmlinux. An own build says it in its `*.mod` lists; a distribution's headers
+    /// have none, so the installed modules do: the module kbuild names after a one-object
+    /// unit (`fs/binfmt_misc.o` → `kernel/fs/binfmt_misc.ko`), else a module of several
+    /// objects in the unit's directory or above whose symbols hold the unit's source file and
+    /// functions better than vmlinux's do.
+    pub fn module_of_unit(&self, unit: &str, orig: &Path) -> Result<Option<PathBuf>> {
+        if self.tree.kind() == TreeKind::Build {
+            return kbuild::module_of_unit(&self.tree, unit)
+                .map(|m| self.module_ko(unit, &m))
+                .transpose();
+        }
+        if let Some(p) = self.modules.find(unit) {
+            return Ok(Some(p.to_path_buf()));
+        }
+        let dir = Path::new(unit)
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let candidates = self.modules.around(&dir);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let bytes = fs::read(orig).with_context(|| format!("cannot read {}", orig.display()))?;
+        let Some(want) = UnitSymbols::of(&bytes) else {
+            return Ok(None);
+        };
+        let in_vmlinux = want.hits(&self.vmlinux);
+        let mut best: Option<(usize, &Path)> = None;
+        for (_, ko) in candidates {
+            let Ok(b) = kofile::read(ko) else { continue };
+            let hits = want.hits(&b);
+            if hits > in_vmlinux && best.is_none_or(|(h, _)| hits > h) {
+                best = Some((hits, ko));
+            }
+        }
+        Ok(best.map(|(_, ko)| ko.to_path_buf()))
+    }
+}
+
+/// A unit's source file name and the functions it defines, to recognise the unit in a linked
+/// image or module.
+struct UnitSymbols {
+    file: String,
+    locals: std::collections::HashSet<String>,
+    globals: std::collections::HashSet<String>,
+}
+
+impl UnitSymbols {
+    fn of(obj: &[u8]) -> Option<UnitSymbols> {
+        use object::{Object as _, ObjectSymbol as _, SymbolKind};
+        let f = object::File::parse(obj).ok()?;
+        let mut u = UnitSymbols {
+            file: String::new(),
+            locals: Default::default(),
+            globals: Default::default(),
+        };
+        for s in f.symbols() {
+            let Ok(name) = s.name() else { continue };
+            match s.kind() {
+                SymbolKind::File if u.file.is_empty() => u.file = name.to_string(),
+                SymbolKind::Text if !s.is_undefined() && !name.is_empty() => {
+                    if s.is_global() {
+                        u.globals.insert(name.to_string());
+                    } else {
+                        u.locals.insert(name.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        (!u.file.is_empty()).then_some(u)
+    }
+
+    /// How many of the unit's functions `image` defines: its globals anywhere, its statics in
+    /// a symbol group of the unit's source file name.
+    fn hits(&self, image: &[u8]) -> usize {
+        use object::{Object as _, ObjectSymbol as _, SymbolKind};
+        let Ok(f) = object::File::parse(image) else {
+            return 0;
+        };
+        let mut in_file = false;
+        let mut seen = std::collections::HashSet::new();
+        for s in f.symbols() {
+            let Ok(name) = s.name() else { continue };
+            if s.kind() == SymbolKind::File {
+                in_file = name == self.file;
+                continue;
+            }
+            if s.is_undefined() || s.kind() != SymbolKind::Text {
+                continue;
+            }
+            let found = if s.is_global() {
+                self.globals.contains(name)
+            } else {
+                in_file && self.locals.contains(name)
+            };
+            if found {
+                seen.insert(name);
+            }
+        }
+        seen.len()
     }
 }
 
@@ -163,7 +316,7 @@ pub struct ModTarget {
 
 impl ModTarget {
     pub fn load(ko: &Path) -> Result<Self> {
-        let bytes = fs::read(ko).with_context(|| format!("cannot read {}", ko.display()))?;
+        let bytes = kofile::read(ko)?;
         let label = ko.display().to_string();
         let table = TargetSymtab::parse_module(&label, &bytes)?;
         let name = crate::modinfo::module_name(ko, &bytes)?;

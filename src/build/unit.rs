@@ -63,16 +63,14 @@ pub fn locate(ctx: &Ctx<'_>, pairs: Vec<Pair>) -> Result<Units> {
     for pair in pairs {
         let ko = match &ctx.plan.oot {
             Some(m) => Some(m.ko.clone()),
-            None => crate::kbuild::module_of_unit(&ctx.target.tree, &pair.name)
-                .map(|m| ctx.target.module_ko(&pair.name, &m))
-                .transpose()?,
+            None => ctx.target.module_of_unit(&pair.name, &pair.orig)?,
         };
         let code_in = match ko {
             None => CodeIn::Vmlinux,
             Some(ko) => CodeIn::Module(match out.modules.iter().position(|t| t.ko == ko) {
                 Some(i) => i,
                 None => {
-                    out.modules.push(ModTarget::load(&ko)?);
+                    out.modules.push(ctx.target.load_module(&ko)?);
                     out.modules.len() - 1
                 }
             }),
@@ -168,6 +166,9 @@ pub struct Parts {
     pub hook_objects: Vec<HookObject>,
     /// At most one of each kind across all units (a second one is refused).
     pub callbacks: Vec<Callback>,
+    /// System states (`KLPGEN_STATE`) across all units, each with the first unit declaring
+    /// it; one id with two versions is refused.
+    pub states: Vec<(elfdiff::State, String)>,
     pub bindings: Vec<Binding>,
     /// Symbol namespaces to import: those of the namespaced exports the new code calls, and
     /// the patched units' own `import_ns=` tags.
@@ -367,6 +368,7 @@ impl Parts {
         self.new
             .extend(report.new.iter().map(|n| (n.clone(), u.to_string())));
         self.add_callbacks(&report, u, module);
+        self.add_states(&report, u);
         if !cand.refused {
             cand.plan = Some(d.diff.plan(&shared.options)?);
         }
@@ -612,6 +614,21 @@ impl Parts {
         }
     }
 
+    /// The unit's system states: one version of each id per livepatch, across all units.
+    fn add_states(&mut self, report: &elfdiff::Report, u: &str) {
+        for st in &report.states {
+            match self.states.iter().find(|(s, _)| s.id == st.id) {
+                Some((s, _)) if s.version == st.version => {}
+                Some((s, first)) => {
+                    let r =
+                        elfdiff::annot::state_conflict(st.id, (s.version, first), (st.version, u));
+                    self.refusals.push(r);
+                }
+                None => self.states.push((*st, u.to_string())),
+            }
+        }
+    }
+
     /// The unit's livepatch object: its replaced functions' positions in the target, the
     /// object's bytes (`globals`: the copies written as global symbols), its klp relocations
     /// and namespaces.
@@ -689,8 +706,7 @@ impl Parts {
             changed: self.changed.iter().map(|(n, _)| n.clone()).collect(),
             new: self.new.iter().map(|(n, _)| n.clone()).collect(),
             refused: self.refusals.clone(),
-            ignored: vec![],
-            callbacks: vec![],
+            ..Default::default()
         };
         if let Some(v) = Verdict::of(&all) {
             return Err(v.into());

@@ -41,7 +41,7 @@ impl Workspace {
     ) -> Result<Workspace> {
         let dir = tree_workdir(&target.tree);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let lock = lock_tree(&dir, &target.tree)?;
+        let lock = lock_tree(&dir, &target.tree.source, plan.wait, intr)?;
         if patch::recover(&dir)? {
             crate::progress::message(&format!(
                 "klpgen: restored {} from an interrupted earlier run",
@@ -78,6 +78,21 @@ impl Workspace {
             include,
             _lock: lock,
         })
+    }
+
+    /// klpgen's own build directory (`O=`) of the target's sources.
+    pub fn kbuild_dir(&self) -> PathBuf {
+        self.dir.join("kbuild")
+    }
+
+    /// The object tree the livepatch module is built against (`make -C <it> M=`) and whose
+    /// tools and records klpgen uses: the target build, or for a distribution's headers
+    /// klpgen's own build directory prepared from the sources with the headers' files.
+    pub fn objtree(&self, tree: &Tree) -> PathBuf {
+        match tree.kind() {
+            crate::kernel::TreeKind::Build => tree.build.clone(),
+            crate::kernel::TreeKind::Headers => self.kbuild_dir(),
+        }
     }
 
     /// Where this run writes the livepatch module's sources and kbuild builds it.

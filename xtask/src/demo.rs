@@ -50,6 +50,8 @@ pub fn cmd_demo() -> Result<()> {
         workdir: &logs,
         preload: None,
         cross: None,
+        second: None,
+        wrong_kernel: None,
     })?;
     for (phase, label) in guest::PHASES {
         let lines = report.outputs.get(*phase).cloned().unwrap_or_default();

@@ -5,15 +5,22 @@
 //! (`syscallcheck.rs`), the mismatched targets (`mismatch.rs`) and the kernel-header fixtures
 //! (`kfixtures.rs`). Then each case `tests/e2e/<case>/` is built with `klpgen build`, the source
 //! tree must be left as it was, and before booting `klpgen check` must pass on the module and
-//! fail with the expected key on three corrupted copies (wrong sympos, no `livepatch=Y`, a
-//! renamed klp symbol) and against the doctored vmlinux and Module.symvers; on ORC kernels every
-//! function of the module must have ORC (`orccheck.rs`). In qemu (`guest.rs`): the probe fails,
-//! insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
-//! "Call Trace" or other complaint on the console. Case files: `case.patch`, `probe.sh`, `args`,
+//! fail with the expected key on four corrupted copies (wrong sympos, no `livepatch=Y`, a
+//! renamed klp symbol, a guard naming another kernel) and against the doctored vmlinux and
+//! Module.symvers; on ORC kernels every function of the module must have ORC (`orccheck.rs`).
+//! In qemu (`guest.rs`): the copy whose guard names another kernel build is refused, the probe
+//! fails, insmod, enabled=1 and transition=0, the probe passes, disable, rmmod, the probe fails, and no
+//! "Call Trace" or other complaint on the console; `klpgen list` on the guest's sysfs tree of
+//! the loaded module finds that module by build-id and its records equal to sysfs
+//! (`listcheck.rs`). Case files: `case.patch`, `probe.sh`, `args`,
 //! `README`; `expect` judges klpgen's answer alone without booting (exit code, stderr lines,
 //! `--report` values by JSON pointer); `stdout-contains`/`stderr-contains`; `console-expect`
 //! (lines in order); `oot-module`, `target-module` (a module loaded first); `reproducible` (a
-//! second build elsewhere is byte-identical); `kernel` (a test-kernel variant, such as `noibt`).
+//! second build elsewhere is byte-identical); `kernel` (a test-kernel variant, such as `noibt`);
+//! `second.patch` (with `second-args`): a second livepatch built from it (module
+//! `livepatch-<case>-second`, checked like the first), loaded once the first is enabled, which
+//! it replaces — the first must go away and be unloaded, the probe pass again, and the second is
+//! the one disabled and unloaded at the end (for handing over `klp_state`).
 
 use crate::case::{
     build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,
@@ -55,6 +62,9 @@ pub struct Case {
     /// File `kernel`: the test-kernel variant the case runs on (`tests/e2e/kernel-<name>.fragment`
     /// merged after kernel.fragment); absent: the main test kernel.
     pub kernel: Option<String>,
+    /// File `second.patch`: a second, replacing livepatch, with the arguments of
+    /// `second-args`.
+    pub second: Option<(PathBuf, Vec<String>)>,
 }
 
 /// What a case checked on klpgen's answer alone (no boot) expects from `klpgen build`: a
@@ -197,6 +207,20 @@ pub fn load_cases() -> Result<Vec<Case>> {
                 bail!("{name}/kernel names {v:?}, which has no tests/e2e/kernel-{v}.fragment");
             }
         }
+        let second_patch = dir.join("second.patch");
+        let second = if second_patch.is_file() {
+            let args = match fs::read_to_string(dir.join("second-args")) {
+                Ok(s) => s.split_whitespace().map(String::from).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).context(format!("{name}/second-args")),
+            };
+            Some((second_patch, args))
+        } else {
+            None
+        };
+        if second.is_some() && (expect.is_some() || oot.is_some()) {
+            bail!("{name}: second.patch goes with a case that boots a module of the kernel tree");
+        }
         cases.push(Case {
             name,
             dir,
@@ -206,6 +230,7 @@ pub fn load_cases() -> Result<Vec<Case>> {
             target_module,
             reproducible,
             kernel,
+            second,
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -407,11 +432,38 @@ fn run_case(
     } else {
         checked
     };
+    let second = match &case.second {
+        Some((patch, args)) => {
+            match build_second(klpgen, k, case, patch, args, workdir, doctored)? {
+                Ok(built) => Some(built),
+                Err(problem) => return Ok(fail(problem)),
+            }
+        }
+        None => None,
+    };
+    let checked = match &second {
+        Some((_, summary)) => format!("{checked}; second module: {summary}"),
+        None => checked,
+    };
+    let second_name = format!("{}_second", case.module_name());
     let probe = match fs::read(case.dir.join("probe.sh")) {
         Ok(p) => p,
         Err(e) => return Ok(fail(format!("cannot read probe.sh: {e}"))),
     };
     let module_name = case.module_name();
+    // A copy whose guard names another build of the kernel: the guest must refuse it.
+    let wrong = match other_kernel_copy(&fs::read(&module)?)? {
+        Some(bytes) => {
+            let p = logs.join("wrong-kernel.ko");
+            fs::write(&p, bytes)?;
+            Some(p)
+        }
+        None => {
+            return Ok(fail(
+                "the module has no guard (klpgen_target_version)".to_string(),
+            ))
+        }
+    };
     let report = guest::boot(&guest::Spec {
         bzimage: &k.bzimage(),
         module: &module,
@@ -420,8 +472,20 @@ fn run_case(
         workdir: &logs,
         preload: oot_ko.as_deref(),
         cross: k.cross,
+        second: second
+            .as_ref()
+            .map(|(ko, _)| (ko.as_path(), second_name.as_str())),
+        wrong_kernel: wrong.as_deref(),
     })?;
     let mut fails = report.failed_checks();
+    // `klpgen list` on what the guest's sysfs showed while the module was loaded.
+    let mut listed = String::new();
+    if report.values.get("insmod").map(String::as_str) == Some("0") {
+        match crate::listcheck::check(klpgen, &report.sysfs, &module_name, &module, &logs)? {
+            Ok(s) => listed = format!(", {s}"),
+            Err(problem) => fails.push(problem),
+        }
+    }
     // Optional `console-expect`: lines the guest's console must show, in this order (kernel
     // messages such as a callback's pr_info, interleaved with /init's `KLPGEN-E2E:` lines).
     let mut expected = 0;
@@ -441,7 +505,7 @@ fn run_case(
         return Ok(Outcome {
             passed: true,
             summary: format!(
-                "klpgen {}s, {checked}, boot {:.0}s{console}",
+                "klpgen {}s, {checked}, boot {:.0}s{console}{listed}",
                 run.seconds, report.seconds
             ),
         });
@@ -455,6 +519,53 @@ fn run_case(
         eprintln!("  check failed: {f}");
     }
     Ok(fail(fails[0].clone()))
+}
+
+/// Build the case's second, replacing livepatch from `patch` (module `livepatch-<case>-second`),
+/// as the first: the tree left as it was, `klpgen check` passing and rejecting corrupted
+/// copies. `Ok(Err(problem))` is a test failure.
+fn build_second(
+    klpgen: &Path,
+    k: &Kernel,
+    case: &Case,
+    patch: &Path,
+    args: &[String],
+    workdir: &Path,
+    doctored: &Doctored,
+) -> Result<Result<(PathBuf, String), String>> {
+    let name = format!("{}-second", case.name);
+    let (output, logs) = fresh_case_dirs(workdir, &name)?;
+    let (ok, text) = patch_applies(&k.src, patch)?;
+    if !ok {
+        eprintln!("{}", util::indent(&text));
+        return Ok(Err(format!(
+            "second.patch does not apply to {}",
+            k.src.display()
+        )));
+    }
+    let cmd = klpgen_command(klpgen, k, &name, &output, args, patch);
+    eprintln!("  $ {}", util::display(&cmd));
+    let run = run_klpgen(cmd, &logs)?;
+    if !patch_applies(&k.src, patch)?.0 {
+        return Ok(Err(
+            "klpgen left the kernel source tree modified by second.patch".into(),
+        ));
+    }
+    if !run.status.is_some_and(|s| s.success()) {
+        eprintln!("{}", run.show());
+        return Ok(Err(format!(
+            "klpgen build of second.patch failed ({:?})",
+            run.status
+        )));
+    }
+    let module = output.join(format!("livepatch-{name}.ko"));
+    if !module.is_file() {
+        return Ok(Err(format!("{} was not produced", module.display())));
+    }
+    match check_module(klpgen, k, &module, &run.stdout, &logs, None, doctored)? {
+        Ok(summary) => Ok(Ok((module, summary))),
+        Err(problem) => Ok(Err(format!("second module: {problem}"))),
+    }
 }
 
 /// Build the case's module again from scratch elsewhere (another klpgen cache, so every
@@ -609,6 +720,43 @@ fn renamed_symbol(sym: &str) -> Option<String> {
     Some(format!(".klp.sym.{obj}.#{}", chars.as_str()))
 }
 
+/// A copy of a module built by klpgen whose guard names another build of its kernel: the
+/// last character of its `klpgen_target_version` string changed (same length). None when the
+/// module has no guard.
+fn other_kernel_copy(ko: &[u8]) -> Result<Option<Vec<u8>>> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let Ok(file) = object::File::parse(ko) else {
+        return Ok(None);
+    };
+    let Some(sym) = file
+        .symbols()
+        .find(|s| s.name() == Ok("klpgen_target_version"))
+    else {
+        return Ok(None);
+    };
+    let Some(section) = sym
+        .section_index()
+        .and_then(|i| file.section_by_index(i).ok())
+    else {
+        return Ok(None);
+    };
+    let Some((offset, _)) = section.file_range() else {
+        return Ok(None);
+    };
+    // The string's last character (before its NUL).
+    let len = sym.size().saturating_sub(1);
+    if len == 0 {
+        bail!("klpgen_target_version is empty");
+    }
+    let at = usize::try_from(offset + sym.address() + len - 1)?;
+    let mut out = ko.to_vec();
+    let c = out
+        .get_mut(at)
+        .context("klpgen_target_version outside the file")?;
+    *c = if *c == b'x' { b'y' } else { b'x' };
+    Ok(Some(out))
+}
+
 /// The hand-corrupted copies of a module: (file stem, bytes, the finding key they must get).
 fn corruptions(
     ko: &[u8],
@@ -628,6 +776,9 @@ fn corruptions(
         bail!("the module has no livepatch=Y");
     }
     out.push(("no-livepatch-modinfo", no_lp, "check.modinfo.livepatch"));
+    if let Some(bytes) = other_kernel_copy(ko)? {
+        out.push(("guard-other-kernel", bytes, "check.target.guard"));
+    }
     if let Some(sym) = klp_syms.first() {
         let wrong = wrong_sympos(sym).with_context(|| format!("{sym}: no position"))?;
         out.push((
@@ -775,6 +926,12 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let doctored = crate::mismatch::prepare(&k, &mismatch_dir)?;
     let summary = crate::mismatch::check(&klpgen, &k, &doctored, &mismatch_dir)?;
     eprintln!("e2e: {summary}");
+    match crate::mismatch::check_debian(&klpgen, &mismatch_dir.join("debian"))? {
+        Some(summary) => eprintln!("e2e: {summary}"),
+        None => eprintln!(
+            "e2e: Debian package sets 6.1.192-3 and 6.1.187-1 not in the dev cache: their mismatches not checked"
+        ),
+    }
     let kf_failures = if kf_selected.is_empty() {
         Vec::new()
     } else {
@@ -871,6 +1028,8 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         workdir: &workdir,
         preload: None,
         cross: k.cross,
+        second: None,
+        wrong_kernel: None,
     })?;
     for (phase, label) in guest::PHASES {
         if let Some(out) = report.outputs.get(*phase) {

@@ -19,6 +19,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init";
 /// Prefix of the result lines the guest's /init prints.
 const MARK: &str = "KLPGEN-E2E: ";
+/// Prefix of the lines describing the loaded livepatch's sysfs tree.
+const SYSFS_MARK: &str = "KLPGEN-SYSFS ";
 /// Prefix of the lines carrying the probe's own output.
 const OUT_MARK: &str = "KLPGEN-OUT ";
 /// Console strings that mean the kernel complained.
@@ -35,10 +37,12 @@ const APPLETS: &[&str] = &[
     "poweroff",
 ];
 
-/// The probe phases, in the order the guest runs them.
+/// The probe phases, in the order the guest runs them (`after-second` only with a second,
+/// replacing module).
 pub const PHASES: &[(&str, &str)] = &[
     ("before", "before loading"),
     ("after-load", "after loading"),
+    ("after-second", "after the second module replaced the first"),
     ("after-unload", "after disabling and unloading"),
 ];
 
@@ -57,6 +61,13 @@ pub struct Spec<'a> {
     pub preload: Option<&'a Path>,
     /// The machine of a cross-built test kernel; None for x86-64.
     pub cross: Option<&'static crate::kernel::Cross>,
+    /// A second livepatch (`.ko` and its name inside the kernel) loaded once the first is
+    /// enabled: it replaces the first (atomic replace), which is then unloaded; the second is
+    /// the one disabled and unloaded at the end.
+    pub second: Option<(&'a Path, &'a str)>,
+    /// A copy of the livepatch whose guard names another kernel: loaded first, it must be
+    /// refused (its hook returns -EINVAL before enabling anything).
+    pub wrong_kernel: Option<&'a Path>,
 }
 
 /// What the guest reported.
@@ -70,6 +81,11 @@ pub struct Report {
     pub values: BTreeMap<String, String>,
     /// Probe output per phase.
     pub outputs: BTreeMap<String, Vec<String>>,
+    /// A second, replacing module was loaded ([`Spec::second`]): its checks apply.
+    pub second: bool,
+    /// The `KLPGEN-SYSFS` lines of the loaded livepatch (`d PATH`, `f PATH VALUE`,
+    /// `x PATH HEX`, `end`), for `listcheck.rs`.
+    pub sysfs: Vec<String>,
 }
 
 impl Report {
@@ -110,6 +126,11 @@ impl Report {
         if self.value("start").is_none() {
             fails.push("the guest's /init never started".to_string());
         }
+        if self.value("guard") == Some("0") {
+            fails.push(
+                "a copy of the module whose guard names another kernel loaded (guard=0): the hook's guard did not refuse it".to_string(),
+            );
+        }
         let before = v("probe-before");
         if before == "0" || before == "<missing>" {
             fails.push(format!(
@@ -119,6 +140,38 @@ impl Report {
         if v("insmod") != "0" {
             fails.push(format!("insmod failed (insmod={})", v("insmod")));
         } else {
+            let second: &[(&str, &str, &str)] = if self.second {
+                &[
+                    ("insmod-second", "0", "insmod of the second module failed"),
+                    (
+                        "enabled-second",
+                        "1",
+                        "the second patch is not enabled after loading",
+                    ),
+                    (
+                        "replaced",
+                        "1",
+                        "the first patch's sysfs directory did not go away (not replaced)",
+                    ),
+                    (
+                        "probe-after-second",
+                        "0",
+                        "probe after the second module replaced the first failed",
+                    ),
+                    (
+                        "rmmod-replaced",
+                        "0",
+                        "rmmod of the replaced first module failed",
+                    ),
+                ]
+            } else {
+                &[]
+            };
+            for (key, want, what) in second {
+                if v(key) != *want {
+                    fails.push(format!("{what} ({key}={}, expected {want})", v(key)));
+                }
+            }
             let checks = [
                 ("enabled", "1", "the patch is not enabled after loading"),
                 ("transition", "0", "the patch transition did not complete"),
@@ -165,10 +218,47 @@ fn check_module_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The guest's /init script.
-pub fn init_script(module_name: &str) -> String {
-    INIT_TEMPLATE.replace("@MODULE@", module_name)
+/// The guest's /init script; `second`: the name of a second, replacing module (`/lp2.ko`).
+pub fn init_script(module_name: &str, second: Option<&str>) -> String {
+    let second = match second {
+        Some(name) => SECOND_TEMPLATE.replace("@SECOND@", name),
+        None => String::new(),
+    };
+    INIT_TEMPLATE
+        .replace("@MODULE@", module_name)
+        .replace("@SECOND_STEPS@\n", &second)
 }
+
+/// The steps of /init with a second module: load it, wait for its transition, check that the
+/// first patch went away (replaced), probe, unload the first module; from then on the second
+/// is the one disabled and unloaded.
+const SECOND_TEMPLATE: &str = r#"    insmod /lp2.ko
+    say "insmod-second=$?"
+    D2=/sys/kernel/livepatch/@SECOND@
+    i=0
+    while [ "$i" -lt 300 ]; do
+        [ "$(cat "$D2/transition" 2>/dev/null)" = 0 ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    say "enabled-second=$(cat "$D2/enabled" 2>/dev/null)"
+    i=0
+    while [ -d "$D" ] && [ "$i" -lt 300 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ -d "$D" ]; then say replaced=0; else say replaced=1; fi
+    probe after-second
+    # The replaced patch lets go of its module just after its directory goes.
+    i=0
+    while ! rmmod "$M" 2>/dev/null && [ "$i" -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if grep -q "^$M " /proc/modules; then say rmmod-replaced=1; else say rmmod-replaced=0; fi
+    M=@SECOND@
+    D=$D2
+"#;
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
 # Generated by `cargo xtask`: loads, checks, disables and unloads a livepatch module.
@@ -188,12 +278,30 @@ probe() {
     done </tmp/probe.out
     say "probe-$1=$rc"
 }
+# What the kernel shows of the loaded livepatch, for `klpgen list --sysfs` on the host
+# (listcheck.rs): directories, readable attributes, the module's build-id note in hex.
+dump_sysfs() {
+    for p in $(find "$D" /sys/module/$M/initstate /sys/module/$M/taint); do
+        if [ -d "$p" ]; then
+            echo "KLPGEN-SYSFS d $p"
+        elif v=$(cat "$p" 2>/dev/null); then
+            echo "KLPGEN-SYSFS f $p $v"
+        fi
+    done
+    n=/sys/module/$M/notes/.note.gnu.build-id
+    [ -r "$n" ] && echo "KLPGEN-SYSFS x $n $(od -An -v -tx1 "$n" | tr -d ' \n')"
+    echo "KLPGEN-SYSFS end"
+}
 if [ -f /oot.ko ]; then
     insmod /oot.ko
     say "preload=$?"
     sleep 1
 fi
 say start=1
+if [ -f /wrong.ko ]; then
+    insmod /wrong.ko
+    say "guard=$?"
+fi
 probe before
 insmod /lp.ko
 rc=$?
@@ -207,7 +315,9 @@ if [ "$rc" -eq 0 ]; then
     done
     say "enabled=$(cat "$D/enabled" 2>/dev/null)"
     say "transition=$(cat "$D/transition" 2>/dev/null)"
+    dump_sysfs
     probe after-load
+@SECOND_STEPS@
     echo 0 >"$D/enabled"
     say "disable=$?"
     i=0
@@ -331,7 +441,10 @@ reboot -f
 
 /// Writes the gzip'd initramfs for `spec` to `out`.
 pub fn build_initramfs(spec: &Spec<'_>, out: &Path) -> Result<()> {
-    let mut init = init_script(spec.module_name);
+    if let Some((_, name)) = spec.second {
+        check_module_name(name)?;
+    }
+    let mut init = init_script(spec.module_name, spec.second.map(|(_, n)| n));
     if spec.cross.is_some() {
         // pseries and s390-ccw machines reboot into their firmware; powering off ends qemu.
         init = init.replace("reboot -f", "poweroff -f");
@@ -370,6 +483,14 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         a.file("oot.ko", 0o644, &bytes);
     }
+    if let Some((p, _)) = spec.second {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        a.file("lp2.ko", 0o644, &bytes);
+    }
+    if let Some(p) = spec.wrong_kernel {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        a.file("wrong.ko", 0o644, &bytes);
+    }
     initramfs::write_gzip(&a.finish(), out)
 }
 
@@ -381,7 +502,9 @@ pub fn parse_console(console: &str) -> Report {
     };
     for raw in console.lines() {
         let line = raw.trim_end_matches('\r');
-        if let Some(pos) = line.find(MARK) {
+        if let Some(pos) = line.find(SYSFS_MARK) {
+            r.sysfs.push(line[pos + SYSFS_MARK.len()..].to_string());
+        } else if let Some(pos) = line.find(MARK) {
             let rest = &line[pos + MARK.len()..];
             if let Some((k, v)) = rest.split_once('=') {
                 r.values
@@ -413,6 +536,7 @@ pub fn boot(spec: &Spec<'_>) -> Result<Report> {
     build_initramfs(spec, &initrd)?;
     let run = run_qemu(spec, &initrd, BOOT_TIMEOUT)?;
     let mut r = parse_console(&run.console);
+    r.second = spec.second.is_some();
     r.console_path = run.console_path;
     r.seconds = run.seconds;
     r.timed_out = run.status.is_none();
@@ -554,6 +678,28 @@ reboot: Restarting system\r
         assert!(check_module_name("livepatch_a_b1").is_ok());
         assert!(check_module_name("x;reboot").is_err());
         assert!(check_module_name("").is_err());
-        assert!(init_script("livepatch_z").contains("M=livepatch_z\n"));
+        assert!(init_script("livepatch_z", None).contains("M=livepatch_z\n"));
+        assert!(!init_script("livepatch_z", None).contains("lp2.ko"));
+        assert!(!init_script("livepatch_z", None).contains('@'));
+        let two = init_script("livepatch_z", Some("livepatch_z_second"));
+        assert!(two.contains("D2=/sys/kernel/livepatch/livepatch_z_second\n"));
+        assert!(two.find("insmod /lp2.ko") > two.find("probe after-load"));
+        assert!(two.find("M=livepatch_z_second") < two.find("echo 0 >\"$D/enabled\""));
+        assert!(!two.contains('@'));
+    }
+
+    #[test]
+    fn a_second_module_adds_its_checks() {
+        let mut r = parse_console(GOOD);
+        r.second = true;
+        let f = r.failed_checks();
+        assert_eq!(f.len(), 5, "{f:?}");
+        let two = GOOD.replace(
+            "KLPGEN-E2E: disable=0",
+            "KLPGEN-E2E: insmod-second=0\r\nKLPGEN-E2E: enabled-second=1\r\nKLPGEN-E2E: replaced=1\r\nKLPGEN-E2E: probe-after-second=0\r\nKLPGEN-E2E: rmmod-replaced=0\r\nKLPGEN-E2E: disable=0",
+        );
+        let mut r = parse_console(&two);
+        r.second = true;
+        assert_eq!(r.failed_checks(), Vec::<String>::new());
     }
 }

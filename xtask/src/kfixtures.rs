@@ -135,7 +135,12 @@ fn verdicts(report: &Value) -> Verdicts {
         .into_iter()
         .flatten()
         .flat_map(|o| o["functions"].as_array().into_iter().flatten());
-    for f in functions {
+    // Split parts (`.cold`, `.part.N`) are listed under their function; they count as
+    // functions of their own here.
+    let parts = functions
+        .clone()
+        .flat_map(|f| f["parts"].as_array().into_iter().flatten());
+    for f in functions.chain(parts) {
         let name = f["name"].as_str().unwrap_or_default().to_string();
         match f["verdict"].as_str() {
             Some("changed") => {

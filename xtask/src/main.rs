@@ -5,13 +5,16 @@ mod bench;
 mod case;
 mod demo;
 mod e2e;
+mod farm;
 mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
 mod kfixtures;
+mod listcheck;
 mod mismatch;
 mod orccheck;
+mod package;
 mod selfdiff;
 mod setup;
 mod stress;
@@ -34,7 +37,7 @@ commands:
                    kfixtures/NAME), then build and boot-test the cases under tests/e2e
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
-                   the e2e, stress and a 20 s-per-target fuzz test
+                   the e2e, package, farm, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
@@ -42,6 +45,14 @@ commands:
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
+  farm             klpgen build --cc-launcher with a real distccd on 127.0.0.1 and with ccache
+                   (twice, on empty klpgen caches): compiles on the farm / from the cache, the
+                   module byte-identical to a local build
+  package [--no-check | --check DEB]
+                   build target/package/klpgen_<version>_<arch>.deb (binary, man pages,
+                   completions, headers, docs) with dpkg-deb and check it (or check DEB):
+                   lintian, dpkg --root into an empty root, man klpgen-build from there,
+                   completions in bash, zsh and fish
   stress [--cycles N]
                    load, disable and unload the proc-string module N times (default 100) in
                    qemu while a workload runs the patched function; checks every cycle
@@ -73,6 +84,8 @@ fn real_main() -> Result<bool> {
         Some("boot") => e2e::cmd_boot(rest),
         Some("fuzz") => fuzz::cmd_fuzz(rest),
         Some("stress") => stress::cmd_stress(rest),
+        Some("package") => package::cmd_package(rest),
+        Some("farm") => farm::cmd_farm(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(true)
@@ -133,7 +146,11 @@ fn cmd_test(rest: &[String]) -> Result<bool> {
         )?;
     }
     let e2e_ok = e2e::cmd_e2e(&[])?;
+    // The .deb of klpgen and its checks (about 40 s with the release build e2e made).
+    let package_ok = package::cmd_package(&[])?;
+    // distcc and ccache for real: three cold klpgen builds (about 4 min on two cores).
+    let farm_ok = farm::cmd_farm(&[])?;
     let stress_ok = stress::cmd_stress(&[])?;
     let fuzz_ok = fuzz::run(&fuzz::Options::quick(20))?;
-    Ok(e2e_ok && stress_ok && fuzz_ok)
+    Ok(e2e_ok && package_ok && farm_ok && stress_ok && fuzz_ok)
 }

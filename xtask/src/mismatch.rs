@@ -3,8 +3,11 @@
 //! its sources with another SUBLEVEL in the Makefile. `klpgen build` must refuse each before
 //! any compile work (exit 2, the `target.*-mismatch` key, both values, an untouched cache),
 //! `klpgen diff --symtab --symvers` the Module.symvers; the e2e cases run `klpgen check` on
-//! their modules against the doctored vmlinux and Module.symvers too. Part of `cargo xtask
-//! e2e`.
+//! their modules against the doctored vmlinux and Module.symvers too. Where the dev cache holds
+//! Debian's package sets of 6.1.192-3 (ABI 57, cloud-amd64 and amd64) and 6.1.187-1 (ABI 53),
+//! [`check_debian`] mixes their real parts the same way (another ABI's vmlinux, another
+//! flavour's headers, sources of another version, modules of another release). Part of `cargo
+//! xtask e2e`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -263,6 +266,146 @@ pub fn check(klpgen: &Path, k: &Kernel, d: &Doctored, dir: &Path) -> Result<Stri
         "{} target mismatches refused by klpgen build, 1 by klpgen diff",
         cases.len()
     ))
+}
+
+/// A mixed Debian target: (what, keys, sources, headers, vmlinux, modules, what the message
+/// must say).
+type DebianCase<'a> = (
+    &'a str,
+    &'a [&'a str],
+    &'a Path,
+    PathBuf,
+    PathBuf,
+    PathBuf,
+    Vec<String>,
+);
+
+/// Debian's parts mixed across package sets (unpacked in `~/.cache/klpgen-dev/debian/`):
+/// each must be refused before any work, with the key, and the remedy naming the packages of
+/// the headers' kernel. None when the package sets are not there.
+pub fn check_debian(klpgen: &Path, dir: &Path) -> Result<Option<String>> {
+    let deb = util::home_dir().join(".cache/klpgen-dev/debian");
+    let (v57, v53) = (deb.join("6.1.192-3"), deb.join("6.1.187-1"));
+    let r57 = "6.1.0-57-cloud-amd64";
+    let headers =
+        |v: &Path, r: &str| v.join(format!("linux-headers-{r}/usr/src/linux-headers-{r}"));
+    let vmlinux = |v: &Path, r: &str| {
+        v.join(format!(
+            "linux-image-{r}-dbg/usr/lib/debug/boot/vmlinux-{r}"
+        ))
+    };
+    let modules = |v: &Path, r: &str| v.join(format!("linux-image-{r}-unsigned/lib/modules/{r}"));
+    let (src57, src53) = (
+        v57.join("src/linux-source-6.1"),
+        v53.join("src/linux-source-6.1"),
+    );
+    let needed = [
+        headers(&v57, r57),
+        headers(&v57, "6.1.0-57-amd64"),
+        vmlinux(&v57, r57),
+        vmlinux(&v53, "6.1.0-53-cloud-amd64"),
+        modules(&v57, r57),
+        modules(&v53, "6.1.0-53-cloud-amd64"),
+        src57.join("Makefile"),
+        src53.join("Makefile"),
+    ];
+    if needed.iter().any(|p| !p.exists()) {
+        return Ok(None);
+    }
+    let dbg57 = format!("linux-image-{r57}-dbg=6.1.192-3");
+    let cases: [DebianCase<'_>; 4] = [
+        (
+            "another ABI's vmlinux",
+            &["target.vmlinux-mismatch"],
+            &src57,
+            headers(&v57, r57),
+            vmlinux(&v53, "6.1.0-53-cloud-amd64"),
+            modules(&v57, r57),
+            vec!["is kernel 6.1.0-53-cloud-amd64".into(), dbg57.clone()],
+        ),
+        (
+            "another flavour's headers",
+            &["target.vmlinux-mismatch", "target.symvers-mismatch"],
+            &src57,
+            headers(&v57, "6.1.0-57-amd64"),
+            vmlinux(&v57, r57),
+            modules(&v57, r57),
+            vec!["CRCs disagree".into()],
+        ),
+        (
+            "sources of another version",
+            &["target.source-mismatch"],
+            &src53,
+            headers(&v57, r57),
+            vmlinux(&v57, r57),
+            modules(&v57, r57),
+            vec!["linux-source-6.1=6.1.192-3".into()],
+        ),
+        (
+            "modules of another release",
+            &["target.module-mismatch"],
+            &src57,
+            headers(&v57, r57),
+            vmlinux(&v57, r57),
+            modules(&v53, "6.1.0-53-cloud-amd64"),
+            vec![format!("linux-image-{r57}-unsigned=6.1.192-3")],
+        ),
+    ];
+    let patch = util::repo_root().join("examples/proc-version.patch");
+    let (cache, out) = (dir.join("cache"), dir.join("out"));
+    for (what, keys, src, build, vm, mods, wants) in &cases {
+        for p in [&cache, &out] {
+            if p.exists() {
+                fs::remove_dir_all(p)?;
+            }
+        }
+        let mut c = Command::new(klpgen);
+        c.arg("build")
+            .arg("--sourcedir")
+            .arg(src)
+            .arg("--builddir")
+            .arg(build)
+            .arg("--vmlinux")
+            .arg(vm)
+            .arg("--modules")
+            .arg(mods)
+            .arg("-o")
+            .arg(&out)
+            .arg(&patch)
+            .env("KLPGEN_CACHE_DIR", &cache)
+            .env("PATH", util::path_with_cargo_bin())
+            .stdin(Stdio::null());
+        let start = Instant::now();
+        let o = c
+            .output()
+            .with_context(|| format!("cannot run `{}`", util::display(&c)))?;
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let missing_key = keys.iter().find(|k| !err.contains(&format!("[{k}]")));
+        if o.status.code() != Some(2) || missing_key.is_some() {
+            bail!(
+                "Debian, {what}: expected exit 2 with {keys:?}, got {:?}:\n{}",
+                o.status.code(),
+                util::indent(&err)
+            );
+        }
+        if let Some(w) = wants.iter().find(|w| !err.contains(w.as_str())) {
+            bail!(
+                "Debian, {what}: the message does not say {w:?}:\n{}",
+                util::indent(&err)
+            );
+        }
+        if has_entries(&cache) || out.exists() {
+            bail!("Debian, {what}: the refused run wrote into its cache or output directory");
+        }
+        eprintln!(
+            "mismatch: Debian, {what}: refused in {:.1}s before any compile work",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Some(format!(
+        "{} mismatched Debian package sets refused by klpgen build",
+        cases.len()
+    )))
 }
 
 #[cfg(test)]

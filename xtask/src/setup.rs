@@ -43,6 +43,18 @@ pub const PACKAGES: &[&str] = &[
     "clang-19",
     "qemu-system-ppc",
     "qemu-system-misc",
+    // `cargo xtask package`: the .deb is checked with lintian, its man pages with man, its
+    // completions in each shell.
+    "lintian",
+    "man-db",
+    "zsh",
+    "fish",
+    // `cargo xtask farm`: klpgen's --cc-launcher with a real compile farm and compiler cache.
+    "distcc",
+    "ccache",
+    // tests/ci_doc.rs: docs/ci.md's script reads reports with jq; its pipelines parse as YAML.
+    "jq",
+    "python3-yaml",
 ];
 
 /// The packages of `PACKAGES` that dpkg does not report as installed.

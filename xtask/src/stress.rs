@@ -217,6 +217,8 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         workdir: &workdir,
         preload: None,
         cross: None,
+        second: None,
+        wrong_kernel: None,
     };
     let initrd = workdir.join("initrd.gz");
     let init = guest::stress_init_script(&module_name, cycles, WORKLOAD);

@@ -1,15 +1,20 @@
 //! Patch-author annotations: the `.klpgen.*` records that `include/klpgen/klpgen.h` leaves in
 //! the patched object (functions and sections whose changes are ignored, functions replaced
-//! although unchanged, livepatch callbacks).
+//! although unchanged, livepatch callbacks, system states), and the `.kpatch.*` records of
+//! kpatch-build's `kpatch-macros.h`, read as the same annotations (`annot/kpatch.rs`).
 //! They are read from the patched object only, checked here, and acted on by the differ and
 //! the inclusion plan; they never reach the livepatch module.
 //!
 //! `KLPGEN_IGNORE_FUNCTION`/`_SECTION` and `KLPGEN_FORCE_FUNCTION` leave NUL-terminated names in
 //! `.klpgen.ignore.functions`/`.sections` and `.klpgen.force.functions`; `KLPGEN_<KIND>_CALLBACK`
-//! a function pointer in `.klpgen.callbacks.<kind>`. What cannot be honoured is refused
-//! (`refuse.annotation.*`): an unknown `.klpgen.*` section, a malformed record, an ignore or force
-//! of a function the object does not define, one both ignored and forced, a callback that is no
-//! function of the unit or is `__init`; two callbacks of a kind are `refuse.duplicate-callback`.
+//! a function pointer in `.klpgen.callbacks.<kind>`; `KLPGEN_STATE(id, version)` two 64-bit
+//! numbers in `.klpgen.states`; klpgen's `kpatch-macros.h` maps `KPATCH_FORCE_UNSAFE` onto a
+//! name in `.klpgen.force_unsafe.functions` (noted, no effect: upstream livepatch has no
+//! per-function force). What cannot be honoured is refused (`refuse.annotation.*`): an unknown
+//! `.klpgen.*` or `.kpatch.*` section, a malformed record, an ignore or force of a function the
+//! object does not define, one both ignored and forced, a callback that is no function of the
+//! unit or is `__init`, a state with id 0, a version past `unsigned int` or two versions of one
+//! id; two callbacks of a kind are `refuse.duplicate-callback`.
 
 use serde::Serialize;
 
@@ -25,6 +30,25 @@ pub const FORCE_FUNCTIONS: &str = ".klpgen.force.functions";
 /// Prefix of the callback sections, one per kind (`.klpgen.callbacks.post_patch`): arrays of
 /// pointers to functions.
 pub const CALLBACK_PREFIX: &str = ".klpgen.callbacks.";
+/// Section of NUL-terminated names of functions `KPATCH_FORCE_UNSAFE` named (klpgen's
+/// `kpatch-macros.h`).
+pub const FORCE_UNSAFE: &str = ".klpgen.force_unsafe.functions";
+/// Section of `KLPGEN_STATE` records: `{u64 id, u64 version}` each, no relocations.
+pub const STATES: &str = ".klpgen.states";
+/// The header klpgen's own records come from, for messages.
+const HEADER: &str = "<klpgen/klpgen.h>";
+
+mod kpatch;
+pub use kpatch::{
+    CALLBACK_PREFIX as KPATCH_CALLBACK_PREFIX, FORCE as KPATCH_FORCE,
+    IGNORE_FUNCTIONS as KPATCH_IGNORE_FUNCTIONS, IGNORE_SECTIONS as KPATCH_IGNORE_SECTIONS,
+};
+
+/// Whether a section holds annotation records (klpgen's or kpatch's), which are read here and
+/// never carried, bound or taken for a special section.
+pub fn is_annotation_section(name: &str) -> bool {
+    name.starts_with(".klpgen.") || name.starts_with(".kpatch.")
+}
 
 /// Which member of `struct klp_callbacks` a callback fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -81,18 +105,35 @@ pub struct Callback {
     pub func: SymIdx<Patched>,
 }
 
+/// A system state the livepatch declares (`KLPGEN_STATE(id, version)`): one entry of
+/// `klp_patch.states`, whose `data` the patch's callbacks set at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct State {
+    /// Non-zero.
+    pub id: u64,
+    pub version: u32,
+}
+
 /// The annotations of one patched object.
 #[derive(Debug, Clone, Default)]
 pub struct Annotations {
-    /// Source function names (`KLPGEN_IGNORE_FUNCTION`).
+    /// Source function names (`KLPGEN_IGNORE_FUNCTION`, `KPATCH_IGNORE_FUNCTION`).
     pub ignore_functions: Vec<String>,
-    /// Section names or `prefix*` patterns (`KLPGEN_IGNORE_SECTION`).
+    /// Section names or `prefix*` patterns (`KLPGEN_IGNORE_SECTION`, `KPATCH_IGNORE_SECTION`).
     pub ignore_sections: Vec<String>,
     /// Source function names (`KLPGEN_FORCE_FUNCTION`).
     pub force_functions: Vec<String>,
     pub callbacks: Vec<Callback>,
+    /// Functions `KPATCH_FORCE_UNSAFE` names: accepted and noted, without effect.
+    pub force_unsafe: Vec<String>,
+    /// System states (`KLPGEN_STATE`), by id.
+    pub states: Vec<State>,
     /// Records that are malformed, unknown or contradictory.
     pub refusals: Vec<Refusal>,
+    /// The ignored functions and sections that kpatch's records (`.kpatch.ignore.*`) named, so
+    /// that messages name the macro the author wrote.
+    kpatch_functions: Vec<String>,
+    kpatch_sections: Vec<String>,
 }
 
 /// The source function a symbol belongs to: GCC's clones and split parts (`f.isra.0`,
@@ -158,12 +199,20 @@ impl Annotations {
             &mut a.force_functions,
             &mut a.refusals,
         );
+        names(obj, FORCE_UNSAFE, &mut a.force_unsafe, &mut a.refusals);
+        a.read_states(obj);
+        kpatch::read(obj, &mut a);
         for sec in obj.section_indices() {
             let s = obj.sec(sec);
             if !s.name.starts_with(".klpgen.")
-                || s.name == IGNORE_FUNCTIONS
-                || s.name == IGNORE_SECTIONS
-                || s.name == FORCE_FUNCTIONS
+                || [
+                    IGNORE_FUNCTIONS,
+                    IGNORE_SECTIONS,
+                    FORCE_FUNCTIONS,
+                    FORCE_UNSAFE,
+                    STATES,
+                ]
+                .contains(&s.name)
             {
                 continue;
             }
@@ -191,8 +240,12 @@ impl Annotations {
         a.callbacks.sort_by_key(|c| (c.kind, c.func));
         a.callbacks.dedup();
         for (list, section, what) in [
-            (&a.ignore_functions, IGNORE_FUNCTIONS, "IGNORE"),
-            (&a.force_functions, FORCE_FUNCTIONS, "FORCE"),
+            (
+                &a.ignore_functions,
+                IGNORE_FUNCTIONS,
+                "KLPGEN_IGNORE_FUNCTION",
+            ),
+            (&a.force_functions, FORCE_FUNCTIONS, "KLPGEN_FORCE_FUNCTION"),
         ] {
             for f in list {
                 let defined = obj.symbols.iter().any(|s| {
@@ -223,50 +276,93 @@ impl Annotations {
         let s = obj.sec(sec);
         if !s.size.is_multiple_of(8) || s.is_nobits() {
             self.refusals
-                .push(refusal::annotation_not_pointers(s.name, s.size));
+                .push(refusal::annotation_not_pointers(s.name, s.size, 8, HEADER));
             return;
         }
         for entry in 0..s.size / 8 {
-            let at = entry * 8;
-            let r = s
-                .relocs_in(at, at + 8)
-                .iter()
-                .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8);
-            // The function the pointer holds: a named symbol, or a section symbol plus the
-            // offset of the function's entry (for statics).
-            let func = r.and_then(|r| {
-                let t = obj.sym(r.sym);
-                let f = match (t.kind, t.section) {
-                    (SymKind::Section, Some(ts)) => {
-                        let off = u64::try_from(r.addend).ok()?;
-                        let f = obj.symbol_at(ts, off)?;
-                        (obj.sym(f).value == off).then_some(f)?
-                    }
-                    _ => (r.addend == 0).then_some(r.sym)?,
-                };
-                let s = obj.sym(f);
-                (s.kind == SymKind::Func && s.section.is_some()).then_some(f)
-            });
-            match func {
-                Some(f) => {
-                    let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
-                    if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
-                        self.refusals.push(refusal::annotation_init_callback(
-                            kind.member(),
-                            obj.sym(f).name,
-                            fsec,
-                        ));
-                        continue;
-                    }
-                    self.callbacks.push(Callback { kind, func: f });
+            self.callback_at(obj, sec, entry * 8, entry, kind);
+        }
+    }
+
+    /// The callback whose pointer is at `at` of `sec` (record `entry`): a function of the
+    /// unit, not `__init`/`__exit`.
+    fn callback_at(
+        &mut self,
+        obj: &Object<'_, Patched>,
+        sec: SecIdx<Patched>,
+        at: u64,
+        entry: u64,
+        kind: CallbackKind,
+    ) {
+        let name = obj.sec(sec).name;
+        match slot(obj, sec, at) {
+            Slot::Function(f) => {
+                let fsec = obj.sec(obj.sym(f).section.expect("defined")).name;
+                if fsec.starts_with(".init.") || fsec.starts_with(".exit.") {
+                    self.refusals.push(refusal::annotation_init_callback(
+                        kind.member(),
+                        obj.sym(f).name,
+                        fsec,
+                    ));
+                    return;
                 }
-                _ => {
-                    let what = r.map_or("?", |r| obj.sym(r.sym).name);
-                    self.refusals
-                        .push(refusal::annotation_not_a_function(s.name, entry, what));
+                self.callbacks.push(Callback { kind, func: f });
+            }
+            other => self.refusals.push(refusal::annotation_not_a_function(
+                name,
+                entry,
+                &other.describe(),
+            )),
+        }
+    }
+
+    /// `KLPGEN_STATE` records: `{u64 id, u64 version}` each. A repeated id with the same version
+    /// is one state (the macro in a header several files include).
+    fn read_states(&mut self, obj: &Object<'_, Patched>) {
+        let Some(sec) = obj.find_section(STATES) else {
+            return;
+        };
+        let s = obj.sec(sec);
+        if !s.relocs.is_empty() || s.is_nobits() || !s.size.is_multiple_of(16) {
+            self.refusals
+                .push(refusal::annotation_not_pointers(STATES, s.size, 16, HEADER));
+            return;
+        }
+        let word = |i: usize| {
+            let b: [u8; 8] = s.data[i * 8..i * 8 + 8].try_into().expect("8 bytes");
+            u64::from_le_bytes(b)
+        };
+        let mut conflicting = Vec::new();
+        for r in 0..s.data.len() / 16 {
+            let (id, version) = (word(2 * r), word(2 * r + 1));
+            if id == 0 {
+                self.refusals
+                    .push(refusal::annotation_state_zero_id(STATES, version));
+                continue;
+            }
+            let Ok(version) = u32::try_from(version) else {
+                self.refusals
+                    .push(refusal::annotation_state_version(STATES, id, version));
+                continue;
+            };
+            match self.states.iter().position(|st| st.id == id) {
+                Some(i) if self.states[i].version == version => {}
+                Some(i) => {
+                    let first = self.states[i].version;
+                    self.refusals.push(refusal::annotation_state_conflict(
+                        STATES,
+                        id,
+                        (first, "an earlier KLPGEN_STATE of this file"),
+                        (version, &format!("record {r} of {STATES}")),
+                    ));
+                    conflicting.push(id);
                 }
+                None => self.states.push(State { id, version }),
             }
         }
+        // A state refused for its versions is not declared at all.
+        self.states.retain(|st| !conflicting.contains(&st.id));
+        self.states.sort();
     }
 
     /// Whether a function (by its symbol name) is forced (replaced even when unchanged).
@@ -289,12 +385,120 @@ impl Annotations {
             .map(String::as_str)
     }
 
+    /// The macro that ignores function `f` (a source function name), as the author wrote it.
+    pub fn ignore_function_macro(&self, f: &str) -> String {
+        if self.kpatch_functions.iter().any(|k| k == f) {
+            format!("KPATCH_IGNORE_FUNCTION({f})")
+        } else {
+            format!("KLPGEN_IGNORE_FUNCTION({f})")
+        }
+    }
+
+    /// The macro behind ignore pattern `p`, as the author wrote it.
+    pub fn ignore_section_macro(&self, p: &str) -> String {
+        if self.kpatch_sections.iter().any(|k| k == p) {
+            format!("KPATCH_IGNORE_SECTION(\"{p}\")")
+        } else {
+            format!("KLPGEN_IGNORE_SECTION(\"{p}\")")
+        }
+    }
+
+    /// What the annotations did that the author should know although nothing was refused:
+    /// `KPATCH_FORCE_UNSAFE`, accepted without effect.
+    pub fn notes(&self) -> Vec<String> {
+        self.force_unsafe
+            .iter()
+            .map(|f| {
+                format!("KPATCH_FORCE_UNSAFE({f}) has no effect: upstream livepatch has no per-function override of its consistency model, so {f} switches to the new code like every other function, once no task runs it (a transition that does not finish can be forced for the whole patch: echo 1 > /sys/kernel/livepatch/<module>/force)")
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ignore_functions.is_empty()
             && self.ignore_sections.is_empty()
             && self.force_functions.is_empty()
             && self.callbacks.is_empty()
+            && self.force_unsafe.is_empty()
+            && self.states.is_empty()
     }
+}
+
+/// What the 8-byte pointer at an offset of a record section holds.
+enum Slot {
+    /// The entry of a function the object defines.
+    Function(SymIdx<Patched>),
+    /// A symbol the object only declares.
+    Undefined(String),
+    /// Bytes without a relocation (NULL when zero).
+    Literal(u64),
+    /// Anything else, described.
+    Other(String),
+}
+
+impl Slot {
+    fn describe(&self) -> String {
+        match self {
+            Slot::Function(_) => "a function".to_string(),
+            Slot::Undefined(n) => format!("{n}, which this unit does not define"),
+            Slot::Literal(0) => "NULL".to_string(),
+            Slot::Literal(v) => format!("the number {v:#x}"),
+            Slot::Other(w) => w.clone(),
+        }
+    }
+}
+
+/// The relocation that fills the 8-byte pointer at `at` of `sec`, if exactly one does.
+fn pointer_reloc<'o>(
+    obj: &'o Object<'_, Patched>,
+    sec: SecIdx<Patched>,
+    at: u64,
+) -> Result<Option<&'o crate::model::Reloc<Patched>>, String> {
+    let rs = obj.sec(sec).relocs_in(at, at + 8);
+    match rs {
+        [] => Ok(None),
+        [r] if r.offset == at && obj.reloc_kind(r.r_type).width == 8 => Ok(Some(r)),
+        _ => Err("a relocation that is not one 64-bit pointer".to_string()),
+    }
+}
+
+/// What the pointer at `at` of `sec` points at: a function (a named symbol, or a section
+/// symbol plus the offset of the function's entry, as the assembler writes statics), an
+/// undefined symbol, or anything else.
+fn slot(obj: &Object<'_, Patched>, sec: SecIdx<Patched>, at: u64) -> Slot {
+    let r = match pointer_reloc(obj, sec, at) {
+        Err(what) => return Slot::Other(what),
+        Ok(None) => {
+            let data = obj.sec(sec).data;
+            let bytes = usize::try_from(at)
+                .ok()
+                .and_then(|i| data.get(i..i.checked_add(8)?));
+            return match bytes {
+                Some(b) => Slot::Literal(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                None => Slot::Other("nothing (past the section's contents)".to_string()),
+            };
+        }
+        Ok(Some(r)) => r,
+    };
+    let t = obj.sym(r.sym);
+    let func = match (t.kind, t.section) {
+        (_, None) if t.kind != SymKind::Section => return Slot::Undefined(t.name.to_string()),
+        (SymKind::Section, Some(ts)) => u64::try_from(r.addend)
+            .ok()
+            .and_then(|off| obj.symbol_at(ts, off).filter(|&f| obj.sym(f).value == off)),
+        _ => (r.addend == 0).then_some(r.sym),
+    };
+    match func {
+        Some(f) if obj.sym(f).kind == SymKind::Func && obj.sym(f).section.is_some() => {
+            Slot::Function(f)
+        }
+        _ => Slot::Other(format!("{}{:+}", t.name, r.addend)),
+    }
+}
+
+/// One state id declared with two versions by two units (`first`, `second`: version and unit).
+pub fn state_conflict(id: u64, first: (u32, &str), second: (u32, &str)) -> Refusal {
+    refusal::annotation_state_conflict(STATES, id, first, second)
 }
 
 /// Two callbacks of one kind for one patched object: `struct klp_callbacks` has room for one.

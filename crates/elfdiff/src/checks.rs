@@ -17,7 +17,7 @@ use crate::correlate::{is_special, is_static_local};
 use crate::model::{Bind, Object, Orig, Patched, SecIdx, Side, SymIdx, SymKind};
 use crate::names::{normalize, split_parent};
 use crate::propagate::Propagated;
-use crate::refs::{resolve, Insns, Pair, Target};
+use crate::refs::{resolve, targets_of, Insns, Pair, Target};
 use crate::refusal::{self, Ignored, Refusal, Untraced};
 use crate::runtime_const::{runtime_const_user, RuntimeConstKind};
 use crate::sections::{is_data_section, is_init_section, is_known_section};
@@ -155,42 +155,95 @@ fn is_syscall_body(name: &str) -> bool {
 }
 
 /// Static locals (`name.N`) the original function used and the new one no longer does.
+///
+/// GCC may move the code that uses a static local out of a function into a split part
+/// (`.cold`, `.part.N`), and a caller that inlined a function's head calls that function's
+/// `.part.N` directly: the new function still uses the static through the part. So the new
+/// version's uses are those of the function, of the split parts it calls or jumps to (and
+/// those parts' own), and of the other members of its split family (its parent and parts).
+/// Worked out only when the function's own code no longer names the static.
 fn removed_static_locals(pair: Pair<'_, '_>, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Vec<String> {
-    // Targets are resolved past section symbols (several statics may share a named section
-    // such as `__dyndbg` or `.data..once`). Special statics are always fresh copies whose
-    // state is deliberately not carried over, so dropping one loses nothing.
-    fn locals<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
-        let s = obj.sym(f);
-        let Some(sec) = s.section else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for r in obj
-            .sec(sec)
-            .relocs_in(s.value, s.value.saturating_add(s.size))
-        {
-            let Target::Symbol { sym, .. } = resolve(obj, insns, sec, r) else {
-                continue;
-            };
-            let target = obj.sym(sym);
-            if target.kind == SymKind::Object
-                && target.bind == Bind::Local
-                && is_static_local(target.name)
-                && !is_special(obj, sym)
-            {
-                out.push(normalize(target.name));
-            }
-        }
-        out
-    }
-    let new = locals(pair.patched, pair.patched_insns, p);
-    let mut gone: Vec<String> = locals(pair.orig, pair.orig_insns, o)
+    let new = static_locals(pair.patched, pair.patched_insns, p);
+    let mut gone: Vec<String> = static_locals(pair.orig, pair.orig_insns, o)
         .into_iter()
         .filter(|l| !new.contains(l))
         .collect();
+    if gone.is_empty() {
+        return gone;
+    }
+    let through_parts = split_reach(pair.patched, pair.patched_insns, p);
+    for f in through_parts.into_iter().filter(|&f| f != p) {
+        let used = static_locals(pair.patched, pair.patched_insns, f);
+        gone.retain(|l| !used.contains(l));
+    }
     gone.sort();
     gone.dedup();
     gone
+}
+
+/// The static locals function `f`'s own code refers to, by normalised name. Targets are
+/// resolved past section symbols (several statics may share a named section such as
+/// `__dyndbg` or `.data..once`). Special statics are always fresh copies whose state is
+/// deliberately not carried over, so dropping one loses nothing.
+fn static_locals<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<String> {
+    let s = obj.sym(f);
+    let Some(sec) = s.section else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in obj
+        .sec(sec)
+        .relocs_in(s.value, s.value.saturating_add(s.size))
+    {
+        let Target::Symbol { sym, .. } = resolve(obj, insns, sec, r) else {
+            continue;
+        };
+        let target = obj.sym(sym);
+        if target.kind == SymKind::Object
+            && target.bind == Bind::Local
+            && is_static_local(target.name)
+            && !is_special(obj, sym)
+        {
+            out.push(normalize(target.name));
+        }
+    }
+    out
+}
+
+/// Function `f` with the split parts (`.cold`, `.part.N`) its code reaches: those it calls,
+/// jumps to or otherwise refers to, theirs in turn, and the members of `f`'s own split family
+/// (its parent and parts).
+fn split_reach<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> Vec<SymIdx<S>> {
+    let family_root = |name: &str| split_parent(name).unwrap_or_else(|| normalize(name));
+    let root = family_root(obj.sym(f).name);
+    let mut out: Vec<SymIdx<S>> = obj
+        .symbol_indices()
+        .filter(|&g| {
+            let s = obj.sym(g);
+            s.kind == SymKind::Func && s.section.is_some() && family_root(s.name) == root
+        })
+        .collect();
+    if !out.contains(&f) {
+        out.push(f);
+    }
+    let mut k = 0;
+    while k < out.len() {
+        for t in targets_of(obj, insns, out[k]) {
+            let Target::Symbol { sym, .. } = t else {
+                continue;
+            };
+            let s = obj.sym(sym);
+            if s.kind == SymKind::Func
+                && s.section.is_some()
+                && split_parent(s.name).is_some()
+                && !out.contains(&sym)
+            {
+                out.push(sym);
+            }
+        }
+        k += 1;
+    }
+    out
 }
 
 /// Changed existing data objects: refused, or recorded as ignored when their section is.
@@ -217,7 +270,7 @@ fn data_refusals(
                 ignored.push(Ignored {
                     symbol: name.into(),
                     section: section.into(),
-                    reason: format!("existing data changed ({why}); the running kernel keeps its copy, as KLPGEN_IGNORE_SECTION(\"{pat}\") asks"),
+                    reason: format!("existing data changed ({why}); the running kernel keeps its copy, as {} asks", annotations.ignore_section_macro(pat)),
                 });
                 continue;
             }
@@ -251,10 +304,10 @@ fn unknown_section_refusals(
     let mut ignored = Vec::new();
     for sec in patched.section_indices() {
         let s = patched.sec(sec);
-        // `.klpgen.*` sections are annotations, read (and checked) by `annot`.
+        // `.klpgen.*` and `.kpatch.*` sections are annotations, read (and checked) by `annot`.
         if !s.is_alloc()
             || is_known_section(patched.arch, s.name)
-            || s.name.starts_with(".klpgen.")
+            || crate::annot::is_annotation_section(s.name)
             || crate::runtime_const::runtime_const_kind(s.name).is_some()
         {
             continue;
@@ -276,7 +329,7 @@ fn unknown_section_refusals(
             ignored.push(Ignored {
                 symbol: target.into(),
                 section: s.name.into(),
-                reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as KLPGEN_IGNORE_SECTION(\"{p}\") asks", s.name),
+                reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as {} asks", s.name, annotations.ignore_section_macro(p)),
             });
         } else if s.name == "_error_injection_whitelist" {
             out.push(refusal::error_injection(target, s.name));

@@ -5,15 +5,14 @@
 //!
 //! A string is compared by content: a reference through a section symbol or through gas's
 //! local label `.LC<n>` is section + offset (`refs.rs`), so a string that moved to another
-//! function's `.rodata.<fn>.str1.1` under another label number is the same string. The
-//! binary-level half of the `__LINE__` tolerance is here too (the source-level half is the
-//! `#line` directives of `patchgen::patchfile`): a function whose only differences are
-//! line-number immediates passed to a known line taker (`might_sleep`, `WARN`, ...) did not
-//! change (`line_numbers_only`).
+//! function's `.rodata.<fn>.str1.1` under another label number is the same string. A function
+//! whose versions differ only in moved immediates (`mov $imm, dst`) is settled by `lines.rs`:
+//! unchanged when they are all source line numbers (`__LINE__`), the binary half of the
+//! line-number tolerance (the source half is the `#line` directives of `patchgen::patchfile`).
 
 use std::collections::HashMap;
 
-use crate::arch::Insn;
+use crate::lines::{self, ImmDiff, Pending};
 use crate::model::{Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
 use crate::refs::{describe, ref_key, resolve, Insns, Pair, Target};
@@ -57,12 +56,13 @@ pub struct FuncResult {
 
 /// The first verdict on every function defined in the patched object (prefix labels
 /// excluded): new when it has no correlated original, else changed or not by its own bytes and
-/// references.
+/// references; those differing only in moved immediates are settled by `lines.rs`.
 pub(crate) fn compare_functions(
     pair: Pair<'_, '_>,
     matched: &HashMap<SymIdx<Patched>, SymIdx<Orig>>,
 ) -> Vec<FuncResult> {
     let mut results = Vec::new();
+    let mut pending = Vec::new();
     for p in pair.patched.symbol_indices() {
         let s = pair.patched.sym(p);
         if s.kind != SymKind::Func || s.section.is_none() || is_prefix_symbol(s.name) {
@@ -71,9 +71,16 @@ pub(crate) fn compare_functions(
         let orig = matched.get(&p).copied();
         let verdict = match orig {
             None => Verdict::New,
-            Some(o) => match pair.compare_syms(o, p) {
-                None => Verdict::Unchanged,
-                Some(why) => Verdict::Changed(why),
+            Some(o) => match pair.compare(o, p) {
+                Comparison::Same => Verdict::Unchanged,
+                Comparison::Differs(why) => Verdict::Changed(why),
+                Comparison::Immediates(diffs, why) => {
+                    pending.push(Pending {
+                        result: results.len(),
+                        diffs,
+                    });
+                    Verdict::Changed(why)
+                }
             },
         };
         results.push(FuncResult {
@@ -85,41 +92,65 @@ pub(crate) fn compare_functions(
             private: false,
         });
     }
+    lines::settle(pair, &mut results, &pending);
     results
 }
 
-impl Pair<'_, '_> {
+/// How two versions of a symbol compare.
+pub(crate) enum Comparison<'d> {
+    Same,
+    /// Different, with the first difference.
+    Differs(String),
+    /// Code that differs only in these moved immediates (the first difference given), every
+    /// relocation the same: for `lines.rs` to settle.
+    Immediates(Vec<ImmDiff<'d>>, String),
+}
+
+impl<'d> Pair<'_, 'd> {
     /// Compare the bytes and relocations of two symbols; None when equal, else the first
     /// difference.
     pub(crate) fn compare_syms(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Option<String> {
+        match self.compare(o, p) {
+            Comparison::Same => None,
+            Comparison::Differs(why) | Comparison::Immediates(_, why) => Some(why),
+        }
+    }
+
+    /// Compare the bytes (relocation fields masked) and relocations of two symbols.
+    pub(crate) fn compare(&self, o: SymIdx<Orig>, p: SymIdx<Patched>) -> Comparison<'d> {
         let (os, ps) = (self.orig.sym(o), self.patched.sym(p));
         if os.size != ps.size {
-            return Some(format!("size {} -> {}", os.size, ps.size));
+            return Comparison::Differs(format!("size {} -> {}", os.size, ps.size));
         }
         let (Some(osec), Some(psec)) = (os.section, ps.section) else {
-            return None;
+            return Comparison::Same;
         };
         let (osx, psx) = (self.orig.sec(osec), self.patched.sec(psec));
         if osx.is_nobits() != psx.is_nobits() {
-            return Some("moved between initialised and zeroed data".into());
+            return Comparison::Differs("moved between initialised and zeroed data".into());
         }
         let orelocs = osx.relocs_in(os.value, os.value.saturating_add(os.size));
         let prelocs = psx.relocs_in(ps.value, ps.value.saturating_add(ps.size));
+        let mut immediates = None;
         if !osx.is_nobits() {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
             mask(self.orig, &mut ob, os.value, orelocs);
             mask(self.patched, &mut pb, ps.value, prelocs);
             if let Some(i) = ob.iter().zip(&pb).position(|(a, b)| a != b) {
-                let line_only =
-                    osx.is_exec() && line_numbers_only(self.orig, os.value, &ob, &pb, orelocs);
-                if !line_only {
-                    return Some(format!("bytes differ at +{i:#x}"));
+                let why = format!("bytes differ at +{i:#x}");
+                let only = osx.is_exec() && orelocs.len() == prelocs.len();
+                match only
+                    .then(|| moved_immediates_only(self.orig, os.value, &ob, &pb, orelocs))
+                    .flatten()
+                {
+                    Some(diffs) => immediates = Some((diffs, why)),
+                    None => return Comparison::Differs(why),
                 }
             }
         }
         if orelocs.len() != prelocs.len() {
-            return Some(format!(
+            return Comparison::Differs(format!(
                 "{} relocations -> {}",
                 orelocs.len(),
                 prelocs.len()
@@ -128,19 +159,24 @@ impl Pair<'_, '_> {
         for (ro, rp) in orelocs.iter().zip(prelocs) {
             let (offo, offp) = (ro.offset - os.value, rp.offset - ps.value);
             if offo != offp || ro.r_type != rp.r_type {
-                return Some(format!("relocation at +{offo:#x} moved or changed type"));
+                return Comparison::Differs(format!(
+                    "relocation at +{offo:#x} moved or changed type"
+                ));
             }
             let ko = ref_key(self.orig, self.orig_insns, osec, ro);
             let kp = ref_key(self.patched, self.patched_insns, psec, rp);
             if ko != kp {
-                return Some(format!(
+                return Comparison::Differs(format!(
                     "relocation at +{offo:#x}: {} -> {}",
                     describe(&ko),
                     describe(&kp)
                 ));
             }
         }
-        None
+        match immediates {
+            Some((diffs, why)) => Comparison::Immediates(diffs, why),
+            None => Comparison::Same,
+        }
     }
 
     /// Whether a function of the patched object has an ftrace entry (so it can be patched).
@@ -153,67 +189,65 @@ impl Pair<'_, '_> {
     }
 }
 
-/// Callees whose integer argument is a source line number (`__LINE__`): a function whose only
-/// differences are those immediates did not change (the patch just moved lines around).
-const LINE_TAKERS: &[&str] = &[
-    "__might_sleep",
-    "__might_fault",
-    "__might_resched",
-    "__cant_sleep",
-    "__cant_migrate",
-    "warn_slowpath_fmt",
-    "lockdep_rcu_suspicious",
-    "__might_sleep_precision",
-];
-
-/// Whether two masked byte images of one function differ only in instructions that load a
-/// line number as an argument (x86: `mov $imm32, %reg32`, [`crate::arch::Insn::const_load`])
-/// for a call to one of `LINE_TAKERS`.
-fn line_numbers_only(
-    obj: &Object<'_, Orig>,
+/// Where two masked byte images of one function (at section offset `base` of the original,
+/// `relocs` its relocations) differ only in moved immediates ([`crate::arch::Insn::imm`]),
+/// each instruction otherwise the same: those immediates; None when they differ otherwise.
+fn moved_immediates_only<'d>(
+    obj: &Object<'d, Orig>,
     base: u64,
     ob: &[u8],
     pb: &[u8],
     relocs: &[Reloc<Orig>],
-) -> bool {
+) -> Option<Vec<ImmDiff<'d>>> {
     if ob.len() != pb.len() {
-        return false;
+        return None;
     }
     let (oi, pi) = (obj.arch.decode_insns(ob), obj.arch.decode_insns(pb));
     if oi.len() != pi.len() {
-        return false;
+        return None;
     }
-    // The callee of a call instruction, from the relocation inside it.
-    let callee = |insn: &Insn| -> Option<&str> {
-        let (start, end) = (base + insn.start, base + insn.start + insn.len);
+    // The symbol a call or tail call (from the relocation inside it) calls.
+    let callee = |start: u64, len: u64| -> Option<&'d str> {
+        let (start, end) = (base + start, base + start + len);
         relocs
             .iter()
             .find(|r| r.offset >= start && r.offset < end)
             .map(|r| obj.sym(r.sym).name)
     };
+    let mut out = Vec::new();
     for (k, (a, b)) in oi.iter().zip(&pi).enumerate() {
         if a.len != b.len || a.start != b.start {
-            return false;
+            return None;
         }
         let (s, e) = (a.start as usize, (a.start + a.len) as usize);
         if ob[s..e] == pb[s..e] {
             continue;
         }
-        let is_line_load = a.const_load.is_some() && a.const_load == b.const_load;
-        if !is_line_load {
-            return false;
+        let (Some(ia), Some(ib)) = (a.imm, b.imm) else {
+            return None;
+        };
+        if (ia.at, ia.width) != (ib.at, ib.width) || ia.arg != ib.arg {
+            return None;
         }
-        let feeds_line_taker = oi[k + 1..]
+        let (fs, fe) = (s + ia.at as usize, s + (ia.at + ia.width) as usize);
+        if fe > e || ob[s..fs] != pb[s..fs] || ob[fe..e] != pb[fe..e] {
+            return None;
+        }
+        let next_call = oi[k + 1..]
             .iter()
             .take(8)
-            .find(|i| i.call)
-            .and_then(&callee)
-            .is_some_and(|n| LINE_TAKERS.contains(&n));
-        if !feeds_line_taker {
-            return false;
-        }
+            .filter(|i| i.call)
+            .find_map(|i| callee(i.start, i.len));
+        out.push(ImmDiff {
+            offset: a.start,
+            len: a.len,
+            orig: ia.value,
+            patched: ib.value,
+            arg: ia.arg,
+            callee: next_call,
+        });
     }
-    true
+    Some(out)
 }
 
 /// Zero relocation fields so that only instruction bytes are compared: only the field's bits

@@ -10,7 +10,8 @@
 //! holds that line (`DW_AT_decl_line` of the unit's subprograms; inlined ranges only where none
 //! is known). That tells the function's own change (`own-code`) from an inlined callee's
 //! (`inlined-callee`, `changed_callees`) and from no changed line at all (`indirect`: a macro,
-//! or the compiler's view of a changed callee).
+//! or the compiler's view of a changed callee). The comparison reads the line tables alone
+//! ([`DwarfIndex::line_tables`]) to tell moved line numbers from changes (`lines.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -708,39 +709,46 @@ fn tagged(elf_sec: usize, offset: u64) -> u64 {
     ((elf_sec as u64) << TAG_SHIFT) | (offset & OFFSET_MASK)
 }
 
-/// Relocations of one debug section: offset → (tag section, S + A).
-#[derive(Debug, Default)]
-struct RelocMap {
-    entries: Vec<(u64, Option<usize>, u64)>,
+/// What a relocation at an offset of a debug section makes of its field.
+type RelocAt<'a> = dyn Fn(u64) -> Option<(Option<usize>, u64)> + 'a;
+
+/// Relocations of one debug section: offset → (tag section, S + A), looked up in the
+/// object's own sorted relocations when gimli reads a relocated field (nothing is copied: a
+/// reader of the line tables alone touches few of `.debug_info`'s many). PC-relative ones
+/// (`.eh_frame`-style) are left alone.
+#[derive(Default)]
+struct RelocMap<'a> {
+    find: Option<Box<RelocAt<'a>>>,
 }
 
-impl RelocMap {
-    fn new<S: Side>(obj: &Object<'_, S>, sec: SecIdx<S>) -> Self {
-        let entries = obj
-            .sec(sec)
-            .relocs
-            .iter()
-            .filter(|r| !obj.reloc_kind(r.r_type).pc_relative)
-            .map(|r| {
-                let s = obj.sym(r.sym);
-                let value = s.value.wrapping_add(r.addend as u64);
-                let tag = s.section.map(|t| obj.sec(t).elf_index);
-                (r.offset, tag, value)
-            })
-            .collect();
-        RelocMap { entries }
+impl std::fmt::Debug for RelocMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RelocMap")
+    }
+}
+
+impl<'a> RelocMap<'a> {
+    fn new<S: Side>(obj: &'a Object<'_, S>, sec: SecIdx<S>) -> Self {
+        let relocs = &obj.sec(sec).relocs;
+        let find = move |offset: u64| {
+            let r = &relocs[relocs.binary_search_by_key(&offset, |r| r.offset).ok()?];
+            if obj.reloc_kind(r.r_type).pc_relative {
+                return None;
+            }
+            let s = obj.sym(r.sym);
+            let value = s.value.wrapping_add(r.addend as u64);
+            Some((s.section.map(|t| obj.sec(t).elf_index), value))
+        };
+        RelocMap {
+            find: Some(Box::new(find)),
+        }
     }
     fn find(&self, offset: usize) -> Option<(Option<usize>, u64)> {
-        let i = self
-            .entries
-            .binary_search_by_key(&(offset as u64), |e| e.0)
-            .ok()?;
-        let (_, tag, value) = self.entries[i];
-        Some((tag, value))
+        self.find.as_ref()?(offset as u64)
     }
 }
 
-impl gimli::Relocate<usize> for &RelocMap {
+impl gimli::Relocate<usize> for &RelocMap<'_> {
     fn relocate_address(&self, offset: usize, value: u64) -> gimli::Result<u64> {
         Ok(match self.find(offset) {
             Some((Some(sec), v)) => tagged(sec, v),
@@ -756,7 +764,7 @@ impl gimli::Relocate<usize> for &RelocMap {
     }
 }
 
-type Rdr<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, &'a RelocMap>;
+type Rdr<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, &'a RelocMap<'a>>;
 
 struct Seq {
     start: u64,
@@ -830,6 +838,17 @@ impl DwarfIndex {
     /// Read the line tables and inlined subroutines of a relocatable object; None when it has
     /// no DWARF.
     pub fn build<S: Side>(obj: &Object<'_, S>) -> Result<Option<DwarfIndex>, Error> {
+        Self::read(obj, true)
+    }
+
+    /// Only the line tables (no inlined subroutines, no definitions): what the comparison
+    /// asks of a function whose versions differ only in immediates (`lines.rs`), without the
+    /// cost of walking every DIE. None when the object has no DWARF.
+    pub fn line_tables<S: Side>(obj: &Object<'_, S>) -> Result<Option<DwarfIndex>, Error> {
+        Self::read(obj, false)
+    }
+
+    fn read<S: Side>(obj: &Object<'_, S>, dies: bool) -> Result<Option<DwarfIndex>, Error> {
         let label = obj.label.as_str();
         if obj.find_section(".debug_info").is_none() || obj.find_section(".debug_line").is_none() {
             return Ok(None);
@@ -856,7 +875,7 @@ impl DwarfIndex {
             gimli::SectionId::DebugStr,
             gimli::SectionId::DebugStrOffsets,
         ];
-        let maps: Vec<(gimli::SectionId, Option<SecIdx<S>>, RelocMap)> = ids
+        let maps: Vec<(gimli::SectionId, Option<SecIdx<S>>, RelocMap<'_>)> = ids
             .iter()
             .map(|&id| {
                 let sec = obj.find_section(id.name());
@@ -889,7 +908,7 @@ impl DwarfIndex {
         let mut units = dwarf.units();
         while let Some(header) = units.next().map_err(|e| dwarf_err(label, e))? {
             let unit = dwarf.unit(header).map_err(|e| dwarf_err(label, e))?;
-            idx.read_unit(&dwarf, &unit)
+            idx.read_unit(&dwarf, &unit, dies)
                 .map_err(|e| dwarf_err(label, e))?;
         }
         idx.shorten_paths();
@@ -902,6 +921,7 @@ impl DwarfIndex {
         &mut self,
         dwarf: &gimli::Dwarf<Rdr<'a>>,
         unit: &gimli::Unit<Rdr<'a>>,
+        dies: bool,
     ) -> gimli::Result<()> {
         let comp_dir = unit
             .comp_dir
@@ -914,6 +934,7 @@ impl DwarfIndex {
             let header = program.header().clone();
             let mut rows = program.rows();
             let mut current: Option<Seq> = None;
+            let mut last_file: Option<(u64, usize)> = None;
             while let Some((_, row)) = rows.next_row()? {
                 let addr = row.address();
                 if row.end_sequence() {
@@ -923,14 +944,22 @@ impl DwarfIndex {
                     }
                     continue;
                 }
-                let fid = self.file_id(
-                    &mut file_ids,
-                    dwarf,
-                    unit,
-                    &header,
-                    row.file_index(),
-                    comp_dir.as_deref(),
-                );
+                // Rows mostly keep the file of the row before: ask the map only on a switch.
+                let fid = match last_file {
+                    Some((fi, fid)) if fi == row.file_index() => fid,
+                    _ => {
+                        let fid = self.file_id(
+                            &mut file_ids,
+                            dwarf,
+                            unit,
+                            &header,
+                            row.file_index(),
+                            comp_dir.as_deref(),
+                        );
+                        last_file = Some((row.file_index(), fid));
+                        fid
+                    }
+                };
                 let line = row.line().map_or(0, |l| l.get());
                 let seq = current.get_or_insert(Seq {
                     start: addr,
@@ -941,6 +970,9 @@ impl DwarfIndex {
             }
         }
 
+        if !dies {
+            return Ok(());
+        }
         let header = unit.line_program.as_ref().map(|p| p.header().clone());
         let mut depth: isize = 0;
         let mut entries = unit.entries();
@@ -1149,6 +1181,30 @@ impl DwarfIndex {
         } else {
             None
         }
+    }
+
+    /// The line-table rows of `[start, end)` of the section with ELF index `elf_sec`, by
+    /// address (rows of one address in table order), as (offset from `start`, file, line);
+    /// a row that starts before `start` and covers it comes first, at offset 0.
+    pub fn rows(&self, elf_sec: usize, start: u64, end: u64) -> Vec<(u64, &str, u64)> {
+        let (lo, hi) = (tagged(elf_sec, start), tagged(elf_sec, end));
+        let mut out = Vec::new();
+        for seq in self.seqs.iter().filter(|q| q.start < hi && lo < q.end) {
+            let first = seq.rows.partition_point(|r| r.0 < lo);
+            let covering = first
+                .checked_sub(1)
+                .map(|i| seq.rows[i])
+                .filter(|_| seq.rows.get(first).is_none_or(|r| r.0 > lo));
+            let inside = seq.rows[first..].iter().take_while(|r| r.0 < hi);
+            for &(addr, fid, line) in covering.iter().chain(inside) {
+                let Some(file) = self.files.get(fid) else {
+                    continue;
+                };
+                out.push((addr.max(lo) - lo, file.as_str(), line));
+            }
+        }
+        out.sort_by_key(|r| r.0);
+        out
     }
 
     /// The source files of the line tables (shortened as in [`SourceLoc`]).
@@ -1370,8 +1426,14 @@ mod tests {
 
     #[test]
     fn addresses_keep_their_section() {
+        let entries = [(8, Some(5), 0x10), (16, None, 0x20)];
         let map = RelocMap {
-            entries: vec![(8, Some(5), 0x10), (16, None, 0x20)],
+            find: Some(Box::new(move |offset| {
+                entries
+                    .iter()
+                    .find(|e| e.0 == offset)
+                    .map(|&(_, tag, value)| (tag, value))
+            })),
         };
         assert_eq!((&map).relocate_address(8, 0).unwrap(), tagged(5, 0x10));
         assert_eq!((&map).relocate_address(16, 0).unwrap(), 0x20);

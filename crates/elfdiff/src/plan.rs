@@ -303,6 +303,7 @@ impl Diff<'_, '_> {
         b.plan.e_flags = self.patched.e_flags;
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.notes.extend(self.new_exports());
+        b.plan.notes.extend(self.annotations.notes());
         b.plan.orig_locals = self
             .orig
             .symbols
@@ -780,7 +781,7 @@ impl Builder<'_, '_, '_> {
             || arch.objtool_sections().contains(&site_sec.name)
             || self.carving(site).is_some()
             || site_sec.name.starts_with(".discard")
-            || site_sec.name.starts_with(".klpgen.");
+            || crate::annot::is_annotation_section(site_sec.name);
         let at_entry = addend.wrapping_add(d.patched_insns.bias(d.patched, site, r)) == 0;
         if special || !at_entry || d.patched_insns.is_branch(d.patched, site, r) {
             return None;

@@ -248,9 +248,9 @@ fn apply_ignores(
         let ps = pair.patched.sym(r.patched);
         let section = pair.patched.sec(ps.section.expect("defined")).name;
         let by = if annotations.ignores_function(ps.name) {
-            format!("KLPGEN_IGNORE_FUNCTION({})", source_function(ps.name))
+            annotations.ignore_function_macro(source_function(ps.name))
         } else if let Some(p) = annotations.ignoring_section(section) {
-            format!("KLPGEN_IGNORE_SECTION(\"{p}\")")
+            annotations.ignore_section_macro(p)
         } else {
             continue;
         };

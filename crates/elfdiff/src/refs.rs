@@ -1,7 +1,9 @@
 //! What a relocation refers to: resolved past section symbols and local labels to a named
 //! symbol, a string of a merged-string section, or anonymous bytes of a section; and the
 //! comparable identity of that target ([`RefKey`]), which is what the differ compares instead
-//! of section offsets that move between builds.
+//! of section offsets that move between builds. A UBSAN check site's record is compared by
+//! what it says but its source location's line and column, which only show moved lines, and
+//! by what its own relocations refer to (`Ubsan`).
 
 use crate::arch::{Flow, InsnMap};
 use crate::model::{Bind, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol};
@@ -90,6 +92,41 @@ pub(crate) enum RefKey {
     /// An address slot of the machine's slot section (ppc64 `.toc`): what the slot holds,
     /// since the slots of a unit move when the patch adds or drops one.
     Slot(Box<RefKey>),
+    /// A UBSAN record ([`ubsan_section`]): its section's name without the number, the
+    /// offset, its bytes with the source location's line and column zeroed, and what its
+    /// own relocations (file name, type descriptors) refer to.
+    Ubsan(String, i64, Vec<u8>, Vec<RefKey>),
+}
+
+/// What a section of UBSAN's check-site data holds: GCC gives every record of
+/// `-fsanitize=...` its own section under an assembler-local label (`.data..Lubsan_data<N>`,
+/// `.data.rel.local..Lubsan_data<N>` in PIC code, `.Lubsan_data<N>`; type descriptors
+/// `...Lubsan_type<N>`), numbered in the order of emission, so a new check site renumbers
+/// those after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ubsan {
+    /// A check site's record: it starts with `struct source_location { const char
+    /// *file_name; u32 line; u32 column; }` (the kernel's `lib/ubsan.h`), the type pointers
+    /// and flags of the check after it.
+    Data,
+    /// A type descriptor (`u16 kind, u16 info, char name[]`).
+    Type,
+}
+
+/// Offsets of the source location's line and column in a UBSAN record (after the 8-byte
+/// file name pointer): where only the patch's moved lines show.
+const UBSAN_LINE_COLUMN: std::ops::Range<usize> = 8..16;
+
+/// Whether section `name` holds UBSAN data, and which.
+pub(crate) fn ubsan_section(name: &str) -> Option<Ubsan> {
+    let label = name.rsplit("..").next().unwrap_or(name);
+    let label = label.strip_prefix('.').unwrap_or(label);
+    let stem = label.trim_end_matches(|c: char| c.is_ascii_digit());
+    match stem {
+        "Lubsan_data" => Some(Ubsan::Data),
+        "Lubsan_type" => Some(Ubsan::Type),
+        _ => None,
+    }
 }
 
 pub(crate) fn resolve<S: Side>(
@@ -179,6 +216,18 @@ pub(crate) fn ref_key<S: Side>(
     site: SecIdx<S>,
     r: &Reloc<S>,
 ) -> RefKey {
+    key(obj, insns, site, r, true)
+}
+
+/// [`ref_key`]; `nested`: a UBSAN record's own relocations are followed (one level: they
+/// point at strings and type descriptors).
+fn key<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    site: SecIdx<S>,
+    r: &Reloc<S>,
+    nested: bool,
+) -> RefKey {
     match resolve(obj, insns, site, r) {
         Target::Symbol { sym, addend } => RefKey::Sym(normalize(obj.sym(sym).name), addend),
         Target::String { sec, start } => {
@@ -196,9 +245,31 @@ pub(crate) fn ref_key<S: Side>(
         Target::Anon { sec, offset } => {
             let s = obj.sec(sec);
             if let Some(slot) = slot_reloc(obj, sec, offset) {
-                return RefKey::Slot(Box::new(ref_key(obj, insns, sec, slot)));
+                return RefKey::Slot(Box::new(key(obj, insns, sec, slot, nested)));
             }
-            RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec())
+            let Some(kind) = ubsan_section(s.name) else {
+                return RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec());
+            };
+            // The number in the name is the order of emission.
+            let name = normalize_section(s.name.trim_end_matches(|c: char| c.is_ascii_digit()));
+            if !nested {
+                return RefKey::Anon(name, offset, s.data.to_vec());
+            }
+            // The line and column are where the check site is in the source: a patch that
+            // moves lines changes only them (the code that reports through the record is
+            // compared on its own).
+            let mut data = s.data.to_vec();
+            if kind == Ubsan::Data {
+                if let Some(loc) = data.get_mut(UBSAN_LINE_COLUMN) {
+                    loc.fill(0);
+                }
+            }
+            let refs = s
+                .relocs
+                .iter()
+                .map(|r| key(obj, insns, sec, r, false))
+                .collect();
+            RefKey::Ubsan(name, offset, data, refs)
         }
     }
 }
@@ -225,7 +296,7 @@ pub(crate) fn describe(k: &RefKey) -> String {
     match k {
         RefKey::Sym(n, a) => format!("{n}{a:+}"),
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
-        RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
+        RefKey::Anon(sec, off, _) | RefKey::Ubsan(sec, off, ..) => format!(".{sec}{off:+}"),
         RefKey::Slot(k) => format!("slot of {}", describe(k)),
     }
 }

@@ -48,7 +48,7 @@ pub enum RefusalKind {
     RuntimeConstant,
     /// A changed function is on the error-injection list.
     ErrorInjection,
-    /// A malformed, unknown or contradictory `.klpgen.*` record.
+    /// A malformed, unknown or contradictory `.klpgen.*` (or kpatch `.kpatch.*`) record.
     Annotation,
     /// Two callbacks of one kind for one patched object.
     DuplicateCallback,
@@ -366,14 +366,25 @@ pub(crate) fn annotation_unknown_section(section: &str) -> Refusal {
     )
 }
 
-/// A callback section that is not an array of pointers (`size` bytes).
-pub(crate) fn annotation_not_pointers(section: &str, size: u64) -> Refusal {
+/// A record section that is not an array of `record`-byte records (`size` bytes); `header`
+/// names the header whose macros write it.
+pub(crate) fn annotation_not_pointers(
+    section: &str,
+    size: u64,
+    record: u64,
+    header: &str,
+) -> Refusal {
+    let what = if record == 8 {
+        "an array of pointers".to_string()
+    } else {
+        format!("an array of {record}-byte records")
+    };
     RefusalKind::Annotation.refusal(
         section,
         section,
         section,
-        format!("{section} is {size} bytes, not an array of pointers"),
-        "use the callback macros of <klpgen/klpgen.h>",
+        format!("{section} is {size} bytes, not {what}"),
+        format!("use the macros of {header}"),
     )
 }
 
@@ -397,19 +408,95 @@ pub(crate) fn annotation_not_a_function(section: &str, entry: u64, what: &str) -
         section,
         section,
         section,
-        format!("entry {entry} of {section} does not point at a function defined in this unit (it refers to {what:?})"),
+        format!("entry {entry} of {section} does not point at a function defined in this unit (it points at {what})"),
         "define the callback function in the file that uses the callback macro",
     )
 }
 
-/// `KLPGEN_<what>_FUNCTION(func)` (recorded in `section`) names no function of the unit.
-pub(crate) fn annotation_undefined(what: &str, func: &str, section: &str) -> Refusal {
+/// `<macro_name>(func)` (recorded in `section`) names no function of the unit.
+pub(crate) fn annotation_undefined(macro_name: &str, func: &str, section: &str) -> Refusal {
     RefusalKind::Annotation.refusal(
         func,
         func,
         section,
-        format!("KLPGEN_{what}_FUNCTION({func}): this unit defines no function {func} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
-        format!("put KLPGEN_{what}_FUNCTION in the file that defines the function; for a function inlined into its callers, name the callers"),
+        format!("{macro_name}({func}): this unit defines no function {func} (declared elsewhere, or inlined everywhere), so the annotation would have no effect"),
+        format!("put {macro_name} in the file that defines the function; for a function inlined into its callers, name the callers"),
+    )
+}
+
+/// Entry `entry` of kpatch callback section `section` has an object name: kpatch-build's
+/// create-diff-object writes it into its output; a compiler's object has NULL there.
+pub(crate) fn annotation_kpatch_objname(section: &str, entry: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("entry {entry} of {section} already names an object (its objname is not NULL): it comes from kpatch-build's create-diff-object output, not from a compiler, so it is not known which object it was meant for"),
+        "give klpgen the patch and the kernel sources (klpgen build), not objects kpatch-build produced; klpgen puts each callback in the klp_object of the unit that defines it",
+    )
+}
+
+/// Entry `entry` of `section` (kpatch's KPATCH_IGNORE_SECTION records) does not point at a
+/// string (`what` says what it points at).
+pub(crate) fn annotation_not_a_string(section: &str, entry: u64, what: &str) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("entry {entry} of {section} does not point at a section name string ({what})"),
+        "write KPATCH_IGNORE_SECTION(\"name\") with a string literal, or use KLPGEN_IGNORE_SECTION from <klpgen/klpgen.h>",
+    )
+}
+
+/// A `.kpatch.*` section klpgen does not read as an annotation.
+pub(crate) fn annotation_unknown_kpatch_section(section: &str) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        section,
+        section,
+        format!("{section} is not one of the kpatch records klpgen reads (.kpatch.ignore.functions, .kpatch.ignore.sections, .kpatch.force, .kpatch.callbacks.<kind>): its meaning cannot be honoured"),
+        "use the kpatch-macros.h klpgen puts on the include path, or the macros of <klpgen/klpgen.h> (kpatch.ko-era hooks become KLPGEN_*_CALLBACK); see docs/from-kpatch.md",
+    )
+}
+
+/// A `KLPGEN_STATE` record of `section` with id 0.
+pub(crate) fn annotation_state_zero_id(section: &str, version: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        "state 0",
+        section,
+        format!("KLPGEN_STATE(0, {version}): a state id must be non-zero; the livepatch core ends klp_patch.states at the first entry with id 0"),
+        "give the state a non-zero id (any number unique to the system state it stands for)",
+    )
+}
+
+/// A `KLPGEN_STATE(id, version)` record whose version does not fit `klp_state.version`.
+pub(crate) fn annotation_state_version(section: &str, id: u64, version: u64) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        &format!("state {id:#x}"),
+        section,
+        format!("KLPGEN_STATE({id:#x}, {version}): the version is an unsigned int in struct klp_state (0 to 4294967295)"),
+        "use a version between 0 and 4294967295",
+    )
+}
+
+/// One state id declared with two versions (`first`, `second`: version and where).
+pub(crate) fn annotation_state_conflict(
+    section: &str,
+    id: u64,
+    first: (u32, &str),
+    second: (u32, &str),
+) -> Refusal {
+    RefusalKind::Annotation.refusal(
+        section,
+        &format!("state {id:#x}"),
+        section,
+        format!(
+            "state {id:#x} is declared as version {} ({}) and as version {} ({}); a livepatch has one version of each state",
+            first.0, first.1, second.0, second.1
+        ),
+        "declare each state once per livepatch (KLPGEN_STATE in one file, or the same version everywhere)",
     )
 }
 

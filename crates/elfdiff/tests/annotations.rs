@@ -1,6 +1,8 @@
-//! Hand-made `.klpgen.*` records that `<klpgen/klpgen.h>` never writes: each must be refused
-//! with a `refuse.annotation.*` key (naming the section), never panic, never be taken as a
-//! callback or an ignore. The objects are built with the `object` writer.
+//! Hand-made `.klpgen.*` records that `<klpgen/klpgen.h>` never writes, and `.kpatch.*` records
+//! that kpatch's `kpatch-macros.h` never writes: each must be refused with a
+//! `refuse.annotation.*` key (naming the section), never panic, never be taken as a callback or
+//! an ignore. Well-formed kpatch records are read as klpgen's. The objects are built with the
+//! `object` writer.
 
 use object::{elf, SectionKind, SymbolKind, SymbolScope};
 
@@ -13,6 +15,12 @@ enum Record {
     /// A pointer-sized slot per entry; each relocation: (offset, target, addend).
     Callbacks {
         kind: &'static str,
+        size: usize,
+        relocs: Vec<SlotReloc>,
+    },
+    /// `size` bytes in any section, with relocations (kpatch's pointer records).
+    Raw {
+        section: &'static str,
         size: usize,
         relocs: Vec<SlotReloc>,
     },
@@ -33,6 +41,8 @@ enum Target {
     TextSection,
     Undefined,
     Data,
+    /// `.rodata.str1.1`, which holds ".text.f\0" at 0 and "\x01\0" at 8.
+    Strings,
 }
 
 /// An object with function `f` (returning `ret`) in `.text.f`, a variable `v`, and `record`.
@@ -52,22 +62,37 @@ fn build(ret: u8, record: Option<&Record>) -> Vec<u8> {
         8,
     );
     let ext = undefined(&mut o, "elsewhere");
-    match record {
-        None => {}
-        Some(Record::Callbacks { kind, size, relocs }) => {
-            let name = format!(".klpgen.callbacks.{kind}");
+    let strings = o.add_section(
+        Vec::new(),
+        b".rodata.str1.1".to_vec(),
+        SectionKind::ReadOnlyString,
+    );
+    o.append_section_data(strings, b".text.f\0\x01\0", 1);
+    let slots =
+        |o: &mut object::write::Object<'_>, name: String, size: usize, relocs: &[SlotReloc]| {
             let s = o.add_section(Vec::new(), name.into_bytes(), SectionKind::ReadOnlyData);
-            o.append_section_data(s, &vec![0; *size], 8);
+            o.append_section_data(s, &vec![0; size], 8);
             for &(offset, target, addend) in relocs {
                 let symbol = match target {
                     Target::Func => f,
                     Target::TextSection => o.section_symbol(text),
                     Target::Undefined => ext,
                     Target::Data => v,
+                    Target::Strings => o.section_symbol(strings),
                 };
-                reloc(&mut o, s, offset, symbol, addend, elf::R_X86_64_64);
+                reloc(o, s, offset, symbol, addend, elf::R_X86_64_64);
             }
+        };
+    match record {
+        None => {}
+        Some(Record::Callbacks { kind, size, relocs }) => {
+            slots(&mut o, format!(".klpgen.callbacks.{kind}"), *size, relocs);
         }
+        Some(Record::Raw {
+            section,
+            size,
+            relocs,
+        }) => slots(&mut o, section.to_string(), *size, relocs),
         Some(Record::Names {
             section,
             bytes,
@@ -190,4 +215,138 @@ fn padding_between_names_is_skipped() {
     });
     assert!(keys.is_empty(), "{keys:?}");
     assert_eq!(ignored, 1, "f is ignored once");
+}
+
+#[test]
+fn well_formed_kpatch_records_are_read() {
+    // KPATCH_IGNORE_FUNCTION(f), by symbol and by section symbol plus offset.
+    for target in [Target::Func, Target::TextSection] {
+        let (keys, _, ignored) = outcome(&Record::Raw {
+            section: ".kpatch.ignore.functions",
+            size: 8,
+            relocs: vec![(0, target, 0)],
+        });
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(ignored, 1);
+    }
+    // KPATCH_IGNORE_SECTION(".text.f").
+    let (keys, _, ignored) = outcome(&Record::Raw {
+        section: ".kpatch.ignore.sections",
+        size: 8,
+        relocs: vec![(0, Target::Strings, 0)],
+    });
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(ignored, 1);
+    // A callback record: the function, then a NULL objname.
+    let (keys, callbacks, _) = outcome(&Record::Raw {
+        section: ".kpatch.callbacks.post_unpatch",
+        size: 16,
+        relocs: vec![(0, Target::Func, 0)],
+    });
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(callbacks, 1);
+    // KPATCH_FORCE_UNSAFE of a function of this unit or of another: accepted, no effect.
+    for target in [Target::Func, Target::Undefined] {
+        let (keys, callbacks, ignored) = outcome(&Record::Raw {
+            section: ".kpatch.force",
+            size: 8,
+            relocs: vec![(0, target, 0)],
+        });
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!((callbacks, ignored), (0, 0));
+    }
+}
+
+#[test]
+fn malformed_kpatch_records_are_refused() {
+    let bad: Vec<(&str, usize, Vec<SlotReloc>)> = vec![
+        // Not arrays of their records.
+        (".kpatch.ignore.functions", 12, vec![(0, Target::Func, 0)]),
+        (".kpatch.ignore.sections", 4, vec![]),
+        (".kpatch.force", 9, vec![(0, Target::Func, 0)]),
+        (".kpatch.callbacks.pre_patch", 8, vec![(0, Target::Func, 0)]),
+        // Ignoring a function this unit does not define, or no function at all.
+        (
+            ".kpatch.ignore.functions",
+            8,
+            vec![(0, Target::Undefined, 0)],
+        ),
+        (".kpatch.ignore.functions", 8, vec![(0, Target::Data, 0)]),
+        (
+            ".kpatch.ignore.functions",
+            8,
+            vec![(0, Target::TextSection, 3)],
+        ),
+        (".kpatch.ignore.functions", 8, vec![]),
+        (".kpatch.force", 8, vec![(0, Target::Data, 0)]),
+        // A section name that is no string: not NUL-terminated, unprintable, a function.
+        (".kpatch.ignore.sections", 8, vec![(0, Target::Strings, 10)]),
+        (".kpatch.ignore.sections", 8, vec![(0, Target::Strings, 8)]),
+        (".kpatch.ignore.sections", 8, vec![(0, Target::Func, 0)]),
+        (
+            ".kpatch.ignore.sections",
+            8,
+            vec![(0, Target::Undefined, 0)],
+        ),
+        (".kpatch.ignore.sections", 8, vec![(0, Target::Strings, -1)]),
+        (".kpatch.ignore.sections", 8, vec![]),
+        // Callbacks: no function, an objname already filled in, an unknown kind.
+        (".kpatch.callbacks.pre_patch", 16, vec![]),
+        (
+            ".kpatch.callbacks.pre_patch",
+            16,
+            vec![(0, Target::Data, 0)],
+        ),
+        (
+            ".kpatch.callbacks.post_patch",
+            16,
+            vec![(0, Target::Func, 0), (8, Target::Strings, 0)],
+        ),
+        (
+            ".kpatch.callbacks.mid_patch",
+            16,
+            vec![(0, Target::Func, 0)],
+        ),
+        // Sections klpgen does not read: kpatch.ko hooks, create-diff-object's output.
+        (".kpatch.hooks.load", 16, vec![(0, Target::Func, 0)]),
+        (".kpatch.funcs", 56, vec![(0, Target::Func, 0)]),
+    ];
+    for (section, size, relocs) in bad {
+        let record = Record::Raw {
+            section,
+            size,
+            relocs,
+        };
+        let (keys, callbacks, ignored) = outcome(&record);
+        assert!(
+            !keys.is_empty() && keys.iter().all(|k| k.starts_with("refuse.annotation.")),
+            "{section}: {keys:?}"
+        );
+        assert_eq!((callbacks, ignored), (0, 0), "{section}");
+    }
+}
+
+#[test]
+fn malformed_state_records_are_refused() {
+    let state = |bytes: Vec<u8>, reloc| Record::Names {
+        section: ".klpgen.states",
+        bytes,
+        reloc,
+    };
+    let record = |id: u64, version: u64| {
+        let mut b = id.to_le_bytes().to_vec();
+        b.extend(version.to_le_bytes());
+        b
+    };
+    for bad in [
+        state(record(0, 1), false),
+        state(record(5, 1 << 32), false),
+        state(record(5, 1)[..12].to_vec(), false),
+        state(record(5, 1), true),
+        state([record(5, 1), record(5, 2)].concat(), false),
+    ] {
+        refused_as_annotation(bad);
+    }
+    let (keys, _, _) = outcome(&state([record(5, 1), record(5, 1)].concat(), false));
+    assert!(keys.is_empty(), "{keys:?}");
 }

@@ -8,7 +8,10 @@
 //! recorded origin file; every `.klp.rela` well formed; every replaced function present, a
 //! function, and covered by an `__mcount_loc` entry; every ordinary undefined symbol in
 //! Module.symvers, and Module.symvers itself the vmlinux's (`check.target.symvers-mismatch`);
-//! every given target module built for the vmlinux's release (`check.target.module-mismatch`).
+//! every given target module built for the vmlinux's release (`check.target.module-mismatch`);
+//! and the kernel the module's guard lets it load on (its `klpgen_target_release` and
+//! `klpgen_target_version` strings, `crate::kmod`) the vmlinux's release and banner version
+//! (`check.target.guard`).
 //! In `klpgen build` any finding fails the build (`src/build/module.rs`).
 //!
 //! Bytes in, findings out. Each finding has a stable key (`check.<what>...`, listed in
@@ -16,8 +19,10 @@
 //! up to its test modules, so every key and kind is spelled here and the test-only module
 //! declarations come last). The replaced functions and the origin of every klp symbol are
 //! read from two non-allocated sections that `klpgen build` writes into the module
-//! (`crate::manifest`); a module without them was not built by klpgen and its functions
-//! cannot be verified.
+//! (`crate::manifest`). A module kpatch-build made has neither; its replaced functions are read
+//! from its own `.kpatch.funcs` table (`check/kpatch.rs`) and checked the same way (their source
+//! file is not recorded, and its klp symbols are checked by position only). A module with
+//! neither table cannot have its functions verified.
 //!
 //! The target is read by this module's own reader ([`TargetObject`], `check/kallsyms.rs`),
 //! not by the binder's `crate::target::TargetSymtab`: the point of the check is a second,
@@ -37,6 +42,7 @@ use crate::target::{module_mismatch, symvers_mismatch, Symvers};
 use crate::Error;
 
 mod kallsyms;
+mod kpatch;
 
 pub use kallsyms::TargetObject;
 use kallsyms::{KSym, Resolve};
@@ -105,10 +111,23 @@ pub struct Report {
     pub vermagic: Option<String>,
     pub klp_symbols: usize,
     pub klp_relocations: usize,
-    /// Replaced functions listed in `.klpgen.funcs`.
+    /// Replaced functions listed in `.klpgen.funcs` (or `.kpatch.funcs`).
     pub functions: usize,
+    /// The table they were read from: `.klpgen.funcs` (klpgen), `.kpatch.funcs` (kpatch-build).
+    pub functions_from: Option<&'static str>,
     /// Ordinary undefined symbols checked against Module.symvers.
     pub undefined: usize,
+    /// The kernel the module's guard lets it load on (modules built by klpgen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardTarget>,
+}
+
+/// The release and version a klpgen module's guard compares the running kernel's with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GuardTarget {
+    pub release: String,
+    /// Empty when the guard compares the release only.
+    pub version: String,
 }
 
 impl Report {
@@ -405,6 +424,9 @@ pub fn referenced_objects(label: &str, ko: &[u8]) -> Result<BTreeSet<String>, Er
             out.extend(records.into_iter().map(|r| r.objname));
         }
     }
+    if let Some(Ok(funcs)) = kpatch::read(&m.elf) {
+        out.extend(funcs.into_iter().map(|f| f.objname));
+    }
     out.remove(VMLINUX);
     Ok(out)
 }
@@ -421,6 +443,7 @@ pub fn check_module(label: &str, ko: &[u8], inputs: &Inputs<'_>) -> Result<Repor
     let mut report = Report::default();
     structure(&m, &mut f, &mut report);
     vermagic(&m, inputs, &mut f, &mut report);
+    guard(&m, inputs, &mut f, &mut report);
     let mut unverified: BTreeSet<(&'static str, String)> = BTreeSet::new();
     klp_symbols(&m, inputs, &mut f, &mut unverified);
     functions(&m, inputs, &mut f, &mut report, &mut unverified);
@@ -471,6 +494,49 @@ fn vermagic(m: &Module<'_>, inputs: &Inputs<'_>, f: &mut Findings, report: &mut 
         ),
         _ => {}
     }
+}
+
+/// The NUL-terminated string a symbol of the module labels, if it has that symbol.
+fn symbol_string(m: &Module<'_>, name: &str) -> Option<String> {
+    let e = &m.elf;
+    let sym = e
+        .symtab
+        .iter()
+        .find(|s| e.symtab.symbol_name(e.endian, s).ok() == Some(name.as_bytes()))?;
+    let shndx = usize::from(sym.st_shndx(e.endian));
+    let bytes = e.bytes_at(shndx, sym.st_value(e.endian), sym.st_size(e.endian))?;
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).ok().map(str::to_string)
+}
+
+/// A klpgen module refuses to load on any kernel but the one it names (its guard): that must
+/// be the target's release and version. Modules without a guard (not built by klpgen) are not
+/// judged here.
+fn guard(m: &Module<'_>, inputs: &Inputs<'_>, f: &mut Findings, report: &mut Report) {
+    let Some(release) = symbol_string(m, crate::kmod::GUARD_RELEASE) else {
+        return;
+    };
+    let version = symbol_string(m, crate::kmod::GUARD_VERSION).unwrap_or_default();
+    let target_release = inputs.vmlinux.release.as_deref();
+    let target_version = inputs
+        .vmlinux
+        .identity
+        .as_ref()
+        .and_then(|i| i.version.as_deref());
+    let release_differs = target_release.is_some_and(|r| r != release);
+    let version_differs = !version.is_empty() && target_version.is_some_and(|v| v != version);
+    if release_differs || version_differs {
+        f.error(
+            "check.target.guard",
+            format!(
+                "the module's guard loads it only on kernel {release} \"{version}\", but {} is {} \"{}\": it refuses to load there",
+                inputs.vmlinux.label,
+                target_release.unwrap_or("of unknown release"),
+                target_version.unwrap_or("")
+            ),
+        );
+    }
+    report.guard = Some(GuardTarget { release, version });
 }
 
 /// Every target module given must be built for the vmlinux's kernel (its vermagic).
@@ -638,7 +704,70 @@ fn recorded_klp_symbol(
     }
 }
 
-/// Every replaced function listed in `.klpgen.funcs` resolves in its target object.
+/// The replaced functions of the module: klpgen's `.klpgen.funcs` records, or those of
+/// kpatch-build's `.kpatch.funcs` table (origin unknown); `None` when there are none to check
+/// (reported).
+fn replaced_records(
+    m: &Module<'_>,
+    inputs: &Inputs<'_>,
+    f: &mut Findings,
+    report: &mut Report,
+) -> Option<Vec<Record>> {
+    if m.elf.section_data(FUNCS_SECTION).is_some() {
+        report.functions_from = Some(FUNCS_SECTION);
+        return records_section(m, FUNCS_SECTION, "check.funcs.malformed", f);
+    }
+    let funcs = match kpatch::read(&m.elf) {
+        None => {
+            f.error(
+                "check.funcs.unknown",
+                format!("the module has no {FUNCS_SECTION} section (klpgen) and no {} table (kpatch-build): the functions it replaces cannot be verified", kpatch::FUNCS_SECTION),
+            );
+            return None;
+        }
+        Some(Err(what)) => {
+            f.error("check.funcs.malformed", what);
+            return None;
+        }
+        Some(Ok(funcs)) => funcs,
+    };
+    report.functions_from = Some(kpatch::FUNCS_SECTION);
+    let mut out = Vec::new();
+    for k in funcs {
+        let sympos = match k.position {
+            kpatch::Position::Sympos(p) => p,
+            // Before old_sympos the hook passed the address the function had in vmlinux at
+            // build time; a module's functions were looked up by name.
+            kpatch::Position::OldAddr(0) => 0,
+            kpatch::Position::OldAddr(addr) => match target_of(inputs, &k.objname) {
+                Ok(t) if k.objname == VMLINUX => match t.position_at(&k.name, addr) {
+                    Some(p) => p,
+                    None => {
+                        f.error(
+                            "check.func.position",
+                            format!(
+                                "replaced function {} {}: old_addr {addr:#x} is the address of no symbol {} in {}",
+                                k.objname, k.name, k.name, t.label
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                _ => 0,
+            },
+        };
+        out.push(Record {
+            objname: k.objname,
+            name: k.name,
+            sympos,
+            origin: Origin::Unknown,
+        });
+    }
+    Some(out)
+}
+
+/// Every replaced function listed in `.klpgen.funcs` (or kpatch's `.kpatch.funcs`) resolves
+/// in its target object.
 fn functions(
     m: &Module<'_>,
     inputs: &Inputs<'_>,
@@ -646,21 +775,15 @@ fn functions(
     report: &mut Report,
     unverified: &mut BTreeSet<(&'static str, String)>,
 ) {
-    if m.elf.section_data(FUNCS_SECTION).is_none() {
-        f.error(
-            "check.funcs.unknown",
-            format!("the module has no {FUNCS_SECTION} section (not built by klpgen): the functions it replaces cannot be verified"),
-        );
-        return;
-    }
-    let Some(records) = records_section(m, FUNCS_SECTION, "check.funcs.malformed", f) else {
+    let Some(records) = replaced_records(m, inputs, f, report) else {
         return;
     };
+    let table = report.functions_from.unwrap_or(FUNCS_SECTION);
     report.functions = records.len();
-    if records.is_empty() {
+    if records.is_empty() && !f.0.iter().any(|x| x.key == "check.func.position") {
         f.error(
             "check.funcs.unknown",
-            format!("{FUNCS_SECTION} lists no function: the patch replaces nothing"),
+            format!("{table} lists no function: the patch replaces nothing"),
         );
     }
     let mut no_mcount = BTreeSet::new();

@@ -93,15 +93,21 @@ impl<'a> Elf<'a> {
         data.get(off..end)
     }
 
-    /// The kernel release in `linux_banner` (symbol in section `shndx` at `addr`, `size`
+    /// The text of `linux_banner` up to its NUL (symbol in section `shndx` at `addr`, `size`
     /// bytes, 0 when unknown).
-    pub(crate) fn banner_release(&self, shndx: usize, addr: u64, size: u64) -> Option<String> {
+    pub(crate) fn banner_text(&self, shndx: usize, addr: u64, size: u64) -> Option<String> {
         let len = if size == 0 { 256 } else { size.min(4096) };
         let bytes = self.bytes_at(shndx, addr, len).or_else(|| {
             // A zero-sized symbol near the end of its section: read what is there.
             (1..len).rev().find_map(|l| self.bytes_at(shndx, addr, l))
         })?;
-        release_from_banner(bytes)
+        let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+        std::str::from_utf8(&bytes[..end]).ok().map(str::to_string)
+    }
+
+    /// The kernel release in `linux_banner` (see [`Elf::banner_text`]).
+    pub(crate) fn banner_release(&self, shndx: usize, addr: u64, size: u64) -> Option<String> {
+        release_from_banner(self.banner_text(shndx, addr, size)?.as_bytes())
     }
 }
 

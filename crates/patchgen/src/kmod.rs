@@ -8,6 +8,24 @@
 //! `<linux/livepatch.h>`. Either hook gets an `import_ns=` modinfo entry per namespace to
 //! import: those of the namespaced exports the new code calls (Module.symvers' fifth field) and
 //! the patched units' own `.modinfo` tags (gathered by `src/build/unit.rs`).
+//!
+//! System states (`KLPGEN_STATE`) become `klp_patch.states`, an array of `struct klp_state`
+//! ended by an entry with id 0 (C: the target's header; Rust: the layout of `klp_state` from the
+//! DWARF, only read when there are states). Both hooks define [`HOOK_PATCH_SYMBOL`], a pointer
+//! to their `klp_patch`, which `<klpgen/klpgen.h>`'s `klpgen_get_state()` reads: the patched
+//! code's reference to it is bound inside the module (`target.rs`), like a call to a function
+//! of another unit.
+//!
+//! The guard ([`Guard`]): with `CONFIG_MODVERSIONS` the module loader ignores the release in
+//! vermagic and compares only the CRCs of the symbols a module imports, so a livepatch built
+//! for one ABI may load into another whose code (and symbol positions) differ. Both hooks
+//! therefore compare, before `klp_enable_patch`, the running kernel's `init_uts_ns` release and
+//! version (`uname -r`, `uname -v`) with the target's (from its vmlinux's `linux_banner`) and
+//! refuse to load with `-EINVAL` and a `pr_err` naming both. The expected strings are the
+//! module's symbols `klpgen_target_release` and `klpgen_target_version` ([`GUARD_RELEASE`],
+//! [`GUARD_VERSION`]), which `klpgen check` reads back. The C hook reads `init_utsname()`; the
+//! Rust hook `init_uts_ns` (exported) at the offsets of `uts_namespace.name` and
+//! `new_utsname.release`/`.version` from the target's DWARF.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -63,6 +81,33 @@ pub struct HookObject {
     pub callbacks: Vec<HookCallback>,
 }
 
+/// The hooks' pointer to their `klp_patch` (`struct klp_patch *const`), which patched code
+/// reaches through `<klpgen/klpgen.h>`'s `klpgen_get_state()`.
+pub const HOOK_PATCH_SYMBOL: &str = "__klpgen_patch";
+
+/// Whether the hook defines `name`, so that a reference to it from the patched code resolves
+/// when the module is linked (an ordinary relocation, never a klp one).
+pub fn hook_defines(name: &str) -> bool {
+    name == HOOK_PATCH_SYMBOL
+}
+
+/// The kernel a livepatch may load into: its release and version (`UTS_VERSION`), from the
+/// target vmlinux's `linux_banner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub release: String,
+    /// None when the banner has no version part: then the release alone is compared.
+    pub version: Option<String>,
+}
+
+/// The module's symbol holding the release its guard expects (NUL-terminated).
+pub const GUARD_RELEASE: &str = "klpgen_target_release";
+/// The module's symbol holding the version its guard expects (NUL-terminated).
+pub const GUARD_VERSION: &str = "klpgen_target_version";
+
+/// The structures the Rust hook's guard reads from the target's DWARF.
+pub const GUARD_STRUCTS: [&str; 2] = ["uts_namespace", "new_utsname"];
+
 #[derive(Debug, Clone)]
 pub struct ModuleSpec {
     /// Module name as kbuild sees it (`livepatch-foo`).
@@ -73,6 +118,10 @@ pub struct ModuleSpec {
     /// Symbol namespaces the new code uses (`import_ns=` modinfo, as `MODULE_IMPORT_NS`): the
     /// module loader refuses a module that uses a namespaced export without importing it.
     pub import_ns: Vec<String>,
+    /// System states (`klp_patch.states`), by id.
+    pub states: Vec<elfdiff::State>,
+    /// The kernel the module refuses to load on any other than.
+    pub guard: Option<Guard>,
 }
 
 /// Generated files, (file name, contents).
@@ -81,6 +130,16 @@ pub type Sources = Vec<(String, String)>;
 /// The structures the Rust hook needs from the target's DWARF (`klp_callbacks` only when the
 /// livepatch has callbacks).
 pub const KLP_STRUCTS: [&str; 4] = ["klp_func", "klp_object", "klp_patch", "klp_callbacks"];
+
+/// The structures the Rust hook of a livepatch needs: [`KLP_STRUCTS`], and `klp_state` when it
+/// declares states (kernels before 5.5 have none).
+pub fn klp_structs(with_states: bool) -> Vec<&'static str> {
+    let mut v = KLP_STRUCTS.to_vec();
+    if with_states {
+        v.push("klp_state");
+    }
+    v
+}
 
 fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, Error> {
     let mut out = template.to_string();
@@ -142,6 +201,148 @@ fn import_ns_rust(spec: &ModuleSpec) -> Result<String, Error> {
         .unwrap();
     }
     Ok(out)
+}
+
+/// A string the guard compares, as the inside of a C or Rust (byte) string literal: printable
+/// ASCII, with `"` and `\\` escaped the same way in both languages; anything else is refused.
+fn literal(s: &str) -> Result<String, Error> {
+    if !s.bytes().all(|c| c.is_ascii_graphic() || c == b' ') {
+        return Err(Error::Internal(format!(
+            "unusable kernel release or version {s:?} for the module's guard"
+        )));
+    }
+    Ok(s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The C hook's guard: the expected strings and the check at the top of its init.
+fn guard_c(spec: &ModuleSpec) -> Result<(String, String), Error> {
+    let Some(g) = &spec.guard else {
+        return Ok((String::new(), String::new()));
+    };
+    let release = literal(&g.release)?;
+    let mut decls = format!(
+        "/*\n * The kernel this livepatch was built for (its vmlinux's linux_banner): the module loader\n * does not compare vermagic's release under CONFIG_MODVERSIONS, so the hook does.\n */\nconst char {GUARD_RELEASE}[] __used = \"{release}\";\n"
+    );
+    let mut cond = format!("strcmp(init_utsname()->release, {GUARD_RELEASE})");
+    if let Some(v) = &g.version {
+        decls.push_str(&format!(
+            "const char {GUARD_VERSION}[] __used = \"{}\";\n",
+            literal(v)?
+        ));
+        cond.push_str(&format!(
+            " ||\n\t    strcmp(init_utsname()->version, {GUARD_VERSION})"
+        ));
+    } else {
+        decls.push_str(&format!("const char {GUARD_VERSION}[] __used = \"\";\n"));
+    }
+    let check = format!(
+        "\tif ({cond}) {{\n\t\tpr_err(\"%s: built for kernel %s %s, but this kernel is %s %s; not loading\\n\",\n\t\t       THIS_MODULE->name, {GUARD_RELEASE}, {GUARD_VERSION},\n\t\t       init_utsname()->release, init_utsname()->version);\n\t\treturn -EINVAL;\n\t}}\n"
+    );
+    Ok((decls, check))
+}
+
+/// The Rust hook's guard: `init_uts_ns` read at the target's offsets, the expected strings,
+/// and the check at the top of its init.
+fn guard_rust(
+    spec: &ModuleSpec,
+    layouts: &HashMap<String, StructLayout>,
+) -> Result<(String, String), Error> {
+    let Some(g) = &spec.guard else {
+        return Ok((String::new(), String::new()));
+    };
+    let get = |n: &str| {
+        layouts.get(n).ok_or_else(|| Error::Layout {
+            structure: n.to_string(),
+            what: "not found in the target's DWARF (needed by the module's guard)".into(),
+        })
+    };
+    let (ns, uts) = (get("uts_namespace")?, get("new_utsname")?);
+    let member = |l: &StructLayout, m: &str| {
+        l.member(m).cloned().ok_or_else(|| Error::Layout {
+            structure: l.name.clone(),
+            what: format!("has no member {m}"),
+        })
+    };
+    let name = member(ns, "name")?;
+    let (rel, ver) = (member(uts, "release")?, member(uts, "version")?);
+    // DWARF may not give an array member's size: then `release` is as long as the distance
+    // to `version`, which follows it (both `char [__NEW_UTS_LEN + 1]`).
+    let len = rel
+        .size
+        .or_else(|| ver.offset.checked_sub(rel.offset))
+        .unwrap_or(0);
+    if len == 0
+        || ver.size.is_some_and(|s| s != len)
+        || ver.offset < rel.offset + len
+        || ver.offset + len > uts.size
+        || name.offset + uts.size > ns.size
+    {
+        return Err(Error::Layout {
+            structure: uts.name.clone(),
+            what: "release and version are not two char arrays of one size inside uts_namespace"
+                .into(),
+        });
+    }
+    let bytes = |s: &str| -> Result<(String, usize), Error> { Ok((literal(s)?, s.len() + 1)) };
+    let (r, rn) = bytes(&g.release)?;
+    let (v, vn) = bytes(g.version.as_deref().unwrap_or(""))?;
+    let decls = format!(
+        "/// `init_uts_ns` (`struct uts_namespace`, {ns_size} bytes in the target kernel): the guard
+/// reads only `name.release` and `name.version`, at the offsets the target's DWARF gives.
+#[allow(improper_ctypes)]
+unsafe extern \"C\" {{
+    static init_uts_ns: kernel::types::Opaque<[u8; {ns_size}]>;
+}}
+const UTS_RELEASE_AT: usize = {rel_at};
+const UTS_VERSION_AT: usize = {ver_at};
+const UTS_LEN: usize = {len};
+
+/// The kernel this livepatch was built for (its vmlinux's `linux_banner`): the module loader
+/// does not compare vermagic's release under CONFIG_MODVERSIONS, so the hook does.
+#[export_name = \"{GUARD_RELEASE}\"]
+static KLPGEN_TARGET_RELEASE: [u8; {rn}] = *b\"{r}\\0\";
+#[export_name = \"{GUARD_VERSION}\"]
+static KLPGEN_TARGET_VERSION: [u8; {vn}] = *b\"{v}\\0\";
+
+/// A NUL-terminated field of the running kernel's `init_uts_ns`.
+fn uts_field(at: usize) -> &'static [u8] {{
+    // SAFETY: `init_uts_ns` is the kernel's own, alive for ever; `release` and `version` are
+    // set at build time and never written, and the slice stays inside the field.
+    let field = unsafe {{
+        core::slice::from_raw_parts(init_uts_ns.get().cast::<u8>().add(at), UTS_LEN)
+    }};
+    let n = field.iter().position(|&b| b == 0).unwrap_or(UTS_LEN);
+    &field[..n]
+}}
+
+fn text(b: &[u8]) -> &str {{
+    core::str::from_utf8(b).unwrap_or(\"?\")
+}}
+",
+        ns_size = ns.size,
+        rel_at = name.offset + rel.offset,
+        ver_at = name.offset + ver.offset,
+    );
+    let version_check = if g.version.is_some() {
+        " || version != &KLPGEN_TARGET_VERSION[..KLPGEN_TARGET_VERSION.len() - 1]"
+    } else {
+        ""
+    };
+    let check = format!(
+        "        let (release, version) = (uts_field(UTS_RELEASE_AT), uts_field(UTS_VERSION_AT));
+        if release != &KLPGEN_TARGET_RELEASE[..KLPGEN_TARGET_RELEASE.len() - 1]{version_check} {{
+            pr_err!(
+                \"built for kernel {{}} {{}}, but this kernel is {{}} {{}}; not loading\\n\",
+                text(&KLPGEN_TARGET_RELEASE[..KLPGEN_TARGET_RELEASE.len() - 1]),
+                text(&KLPGEN_TARGET_VERSION[..KLPGEN_TARGET_VERSION.len() - 1]),
+                text(release),
+                text(version)
+            );
+            return Err(EINVAL);
+        }}
+"
+    );
+    Ok((decls, check))
 }
 
 fn escape(s: &str) -> String {
@@ -221,16 +422,66 @@ fn render_c(spec: &ModuleSpec) -> Result<String, Error> {
         )
         .unwrap();
     }
+    let (states, patch_states) = states_c(spec);
+    let (guard, guard_check) = guard_c(spec)?;
     fill(
         HOOK_C,
         &[
+            ("GUARD", guard),
+            ("GUARD_CHECK", guard_check),
             ("EXTERNS", externs),
             ("FUNC_ARRAYS", arrays),
             ("OBJECTS", objects),
+            ("STATES", states),
+            ("PATCH_STATES", patch_states),
             ("REPLACE", spec.replace.to_string()),
             ("DESCRIPTION", escape(&spec.description)),
             ("IMPORT_NS", import_ns_c(spec)?),
         ],
+    )
+}
+
+/// The C hook's `klpgen_states[]` (ended by a zero entry) and its `.states` member; both
+/// empty without states.
+fn states_c(spec: &ModuleSpec) -> (String, String) {
+    if spec.states.is_empty() {
+        return (String::new(), String::new());
+    }
+    let mut arr = "\nstatic struct klp_state klpgen_states[] = {\n".to_string();
+    for st in &spec.states {
+        writeln!(
+            arr,
+            "\t{{ .id = {:#x}UL, .version = {} }},",
+            st.id, st.version
+        )
+        .unwrap();
+    }
+    arr.push_str("\t{ }\n};\n");
+    (arr, "\t.states = klpgen_states,\n".to_string())
+}
+
+/// The Rust hook's `KLPGEN_STATES` (ended by a zero entry) and its `states` field; both empty
+/// without states.
+fn states_rust(spec: &ModuleSpec) -> (String, String) {
+    if spec.states.is_empty() {
+        return (String::new(), String::new());
+    }
+    let mut arr = format!(
+        "\nstatic mut KLPGEN_STATES: [KlpState; {}] = [\n",
+        spec.states.len() + 1
+    );
+    for st in &spec.states {
+        writeln!(
+            arr,
+            "    KlpState {{\n        id: {:#x},\n        version: {},\n        ..KlpState::ZERO\n    }},",
+            st.id, st.version
+        )
+        .unwrap();
+    }
+    arr.push_str("    KlpState::ZERO,\n];\n");
+    (
+        arr,
+        "    states: (&raw mut KLPGEN_STATES).cast::<KlpState>(),\n".to_string(),
     )
 }
 
@@ -337,10 +588,18 @@ const PATCH_FIELDS: &[Field] = &[
     ("objs", "objs", "*mut KlpObject", "ptr::null_mut()"),
     ("replace", "replace", "bool", "false"),
 ];
+/// `klp_patch.states`, set only when the livepatch declares states.
+const PATCH_STATES_FIELD: Field = ("states", "states", "*mut KlpState", "ptr::null_mut()");
+const STATE_FIELDS: &[Field] = &[
+    ("id", "id", "c_ulong", "0"),
+    ("version", "version", "core::ffi::c_uint", "0"),
+    ("data", "data", "*mut c_void", "ptr::null_mut()"),
+];
 
 fn rust_size(ty: &str) -> u64 {
     match ty {
         "bool" => 1,
+        "core::ffi::c_uint" => 4,
         // Pointers, `c_ulong` and `Option<fn>` (a nullable function pointer).
         _ => 8,
     }
@@ -429,14 +688,20 @@ fn render_rust(
         arrays,
         objects,
     } = rust_objects(spec)?;
+    let (states, patch_states) = states_rust(spec);
+    let (guard, guard_check) = guard_rust(spec, layouts)?;
     fill(
         HOOK_RS,
         &[
+            ("GUARD", guard),
+            ("GUARD_CHECK", guard_check),
             ("MODNAME", spec.module.replace('-', "_")),
             ("DESCRIPTION", escape(&spec.description)),
             ("STRUCTS", structs),
             ("EXTERNS", externs),
             ("FUNC_ARRAYS", arrays),
+            ("STATES", states),
+            ("PATCH_STATES", patch_states),
             ("NOBJS_PLUS_ONE", (spec.objects.len() + 1).to_string()),
             ("OBJECTS", objects),
             ("REPLACE", spec.replace.to_string()),
@@ -479,13 +744,21 @@ fn rust_layout_structs(
         );
         flatten_callbacks(get("klp_object")?, get("klp_callbacks")?)?
     };
+    let mut patch_fields: Vec<Field> = PATCH_FIELDS.to_vec();
+    if !spec.states.is_empty() {
+        patch_fields.push(PATCH_STATES_FIELD);
+    }
     let mut structs = String::new();
     for (rust, layout, fields) in [
         ("KlpFunc", get("klp_func")?, FUNC_FIELDS),
         ("KlpObject", &object_layout, &object_fields[..]),
-        ("KlpPatch", get("klp_patch")?, PATCH_FIELDS),
+        ("KlpPatch", get("klp_patch")?, &patch_fields[..]),
     ] {
         structs.push_str(&rust_struct(rust, layout, fields)?);
+        structs.push('\n');
+    }
+    if !spec.states.is_empty() {
+        structs.push_str(&rust_struct("KlpState", get("klp_state")?, STATE_FIELDS)?);
         structs.push('\n');
     }
     Ok(structs)
@@ -622,6 +895,8 @@ mod tests {
             }],
             replace: true,
             import_ns: Vec::new(),
+            states: Vec::new(),
+            guard: None,
         };
         let src = render(&spec, HookLang::C, &HashMap::new()).unwrap();
         let hook = &src[1].1;
@@ -665,6 +940,8 @@ mod tests {
             }],
             replace: true,
             import_ns: Vec::new(),
+            states: Vec::new(),
+            guard: None,
         }
     }
 
@@ -780,6 +1057,183 @@ mod tests {
             ),
             "{hook}"
         );
+    }
+
+    const DEBIAN_VERSION: &str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)";
+
+    fn guarded() -> ModuleSpec {
+        ModuleSpec {
+            guard: Some(Guard {
+                release: "6.1.0-57-cloud-amd64".into(),
+                version: Some(DEBIAN_VERSION.into()),
+            }),
+            ..spec_with_callbacks(&[])
+        }
+    }
+
+    #[test]
+    fn c_hook_refuses_other_kernels_before_enabling() {
+        let hook = &render(&guarded(), HookLang::C, &HashMap::new()).unwrap()[1].1;
+        for want in [
+            "#include <linux/utsname.h>",
+            "const char klpgen_target_release[] __used = \"6.1.0-57-cloud-amd64\";",
+            "const char klpgen_target_version[] __used = \"#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)\";",
+            "if (strcmp(init_utsname()->release, klpgen_target_release) ||\n\t    strcmp(init_utsname()->version, klpgen_target_version)) {",
+            "return -EINVAL;",
+            "init_utsname()->release, init_utsname()->version);",
+        ] {
+            assert!(hook.contains(want), "{want} missing:\n{hook}");
+        }
+        // The check comes before the patch is enabled.
+        assert!(
+            hook.find("return -EINVAL;").unwrap() < hook.find("return klp_enable_patch").unwrap()
+        );
+        // Quotes and backslashes are escaped; control characters refused.
+        let mut odd = guarded();
+        odd.guard.as_mut().unwrap().version = Some("#1 \"x\\y\"".into());
+        let hook = &render(&odd, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(hook.contains("= \"#1 \\\"x\\\\y\\\"\";"), "{hook}");
+        odd.guard.as_mut().unwrap().version = Some("#1\n\");\nMODULE_LICENSE(\"x".into());
+        assert!(render(&odd, HookLang::C, &HashMap::new()).is_err());
+        // Without a guard (a spec for tests only): no check at all.
+        let plain = &render(&spec_with_callbacks(&[]), HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(!plain.contains("strcmp"));
+    }
+
+    fn uts_layouts() -> HashMap<String, StructLayout> {
+        let mut m = klp_layouts();
+        m.insert(
+            "uts_namespace".into(),
+            layout(
+                "uts_namespace",
+                432,
+                &[("name", 0, 390, false), ("user_ns", 392, 8, true)],
+            ),
+        );
+        m.insert(
+            "new_utsname".into(),
+            layout(
+                "new_utsname",
+                390,
+                &[
+                    ("sysname", 0, 65, false),
+                    ("nodename", 65, 65, false),
+                    ("release", 130, 65, false),
+                    ("version", 195, 65, false),
+                ],
+            ),
+        );
+        m
+    }
+
+    #[test]
+    fn rust_hook_reads_init_uts_ns_at_the_targets_offsets() {
+        let hook = &render(&guarded(), HookLang::Rust, &uts_layouts()).unwrap()[1].1;
+        for want in [
+            "static init_uts_ns: kernel::types::Opaque<[u8; 432]>;",
+            "const UTS_RELEASE_AT: usize = 130;",
+            "const UTS_VERSION_AT: usize = 195;",
+            "const UTS_LEN: usize = 65;",
+            "#[export_name = \"klpgen_target_release\"]\nstatic KLPGEN_TARGET_RELEASE: [u8; 21] = *b\"6.1.0-57-cloud-amd64\\0\";",
+            "static KLPGEN_TARGET_VERSION: [u8; 53] = *b\"#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)\\0\";",
+            "return Err(EINVAL);",
+        ] {
+            assert!(hook.contains(want), "{want} missing:\n{hook}");
+        }
+        assert!(
+            hook.find("return Err(EINVAL);").unwrap()
+                < hook.find("klp_enable_patch(&raw mut").unwrap()
+        );
+        // A randomized layout moves `name`: the offsets follow.
+        let mut l = uts_layouts();
+        l.get_mut("uts_namespace").unwrap().members[0].offset = 40;
+        let hook = &render(&guarded(), HookLang::Rust, &l).unwrap()[1].1;
+        assert!(
+            hook.contains("const UTS_RELEASE_AT: usize = 170;"),
+            "{hook}"
+        );
+        // Array members without a size in DWARF: the distance between them.
+        for m in &mut l.get_mut("new_utsname").unwrap().members {
+            m.size = None;
+        }
+        let hook = &render(&guarded(), HookLang::Rust, &l).unwrap()[1].1;
+        assert!(hook.contains("const UTS_LEN: usize = 65;"), "{hook}");
+        // No layouts: an error, not a guess.
+        l.remove("new_utsname");
+        assert!(matches!(
+            render(&guarded(), HookLang::Rust, &l),
+            Err(Error::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn both_hooks_fill_states() {
+        let states = vec![
+            elfdiff::State {
+                id: 0x6b6c_7001,
+                version: 1,
+            },
+            elfdiff::State { id: 7, version: 3 },
+        ];
+        let spec = ModuleSpec {
+            states: states.clone(),
+            ..spec_with_callbacks(&[CallbackKind::PostPatch])
+        };
+        let c = &render(&spec, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        for want in [
+            "static struct klp_state klpgen_states[] = {\n\t{ .id = 0x6b6c7001UL, .version = 1 },\n\t{ .id = 0x7UL, .version = 3 },\n\t{ }\n};",
+            "\t.states = klpgen_states,\n\t.replace = true,",
+            "struct klp_patch *const __klpgen_patch = &klpgen_patch;",
+        ] {
+            assert!(c.contains(want), "{want} missing:\n{c}");
+        }
+        let mut layouts = klp_layouts();
+        layouts.insert(
+            "klp_state".into(),
+            layout(
+                "klp_state",
+                24,
+                &[
+                    ("id", 0, 8, false),
+                    ("version", 8, 4, false),
+                    ("data", 16, 8, true),
+                ],
+            ),
+        );
+        let patch = layouts.get_mut("klp_patch").unwrap();
+        patch.members.push(Member {
+            name: "states".into(),
+            offset: 16,
+            size: Some(8),
+            pointer: true,
+        });
+        let rs = &render(&spec, HookLang::Rust, &layouts).unwrap()[1].1;
+        for want in [
+            "offset_of!(KlpState, version) == 8",
+            "offset_of!(KlpState, data) == 16",
+            "size_of::<KlpState>() == 24",
+            "offset_of!(KlpPatch, states) == 16",
+            "static mut KLPGEN_STATES: [KlpState; 3] = [",
+            "id: 0x6b6c7001,\n        version: 1,",
+            "states: (&raw mut KLPGEN_STATES).cast::<KlpState>(),",
+            "#[export_name = \"__klpgen_patch\"]",
+        ] {
+            assert!(rs.contains(want), "{want} missing:\n{rs}");
+        }
+        // No states: neither hook mentions them, and the Rust hook needs no klp_state.
+        let plain = spec_with_callbacks(&[]);
+        let c = &render(&plain, HookLang::C, &HashMap::new()).unwrap()[1].1;
+        assert!(!c.contains("klp_state") && !c.contains(".states"), "{c}");
+        layouts.remove("klp_state");
+        let rs = &render(&plain, HookLang::Rust, &layouts).unwrap()[1].1;
+        assert!(!rs.contains("KlpState") && !rs.contains("states:"), "{rs}");
+        // States on a target whose DWARF has no klp_state: a layout error, not a guess.
+        assert!(matches!(
+            render(&spec, HookLang::Rust, &layouts),
+            Err(Error::Layout { .. })
+        ));
+        assert_eq!(klp_structs(true).last(), Some(&"klp_state"));
+        assert!(!klp_structs(false).contains(&"klp_state"));
     }
 
     #[test]

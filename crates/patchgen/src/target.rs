@@ -11,7 +11,9 @@
 //! its other objects included, always bind klp against it, so it may load after the livepatch
 //! ([`bind_externals_module`]). A jump label or static call whose key would be a klp relocation
 //! against a module is refused ([`module_key_refusals`]). The `*_mismatch` functions tell
-//! whether vmlinux, Module.symvers, the sources and a module come from one build.
+//! whether vmlinux, Module.symvers, the sources and a module come from one build; the banner's
+//! version part (`UTS_VERSION`, which also names a distribution's package version) tells two
+//! builds of one release apart.
 //!
 //! A livepatch of several units defines the globals the patch adds itself ([`OwnSymbols`]):
 //! another unit's reference to one binds inside the module ([`Binding::Own`]), which linking
@@ -308,8 +310,8 @@ pub struct Mismatch {
     pub detail: String,
 }
 
-/// What a kernel image says about the build it came from: the release in its `linux_banner`,
-/// the symbols it exports (a `__ksymtab_<name>` symbol each) and, with CONFIG_MODVERSIONS,
+/// What a kernel image says about the build it came from: the release and version in its
+/// `linux_banner`, the symbols it exports (a `__ksymtab_<name>` symbol each) and, with CONFIG_MODVERSIONS,
 /// their CRCs (`__crc_<name>`: a 4-byte value in `__kcrctab` since 5.19, an absolute symbol
 /// whose value is the CRC before).
 #[derive(Debug, Clone, Default)]
@@ -318,6 +320,9 @@ pub struct KernelIdentity {
     /// A linked image (not a relocatable `vmlinux.o`, whose export tables are added later).
     pub linked: bool,
     pub release: Option<String>,
+    /// The banner's version part, `UTS_VERSION` (`#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3
+    /// (2026-11-26)`): what `uname -v` says on that kernel.
+    pub version: Option<String>,
     pub exports: HashSet<String>,
     pub crcs: HashMap<String, u32>,
 }
@@ -363,7 +368,11 @@ impl KernelIdentity {
                 }
             } else if name == b"linux_banner" && id.release.is_none() && usize::from(shndx) < shnum
             {
-                id.release = e.banner_release(usize::from(shndx), value, sym.st_size(e.endian));
+                let text = e.banner_text(usize::from(shndx), value, sym.st_size(e.endian));
+                if let Some(t) = text {
+                    id.release = crate::elf::release_from_banner(t.as_bytes());
+                    id.version = banner_version(&t);
+                }
             }
         }
         Ok(id)
@@ -435,6 +444,82 @@ pub fn release_mismatch(
     Some(Mismatch {
         key: VMLINUX_MISMATCH,
         detail,
+    })
+}
+
+/// The version part of a `linux_banner` (`UTS_VERSION`): what follows `Linux version
+/// <release> (<builder>) (<compiler>) ` up to the newline. The compiler part has parentheses of
+/// its own (`(gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld ...)`), so groups are skipped by
+/// balance, not by the first `)`.
+pub fn banner_version(banner: &str) -> Option<String> {
+    let rest = banner.strip_prefix("Linux version ")?;
+    let mut rest = rest.trim_start().split_once(char::is_whitespace)?.1;
+    loop {
+        rest = rest.trim_start();
+        if !rest.starts_with('(') {
+            break;
+        }
+        let mut depth = 0usize;
+        let mut end = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end?..];
+    }
+    let v = rest.lines().next().unwrap_or("").trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Two builds of one release: the vmlinux's banner version (`UTS_VERSION`: build number, date,
+/// a distribution's package version) must be the target build's (its
+/// `include/generated/utsversion.h`, or `compile.h` before 5.19).
+pub fn build_mismatch(
+    vmlinux: &KernelIdentity,
+    build_label: &str,
+    build_version: &str,
+) -> Option<Mismatch> {
+    let v = vmlinux.version.as_deref()?;
+    if v == build_version {
+        return None;
+    }
+    Some(Mismatch {
+        key: VMLINUX_MISMATCH,
+        detail: format!(
+            "{} is build \"{v}\" of {} (its linux_banner), but the target build is \"{build_version}\" ({build_label}): the vmlinux is another build",
+            vmlinux.label,
+            vmlinux.release.as_deref().unwrap_or("its release"),
+        ),
+    })
+}
+
+/// The source tree must be exactly the upstream version a distribution's package was made
+/// from (`6.1.192` of Debian's `6.1.192-3`), whose release (`6.1.0-57-cloud-amd64`) does not
+/// start with it. `what` names where the version was read.
+pub fn upstream_mismatch(
+    makefile_label: &str,
+    makefile: &str,
+    what: &str,
+    upstream: &str,
+) -> Option<Mismatch> {
+    let version = makefile_version(makefile)?;
+    if version == upstream {
+        return None;
+    }
+    Some(Mismatch {
+        key: SOURCE_MISMATCH,
+        detail: format!(
+            "the source tree is version {version} ({makefile_label}), but the target was built from {upstream} ({what}): the patched objects would not be compiled from the sources of the running kernel"
+        ),
     })
 }
 
@@ -672,7 +757,11 @@ fn bind_module_external(
 /// `.TOC.`, the `_savegpr0_N` helpers): an ordinary reference, never looked up in the target
 /// (a klp relocation to it would not resolve, and `.TOC.` must be the module's own).
 fn module_provided(plan: &elfdiff::Plan, ext: &External) -> Option<Binding> {
-    (ext.undefined && plan.machine.0.module_provided(&ext.name)).then(|| Binding::Plain {
+    // The hook's own symbols (`kmod::hook_defines`) and the machine's module-made ones
+    // (ppc64 `.TOC.`) resolve when the module links.
+    let provided =
+        crate::kmod::hook_defines(&ext.name) || plan.machine.0.module_provided(&ext.name);
+    (ext.undefined && provided).then(|| Binding::Plain {
         name: ext.name.clone(),
     })
 }
@@ -1148,6 +1237,52 @@ mod tests {
         }
         // A Makefile that does not say: nothing to compare.
         assert_eq!(source_mismatch("Makefile", "all:\n", "kr", "6.12.1"), None);
+    }
+
+    #[test]
+    fn banner_versions_skip_nested_parentheses() {
+        let debian = "Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)\n";
+        assert_eq!(
+            banner_version(debian).as_deref(),
+            Some("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)")
+        );
+        let own = "Linux version 6.12.117 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 Tue Dec  1 21:57:01 UTC 2026\n";
+        assert_eq!(
+            banner_version(own).as_deref(),
+            Some("#1 Tue Dec  1 21:57:01 UTC 2026")
+        );
+        assert_eq!(
+            banner_version("Linux version 6.1 (x@y) (gcc (unbalanced"),
+            None
+        );
+        assert_eq!(banner_version("Linux version 6.1 (x@y) (gcc)\n"), None);
+        assert_eq!(banner_version("not a banner"), None);
+        let id =
+            KernelIdentity::parse("vm", &vmlinux(Some("6.12.0-a"), EXPORTS, Crcs::None)).unwrap();
+        assert_eq!(id.version.as_deref(), Some("#1 SMP"));
+        assert_eq!(build_mismatch(&id, "utsversion.h", "#1 SMP"), None);
+        let m = build_mismatch(&id, "b/utsversion.h", "#2 SMP").unwrap();
+        assert_eq!(m.key, VMLINUX_MISMATCH);
+        assert!(
+            m.detail.contains("\"#1 SMP\" of 6.12.0-a")
+                && m.detail.contains("\"#2 SMP\" (b/utsversion.h)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn sources_must_be_the_packages_upstream_version() {
+        let mk = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n";
+        assert_eq!(upstream_mismatch("Makefile", mk, "pkg", "6.1.192"), None);
+        let m = upstream_mismatch("src/Makefile", mk, "Debian 6.1.187-1", "6.1.187").unwrap();
+        assert_eq!(m.key, SOURCE_MISMATCH);
+        assert!(
+            m.detail.contains("6.1.192 (src/Makefile)")
+                && m.detail.contains("6.1.187 (Debian 6.1.187-1)"),
+            "{m}"
+        );
+        // The release's prefix rule would let these through; the exact version does not.
+        assert!(upstream_mismatch("Makefile", mk, "pkg", "6.1.19").is_some());
     }
 
     #[test]

@@ -358,3 +358,33 @@ fn shared_new_globals_have_one_definition_and_capture_nothing() {
     assert_eq!(refusals[0].key, "refuse.new-global.other_export");
     assert!(refusals[0].reason.contains("fs/other"), "{:?}", refusals[0]);
 }
+
+/// `klpgen_get_state()` of `<klpgen/klpgen.h>` reads the hook's `__klpgen_patch`: the reference
+/// is an ordinary one that the module's link resolves, from vmlinux code and module code alike,
+/// though neither the target nor Module.symvers has the symbol.
+#[test]
+fn the_hooks_own_symbol_binds_inside_the_module() {
+    let vm = symtab("core.c", &[("printk", true)]);
+    let ko = symtab("status.c", &[("show", false)]);
+    let vmlinux = TargetSymtab::parse("vmlinux", &vm).unwrap();
+    let module = TargetSymtab::parse_module("m.ko", &ko).unwrap();
+    let symvers = Symvers::parse("Module.symvers", "").unwrap();
+    let plan = Plan {
+        externals: vec![ext(patchgen::kmod::HOOK_PATCH_SYMBOL, false, true)],
+        file_name: Some("status.c".into()),
+        ..Plan::default()
+    };
+    let plain = vec![Binding::Plain {
+        name: "__klpgen_patch".into(),
+    }];
+    let got = patchgen::target::bind_externals(&plan, "vmlinux", &vmlinux, &symvers).unwrap();
+    assert_eq!(got, plain);
+    let got = bind_externals_module(&plan, "m", &module, &vmlinux, &symvers).unwrap();
+    assert_eq!(got, plain);
+    // Any other name the target lacks is still an error.
+    let other = Plan {
+        externals: vec![ext("__klpgen_other", false, true)],
+        ..Plan::default()
+    };
+    assert!(patchgen::target::bind_externals(&other, "vmlinux", &vmlinux, &symvers).is_err());
+}

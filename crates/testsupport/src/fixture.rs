@@ -23,6 +23,7 @@ pub const DIRECTIVES: &[(&str, &str)] = &[
     ("hint", "`hint: TEXT`: some refusal's hint contains TEXT"),
     ("ignored", "`ignored: f .data.x`: exactly these symbols are reported under `ignored` (without it, none)"),
     ("callback", "`callback: KIND f`: the patched object has callback f of KIND (the set is exact), carried under the hook's alias"),
+    ("state", "`state: ID VERSION`: the patched object declares system state ID (a number, `0x` for hex) with VERSION (`KLPGEN_STATE`; the set is exact)"),
     ("explain", "`explain: FUNC key=value ...`: what `elfdiff::explain` says about FUNC (keys in `explain.rs`); compiles the fixture with `-g`"),
     ("include", "`include: f`: treat unchanged f as changed, as `--include-callers` does"),
     ("entry-size", "`entry-size: SECTION=BYTES`: a special section's entry size, as `klpgen diff --entry-size` (the target's DWARF in a real build)"),
@@ -40,6 +41,8 @@ pub const DIRECTIVES: &[(&str, &str)] = &[
     ("kept", "`kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol)"),
     ("code", "`code: FUNC HEX`: the livepatch's copy of FUNC contains these bytes (hex, spaces ignored) and no runtime-constant placeholder"),
     ("arch", "`arch: ppc64le|s390x|aarch64|loongarch64`: compile with that machine's cross compiler and its kernel's code-generation flags (`testsupport::gcc::CROSS`) instead of x86-64's; a missing compiler fails the fixture"),
+    ("cflags", "`cflags: FLAG ...`: more gcc flags for both builds (`-g` for DWARF line tables, `-fsanitize=shift`)"),
+    ("parts", "`parts: f:f.cold ...`: exactly these split parts are listed under these functions in the report (without it, none is)"),
     ("printk-formats", "`printk-formats: w ...`: the livepatch's `.printk_index` entries by the first word of each format (sorted); their `_entry` and strings are copies, never klp relocations"),
 ];
 
@@ -78,11 +81,14 @@ pub struct Expect {
     pub module: Option<String>,
     pub ignored: Option<BTreeSet<String>>,
     pub callbacks: Vec<(String, String)>,
+    pub states: Vec<(u64, u32)>,
     pub hints: Vec<String>,
     pub notes: Vec<String>,
     pub code: Vec<(String, Vec<u8>)>,
     /// `arch:`: the machine, None for x86-64.
     pub arch: Option<String>,
+    pub cflags: Vec<String>,
+    pub parts: Option<BTreeSet<(String, String)>>,
 }
 
 fn func_sym(d: &str, w: &str) -> Result<(String, String), String> {
@@ -184,6 +190,31 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                     .map_err(|e| format!("code: {hex:?}: {e}"))?;
                 e.code.push((func, bytes));
             }
+            "state" => {
+                let w: Vec<String> = words().collect();
+                let num = |t: &str| match t.strip_prefix("0x") {
+                    Some(h) => u64::from_str_radix(h, 16),
+                    None => t.parse(),
+                };
+                match w.as_slice() {
+                    [id, version] => {
+                        let id = num(id).map_err(|e| format!("state: id {id:?}: {e}"))?;
+                        let version = version
+                            .parse()
+                            .map_err(|e| format!("state: version {version:?}: {e}"))?;
+                        e.states.push((id, version));
+                    }
+                    _ => return Err(format!("state: expected ID VERSION, got {val:?}")),
+                }
+            }
+            "cflags" => e.cflags.extend(words()),
+            "parts" => {
+                let mut set = BTreeSet::new();
+                for w in words() {
+                    set.insert(func_sym("parts", &w)?);
+                }
+                e.parts = Some(set);
+            }
             "callback" => match words().collect::<Vec<_>>().as_slice() {
                 [kind, func] => e.callbacks.push((kind.clone(), func.clone())),
                 _ => return Err(format!("callback: expected KIND FUNCTION, got {val:?}")),
@@ -217,13 +248,14 @@ pub fn stem(src: &Path) -> String {
     src.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
-/// Compile one variant (`debug`: with `-g`, for `explain:` directives) for x86-64 or the
-/// machine `arch` names (`//# arch:`). `out` must be absolute.
+/// Compile one variant (`debug`: with `-g`, for `explain:` directives; `extra`: the fixture's
+/// `cflags:`) for x86-64 or the machine `arch` names (`//# arch:`). `out` must be absolute.
 pub fn compile(
     src: &Path,
     out: &Path,
     patched: bool,
     debug: bool,
+    extra: &[String],
     arch: Option<&str>,
 ) -> Result<(), String> {
     let mut cmd;
@@ -244,6 +276,7 @@ pub fn compile(
     if debug {
         cmd.arg("-g");
     }
+    cmd.args(extra);
     if patched {
         cmd.arg("-DPATCHED");
     }
@@ -295,8 +328,8 @@ pub fn build(src: &Path, work: &Path) -> Result<Built, String> {
     let (orig, patched) = (dir.join("orig.o"), dir.join("patched.o"));
     let debug = !expect.explain.is_empty();
     let arch = expect.arch.as_deref();
-    compile(src, &orig, false, debug, arch)?;
-    compile(src, &patched, true, debug, arch)?;
+    compile(src, &orig, false, debug, &expect.cflags, arch)?;
+    compile(src, &patched, true, debug, &expect.cflags, arch)?;
     Ok(Built {
         text,
         expect,

@@ -18,6 +18,7 @@ use object::elf;
 use yaxpeax_arch::{Decoder as _, U8Reader};
 use yaxpeax_arm::armv8::a64::InstDecoder;
 
+use super::Immediate;
 use super::{
     Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
     SpecialSection,
@@ -226,15 +227,13 @@ impl Arch for Aarch64 {
             .step_by(4)
             .map(|s| {
                 let w = word(code, s).unwrap_or(0);
-                // BL, BLR.
-                let call = w & 0xfc00_0000 == 0x9400_0000 || w & 0xffff_fc1f == 0xd63f_0000;
-                // A line number goes into an argument register as `mov wN,#imm` (MOVZ, 32-bit).
-                let const_load = (w & 0xff80_0000 == 0x5280_0000).then_some(w & 31);
+                // BL, BLR; and B (a tail call when a relocation sends it out).
+                let call = w & 0x7c00_0000 == 0x1400_0000 || w & 0xffff_fc1f == 0xd63f_0000;
                 Insn {
                     start: s,
                     len: (s + 4).min(n) - s,
                     call,
-                    const_load,
+                    imm: moved_immediate(w),
                 }
             })
             .collect()
@@ -362,6 +361,23 @@ impl Arch for Aarch64 {
     }
 }
 
+/// The immediate `mov wN,#imm16` (MOVZ, 32-bit, no shift) loads into an argument register
+/// w0-w7 ([`Insn::imm`]). Its field is bits 5-20, not whole bytes: bytes 0-2 are given, and
+/// the other bits in them are pinned by what is required here (Rd is the argument register
+/// the comparison matches, hw is 0, bits 21-31 the MOVZ opcode in byte 3 and bits 21-23).
+fn moved_immediate(w: u32) -> Option<Immediate> {
+    if w & 0xffe0_0000 != 0x5280_0000 {
+        return None;
+    }
+    let rd = w & 31;
+    (rd < 8).then(|| Immediate {
+        at: 0,
+        width: 3,
+        value: i64::from((w >> 5) & 0xffff),
+        arg: Some(rd as u8),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +404,11 @@ mod tests {
             ]
         );
         let i = Aarch64.decode_insns(&le(&[0x5280_0542, 0x9400_0000]));
-        assert_eq!((i[0].const_load, i[1].call), (Some(2), true));
+        let m = i[0].imm.map(|m| (m.at, m.width, m.value, m.arg));
+        assert_eq!((m, i[1].call), (Some((0, 3, 42, Some(2))), true));
+        // Into w9 (no argument register) or shifted (hw 1): not given.
+        let i = Aarch64.decode_insns(&le(&[0x5280_0549, 0x52a0_0542]));
+        assert_eq!((i[0].imm, i[1].imm), (None, None));
     }
 
     #[test]

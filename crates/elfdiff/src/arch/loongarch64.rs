@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use object::elf;
 
+use super::Immediate;
 use super::{
     Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
     SpecialSection,
@@ -213,14 +214,12 @@ impl Arch for Loongarch64 {
                 let w = word(code, s).unwrap_or(0);
                 // bl, or jirl with the return address into ra ($r1).
                 let call = w >> 26 == 0x15 || (w >> 26 == 0x13 && w & 31 == 1);
-                // A line number goes into an argument register as `li.w rd,imm`: `ori rd,
-                // $zero,imm` or `addi.w rd,$zero,imm`.
-                let li = matches!(w & 0xffc0_03e0, 0x0380_0000 | 0x0280_0000);
                 Insn {
                     start: s,
                     len: (s + 4).min(n) - s,
-                    call,
-                    const_load: li.then_some(w & 31),
+                    // bl, jirl $ra; and b (a tail call when a relocation sends it out).
+                    call: call || w >> 26 == 0x14,
+                    imm: moved_immediate(w),
                 }
             })
             .collect()
@@ -397,6 +396,31 @@ impl Arch for Loongarch64 {
     }
 }
 
+/// The immediate `li.w` (`ori rd,$zero,ui12` or `addi.w rd,$zero,si12`) loads into an
+/// argument register $a0-$a7 ($r4-$r11) ([`Insn::imm`]). Its field is bits 10-21: bytes 0-2
+/// are given, the other bits in them pinned by what is required here (rd the argument
+/// register the comparison matches, rj $zero, bits 22-31 the opcode).
+fn moved_immediate(w: u32) -> Option<Immediate> {
+    let signed = match w & 0xffc0_03e0 {
+        0x0380_0000 => false,
+        0x0280_0000 => true,
+        _ => return None,
+    };
+    let rd = w & 31;
+    let raw = (w >> 10) & 0xfff;
+    let value = if signed {
+        i64::from(((raw << 20) as i32) >> 20)
+    } else {
+        i64::from(raw)
+    };
+    (4..=11).contains(&rd).then(|| Immediate {
+        at: 0,
+        width: 3,
+        value,
+        arg: Some((rd - 4) as u8),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,7 +455,12 @@ mod tests {
         assert_eq!(Loongarch64.disassemble(&code, 12, &[]).unwrap().text, "nop");
         // ori $a2,$zero,42: a line-number load.
         let i = Loongarch64.decode_insns(&le(&[0x0380_a806]));
-        assert_eq!(i[0].const_load, Some(6));
+        let m = i[0].imm.map(|m| (m.at, m.width, m.value, m.arg));
+        assert_eq!(m, Some((0, 3, 42, Some(2))));
+        // addi.w $a2,$zero,-1 is signed; the same into $t0 ($r12) is no argument: not given.
+        let i = Loongarch64.decode_insns(&le(&[0x02bf_fc06, 0x02bf_fc0c]));
+        assert_eq!(i[0].imm.map(|m| m.value), Some(-1));
+        assert_eq!(i[1].imm, None);
         let b26 = Loongarch64.reloc(elf::R_LARCH_B26).unwrap();
         let mut f = 0x5412_3456u32.to_le_bytes();
         b26.clear(&mut f, object::Endianness::Little);

@@ -1,6 +1,6 @@
 //! The machine-specific half of the differ behind one trait, [`Arch`]: relocation kinds and
 //! where a PC-relative field really points, instruction decoding (for the call graph, the
-//! line-number tolerance of the comparison and `klpgen explain`'s disassembly), the ftrace
+//! comparison's moved immediates (line numbers) and `klpgen explain`'s disassembly), the ftrace
 //! entry, the code sections copied piece by piece and the special-section entries, runtime
 //! constants, and the kernel configuration facts that differ per machine. Every object
 //! records its machine ([`crate::Object::arch`], from `e_machine`), and nothing outside this
@@ -410,11 +410,28 @@ pub struct FlowInsn {
 pub struct Insn {
     pub start: u64,
     pub len: u64,
-    /// A call of any kind (direct or not).
+    /// A call of any kind, or a direct unconditional jump (a tail call where a relocation
+    /// sends it out of the function).
     pub call: bool,
-    /// It loads an immediate into a register the way a source line number is passed as an
-    /// argument (x86: `mov $imm32, %r32`): the register, numbered as the decoder does.
-    pub const_load: Option<u32>,
+    /// The immediate it moves into a register or memory (x86: `mov $imm, dst`, `push $imm`),
+    /// the way a constant such as a source line number (`__LINE__`) is passed on; None for
+    /// other instructions, whose immediates are operands of a computation.
+    pub imm: Option<Immediate>,
+}
+
+/// The moved immediate of an instruction ([`Insn::imm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Immediate {
+    /// Where its field lies in the instruction, and how wide it is: two instructions that
+    /// differ only inside it are the same instruction with another constant.
+    pub at: u64,
+    pub width: u64,
+    /// Its value, sign-extended from the field.
+    pub value: i64,
+    /// Which integer argument of a call (0: the first) it is loaded for, when its destination
+    /// is a 32-bit argument register of the machine's calling convention (x86-64: `%edi`,
+    /// `%esi`, `%edx`, `%ecx`, `%r8d`, `%r9d`).
+    pub arg: Option<u8>,
 }
 
 /// Instruction boundaries of one code section: sorted (start, end) pairs.

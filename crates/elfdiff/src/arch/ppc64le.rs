@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use object::elf;
 use powerpc::{Argument, Extension, Extensions, Ins};
 
+use super::Immediate;
 use super::{
     Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Insn, InsnMap, OperandLabel,
     RelocKind, SpecialSection,
@@ -302,18 +303,18 @@ impl Arch for Ppc64le {
             .map(|s| {
                 let w = word(code, s).unwrap_or(0);
                 let call = match opcode(w) {
-                    18 | 16 => w & 1 != 0,
+                    // bl, bcl; and b (a tail call when a relocation sends it out).
+                    18 => w & 1 != 0 || w & 2 == 0,
+                    16 => w & 1 != 0,
                     // bclrl, bcctrl (XL-form, extended opcodes 16 and 528) with LK.
                     19 => w & 1 != 0 && matches!((w >> 1) & 0x3ff, 16 | 528),
                     _ => false,
                 };
-                // A line number goes into an argument register as `li rN,imm` (addi rN,0,imm).
-                let const_load = (opcode(w) == 14 && (w >> 16) & 31 == 0).then_some((w >> 21) & 31);
                 Insn {
                     start: s,
                     len: (s + 4).min(n) - s,
                     call,
-                    const_load,
+                    imm: moved_immediate(w),
                 }
             })
             .collect()
@@ -584,6 +585,21 @@ impl Arch for Ppc64le {
     }
 }
 
+/// The immediate `li rN,imm` (`addi rN,0,imm`) loads ([`Insn::imm`]): the SI field, the low
+/// half-word (bytes 0-1 of the little-endian word); r3-r10 carry the integer arguments.
+fn moved_immediate(w: u32) -> Option<Immediate> {
+    if opcode(w) != 14 || (w >> 16) & 31 != 0 {
+        return None;
+    }
+    let rt = (w >> 21) & 31;
+    Some(Immediate {
+        at: 0,
+        width: 2,
+        value: i64::from(w as u16 as i16),
+        arg: (3..=10).contains(&rt).then(|| (rt - 3) as u8),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,11 +659,13 @@ mod tests {
         );
         let insns = Ppc64le.decode_insns(&code);
         let calls: Vec<bool> = insns.iter().map(|i| i.call).collect();
-        assert_eq!(calls, [true, false, false, false, false, true]);
+        // bl, b (a direct unconditional jump), bctrl.
+        assert_eq!(calls, [true, false, true, false, false, true]);
         // li r5,42 is a line-number load, addi r5,r3,42 is not.
         let li = Ppc64le.decode_insns(&le(&[0x38a0_002a, 0x38a3_002a]));
-        assert_eq!(li[0].const_load, Some(5));
-        assert_eq!(li[1].const_load, None);
+        let m = li[0].imm.map(|m| (m.at, m.width, m.value, m.arg));
+        assert_eq!(m, Some((0, 2, 42, Some(2))));
+        assert_eq!(li[1].imm, None);
     }
 
     #[test]

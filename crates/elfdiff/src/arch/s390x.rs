@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use object::elf;
 
+use super::Immediate;
 use super::{
     Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
     SpecialSection,
@@ -254,18 +255,17 @@ impl Arch for S390x {
             .map(|(s, e)| {
                 let b = &code[s as usize..e as usize];
                 let (op, op2) = (b[0], b.get(1).copied().unwrap_or(0));
+                // brasl, bras, basr, balr; and jg/j (brcl/brc 15: a tail call when a
+                // relocation sends it out).
                 let call = matches!((op, op2 & 0xf), (0xc0, 0x5) | (0xa7, 0x5))
                     || op == 0x0d
-                    || op == 0x05;
-                // A line number goes into an argument register as `lghi %rN,imm` or
-                // `lhi %rN,imm`.
-                let const_load =
-                    (op == 0xa7 && matches!(op2 & 0xf, 0x8 | 0x9)).then_some(u32::from(op2 >> 4));
+                    || op == 0x05
+                    || (matches!((op, op2 & 0xf), (0xc0, 0x4) | (0xa7, 0x4)) && op2 >> 4 == 15);
                 Insn {
                     start: s,
                     len: e - s,
                     call,
-                    const_load,
+                    imm: moved_immediate(b),
                 }
             })
             .collect()
@@ -738,6 +738,28 @@ fn format_insn(b: &[u8], target: &mut dyn FnMut(i64) -> String) -> Option<String
     })
 }
 
+/// The immediate a `lhi`/`lghi %rN,imm16` (RI: bytes 2-3) or `lgfi %rN,imm32` (RIL: bytes
+/// 2-5) loads ([`Insn::imm`]); %r2-%r6 carry the integer arguments.
+fn moved_immediate(b: &[u8]) -> Option<Immediate> {
+    let (op, op2) = (*b.first()?, *b.get(1)?);
+    let width = match (op, op2 & 0xf) {
+        (0xa7, 0x8 | 0x9) => 2,
+        (0xc0, 0x1) => 4,
+        _ => return None,
+    };
+    let field = b.get(2..2 + width)?;
+    let mut raw = [0u8; 8];
+    raw[8 - width..].copy_from_slice(field);
+    let shift = 64 - 8 * width as u32;
+    let r = op2 >> 4;
+    Some(Immediate {
+        at: 2,
+        width: width as u64,
+        value: (i64::from_be_bytes(raw) << shift) >> shift,
+        arg: (2..=6).contains(&r).then(|| r - 2),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,9 +793,14 @@ mod tests {
             ]
         );
         let calls: Vec<bool> = S390x.decode_insns(&code).iter().map(|i| i.call).collect();
-        assert_eq!(calls, [false, true, false, false, false]);
+        // brasl, and j (a direct unconditional jump, as on every machine).
+        assert_eq!(calls, [false, true, false, false, true]);
         // lghi %r4,42 loads a line number.
-        assert_eq!(S390x.decode_insns(&[0xa7, 0x49, 0, 42])[0].const_load, Some(4));
+        let m = S390x.decode_insns(&[0xa7, 0x49, 0, 42])[0].imm;
+        assert_eq!(m.map(|m| (m.at, m.width, m.value, m.arg)), Some((2, 2, 42, Some(2))));
+        // lgfi %r1,-2: a 32-bit field, no argument register.
+        let m = S390x.decode_insns(&[0xc0, 0x11, 0xff, 0xff, 0xff, 0xfe])[0].imm;
+        assert_eq!(m.map(|m| (m.at, m.width, m.value, m.arg)), Some((2, 4, -2, None)));
     }
 
     #[test]

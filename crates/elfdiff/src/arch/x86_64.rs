@@ -1,5 +1,5 @@
 //! x86-64: its relocation types, instruction decoding with iced-x86 (the call graph's control
-//! flow, the comparison's line-number loads, `klpgen explain`'s Intel-syntax disassembly), the
+//! flow, the comparison's moved immediates, `klpgen explain`'s Intel-syntax disassembly), the
 //! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
 //! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
 //! a pointer runtime constant.
@@ -16,13 +16,13 @@ use std::rc::Rc;
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, Mnemonic, OpKind,
-    SymbolResolver, SymbolResult,
+    Register, SymbolResolver, SymbolResult,
 };
 use object::elf;
 
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
-    SpecialSection, RUNTIME_PTR_PLACEHOLDER,
+    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
+    RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
 };
 
 /// Sections whose entries point into functions and must be cut per entry.
@@ -165,15 +165,17 @@ impl Arch for X86_64 {
 
     fn decode_insns(&self, code: &[u8]) -> Vec<Insn> {
         let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(code.len() / 4);
+        let mut i = Instruction::default();
         while d.can_decode() {
-            let i = d.decode();
+            d.decode_out(&mut i);
+            let imm = moved_immediate(&d, &i, code);
             out.push(Insn {
                 start: i.ip(),
                 len: i.len() as u64,
-                call: i.mnemonic() == Mnemonic::Call,
-                // A line number goes into an argument register as `mov $imm32, %r32`.
-                const_load: (i.code() == Code::Mov_r32_imm32).then(|| i.op0_register() as u32),
+                call: i.mnemonic() == Mnemonic::Call
+                    || matches!(i.code(), Code::Jmp_rel32_64 | Code::Jmp_rel8_64),
+                imm,
             });
         }
         out
@@ -419,6 +421,47 @@ impl Arch for X86_64 {
     }
 }
 
+/// The integer argument registers of the SysV x86-64 calling convention, in order, as the
+/// 32-bit registers `mov $imm32, %r32` loads.
+const ARG_REGS32: [Register; 6] = [
+    Register::EDI,
+    Register::ESI,
+    Register::EDX,
+    Register::ECX,
+    Register::R8D,
+    Register::R9D,
+];
+
+/// The immediate a `mov $imm, dst` or `push $imm` moves ([`Insn::imm`]): where its field is
+/// (from the decoder's constant offsets), its value, and the argument register it loads.
+fn moved_immediate(d: &Decoder<'_>, i: &Instruction, code: &[u8]) -> Option<Immediate> {
+    if !matches!(i.mnemonic(), Mnemonic::Mov | Mnemonic::Push) {
+        return None;
+    }
+    let offsets = d.get_constant_offsets(i);
+    if !offsets.has_immediate() || offsets.has_immediate2() {
+        return None;
+    }
+    let (at, width) = (offsets.immediate_offset(), offsets.immediate_size());
+    let start = usize::try_from(i.ip()).ok()?;
+    let field = code.get(start + at..start + at + width)?;
+    let mut raw = [0u8; 8];
+    raw[..width].copy_from_slice(field);
+    // Sign-extend from the field's width.
+    let shift = 64 - 8 * width as u32;
+    let value = (i64::from_le_bytes(raw) << shift) >> shift;
+    let arg = (i.code() == Code::Mov_r32_imm32)
+        .then(|| ARG_REGS32.iter().position(|&r| r == i.op0_register()))
+        .flatten()
+        .map(|k| k as u8);
+    Some(Immediate {
+        at: at as u64,
+        width: width as u64,
+        value,
+        arg,
+    })
+}
+
 /// Names relocation targets in place of the zero fields iced-x86 would show: PC-relative
 /// operands resolve to the instruction's end (field 0), absolute ones to 0.
 struct RelocResolver {
@@ -652,28 +695,47 @@ mod tests {
     }
 
     #[test]
-    fn line_number_loads_and_calls() {
-        // mov $0x2a, %esi; call f; mov $1, %rax (not a 32-bit load); ret
+    fn moved_immediates_and_calls() {
+        // mov $0x2a, %esi; call f; mov $1, %rax (sign-extended imm32); cmp $5, %eax (not a
+        // move); movl $0x1234, 0x8(%rsp); push $-3; jmp f; ret
         let code = [
-            0xbe, 0x2a, 0, 0, 0, 0xe8, 0, 0, 0, 0, 0x48, 0xc7, 0xc0, 1, 0, 0, 0, 0xc3,
+            0xbe, 0x2a, 0, 0, 0, // 0
+            0xe8, 0, 0, 0, 0, // 5
+            0x48, 0xc7, 0xc0, 1, 0, 0, 0, // 10
+            0x83, 0xf8, 0x05, // 17
+            0xc7, 0x44, 0x24, 0x08, 0x34, 0x12, 0, 0, // 20
+            0x6a, 0xfd, // 28
+            0xe9, 0, 0, 0, 0,    // 30
+            0xc3, // 35
         ];
-        let got: Vec<(u64, u64, bool, bool)> = X86_64
+        type Imm = Option<(u64, u64, i64, Option<u8>)>;
+        let got: Vec<(u64, u64, bool, Imm)> = X86_64
             .decode_insns(&code)
             .iter()
-            .map(|i| (i.start, i.len, i.call, i.const_load.is_some()))
+            .map(|i| {
+                let imm = i.imm.map(|m| (m.at, m.width, m.value, m.arg));
+                (i.start, i.len, i.call, imm)
+            })
             .collect();
         assert_eq!(
             got,
             [
-                (0, 5, false, true),
-                (5, 5, true, false),
-                (10, 7, false, false),
-                (17, 1, false, false)
+                (0, 5, false, Some((1, 4, 0x2a, Some(1)))),
+                (5, 5, true, None),
+                (10, 7, false, Some((3, 4, 1, None))),
+                (17, 3, false, None),
+                (20, 8, false, Some((4, 4, 0x1234, None))),
+                (28, 2, false, Some((1, 1, -3, None))),
+                (30, 5, true, None),
+                (35, 1, false, None),
             ]
         );
-        let esi = X86_64.decode_insns(&code[..5])[0].const_load;
-        let edi = X86_64.decode_insns(&[0xbf, 1, 0, 0, 0])[0].const_load;
-        assert!(esi.is_some() && esi != edi);
+        // %edi is the first argument, %r8d (REX.B) the fifth.
+        let arg = |c: &[u8]| X86_64.decode_insns(c)[0].imm.and_then(|m| m.arg);
+        assert_eq!(arg(&[0xbf, 1, 0, 0, 0]), Some(0));
+        assert_eq!(arg(&[0x41, 0xb8, 1, 0, 0, 0]), Some(4));
+        // %eax is no argument register.
+        assert_eq!(arg(&[0xb8, 1, 0, 0, 0]), None);
     }
 
     #[test]

@@ -161,6 +161,15 @@ impl TargetObject {
         }
     }
 
+    /// The position (`old_sympos`) of the symbol named `name` at address `addr`: 0 when the
+    /// name is unique, else its place among the same-named symbols; `None` when no symbol of
+    /// that name is there (for kpatch's modules of kernels without `old_sympos`).
+    pub(super) fn position_at(&self, name: &str, addr: u64) -> Option<u64> {
+        let list = self.by_name.get(name)?;
+        let i = list.iter().position(|&i| self.syms[i].addr == addr)?;
+        Some(if list.len() == 1 { 0 } else { i as u64 + 1 })
+    }
+
     fn file_of(&self, s: &KSym) -> Option<&str> {
         s.file.map(|f| self.files[f].as_str())
     }

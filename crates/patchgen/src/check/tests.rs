@@ -19,6 +19,8 @@ struct ModSpec {
     refs: Vec<String>,
     manifest: Option<Manifest>,
     finalize: bool,
+    /// NUL-terminated strings in `.rodata` under these global symbols (the guard's).
+    strings: Vec<(String, String)>,
 }
 
 fn good_manifest() -> Manifest {
@@ -54,6 +56,7 @@ fn good_spec() -> ModSpec {
         ],
         manifest: Some(good_manifest()),
         finalize: true,
+        strings: Vec::new(),
     }
 }
 
@@ -76,6 +79,23 @@ fn module_pre(spec: &ModSpec, pre: impl FnOnce(&mut Builder<'_>)) -> Vec<u8> {
         .flat_map(|e| e.bytes().chain([0]))
         .collect();
     obj.append_section_data(mi, &info, 1);
+    if !spec.strings.is_empty() {
+        let ro = obj.add_section(Vec::new(), b".rodata".to_vec(), SectionKind::ReadOnlyData);
+        for (name, text) in &spec.strings {
+            let bytes: Vec<u8> = text.bytes().chain([0]).collect();
+            let at = obj.append_section_data(ro, &bytes, 1);
+            obj.add_symbol(write::Symbol {
+                name: name.as_bytes().to_vec(),
+                value: at,
+                size: bytes.len() as u64,
+                kind: SymbolKind::Data,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Section(ro),
+                flags: SymbolFlags::None,
+            });
+        }
+    }
     obj.add_symbol(write::Symbol {
         name: b"__klpgen_func_0".to_vec(),
         value: 0,
@@ -726,4 +746,227 @@ fn garbage_is_an_error_not_a_panic() {
         };
         let _ = check_module("x", &ko[..cut], &inputs);
     }
+}
+
+/// A module as kpatch-build makes it: no `.klpgen.*` records; its replaced functions in a
+/// `.kpatch.funcs` table of `entry`-byte `kpatch_patch_func`s (56, or 48 without `sympos`),
+/// each (name, objname, sympos or old_addr), names and object names in `.kpatch.strings`
+/// through relocations against its section symbol; `skip` leaves out the relocation at that
+/// offset of the table. Finalised as kpatch's create-klp-module would (klp markings only).
+fn kpatch_module(funcs: &[(&str, &str, u64)], entry: u64, skip: Option<u64>) -> Vec<u8> {
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let text = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+    obj.append_section_data(text, &[0x90; 64], 16);
+    let mi = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+    let info = format!("livepatch=Y\0license=GPL\0vermagic={RELEASE} SMP mod_unload \0");
+    obj.append_section_data(mi, info.as_bytes(), 1);
+    let strings = obj.add_section(Vec::new(), b".kpatch.strings".to_vec(), SectionKind::Data);
+    let table = obj.add_section(Vec::new(), b".kpatch.funcs".to_vec(), SectionKind::Data);
+    let mut strtab: Vec<u8> = b"padding\0".to_vec();
+    let mut intern = |s: &str| {
+        let at = strtab.len() as u64;
+        strtab.extend(s.bytes().chain([0]));
+        at
+    };
+    let mut data = Vec::new();
+    let mut relocs = Vec::new();
+    let strings_sym = obj.section_symbol(strings);
+    for (i, &(name, objname, pos)) in funcs.iter().enumerate() {
+        let base = i as u64 * entry;
+        let new = obj.add_symbol(write::Symbol {
+            name: format!("livepatch_{name}_{i}").into_bytes(),
+            value: 16 * i as u64,
+            size: 16,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Compilation,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+        let mut e = vec![0u8; entry as usize];
+        e[8..16].copy_from_slice(&16u64.to_le_bytes());
+        let (name_at, obj_at) = if entry == 56 {
+            e[32..40].copy_from_slice(&pos.to_le_bytes());
+            (40, 48)
+        } else {
+            e[16..24].copy_from_slice(&pos.to_le_bytes());
+            (32, 40)
+        };
+        data.extend(e);
+        relocs.push((base, new, 0));
+        relocs.push((base + name_at, strings_sym, intern(name) as i64));
+        relocs.push((base + obj_at, strings_sym, intern(objname) as i64));
+    }
+    obj.append_section_data(strings, &strtab, 1);
+    obj.append_section_data(table, &data, 8);
+    for (offset, symbol, addend) in relocs {
+        if Some(offset) == skip {
+            continue;
+        }
+        obj.add_relocation(
+            table,
+            Relocation {
+                offset,
+                symbol,
+                addend,
+                flags: RelocationFlags::Elf {
+                    r_type: elf::R_X86_64_64,
+                },
+            },
+        )
+        .unwrap();
+    }
+    // A klp relocation in the code, as create-klp-module leaves it.
+    let klp = obj.add_symbol(write::Symbol {
+        name: b".klp.sym.vmlinux.a_only,0".to_vec(),
+        value: 0,
+        size: 0,
+        kind: SymbolKind::Unknown,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Undefined,
+        flags: SymbolFlags::None,
+    });
+    obj.add_relocation(
+        text,
+        Relocation {
+            offset: 4,
+            symbol: klp,
+            addend: -4,
+            flags: RelocationFlags::Elf {
+                r_type: elf::R_X86_64_PC32,
+            },
+        },
+    )
+    .unwrap();
+    crate::klp::finalize_module("kpatch.ko", &obj.write().unwrap())
+        .unwrap()
+        .0
+}
+
+#[test]
+fn modules_kpatch_build_made() {
+    let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), true)).unwrap();
+    let check = |ko: &[u8]| {
+        check_module(
+            "kpatch.ko",
+            ko,
+            &Inputs {
+                vmlinux: &vm,
+                symvers: Some(&symvers(&["printk"])),
+                modules: None,
+            },
+        )
+        .unwrap()
+    };
+    let keys =
+        |ko: &[u8]| -> Vec<String> { check(ko).findings.into_iter().map(|f| f.key).collect() };
+    // Both helpers are statics of their files; kpatch records no file, so either position is
+    // one the kernel accepts.
+    let good = kpatch_module(
+        &[("traced", "vmlinux", 0), ("helper", "vmlinux", 2)],
+        56,
+        None,
+    );
+    let r = check(&good);
+    assert!(r.ok(), "{:?}", r.findings);
+    assert_eq!(
+        (r.functions, r.functions_from, r.klp_symbols),
+        (2, Some(".kpatch.funcs"), 1)
+    );
+    // Each replaced function is checked as klpgen's own records are.
+    let one = |name: &str, pos: u64| keys(&kpatch_module(&[(name, "vmlinux", pos)], 56, None));
+    assert_keys(&one("helper", 0), &["check.func.position"]);
+    assert_keys(&one("helper", 3), &["check.func.position"]);
+    assert_keys(&one("gone", 0), &["check.func.missing"]);
+    assert_keys(&one("untraced", 0), &["check.func.no-ftrace"]);
+    assert_keys(
+        &one("some_var", 0),
+        &["check.func.not-function", "check.func.no-ftrace"],
+    );
+    // A module's functions need the module.
+    assert_keys(
+        &keys(&kpatch_module(&[("m_func", "my_mod", 0)], 56, None)),
+        &["check.func.module-unverified"],
+    );
+    assert_eq!(
+        referenced_objects("x", &kpatch_module(&[("m_func", "my_mod", 0)], 56, None))
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec!["my_mod".to_string()]
+    );
+    // The older 48-byte layout gives vmlinux functions by address (a.c's helper at 0x100 of
+    // .text: position 2).
+    const TEXT: u64 = 0xffff_ffff_8100_0000;
+    let old = |name: &str, addr: u64| keys(&kpatch_module(&[(name, "vmlinux", addr)], 48, None));
+    assert_keys(&old("helper", TEXT + 0x100), &[]);
+    assert_keys(&old("traced", TEXT + 0x200), &[]);
+    assert_keys(&old("helper", TEXT + 0x108), &["check.func.position"]);
+    assert_keys(&old("helper", 0), &["check.func.position"]);
+    // 336 bytes are six 56-byte entries or seven 48-byte ones: the relocations tell.
+    let six: Vec<(&str, &str, u64)> = vec![("traced", "vmlinux", 0); 6];
+    let r = check(&kpatch_module(&six, 56, None));
+    assert!(r.ok() && r.functions == 6, "{:?}", r.findings);
+    let seven: Vec<(&str, &str, u64)> = vec![("traced", "vmlinux", TEXT + 0x200); 7];
+    let r = check(&kpatch_module(&seven, 48, None));
+    assert!(r.ok() && r.functions == 7, "{:?}", r.findings);
+    // A table of neither layout, or a name that is no string.
+    for skip in [0, 40, 48] {
+        assert_keys(
+            &keys(&kpatch_module(&[("traced", "vmlinux", 0)], 56, Some(skip))),
+            &["check.funcs.malformed"],
+        );
+    }
+    let bad = kpatch_module(&[("tr\x01ced", "vmlinux", 0)], 56, None);
+    assert_keys(&keys(&bad), &["check.funcs.malformed"]);
+    // Without the table the functions cannot be verified, as for any foreign module.
+    // (The section name is the tail of its relocation section's, which renames both.)
+    let gone = rename_symbol(&good, ".rela.kpatch.funcs", ".rela.kpatch.xxxxx");
+    assert_keys(&keys(&gone), &["check.funcs.unknown"]);
+}
+
+#[test]
+fn a_guard_for_another_kernel_is_named() {
+    let guarded = |release: &str, version: &str| ModSpec {
+        strings: vec![
+            (crate::kmod::GUARD_RELEASE.into(), release.into()),
+            (crate::kmod::GUARD_VERSION.into(), version.into()),
+        ],
+        ..good_spec()
+    };
+    // The fake vmlinux's banner: `Linux version RELEASE (test@host) #1 SMP`.
+    let vm = TargetObject::vmlinux("vmlinux", &fake_vmlinux(Some(RELEASE), true)).unwrap();
+    let sv = symvers(&["printk"]);
+    let check = |spec: &ModSpec| {
+        check_module(
+            "test.ko",
+            &module(spec),
+            &Inputs {
+                vmlinux: &vm,
+                symvers: Some(&sv),
+                modules: None,
+            },
+        )
+        .unwrap()
+    };
+    let ok = check(&guarded(RELEASE, "#1 SMP"));
+    assert!(ok.ok(), "{:?}", ok.findings);
+    assert_eq!(
+        ok.guard,
+        Some(GuardTarget {
+            release: RELEASE.into(),
+            version: "#1 SMP".into()
+        })
+    );
+    for (r, v) in [(RELEASE, "#2 SMP"), ("6.12.9-other", "#1 SMP")] {
+        let bad = check(&guarded(r, v));
+        let keys: Vec<&str> = bad.findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["check.target.guard"], "{r} {v}");
+        assert!(bad.findings[0]
+            .detail
+            .contains(&format!("only on kernel {r} \"{v}\"")));
+    }
+    // A module without a guard (not klpgen's) is not judged by it.
+    assert_eq!(check(&good_spec()).guard, None);
 }
