@@ -30,9 +30,19 @@ static TOOLCHAIN: OnceLock<Toolchain> = OnceLock::new();
 
 /// The toolchain for `tree`, from the flags (`--arch`, `--cross-compile`), the environment
 /// and the target's configuration.
-pub fn resolve(tree: &Tree, arch_flag: Option<&str>, cross_flag: Option<&str>) -> Result<Toolchain> {
+pub fn resolve(
+    tree: &Tree,
+    arch_flag: Option<&str>,
+    cross_flag: Option<&str>,
+) -> Result<Toolchain> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    resolve_with(tree, arch_flag, cross_flag, env("ARCH"), env("CROSS_COMPILE"))
+    resolve_with(
+        tree,
+        arch_flag,
+        cross_flag,
+        env("ARCH"),
+        env("CROSS_COMPILE"),
+    )
 }
 
 fn resolve_with(
@@ -50,7 +60,10 @@ fn resolve_with(
         );
     };
     let karch = arch.kbuild_arch();
-    for (what, given) in [("--arch", arch_flag.map(str::to_string)), ("ARCH", arch_env.clone())] {
+    for (what, given) in [
+        ("--arch", arch_flag.map(str::to_string)),
+        ("ARCH", arch_env.clone()),
+    ] {
         if let Some(g) = given {
             // kbuild also takes the machine's 64-bit-specific names (x86_64, ppc64le...)
             // through SRCARCH; klpgen only compares the kbuild name.
@@ -151,13 +164,20 @@ mod tests {
         let t = resolve_with(&ppc, None, None, None, None).unwrap();
         assert_eq!(t.arch.as_deref(), Some("powerpc"));
         assert_eq!(t.cross_compile, "powerpc64le-linux-gnu-");
-        let t = resolve_with(&ppc, None, Some("/opt/cross/bin/ppc-"), None, Some("x-".into()))
-            .unwrap();
+        let t = resolve_with(
+            &ppc,
+            None,
+            Some("/opt/cross/bin/ppc-"),
+            None,
+            Some("x-".into()),
+        )
+        .unwrap();
         assert_eq!(t.cross_compile, "/opt/cross/bin/ppc-");
         let t = resolve_with(&ppc, None, None, None, Some("env-".into())).unwrap();
         assert_eq!(t.cross_compile, "env-");
         // A target built natively on its machine: Debian's cross toolchain here.
-        let native = tree("CONFIG_S390=y\nCONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\n");
+        let native =
+            tree("CONFIG_S390=y\nCONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\n");
         let t = resolve_with(&native, None, None, None, None).unwrap();
         assert_eq!(
             (t.arch.as_deref(), t.cross_compile.as_str()),
@@ -178,6 +198,9 @@ mod tests {
             return;
         };
         let t = tree(&format!("{}=y\n", arch.kernel_config()));
-        assert_eq!(resolve_with(&t, None, None, None, None).unwrap(), Toolchain::default());
+        assert_eq!(
+            resolve_with(&t, None, None, None, None).unwrap(),
+            Toolchain::default()
+        );
     }
 }

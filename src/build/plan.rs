@@ -271,10 +271,15 @@ impl BuildPlan {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         record_patches(rep, tree, &patches);
         // The kernel's Rust support covers only some machines: there the hook is C.
-        let no_rust = tree.arch().and_then(|a| a.rust_unsupported().map(|why| (a, why)));
+        let no_rust = tree
+            .arch()
+            .and_then(|a| a.rust_unsupported().map(|why| (a, why)));
         let hook = match (args.hook, no_rust) {
             (HookArg::Rust, Some((a, why))) => {
-                bail!("--hook rust: the target is {}, and {why}; use --hook c (or auto)", a.name())
+                bail!(
+                    "--hook rust: the target is {}, and {why}; use --hook c (or auto)",
+                    a.name()
+                )
             }
             (HookArg::Rust, None) => HookLang::Rust,
             (HookArg::C, _) => HookLang::C,

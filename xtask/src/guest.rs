@@ -591,9 +591,7 @@ pub fn run_qemu(spec: &Spec<'_>, initrd: &Path, limit: Duration) -> Result<QemuR
         Some(other) => bail!("no qemu machine for the {other} test kernel"),
         None => {
             let mut q = Command::new("qemu-system-x86_64");
-            q.args(["-accel", "tcg"])
-                .arg("-append")
-                .arg(KERNEL_CMDLINE);
+            q.args(["-accel", "tcg"]).arg("-append").arg(KERNEL_CMDLINE);
             (q, "qemu-system-x86")
         }
     };

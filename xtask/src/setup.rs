@@ -175,7 +175,10 @@ pub fn guest_busybox(c: &Cross) -> Result<std::path::PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
-    eprintln!("setup: fetching busybox-static:{} for the {} guests", c.debarch, c.name);
+    eprintln!(
+        "setup: fetching busybox-static:{} for the {} guests",
+        c.debarch, c.name
+    );
     std::fs::create_dir_all(&dir)?;
     let foreign = Command::new("dpkg")
         .arg("--print-foreign-architectures")
@@ -216,7 +219,12 @@ pub fn guest_busybox(c: &Cross) -> Result<std::path::PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb in {}", dir.display()))?;
-    util::run(Command::new("dpkg").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    util::run(
+        Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")),
+    )?;
     if !bin.is_file() {
         bail!("{} has no bin/busybox", deb.display());
     }

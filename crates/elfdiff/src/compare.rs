@@ -287,7 +287,12 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
     }
     // Or an __mcount_loc (or __patchable_function_entries) entry pointing into the entry
     // window (the call may be patched out, or be nops the compiler left).
-    for mc in obj.arch.ftrace_site_sections().iter().filter_map(|n| obj.find_section(n)) {
+    for mc in obj
+        .arch
+        .ftrace_site_sections()
+        .iter()
+        .filter_map(|n| obj.find_section(n))
+    {
         for r in &obj.sec(mc).relocs {
             if let Target::Symbol { sym, addend } = resolve(obj, insns, mc, r) {
                 let t = obj.sym(sym);

@@ -893,10 +893,7 @@ impl DwarfIndex {
                 Some((_, Some(sec), map)) => (obj.sec(*sec).data, map),
                 _ => (&[][..], &empty),
             };
-            Ok(RelocateReader::new(
-                EndianSlice::new(data, endian),
-                map,
-            ))
+            Ok(RelocateReader::new(EndianSlice::new(data, endian), map))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| dwarf_err(label, e))?;
         let mut idx = DwarfIndex {

@@ -1166,7 +1166,10 @@ impl Builder<'_, '_, '_> {
         let mut slots: Vec<(PlanTarget, i64)> = Vec::new();
         let mut slot_of: HashMap<(usize, i64), u64> = HashMap::new();
         let slot_sec = self.plan.sections.len();
-        let mut rewrites: Vec<(usize, Vec<(usize, u32, u64)>, Vec<usize>)> = Vec::new();
+        // Per output code section: (relocation, new type, slot offset) for each high part
+        // turned into a slot load, and the low parts dropped.
+        type Rewrite = (usize, Vec<(usize, u32, u64)>, Vec<usize>);
+        let mut rewrites: Vec<Rewrite> = Vec::new();
         for (sec, out) in code {
             let name = d.patched.sec(sec).name;
             let ps = &self.plan.sections[out];
@@ -1185,15 +1188,18 @@ impl Builder<'_, '_, '_> {
             if highs.is_empty() && lows.is_empty() {
                 continue;
             }
-            let err = |at: u64, why: String| Error::Malformed {
+            let err = |at: u64, why: String| {
+                Error::Malformed {
                 object: d.patched.label.clone(),
                 what: format!(
                     "{name}+{at:#x}: a TOC-relative reference to the running kernel's data cannot be made from a module: {why}"
                 ),
+            }
             };
-            // (target, register) -> (addend of the high parts, their relocations).
-            let mut groups: BTreeMap<(usize, u32), (i64, Vec<usize>, Vec<(usize, i64)>)> =
-                BTreeMap::new();
+            // (target, register) -> (addend of the high parts, their relocations, the low
+            // parts with their offsets from that addend).
+            type Group = (i64, Vec<usize>, Vec<(usize, i64)>);
+            let mut groups: BTreeMap<(usize, u32), Group> = BTreeMap::new();
             for &i in &highs {
                 let r = &ps.relocs[i];
                 let PlanTarget::External(t) = r.target else {
@@ -1201,8 +1207,12 @@ impl Builder<'_, '_, '_> {
                 };
                 let reg = arch
                     .far_reference_register(&ps.data, r.offset, FarRef::High)
-                    .ok_or_else(|| err(r.offset, "not the expected high-part instruction".into()))?;
-                let g = groups.entry((t, reg)).or_insert((r.addend, Vec::new(), Vec::new()));
+                    .ok_or_else(|| {
+                        err(r.offset, "not the expected high-part instruction".into())
+                    })?;
+                let g = groups
+                    .entry((t, reg))
+                    .or_insert((r.addend, Vec::new(), Vec::new()));
                 if g.0 != r.addend {
                     return Err(err(
                         r.offset,
@@ -1239,8 +1249,10 @@ impl Builder<'_, '_, '_> {
                     slots.push((PlanTarget::External(t), addend));
                     (slots.len() as u64 - 1) * 8
                 });
-                let low_sites: Vec<(u64, i64)> =
-                    ls.iter().map(|&(i, dl)| (ps.relocs[i].offset, dl)).collect();
+                let low_sites: Vec<(u64, i64)> = ls
+                    .iter()
+                    .map(|&(i, dl)| (ps.relocs[i].offset, dl))
+                    .collect();
                 for &h in &hs {
                     let at = ps.relocs[h].offset;
                     let r_type = arch

@@ -58,7 +58,11 @@ fn elf_flags(kind: SymbolKind, global: bool, other: u8) -> SymbolFlags<SectionId
         SymbolKind::Data => elf::STT_OBJECT,
         _ => elf::STT_NOTYPE,
     };
-    let st_bind = if global { elf::STB_GLOBAL } else { elf::STB_LOCAL };
+    let st_bind = if global {
+        elf::STB_GLOBAL
+    } else {
+        elf::STB_LOCAL
+    };
     SymbolFlags::Elf {
         st_info: (st_bind << 4) | st_type,
         st_other: other,

@@ -289,16 +289,18 @@ pub fn compile(
     cmd.arg("-o").arg(out);
     // A missing cross compiler fails the fixture, naming the package (`cargo xtask setup`
     // installs them); it is never skipped.
-    let o = cmd.output().map_err(|e| match arch.and_then(gcc::cross_arch) {
-        Some(c) => format!(
-            "cannot run {} for the {} fixture {} ({e}): install {} (`cargo xtask setup`)",
-            c.cc[0],
-            c.name,
-            src.display(),
-            c.package
-        ),
-        None => format!("cannot run gcc: {e}"),
-    })?;
+    let o = cmd
+        .output()
+        .map_err(|e| match arch.and_then(gcc::cross_arch) {
+            Some(c) => format!(
+                "cannot run {} for the {} fixture {} ({e}): install {} (`cargo xtask setup`)",
+                c.cc[0],
+                c.name,
+                src.display(),
+                c.package
+            ),
+            None => format!("cannot run gcc: {e}"),
+        })?;
     if !o.status.success() {
         return Err(format!(
             "gcc failed on {}:\n{}",

@@ -389,7 +389,13 @@ mod tests {
     #[test]
     fn flow() {
         // bl .; b .-4; b.ne .+8; cbz x0,.+4; ret
-        let code = le(&[0x9400_0000, 0x17ff_ffff, 0x5400_0041, 0xb400_0020, 0xd65f_03c0]);
+        let code = le(&[
+            0x9400_0000,
+            0x17ff_ffff,
+            0x5400_0041,
+            0xb400_0020,
+            0xd65f_03c0,
+        ]);
         let mut out = Vec::new();
         Aarch64.decode_flow(&code, 0, &mut out);
         let got: Vec<(Flow, u64)> = out.iter().map(|i| (i.flow, i.target)).collect();

@@ -268,7 +268,12 @@ impl Arch for Loongarch64 {
                 let n = ["beq", "bne", "blt", "bge", "bltu", "bgeu"][(op - 0x16) as usize];
                 format!("{n} {}, {}, {}", reg(rj), reg(rd), target(d))
             }
-            (0x13, _) => format!("jirl {}, {}, {}", reg(rd), reg(rj), sext((w >> 10) & 0xffff, 16) * 4),
+            (0x13, _) => format!(
+                "jirl {}, {}, {}",
+                reg(rd),
+                reg(rj),
+                sext((w >> 10) & 0xffff, 16) * 4
+            ),
             _ if w == 0x0340_0000 => "nop".to_string(),
             _ => {
                 let op10 = w >> 22;
@@ -277,7 +282,9 @@ impl Arch for Loongarch64 {
                     (0x00a, _) => format!("addi.w {}, {}, {si12}", reg(rd), reg(rj)),
                     (0x00b, _) => format!("addi.d {}, {}, {si12}", reg(rd), reg(rj)),
                     (0x00e, _) => format!("ori {}, {}, {:#x}", reg(rd), reg(rj), (w >> 10) & 0xfff),
-                    (0x00d, _) => format!("andi {}, {}, {:#x}", reg(rd), reg(rj), (w >> 10) & 0xfff),
+                    (0x00d, _) => {
+                        format!("andi {}, {}, {:#x}", reg(rd), reg(rj), (w >> 10) & 0xfff)
+                    }
                     (0x0a0, _) => format!("ld.b {}, {}, {si12}", reg(rd), reg(rj)),
                     (0x0a1, _) => format!("ld.h {}, {}, {si12}", reg(rd), reg(rj)),
                     (0x0a2, _) => format!("ld.w {}, {}, {si12}", reg(rd), reg(rj)),
@@ -300,7 +307,9 @@ impl Arch for Loongarch64 {
                     _ if w >> 25 == 0x0d => {
                         format!("pcalau12i {}, {:#x}", reg(rd), (w >> 5) & 0xf_ffff)
                     }
-                    _ if w >> 25 == 0x0a => format!("lu12i.w {}, {:#x}", reg(rd), (w >> 5) & 0xf_ffff),
+                    _ if w >> 25 == 0x0a => {
+                        format!("lu12i.w {}, {:#x}", reg(rd), (w >> 5) & 0xf_ffff)
+                    }
                     _ => format!(".word {w:#010x}"),
                 }
             }
@@ -432,7 +441,13 @@ mod tests {
     #[test]
     fn flow_and_disassembly() {
         // bl 0; b -4; beq $a0,$a1,+8; nop; jirl $zero,$ra,0
-        let code = le(&[0x5400_0000, 0x53ff_ffff, 0x5800_0885, 0x0340_0000, 0x4c00_0020]);
+        let code = le(&[
+            0x5400_0000,
+            0x53ff_ffff,
+            0x5800_0885,
+            0x0340_0000,
+            0x4c00_0020,
+        ]);
         let mut out = Vec::new();
         Loongarch64.decode_flow(&code, 0x10, &mut out);
         let got: Vec<(Flow, u64)> = out.iter().map(|i| (i.flow, i.target)).collect();

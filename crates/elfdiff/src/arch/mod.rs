@@ -340,14 +340,16 @@ impl RelocKind {
         }
         let mut v: u64 = 0;
         let big = endian == object::Endianness::Big;
-        for k in 0..n {
-            let b = if big { field[k] } else { field[n - 1 - k] };
-            v = (v << 8) | u64::from(b);
+        let mut read = |b: &u8| v = (v << 8) | u64::from(*b);
+        if big {
+            field.iter().for_each(&mut read);
+        } else {
+            field.iter().rev().for_each(&mut read);
         }
         v &= !self.mask;
-        for k in 0..n {
+        for (k, b) in field.iter_mut().enumerate() {
             let shift = 8 * (if big { n - 1 - k } else { k });
-            field[k] = (v >> shift) as u8;
+            *b = (v >> shift) as u8;
         }
     }
 }

@@ -32,8 +32,8 @@ use powerpc::{Argument, Extension, Extensions, Ins};
 
 use super::Immediate;
 use super::{
-    Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection,
+    Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
+    SpecialSection,
 };
 
 /// Relocation types newer than the `object` crate's list.
@@ -501,9 +501,11 @@ impl Arch for Ppc64le {
         // The loader sets `.TOC.` to the module's TOC; `ld --save-restore-funcs`
         // (KBUILD_LDFLAGS_MODULE) adds the out-of-line register save and restore helpers.
         name == ".TOC."
-            || ["_savegpr", "_restgpr", "_savefpr", "_restfpr", "_savevr_", "_restvr_"]
-                .iter()
-                .any(|p| name.starts_with(p))
+            || [
+                "_savegpr", "_restgpr", "_savefpr", "_restfpr", "_savevr_", "_restvr_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
     }
 
     fn branch_needs_local_target(&self, code: &[u8], site: u64, r_type: u32) -> bool {
@@ -550,7 +552,9 @@ impl Arch for Ppc64le {
     ) -> Result<u32, String> {
         let reg = self
             .far_reference_register(code, high, FarRef::High)
-            .ok_or_else(|| format!("the instruction at {high:#x} is not `addis rX,r2,sym@toc@ha`"))?;
+            .ok_or_else(|| {
+                format!("the instruction at {high:#x} is not `addis rX,r2,sym@toc@ha`")
+            })?;
         let mut new_lows = Vec::with_capacity(lows.len());
         for &(at, delta) in lows {
             let w = word(code, at).ok_or_else(|| format!("no instruction at {at:#x}"))?;
@@ -569,7 +573,10 @@ impl Arch for Ppc64le {
                 ));
             }
             let keep = if ds { 0xffff_0003 } else { 0xffff_0000 };
-            new_lows.push((at, (w & keep) | (delta as u32 & 0xffff & !(if ds { 3 } else { 0 }))));
+            new_lows.push((
+                at,
+                (w & keep) | (delta as u32 & 0xffff & !(if ds { 3 } else { 0 })),
+            ));
         }
         // `ld rX,slot@toc(r2)`: DS-form, opcode 58, XO 0.
         put_word(code, high, 0xe800_0000 | (reg << 21) | (2 << 16))
@@ -701,9 +708,13 @@ mod tests {
         };
         let d = Ppc64le.disassemble(&code, 0, &[l(true, "printk")]).unwrap();
         assert_eq!((d.text.as_str(), d.labels_used), ("bl printk", 1));
-        let d = Ppc64le.disassemble(&code, 4, &[l(false, ".toc+0x8")]).unwrap();
+        let d = Ppc64le
+            .disassemble(&code, 4, &[l(false, ".toc+0x8")])
+            .unwrap();
         assert_eq!(d.text, "addis r9, r2, .toc+0x8");
-        let d = Ppc64le.disassemble(&code, 8, &[l(false, ".toc+0x8")]).unwrap();
+        let d = Ppc64le
+            .disassemble(&code, 8, &[l(false, ".toc+0x8")])
+            .unwrap();
         assert_eq!(d.text, "ld r9, .toc+0x8(r9)");
         assert_eq!(Ppc64le.disassemble(&code, 16, &[]), None);
     }
@@ -716,7 +727,10 @@ mod tests {
             Ppc64le.far_reference_register(&code, 0, FarRef::High),
             Some(9)
         );
-        assert_eq!(Ppc64le.far_reference_register(&code, 4, FarRef::Low), Some(9));
+        assert_eq!(
+            Ppc64le.far_reference_register(&code, 4, FarRef::Low),
+            Some(9)
+        );
         let t = Ppc64le
             .rewrite_far_reference(&mut code, 0, &[(4, 0), (8, 8)])
             .unwrap();
@@ -730,6 +744,8 @@ mod tests {
             .is_err());
         // ld's DS field needs a multiple of 4.
         let mut ds = le(&[0x3d22_0000, 0xe869_0000]);
-        assert!(Ppc64le.rewrite_far_reference(&mut ds, 0, &[(4, 2)]).is_err());
+        assert!(Ppc64le
+            .rewrite_far_reference(&mut ds, 0, &[(4, 2)])
+            .is_err());
     }
 }

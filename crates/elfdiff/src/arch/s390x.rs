@@ -672,14 +672,24 @@ fn format_insn(b: &[u8], target: &mut dyn FnMut(i64) -> String) -> Option<String
                 match k {
                     0x64 | 0x65 | 0x76 | 0x77 => {
                         let n = name(
-                            &[(0x64, "cgrj"), (0x65, "clgrj"), (0x76, "crj"), (0x77, "clrj")],
+                            &[
+                                (0x64, "cgrj"),
+                                (0x65, "clgrj"),
+                                (0x76, "crj"),
+                                (0x77, "clrj"),
+                            ],
                             k,
                         )?;
                         format!("{n} {},{},{},{}", r(r1), r(r2), b[4] >> 4, target(ri))
                     }
                     0x7c..=0x7f => {
                         let n = name(
-                            &[(0x7c, "cgij"), (0x7d, "clgij"), (0x7e, "cij"), (0x7f, "clij")],
+                            &[
+                                (0x7c, "cgij"),
+                                (0x7d, "clgij"),
+                                (0x7e, "cij"),
+                                (0x7f, "clij"),
+                            ],
                             k,
                         )?;
                         format!("{n} {},{},{r2},{}", r(r1), b[4] as i8, target(ri))
@@ -690,7 +700,12 @@ fn format_insn(b: &[u8], target: &mut dyn FnMut(i64) -> String) -> Option<String
                     }
                     0x55 | 0x51 | 0x5d | 0x54 => {
                         let n = name(
-                            &[(0x55, "risbg"), (0x51, "risblg"), (0x5d, "risbhg"), (0x54, "rnsbg")],
+                            &[
+                                (0x55, "risbg"),
+                                (0x51, "risblg"),
+                                (0x5d, "risbhg"),
+                                (0x54, "rnsbg"),
+                            ],
                             k,
                         )?;
                         format!("{n} {},{},{},{},{}", r(r1), r(r2), b[2], b[3], b[4])
@@ -700,7 +715,13 @@ fn format_insn(b: &[u8], target: &mut dyn FnMut(i64) -> String) -> Option<String
             }
             0xd2 | 0xd4..=0xd7 => {
                 let n = name(
-                    &[(0xd2, "mvc"), (0xd4, "nc"), (0xd5, "clc"), (0xd6, "oc"), (0xd7, "xc")],
+                    &[
+                        (0xd2, "mvc"),
+                        (0xd4, "nc"),
+                        (0xd5, "clc"),
+                        (0xd6, "oc"),
+                        (0xd7, "xc"),
+                    ],
                     op,
                 )?;
                 let d1 = i64::from(u16_at(2) & 0xfff);
@@ -726,11 +747,7 @@ fn format_insn(b: &[u8], target: &mut dyn FnMut(i64) -> String) -> Option<String
                     ],
                     k,
                 )?;
-                format!(
-                    "{n} {},{}",
-                    addr(disp12(), 0, b2),
-                    u16_at(4) as i16
-                )
+                format!("{n} {},{}", addr(disp12(), 0, b2), u16_at(4) as i16)
             }
             _ => return None,
         },
@@ -797,10 +814,16 @@ mod tests {
         assert_eq!(calls, [false, true, false, false, true]);
         // lghi %r4,42 loads a line number.
         let m = S390x.decode_insns(&[0xa7, 0x49, 0, 42])[0].imm;
-        assert_eq!(m.map(|m| (m.at, m.width, m.value, m.arg)), Some((2, 2, 42, Some(2))));
+        assert_eq!(
+            m.map(|m| (m.at, m.width, m.value, m.arg)),
+            Some((2, 2, 42, Some(2)))
+        );
         // lgfi %r1,-2: a 32-bit field, no argument register.
         let m = S390x.decode_insns(&[0xc0, 0x11, 0xff, 0xff, 0xff, 0xfe])[0].imm;
-        assert_eq!(m.map(|m| (m.at, m.width, m.value, m.arg)), Some((2, 4, -2, None)));
+        assert_eq!(
+            m.map(|m| (m.at, m.width, m.value, m.arg)),
+            Some((2, 4, -2, None))
+        );
     }
 
     #[test]
@@ -831,13 +854,22 @@ mod tests {
         };
         let d = S390x.disassemble(&code, 0, &[l("printk")]).unwrap();
         assert_eq!((d.text.as_str(), d.labels_used), ("brasl %r14,printk", 1));
-        assert_eq!(S390x.disassemble(&code, 6, &[]).unwrap().text, "lg %r1,160(%r15)");
-        assert_eq!(S390x.disassemble(&code, 12, &[]).unwrap().text, "lghi %r2,42");
+        assert_eq!(
+            S390x.disassemble(&code, 6, &[]).unwrap().text,
+            "lg %r1,160(%r15)"
+        );
+        assert_eq!(
+            S390x.disassemble(&code, 12, &[]).unwrap().text,
+            "lghi %r2,42"
+        );
         let d = S390x
             .disassemble(&code, 16, &[l("__s390_indirect_jump_r14")])
             .unwrap();
         assert_eq!(d.text, "jg __s390_indirect_jump_r14");
-        assert_eq!(S390x.disassemble(&code, 22, &[]).unwrap().text, ".insn 0101");
+        assert_eq!(
+            S390x.disassemble(&code, 22, &[]).unwrap().text,
+            ".insn 0101"
+        );
         assert!(S390x.is_branch_thunk("__s390_indirect_jump_r14"));
     }
 }
