@@ -18,10 +18,9 @@ use object::elf;
 use yaxpeax_arch::{Decoder as _, U8Reader};
 use yaxpeax_arm::armv8::a64::InstDecoder;
 
-use super::Immediate;
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
-    SpecialSection,
+    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
+    RelocKind, SpecialSection,
 };
 
 const SPECIAL_SECTIONS: &[SpecialSection] = &[

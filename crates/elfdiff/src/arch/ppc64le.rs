@@ -30,10 +30,9 @@ use std::collections::HashMap;
 use object::elf;
 use powerpc::{Argument, Extension, Extensions, Ins};
 
-use super::Immediate;
 use super::{
-    Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
-    SpecialSection,
+    Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
+    RelocKind, SpecialSection,
 };
 
 /// Relocation types newer than the `object` crate's list.

@@ -21,10 +21,9 @@ use std::collections::HashMap;
 
 use object::elf;
 
-use super::Immediate;
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Insn, InsnMap, OperandLabel, RelocKind,
-    SpecialSection,
+    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
+    RelocKind, SpecialSection,
 };
 
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
