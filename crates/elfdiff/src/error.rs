@@ -5,7 +5,8 @@ pub enum Error {
     #[error("{object}: malformed ELF object: {what}")]
     Malformed { object: String, what: String },
     #[error(
-        "{object}: machine {machine} is not supported ({} only so far)",
+        "{object}: {} objects are not read by klpgen (it reads {} objects)",
+        crate::arch::unsupported_machine(*machine),
         crate::arch::supported()
     )]
     UnsupportedArch { object: String, machine: u16 },

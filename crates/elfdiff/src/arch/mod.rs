@@ -243,6 +243,27 @@ pub fn for_machine(e_machine: u16) -> Option<&'static dyn Arch> {
     ALL.iter().copied().find(|a| a.e_machine() == e_machine)
 }
 
+/// What a machine klpgen does not read is, for a refusal: its name for the machines Linux
+/// builds for (32-bit ones included, since a 32-bit object is a common mistake), else its
+/// number.
+pub fn unsupported_machine(e_machine: u16) -> String {
+    use object::elf;
+    let name = match e_machine {
+        elf::EM_386 => "i386 (32-bit x86)",
+        elf::EM_ARM => "32-bit ARM",
+        elf::EM_PPC => "32-bit PowerPC",
+        elf::EM_MIPS => "MIPS",
+        elf::EM_RISCV => "RISC-V",
+        elf::EM_SPARCV9 => "SPARC64",
+        elf::EM_PARISC => "PA-RISC",
+        elf::EM_SH => "SuperH",
+        elf::EM_ALPHA => "Alpha",
+        elf::EM_IA_64 => "IA-64",
+        _ => return format!("machine {e_machine}"),
+    };
+    format!("{name} (e_machine {e_machine})")
+}
+
 /// The machine a kernel configuration is for (`is_set` answers whether a `CONFIG_` option is
 /// `y`), if klpgen supports it.
 pub fn for_config(is_set: impl Fn(&str) -> bool) -> Option<&'static dyn Arch> {
