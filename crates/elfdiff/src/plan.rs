@@ -383,8 +383,10 @@ impl Diff<'_, '_> {
         b.drain()?;
         b.runtime_constants()?;
         b.drain()?;
-        b.far_references()?;
+        // Carves first: their fixups index relocations, and the rewrite of far references
+        // drops some (the low parts).
         b.lay_out_carves();
+        b.far_references()?;
         b.plan.new_globals = self
             .new_global_symbols()
             .filter_map(|(sym, _)| {
@@ -1196,10 +1198,12 @@ impl Builder<'_, '_, '_> {
                 ),
             }
             };
-            // (target, register) -> (addend of the high parts, their relocations, the low
-            // parts with their offsets from that addend).
+            // (target, register, addend of the high parts) -> (that addend, the high parts'
+            // relocations, the low parts with their offsets from that addend). One register
+            // may be set for one target at several offsets (`addis r9,r2,x+128@toc@ha` in one
+            // place, `x+136` in another).
             type Group = (i64, Vec<usize>, Vec<(usize, i64)>);
-            let mut groups: BTreeMap<(usize, u32), Group> = BTreeMap::new();
+            let mut groups: BTreeMap<(usize, u32, i64), Group> = BTreeMap::new();
             for &i in &highs {
                 let r = &ps.relocs[i];
                 let PlanTarget::External(t) = r.target else {
@@ -1210,18 +1214,10 @@ impl Builder<'_, '_, '_> {
                     .ok_or_else(|| {
                         err(r.offset, "not the expected high-part instruction".into())
                     })?;
-                let g = groups
-                    .entry((t, reg))
-                    .or_insert((r.addend, Vec::new(), Vec::new()));
-                if g.0 != r.addend {
-                    return Err(err(
-                        r.offset,
-                        format!(
-                            "high parts of one target in r{reg} with offsets {} and {}",
-                            g.0, r.addend
-                        ),
-                    ));
-                }
+                let g =
+                    groups
+                        .entry((t, reg, r.addend))
+                        .or_insert((r.addend, Vec::new(), Vec::new()));
                 g.1.push(i);
             }
             for &i in &lows {
@@ -1232,19 +1228,41 @@ impl Builder<'_, '_, '_> {
                 let reg = arch
                     .far_reference_register(&ps.data, r.offset, FarRef::Low)
                     .ok_or_else(|| err(r.offset, "not the expected low-part instruction".into()))?;
-                let g = groups.get_mut(&(t, reg)).ok_or_else(|| {
-                    err(
-                        r.offset,
-                        format!("no high part of the same target sets its base register r{reg}"),
-                    )
-                })?;
+                // The high part of the same expression (GCC pairs `x+a@toc@ha` with
+                // `x+a@toc@l`), else the only high part of the target in that register.
+                let key = if groups.contains_key(&(t, reg, r.addend)) {
+                    (t, reg, r.addend)
+                } else {
+                    let mut of_reg = groups.keys().filter(|k| (k.0, k.1) == (t, reg));
+                    match (of_reg.next(), of_reg.next()) {
+                        (Some(&k), None) => k,
+                        (None, _) => {
+                            return Err(err(
+                                r.offset,
+                                format!(
+                                    "no high part of the same target sets its base register r{reg}"
+                                ),
+                            ))
+                        }
+                        (Some(a), Some(b)) => {
+                            return Err(err(
+                                r.offset,
+                                format!(
+                                    "high parts of its target at offsets {} and {} set its base register r{reg}, neither at its own offset {}",
+                                    a.2, b.2, r.addend
+                                ),
+                            ))
+                        }
+                    }
+                };
+                let g = groups.get_mut(&key).expect("a key of groups");
                 let delta = r.addend.wrapping_sub(g.0);
                 g.2.push((i, delta));
             }
             let mut data = ps.data.clone();
             let mut changed = Vec::new();
             let mut dropped = Vec::new();
-            for ((t, _), (addend, hs, ls)) in groups {
+            for ((t, _, _), (addend, hs, ls)) in groups {
                 let slot = *slot_of.entry((t, addend)).or_insert_with(|| {
                     slots.push((PlanTarget::External(t), addend));
                     (slots.len() as u64 - 1) * 8
