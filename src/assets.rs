@@ -53,6 +53,7 @@ fn exit_status(command: &str) -> &'static [(&'static str, &'static str)] {
             ("2", "refused: an unsupported change; each refusal has a stable key such as refuse.data-changed.<symbol>, a reason and a hint (docs/refusals.md)"),
             ("3", "no functional change"),
             ("4", "the kernel build failed (build)"),
+            ("5", "with --kernel/--kernels: not every target built, and they did not all end alike (each target's result is in the report; all refused alike exits 2, and so on)"),
         ],
         "klpgen-check" => &[
             ("0", "the module passes every check"),

@@ -2,7 +2,8 @@
 //! target → plan → work directory → object pairs (original objects, patches applied, patched
 //! objects, revert: always) → where each unit's code lives → callers' units → diff, plan and
 //! bind each unit → verdict → module sources, kbuild, klp markings, check, signing → summary.
-//! Each phase is a call into one file of `src/build/`.
+//! Each phase is a call into one file of `src/build/`. With `--kernel`/`--kernels` the
+//! pipeline runs once per target, in parallel (`src/build/targets.rs`).
 
 mod ctx;
 mod entry;
@@ -10,10 +11,14 @@ mod locks;
 mod module;
 mod pairs;
 mod plan;
+mod spec;
 mod summary;
 mod target;
+mod targets;
 mod unit;
 mod workspace;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -23,13 +28,18 @@ use crate::report::BuildReport;
 
 use ctx::Ctx;
 pub use plan::BuildArgs;
-use plan::BuildPlan;
+use plan::{BuildPlan, PlanTarget};
+use spec::KernelSpec;
 use summary::Summary;
 use target::Target;
+pub use targets::TargetsFailed;
 use workspace::Workspace;
 
 pub fn run(args: BuildArgs) -> Result<()> {
     crate::progress::init(args.quiet, args.verbose || args.debug);
+    if args.multi_target() {
+        return targets::run(&args);
+    }
     let mut rep = BuildReport::new();
     let result = build(&args, &mut rep);
     match &result {
@@ -51,8 +61,41 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     let intr = Interrupt::install()?;
     // The target first: a tree that cannot carry a livepatch, or whose parts come from
     // different builds, is refused before the patches are even read.
-    let dist = if args.distribution_target() {
-        let d = crate::distro::resolve(args.release.as_deref(), args.fetch, &args.given(), &intr)?;
+    let spec = args.specs()?.remove(0);
+    let target = open_target(args, &spec, rep, &intr)?;
+    let t = PlanTarget {
+        name: None,
+        output_dir: args.output.clone(),
+        jobs: plan::jobs(args),
+        package: None,
+        patches: plan::load_patches(args)?,
+    };
+    let t = PlanTarget {
+        package: plan::package_options(args, &t.patches)?,
+        ..t
+    };
+    let plan = BuildPlan::resolve(args, t, &target.tree, rep)?;
+    let built = build_target(&plan, target, rep, &intr)?;
+    summary::print(&Summary::new(
+        &plan,
+        &built.release,
+        &built.parts,
+        &built.module,
+        rep,
+    ));
+    Ok(())
+}
+
+/// The target `spec` names, opened and checked: a distribution's kernel is found from its
+/// packages first (fetched with `fetch`).
+fn open_target(
+    args: &BuildArgs,
+    spec: &KernelSpec,
+    rep: &mut BuildReport,
+    intr: &Interrupt,
+) -> Result<Target> {
+    let dist = if spec.distribution_target() {
+        let d = crate::distro::resolve(spec.release.as_deref(), spec.fetch, &spec.given(), intr)?;
         crate::progress::message(&format!(
             "klpgen: target {} ({} {}){}",
             d.release,
@@ -67,16 +110,66 @@ fn build(args: &BuildArgs, rep: &mut BuildReport) -> Result<()> {
     } else {
         None
     };
-    let target = Target::open(&args.target(dist.as_ref())?, rep)?;
-    let plan = BuildPlan::resolve(args, &target.tree, rep)?;
-    let built = build_target(&plan, target, rep, &intr)?;
-    summary::print(&Summary::new(
-        &plan,
-        &built.release,
-        &built.parts,
-        &built.module,
-        rep,
-    ));
+    Target::open(&args.target(spec, dist.as_ref())?, rep)
+}
+
+/// `--package`: the module's package next to it, carrying the report as it stands (the module
+/// built and checked), its stages' times left out.
+fn package(
+    plan: &BuildPlan,
+    target: &Target,
+    module: &module::Written,
+    opts: &crate::package::Options,
+    rep: &mut BuildReport,
+    intr: &Interrupt,
+) -> Result<()> {
+    rep.stage("writing the package");
+    let mut doc = serde_json::to_value(&*rep)?;
+    doc["result"] = "built".into();
+    // Without the stages' times: the same inputs (and SOURCE_DATE_EPOCH) give the same
+    // package.
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("stages");
+    }
+    let report = serde_json::to_vec_pretty(&doc)?;
+    let tree = &target.tree;
+    let input = crate::package::Input {
+        module: &plan.module,
+        ko: &module.path,
+        release: &tree.release,
+        arch: crate::package::debian_arch(tree)?,
+        distribution: tree
+            .info
+            .package
+            .as_ref()
+            .map(|p| (p.distribution, p.version.as_str())),
+        description: &plan.description,
+        report: &report,
+        out_dir: module
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let w = match opts.kind {
+        crate::package::Kind::Deb => crate::package::deb::write(&input, opts, intr)?,
+    };
+    let bytes = std::fs::read(&w.path)?;
+    if !plan.quiet {
+        crate::progress::message(&format!(
+            "klpgen: package {} ({} {}; Depends: {})",
+            w.path.display(),
+            w.package,
+            w.version,
+            w.depends
+        ));
+    }
+    rep.package = Some(crate::report::PackageEntry {
+        path: w.path.display().to_string(),
+        sha256: crate::report::sha256_hex(&bytes),
+        name: w.package,
+        version: w.version,
+        depends: w.depends,
+    });
     Ok(())
 }
 
@@ -89,7 +182,7 @@ struct Built {
 }
 
 /// The pipeline for one target, in order: everything here reads the target, its work
-/// directory and the plan, so a run over several targets would repeat just this. The work
+/// directory and the plan, so a run over several targets repeats just this. The work
 /// directory (and its lock) lives as long as this function runs.
 fn build_target(
     plan: &BuildPlan,
@@ -126,6 +219,21 @@ fn build_target(
     parts.verdict()?;
     // The module: sources, objtool, kbuild, klp markings, the check, signing, the file.
     let module = module::build(&ctx, &units.modules, &parts, objtool.as_ref(), rep)?;
+    // A kernel before 6.3 will not load a patched module a second time while the livepatch
+    // is loaded: said in the summary and the report, not refused (loading it once works).
+    let patched_modules: Vec<&str> = parts
+        .hook_objects
+        .iter()
+        .filter_map(|o| o.name.as_deref())
+        .collect();
+    rep.module_reload = crate::kernel::module_reload(
+        target.clears_klp_relocations,
+        &target.tree.release,
+        &patched_modules,
+    );
+    if let Some(opts) = &plan.package {
+        package(plan, &target, &module, opts, rep, intr)?;
+    }
     rep.stage("done");
     Ok(Built {
         release: target.tree.release.clone(),

@@ -71,7 +71,23 @@ pub fn run(a: DiffArgs) -> Result<()> {
     let (ob, pb) = read_pair(&a.orig, &a.patched)?;
     let orig = Object::parse(a.orig.display().to_string(), &ob)?;
     let patched = Object::parse(a.patched.display().to_string(), &pb)?;
-    let diff = Diff::new(&orig, &patched);
+    let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
+    let mut layouts = match &symtab_bytes {
+        Some(bytes) => target_layouts(&label, bytes),
+        None => elfdiff::PlanOptions::default(),
+    };
+    // The differ reads them too: a function's special-section entries are part of it, and a
+    // section given an entry size is a special section.
+    for e in &a.entry_size {
+        let (sec, n) = e
+            .split_once('=')
+            .with_context(|| format!("--entry-size {e}: expected SECTION=BYTES"))?;
+        let n: u64 = n
+            .parse()
+            .with_context(|| format!("--entry-size {e}: not a number"))?;
+        layouts.given_entry_sizes.insert(sec.to_string(), n);
+    }
+    let diff = Diff::with_layouts(&orig, &patched, &layouts);
     let report = diff.report();
     match a.format {
         Format::Json => {
@@ -90,21 +106,6 @@ pub fn run(a: DiffArgs) -> Result<()> {
     }
     if let Some(out) = &a.output {
         let symtab_bytes = symtab_bytes.unwrap_or_else(|| ob.clone());
-        let label = a.symtab.as_deref().unwrap_or(&a.orig).display().to_string();
-        let mut layouts = match &a.symtab {
-            Some(_) => target_layouts(&label, &symtab_bytes),
-            None => elfdiff::PlanOptions::default(),
-        };
-        // Entry sizes from the command line win over the target's.
-        for e in &a.entry_size {
-            let (sec, n) = e
-                .split_once('=')
-                .with_context(|| format!("--entry-size {e}: expected SECTION=BYTES"))?;
-            let n: u64 = n
-                .parse()
-                .with_context(|| format!("--entry-size {e}: not a number"))?;
-            layouts.entry_sizes.insert(sec.to_string(), n);
-        }
         let plan = diff.plan(&layouts)?;
         let symtab = TargetSymtab::parse(&label, &symtab_bytes)?;
         let bindings = if let Some(symvers) = &symvers {

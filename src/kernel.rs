@@ -32,6 +32,7 @@ use patchgen::target::{
 };
 
 use crate::distro::{self, Package, Side};
+use crate::report::ModuleReload;
 use crate::verdict::Verdict;
 
 /// A parsed `.config`: option → value (`y`, `m`, a number or a quoted string).
@@ -370,6 +371,40 @@ pub struct Identity {
     pub version: Option<String>,
     /// The distribution's package it belongs to (from that version).
     pub package: Option<Package>,
+    /// Its livepatch core clears the klp relocations it wrote into a module when the module
+    /// is unloaded ([`clears_klp_relocations`]).
+    pub clears_klp_relocations: bool,
+}
+
+/// Whether a kernel's livepatch core clears the klp relocations it applied to a module once
+/// that module is unloaded (`clear_relocate_add`, Linux 6.3). Without it the stale values
+/// stay in the livepatch module, and the module's next load finds its relocation targets
+/// already written: x86 refuses it ("Skipping invalid relocation target", "refusing to load
+/// module"). The vmlinux defining `clear_relocate_add` says so (a backport too); without the
+/// symbol a release of 6.3 or later still does, as an LTO build may inline it away.
+pub fn clears_klp_relocations(defines_clear_relocate_add: bool, release: &str) -> bool {
+    let mut nums = release.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    let at_least_6_3 = match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 3),
+        _ => false,
+    };
+    defines_clear_relocate_add || at_least_6_3
+}
+
+/// The patched modules (`modules`, the livepatch's klp objects other than vmlinux) a target
+/// that does not clear klp relocations will not load again while the livepatch is loaded: the
+/// warning of the summary and the report's `module_reload`. None when there is nothing to say.
+pub fn module_reload(clears: bool, release: &str, modules: &[&str]) -> Option<ModuleReload> {
+    if clears || modules.is_empty() {
+        return None;
+    }
+    Some(ModuleReload {
+        modules: modules.iter().map(|m| m.to_string()).collect(),
+        reason: format!(
+            "kernel {release} does not clear the livepatch's klp relocations into a module when it is unloaded (no clear_relocate_add, Linux 6.3): while the livepatch is loaded, an unloaded patched module cannot be loaded again (\"Skipping invalid relocation target\", \"refusing to load module\")"
+        ),
+        remedy: "keep the patched modules loaded while the livepatch is; to reload one, disable and unload the livepatch first, reload the module, then load the livepatch again".to_string(),
+    })
 }
 
 /// The parts of the target must come from one build, checked before any compile work: the
@@ -452,6 +487,10 @@ pub fn check_consistency(
         return Ok(Identity {
             version: id.version,
             package: vm_pkg,
+            clears_klp_relocations: clears_klp_relocations(
+                id.clears_klp_relocations,
+                &tree.release,
+            ),
         });
     }
     let vm_side = Side {
@@ -506,6 +545,38 @@ pub fn target_layouts(label: &str, vmlinux: &[u8]) -> elfdiff::PlanOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn klp_relocations_are_cleared_from_6_3_or_with_clear_relocate_add() {
+        // Without the symbol, by release: Debian 12's 6.1 does not, 6.3 and later do.
+        for (release, clears) in [
+            ("6.1.0-57-cloud-amd64", false),
+            ("6.2.16", false),
+            ("5.15.0-100-generic", false),
+            ("6.3.0", true),
+            ("6.12.0-klpgen", true),
+            ("7.0", true),
+            ("not-a-version", false),
+        ] {
+            assert_eq!(clears_klp_relocations(false, release), clears, "{release}");
+        }
+        // The symbol wins: a 6.1 with the change backported.
+        assert!(clears_klp_relocations(true, "6.1.0-57-amd64"));
+    }
+
+    #[test]
+    fn only_patched_modules_on_a_kernel_that_keeps_relocations_are_warned_about() {
+        assert!(module_reload(false, "6.1.0-57-amd64", &[]).is_none());
+        assert!(module_reload(true, "6.12.0", &["ext4"]).is_none());
+        let r = module_reload(false, "6.1.0-57-amd64", &["ext4", "btrfs"]).unwrap();
+        assert_eq!(r.modules, ["ext4", "btrfs"]);
+        assert!(r.reason.contains("6.1.0-57-amd64") && r.reason.contains("clear_relocate_add"));
+        assert!(
+            r.remedy.contains("unload the livepatch first"),
+            "{}",
+            r.remedy
+        );
+    }
 
     #[test]
     fn releases_are_read_as_distributions_ship_them() {

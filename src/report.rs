@@ -114,6 +114,26 @@ pub struct ModuleEntry {
     pub signed: bool,
 }
 
+/// Modules the livepatch patches that the target kernel will not load again while the
+/// livepatch is loaded (docs/report.md `module_reload`).
+#[derive(Debug, Serialize, Clone)]
+pub struct ModuleReload {
+    pub modules: Vec<String>,
+    pub reason: String,
+    pub remedy: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PackageEntry {
+    pub path: String,
+    pub sha256: String,
+    /// The package's name and version.
+    pub name: String,
+    pub version: String,
+    /// Its Depends field (the kernel image package of a distribution target).
+    pub depends: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Stage {
     pub name: String,
@@ -135,6 +155,9 @@ pub struct BuildReport {
     pub klp_relocations: Vec<KlpReloc>,
     pub hook: Option<&'static str>,
     pub module: Option<ModuleEntry>,
+    /// The package `--package` wrote; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageEntry>,
     /// What the target's objtool said about the livepatch object, on targets where klpgen
     /// runs it (ORC without IBT); absent when it said nothing or did not run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -143,7 +166,14 @@ pub struct BuildReport {
     /// each prefixed with its unit; absent when there is nothing to say.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The patched modules a kernel without `clear_relocate_add` (before 6.3) cannot load a
+    /// second time while the livepatch is loaded; absent when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_reload: Option<ModuleReload>,
     pub stages: Vec<Stage>,
+    /// The target's name in a run over several targets: its stages are shown as `NAME: stage`.
+    #[serde(skip)]
+    pub label: Option<String>,
     #[serde(skip)]
     clock: Option<(Instant, Instant, String)>,
 }
@@ -162,9 +192,12 @@ impl BuildReport {
             klp_relocations: Vec::new(),
             hook: None,
             module: None,
+            package: None,
             objtool_warnings: Vec::new(),
             notes: Vec::new(),
+            module_reload: None,
             stages: Vec::new(),
+            label: None,
             clock: None,
         }
     }
@@ -182,7 +215,10 @@ impl BuildReport {
             }
             None => now,
         };
-        crate::progress::stage(name);
+        match &self.label {
+            Some(l) => crate::progress::stage(&format!("{l}: {name}")),
+            None => crate::progress::stage(name),
+        }
         self.clock = Some((start, now, name.to_string()));
     }
 

@@ -1905,6 +1905,9 @@ fn an_exported_new_global_is_the_modules_own_for_vmlinux_and_module_units() {
         .collect();
     assert!(targets.contains(&("lib/mod.o", "mod")), "{targets:?}");
     assert!(targets.contains(&("lib/user.o", "vmlinux")), "{targets:?}");
+    // Linux 6.12 clears klp relocations into an unloaded module: no reload warning.
+    assert!(v.get("module_reload").is_none(), "{v}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
 
     // The other way round: a global new in the module, used by vmlinux code.
     //# refuse: new-global (the assertions below check it is produced)
@@ -2606,9 +2609,37 @@ fn a_stock_module_binds_against_its_installed_ko() {
         "m.patch",
         "--- a/drivers/m/mod.c\n+++ b/drivers/m/mod.c\n@@ -6,4 +6,4 @@\n int mod_fn(int x)\n {\n-\treturn mod_helper(x) + 1;\n+\treturn mod_helper(x) + 2;\n }\n",
     );
-    let o = t.debian_command(&p).output().unwrap();
+    let report = t.root.join("out/m.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
     let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{err}");
+    // Linux 6.1 (its vmlinux has no clear_relocate_add) will not load the patched module a
+    // second time while the livepatch is loaded: summary and report say so, with the remedy.
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let reload = &v["module_reload"];
+    assert_eq!(reload["modules"], serde_json::json!(["mod"]), "{v}");
+    assert!(
+        reload["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(DEB_RELEASE) && r.contains("clear_relocate_add")),
+        "{reload}"
+    );
+    assert!(
+        reload["remedy"]
+            .as_str()
+            .is_some_and(|r| r.contains("unload the livepatch first")),
+        "{reload}"
+    );
+    assert!(
+        out.contains("warning:         mod cannot be loaded again while this livepatch is loaded")
+            && out.contains("    remedy: keep the patched modules loaded"),
+        "{out}"
+    );
     // The unit's module is the one kbuild names after it, found compressed in the modules
     // directory; its statics come from the -dbg copy (the installed one has no STT_FILE).
     assert!(
@@ -2757,4 +2788,569 @@ fn the_hook_is_c_where_the_kernel_has_no_rust() {
         let want = format!("klpgen: hook: C ({machine} target: the kernel's Rust support");
         assert!(e.contains(&want), "{e}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several targets in one run (`--kernel SPEC`, `--kernels FILE`).
+
+/// `klpgen build` with the PATH and cache of `t` and no target flags (the caller adds
+/// `--kernel`s).
+fn targets_command(t: &Tree, patch: &Path) -> Command {
+    let mut c = Command::new(KLPGEN);
+    let path = format!(
+        "{}:{}",
+        t.root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    c.env("PATH", path)
+        .env("KLPGEN_CACHE_DIR", t.root.join("cache"))
+        .arg("build")
+        .arg("-o")
+        .arg(t.root.join("out"))
+        .arg(patch);
+    c
+}
+
+fn spec_of(t: &Tree, name: &str) -> String {
+    format!(
+        "build={},source={},name={name}",
+        t.root.join("build").display(),
+        t.src().display()
+    )
+}
+
+#[test]
+fn several_targets_build_one_module_each_with_one_report() {
+    let (a, b) = (Tree::new(CONFIG), Tree::new(CONFIG));
+    let p = a.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = a.root.join("report.json");
+    // One target on the command line, the other from a --kernels file.
+    let list = a.root.join("kernels");
+    fs::write(&list, format!("# the fleet\n{}\n\n", spec_of(&b, "two"))).unwrap();
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(spec_of(&a, "one"))
+        .arg("--kernels")
+        .arg(&list)
+        .arg("-j2")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}\n{out}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["schema"], "klpgen-targets/1");
+    assert_eq!(v["result"], "built");
+    assert_eq!(
+        (v["built"].as_u64(), v["total"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let entries = v["targets"].as_array().unwrap();
+    for (e, name) in entries.iter().zip(["one", "two"]) {
+        assert_eq!(e["name"], name);
+        assert_eq!(e["report"]["schema"], "klpgen-report/1");
+        assert_eq!(e["report"]["result"], "built");
+        let ko = a.root.join("out").join(name).join("livepatch-p.ko");
+        assert_eq!(e["report"]["module"]["path"], ko.display().to_string());
+        let sha = e["report"]["module"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The table: target, verdict, module, sha256, time.
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[..4],
+            [name, "built", &ko.display().to_string(), &sha],
+            "{row}"
+        );
+        assert!(cells[4].ends_with('s'), "{row}");
+    }
+    assert!(
+        out.contains("target one:") && out.contains("target two:"),
+        "{out}"
+    );
+    // Both work directories in the one cache, each with its own run directory.
+    let runs: Vec<_> = fs::read_dir(a.root.join("cache/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
+
+#[test]
+fn one_targets_refusal_does_not_stop_the_others() {
+    let (a, b) = (Tree::new(CONFIG), Tree::new(CONFIG));
+    let p = a.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    // b's target names a vmlinux of another release: refused before any work.
+    let vm = fs::read(b.root.join("build/vmlinux")).unwrap();
+    let from = b"Linux version 6.12.0-klpgen ";
+    let at = vm.windows(from.len()).position(|w| w == from).unwrap();
+    let mut other = vm.clone();
+    other[at..at + from.len()].copy_from_slice(b"Linux version 6.12.1-klpgen ");
+    let other_path = b.root.join("other-vmlinux");
+    fs::write(&other_path, &other).unwrap();
+    let report = a.root.join("report.json");
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(format!(
+            "{},vmlinux={}",
+            spec_of(&b, "bad"),
+            other_path.display()
+        ))
+        .arg("--kernel")
+        .arg(spec_of(&a, "good"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(5), "{err}\n{out}");
+    assert!(
+        err.contains("1 of 2 targets not built: bad (refused)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad: ") && err.contains("[target.vmlinux-mismatch]"),
+        "{err}"
+    );
+    assert!(a.root.join("out/good/livepatch-p.ko").exists());
+    assert!(!a.root.join("out/bad").exists());
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (v["result"].as_str(), v["exit_code"].as_u64()),
+        (Some("partial"), Some(5))
+    );
+    assert_eq!(v["targets"][0]["report"]["result"], "refused");
+    assert_eq!(v["targets"][0]["report"]["exit_code"], 2);
+    assert!(v["targets"][0]["report"]["module"].is_null());
+    assert_eq!(v["targets"][1]["report"]["result"], "built");
+    let bad_row = out
+        .lines()
+        .find(|l| l.starts_with("bad "))
+        .unwrap_or_default();
+    assert_eq!(
+        bad_row.split_whitespace().collect::<Vec<_>>()[..4],
+        ["bad", "refused", "-", "-"]
+    );
+
+    // Every target refused alike: the run says refused, exit 2.
+    let o = targets_command(&a, &p)
+        .arg("--kernel")
+        .arg(format!(
+            "{},vmlinux={}",
+            spec_of(&b, "bad"),
+            other_path.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn target_specs_are_checked_before_any_work() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let before = snapshot_dir(&t.root);
+    for (args, want) in [
+        (
+            vec!["--kernel", "colour=blue"],
+            "unknown item \"colour=blue\"",
+        ),
+        (
+            vec![
+                "--kernel",
+                "build=/b1,name=x",
+                "--kernel",
+                "build=/b2,name=x",
+            ],
+            "two targets are named x",
+        ),
+        (
+            vec!["--kernel", "build=/b,name=../up"],
+            "target name \"../up\"",
+        ),
+    ] {
+        let o = targets_command(&t, &p).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    // The report says so too, with no targets.
+    let report = t.root.join("out/report.json");
+    let o = targets_command(&t, &p)
+        .args(["--kernel", "colour=blue", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (v["schema"].as_str(), v["result"].as_str()),
+        (Some("klpgen-targets/1"), Some("error"))
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("colour=blue"),
+        "{v}"
+    );
+    assert_eq!(v["targets"].as_array().map(Vec::len), Some(0));
+    fs::remove_file(&report).unwrap();
+    // --kernel replaces the target flags.
+    let o = targets_command(&t, &p)
+        .args(["--kernel", "build=/b", "--builddir", "/b"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    let changed = assert_only_changed(&t, &before, &["out"]);
+    assert_eq!(
+        changed,
+        [PathBuf::from("out")],
+        "only the report's directory stays"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--package deb`: a Debian package of the livepatch.
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A directory of stand-ins for the commands the maintainer scripts run: `uname -r` says
+/// `$FAKE_RELEASE`; `modprobe`, `rmmod` and `depmod` append their arguments to `$FAKE_LOG`,
+/// and `modprobe` makes the livepatch's sysfs directory as loading it would.
+fn script_stand_ins(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("uname", "echo \"$FAKE_RELEASE\"\n"),
+        (
+            "modprobe",
+            "echo \"modprobe $*\" >> \"$FAKE_LOG\"\nmkdir -p \"$KLPGEN_SYSFS/kernel/livepatch/livepatch_p\"\n",
+        ),
+        ("rmmod", "echo \"rmmod $*\" >> \"$FAKE_LOG\"\n"),
+        ("depmod", "echo \"depmod $*\" >> \"$FAKE_LOG\"\n"),
+    ] {
+        fs::write(bin.join(name), format!("#!/bin/sh\n{body}")).unwrap();
+        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn a_deb_of_the_livepatch_installs_into_a_root_and_its_scripts_load_and_unload_it() {
+    let t = Tree::new(CONFIG);
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("report.json");
+    // Without a maintainer (and no DEBFULLNAME/DEBEMAIL): refused before any work.
+    let o = t
+        .command(&p)
+        .env_remove("DEBFULLNAME")
+        .env_remove("DEBEMAIL")
+        .args(["--package", "deb"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--package-maintainer"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.root.join("cache").exists());
+
+    let o = t
+        .command(&p)
+        .env("SOURCE_DATE_EPOCH", "1795000000")
+        .args(["--package", "deb", "--package-version", "1.2-1"])
+        .args(["--package-maintainer", "Test Packager <test@example.org>"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pkg = format!("livepatch-p-{RELEASE}");
+    let deb = t.root.join(format!("out/{pkg}_1.2-1_amd64.deb"));
+    assert!(deb.is_file(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["package"]["path"], deb.display().to_string());
+    assert_eq!(v["package"]["name"], pkg);
+    assert_eq!(v["package"]["depends"], "kmod");
+    // A target built from a build directory has no kernel package to depend on, and says so.
+    let control = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb));
+    assert!(control.contains(&format!("Package: {pkg}\n")), "{control}");
+    assert!(control.contains("Depends: kmod\n"), "{control}");
+    let words = control.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("so it depends on none"), "{control}");
+
+    // Installed into an empty root: the module where modprobe looks for that release, the
+    // unit enabled, the report in its docs; the module byte for byte the one built.
+    let root = t.root.join("root");
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        let mut c = Command::new("dpkg");
+        c.arg(format!("--root={}", root.display()))
+            .arg(format!("--log={}", t.root.join("dpkg.log").display()))
+            .arg("--force-script-chrootless")
+            .arg("--force-depends")
+            .args(args);
+        c
+    };
+    run_ok(dpkg(&["-i"]).arg(&deb));
+    let status = run_ok(&mut dpkg(&["-s", &pkg]));
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    let ko = root.join(format!("lib/modules/{RELEASE}/updates/livepatch-p.ko"));
+    assert_eq!(
+        fs::read(&ko).unwrap(),
+        fs::read(t.root.join("out/livepatch-p.ko")).unwrap()
+    );
+    let unit = fs::read_to_string(root.join(format!("lib/systemd/system/{pkg}.service"))).unwrap();
+    assert!(
+        unit.contains(&format!("ConditionKernelVersion={RELEASE}\n")),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("ExecStart=/sbin/modprobe livepatch-p\n"),
+        "{unit}"
+    );
+    let wants = root.join(format!(
+        "lib/systemd/system/sysinit.target.wants/{pkg}.service"
+    ));
+    assert!(fs::read_to_string(&wants).unwrap() == unit);
+    let doc: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join(format!("usr/share/doc/{pkg}/klpgen-report.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["result"], "built");
+    assert_eq!(doc["module"]["sha256"], v["module"]["sha256"]);
+    run_ok(&mut dpkg(&["-r", &pkg]));
+    assert!(!ko.exists() && !wants.exists());
+    // With the same SOURCE_DATE_EPOCH a second build gives the same package byte for byte.
+    let first = fs::read(&deb).unwrap();
+    let o = t
+        .command(&p)
+        .env("SOURCE_DATE_EPOCH", "1795000000")
+        .args(["--package", "deb", "--package-version", "1.2-1"])
+        .args(["--package-maintainer", "Test Packager <test@example.org>"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(fs::read(&deb).unwrap() == first, "the package differs");
+
+    // The maintainer scripts, against a fake sysfs and stand-in commands.
+    let ctl = t.root.join("control");
+    run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl));
+    let bin = script_stand_ins(&t.root);
+    let sys = t.root.join("sys");
+    let log = t.root.join("scripts.log");
+    let script = |name: &str, arg: &str, release: &str| {
+        let mut c = Command::new(ctl.join(name));
+        c.arg(arg)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KLPGEN_SYSFS", &sys)
+            .env("FAKE_RELEASE", release)
+            .env("FAKE_LOG", &log)
+            .env_remove("DPKG_ROOT");
+        run_ok(&mut c);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        text
+    };
+    // Installed on its running kernel: loaded; not again when it is; never on another kernel.
+    assert_eq!(
+        script("postinst", "configure", RELEASE),
+        "modprobe livepatch-p\n"
+    );
+    assert_eq!(script("postinst", "configure", RELEASE), "");
+    let patch_dir = sys.join("kernel/livepatch/livepatch_p");
+    fs::remove_dir_all(&patch_dir).unwrap();
+    assert_eq!(script("postinst", "configure", "6.12.0-other"), "");
+    // Removed: disabled through sysfs, then unloaded; on another kernel (the same livepatch
+    // of another release may be the loaded one) nothing is touched.
+    fs::create_dir_all(&patch_dir).unwrap();
+    fs::create_dir_all(sys.join("module/livepatch_p")).unwrap();
+    fs::write(patch_dir.join("enabled"), "1\n").unwrap();
+    fs::write(patch_dir.join("transition"), "0\n").unwrap();
+    assert_eq!(script("prerm", "remove", "6.12.0-other"), "");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(script("prerm", "remove", RELEASE), "rmmod livepatch_p\n");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "0\n"
+    );
+    // An upgrade keeps it loaded.
+    fs::write(patch_dir.join("enabled"), "1\n").unwrap();
+    assert_eq!(script("prerm", "upgrade", RELEASE), "");
+    assert_eq!(
+        fs::read_to_string(patch_dir.join("enabled")).unwrap(),
+        "1\n"
+    );
+    // In another root (dpkg --root): depmod of that root's release, nothing loaded.
+    let droot = t.root.join("droot");
+    fs::create_dir_all(droot.join(format!("lib/modules/{RELEASE}/kernel"))).unwrap();
+    fs::remove_dir_all(&patch_dir).unwrap();
+    let mut c = Command::new(ctl.join("postinst"));
+    c.arg("configure")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("KLPGEN_SYSFS", &sys)
+        .env("FAKE_RELEASE", RELEASE)
+        .env("FAKE_LOG", &log)
+        .env("DPKG_ROOT", &droot);
+    run_ok(&mut c);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!("depmod -b {} -a {RELEASE}\n", droot.display())
+    );
+
+    // lintian: no errors (its warnings for a package not meant for Debian's archive, such as
+    // an initial upload closing no bug, are not looked at here).
+    if Command::new("lintian").arg("--version").output().is_ok() {
+        let o = Command::new("lintian").arg(&deb).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !out.lines().any(|l| l.starts_with("E: ")),
+            "lintian:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_distribution_targets_deb_depends_on_its_exact_kernel_image() {
+    // A Debian kernel named by its release in a --kernel SPEC: its package depends on that
+    // image package at that version (signed or unsigned, the same kernel).
+    let t = Tree::debian();
+    // The package is made by the real dpkg-deb, not the stand-in that unpacks fetched
+    // packages.
+    let _ = fs::remove_file(t.root.join("bin/dpkg-deb"));
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let report = t.root.join("report.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--kernel")
+        .arg(format!("release={DEB_RELEASE}"))
+        .args(["--package", "deb"])
+        .env("DEBFULLNAME", "Test Packager")
+        .env("DEBEMAIL", "test@example.org")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = report_of(&report);
+    let entry = &v["targets"][0];
+    assert_eq!(entry["name"], DEB_RELEASE);
+    let want = format!(
+        "kmod, linux-image-{DEB_RELEASE} (= {DEB_VERSION}) | linux-image-{DEB_RELEASE}-unsigned (= {DEB_VERSION})"
+    );
+    assert_eq!(entry["report"]["package"]["depends"], want.as_str());
+    let deb = PathBuf::from(entry["report"]["package"]["path"].as_str().unwrap());
+    assert_eq!(deb.parent().unwrap(), t.root.join("out").join(DEB_RELEASE));
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!("livepatch-p-{DEB_RELEASE}_0~"))
+            && name.ends_with("-1_amd64.deb"),
+        "{name}"
+    );
+    let control = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb));
+    assert!(control.contains(&format!("Depends: {want}\n")), "{control}");
+    assert!(
+        control.contains("Maintainer: Test Packager <test@example.org>\n"),
+        "{control}"
+    );
+    let words = control.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!(
+            "built for the debian kernel package version {DEB_VERSION}"
+        )),
+        "{control}"
+    );
+}
+
+#[test]
+fn a_kernels_file_names_distribution_releases_fetched_or_refused() {
+    // One line a Debian release whose -dbg package is missing and fetched (`fetch`), one a
+    // release that is neither installed nor fetched: the first builds, the second is
+    // refused naming its packages, and the run exits 5.
+    let t = Tree::debian();
+    let p = t.patch("p.patch", &GOOD_PATCH.replace(" /* SLOW_MARK */", ""));
+    let sys = t.root.join("sysroot");
+    let vmlinux = sys.join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    let dest = t
+        .root
+        .join("archive")
+        .join(format!("linux-image-{DEB_RELEASE}-dbg"))
+        .join(format!("usr/lib/debug/boot/vmlinux-{DEB_RELEASE}"));
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    fs::rename(&vmlinux, &dest).unwrap();
+    let list = t.root.join("kernels");
+    fs::write(
+        &list,
+        format!("# supported\n{DEB_RELEASE},fetch\nrelease=6.1.0-50-cloud-amd64,name=old\n"),
+    )
+    .unwrap();
+    let report = t.root.join("report.json");
+    let o = t
+        .debian_command(&p)
+        .arg("--kernels")
+        .arg(&list)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let log = fs::read_to_string(t.root.join("archive/apt-get.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("download linux-image-{DEB_RELEASE}-dbg={DEB_VERSION}\n")
+    );
+    let v = report_of(&report);
+    assert_eq!(v["targets"][0]["name"], DEB_RELEASE);
+    assert_eq!(v["targets"][0]["spec"], format!("{DEB_RELEASE},fetch"));
+    assert_eq!(v["targets"][0]["report"]["result"], "built");
+    assert_eq!(
+        v["targets"][0]["report"]["kernel"]["package_version"],
+        DEB_VERSION
+    );
+    assert_eq!(v["targets"][1]["name"], "old");
+    assert_eq!(v["targets"][1]["report"]["result"], "refused");
+    let msg = v["targets"][1]["report"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("[target.package-missing]") && msg.contains("6.1.0-50-cloud-amd64"),
+        "{msg}"
+    );
+    assert!(t
+        .root
+        .join(format!("out/{DEB_RELEASE}/livepatch-p.ko"))
+        .is_file());
+    assert!(!vmlinux.exists(), "nothing is installed system-wide");
 }

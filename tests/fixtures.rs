@@ -37,7 +37,7 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     let pb = std::fs::read(&built.patched).map_err(|e| e.to_string())?;
     let orig = Object::parse("orig.o", &ob)?;
     let patched = Object::parse("patched.o", &pb)?;
-    let mut diff = Diff::new(&orig, &patched);
+    let mut diff = Diff::with_layouts(&orig, &patched, &layouts(expect));
     let mut included_refusals = Vec::new();
     for f in &expect.include {
         match diff.include_unchanged(f, "included by the fixture") {
@@ -349,6 +349,15 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The entry sizes and member offsets a fixture states, as the target's DWARF would give them.
+fn layouts(expect: &fixture::Expect) -> PlanOptions {
+    PlanOptions {
+        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
+        member_offsets: expect.member.iter().cloned().collect::<HashMap<_, _>>(),
+        ..PlanOptions::default()
+    }
+}
+
 /// The livepatch plan of a fixture and its bindings, with the original object standing in for
 /// the target: statics become klp relocations (against `module:`, else vmlinux), globals
 /// ordinary ones.
@@ -358,11 +367,7 @@ fn plan_and_bind(
     expect: &fixture::Expect,
 ) -> Result<(elfdiff::Plan, Vec<Binding>), Failed> {
     let module = expect.module.as_deref();
-    let plan = diff.plan(&PlanOptions {
-        entry_sizes: expect.entry_size.iter().cloned().collect::<HashMap<_, _>>(),
-        member_offsets: expect.member.iter().cloned().collect::<HashMap<_, _>>(),
-        objtool_regenerates: false,
-    })?;
+    let plan = diff.plan(&layouts(expect))?;
     for n in &expect.notes {
         if !plan.notes.iter().any(|p| p.contains(n.as_str())) {
             return Err(format!("no plan note contains {n:?}: {:?}", plan.notes).into());
@@ -471,6 +476,14 @@ fn check_entries(
     name: &str,
     n: u64,
 ) -> Result<(), Failed> {
+    let Some(sec) = back.find_section(name) else {
+        if n == 0 {
+            return Ok(());
+        }
+        return Err(format!("entries: the livepatch object has no {name}").into());
+    };
+    // The size the fixture states, else the fixed one, else the layout klpgen recognises in
+    // the livepatch's own copy (old kernels' layouts, which no directive names).
     let size = expect
         .entry_size
         .iter()
@@ -478,15 +491,14 @@ fn check_entries(
         .chain(FIXED_ENTRY_SIZES.iter().copied())
         .find(|(s, _)| *s == name)
         .map(|(_, n)| n)
+        .or_else(|| {
+            elfdiff::entries::stride(back, sec, &PlanOptions::default())
+                .ok()
+                .map(|st| st.size)
+        })
         .ok_or_else(|| {
             format!("entries: {name}: no entry size (add `//# entry-size: {name}=BYTES`)")
         })?;
-    let Some(sec) = back.find_section(name) else {
-        if n == 0 {
-            return Ok(());
-        }
-        return Err(format!("entries: the livepatch object has no {name}").into());
-    };
     let s = back.sec(sec);
     if s.size != n * size {
         return Err(format!(

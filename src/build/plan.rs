@@ -2,12 +2,13 @@
 //! (module name, patches, jobs, hook language, out-of-tree module, extra units, callers,
 //! signing, output), derived and checked once, so that no phase looks at the raw flags.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use patchgen::kmod::HookLang;
 
+use super::spec::KernelSpec;
 use crate::kernel::Tree;
 use crate::patch::PatchFile;
 use crate::report::{self as rpt, BuildReport};
@@ -18,6 +19,16 @@ pub enum HookArg {
     Rust,
     C,
 }
+
+/// The flags that name one target, which `--kernel`/`--kernels` replace.
+const TARGET_FLAGS: [&str; 6] = [
+    "sourcedir",
+    "builddir",
+    "config",
+    "vmlinux",
+    "modules",
+    "release",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
@@ -131,74 +142,116 @@ pub struct BuildArgs {
     /// Only print the result.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// A target kernel (repeatable; one module per target, built in parallel): comma-separated
+    /// `release=R`, `fetch`, `source=DIR`, `build=DIR`, `config=FILE`, `vmlinux=FILE`,
+    /// `modules=DIR`, `name=NAME` (e.g. `release=6.1.0-57-cloud-amd64,fetch` or
+    /// `build=~/linux-build,name=dev`; a first item without `=` is a release, or a build
+    /// directory when it has a `/`). Modules go to OUTPUT/NAME/. Instead of the target flags.
+    #[arg(long = "kernel", value_name = "SPEC", conflicts_with_all = TARGET_FLAGS)]
+    pub kernel: Vec<String>,
+    /// A file of target kernels, one SPEC (as for --kernel) per line; `#` starts a comment.
+    #[arg(long = "kernels", value_name = "FILE", conflicts_with_all = TARGET_FLAGS)]
+    pub kernels_file: Option<PathBuf>,
+    /// Also write a package of each livepatch, next to its module: `deb`, a Debian package
+    /// `livepatch-<name>-<release>_<version>_<arch>.deb` that installs the module for exactly
+    /// that release, loads it at boot there, and depends on that kernel's image package.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub package: Option<crate::package::Kind>,
+    /// The package version (default `0~<the patches' sha256, 12 digits>-1`).
+    #[arg(long, value_name = "VERSION", requires = "package")]
+    pub package_version: Option<String>,
+    /// The package's Maintainer, `Name <email>` (default: `$DEBFULLNAME <$DEBEMAIL>`).
+    #[arg(long, value_name = "NAME <EMAIL>", requires = "package")]
+    pub package_maintainer: Option<String>,
     /// Patches (unified diffs, -p1 from the source tree root).
     #[arg(required = true)]
     pub patches: Vec<PathBuf>,
 }
 
-/// Where the target kernel is, as the flags name it: what `Target::open` (target.rs) reads.
-pub struct TargetSpec<'a> {
-    pub source: &'a Path,
-    pub build: Option<&'a Path>,
-    pub config: Option<&'a Path>,
-    pub vmlinux: Option<&'a Path>,
-    pub modules: Option<&'a Path>,
+/// Where the target kernel is, as the flags or its SPEC name it: what `Target::open`
+/// (target.rs) reads.
+pub struct TargetSpec {
+    pub source: PathBuf,
+    pub build: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub vmlinux: Option<PathBuf>,
+    pub modules: Option<PathBuf>,
     /// An out-of-tree module's `.ko`, which must belong to the target too.
-    pub oot_ko: Option<&'a Path>,
+    pub oot_ko: Option<PathBuf>,
     /// `--cc-launcher`, set up for the target's compiler kind.
-    pub cc_launcher: Option<&'a str>,
+    pub cc_launcher: Option<String>,
     /// `--arch`, `--cross-compile`: the target's machine and cross toolchain.
-    pub arch: Option<&'a str>,
-    pub cross_compile: Option<&'a str>,
+    pub arch: Option<String>,
+    pub cross_compile: Option<String>,
 }
 
 impl BuildArgs {
-    /// Whether the target is a distribution's kernel found from its packages: no source or
-    /// build directory given, or `--release`/`--fetch`.
-    pub fn distribution_target(&self) -> bool {
-        self.release.is_some()
-            || self.fetch
-            || (self.sourcedir.is_none() && self.builddir.is_none())
+    /// Whether the run has several targets (`--kernel`, `--kernels`), even if they name one:
+    /// the multi-target layout (OUTPUT/NAME/, a report with `targets`) then applies.
+    pub fn multi_target(&self) -> bool {
+        !self.kernel.is_empty() || self.kernels_file.is_some()
     }
 
-    /// The parts the flags give (a distribution's target looks for the others).
-    pub fn given(&self) -> crate::distro::Given {
-        crate::distro::Given {
-            source: self.sourcedir.is_some(),
-            build: self.builddir.is_some(),
-            vmlinux: self.vmlinux.is_some(),
-            modules: self.modules.is_some(),
+    /// The run's targets: the `--kernel` SPECs and the `--kernels` file's lines, or the one
+    /// the target flags name. `--fetch` applies to every distribution target.
+    pub fn specs(&self) -> Result<Vec<KernelSpec>> {
+        if !self.multi_target() {
+            return Ok(vec![KernelSpec {
+                text: String::new(),
+                name: None,
+                release: self.release.clone(),
+                fetch: self.fetch,
+                source: self.sourcedir.clone(),
+                build: self.builddir.clone(),
+                config: self.config.clone(),
+                vmlinux: self.vmlinux.clone(),
+                modules: self.modules.clone(),
+            }]);
         }
+        let mut specs: Vec<KernelSpec> = self
+            .kernel
+            .iter()
+            .map(|k| KernelSpec::parse(k))
+            .collect::<Result<_>>()?;
+        if let Some(f) = &self.kernels_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --kernels {}", f.display()))?;
+            specs.extend(KernelSpec::parse_list(f, &text)?);
+        }
+        if specs.is_empty() {
+            bail!("--kernels names no target");
+        }
+        for s in &mut specs {
+            s.fetch |= self.fetch && s.distribution_target();
+        }
+        Ok(specs)
     }
 
-    /// The flags that name the target, with a distribution's parts for those not given.
-    pub fn target<'a>(
-        &'a self,
-        dist: Option<&'a crate::distro::Resolved>,
-    ) -> Result<TargetSpec<'a>> {
-        let from_dist = |f: fn(&crate::distro::Resolved) -> Option<&PathBuf>| {
-            dist.and_then(f).map(PathBuf::as_path)
-        };
-        let source = match (self.sourcedir.as_deref(), from_dist(|d| d.source.as_ref())) {
+    /// Where `spec`'s target is, with a distribution's parts for those not given.
+    pub fn target(
+        &self,
+        spec: &KernelSpec,
+        dist: Option<&crate::distro::Resolved>,
+    ) -> Result<TargetSpec> {
+        let from_dist =
+            |f: fn(&crate::distro::Resolved) -> Option<&PathBuf>| dist.and_then(f).cloned();
+        let source = match (spec.source.clone(), from_dist(|d| d.source.as_ref())) {
             (Some(s), _) | (None, Some(s)) => s,
-            (None, None) => bail!("pass --sourcedir (the kernel sources the patches apply to)"),
+            (None, None) => match spec.source_dir() {
+                Some(s) if dist.is_none() => s,
+                _ => bail!("pass --sourcedir (the kernel sources the patches apply to)"),
+            },
         };
         Ok(TargetSpec {
             source,
-            build: self.builddir.as_deref().or(from_dist(|d| d.build.as_ref())),
-            config: self.config.as_deref(),
-            vmlinux: self
-                .vmlinux
-                .as_deref()
-                .or(from_dist(|d| d.vmlinux.as_ref())),
-            modules: self
-                .modules
-                .as_deref()
-                .or(from_dist(|d| d.modules.as_ref())),
-            oot_ko: self.oot_module.as_deref(),
-            cc_launcher: self.cc_launcher.as_deref(),
-            arch: self.arch.as_deref(),
-            cross_compile: self.cross_compile.as_deref(),
+            build: spec.build.clone().or(from_dist(|d| d.build.as_ref())),
+            config: spec.config.clone(),
+            vmlinux: spec.vmlinux.clone().or(from_dist(|d| d.vmlinux.as_ref())),
+            modules: spec.modules.clone().or(from_dist(|d| d.modules.as_ref())),
+            oot_ko: self.oot_module.clone(),
+            cc_launcher: self.cc_launcher.clone(),
+            arch: self.arch.clone(),
+            cross_compile: self.cross_compile.clone(),
         })
     }
 }
@@ -224,8 +277,25 @@ pub struct Callers {
     pub max: usize,
 }
 
+/// What one target of a run gets besides the flags: its name (runs with `--kernel`), where
+/// its module goes, its share of the jobs, the patches (read once for every target) and the
+/// package to write.
+pub struct PlanTarget {
+    pub name: Option<String>,
+    pub output_dir: PathBuf,
+    pub jobs: usize,
+    pub patches: Vec<PatchFile>,
+    pub package: Option<crate::package::Options>,
+}
+
 /// What the build does, resolved from the flags and the target's configuration.
 pub struct BuildPlan {
+    /// The run directory's name under the work directory's `runs/`: the module, and in a
+    /// run with `--kernel` the target too (targets of one work directory take turns, and
+    /// each keeps its own).
+    pub run_name: String,
+    /// `--package`: what to write next to the module.
+    pub package: Option<crate::package::Options>,
     /// `livepatch-<name>`, at most the kernel's 55 characters.
     pub module: String,
     /// The module's description: the patches' file names.
@@ -259,16 +329,14 @@ impl BuildPlan {
     /// Resolve the flags against the opened target. The report gets the configuration's and
     /// patches' digests and the hook as soon as they are known, so that it names them even when
     /// a later check fails.
-    pub fn resolve(args: &BuildArgs, tree: &Tree, rep: &mut BuildReport) -> Result<Self> {
+    pub fn resolve(
+        args: &BuildArgs,
+        t: PlanTarget,
+        tree: &Tree,
+        rep: &mut BuildReport,
+    ) -> Result<Self> {
         let module = module_name(args)?;
-        let patches: Vec<PatchFile> = args
-            .patches
-            .iter()
-            .map(|p| PatchFile::load(p))
-            .collect::<Result<_>>()?;
-        let jobs = args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let (patches, jobs) = (t.patches, t.jobs);
         record_patches(rep, tree, &patches);
         // The kernel's Rust support covers only some machines: there the hook is C.
         let no_rust = tree
@@ -319,7 +387,12 @@ impl BuildPlan {
             _ => None,
         };
         Ok(BuildPlan {
-            output: args.output.join(format!("{module}.ko")),
+            output: t.output_dir.join(format!("{module}.ko")),
+            package: t.package,
+            run_name: match &t.name {
+                Some(n) => format!("{module}.{n}"),
+                None => module.clone(),
+            },
             module,
             description,
             patches,
@@ -384,8 +457,40 @@ fn extra_units(targets: &[String]) -> Result<Vec<String>> {
     Ok(units)
 }
 
+/// The patches, read and parsed once for every target of the run.
+pub fn load_patches(args: &BuildArgs) -> Result<Vec<PatchFile>> {
+    args.patches.iter().map(|p| PatchFile::load(p)).collect()
+}
+
+/// `--package` and its flags, checked before any work; the default version comes from the
+/// patches.
+pub fn package_options(
+    args: &BuildArgs,
+    patches: &[PatchFile],
+) -> Result<Option<crate::package::Options>> {
+    let Some(kind) = args.package else {
+        return Ok(None);
+    };
+    let all: Vec<u8> = patches.iter().flat_map(|p| p.text.bytes()).collect();
+    let sha = rpt::sha256_hex(&all);
+    crate::package::Options::new(
+        kind,
+        args.package_version.as_deref(),
+        args.package_maintainer.as_deref(),
+        &sha,
+    )
+    .map(Some)
+}
+
+/// `-j`, default the machine's CPUs.
+pub fn jobs(args: &BuildArgs) -> usize {
+    args.jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
 /// `livepatch-<name>`; kernel module names are at most 55 characters.
-fn module_name(args: &BuildArgs) -> Result<String> {
+pub fn module_name(args: &BuildArgs) -> Result<String> {
     let raw = match &args.name {
         Some(n) => n.clone(),
         None => args.patches[0]

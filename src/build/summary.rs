@@ -1,7 +1,8 @@
 //! The summary `klpgen build` prints when the module is built: where it is, the kernel and
 //! hook, the changed, new and ignored functions (each with its split parts), callbacks,
-//! namespaces, notes, klp relocations, and per changed function and part why it changed and
-//! who calls it.
+//! namespaces, notes, the patched modules the target will not load again while the livepatch
+//! is (`module_reload`), klp relocations, and per changed function and part why it changed
+//! and who calls it.
 
 use std::path::Path;
 
@@ -29,6 +30,8 @@ pub struct Summary<'a> {
     pub ignored: &'a [String],
     /// The plan's notes a patch author acts on.
     pub notes: Vec<&'a str>,
+    /// Patched modules the target will not load again while the livepatch is loaded.
+    pub module_reload: Option<&'a rpt::ModuleReload>,
     pub klp_relocations: usize,
     pub klp_sections: usize,
     /// The symbols bound by klp relocations, one per binding.
@@ -74,6 +77,7 @@ impl<'a> Summary<'a> {
                 .filter(|n| !n.contains("the target's objtool"))
                 .map(String::as_str)
                 .collect(),
+            module_reload: rep.module_reload.as_ref(),
             klp_relocations: module.klp.sections.iter().map(|(_, n)| n).sum(),
             klp_sections: module.klp.sections.len(),
             klp_symbols: parts
@@ -109,6 +113,14 @@ pub fn print(s: &Summary<'_>) {
     }
     for n in &s.notes {
         println!("  note:            {n}");
+    }
+    if let Some(r) = s.module_reload {
+        println!(
+            "  warning:         {} cannot be loaded again while this livepatch is loaded: {}",
+            r.modules.join(", "),
+            r.reason
+        );
+        println!("    remedy: {}", r.remedy);
     }
     println!(
         "  klp relocations: {} in {} section(s)",

@@ -29,20 +29,22 @@ pub struct Target {
     pub symvers: Symvers,
     /// The target's installed modules (empty when the directory does not exist).
     pub modules: ModulesDir,
+    /// Its livepatch core clears klp relocations into unloaded modules (Linux 6.3).
+    pub clears_klp_relocations: bool,
 }
 
 impl Target {
     /// Open the tree and read its target, refusing a configuration that cannot carry a
     /// livepatch and parts (vmlinux, Module.symvers, sources, an out-of-tree module) that come
     /// from different builds.
-    pub fn open(spec: &TargetSpec<'_>, rep: &mut BuildReport) -> Result<Target> {
+    pub fn open(spec: &TargetSpec, rep: &mut BuildReport) -> Result<Target> {
         let mut tree = Tree::open(
-            spec.source,
+            &spec.source,
             &Pieces {
-                build: spec.build,
-                config: spec.config,
-                vmlinux: spec.vmlinux,
-                modules: spec.modules,
+                build: spec.build.as_deref(),
+                config: spec.config.as_deref(),
+                vmlinux: spec.vmlinux.as_deref(),
+                modules: spec.modules.as_deref(),
             },
         )?;
         check_config(&tree.config, &tree.config_path)?;
@@ -55,7 +57,7 @@ impl Target {
             .with_context(|| format!("cannot read {}", tree.symvers.display()))?;
         let symvers = Symvers::parse(&tree.symvers.display().to_string(), &symvers_text)?;
         let mut others: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        if let Some(ko) = spec.oot_ko {
+        if let Some(ko) = spec.oot_ko.as_deref() {
             let bytes =
                 kofile::read(ko).with_context(|| format!("cannot read module {}", ko.display()))?;
             others.push((ko.to_path_buf(), bytes));
@@ -75,17 +77,18 @@ impl Target {
             rep.kernel.distribution = Some(p.distribution.to_string());
             rep.kernel.package_version = Some(p.version.clone());
         }
+        let clears_klp_relocations = identity.clears_klp_relocations;
         tree.info.package = identity.package;
         tree.info.vmlinux_version = identity.version;
         // The launcher runs the compiler kind that built this target (gcc or clang).
-        if let Some(l) = spec.cc_launcher {
+        if let Some(l) = spec.cc_launcher.as_deref() {
             kbuild::set_compiler_launcher(&tree, l)?;
         }
         // kbuild for the target's machine (its cross toolchain when klpgen runs elsewhere).
         crate::machine::set(crate::machine::resolve(
             &tree,
-            spec.arch,
-            spec.cross_compile,
+            spec.arch.as_deref(),
+            spec.cross_compile.as_deref(),
         )?)?;
         Ok(Target {
             tree,
@@ -93,6 +96,7 @@ impl Target {
             vm_label,
             symvers,
             modules,
+            clears_klp_relocations,
         })
     }
 

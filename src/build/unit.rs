@@ -208,7 +208,7 @@ pub fn diff_all(
     // units to find their callers in any of them (units added with -t included).
     let read = read_all(units)?;
     let parsed = parse_all(&read)?;
-    let mut diffed = diff_parsed(&parsed, ctx.plan.jobs)?;
+    let mut diffed = diff_parsed(&parsed, &symbols.layouts, ctx.plan.jobs)?;
     let mut callers = CallerSearch::new(ctx, &diffed);
     let kernel_bytes = kernel_object(ctx, units)?;
     let kernel_obj = match &kernel_bytes {
@@ -307,7 +307,13 @@ fn parse_all<'r>(read: &'r [Read<'r>]) -> Result<Vec<Parsed<'r>>> {
 
 /// The pairs are independent: diff them (and build their call graphs) in parallel; results
 /// keep the order of the units, so nothing printed or written depends on scheduling.
-fn diff_parsed<'p>(parsed: &'p [Parsed<'p>], jobs: usize) -> Result<Vec<Diffed<'p>>> {
+/// `layouts`: the target's entry sizes and member offsets (special-section entries are compared
+/// with their functions).
+fn diff_parsed<'p>(
+    parsed: &'p [Parsed<'p>],
+    layouts: &PlanOptions,
+    jobs: usize,
+) -> Result<Vec<Diffed<'p>>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build()
@@ -317,7 +323,7 @@ fn diff_parsed<'p>(parsed: &'p [Parsed<'p>], jobs: usize) -> Result<Vec<Diffed<'
             .par_iter()
             .map(|p| Diffed {
                 parsed: p,
-                diff: Diff::new(&p.orig, &p.patched),
+                diff: Diff::with_layouts(&p.orig, &p.patched, layouts),
                 graph: CallGraph::build(&[&p.orig]),
             })
             .collect()

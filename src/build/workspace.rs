@@ -20,7 +20,7 @@ pub struct Workspace {
     /// `<cache>/trees/<key>`: klpgen's build directory (`kbuild/`), the patch journal, the
     /// lock and the mirror of this tree.
     pub dir: PathBuf,
-    /// `<dir>/runs/<module>`: this run's objects (`orig/`, `patched/`), logs and module
+    /// `<dir>/runs/<module>` (`<module>.<target>` in a run with `--kernel`): this run's objects (`orig/`, `patched/`), logs and module
     /// sources (`module/`).
     pub run_dir: PathBuf,
     /// The directory holding `<klpgen/klpgen.h>`, on the include path of both builds.
@@ -63,7 +63,7 @@ impl Workspace {
             ));
             target.tree.source = m;
         }
-        let run_dir = dir.join("runs").join(&plan.module);
+        let run_dir = dir.join("runs").join(&plan.run_name);
         if run_dir.exists() {
             fs::remove_dir_all(&run_dir)
                 .with_context(|| format!("cannot clean {}", run_dir.display()))?;

@@ -14,7 +14,7 @@ const NAME: &str = "proc-version";
 const PROBE: &str = "cat /proc/version\ngrep -q 'live patched by klpgen' /proc/version\n";
 
 pub fn cmd_demo() -> Result<()> {
-    setup::cmd_setup()?;
+    setup::install_tools()?;
     let k = kernel::ensure()?;
     let klpgen = case::build_klpgen()?;
     let patch = util::repo_root().join("examples/proc-version.patch");
@@ -43,13 +43,15 @@ pub fn cmd_demo() -> Result<()> {
     );
     let module_name = case::module_name(NAME);
     let report = guest::boot(&guest::Spec {
-        bzimage: &k.bzimage(),
+        kernel: &k.bzimage(),
+        machine: guest::TEST_KERNEL,
         module: &module,
         module_name: &module_name,
         probe: PROBE.as_bytes(),
         workdir: &logs,
         preload: None,
         cross: None,
+        late: None,
         second: None,
         wrong_kernel: None,
     })?;

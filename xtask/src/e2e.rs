@@ -21,6 +21,9 @@
 //! `livepatch-<case>-second`, checked like the first), loaded once the first is enabled, which
 //! it replaces — the first must go away and be unloaded, the probe pass again, and the second is
 //! the one disabled and unloaded at the end (for handing over `klp_state`).
+//! After the cases, `multi-target` (`multitarget.rs`): one `klpgen build --kernel A --kernel B`
+//! run for the test kernel and its `noibt` variant, each module booted in its own kernel, and a
+//! run with one target refused that still builds the other and exits 5.
 
 use crate::case::{
     build_klpgen, fresh_case_dirs, klpgen_command, module_name, patch_applies, run_klpgen,
@@ -117,7 +120,7 @@ fn build_oot_module(k: &Kernel, src: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(ko)
 }
 
-fn valid_case_name(name: &str) -> bool {
+pub(crate) fn valid_case_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -335,26 +338,7 @@ fn run_case(
     };
 
     if let Some(expect) = &case.expect {
-        let mut problems = Vec::new();
-        if let Some(code) = expect.exit {
-            if status.code() != Some(code) {
-                problems.push(format!("klpgen {status}, expected exit code {code}"));
-            }
-        }
-        for s in &expect.stderr {
-            if !run.stderr.contains(s.as_str()) {
-                problems.push(format!("stderr lacks {s:?}"));
-            }
-        }
-        if !expect.report.is_empty() {
-            match fs::read(&report_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            {
-                Some(doc) => problems.extend(report_problems(&doc, &expect.report)),
-                None => problems.push(format!("no readable {}", report_path.display())),
-            }
-        }
+        let problems = expect_problems(expect, status, &run.stderr, &report_path);
         if problems.is_empty() {
             let what = if status.success() {
                 "klpgen answered as expected"
@@ -374,22 +358,9 @@ fn run_case(
         eprintln!("{}", run.show());
         return Ok(fail(format!("klpgen build failed ({status})")));
     }
-    // Optional `stdout-contains` and `stderr-contains`: lines klpgen's output (what was built)
-    // and its messages (warnings) must contain.
-    for (file, text) in [
-        ("stdout-contains", &run.stdout),
-        ("stderr-contains", &run.stderr),
-    ] {
-        if let Ok(wanted) = fs::read_to_string(case.dir.join(file)) {
-            let missing: Vec<&str> = wanted
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !text.contains(l.trim()))
-                .collect();
-            if !missing.is_empty() {
-                eprintln!("{}", run.show());
-                return Ok(fail(format!("klpgen {file} check: lacks {missing:?}")));
-            }
-        }
+    if let Some(problem) = contains_problem(&case.dir, &run.stdout, &run.stderr) {
+        eprintln!("{}", run.show());
+        return Ok(fail(problem));
     }
     let module = output.join(format!("livepatch-{}.ko", case.name));
     if !module.is_file() {
@@ -417,7 +388,10 @@ fn run_case(
     // delayed objtool run on the linked module, or klpgen's run on the livepatch object).
     let config = fs::read_to_string(k.build.join(".config"))?;
     let checked = if config.lines().any(|l| l == "CONFIG_UNWINDER_ORC=y") {
-        match crate::orccheck::coverage(&fs::read(&module)?) {
+        match crate::orccheck::coverage(
+            &fs::read(&module)?,
+            crate::orccheck::Layout::of_source(&k.src)?,
+        ) {
             Ok((n, uncovered)) if uncovered.is_empty() => {
                 format!("{checked}, {n} ORC entries cover every function")
             }
@@ -465,13 +439,15 @@ fn run_case(
         }
     };
     let report = guest::boot(&guest::Spec {
-        bzimage: &k.bzimage(),
+        kernel: &k.bzimage(),
+        machine: guest::TEST_KERNEL,
         module: &module,
         module_name: &module_name,
         probe: &probe,
         workdir: &logs,
         preload: oot_ko.as_deref(),
         cross: k.cross,
+        late: None,
         second: second
             .as_ref()
             .map(|(ko, _)| (ko.as_path(), second_name.as_str())),
@@ -626,7 +602,54 @@ fn rebuild_identical(
     Ok(Ok(()))
 }
 
-/// The lines of a `console-expect` file (blank lines and `#` comments skipped).
+/// What in klpgen's answer differs from a case's `expect` file: the exit code, lines of
+/// stderr, values of the `--report` document at `report_path`. Empty: as expected.
+pub(crate) fn expect_problems(
+    expect: &Expect,
+    status: std::process::ExitStatus,
+    stderr: &str,
+    report_path: &Path,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(code) = expect.exit {
+        if status.code() != Some(code) {
+            problems.push(format!("klpgen {status}, expected exit code {code}"));
+        }
+    }
+    for s in &expect.stderr {
+        if !stderr.contains(s.as_str()) {
+            problems.push(format!("stderr lacks {s:?}"));
+        }
+    }
+    if !expect.report.is_empty() {
+        match fs::read(report_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            Some(doc) => problems.extend(report_problems(&doc, &expect.report)),
+            None => problems.push(format!("no readable {}", report_path.display())),
+        }
+    }
+    problems
+}
+
+/// A case's optional `stdout-contains` and `stderr-contains`: lines klpgen's output (what was
+/// built) and its messages (warnings) must contain. `Some(problem)` names what is missing.
+pub(crate) fn contains_problem(dir: &Path, stdout: &str, stderr: &str) -> Option<String> {
+    for (file, text) in [("stdout-contains", stdout), ("stderr-contains", stderr)] {
+        if let Ok(wanted) = fs::read_to_string(dir.join(file)) {
+            let missing: Vec<&str> = wanted
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !text.contains(l.trim()))
+                .collect();
+            if !missing.is_empty() {
+                return Some(format!("klpgen {file} check: lacks {missing:?}"));
+            }
+        }
+    }
+    None
+}
+
 /// What in the report differs from the `report=` expectations.
 fn report_problems(doc: &serde_json::Value, wanted: &[(String, serde_json::Value)]) -> Vec<String> {
     wanted
@@ -639,7 +662,8 @@ fn report_problems(doc: &serde_json::Value, wanted: &[(String, serde_json::Value
         .collect()
 }
 
-fn console_expect_lines(text: &str) -> Vec<&str> {
+/// The lines of a `console-expect` file (blank lines and `#` comments skipped).
+pub(crate) fn console_expect_lines(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -648,7 +672,7 @@ fn console_expect_lines(text: &str) -> Vec<&str> {
 
 /// Whether each of `wanted` occurs in `console` (as a substring of a line), each on a later
 /// line than the one before; the error names the first that does not.
-fn console_in_order(console: &str, wanted: &[&str]) -> Result<(), String> {
+pub(crate) fn console_in_order(console: &str, wanted: &[&str]) -> Result<(), String> {
     let mut lines = console.lines().map(|l| l.trim_end_matches('\r'));
     let mut last = "the start";
     for w in wanted {
@@ -663,7 +687,7 @@ fn console_in_order(console: &str, wanted: &[&str]) -> Result<(), String> {
 }
 
 /// The `.klp.sym.*` names `klpgen build` printed, in order.
-fn klp_symbols_of(stdout: &str) -> Vec<String> {
+pub(crate) fn klp_symbols_of(stdout: &str) -> Vec<String> {
     stdout
         .lines()
         .map(str::trim)
@@ -723,7 +747,7 @@ fn renamed_symbol(sym: &str) -> Option<String> {
 /// A copy of a module built by klpgen whose guard names another build of its kernel: the
 /// last character of its `klpgen_target_version` string changed (same length). None when the
 /// module has no guard.
-fn other_kernel_copy(ko: &[u8]) -> Result<Option<Vec<u8>>> {
+pub(crate) fn other_kernel_copy(ko: &[u8]) -> Result<Option<Vec<u8>>> {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
     let Ok(file) = object::File::parse(ko) else {
         return Ok(None);
@@ -758,7 +782,7 @@ fn other_kernel_copy(ko: &[u8]) -> Result<Option<Vec<u8>>> {
 }
 
 /// The hand-corrupted copies of a module: (file stem, bytes, the finding key they must get).
-fn corruptions(
+pub(crate) fn corruptions(
     ko: &[u8],
     klp_syms: &[String],
 ) -> Result<Vec<(&'static str, Vec<u8>, &'static str)>> {
@@ -880,24 +904,41 @@ fn check_module(
 }
 
 /// Runs the selected cases (all when `filters` is empty); returns whether all passed.
-/// `kfixtures` selects all kernel-header fixtures (tests/kfixtures), `kfixtures/NAME` one.
+/// `kfixtures` selects all kernel-header fixtures (tests/kfixtures), `kfixtures/NAME` one;
+/// `debian` the distribution phase (tests/e2e-debian, `debian_e2e.rs`), `debian/CASE` one
+/// case of it. Selecting only distribution cases leaves the test kernel out.
 pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
+    let (debian_filters, filters): (Vec<&String>, Vec<&String>) = filters
+        .iter()
+        .partition(|f| crate::debian_e2e::is_filter(f));
+    let with_debian = filters.is_empty() || !debian_filters.is_empty();
+    if filters.is_empty() && !debian_filters.is_empty() {
+        let klpgen = build_klpgen()?;
+        let outcomes = crate::debian_e2e::run(&debian_filters, &klpgen)?;
+        return Ok(print_debian(&outcomes));
+    }
     let mut cases = load_cases()?;
     let kf_all = kfixtures::load_cases()?;
+    let multi = filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.as_str() == crate::multitarget::NAME);
     let (kf_filters, case_filters): (Vec<&String>, Vec<&String>) = filters
         .iter()
-        .partition(|f| *f == "kfixtures" || f.starts_with("kfixtures/"));
+        .filter(|f| f.as_str() != crate::multitarget::NAME)
+        .partition(|f| **f == "kfixtures" || f.starts_with("kfixtures/"));
     for f in &case_filters {
-        if !cases.iter().any(|c| &&c.name == f) {
+        if !cases.iter().any(|c| &c.name == *f) {
             let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
             bail!(
-                "no e2e case {f:?} (cases: {}; or kfixtures, kfixtures/NAME)",
-                names.join(", ")
+                "no e2e case {f:?} (cases: {}; or {}, kfixtures, kfixtures/NAME, debian, debian/CASE)",
+                names.join(", "),
+                crate::multitarget::NAME
             );
         }
     }
     let kf_selected: Vec<String> =
-        if filters.is_empty() || kf_filters.iter().any(|f| *f == "kfixtures") {
+        if filters.is_empty() || kf_filters.iter().any(|f| **f == "kfixtures") {
             kf_all.iter().map(|c| c.name.clone()).collect()
         } else {
             let mut v = Vec::new();
@@ -913,7 +954,12 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     if !filters.is_empty() {
         cases.retain(|c| case_filters.contains(&&c.name));
     }
-    if cases.is_empty() && kf_selected.is_empty() {
+    // With everything selected, the distribution phase is run too: check its cases before
+    // the long test-kernel runs.
+    if with_debian && filters.is_empty() {
+        crate::debian_e2e::load_cases()?;
+    }
+    if cases.is_empty() && kf_selected.is_empty() && !multi {
         bail!("no e2e cases under {}", e2e_dir().display());
     }
     let klpgen = build_klpgen()?;
@@ -926,10 +972,16 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let doctored = crate::mismatch::prepare(&k, &mismatch_dir)?;
     let summary = crate::mismatch::check(&klpgen, &k, &doctored, &mismatch_dir)?;
     eprintln!("e2e: {summary}");
+    // A full run has the distribution phase, whose package sets are then needed anyway.
+    if with_debian && filters.is_empty() {
+        for t in crate::debian::TARGETS {
+            crate::debian::ensure(t)?;
+        }
+    }
     match crate::mismatch::check_debian(&klpgen, &mismatch_dir.join("debian"))? {
         Some(summary) => eprintln!("e2e: {summary}"),
         None => eprintln!(
-            "e2e: Debian package sets 6.1.192-3 and 6.1.187-1 not in the dev cache: their mismatches not checked"
+            "e2e: the pinned Debian package sets are not all in the dev cache (`cargo xtask setup debian`): their mismatches not checked"
         ),
     }
     let kf_failures = if kf_selected.is_empty() {
@@ -981,6 +1033,28 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
         );
         results.push((case.name.as_str(), outcome));
     }
+    // One run over the test kernel and its noibt variant.
+    if multi {
+        eprintln!("e2e: {} ...", crate::multitarget::NAME);
+        let start = Instant::now();
+        let noibt = kernel::ensure_variant(Some("noibt"))?;
+        let outcome = match crate::multitarget::run(&klpgen, &k, &noibt, &doctored, &workdir) {
+            Ok(Ok(summary)) => Outcome {
+                passed: true,
+                summary,
+            },
+            Ok(Err(why)) => fail(why),
+            Err(e) => fail(format!("harness error: {e:#}")),
+        };
+        eprintln!(
+            "e2e: {} {} ({}s): {}",
+            if outcome.passed { "PASS" } else { "FAIL" },
+            crate::multitarget::NAME,
+            start.elapsed().as_secs(),
+            outcome.summary
+        );
+        results.push((crate::multitarget::NAME, outcome));
+    }
     println!();
     for (name, o) in &results {
         println!(
@@ -1002,7 +1076,38 @@ pub fn cmd_e2e(filters: &[String]) -> Result<bool> {
     let passed = results.iter().filter(|(_, o)| o.passed).count();
     let failed = results.len() - passed;
     println!("{passed} passed, {failed} failed");
-    Ok(failed == 0 && kf_failures.is_empty())
+    let test_kernel_ok = failed == 0 && kf_failures.is_empty();
+    let debian_ok = if with_debian {
+        let all = [String::from("debian")];
+        let selected: Vec<&String> = if debian_filters.is_empty() {
+            all.iter().collect()
+        } else {
+            debian_filters
+        };
+        let outcomes = crate::debian_e2e::run(&selected, &klpgen)?;
+        print_debian(&outcomes)
+    } else {
+        true
+    };
+    Ok(test_kernel_ok && debian_ok)
+}
+
+/// The distribution phase's results, as the test-kernel cases' are printed; whether all
+/// passed.
+fn print_debian(outcomes: &[crate::debian_e2e::Outcome]) -> bool {
+    println!();
+    for o in outcomes {
+        println!(
+            "{} {}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.name,
+            o.summary
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    let failed = outcomes.len() - passed;
+    println!("distribution cases: {passed} passed, {failed} failed");
+    failed == 0
 }
 
 /// `cargo xtask boot KO PROBE`: boots one livepatch module with a probe script and runs the
@@ -1021,13 +1126,15 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
     let k = kernel::ensure()?;
     let workdir = util::target_dir().join("e2e").join("boot.files");
     let report = guest::boot(&guest::Spec {
-        bzimage: &k.bzimage(),
+        kernel: &k.bzimage(),
+        machine: guest::TEST_KERNEL,
         module: &ko,
         module_name: &module_name,
         probe: &probe,
         workdir: &workdir,
         preload: None,
         cross: k.cross,
+        late: None,
         second: None,
         wrong_kernel: None,
     })?;

@@ -1,6 +1,10 @@
-//! Boots the test kernel in qemu with a livepatch module and a probe script, and reads back
-//! what the guest's /init reported on the serial console. A cross-built test kernel (ppc64le,
-//! s390x) boots in that machine's qemu (TCG) with Debian's static busybox of that machine.
+//! Boots a kernel in qemu with a livepatch module and a probe script, and reads back what the
+//! guest's /init reported on the serial console: the test kernel, or a distribution's stock
+//! kernel from its package's own `vmlinuz` (its machine: command line, memory, time limit, in
+//! [`Machine`]); modules shipped compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed
+//! into the initramfs, since busybox's insmod loads only plain ones. A cross-built test kernel
+//! (ppc64le, s390x) boots in that machine's qemu (TCG) with Debian's static busybox of that
+//! machine.
 
 use crate::initramfs::{self, Archive};
 use crate::util;
@@ -17,6 +21,31 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Kernel command line of the guest.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init";
+
+/// The virtual machine a kernel boots in.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    pub cmdline: &'static str,
+    pub memory_mb: u32,
+    /// Hard limit for the boot, qemu killed after it.
+    pub timeout: Duration,
+}
+
+/// The tinyconfig test kernel.
+pub const TEST_KERNEL: Machine = Machine {
+    cmdline: KERNEL_CMDLINE,
+    memory_mb: 512,
+    timeout: BOOT_TIMEOUT,
+};
+
+/// A distribution's stock kernel: no `quiet`, so warnings and the livepatch core's messages
+/// reach the console the checks read; more memory (a full kernel and its initramfs
+/// unpacking) and time (its boot probes far more hardware under TCG).
+pub const STOCK_KERNEL: Machine = Machine {
+    cmdline: KERNEL_CMDLINE,
+    memory_mb: 1024,
+    timeout: Duration::from_secs(300),
+};
 /// Prefix of the result lines the guest's /init prints.
 const MARK: &str = "KLPGEN-E2E: ";
 /// Prefix of the lines describing the loaded livepatch's sysfs tree.
@@ -48,7 +77,9 @@ pub const PHASES: &[(&str, &str)] = &[
 
 /// What to boot.
 pub struct Spec<'a> {
-    pub bzimage: &'a Path,
+    /// The kernel image (a bzImage: the test kernel's, or a package's `vmlinuz`).
+    pub kernel: &'a Path,
+    pub machine: Machine,
     /// The livepatch `.ko`.
     pub module: &'a Path,
     /// The module's name inside the kernel (e.g. `livepatch_foo`).
@@ -57,10 +88,14 @@ pub struct Spec<'a> {
     pub probe: &'a [u8],
     /// Directory for the initramfs and console log.
     pub workdir: &'a Path,
-    /// A module loaded before anything else (the out-of-tree module a case patches).
+    /// A module loaded before anything else (the out-of-tree or stock module a case
+    /// patches), as `/oot.ko`.
     pub preload: Option<&'a Path>,
     /// The machine of a cross-built test kernel; None for x86-64.
     pub cross: Option<&'static crate::kernel::Cross>,
+    /// A module put into the guest as `/late.ko` and not loaded by `/init`: the probe loads
+    /// it once the livepatch is, so the livepatch core patches a module as it arrives.
+    pub late: Option<&'a Path>,
     /// A second livepatch (`.ko` and its name inside the kernel) loaded once the first is
     /// enabled: it replaces the first (atomic replace), which is then unloaded; the second is
     /// the one disabled and unloaded at the end.
@@ -76,6 +111,8 @@ pub struct Report {
     pub console_path: PathBuf,
     pub console: String,
     pub timed_out: bool,
+    /// The limit it was held to.
+    pub timeout: Duration,
     pub seconds: f64,
     /// `key=value` pairs printed by /init.
     pub values: BTreeMap<String, String>,
@@ -89,8 +126,13 @@ pub struct Report {
 }
 
 impl Report {
-    fn value(&self, key: &str) -> Option<&str> {
+    pub fn value(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
+    }
+
+    /// `uname -r` in the guest.
+    pub fn release(&self) -> Option<&str> {
+        self.value("release")
     }
 
     /// Kernel complaints found on the console (lines, at most a few).
@@ -119,7 +161,7 @@ impl Report {
         if self.timed_out {
             fails.push(format!(
                 "the guest did not finish within {}s (qemu killed)",
-                BOOT_TIMEOUT.as_secs()
+                self.timeout.as_secs()
             ));
         }
         let v = |k: &str| self.value(k).unwrap_or("<missing>");
@@ -298,6 +340,7 @@ if [ -f /oot.ko ]; then
     sleep 1
 fi
 say start=1
+say "release=$(uname -r)"
 if [ -f /wrong.ko ]; then
     insmod /wrong.ko
     say "guard=$?"
@@ -465,8 +508,7 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
             busybox_path.display()
         )
     })?;
-    let module =
-        fs::read(spec.module).with_context(|| format!("cannot read {}", spec.module.display()))?;
+    let module = module_bytes(spec.module)?;
     let mut a = Archive::new();
     for d in ["bin", "dev", "proc", "sys", "tmp"] {
         a.dir(d);
@@ -480,8 +522,10 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
     a.file("probe.sh", 0o755, spec.probe);
     a.file("lp.ko", 0o644, &module);
     if let Some(p) = spec.preload {
-        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        a.file("oot.ko", 0o644, &bytes);
+        a.file("oot.ko", 0o644, &module_bytes(p)?);
+    }
+    if let Some(p) = spec.late {
+        a.file("late.ko", 0o644, &module_bytes(p)?);
     }
     if let Some((p, _)) = spec.second {
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -492,6 +536,37 @@ pub fn build_initramfs_with(spec: &Spec<'_>, init: &str, out: &Path) -> Result<(
         a.file("wrong.ko", 0o644, &bytes);
     }
     initramfs::write_gzip(&a.finish(), out)
+}
+
+/// A module's bytes as insmod wants them: decompressed when the distribution ships it as
+/// `.ko.xz`, `.ko.zst` or `.ko.gz` (busybox insmod loads only plain modules).
+pub fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = [
+        (".ko.xz", "xz", "xz-utils"),
+        (".ko.zst", "zstd", "zstd"),
+        (".ko.gz", "gzip", "gzip"),
+    ]
+    .into_iter()
+    .find(|(ext, _, _)| name.ends_with(ext));
+    let Some((_, prog, package)) = tool else {
+        return fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    };
+    let out = Command::new(prog)
+        .arg("-dc")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {prog} (package {package})"))?;
+    if !out.status.success() {
+        bail!(
+            "{prog} -dc {} failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
 }
 
 /// Parses the console log into a report (everything but the timing fields).
@@ -534,8 +609,9 @@ pub fn boot(spec: &Spec<'_>) -> Result<Report> {
     fs::create_dir_all(spec.workdir)?;
     let initrd = spec.workdir.join("initrd.gz");
     build_initramfs(spec, &initrd)?;
-    let run = run_qemu(spec, &initrd, BOOT_TIMEOUT)?;
+    let run = run_qemu(spec, &initrd, spec.machine.timeout)?;
     let mut r = parse_console(&run.console);
+    r.timeout = spec.machine.timeout;
     r.second = spec.second.is_some();
     r.console_path = run.console_path;
     r.seconds = run.seconds;
@@ -560,8 +636,8 @@ pub struct QemuRun {
     pub seconds: f64,
 }
 
-/// Boots `spec.bzimage` with `initrd` in qemu (TCG, no KVM, one CPU), the console going to
-/// `spec.workdir/console.log`; kills it after `limit`.
+/// Boots `spec.kernel` with `initrd` in qemu (TCG, no KVM, one CPU) as `spec.machine` says,
+/// the console going to `spec.workdir/console.log`; kills it after `limit`.
 pub fn run_qemu(spec: &Spec<'_>, initrd: &Path, limit: Duration) -> Result<QemuRun> {
     let console_path = spec.workdir.join("console.log");
     let console_file = File::create(&console_path)?;
@@ -578,29 +654,37 @@ pub fn run_qemu(spec: &Spec<'_>, initrd: &Path, limit: Duration) -> Result<QemuR
                 "power9",
             ])
             .arg("-append")
-            .arg(KERNEL_CMDLINE.replace("console=ttyS0", "console=hvc0"));
+            .arg(spec.machine.cmdline.replace("console=ttyS0", "console=hvc0"));
             (q, "qemu-system-ppc")
         }
         Some("s390x") => {
             let mut q = Command::new("qemu-system-s390x");
             q.args(["-M", "s390-ccw-virtio", "-cpu", "qemu"])
                 .arg("-append")
-                .arg(KERNEL_CMDLINE.replace("console=ttyS0", "console=ttysclp0"));
+                .arg(
+                    spec.machine
+                        .cmdline
+                        .replace("console=ttyS0", "console=ttysclp0"),
+                );
             (q, "qemu-system-misc")
         }
         Some(other) => bail!("no qemu machine for the {other} test kernel"),
         None => {
             let mut q = Command::new("qemu-system-x86_64");
-            q.args(["-accel", "tcg"]).arg("-append").arg(KERNEL_CMDLINE);
+            q.args(["-accel", "tcg"])
+                .arg("-append")
+                .arg(spec.machine.cmdline);
             (q, "qemu-system-x86")
         }
     };
-    qemu.args(["-m", "512", "-smp", "1", "-nographic", "-no-reboot"]);
+    qemu.arg("-m")
+        .arg(spec.machine.memory_mb.to_string())
+        .args(["-smp", "1", "-nographic", "-no-reboot"]);
     if spec.cross.is_some() {
         qemu.args(["-monitor", "none", "-serial", "stdio", "-nodefaults"]);
     }
     qemu.arg("-kernel")
-        .arg(spec.bzimage)
+        .arg(spec.kernel)
         .arg("-initrd")
         .arg(initrd)
         .stdin(Stdio::null())

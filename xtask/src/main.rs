@@ -3,6 +3,8 @@
 
 mod bench;
 mod case;
+mod debian;
+mod debian_e2e;
 mod demo;
 mod e2e;
 mod farm;
@@ -13,6 +15,7 @@ mod kernel;
 mod kfixtures;
 mod listcheck;
 mod mismatch;
+mod multitarget;
 mod orccheck;
 mod package;
 mod selfdiff;
@@ -28,20 +31,28 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup            install the Debian packages, bindgen and cargo-fuzz (idempotent)
+  setup [debian [TARGET...]]
+                   install the Debian packages, bindgen and cargo-fuzz, and fetch the stock
+                   Debian kernels of the distribution cases into the dev cache (idempotent;
+                   `debian` fetches only those, all pinned ones or the TARGETs named)
   kernel [VARIANT] build or reuse the cached test kernel (or a variant, tests/e2e/kernel-VARIANT.fragment
                    merged after kernel.fragment, or a cross kernel: ppc64le, s390x); print its
                    source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
-                   kfixtures/NAME), then build and boot-test the cases under tests/e2e
+                   kfixtures/NAME), then build and boot-test the cases under tests/e2e;
+                   then the distribution cases (tests/e2e-debian) on Debian's stock
+                   kernels (select with debian, debian/CASE or debian/selftest)
   demo             build examples/proc-version.patch with klpgen and show it working in qemu
   test             cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then
                    the e2e, package, farm, stress and a 20 s-per-target fuzz test
   boot KO PROBE    boot one livepatch module with a probe script and run the e2e checks
   bless            re-bless the snapshot tests (tests/snapshots/ from tests/fixtures/*.c):
                    runs the fixture harness, then the snapshot test with KLPGEN_BLESS=1
-  bench            measure klpgen build (cold, warm) and klpgen diff (instructions, memory)
+  bench [stock | targets]
+                   measure klpgen build (cold, warm; test kernel and stock Debian kernel)
+                   and klpgen diff (instructions, memory); `stock`: only the stock build;
+                   `targets`: only one run over 1, 2 and 4 --kernel targets
   fuzz [--seconds N] [--seed N] [--sanitizer none|address] [TARGET...]
                    build the cargo-fuzz targets under fuzz/, seed them from real objects and
                    run each for N seconds (default 60); fails on any crash
@@ -74,11 +85,11 @@ fn real_main() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
     match args.first().map(String::as_str) {
-        Some("setup") => setup::cmd_setup().map(|()| true),
+        Some("setup") => setup::cmd_setup(rest).map(|()| true),
         Some("kernel") => kernel::cmd_kernel(rest.first().map(String::as_str)).map(|()| true),
         Some("e2e") => e2e::cmd_e2e(rest),
         Some("demo") => demo::cmd_demo().map(|()| true),
-        Some("bench") => bench::cmd_bench(),
+        Some("bench") => bench::cmd_bench(rest),
         Some("bless") => cmd_bless(rest).map(|()| true),
         Some("test") => cmd_test(rest),
         Some("boot") => e2e::cmd_boot(rest),

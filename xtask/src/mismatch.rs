@@ -4,8 +4,8 @@
 //! any compile work (exit 2, the `target.*-mismatch` key, both values, an untouched cache),
 //! `klpgen diff --symtab --symvers` the Module.symvers; the e2e cases run `klpgen check` on
 //! their modules against the doctored vmlinux and Module.symvers too. Where the dev cache holds
-//! Debian's package sets of 6.1.192-3 (ABI 57, cloud-amd64 and amd64) and 6.1.187-1 (ABI 53),
-//! [`check_debian`] mixes their real parts the same way (another ABI's vmlinux, another
+//! the pinned Debian package sets (`debian::TARGETS`: two cloud-amd64 ABIs and the generic
+//! amd64 flavour of the newest; a full `cargo xtask e2e` fetches them first), [`check_debian`] mixes their real parts the same way (another ABI's vmlinux, another
 //! flavour's headers, sources of another version, modules of another release). Part of `cargo
 //! xtask e2e`.
 
@@ -280,75 +280,61 @@ type DebianCase<'a> = (
     Vec<String>,
 );
 
-/// Debian's parts mixed across package sets (unpacked in `~/.cache/klpgen-dev/debian/`):
+/// Debian's parts mixed across the pinned package sets (`debian.rs`, unpacked in
+/// `~/.cache/klpgen-dev/debian/` by `cargo xtask setup`):
 /// each must be refused before any work, with the key, and the remedy naming the packages of
 /// the headers' kernel. None when the package sets are not there.
 pub fn check_debian(klpgen: &Path, dir: &Path) -> Result<Option<String>> {
-    let deb = util::home_dir().join(".cache/klpgen-dev/debian");
-    let (v57, v53) = (deb.join("6.1.192-3"), deb.join("6.1.187-1"));
-    let r57 = "6.1.0-57-cloud-amd64";
-    let headers =
-        |v: &Path, r: &str| v.join(format!("linux-headers-{r}/usr/src/linux-headers-{r}"));
-    let vmlinux = |v: &Path, r: &str| {
-        v.join(format!(
-            "linux-image-{r}-dbg/usr/lib/debug/boot/vmlinux-{r}"
-        ))
-    };
-    let modules = |v: &Path, r: &str| v.join(format!("linux-image-{r}-unsigned/lib/modules/{r}"));
-    let (src57, src53) = (
-        v57.join("src/linux-source-6.1"),
-        v53.join("src/linux-source-6.1"),
-    );
-    let needed = [
-        headers(&v57, r57),
-        headers(&v57, "6.1.0-57-amd64"),
-        vmlinux(&v57, r57),
-        vmlinux(&v53, "6.1.0-53-cloud-amd64"),
-        modules(&v57, r57),
-        modules(&v53, "6.1.0-53-cloud-amd64"),
-        src57.join("Makefile"),
-        src53.join("Makefile"),
-    ];
-    if needed.iter().any(|p| !p.exists()) {
+    use crate::debian;
+    // The newest cloud-amd64 ABI, an older one, the generic flavour of the newest (the pins
+    // of debian::TARGETS, where `cargo xtask setup` put them).
+    let new = debian::locate(debian::target("cloud")?);
+    let old = debian::locate(debian::target("cloud-older")?);
+    let generic = debian::locate(debian::target("amd64")?);
+    if ![&new, &old, &generic].iter().all(|s| s.is_complete()) {
         return Ok(None);
     }
-    let dbg57 = format!("linux-image-{r57}-dbg=6.1.192-3");
+    let (r_new, r_old, v_new) = (new.release(), old.release(), new.target.version);
+    let (src_new, src_old) = (new.source(), old.source());
     let cases: [DebianCase<'_>; 4] = [
         (
             "another ABI's vmlinux",
             &["target.vmlinux-mismatch"],
-            &src57,
-            headers(&v57, r57),
-            vmlinux(&v53, "6.1.0-53-cloud-amd64"),
-            modules(&v57, r57),
-            vec!["is kernel 6.1.0-53-cloud-amd64".into(), dbg57.clone()],
+            &src_new,
+            new.headers(),
+            old.vmlinux(),
+            new.modules(),
+            vec![
+                format!("is kernel {r_old}"),
+                format!("linux-image-{r_new}-dbg={v_new}"),
+            ],
         ),
         (
             "another flavour's headers",
             &["target.vmlinux-mismatch", "target.symvers-mismatch"],
-            &src57,
-            headers(&v57, "6.1.0-57-amd64"),
-            vmlinux(&v57, r57),
-            modules(&v57, r57),
+            &src_new,
+            generic.headers(),
+            new.vmlinux(),
+            new.modules(),
             vec!["CRCs disagree".into()],
         ),
         (
             "sources of another version",
             &["target.source-mismatch"],
-            &src53,
-            headers(&v57, r57),
-            vmlinux(&v57, r57),
-            modules(&v57, r57),
-            vec!["linux-source-6.1=6.1.192-3".into()],
+            &src_old,
+            new.headers(),
+            new.vmlinux(),
+            new.modules(),
+            vec![format!("linux-source-6.1={v_new}")],
         ),
         (
             "modules of another release",
             &["target.module-mismatch"],
-            &src57,
-            headers(&v57, r57),
-            vmlinux(&v57, r57),
-            modules(&v53, "6.1.0-53-cloud-amd64"),
-            vec![format!("linux-image-{r57}-unsigned=6.1.192-3")],
+            &src_new,
+            new.headers(),
+            new.vmlinux(),
+            old.modules(),
+            vec![format!("linux-image-{r_new}-unsigned={v_new}")],
         ),
     ];
     let patch = util::repo_root().join("examples/proc-version.patch");

@@ -1,4 +1,6 @@
-//! `cargo xtask setup`: installs the Debian packages and tools the project's builds and tests need.
+//! `cargo xtask setup`: installs the Debian packages and tools the project's builds and tests need,
+//! and fetches the stock Debian kernels the distribution e2e runs on into the dev cache
+//! (`debian.rs`; `cargo xtask setup debian` does only that).
 
 use crate::kernel::Cross;
 use crate::util;
@@ -27,6 +29,9 @@ pub const PACKAGES: &[&str] = &[
     "dwarves",
     "patch",
     "gcc",
+    // What the stock Debian 6.1 kernels were built with (their headers' `.kernelvariables`
+    // say `CC = gcc-12`); Debian 12's `gcc` depends on it, named here for the distribution e2e.
+    "gcc-12",
     "g++",
     "make",
     "xz-utils",
@@ -104,6 +109,11 @@ fn apt_get() -> Command {
     c.env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null());
     c
+}
+
+/// `apt-get update` (through sudo when not root).
+pub fn apt_update() -> Result<()> {
+    util::run(apt_get().arg("update"))
 }
 
 fn install_packages() -> Result<()> {
@@ -231,8 +241,8 @@ pub fn guest_busybox(c: &Cross) -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// Idempotent; quick when everything is installed.
-pub fn cmd_setup() -> Result<()> {
+/// The Debian packages and cargo tools (not the stock kernels the distribution e2e fetches).
+pub fn install_tools() -> Result<()> {
     install_packages()?;
     for (krate, bin) in CARGO_TOOLS {
         install_cargo_tool(krate, bin)?;
@@ -241,4 +251,16 @@ pub fn cmd_setup() -> Result<()> {
         guest_busybox(c)?;
     }
     Ok(())
+}
+
+/// Idempotent; quick when everything is installed. `debian [TARGET...]` fetches only the
+/// stock kernels (all pinned ones, or those named).
+pub fn cmd_setup(rest: &[String]) -> Result<()> {
+    match rest.split_first() {
+        None => {}
+        Some((what, targets)) if what == "debian" => return crate::debian::setup(targets),
+        Some(_) => bail!("usage: cargo xtask setup [debian [TARGET...]]"),
+    }
+    install_tools()?;
+    crate::debian::setup(&[])
 }

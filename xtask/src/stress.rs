@@ -210,13 +210,15 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
     let module_name = case::module_name(&format!("{CASE}-stress"));
     let probe = fs::read(case.dir.join("probe.sh")).context("cannot read the case's probe.sh")?;
     let spec = Spec {
-        bzimage: &k.bzimage(),
+        kernel: &k.bzimage(),
+        machine: guest::TEST_KERNEL,
         module: &module,
         module_name: &module_name,
         probe: &probe,
         workdir: &workdir,
         preload: None,
         cross: None,
+        late: None,
         second: None,
         wrong_kernel: None,
     };

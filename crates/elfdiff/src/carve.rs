@@ -17,8 +17,13 @@
 //! may say how many bytes it uses (an `alt_instr` entry: `replacementlen` at the offset the
 //! target's DWARF gives, `Arch::entry_reference_len`), so an empty replacement sharing its
 //! offset with another function's needs none; a reference to no copied byte goes where the
-//! next copied piece starts. A reference outside the section or into no piece, overlapping
-//! ranges, or a relocation field cut in two is an error ([`CarveError`], `Error::Carve`).
+//! next copied piece starts. Code that runs where it lies (`CarvedCode::in_place`: x86's
+//! `.altinstr_aux` and `.fixup`, not the replacements copied over their function's code) may
+//! run on past a piece's end when its last instruction is no jump, return or trap
+//! (`Arch::falls_through`): the next piece is then needed too ([`Carve::need_piece`]); a cut in
+//! the middle of such code (an ORC entry points there) splits nothing that runs. A reference
+//! outside the section or into no piece, overlapping ranges, or a relocation field cut in two
+//! is an error ([`CarveError`], `Error::Carve`).
 
 /// Why a reference into a carved section cannot be followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +177,19 @@ impl Carve {
             at = self.pieces[p].1;
         }
         Ok(fresh)
+    }
+
+    /// Mark piece `piece` needed (code of the piece before it runs on into it); true when it
+    /// was not needed before, false when it was or there is no such piece.
+    pub fn need_piece(&mut self, piece: usize) -> bool {
+        match self.needed.get_mut(piece) {
+            Some(n) if !*n => {
+                *n = true;
+                self.laid_out = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Check that a relocation field `[offset, offset + width)` inside a needed piece does not

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use crate::annot::{source_function, Annotations, CALLBACK_PREFIX};
 use crate::compare::{FuncResult, Verdict};
 use crate::correlate::{is_special, is_static_local};
+use crate::entries::StrideError;
 use crate::model::{Bind, Object, Orig, Patched, SecIdx, Side, SymIdx, SymKind};
 use crate::names::{normalize, split_parent};
 use crate::propagate::Propagated;
@@ -306,12 +307,20 @@ fn unknown_section_refusals(
         let s = patched.sec(sec);
         // `.klpgen.*` and `.kpatch.*` sections are annotations, read (and checked) by `annot`.
         if !s.is_alloc()
-            || is_known_section(patched.arch, s.name)
             || crate::annot::is_annotation_section(s.name)
             || crate::runtime_const::runtime_const_kind(s.name).is_some()
         {
             continue;
         }
+        // A special section (the machine's, or one an entry size is given for) is cut per
+        // entry; one whose entries cannot be told apart is refused below. An unknown size is
+        // the plan's to report, with how to give it.
+        let layout_error = match pair.patched_entries.stride_of(sec) {
+            Some(Ok(_) | Err(StrideError::Unknown { .. })) => continue,
+            Some(Err(e)) => Some(e),
+            None if is_known_section(patched.arch, s.name) => continue,
+            None => None,
+        };
         let hit =
             s.relocs
                 .iter()
@@ -331,6 +340,12 @@ fn unknown_section_refusals(
                 section: s.name.into(),
                 reason: format!("entries of {} point into changed code ({target}) and are not carried; left out as {} asks", s.name, annotations.ignore_section_macro(p)),
             });
+        } else if let Some(e) = layout_error {
+            out.push(refusal::special_section_layout(
+                s.name,
+                target,
+                &e.to_string(),
+            ));
         } else if s.name == "_error_injection_whitelist" {
             out.push(refusal::error_injection(target, s.name));
         } else {

@@ -71,16 +71,21 @@ pub(crate) fn compare_functions(
         let orig = matched.get(&p).copied();
         let verdict = match orig {
             None => Verdict::New,
+            // A function's special-section entries are part of it (`entries.rs`): they are
+            // compared unless its own code already differs for good.
             Some(o) => match pair.compare(o, p) {
-                Comparison::Same => Verdict::Unchanged,
                 Comparison::Differs(why) => Verdict::Changed(why),
-                Comparison::Immediates(diffs, why) => {
-                    pending.push(Pending {
-                        result: results.len(),
-                        diffs,
-                    });
-                    Verdict::Changed(why)
-                }
+                c => match (pair.compare_entries(o, p), c) {
+                    (Some(why), _) => Verdict::Changed(why),
+                    (None, Comparison::Immediates(diffs, why)) => {
+                        pending.push(Pending {
+                            result: results.len(),
+                            diffs,
+                        });
+                        Verdict::Changed(why)
+                    }
+                    (None, _) => Verdict::Unchanged,
+                },
             },
         };
         results.push(FuncResult {
@@ -162,6 +167,9 @@ impl<'d> Pair<'_, 'd> {
                 return Comparison::Differs(format!(
                     "relocation at +{offo:#x} moved or changed type"
                 ));
+            }
+            if self.same_named_ref(osec, ro, psec, rp) {
+                continue;
             }
             let ko = ref_key(self.orig, self.orig_insns, osec, ro);
             let kp = ref_key(self.patched, self.patched_insns, psec, rp);

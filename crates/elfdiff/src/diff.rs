@@ -10,7 +10,9 @@ use crate::annot::Annotations;
 use crate::checks::{self, runtime_const_refusals_in};
 use crate::compare::compare_functions;
 use crate::correlate::correlate;
+use crate::entries::Entries;
 use crate::model::{Object, Orig, Patched, Reloc, SecIdx, SymIdx};
+use crate::plan::PlanOptions;
 use crate::propagate::propagate;
 use crate::refs::{resolve, Insns, Pair};
 use crate::refusal::{caller_unpatchable, CallerCause};
@@ -26,6 +28,8 @@ pub struct Diff<'a, 'd> {
     pub patched: &'a Object<'d, Patched>,
     pub(crate) orig_insns: Insns,
     pub(crate) patched_insns: Insns,
+    pub(crate) orig_entries: Entries<Orig>,
+    pub(crate) patched_entries: Entries<Patched>,
     /// Correlated symbols, patched → original.
     pub matched: HashMap<SymIdx<Patched>, SymIdx<Orig>>,
     pub matched_rev: HashMap<SymIdx<Orig>, SymIdx<Patched>>,
@@ -41,13 +45,28 @@ pub struct Diff<'a, 'd> {
 }
 
 impl<'a, 'd> Diff<'a, 'd> {
+    /// The diff with only the entry sizes klpgen knows or recognises ([`Diff::with_layouts`]).
     pub fn new(orig: &'a Object<'d, Orig>, patched: &'a Object<'d, Patched>) -> Self {
+        Self::with_layouts(orig, patched, &PlanOptions::default())
+    }
+
+    /// The diff, with the entry sizes and member offsets of `layouts` (the target's DWARF,
+    /// `--entry-size`): special-section entries are compared with their functions.
+    pub fn with_layouts(
+        orig: &'a Object<'d, Orig>,
+        patched: &'a Object<'d, Patched>,
+        layouts: &PlanOptions,
+    ) -> Self {
         let (orig_insns, patched_insns) = (Insns::new(orig), Insns::new(patched));
+        let orig_entries = Entries::new(orig, &orig_insns, layouts);
+        let patched_entries = Entries::new(patched, &patched_insns, layouts);
         let pair = Pair {
             orig,
             patched,
             orig_insns: &orig_insns,
             patched_insns: &patched_insns,
+            orig_entries: &orig_entries,
+            patched_entries: &patched_entries,
         };
         let annotations = Annotations::read(patched);
         // Which symbols are the same thing.
@@ -67,6 +86,8 @@ impl<'a, 'd> Diff<'a, 'd> {
             patched,
             orig_insns,
             patched_insns,
+            orig_entries,
+            patched_entries,
             matched_rev: matched.iter().map(|(&p, &o)| (o, p)).collect(),
             matched,
             functions,
@@ -84,6 +105,8 @@ impl<'a, 'd> Diff<'a, 'd> {
             patched: self.patched,
             orig_insns: &self.orig_insns,
             patched_insns: &self.patched_insns,
+            orig_entries: &self.orig_entries,
+            patched_entries: &self.patched_entries,
         }
     }
 

@@ -15,6 +15,7 @@ mod compare;
 mod correlate;
 pub mod diff;
 pub mod dwarf;
+pub mod entries;
 pub mod error;
 pub mod explain;
 mod lines;

@@ -1,8 +1,8 @@
 //! Inclusion: from a diff, the exact contents of the livepatch object — which sections are
-//! copied whole, which are copied piece by piece (`carve.rs`: x86's alternative replacements
-//! and `_static_cpu_has` fragments, the dynamic debug descriptors), which special-section
-//! entries are kept, and where every relocation of the included code points (a copied
-//! symbol, or a symbol of the running kernel).
+//! copied whole, which are copied piece by piece (`carve.rs`: x86's alternative replacements,
+//! `_static_cpu_has` fragments and `.fixup` code, the dynamic debug descriptors), which
+//! special-section entries are kept, and where every relocation of the included code points
+//! (a copied symbol, or a symbol of the running kernel).
 //!
 //! What is carried: changed and new functions, callbacks (copied like new ones, even an
 //! unchanged one: `Plan::callbacks`), and the strings and new data they use. Of the changed
@@ -10,7 +10,9 @@
 //! (callers that inlined its parent's head call it directly) but not a `.cold` part (its
 //! parent's new body reaches it) nor a private function (its callers are redirected; a note
 //! says so). Special sections (`__mcount_loc`, `__bug_table`, `__ex_table`, `__jump_table`,
-//! `.altinstructions`, ...) are cut per entry, an entry kept when it points into carried code;
+//! `.altinstructions`, `.parainstructions`, ..., and any section given an entry size) are cut
+//! per entry (sizes and a short last entry: `entries.rs`), an entry kept when it points into
+//! carried code;
 //! `.printk_index` entries point at a site's `struct pi_entry` instead and are kept by what it
 //! names (`Builder::printk_index_wanted`). When the target's objtool runs again
 //! (`PlanOptions::objtool_regenerates`), objtool's sections and the `__pfx_` symbols it names
@@ -32,6 +34,7 @@ use object::elf;
 use crate::arch::{FarRef, Machine};
 use crate::carve::{Carve, CarveError};
 use crate::diff::{Diff, Target, Verdict};
+use crate::entries::{self, Stride, StrideError};
 use crate::error::Error;
 use crate::model::{Bind, Patched, SecIdx, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
@@ -53,8 +56,9 @@ const CARVED_BY_SYMBOLS: &[&str] = &["__dyndbg"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carving {
     /// At every offset an allocated section refers to
-    /// ([`Arch::carved_code_sections`](crate::arch::Arch::carved_code_sections)).
-    References,
+    /// ([`Arch::carved_code_sections`](crate::arch::Arch::carved_code_sections)); `in_place`:
+    /// its code runs where it lies, so a needed piece that runs on needs the next one.
+    References { in_place: bool },
     /// At its symbols' ranges.
     Symbols,
 }
@@ -81,8 +85,13 @@ impl PlanOptions {
 
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
-    /// Entry sizes by section name (from the target's DWARF or the command line).
+    /// Entry sizes by section name from the target's DWARF (the size of each special
+    /// section's structure): they win over every other source (`entries.rs`).
     pub entry_sizes: HashMap<String, u64>,
+    /// Entry sizes given on the command line (`--entry-size`), for targets without DWARF; a
+    /// section named here is a special section, cut per entry, even if klpgen does not know
+    /// it.
+    pub given_entry_sizes: HashMap<String, u64>,
     /// Offsets of the structure members the plan reads ([`LAYOUT_MEMBERS`]), keyed
     /// `struct.member`, from the target's DWARF. A missing one takes the layout of the
     /// kernels klpgen knows (5.15 to 6.19).
@@ -575,12 +584,15 @@ impl Builder<'_, '_, '_> {
     fn carving(&self, sec: SecIdx<Patched>) -> Option<Carving> {
         let name = self.diff.patched.sec(sec).name;
         if CARVED_BY_SYMBOLS.contains(&name) {
-            Some(Carving::Symbols)
-        } else if self.diff.patched.arch.is_carved_code_section(name) {
-            Some(Carving::References)
-        } else {
-            None
+            return Some(Carving::Symbols);
         }
+        self.diff
+            .patched
+            .arch
+            .carved_code(name)
+            .map(|c| Carving::References {
+                in_place: c.in_place,
+            })
     }
 
     fn carve_error(&self, sec: SecIdx<Patched>, source: CarveError) -> Error {
@@ -614,7 +626,7 @@ impl Builder<'_, '_, '_> {
                 }),
             )
             .map_err(|e| self.carve_error(sec, e))?,
-            Carving::References => {
+            Carving::References { .. } => {
                 // Every offset an allocated section refers to; non-allocated ones (debug
                 // information, objtool's `.discard.*` annotations) are never copied and do
                 // not start pieces.
@@ -776,10 +788,7 @@ impl Builder<'_, '_, '_> {
         }
         let site_sec = d.patched.sec(site);
         let arch = d.patched.arch;
-        let special = arch
-            .special_sections()
-            .iter()
-            .any(|s| s.name == site_sec.name)
+        let special = entries::is_special(arch, self.opts, site_sec.name)
             || arch.objtool_sections().contains(&site_sec.name)
             || self.carving(site).is_some()
             || site_sec.name.starts_with(".discard")
@@ -986,13 +995,26 @@ impl Builder<'_, '_, '_> {
             )
         });
         let out = self.carved(sec, how)?;
-        let fresh = self
-            .carves
-            .get_mut(&sec)
-            .expect("carved")
-            .carve
-            .need(x, len);
-        for p in fresh.map_err(|e| self.carve_error(sec, e))? {
+        let carve = &mut self.carves.get_mut(&sec).expect("carved").carve;
+        let mut fresh = match carve.need(x, len) {
+            Ok(f) => f,
+            Err(e) => return Err(self.carve_error(sec, e)),
+        };
+        if let Carving::References { in_place: true } = how {
+            // Code that runs where it lies runs on into the next piece unless it ends in a
+            // jump, return or trap.
+            let data = d.patched.sec(sec).data;
+            let mut k = 0;
+            while k < fresh.len() {
+                let (start, end) = carve.pieces()[fresh[k]];
+                let code = data.get(start as usize..end as usize).unwrap_or(&[]);
+                if d.patched.arch.falls_through(code) && carve.need_piece(fresh[k] + 1) {
+                    fresh.push(fresh[k] + 1);
+                }
+                k += 1;
+            }
+        }
+        for p in fresh {
             self.need_piece(sec, p)?;
         }
         // `need` accepted it: the offset lies in [0, size].
@@ -1023,30 +1045,32 @@ impl Builder<'_, '_, '_> {
     }
 
     /// Where a PC-relative field of a special-section entry counts from, relative to the field
-    /// (`Arch::entry_field_bias`: ppc64's feature fixups count from the entry's start).
+    /// (`Arch::entry_field_bias`: ppc64's feature fixups count from the entry's start). The
+    /// field's place in its entry comes from the section's stride (`entries::stride`, as the
+    /// diff found it); a section without one has no known fields.
     fn entry_bias(&self, site: SecIdx<Patched>, offset: u64) -> i64 {
-        let name = self.diff.patched.sec(site).name;
-        match self.entry_size(name).filter(|&n| n > 0) {
-            Some(size) => self.diff.patched.arch.entry_field_bias(name, offset % size),
-            None => 0,
+        let d = self.diff;
+        let name = d.patched.sec(site).name;
+        match d.patched_entries.stride_of(site) {
+            Some(Ok(st)) if st.size > 0 => d.patched.arch.entry_field_bias(name, offset % st.size),
+            _ => 0,
         }
     }
 
-    fn entry_size(&self, name: &str) -> Option<u64> {
-        if let Some(&n) = self.opts.entry_sizes.get(name) {
-            return Some(n);
-        }
-        let fixed = self
-            .diff
-            .patched
-            .arch
-            .special_sections()
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.entry_size);
-        fixed.or_else(|| {
-            let s = self.diff.patched.sec(self.diff.patched.find_section(name)?);
-            (s.sh_entsize > 0).then_some(s.sh_entsize)
+    /// The entries of special section `sec` (`entries.rs`): a size that cannot be known, or
+    /// a section that is no whole number of entries, is an error naming it.
+    fn stride(&self, sec: SecIdx<Patched>) -> Result<Stride, Error> {
+        let d = self.diff;
+        let name = d.patched.sec(sec).name;
+        entries::stride(d.patched, sec, self.opts).map_err(|e| match e {
+            StrideError::Unknown { .. } => Error::UnknownEntrySize {
+                object: d.patched.label.clone(),
+                section: name.to_string(),
+            },
+            e => Error::Malformed {
+                object: d.patched.label.clone(),
+                what: format!("special section {name}: {e}"),
+            },
         })
     }
 
@@ -1396,12 +1420,7 @@ impl Builder<'_, '_, '_> {
     /// <module>`) lists the new code's formats.
     fn printk_index_wanted(&self, sec: SecIdx<Patched>) -> Result<Vec<u64>, Error> {
         let d = self.diff;
-        let ptr = self
-            .entry_size(PRINTK_INDEX)
-            .ok_or_else(|| Error::UnknownEntrySize {
-                object: d.patched.label.clone(),
-                section: PRINTK_INDEX.to_string(),
-            })?;
+        let ptr = self.stride(sec)?.size;
         let names: HashSet<&str> = self
             .included_funcs
             .iter()
@@ -1441,39 +1460,45 @@ impl Builder<'_, '_, '_> {
         Ok(wanted)
     }
 
-    /// Copy the entries of special section `sec` (`name`, entries of `size` bytes) that hold
-    /// the relocations at `wanted`, with their relocations planned.
+    /// Copy the entries of special section `sec` (`name`, entries of `stride`) that hold the
+    /// relocations at `wanted`, with their relocations planned. A short last entry (a layout
+    /// that aligns each entry before it, `.parainstructions`) is padded with zeros to a whole
+    /// entry in the copy, so the copy is a whole number of entries.
     fn copy_entries(
         &mut self,
         sec: SecIdx<Patched>,
         name: &str,
-        size: u64,
+        stride: Stride,
         wanted: &[u64],
     ) -> Result<(), Error> {
         let d = self.diff;
         let s = d.patched.sec(sec);
+        let size = stride.size;
         let mut keep: Vec<u64> = wanted.iter().map(|o| o / size).collect();
         keep.dedup();
         // Each kept entry holds a relocation, so it lies inside the section's data: the
-        // copy is never larger than the section.
-        let mut data = Vec::with_capacity(s.data.len());
+        // copy is never larger than the section plus one entry's padding.
+        let mut data = Vec::with_capacity(s.data.len() + size as usize);
         let mut relocs = Vec::new();
         let mut pending = Vec::new();
         for (k, entry) in keep.iter().enumerate() {
             let start = entry * size;
             let out_base = k as u64 * size;
+            let end = (start + size).min(s.size);
             let bytes = usize::try_from(start)
                 .ok()
-                .zip(usize::try_from(start + size).ok())
+                .zip(usize::try_from(end).ok())
                 .and_then(|(a, b)| s.data.get(a..b))
+                .filter(|_| start < end)
                 .ok_or_else(|| Error::Malformed {
                     object: d.patched.label.clone(),
                     what: format!("{name}: entry {entry} lies outside the section"),
                 })?;
             data.extend_from_slice(bytes);
-            for r in s.relocs_in(start, start + size) {
+            data.resize((out_base + size) as usize, 0);
+            for r in s.relocs_in(start, end) {
                 let width = d.patched.reloc_kind(r.r_type).width;
-                if r.offset - start + width > size {
+                if r.offset - start + width > end - start {
                     return Err(Error::Malformed {
                         object: d.patched.label.clone(),
                         what: format!(
@@ -1509,19 +1534,15 @@ impl Builder<'_, '_, '_> {
     fn special_sections(&mut self) -> Result<(), Error> {
         let d = self.diff;
         let arch = d.patched.arch;
-        for special in arch.special_sections() {
-            let name = &special.name;
-            let Some(sec) = d.patched.find_section(name) else {
-                continue;
-            };
-            if self.opts.objtool_regenerates && arch.objtool_sections().contains(name) {
+        for (sec, name) in entries::special_sections(d.patched, self.opts) {
+            if self.opts.objtool_regenerates && arch.objtool_sections().contains(&name) {
                 self.plan.notes.push(format!(
                     "{name}: left to the target's objtool (run on the linked module, or by klpgen on the livepatch object)"
                 ));
                 continue;
             }
             let s = d.patched.sec(sec);
-            let wanted: Vec<_> = if *name == PRINTK_INDEX {
+            let wanted: Vec<_> = if name == PRINTK_INDEX {
                 self.printk_index_wanted(sec)?
             } else {
                 s.relocs
@@ -1533,28 +1554,14 @@ impl Builder<'_, '_, '_> {
             if wanted.is_empty() {
                 continue;
             }
-            let size = self
-                .entry_size(name)
-                .ok_or_else(|| Error::UnknownEntrySize {
-                    object: d.patched.label.clone(),
-                    section: name.to_string(),
-                })?;
+            let stride = self.stride(sec)?;
             if s.is_nobits() {
                 return Err(Error::Malformed {
                     object: d.patched.label.clone(),
                     what: format!("{name} has relocations but no contents (SHT_NOBITS)"),
                 });
             }
-            if size == 0 || !s.size.is_multiple_of(size) {
-                return Err(Error::Malformed {
-                    object: d.patched.label.clone(),
-                    what: format!(
-                        "{name} is {} bytes, not a multiple of its entry size {size}",
-                        s.size
-                    ),
-                });
-            }
-            self.copy_entries(sec, name, size, &wanted)?;
+            self.copy_entries(sec, name, stride, &wanted)?;
         }
         for s in &d.patched.sections {
             if (s.name.starts_with(".orc_unwind") || s.name == ".orc_header")

@@ -4,14 +4,31 @@
 //! of section offsets that move between builds. A UBSAN check site's record is compared by
 //! what it says but its source location's line and column, which only show moved lines, and
 //! by what its own relocations refer to (`Ubsan`).
+//!
+//! A reference into a section copied piece by piece (`Arch::carved_code_sections`: x86's
+//! `.altinstr_aux`, `.fixup`, `.altinstr_replacement`) is compared by the content of the piece
+//! it points into, not by its offset, which moves whenever another function's piece comes or
+//! goes: the piece's bytes (relocation fields masked), what its own relocations refer to, and
+//! for code that runs where it lies, the pieces it runs on into. The pieces are cut as the
+//! plan cuts them (`carve.rs`): at every offset an allocated section refers to.
 
 use crate::arch::{Flow, InsnMap};
+use crate::entries::{known_special, Entries};
 use crate::model::{Bind, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol};
 use crate::names::{is_prefix_symbol, normalize, normalize_section};
 
-/// Per-section decoded instruction boundaries, for finding where PC-relative relocations point.
+/// Per-section decoded instruction boundaries, for finding where PC-relative relocations
+/// point, and the pieces of the carved sections.
 pub(crate) struct Insns {
     maps: Vec<Option<InsnMap>>,
+    carved: Vec<Option<Pieces>>,
+}
+
+/// The cuts of a carved section: sorted offsets where its pieces start (0 first), and whether
+/// its code runs where it lies (a piece may run on into the next).
+struct Pieces {
+    cuts: Vec<u64>,
+    in_place: bool,
 }
 
 impl Insns {
@@ -24,7 +41,87 @@ impl Insns {
                     .then(|| obj.arch.decode(s.data))
             })
             .collect();
-        Insns { maps }
+        let mut insns = Insns {
+            maps,
+            carved: Vec::new(),
+        };
+        let mut carved: Vec<Option<Pieces>> = obj
+            .sections
+            .iter()
+            .map(|s| {
+                let c = obj.arch.carved_code(s.name)?;
+                (!s.is_nobits()).then(|| Pieces {
+                    cuts: vec![0],
+                    in_place: c.in_place,
+                })
+            })
+            .collect();
+        if carved.iter().any(Option::is_some) {
+            for site in obj.section_indices() {
+                if !obj.sec(site).is_alloc() {
+                    continue;
+                }
+                for r in &obj.sec(site).relocs {
+                    let y = obj.sym(r.sym);
+                    let Some(ts) = y.section.filter(|_| !y.undefined) else {
+                        continue;
+                    };
+                    let Some(p) = carved[ts.get()].as_mut() else {
+                        continue;
+                    };
+                    let x = (y.value as i64)
+                        .wrapping_add(r.addend)
+                        .wrapping_add(insns.bias(obj, site, r))
+                        .wrapping_add(fixed_entry_bias(obj, site, r.offset));
+                    if let Ok(x) = u64::try_from(x) {
+                        if x < obj.sec(ts).size {
+                            p.cuts.push(x);
+                        }
+                    }
+                }
+            }
+            for p in carved.iter_mut().flatten() {
+                p.cuts.sort_unstable();
+                p.cuts.dedup();
+            }
+        }
+        insns.carved = carved;
+        insns
+    }
+
+    /// The bytes `[start, end)` of carved section `sec` that a reference to `offset` uses:
+    /// `len` bytes when the referrer says, else the piece holding `offset` and, for code that
+    /// runs where it lies, the pieces it runs on into. None when `sec` is not carved or
+    /// `offset` lies outside it.
+    fn piece_span<S: Side>(
+        &self,
+        obj: &Object<'_, S>,
+        sec: SecIdx<S>,
+        offset: i64,
+        len: Option<u64>,
+    ) -> Option<(u64, u64)> {
+        let p = self.carved.get(sec.get())?.as_ref()?;
+        let s = obj.sec(sec);
+        let x = u64::try_from(offset).ok().filter(|&x| x <= s.size)?;
+        if let Some(l) = len {
+            return Some((x, x.saturating_add(l).min(s.size)));
+        }
+        if x == s.size {
+            return Some((x, x));
+        }
+        let i = p.cuts.partition_point(|&c| c <= x).checked_sub(1)?;
+        let start = p.cuts[i];
+        let mut k = i + 1;
+        let mut end = p.cuts.get(k).copied().unwrap_or(s.size);
+        while p.in_place && end < s.size {
+            let code = s.data.get(start as usize..end as usize)?;
+            if !obj.arch.falls_through(code) {
+                break;
+            }
+            k += 1;
+            end = p.cuts.get(k).copied().unwrap_or(s.size);
+        }
+        Some((start, end))
     }
 
     /// Whether relocation `r` fills the target of a direct call or jump.
@@ -62,13 +159,40 @@ impl Insns {
     }
 }
 
-/// The two objects of a diff with their decoded code: what every phase of the differ reads.
+/// The two objects of a diff with their decoded code and special-section entries: what every
+/// phase of the differ reads.
 #[derive(Clone, Copy)]
 pub(crate) struct Pair<'x, 'd> {
     pub orig: &'x Object<'d, Orig>,
     pub patched: &'x Object<'d, Patched>,
     pub orig_insns: &'x Insns,
     pub patched_insns: &'x Insns,
+    pub orig_entries: &'x Entries<Orig>,
+    pub patched_entries: &'x Entries<Patched>,
+}
+
+impl Pair<'_, '_> {
+    /// Whether relocation `ro` of the original's section `osec` and `rp` of the patched's
+    /// `psec` surely refer to the same thing, decided without building their keys: both go to
+    /// a named symbol of the same name with the same addend (the keys would be equal). False
+    /// means their keys must be compared ([`ref_key`]); most references are the cheap kind.
+    pub(crate) fn same_named_ref(
+        &self,
+        osec: SecIdx<Orig>,
+        ro: &Reloc<Orig>,
+        psec: SecIdx<Patched>,
+        rp: &Reloc<Patched>,
+    ) -> bool {
+        match (
+            resolve(self.orig, self.orig_insns, osec, ro),
+            resolve(self.patched, self.patched_insns, psec, rp),
+        ) {
+            (Target::Symbol { sym: a, addend: x }, Target::Symbol { sym: b, addend: y }) => {
+                x == y && self.orig.sym(a).name == self.patched.sym(b).name
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where a relocation points, resolved past section symbols.
@@ -92,6 +216,10 @@ pub(crate) enum RefKey {
     /// An address slot of the machine's slot section (ppc64 `.toc`): what the slot holds,
     /// since the slots of a unit move when the patch adds or drops one.
     Slot(Box<RefKey>),
+    /// Into a piece of a carved section: the section, the distance from the piece's start,
+    /// and the piece's content (bytes with relocation fields masked, and each relocation's
+    /// offset in the piece, type and target).
+    Piece(String, i64, Box<PieceContent>),
     /// A UBSAN record ([`ubsan_section`]): its section's name without the number, the
     /// offset, its bytes with the source location's line and column zeroed, and what its
     /// own relocations (file name, type descriptors) refer to.
@@ -128,6 +256,37 @@ pub(crate) fn ubsan_section(name: &str) -> Option<Ubsan> {
         _ => None,
     }
 }
+
+/// What a piece of a carved section holds, comparably.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PieceContent {
+    bytes: Vec<u8>,
+    relocs: Vec<(u64, u32, RefKey)>,
+}
+
+impl PieceContent {
+    /// A short digest of the content (FNV-1a over the bytes and what each relocation refers
+    /// to), so that a message tells two different pieces apart.
+    fn digest(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h = (h ^ u32::from(x)).wrapping_mul(0x0100_0193);
+            }
+        };
+        eat(&self.bytes);
+        for (at, ty, k) in &self.relocs {
+            eat(&at.to_le_bytes());
+            eat(&ty.to_le_bytes());
+            eat(describe(k).as_bytes());
+        }
+        h
+    }
+}
+
+/// How deep references from pieces into pieces are followed before their offsets stand for
+/// them (pieces do not refer to each other in real objects; malformed ones may loop).
+const PIECE_DEPTH: u32 = 4;
 
 pub(crate) fn resolve<S: Side>(
     obj: &Object<'_, S>,
@@ -216,16 +375,80 @@ pub(crate) fn ref_key<S: Side>(
     site: SecIdx<S>,
     r: &Reloc<S>,
 ) -> RefKey {
-    key(obj, insns, site, r, true)
+    ref_key_at(obj, insns, site, r, PIECE_DEPTH, true)
 }
 
-/// [`ref_key`]; `nested`: a UBSAN record's own relocations are followed (one level: they
-/// point at strings and type descriptors).
-fn key<S: Side>(
+/// The key of a reference into a carved section by the content it uses (`len` bytes when the
+/// referrer says how many, `Arch::entry_reference_len`; `entry_bias`: where the field of a
+/// special-section entry counts from, `Arch::entry_field_bias`); None when it points
+/// elsewhere.
+pub(crate) fn piece_ref_key<S: Side>(
     obj: &Object<'_, S>,
     insns: &Insns,
     site: SecIdx<S>,
     r: &Reloc<S>,
+    len: Option<u64>,
+    entry_bias: i64,
+) -> Option<RefKey> {
+    match resolve(obj, insns, site, r) {
+        Target::Anon { sec, offset } => piece_key(
+            obj,
+            insns,
+            sec,
+            offset.wrapping_add(entry_bias),
+            len,
+            PIECE_DEPTH,
+        ),
+        _ => None,
+    }
+}
+
+fn piece_key<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    sec: SecIdx<S>,
+    offset: i64,
+    len: Option<u64>,
+    depth: u32,
+) -> Option<RefKey> {
+    if depth == 0 {
+        return None;
+    }
+    let (start, end) = insns.piece_span(obj, sec, offset, len)?;
+    let s = obj.sec(sec);
+    let mut bytes = s.data.get(start as usize..end as usize)?.to_vec();
+    let relocs = s.relocs_in(start, end);
+    let mut refs = Vec::with_capacity(relocs.len());
+    for r in relocs {
+        let at = r.offset - start;
+        let kind = obj.reloc_kind(r.r_type);
+        let w = kind.width as usize;
+        if let Some(f) = bytes.get_mut(at as usize..(at as usize).saturating_add(w)) {
+            // The field's bits only: the instruction's own (a `b` or a `bl`) are content.
+            kind.clear(f, obj.arch.endianness());
+        }
+        refs.push((
+            at,
+            r.r_type,
+            ref_key_at(obj, insns, sec, r, depth - 1, true),
+        ));
+    }
+    Some(RefKey::Piece(
+        normalize_section(s.name),
+        offset.wrapping_sub(start as i64),
+        Box::new(PieceContent {
+            bytes,
+            relocs: refs,
+        }),
+    ))
+}
+
+fn ref_key_at<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    site: SecIdx<S>,
+    r: &Reloc<S>,
+    depth: u32,
     nested: bool,
 ) -> RefKey {
     match resolve(obj, insns, site, r) {
@@ -243,10 +466,15 @@ fn key<S: Side>(
             )
         }
         Target::Anon { sec, offset } => {
-            let s = obj.sec(sec);
+            // A slot (ppc64 `.toc`, also carved per entry) stands for what it holds, not for
+            // its bytes.
             if let Some(slot) = slot_reloc(obj, sec, offset) {
-                return RefKey::Slot(Box::new(key(obj, insns, sec, slot, nested)));
+                return RefKey::Slot(Box::new(ref_key_at(obj, insns, sec, slot, depth, nested)));
             }
+            if let Some(k) = piece_key(obj, insns, sec, offset, None, depth) {
+                return k;
+            }
+            let s = obj.sec(sec);
             let Some(kind) = ubsan_section(s.name) else {
                 return RefKey::Anon(normalize_section(s.name), offset, s.data.to_vec());
             };
@@ -267,7 +495,7 @@ fn key<S: Side>(
             let refs = s
                 .relocs
                 .iter()
-                .map(|r| key(obj, insns, sec, r, false))
+                .map(|r| ref_key_at(obj, insns, sec, r, depth, false))
                 .collect();
             RefKey::Ubsan(name, offset, data, refs)
         }
@@ -291,6 +519,17 @@ pub(crate) fn slot_reloc<'o, S: Side>(
         .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8)
 }
 
+/// Where the field at `offset` of special section `site` counts from, relative to the field
+/// ([`Arch::entry_field_bias`](crate::arch::Arch::entry_field_bias), by the machine's fixed
+/// entry size): the pieces are cut where the plan cuts them, which reads the same bias.
+fn fixed_entry_bias<S: Side>(obj: &Object<'_, S>, site: SecIdx<S>, offset: u64) -> i64 {
+    let name = obj.sec(site).name;
+    match known_special(obj.arch, name).and_then(|s| s.entry_size) {
+        Some(size) if size > 0 => obj.arch.entry_field_bias(name, offset % size),
+        _ => 0,
+    }
+}
+
 /// A reference target as a message shows it.
 pub(crate) fn describe(k: &RefKey) -> String {
     match k {
@@ -298,5 +537,10 @@ pub(crate) fn describe(k: &RefKey) -> String {
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
         RefKey::Anon(sec, off, _) | RefKey::Ubsan(sec, off, ..) => format!(".{sec}{off:+}"),
         RefKey::Slot(k) => format!("slot of {}", describe(k)),
+        RefKey::Piece(sec, off, c) => format!(
+            ".{sec}{off:+} (a {}-byte piece, content {:08x})",
+            c.bytes.len(),
+            c.digest()
+        ),
     }
 }

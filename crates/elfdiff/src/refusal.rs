@@ -252,6 +252,19 @@ pub(crate) fn unknown_special_section(section: &str, target: &str) -> Refusal {
     )
 }
 
+/// A special section (`section`) with entries pointing into changed code (`target`) whose
+/// entries cannot be told apart (`why`: a size that contradicts another, or a section that is
+/// no whole number of entries).
+pub(crate) fn special_section_layout(section: &str, target: &str, why: &str) -> Refusal {
+    RefusalKind::UnknownSpecialSection.refusal(
+        section,
+        target,
+        section,
+        format!("special section {section} has entries pointing into changed code ({target}), but {why}, so klpgen cannot tell which entries to carry"),
+        "check the entry size: the target's DWARF gives it (the size of the section's structure), else pass --entry-size SECTION=BYTES to klpgen diff; if the layout is one klpgen does not know, report the section so it can learn it",
+    )
+}
+
 /// A shift runtime constant at `at` (in function `func`, entry of `section`) of `variable`;
 /// `user`: the kernel helper known to use it.
 pub(crate) fn runtime_const_shift(

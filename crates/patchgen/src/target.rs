@@ -325,6 +325,10 @@ pub struct KernelIdentity {
     pub version: Option<String>,
     pub exports: HashSet<String>,
     pub crcs: HashMap<String, u32>,
+    /// It defines `clear_relocate_add`: its livepatch core clears the klp relocations it
+    /// wrote into a module when that module goes away (Linux 6.3, "livepatch: Clear
+    /// relocation targets on a module removal"), so the module can be loaded again.
+    pub clears_klp_relocations: bool,
 }
 
 impl KernelIdentity {
@@ -366,6 +370,8 @@ impl KernelIdentity {
                 if let Some(crc) = crc {
                     id.crcs.insert(String::from_utf8_lossy(n).into_owned(), crc);
                 }
+            } else if name == b"clear_relocate_add" {
+                id.clears_klp_relocations = true;
             } else if name == b"linux_banner" && id.release.is_none() && usize::from(shndx) < shnum
             {
                 let text = e.banner_text(usize::from(shndx), value, sym.st_size(e.endian));
@@ -1200,6 +1206,17 @@ mod tests {
         assert_eq!(id.release, None);
         assert!(id.crcs.is_empty());
         assert!(KernelIdentity::parse("x", b"not elf").is_err());
+    }
+
+    #[test]
+    fn identity_sees_clear_relocate_add() {
+        let plain = KernelIdentity::parse("vm", &vmlinux(Some("6.1.0-a"), EXPORTS, Crcs::None));
+        assert!(!plain.unwrap().clears_klp_relocations);
+        let mut img = Image::new();
+        let text = img.section(".text", elf::SHF_ALLOC, RODATA, vec![0xc3; 16]);
+        img.symbol("clear_relocate_add", Some(text), GLOBAL_OBJECT, RODATA, 16);
+        let id = KernelIdentity::parse("vm", &img.finish()).unwrap();
+        assert!(id.clears_klp_relocations);
     }
 
     #[test]

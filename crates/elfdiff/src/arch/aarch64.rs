@@ -19,8 +19,8 @@ use yaxpeax_arch::{Decoder as _, U8Reader};
 use yaxpeax_arm::armv8::a64::InstDecoder;
 
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection,
+    Arch, CarvedCode, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap,
+    OperandLabel, RelocKind, SpecialSection,
 };
 
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
@@ -37,10 +37,13 @@ const fn special(
     entry_size: Option<u64>,
     layout: Option<&'static str>,
 ) -> SpecialSection {
+    // No older layouts are known on this machine: an entry size comes from the machine, the
+    // target's DWARF or the command line.
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts: &[],
     }
 }
 
@@ -93,6 +96,10 @@ fn branch(w: u32) -> Option<(Flow, i64)> {
 
 impl Arch for Aarch64 {
     fn name(&self) -> &'static str {
+        "arm64"
+    }
+
+    fn debian_arch(&self) -> &'static str {
         "arm64"
     }
 
@@ -307,8 +314,16 @@ impl Arch for Aarch64 {
         &[".altinstr_replacement"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
-        &[".altinstr_replacement"]
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
+        // Copied over the original instructions before it runs, never run where it lies.
+        &[CarvedCode {
+            name: ".altinstr_replacement",
+            in_place: false,
+        }]
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        super::falls_through_by_flow(self, code)
     }
 
     fn entry_reference_len(

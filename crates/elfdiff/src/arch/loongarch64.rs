@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use object::elf;
 
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection,
+    Arch, CarvedCode, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap,
+    OperandLabel, RelocKind, SpecialSection,
 };
 
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
@@ -33,10 +33,13 @@ const fn special(
     entry_size: Option<u64>,
     layout: Option<&'static str>,
 ) -> SpecialSection {
+    // No older layouts are known on this machine: an entry size comes from the machine, the
+    // target's DWARF or the command line.
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts: &[],
     }
 }
 
@@ -83,6 +86,10 @@ fn branch(w: u32) -> Option<(Flow, i64)> {
 impl Arch for Loongarch64 {
     fn name(&self) -> &'static str {
         "loongarch64"
+    }
+
+    fn debian_arch(&self) -> &'static str {
+        "loong64"
     }
 
     fn e_machine(&self) -> u16 {
@@ -351,8 +358,16 @@ impl Arch for Loongarch64 {
         &[".orc_", ".altinstr_replacement"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
-        &[".altinstr_replacement"]
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
+        // Copied over the original instructions before it runs, never run where it lies.
+        &[CarvedCode {
+            name: ".altinstr_replacement",
+            in_place: false,
+        }]
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        super::falls_through_by_flow(self, code)
     }
 
     fn entry_reference_len(

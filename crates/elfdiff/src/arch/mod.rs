@@ -15,12 +15,16 @@ pub mod loongarch64;
 pub mod ppc64le;
 pub mod s390x;
 pub mod x86_64;
+mod x86_fast;
 
 /// What the differ needs to know about a machine. Offsets are section offsets unless said
 /// otherwise; `code` is the bytes of one section (or a function of it).
 pub trait Arch: fmt::Debug + Send + Sync {
     /// The machine's name in messages (`x86-64`).
     fn name(&self) -> &'static str;
+    /// Debian's name of the architecture (`amd64`): the `Architecture` of a livepatch's
+    /// `.deb`.
+    fn debian_arch(&self) -> &'static str;
     /// The ELF `e_machine` of its objects.
     fn e_machine(&self) -> u16;
     /// What the `object` crate calls it, and its byte order, for writing the livepatch object.
@@ -109,12 +113,20 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// the livepatch copies piece by piece (see `carve.rs`): each is cut at every offset an
     /// allocated section refers to (the referenced offset being the relocation's addend plus
     /// [`Arch::pcrel_bias`] at its site).
-    fn carved_code_sections(&self) -> &'static [&'static str];
-    /// Whether section `name` is copied piece by piece ([`Arch::carved_code_sections`], or a
-    /// family of them by prefix).
-    fn is_carved_code_section(&self, name: &str) -> bool {
-        self.carved_code_sections().contains(&name)
+    fn carved_code_sections(&self) -> &'static [CarvedCode];
+    /// How section `name` is copied piece by piece, if it is: one of
+    /// [`Arch::carved_code_sections`], or of a family of them by prefix (ppc64's
+    /// `__ftr_alt_<n>`).
+    fn carved_code(&self, name: &str) -> Option<CarvedCode> {
+        self.carved_code_sections()
+            .iter()
+            .find(|c| c.name == name)
+            .copied()
     }
+    /// Whether execution can run past the end of `code` (a piece of a carved section that runs
+    /// where it lies): false when its last instruction is an unconditional jump, a return or
+    /// a trap, true otherwise (undecodable bytes included).
+    fn falls_through(&self, code: &[u8]) -> bool;
     /// For a relocation at `field` (an offset inside `entry`, one entry of special section
     /// `section`) that points into a carved section: how many bytes from the referenced offset
     /// the entry uses, when the entry says so. `None`: the piece at that offset. `members`:
@@ -227,6 +239,16 @@ pub trait Arch: fmt::Debug + Send + Sync {
 pub enum FarRef {
     High,
     Low,
+}
+
+/// [`Arch::falls_through`] from a machine's [`Arch::decode_flow`]: false only when the last
+/// instruction is a direct unconditional jump that ends `code`. A return or a trap counts as
+/// falling through, which only ever copies one piece more than needed.
+pub(crate) fn falls_through_by_flow(arch: &dyn Arch, code: &[u8]) -> bool {
+    let mut out = Vec::new();
+    arch.decode_flow(code, 0, &mut out);
+    out.last()
+        .is_none_or(|i| i.flow != Flow::Jump || i.end != code.len() as u64)
 }
 
 /// Every machine klpgen supports.
@@ -375,13 +397,64 @@ impl RelocKind {
     }
 }
 
-/// A special section: its name, the size of its entries when fixed, else the DWARF
-/// structure of the target that gives it (`bug_entry`).
+/// A special section: its name, the size of its entries by default (when fixed, or the same
+/// in every kernel), the DWARF structure of the target that gives it (`bug_entry`), and the
+/// entry layouts of the kernels klpgen knows, by which an entry size is recognised when
+/// neither the target nor the command line gives one (`entries.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialSection {
     pub name: &'static str,
     pub entry_size: Option<u64>,
     pub layout: Option<&'static str>,
+    pub layouts: &'static [EntryLayout],
+}
+
+/// One kernel version's layout of a special section's entries: its size, and the fields every
+/// entry relocates. An entry size is recognised when exactly one layout matches every entry of
+/// the section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLayout {
+    pub size: u64,
+    pub fields: &'static [EntryField],
+    /// Bytes of the entry that are a source line number (`__bug_table`'s `line`): a moved
+    /// line is no change of the function the entry belongs to.
+    pub line: Option<(u64, u64)>,
+    /// The last entry may be shorter than the others, down to the end of its last field:
+    /// each entry is aligned before it is emitted, not padded after (x86's
+    /// `.parainstructions`).
+    pub short_tail: bool,
+    /// The kernels that use it, for messages (`Linux 4.6 to 5.15`).
+    pub kernels: &'static str,
+}
+
+/// A relocated field of a special-section entry: its offset in the entry, what its relocation
+/// does, and what it points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryField {
+    pub at: u64,
+    pub kind: RelocKind,
+    pub to: FieldTarget,
+}
+
+/// What a field of a special-section entry points at, as far as it tells layouts apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldTarget {
+    Any,
+    /// The start of a named symbol (a handler function: relocated against the symbol itself,
+    /// addend 0).
+    SymbolStart,
+    /// Never the start of a named symbol (an instruction inside a function).
+    NotSymbolStart,
+}
+
+/// A code section copied piece by piece ([`Arch::carved_code_sections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarvedCode {
+    pub name: &'static str,
+    /// Its code runs where it lies (a jump goes there), so a piece that does not end in a jump
+    /// or return runs on into the next one; the replacement code of alternatives is instead
+    /// copied over its function's instructions before it runs.
+    pub in_place: bool,
 }
 
 /// The placeholder `runtime_const_ptr()` emits, replaced at boot in vmlinux only.

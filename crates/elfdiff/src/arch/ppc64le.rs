@@ -31,8 +31,8 @@ use object::elf;
 use powerpc::{Argument, Extension, Extensions, Ins};
 
 use super::{
-    Arch, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection,
+    Arch, CarvedCode, ConstLoad, Disassembly, FarRef, Flow, FlowInsn, Immediate, Insn, InsnMap,
+    OperandLabel, RelocKind, SpecialSection,
 };
 
 /// Relocation types newer than the `object` crate's list.
@@ -65,15 +65,24 @@ const SPECIAL_SECTIONS: &[SpecialSection] = &[
     special("__barrier_nospec_fixup", Some(8), None),
 ];
 
+/// The TOC's address slots: data, never run.
+const TOC: CarvedCode = CarvedCode {
+    name: ".toc",
+    in_place: false,
+};
+
 const fn special(
     name: &'static str,
     entry_size: Option<u64>,
     layout: Option<&'static str>,
 ) -> SpecialSection {
+    // No older layouts are known on this machine: an entry size comes from the machine, the
+    // target's DWARF or the command line.
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts: &[],
     }
 }
 
@@ -122,6 +131,10 @@ fn d_form_base(w: u32) -> Option<(u32, bool)> {
 impl Arch for Ppc64le {
     fn name(&self) -> &'static str {
         "ppc64le"
+    }
+
+    fn debian_arch(&self) -> &'static str {
+        "ppc64el"
     }
 
     fn e_machine(&self) -> u16 {
@@ -431,16 +444,29 @@ impl Arch for Ppc64le {
         &[".toc", "__ftr_alt_", ".stubs", ".sfpr"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
         // `.toc`: one 8-byte address slot per object the code loads a pointer to, each
         // reached from the instructions loading it. The feature fixups' alternatives
         // (`__ftr_alt_<n>`) are copied piece by piece too, by their prefix
-        // (`is_carved_code_section`).
-        &[".toc"]
+        // (`carved_code`).
+        &[TOC]
     }
 
-    fn is_carved_code_section(&self, name: &str) -> bool {
-        name == ".toc" || name.starts_with("__ftr_alt_")
+    fn carved_code(&self, name: &str) -> Option<CarvedCode> {
+        // A feature fixup's alternative is copied over the original instructions at boot
+        // (`patch_feature_section`), never run where it lies.
+        match name {
+            ".toc" => Some(TOC),
+            _ if name.starts_with("__ftr_alt_") => Some(CarvedCode {
+                name: "__ftr_alt_",
+                in_place: false,
+            }),
+            _ => None,
+        }
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        super::falls_through_by_flow(self, code)
     }
 
     fn entry_reference_len(

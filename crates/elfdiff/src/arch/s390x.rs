@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use object::elf;
 
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection,
+    Arch, CarvedCode, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap,
+    OperandLabel, RelocKind, SpecialSection,
 };
 
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
@@ -47,10 +47,13 @@ const fn special(
     entry_size: Option<u64>,
     layout: Option<&'static str>,
 ) -> SpecialSection {
+    // No older layouts are known on this machine: an entry size comes from the machine, the
+    // target's DWARF or the command line.
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts: &[],
     }
 }
 
@@ -106,6 +109,10 @@ fn branch_of(insn: &[u8]) -> Option<(Flow, usize, usize)> {
 
 impl Arch for S390x {
     fn name(&self) -> &'static str {
+        "s390x"
+    }
+
+    fn debian_arch(&self) -> &'static str {
         "s390x"
     }
 
@@ -334,9 +341,17 @@ impl Arch for S390x {
         &[".altinstr_replacement"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
         // The alternatives' replacement instructions, each reached from its `alt_instr`.
-        &[".altinstr_replacement"]
+        // Copied over the original instructions before it runs, never run where it lies.
+        &[CarvedCode {
+            name: ".altinstr_replacement",
+            in_place: false,
+        }]
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        super::falls_through_by_flow(self, code)
     }
 
     fn entry_reference_len(

@@ -1,14 +1,16 @@
-//! x86-64: its relocation types, instruction decoding with iced-x86 (the call graph's control
-//! flow, the comparison's moved immediates, `klpgen explain`'s Intel-syntax disassembly), the
-//! `__fentry__` entry after an optional `endbr64`, the alternatives' code copied piece by
-//! piece, the special sections objtool and the kernel's x86 macros write, and the rewrite of
-//! a pointer runtime constant.
+//! x86-64: its relocation types, instruction decoding (the call graph's control flow, the
+//! comparison's moved immediates, `klpgen explain`'s Intel-syntax disassembly: the common
+//! instructions by `x86_fast.rs`, which builds no tables at start, the others by iced-x86),
+//! the `__fentry__` entry after an optional `endbr64`, the code copied piece by piece, the
+//! special sections objtool and the kernel's x86 macros write (with their entry layouts from
+//! Linux 3.0 on), and the rewrite of a pointer runtime constant.
 //!
 //! The rewrite checks the `movabs $placeholder, %reg` byte for byte and makes it
 //! `mov sym(%rip), %reg` plus a 3-byte NOP with a PC32 relocation against the variable. Of the
 //! carved sections, `.altinstr_replacement` pieces are reached from `alt_instr` entries, which
-//! use `replacementlen` bytes, and `.altinstr_aux` pieces from `_static_cpu_has()`'s jumps.
-//! `CONFIG_X86_KERNEL_IBT` delays objtool to the linked module.
+//! use `replacementlen` bytes, `.altinstr_aux` pieces from `_static_cpu_has()`'s jumps, and
+//! `.fixup` pieces (until 5.16) from `__ex_table` entries. `CONFIG_X86_KERNEL_IBT` delays
+//! objtool to the linked module.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -20,39 +22,169 @@ use iced_x86::{
 };
 use object::elf;
 
+use super::x86_fast;
 use super::{
-    Arch, ConstLoad, Disassembly, Flow, FlowInsn, Immediate, Insn, InsnMap, OperandLabel,
-    RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
+    Arch, CarvedCode, ConstLoad, Disassembly, EntryField, EntryLayout, FieldTarget, Flow, FlowInsn,
+    Immediate, Insn, InsnMap, OperandLabel, RelocKind, SpecialSection, RUNTIME_PTR_PLACEHOLDER,
 };
 
-/// Sections whose entries point into functions and must be cut per entry.
-/// `None` means the entry size must come from the target (DWARF struct) or the caller.
+/// Sections whose entries point into functions and must be cut per entry, with their entry
+/// layouts from Linux 3.0 on. `entry_size: None` means the size comes from the target (DWARF
+/// struct), the command line, or the one known layout that matches the section.
 const SPECIAL_SECTIONS: &[SpecialSection] = &[
-    special("__mcount_loc", Some(8), None),
-    special("__bug_table", None, Some("bug_entry")),
-    special("__ex_table", None, Some("exception_table_entry")),
-    special("__jump_table", None, Some("jump_entry")),
-    special(".altinstructions", None, Some("alt_instr")),
-    special(".smp_locks", Some(4), None),
-    special(".static_call_sites", None, Some("static_call_site")),
+    special("__mcount_loc", Some(8), None, &[]),
+    special("__bug_table", None, Some("bug_entry"), BUG_TABLE),
+    special("__ex_table", None, Some("exception_table_entry"), EX_TABLE),
+    special("__jump_table", None, Some("jump_entry"), JUMP_TABLE),
+    special(".altinstructions", None, Some("alt_instr"), ALTINSTRUCTIONS),
+    // `struct paravirt_patch_site` (until 6.7): 16 bytes on x86-64 in every kernel.
+    special(
+        ".parainstructions",
+        Some(16),
+        Some("paravirt_patch_site"),
+        PARAINSTRUCTIONS,
+    ),
+    special(".smp_locks", Some(4), None, &[]),
+    special(
+        ".static_call_sites",
+        None,
+        Some("static_call_site"),
+        STATIC_CALL_SITES,
+    ),
     // Pointers to `struct pi_entry` objects (`_entry`), not the structures themselves.
-    special(".printk_index", Some(8), None),
-    special(".retpoline_sites", Some(4), None),
-    special(".return_sites", Some(4), None),
-    special(".call_sites", Some(4), None),
-    special(".ibt_endbr_seal", Some(4), None),
-    special(".cfi_sites", Some(4), None),
+    special(".printk_index", Some(8), None, &[]),
+    special(".retpoline_sites", Some(4), None, &[]),
+    special(".return_sites", Some(4), None, &[]),
+    special(".call_sites", Some(4), None, &[]),
+    special(".ibt_endbr_seal", Some(4), None, &[]),
+    special(".cfi_sites", Some(4), None, &[]),
 ];
+
+const PC32: RelocKind = RelocKind::bytes(4, true);
+const PC64: RelocKind = RelocKind::bytes(8, true);
+const ABS64: RelocKind = RelocKind::bytes(8, false);
+
+/// A field that may point anywhere.
+const fn at(at: u64, kind: RelocKind) -> EntryField {
+    EntryField {
+        at,
+        kind,
+        to: FieldTarget::Any,
+    }
+}
+
+const fn layout(size: u64, fields: &'static [EntryField], kernels: &'static str) -> EntryLayout {
+    EntryLayout {
+        size,
+        fields,
+        line: None,
+        short_tail: false,
+        kernels,
+    }
+}
+
+/// `struct bug_entry` with relative pointers: {bug_addr_disp, file_disp, u16 line, u16 flags}
+/// with `CONFIG_DEBUG_BUGVERBOSE`, {bug_addr_disp, u16 flags, pad} without.
+const BUG_TABLE: &[EntryLayout] = &[
+    EntryLayout {
+        line: Some((8, 2)),
+        ..layout(12, &[at(0, PC32), at(4, PC32)], "CONFIG_DEBUG_BUGVERBOSE")
+    },
+    layout(8, &[at(0, PC32)], "no CONFIG_DEBUG_BUGVERBOSE"),
+];
+
+/// `struct exception_table_entry`: absolute {insn, fixup} until 3.4, relative from 3.5, a
+/// relative `handler` from 4.6, which 5.16 replaced by `data` (a constant).
+///
+/// An even number of 4.6 entries also divides into 8-byte pairs of relative relocations: the
+/// `handler` field (a relocation against the handler function itself, addend 0) is what tells
+/// them apart, never where an `insn` field points.
+const EX_TABLE: &[EntryLayout] = &[
+    layout(16, &[at(0, ABS64), at(8, ABS64)], "Linux 3.4 and older"),
+    layout(
+        8,
+        &[
+            EntryField {
+                to: FieldTarget::NotSymbolStart,
+                ..at(0, PC32)
+            },
+            at(4, PC32),
+        ],
+        "Linux 3.5 to 4.5",
+    ),
+    layout(
+        12,
+        &[
+            at(0, PC32),
+            at(4, PC32),
+            EntryField {
+                to: FieldTarget::SymbolStart,
+                ..at(8, PC32)
+            },
+        ],
+        "Linux 4.6 to 5.15",
+    ),
+    layout(12, &[at(0, PC32), at(4, PC32)], "Linux 5.16 and later"),
+];
+
+/// `struct jump_entry`: absolute {code, target, key} until 4.19, then {s32 code, s32 target,
+/// s64 key} relative.
+const JUMP_TABLE: &[EntryLayout] = &[
+    layout(
+        24,
+        &[at(0, ABS64), at(8, ABS64), at(16, ABS64)],
+        "Linux 4.19 and older",
+    ),
+    layout(
+        16,
+        &[at(0, PC32), at(4, PC32), at(8, PC64)],
+        "Linux 4.20 and later",
+    ),
+];
+
+/// `struct alt_instr`: absolute pointers until 3.0 (each entry aligned before it, so the last
+/// one is 20 bytes), then relative {instr_offset, repl_offset, u16 cpuid, u8 instrlen, u8
+/// replacementlen} = 12, plus `u8 padlen` from 4.1 to 5.12 = 13, and a u32 feature word from
+/// 6.3 = 14.
+const ALTINSTRUCTIONS: &[EntryLayout] = &[
+    EntryLayout {
+        short_tail: true,
+        ..layout(24, &[at(0, ABS64), at(8, ABS64)], "Linux 3.0 and older")
+    },
+    layout(
+        12,
+        &[at(0, PC32), at(4, PC32)],
+        "Linux 3.1 to 4.0 and 5.13 to 6.2",
+    ),
+    layout(13, &[at(0, PC32), at(4, PC32)], "Linux 4.1 to 5.12"),
+    layout(14, &[at(0, PC32), at(4, PC32)], "Linux 6.3 and later"),
+];
+
+/// `struct paravirt_patch_site` {instr, u8 type, u8 len, (u16 clobbers)}: 16 bytes, each entry
+/// aligned before it and, in most kernels, not after: the section's last entry is 12 bytes.
+const PARAINSTRUCTIONS: &[EntryLayout] = &[EntryLayout {
+    short_tail: true,
+    ..layout(16, &[at(0, ABS64)], "Linux 6.7 and older")
+}];
+
+/// `struct static_call_site` {s32 addr, s32 key}.
+const STATIC_CALL_SITES: &[EntryLayout] = &[layout(
+    8,
+    &[at(0, PC32), at(4, PC32)],
+    "Linux 5.10 and later",
+)];
 
 const fn special(
     name: &'static str,
     entry_size: Option<u64>,
     layout: Option<&'static str>,
+    layouts: &'static [EntryLayout],
 ) -> SpecialSection {
     SpecialSection {
         name,
         entry_size,
         layout,
+        layouts,
     }
 }
 
@@ -78,6 +210,10 @@ pub struct X86_64;
 impl Arch for X86_64 {
     fn name(&self) -> &'static str {
         "x86-64"
+    }
+
+    fn debian_arch(&self) -> &'static str {
+        "amd64"
     }
 
     fn e_machine(&self) -> u16 {
@@ -153,30 +289,34 @@ impl Arch for X86_64 {
     }
 
     fn decode(&self, code: &[u8]) -> InsnMap {
-        let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
         let mut insns = Vec::with_capacity(code.len() / 4);
-        while decoder.can_decode() {
-            let insn = decoder.decode();
-            let start = insn.ip();
-            insns.push((start, start + insn.len() as u64));
+        let mut at = 0;
+        while at < code.len() {
+            let len = match x86_fast::length(&code[at..]) {
+                Some(len) => len,
+                None => iced_at(code, at).0.len().max(1),
+            };
+            insns.push((at as u64, (at + len) as u64));
+            at += len;
         }
         InsnMap { insns }
     }
 
     fn decode_insns(&self, code: &[u8]) -> Vec<Insn> {
-        let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
         let mut out = Vec::with_capacity(code.len() / 4);
-        let mut i = Instruction::default();
-        while d.can_decode() {
-            d.decode_out(&mut i);
-            let imm = moved_immediate(&d, &i, code);
-            out.push(Insn {
-                start: i.ip(),
-                len: i.len() as u64,
-                call: i.mnemonic() == Mnemonic::Call
-                    || matches!(i.code(), Code::Jmp_rel32_64 | Code::Jmp_rel8_64),
-                imm,
-            });
+        let mut at = 0;
+        while at < code.len() {
+            let insn = match x86_fast::decode(&code[at..]) {
+                Some(i) => Insn {
+                    start: at as u64,
+                    len: i.len as u64,
+                    call: i.is_call() || i.flow(0).0 == Flow::Jump,
+                    imm: i.moved_immediate(),
+                },
+                None => iced_insn(code, at),
+            };
+            at += insn.len as usize;
+            out.push(insn);
         }
         out
     }
@@ -188,10 +328,15 @@ impl Arch for X86_64 {
         labels: &[OperandLabel],
     ) -> Option<Disassembly> {
         let rest = code.get(usize::try_from(offset).ok()?..)?;
-        let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
-        if !d.can_decode() {
+        if rest.is_empty() {
             return None;
         }
+        if let Some((text, labels_used)) =
+            x86_fast::decode(rest).and_then(|i| x86_fast::format(&i, offset, labels))
+        {
+            return Some(Disassembly { text, labels_used });
+        }
+        let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
         let insn = d.decode();
         let used = Rc::new(Cell::new(0));
         let resolver = RelocResolver {
@@ -225,12 +370,22 @@ impl Arch for X86_64 {
     }
 
     fn decode_flow(&self, code: &[u8], base: u64, out: &mut Vec<FlowInsn>) {
-        let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
-        let mut insn = Instruction::default();
-        while decoder.can_decode() {
-            decoder.decode_out(&mut insn);
-            let start = insn.ip();
-            let end = insn.next_ip();
+        let mut at = 0;
+        while at < code.len() {
+            let ip = base + at as u64;
+            if let Some(i) = x86_fast::decode(&code[at..]) {
+                let (flow, target, field) = i.flow(ip);
+                out.push(FlowInsn {
+                    start: ip,
+                    end: ip + i.len as u64,
+                    flow,
+                    target,
+                    field,
+                });
+                at += i.len;
+                continue;
+            }
+            let (insn, imm_at) = iced_at(code, at);
             let direct = !insn.is_invalid()
                 && insn.op_count() == 1
                 && insn.op0_kind() == OpKind::NearBranch64;
@@ -245,19 +400,20 @@ impl Arch for X86_64 {
             let (target, field) = if flow == Flow::Other {
                 (0, 0)
             } else {
-                let offsets = decoder.get_constant_offsets(&insn);
+                // The target as encoded, relative to this section offset.
                 (
-                    insn.near_branch_target(),
-                    start + offsets.immediate_offset() as u64,
+                    insn.near_branch_target().wrapping_add(base),
+                    ip + imm_at as u64,
                 )
             };
             out.push(FlowInsn {
-                start,
-                end,
+                start: ip,
+                end: ip + insn.len() as u64,
                 flow,
                 target,
                 field,
             });
+            at += insn.len().max(1);
         }
     }
 
@@ -375,19 +531,57 @@ impl Arch for X86_64 {
     }
 
     fn known_section_prefixes(&self) -> &'static [&'static str] {
-        // ORC (dropped: objtool regenerates it) and the alternatives' code (copied piece by
-        // piece).
-        &[".orc_", ".altinstr_replacement", ".altinstr_aux"]
+        // ORC (dropped: objtool regenerates it) and the code copied piece by piece.
+        &[".orc_", ".altinstr_replacement", ".altinstr_aux", ".fixup"]
     }
 
-    fn carved_code_sections(&self) -> &'static [&'static str] {
+    fn carved_code_sections(&self) -> &'static [CarvedCode] {
         // `.altinstr_replacement`: the replacement instructions of every alternative, each
         // reached from its `alt_instr` entry (`repl_offset`, a data PC32: the referenced
-        // offset is the addend); a replacement may jump back into its function.
+        // offset is the addend) and copied over the original instructions before it runs; a
+        // replacement may jump back into its function.
         // `.altinstr_aux`: `_static_cpu_has()`'s fragments, each reached by the `jmp 6f` of
         // the original instruction in its function (a code PC32: the addend plus 4, the
         // distance to the end of the jump) and jumping back to labels of that function.
-        &[".altinstr_replacement", ".altinstr_aux"]
+        // `.fixup` (until 5.16): the out-of-line code an `__ex_table` entry's `fixup` field
+        // sends a faulting access to, which jumps back into its function.
+        &[
+            CarvedCode {
+                name: ".altinstr_replacement",
+                in_place: false,
+            },
+            CarvedCode {
+                name: ".altinstr_aux",
+                in_place: true,
+            },
+            CarvedCode {
+                name: ".fixup",
+                in_place: true,
+            },
+        ]
+    }
+
+    fn falls_through(&self, code: &[u8]) -> bool {
+        let mut at = 0;
+        let mut ends = false;
+        while at < code.len() {
+            match x86_fast::decode(&code[at..]) {
+                Some(i) => {
+                    ends = i.ends_flow();
+                    at += i.len;
+                }
+                None => {
+                    let i = iced_at(code, at).0;
+                    ends = !i.is_invalid()
+                        && matches!(
+                            i.mnemonic(),
+                            Mnemonic::Jmp | Mnemonic::Ret | Mnemonic::Ud2 | Mnemonic::Int3
+                        );
+                    at += i.len().max(1);
+                }
+            }
+        }
+        !ends
     }
 
     fn entry_reference_len(
@@ -410,14 +604,42 @@ impl Arch for X86_64 {
             }
             return entry.get(usize::try_from(len).ok()?).map(|&l| u64::from(l));
         }
-        // Else the layouts klpgen knows: struct alt_instr { s32 instr_offset; s32
-        // repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8 replacementlen;
-        // } __packed: 14 bytes (12 before 6.3), `replacementlen` the last byte. Older layouts
-        // (a trailing `padlen`) are not read.
-        if field == 4 && matches!(entry.len(), 12 | 14) {
-            return entry.last().map(|&l| u64::from(l));
-        }
-        None
+        // Else the layouts klpgen knows (`ALTINSTRUCTIONS`): struct alt_instr { s32
+        // instr_offset; s32 repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8
+        // replacementlen; } __packed: 14 bytes (12 before 6.3 and from 3.1 to 4.0),
+        // `replacementlen` the last byte; from 4.1 to 5.12 a `u8 padlen` follows it (13
+        // bytes). Until 3.0 the two offsets were 8-byte pointers and `replacementlen` is byte
+        // 19 (of 20 emitted, 24 with the padding before the next entry).
+        let at = match (field, entry.len()) {
+            (4, 12 | 14) => entry.len() - 1,
+            (4, 13) => 11,
+            (8, 20..=24) => 19,
+            _ => return None,
+        };
+        entry.get(at).map(|&l| u64::from(l))
+    }
+}
+
+/// The instruction iced decodes at `at` of `code` (section offsets as its IP), and the offset
+/// of its immediate in it: what `x86_fast` leaves to iced. Its tables are built the first time
+/// this runs.
+fn iced_at(code: &[u8], at: usize) -> (Instruction, usize) {
+    let mut d = Decoder::with_ip(64, &code[at..], at as u64, DecoderOptions::NONE);
+    let insn = d.decode();
+    let imm = d.get_constant_offsets(&insn).immediate_offset();
+    (insn, imm)
+}
+
+/// [`Arch::decode_insns`]'s instruction at `at` of `code`, as iced decodes it.
+pub(super) fn iced_insn(code: &[u8], at: usize) -> Insn {
+    let mut d = Decoder::with_ip(64, &code[at..], at as u64, DecoderOptions::NONE);
+    let i = d.decode();
+    Insn {
+        start: at as u64,
+        len: i.len().max(1) as u64,
+        call: i.mnemonic() == Mnemonic::Call
+            || matches!(i.code(), Code::Jmp_rel32_64 | Code::Jmp_rel8_64),
+        imm: moved_immediate(&d, &i, &code[at..]),
     }
 }
 
@@ -434,7 +656,8 @@ const ARG_REGS32: [Register; 6] = [
 
 /// The immediate a `mov $imm, dst` or `push $imm` moves ([`Insn::imm`]): where its field is
 /// (from the decoder's constant offsets), its value, and the argument register it loads.
-fn moved_immediate(d: &Decoder<'_>, i: &Instruction, code: &[u8]) -> Option<Immediate> {
+/// `bytes`: the code from the instruction's start.
+fn moved_immediate(d: &Decoder<'_>, i: &Instruction, bytes: &[u8]) -> Option<Immediate> {
     if !matches!(i.mnemonic(), Mnemonic::Mov | Mnemonic::Push) {
         return None;
     }
@@ -443,8 +666,7 @@ fn moved_immediate(d: &Decoder<'_>, i: &Instruction, code: &[u8]) -> Option<Imme
         return None;
     }
     let (at, width) = (offsets.immediate_offset(), offsets.immediate_size());
-    let start = usize::try_from(i.ip()).ok()?;
-    let field = code.get(start + at..start + at + width)?;
+    let field = bytes.get(at..at + width)?;
     let mut raw = [0u8; 8];
     raw[..width].copy_from_slice(field);
     // Sign-extend from the field's width.
@@ -649,7 +871,16 @@ mod tests {
         assert_eq!(alt_len(&empty, 4, &none), Some(0));
         // Only the replacement field, only known layouts.
         assert_eq!(alt_len(&entry, 0, &none), None);
-        assert_eq!(alt_len(&entry[..13], 4, &none), None);
+        assert_eq!(alt_len(&entry[..11], 4, &none), None);
+        // 4.1 to 5.12: `padlen` after `replacementlen`.
+        let padded = [0, 0, 0, 0, 0, 0, 0, 0, 0x34, 0, 5, 0, 5];
+        assert_eq!(alt_len(&padded, 4, &none), Some(0));
+        // Until 3.0: pointers, replacementlen at 19.
+        let mut abs = [0u8; 24];
+        abs[19] = 6;
+        assert_eq!(alt_len(&abs, 8, &none), Some(6));
+        assert_eq!(alt_len(&abs[..20], 8, &none), Some(6));
+        assert_eq!(alt_len(&abs, 4, &none), None);
         assert_eq!(
             X86_64.entry_reference_len("__jump_table", &entry, 4, &none),
             None

@@ -1,0 +1,1335 @@
+//! x86-64 instructions decoded, and the common ones formatted, without iced-x86's tables. iced
+//! builds its decoder's tables (about 3 M instructions) and its Intel formatter's (about 5 M)
+//! the first time either is used: more than the rest of a `klpgen diff` of a small pair costs.
+//! The integer and system instructions compilers and the kernel's inline assembly emit are
+//! decoded here from the opcode maps; anything else (VEX, EVEX, XOP, x87, SSE, the 0F 38 and
+//! 0F 3A maps, rare system instructions, unusual prefix combinations) gives `None` and is left
+//! to iced (`x86_64.rs`), as is every instruction whose text this file does not write exactly
+//! as iced's `IntelFormatter` with klpgen's options would. The tests hold every instruction
+//! this file accepts to iced's answer: length, control flow, and text.
+
+use super::{Flow, Immediate, OperandLabel};
+
+/// The opcode map of an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Map {
+    One,
+    /// `0F xx`.
+    Two,
+}
+
+/// One decoded instruction: its length and the parts of its encoding.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Inst {
+    pub len: usize,
+    pub map: Map,
+    pub op: u8,
+    /// `66`: 16-bit operands (unless REX.W).
+    pub opsize16: bool,
+    pub lock: bool,
+    /// `F2` or `F3`, or 0.
+    pub rep: u8,
+    /// A segment override prefix, or 0.
+    pub seg: u8,
+    /// The REX prefix (0x40..=0x4f), or 0.
+    pub rex: u8,
+    pub modrm: Option<u8>,
+    pub sib: Option<u8>,
+    /// The displacement, sign-extended, and its size in bytes (0: none).
+    pub disp: i64,
+    pub disp_len: usize,
+    /// The immediate (zero-extended raw bytes), its size, and its offset in the instruction.
+    pub imm: u64,
+    pub imm_len: usize,
+    pub imm_at: usize,
+}
+
+/// How an opcode's immediate is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Imm {
+    None,
+    /// 1 byte.
+    B,
+    /// 2 bytes.
+    W,
+    /// 2 bytes with `66`, else 4.
+    Z,
+    /// `B8+r`: 8 with REX.W, 2 with `66`, else 4.
+    V,
+    /// A branch displacement of 1 byte.
+    Rel8,
+    /// A branch displacement of 4 bytes.
+    Rel32,
+    /// `enter`: 2 + 1 bytes.
+    Enter,
+    /// `mov` to or from an absolute address (`A0`..`A3`): 8 bytes (4 with `67`).
+    Moffs,
+}
+
+impl Inst {
+    pub fn rex_w(&self) -> bool {
+        self.rex & 8 != 0
+    }
+    fn rex_r(&self) -> u8 {
+        (self.rex >> 2) & 1
+    }
+    fn rex_x(&self) -> u8 {
+        (self.rex >> 1) & 1
+    }
+    fn rex_b(&self) -> u8 {
+        self.rex & 1
+    }
+    fn mod_(&self) -> u8 {
+        self.modrm.map_or(0, |m| m >> 6)
+    }
+    /// The ModRM `reg` field (without REX.R).
+    pub fn reg(&self) -> u8 {
+        self.modrm.map_or(0, |m| (m >> 3) & 7)
+    }
+    fn rm(&self) -> u8 {
+        self.modrm.map_or(0, |m| m & 7)
+    }
+    /// The operand is memory (ModRM `mod` is not 3).
+    fn is_mem(&self) -> bool {
+        self.modrm.is_some() && self.mod_() != 3
+    }
+
+    /// A direct branch: its kind, the target and the offset of its displacement field.
+    pub fn flow(&self, ip: u64) -> (Flow, u64, u64) {
+        let flow = match (self.map, self.op) {
+            (Map::One, 0xe8) => Flow::Call,
+            (Map::One, 0xe9 | 0xeb) => Flow::Jump,
+            (Map::One, 0x70..=0x7f | 0xe0..=0xe3) | (Map::Two, 0x80..=0x8f) => Flow::CondJump,
+            _ => return (Flow::Other, 0, 0),
+        };
+        let rel = match self.imm_len {
+            1 => self.imm as u8 as i8 as i64,
+            _ => self.imm as u32 as i32 as i64,
+        };
+        let next = ip.wrapping_add(self.len as u64);
+        (flow, next.wrapping_add(rel as u64), ip + self.imm_at as u64)
+    }
+
+    /// A call of any kind (direct, indirect, far).
+    pub fn is_call(&self) -> bool {
+        match (self.map, self.op) {
+            (Map::One, 0xe8) => true,
+            (Map::One, 0xff) => matches!(self.reg(), 2 | 3),
+            _ => false,
+        }
+    }
+
+    /// `mov $imm32, %r32`: the register (0 = eax ... 15 = r15d).
+    pub fn mov_r32_imm32(&self) -> Option<u32> {
+        (self.map == Map::One
+            && (0xb8..=0xbf).contains(&self.op)
+            && !self.rex_w()
+            && !self.opsize16)
+            .then(|| u32::from(self.op & 7) + 8 * u32::from(self.rex_b()))
+    }
+
+    /// The immediate a `mov $imm, dst` or `push $imm` moves (`Insn::imm`): its field, its
+    /// value sign-extended from the field, and which SysV argument register (`%edi`, `%esi`,
+    /// `%edx`, `%ecx`, `%r8d`, `%r9d`) a `mov $imm32, %r32` loads.
+    pub fn moved_immediate(&self) -> Option<Immediate> {
+        // B0+r, B8+r, C6 /0, C7 /0 (`accepted` lets no other C6/C7 through), 68, 6A; the
+        // absolute address of A0..A3 is a displacement, not an immediate.
+        let moves =
+            self.map == Map::One && matches!(self.op, 0xb0..=0xbf | 0xc6 | 0xc7 | 0x68 | 0x6a);
+        if !moves || self.imm_len == 0 {
+            return None;
+        }
+        let shift = 64 - 8 * self.imm_len as u32;
+        let value = ((self.imm << shift) as i64) >> shift;
+        const ARGS: [u32; 6] = [7, 6, 2, 1, 8, 9];
+        let arg = self
+            .mov_r32_imm32()
+            .and_then(|r| ARGS.iter().position(|&a| a == r))
+            .map(|k| k as u8);
+        Some(Immediate {
+            at: self.imm_at as u64,
+            width: self.imm_len as u64,
+            value,
+            arg,
+        })
+    }
+
+    /// Execution never continues after it: an unconditional jump, a (near) return, `ud2` or
+    /// `int3`.
+    pub fn ends_flow(&self) -> bool {
+        match (self.map, self.op) {
+            (Map::One, 0xe9 | 0xeb | 0xc2 | 0xc3 | 0xcc) => true,
+            (Map::One, 0xff) => matches!(self.reg(), 4 | 5),
+            (Map::Two, 0x0b) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The one-byte opcodes decoded here: whether a ModRM byte follows, and the immediate.
+const fn one_byte(op: u8) -> Option<(bool, Imm)> {
+    use Imm::*;
+    Some(match op {
+        0x00..=0x3f => match op & 7 {
+            0..=3 => (true, None),
+            4 => (false, B),
+            5 => (false, Z),
+            _ => return Option::None,
+        },
+        0x50..=0x5f => (false, None),
+        0x63 => (true, None),
+        0x68 => (false, Z),
+        0x69 => (true, Z),
+        0x6a => (false, B),
+        0x6b => (true, B),
+        0x6c..=0x6f => (false, None),
+        0x70..=0x7f => (false, Rel8),
+        0x80 | 0x83 => (true, B),
+        0x81 => (true, Z),
+        0x84..=0x8d | 0x8f => (true, None),
+        0x8e => (true, None),
+        0x90..=0x99 | 0x9b..=0x9f => (false, None),
+        0xa0..=0xa3 => (false, Moffs),
+        0xa4..=0xa7 | 0xaa..=0xaf => (false, None),
+        0xa8 => (false, B),
+        0xa9 => (false, Z),
+        0xb0..=0xb7 => (false, B),
+        0xb8..=0xbf => (false, V),
+        0xc0 | 0xc1 => (true, B),
+        0xc2 | 0xca => (false, W),
+        0xc3 | 0xc9 | 0xcb | 0xcc | 0xcf => (false, None),
+        0xc6 => (true, B),
+        0xc7 => (true, Z),
+        0xc8 => (false, Enter),
+        0xcd => (false, B),
+        0xd0..=0xd3 => (true, None),
+        0xd7 => (false, None),
+        0xe0..=0xe3 => (false, Rel8),
+        0xe4..=0xe7 => (false, B),
+        0xe8 | 0xe9 => (false, Rel32),
+        0xeb => (false, Rel8),
+        0xec..=0xef | 0xf1 | 0xf4 | 0xf5 | 0xf8..=0xfd => (false, None),
+        0xf6 | 0xf7 | 0xfe | 0xff => (true, None),
+        _ => return Option::None,
+    })
+}
+
+/// The `0F xx` opcodes decoded here.
+const fn two_byte(op: u8) -> Option<(bool, Imm)> {
+    use Imm::*;
+    Some(match op {
+        0x05..=0x09 | 0x0b | 0x30..=0x33 | 0xa0..=0xa2 | 0xa8 | 0xa9 | 0xc8..=0xcf => (false, None),
+        0x01 | 0x0d | 0x18 | 0x1e | 0x1f | 0x20..=0x23 => (true, None),
+        0x40..=0x4f | 0x90..=0x9f => (true, None),
+        0x80..=0x8f => (false, Rel32),
+        0xa3 | 0xa5 | 0xab | 0xad | 0xae | 0xaf | 0xb0 | 0xb1 | 0xb3 | 0xb6 | 0xb7 | 0xb8 => {
+            (true, None)
+        }
+        0xbb..=0xbf | 0xc0 | 0xc1 | 0xc3 | 0xc7 => (true, None),
+        0xa4 | 0xac | 0xba => (true, B),
+        // `ud1`, which the kernel's UBSAN traps use.
+        0xb9 => (true, None),
+        _ => return Option::None,
+    })
+}
+
+/// Whether a LOCK prefix is allowed on this (memory-operand) instruction.
+fn lockable(i: &Inst) -> bool {
+    if !i.is_mem() {
+        return false;
+    }
+    let reg = i.reg();
+    match i.map {
+        Map::One => match i.op {
+            0x00..=0x3f => i.op & 7 <= 1 && i.op < 0x38,
+            0x80 | 0x81 | 0x83 => reg != 7,
+            0x86 | 0x87 => true,
+            0xf6 | 0xf7 => matches!(reg, 2 | 3),
+            0xfe | 0xff => reg <= 1,
+            _ => false,
+        },
+        Map::Two => match i.op {
+            0xab | 0xb3 | 0xbb | 0xb0 | 0xb1 | 0xc0 | 0xc1 => true,
+            0xba => reg >= 5,
+            0xc7 => reg == 1,
+            _ => false,
+        },
+    }
+}
+
+/// Whether the decoded instruction is one this file is sure iced decodes the same way (valid,
+/// same length); otherwise the caller asks iced.
+fn accepted(i: &Inst) -> bool {
+    let (reg, mem, modrm) = (i.reg(), i.is_mem(), i.modrm.unwrap_or(0));
+    if i.lock && (!lockable(i) || i.rep != 0) {
+        return false;
+    }
+    // No mandatory-prefix games and no 16-bit branches.
+    let plain = i.rep == 0 && !i.opsize16;
+    match i.map {
+        Map::One => match i.op {
+            0x8d => mem,
+            0x8c => reg < 6,
+            0x8e => reg < 6 && reg != 1,
+            0x8f => reg == 0,
+            0xc6 | 0xc7 => reg == 0,
+            0xfe => reg <= 1,
+            0xff => reg != 7 && (mem || !matches!(reg, 3 | 5)),
+            0x70..=0x7f | 0xe0..=0xe3 | 0xe8 | 0xe9 | 0xeb => !i.opsize16,
+            _ => true,
+        },
+        Map::Two => match i.op {
+            0x01 => {
+                plain
+                    && if mem {
+                        reg != 5
+                    } else {
+                        matches!(modrm, 0xca | 0xcb | 0xf8 | 0xf9 | 0xd0 | 0xd1)
+                    }
+            }
+            0x0d => plain && mem && reg <= 1,
+            0x18 => plain && mem && reg <= 3,
+            0x1e => i.rep == 0xf3 && !i.opsize16 && modrm == 0xfa,
+            0x1f => i.rep == 0 && reg == 0,
+            0x20 | 0x22 => plain && i.rex_r() == 0 && matches!(reg, 0 | 2 | 3 | 4),
+            0x21 | 0x23 => plain && i.rex_r() == 0,
+            0x05..=0x09 | 0x0b | 0x30..=0x33 | 0xa2 => plain,
+            0xa0 | 0xa1 | 0xa8 | 0xa9 => i.rep == 0,
+            0x80..=0x8f => !i.opsize16,
+            0xae => plain && (mem || matches!(modrm, 0xe8 | 0xf0 | 0xf8)),
+            0xb8 => i.rep == 0xf3,
+            0xba => i.rep == 0 && reg >= 4,
+            0xbc | 0xbd => i.rep != 0xf2,
+            0xc3 => plain && mem,
+            0xc7 => plain && if mem { reg == 1 } else { matches!(reg, 6 | 7) },
+            0xc8..=0xcf => plain,
+            _ => i.rep == 0,
+        },
+    }
+}
+
+/// How [`length`] reads an opcode without the rest of the decoder: a byte of flags.
+const FAST: u8 = 1;
+const MODRM: u8 = 2;
+/// `reg` must be 0 (`nop` 0F 1F, `mov` C6/C7).
+const REG0: u8 = 4;
+/// The operand must be memory (`lea`).
+const MEM: u8 = 8;
+/// The immediate's size in bytes (`V`: 4, 8 with REX.W), shifted.
+const IMM_SHIFT: u8 = 4;
+/// `B8+r`: 8 bytes of immediate with REX.W.
+const IMM_V: u8 = 0x80;
+
+/// The flags of an opcode (`two`: of the `0F` map) for [`length`]: what [`decode`] and
+/// [`accepted`] say of it without legacy prefixes, or 0 (not FAST) where that depends on
+/// more than `reg` being 0 or the operand being memory.
+const fn fast_flags(op: u8, two: bool) -> u8 {
+    let d = if two { two_byte(op) } else { one_byte(op) };
+    let Some((modrm, imm)) = d else {
+        return 0;
+    };
+    let mut f = FAST;
+    if modrm {
+        f |= MODRM;
+    }
+    let imm_len: u8 = match imm {
+        Imm::None => 0,
+        Imm::B | Imm::Rel8 => 1,
+        Imm::W => 2,
+        Imm::Z | Imm::Rel32 => 4,
+        Imm::V => {
+            f |= IMM_V;
+            4
+        }
+        Imm::Enter => 3,
+        // 8 bytes do not fit the flags.
+        Imm::Moffs => return 0,
+    };
+    f |= imm_len << IMM_SHIFT;
+    let special = if two {
+        match op {
+            0x1f => {
+                f |= REG0;
+                false
+            }
+            0xc3 => {
+                f |= MEM;
+                false
+            }
+            0x01 | 0x0d | 0x18 | 0x1e | 0x20..=0x23 | 0xae | 0xb8 | 0xba | 0xc7 => true,
+            _ => false,
+        }
+    } else {
+        match op {
+            0xc6 | 0xc7 => {
+                f |= REG0;
+                false
+            }
+            0x8d => {
+                f |= MEM;
+                false
+            }
+            // `test`'s immediate, XOP, segment registers, `ff`'s groups.
+            0x8c | 0x8e | 0x8f | 0xf6 | 0xf7 | 0xfe | 0xff => true,
+            _ => false,
+        }
+    };
+    if special {
+        0
+    } else {
+        f
+    }
+}
+
+const fn fast_table(two: bool) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut op = 0;
+    while op < 256 {
+        t[op] = fast_flags(op as u8, two);
+        op += 1;
+    }
+    t
+}
+
+/// [`fast_flags`] of every one-byte and `0F` opcode, built at compile time.
+static FAST_ONE: [u8; 256] = fast_table(false);
+static FAST_TWO: [u8; 256] = fast_table(true);
+
+/// The length of the instruction at the start of `code`, as [`decode`] gives it (None where
+/// it leaves the instruction to iced), for the instruction boundaries every diff reads
+/// (`Arch::decode`): instructions with no legacy prefix (a REX is fine) and an opcode whose
+/// length and validity the tables above settle are measured without building an [`Inst`];
+/// the rest go through [`decode`].
+pub(super) fn length(code: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut b = *code.first()?;
+    let mut rex_w = false;
+    if b & 0xf0 == 0x40 {
+        rex_w = b & 8 != 0;
+        at = 1;
+        b = *code.get(1)?;
+    }
+    let f = if b == 0x0f {
+        at += 2;
+        FAST_TWO[usize::from(*code.get(at - 1)?)]
+    } else {
+        at += 1;
+        FAST_ONE[usize::from(b)]
+    };
+    if f & FAST == 0 {
+        return decode(code).map(|i| i.len);
+    }
+    if f & MODRM != 0 {
+        let m = *code.get(at)?;
+        at += 1;
+        let (md, reg, rm) = (m >> 6, (m >> 3) & 7, m & 7);
+        if (f & REG0 != 0 && reg != 0) || (f & MEM != 0 && md == 3) {
+            return decode(code).map(|i| i.len);
+        }
+        if md != 3 {
+            if rm == 4 {
+                let s = *code.get(at)?;
+                at += 1;
+                if md == 0 && s & 7 == 5 {
+                    at += 4;
+                }
+            } else if md == 0 && rm == 5 {
+                at += 4;
+            }
+            at += match md {
+                1 => 1,
+                2 => 4,
+                _ => 0,
+            };
+        }
+    }
+    at += if f & IMM_V != 0 && rex_w {
+        8
+    } else {
+        usize::from((f >> IMM_SHIFT) & 7)
+    };
+    (at <= code.len() && at <= 15).then_some(at)
+}
+
+/// Decode the instruction at the start of `code`, or None to leave it to iced.
+pub(super) fn decode(code: &[u8]) -> Option<Inst> {
+    let mut i = Inst {
+        len: 0,
+        map: Map::One,
+        op: 0,
+        opsize16: false,
+        lock: false,
+        rep: 0,
+        seg: 0,
+        rex: 0,
+        modrm: None,
+        sib: None,
+        disp: 0,
+        disp_len: 0,
+        imm: 0,
+        imm_len: 0,
+        imm_at: 0,
+    };
+    let mut at = 0;
+    let mut addr32 = false;
+    let byte = |at: usize| code.get(at).copied();
+    // Legacy prefixes (each kind at most once, but `66` may repeat), then an optional REX.
+    loop {
+        match byte(at)? {
+            0x66 => i.opsize16 = true,
+            0x67 if !addr32 => addr32 = true,
+            0xf0 if !i.lock => i.lock = true,
+            b @ (0xf2 | 0xf3) if i.rep == 0 => i.rep = b,
+            b @ (0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65) if i.seg == 0 => i.seg = b,
+            0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => return None,
+            _ => break,
+        }
+        at += 1;
+    }
+    // 32-bit addressing changes the immediates and displacements of a few opcodes; left to
+    // iced.
+    if addr32 {
+        return None;
+    }
+    if let b @ 0x40..=0x4f = byte(at)? {
+        i.rex = b;
+        at += 1;
+    }
+    let (modrm, imm) = match byte(at)? {
+        0x0f => {
+            i.map = Map::Two;
+            i.op = byte(at + 1)?;
+            at += 2;
+            two_byte(i.op)?
+        }
+        op => {
+            i.op = op;
+            at += 1;
+            // `8F` with a `reg` field other than 0 is an XOP prefix.
+            if op == 0x8f && (byte(at)? >> 3) & 7 != 0 {
+                return None;
+            }
+            one_byte(op)?
+        }
+    };
+    if modrm {
+        let m = byte(at)?;
+        i.modrm = Some(m);
+        at += 1;
+        // `mov` to and from control and debug registers ignore `mod`: always registers.
+        let reg_only = i.map == Map::Two && (0x20..=0x23).contains(&i.op);
+        let (md, rm) = (m >> 6, m & 7);
+        if md != 3 && !reg_only {
+            let mut disp = match md {
+                1 => 1,
+                2 => 4,
+                _ => 0,
+            };
+            if rm == 4 {
+                let s = byte(at)?;
+                i.sib = Some(s);
+                at += 1;
+                if md == 0 && s & 7 == 5 {
+                    disp = 4;
+                }
+            } else if md == 0 && rm == 5 {
+                disp = 4;
+            }
+            let d = code.get(at..at + disp)?;
+            i.disp = match disp {
+                1 => d[0] as i8 as i64,
+                4 => i32::from_le_bytes(d.try_into().ok()?) as i64,
+                _ => 0,
+            };
+            i.disp_len = disp;
+            at += disp;
+        }
+    }
+    let osz16 = i.opsize16 && !i.rex_w();
+    let imm_len = match imm {
+        Imm::None => match (i.map, i.op) {
+            // `test` in group 3 has an immediate.
+            (Map::One, 0xf6) if i.reg() <= 1 => 1,
+            (Map::One, 0xf7) if i.reg() <= 1 => {
+                if osz16 {
+                    2
+                } else {
+                    4
+                }
+            }
+            _ => 0,
+        },
+        Imm::B | Imm::Rel8 => 1,
+        Imm::W => 2,
+        Imm::Z => {
+            if osz16 {
+                2
+            } else {
+                4
+            }
+        }
+        Imm::V => {
+            if i.rex_w() {
+                8
+            } else if osz16 {
+                2
+            } else {
+                4
+            }
+        }
+        Imm::Rel32 => 4,
+        Imm::Enter => 3,
+        Imm::Moffs => 8,
+    };
+    let raw = code.get(at..at + imm_len)?;
+    i.imm_at = at;
+    i.imm_len = imm_len;
+    i.imm = raw.iter().rev().fold(0u64, |v, &b| (v << 8) | u64::from(b));
+    at += imm_len;
+    i.len = at;
+    (at <= 15 && accepted(&i)).then_some(i)
+}
+
+// ---------------------------------------------------------------------------------------
+// Formatting, as iced's IntelFormatter with klpgen's options (hex prefix `0x`, lowercase
+// digits, a space after each operand separator) and its symbol resolver (`RelocResolver`:
+// relocation labels for operands whose value is the field's, a PC-relative one's being the
+// instruction's end).
+
+const REG8: [&str; 16] = [
+    "al", "cl", "dl", "bl", "spl", "bpl", "sil", "dil", "r8b", "r9b", "r10b", "r11b", "r12b",
+    "r13b", "r14b", "r15b",
+];
+const REG8_LEGACY: [&str; 8] = ["al", "cl", "dl", "bl", "ah", "ch", "dh", "bh"];
+const REG16: [&str; 16] = [
+    "ax", "cx", "dx", "bx", "sp", "bp", "si", "di", "r8w", "r9w", "r10w", "r11w", "r12w", "r13w",
+    "r14w", "r15w",
+];
+const REG32: [&str; 16] = [
+    "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "r8d", "r9d", "r10d", "r11d", "r12d",
+    "r13d", "r14d", "r15d",
+];
+const REG64: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+const ALU: [&str; 8] = ["add", "or", "adc", "sbb", "and", "sub", "xor", "cmp"];
+// iced writes `/6` (SAL) as `shl`.
+const SHIFT: [&str; 8] = ["rol", "ror", "rcl", "rcr", "shl", "shr", "shl", "sar"];
+const GROUP3: [&str; 8] = ["test", "test", "not", "neg", "mul", "imul", "div", "idiv"];
+const CC: [&str; 16] = [
+    "o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g",
+];
+
+/// A register of `size` bits, numbered 0..=15; `rex`: whether the instruction has a REX
+/// prefix (which makes 4..=7 `spl`..`dil` instead of `ah`..`bh`).
+fn reg_name(size: u8, n: u8, rex: bool) -> &'static str {
+    let n = usize::from(n & 15);
+    match size {
+        8 if rex => REG8[n],
+        8 => REG8_LEGACY[n & 7],
+        16 => REG16[n],
+        32 => REG32[n],
+        _ => REG64[n],
+    }
+}
+
+/// A number as iced writes it with klpgen's options: 0 to 9 in decimal, else `0x` and
+/// lowercase hex digits.
+fn number(v: u64) -> String {
+    if v <= 9 {
+        v.to_string()
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+/// One operand, before the symbol resolver has seen it.
+enum Operand {
+    Reg(&'static str),
+    /// The ModRM memory operand: the size keyword to show, if any.
+    Mem(Option<&'static str>),
+    /// An immediate: the value the resolver sees and the text of its number (the value at the
+    /// operand's size).
+    Imm {
+        value: u64,
+        shown: u64,
+    },
+    /// A branch target; `short`: the `short` keyword (a rel8 branch).
+    Branch {
+        target: u64,
+        short: bool,
+    },
+    /// A constant iced shows without asking the resolver (`shl eax, 1`).
+    Text(&'static str),
+}
+
+/// The text of the instruction at `ip` as iced's Intel formatter writes it with klpgen's
+/// options and relocation labels, and how many labels it used; None when this file does not
+/// know the instruction's text.
+pub(super) fn format(i: &Inst, ip: u64, labels: &[OperandLabel]) -> Option<(String, usize)> {
+    // Prefixes iced would show, or that change the instruction, are left to it.
+    if i.seg != 0 {
+        return None;
+    }
+    let (mnemonic, ops) = operands(i, ip)?;
+    let next_ip = ip.wrapping_add(i.len as u64);
+    let mut taken = vec![false; labels.len()];
+    // The resolver is asked for each operand in order; the first unused label with the
+    // operand's value (the instruction's end for a PC-relative one, 0 for an absolute one)
+    // names it.
+    let mut take = |address: u64| -> Option<&str> {
+        let k = labels.iter().enumerate().position(|(k, l)| {
+            !taken[k]
+                && if l.pc_relative {
+                    address == next_ip
+                } else {
+                    address == 0
+                }
+        })?;
+        taken[k] = true;
+        Some(labels[k].text.as_str())
+    };
+    let mut text = String::new();
+    if i.lock {
+        text.push_str("lock ");
+    }
+    text.push_str(&mnemonic);
+    for (k, op) in ops.iter().enumerate() {
+        text.push_str(if k == 0 { " " } else { ", " });
+        match op {
+            Operand::Reg(r) => text.push_str(r),
+            Operand::Text(t) => text.push_str(t),
+            Operand::Imm { value, shown } => match take(*value) {
+                Some(l) => text.push_str(l),
+                None => text.push_str(&number(*shown)),
+            },
+            Operand::Branch { target, short } => {
+                if *short {
+                    text.push_str("short ");
+                }
+                // 16 hex digits, but 0 to 9 in decimal like any number.
+                match take(*target) {
+                    Some(l) => text.push_str(l),
+                    None if *target <= 9 => text.push_str(&target.to_string()),
+                    None => text.push_str(&format!("{target:#018x}")),
+                }
+            }
+            Operand::Mem(size) => {
+                let rip = i.mod_() == 0 && i.rm() == 5;
+                let address = if rip {
+                    next_ip.wrapping_add(i.disp as u64)
+                } else {
+                    i.disp as u64
+                };
+                let symbol = take(address);
+                if let Some(s) = size {
+                    text.push_str(s);
+                    text.push(' ');
+                }
+                text.push('[');
+                text.push_str(&memory(i, rip, address, symbol)?);
+                text.push(']');
+            }
+        }
+    }
+    Some((text, taken.iter().filter(|&&t| t).count()))
+}
+
+/// The inside of a memory operand's brackets.
+fn memory(i: &Inst, rip: bool, address: u64, symbol: Option<&str>) -> Option<String> {
+    let mut out = String::new();
+    let (mut base, mut index, mut scale) = (None, None, 0u8);
+    if rip {
+        // RIP-relative: iced shows the absolute address (or its symbol).
+    } else if let Some(s) = i.sib {
+        let b = s & 7;
+        let x = ((s >> 3) & 7) | (i.rex_x() << 3);
+        if !(b == 5 && i.mod_() == 0) {
+            base = Some(b | (i.rex_b() << 3));
+        }
+        if x != 4 {
+            index = Some(x);
+            scale = s >> 6;
+        }
+    } else {
+        base = Some(i.rm() | (i.rex_b() << 3));
+    }
+    let mut need_plus = false;
+    if let Some(b) = base {
+        out.push_str(REG64[usize::from(b)]);
+        need_plus = true;
+    }
+    if let Some(x) = index {
+        if need_plus {
+            out.push('+');
+        }
+        out.push_str(REG64[usize::from(x)]);
+        // `[rsi*1]` only without a base.
+        if scale != 0 || base.is_none() {
+            out.push('*');
+            out.push_str(["1", "2", "4", "8"][usize::from(scale)]);
+        }
+        need_plus = true;
+    }
+    if let Some(s) = symbol {
+        if need_plus {
+            out.push('+');
+        }
+        out.push_str(s);
+    } else if rip {
+        out.push_str(&number(address));
+    } else if !need_plus {
+        out.push_str(&number(i.disp as u64));
+    } else if i.disp_len != 0 && i.disp != 0 {
+        if i.disp < 0 {
+            out.push('-');
+            out.push_str(&number(i.disp.unsigned_abs()));
+        } else {
+            out.push('+');
+            out.push_str(&number(i.disp as u64));
+        }
+    }
+    Some(out)
+}
+
+/// The size keyword of a memory operand of `size` bits.
+fn ptr(size: u8) -> &'static str {
+    match size {
+        8 => "byte ptr",
+        16 => "word ptr",
+        32 => "dword ptr",
+        _ => "qword ptr",
+    }
+}
+
+/// The mnemonic and operands of the instructions this file formats.
+fn operands(i: &Inst, ip: u64) -> Option<(String, Vec<Operand>)> {
+    let rex = i.rex != 0;
+    let w = i.rex_w();
+    // The operand size of instructions with a 32-bit default.
+    let v: u8 = if w {
+        64
+    } else if i.opsize16 {
+        16
+    } else {
+        32
+    };
+    let reg = i.reg() | (i.rex_r() << 3);
+    let rm = i.rm() | (i.rex_b() << 3);
+    // Operand `E` (ModRM r/m) of `size` bits; `sized`: whether a memory operand shows its size.
+    let e = |size: u8, sized: bool| -> Operand {
+        if i.is_mem() {
+            Operand::Mem(sized.then(|| ptr(size)))
+        } else {
+            Operand::Reg(reg_name(size, rm, rex))
+        }
+    };
+    let g = |size: u8| Operand::Reg(reg_name(size, reg, rex));
+    // Immediates: 8-bit, and the `Iz`/sign-extended forms at operand size `size`.
+    let imm8 = || Operand::Imm {
+        value: i.imm & 0xff,
+        shown: i.imm & 0xff,
+    };
+    let imm_at = |size: u8| -> Operand {
+        let raw = i.imm;
+        let signed = match i.imm_len {
+            1 => raw as u8 as i8 as i64,
+            2 => raw as u16 as i16 as i64,
+            4 => raw as u32 as i32 as i64,
+            _ => raw as i64,
+        };
+        let value = match size {
+            8 => raw & 0xff,
+            16 => signed as u64 & 0xffff,
+            32 => signed as u64 & 0xffff_ffff,
+            _ => signed as u64,
+        };
+        Operand::Imm {
+            value,
+            shown: value,
+        }
+    };
+    let rel = |short: bool| -> Operand {
+        let (_, target, _) = i.flow(ip);
+        Operand::Branch { target, short }
+    };
+    let m = |s: &str| s.to_string();
+    // Formats this file writes only without F2/F3 (their meaning changes with them).
+    let no_rep = i.rep == 0;
+    let out = match i.map {
+        Map::One => match i.op {
+            0x00..=0x3f if no_rep => {
+                let name = m(ALU[usize::from(i.op >> 3)]);
+                match i.op & 7 {
+                    0 => (name, vec![e(8, false), g(8)]),
+                    1 => (name, vec![e(v, false), g(v)]),
+                    2 => (name, vec![g(8), e(8, false)]),
+                    3 => (name, vec![g(v), e(v, false)]),
+                    4 => (name, vec![Operand::Reg("al"), imm8()]),
+                    _ => (name, vec![Operand::Reg(reg_name(v, 0, rex)), imm_at(v)]),
+                }
+            }
+            0x50..=0x5f if no_rep && !i.opsize16 => {
+                let name = if i.op < 0x58 { "push" } else { "pop" };
+                let r = (i.op & 7) | (i.rex_b() << 3);
+                (m(name), vec![Operand::Reg(REG64[usize::from(r)])])
+            }
+            0x63 if no_rep && w => (m("movsxd"), vec![g(64), e(32, false)]),
+            0x68 | 0x6a if no_rep && !i.opsize16 => (m("push"), vec![imm_at(64)]),
+            // `imul r, r, imm` with the same register twice is written `imul r, imm`.
+            0x69 | 0x6b if no_rep && !i.is_mem() && reg == rm => (m("imul"), vec![g(v), imm_at(v)]),
+            0x69 | 0x6b if no_rep => (m("imul"), vec![g(v), e(v, false), imm_at(v)]),
+            0x70..=0x7f if no_rep => (format!("j{}", CC[usize::from(i.op & 15)]), vec![rel(true)]),
+            0x80 if no_rep => (m(ALU[usize::from(i.reg())]), vec![e(8, true), imm8()]),
+            0x81 | 0x83 if no_rep => (m(ALU[usize::from(i.reg())]), vec![e(v, true), imm_at(v)]),
+            0x84 if no_rep => (m("test"), vec![e(8, false), g(8)]),
+            0x85 if no_rep => (m("test"), vec![e(v, false), g(v)]),
+            0x86 if no_rep => (m("xchg"), vec![e(8, false), g(8)]),
+            0x87 if no_rep => (m("xchg"), vec![e(v, false), g(v)]),
+            0x88 if no_rep => (m("mov"), vec![e(8, false), g(8)]),
+            0x89 if no_rep => (m("mov"), vec![e(v, false), g(v)]),
+            0x8a if no_rep => (m("mov"), vec![g(8), e(8, false)]),
+            0x8b if no_rep => (m("mov"), vec![g(v), e(v, false)]),
+            0x8d if no_rep => (m("lea"), vec![g(v), Operand::Mem(None)]),
+            0x90 if i.rex == 0 && !i.opsize16 => match i.rep {
+                0 => none_named("nop"),
+                0xf3 => none_named("pause"),
+                _ => return None,
+            },
+            0x98 if no_rep => none_named(match v {
+                64 => "cdqe",
+                16 => "cbw",
+                _ => "cwde",
+            }),
+            0x99 if no_rep => none_named(match v {
+                64 => "cqo",
+                16 => "cwd",
+                _ => "cdq",
+            }),
+            0xa8 if no_rep => (m("test"), vec![Operand::Reg("al"), imm8()]),
+            0xa9 if no_rep => (
+                m("test"),
+                vec![Operand::Reg(reg_name(v, 0, rex)), imm_at(v)],
+            ),
+            0xb0..=0xb7 if no_rep => (
+                m("mov"),
+                vec![
+                    Operand::Reg(reg_name(8, (i.op & 7) | (i.rex_b() << 3), rex)),
+                    imm8(),
+                ],
+            ),
+            0xb8..=0xbf if no_rep => (
+                m("mov"),
+                vec![
+                    Operand::Reg(reg_name(v, (i.op & 7) | (i.rex_b() << 3), rex)),
+                    imm_at(v),
+                ],
+            ),
+            0xc0 | 0xc1 | 0xd0..=0xd3 if no_rep => {
+                let size = if i.op & 1 == 0 { 8 } else { v };
+                let count = match i.op {
+                    0xc0 | 0xc1 => imm8(),
+                    0xd0 | 0xd1 => Operand::Text("1"),
+                    _ => Operand::Reg("cl"),
+                };
+                (m(SHIFT[usize::from(i.reg())]), vec![e(size, true), count])
+            }
+            0xc3 if no_rep && !i.opsize16 => none_named("ret"),
+            0xc6 if no_rep => (m("mov"), vec![e(8, true), imm8()]),
+            0xc7 if no_rep => (m("mov"), vec![e(v, true), imm_at(v)]),
+            0xc9 if no_rep && !i.opsize16 => none_named("leave"),
+            0xcc if no_rep => none_named("int3"),
+            0xe8 if no_rep => (m("call"), vec![rel(false)]),
+            0xe9 if no_rep => (m("jmp"), vec![rel(false)]),
+            0xeb if no_rep => (m("jmp"), vec![rel(true)]),
+            0xf4 if no_rep => none_named("hlt"),
+            0xf5 if no_rep => none_named("cmc"),
+            0xf6 | 0xf7 if no_rep => {
+                let size = if i.op == 0xf6 { 8 } else { v };
+                let mut ops = vec![e(size, true)];
+                if i.reg() <= 1 {
+                    ops.push(if size == 8 { imm8() } else { imm_at(size) });
+                }
+                (m(GROUP3[usize::from(i.reg())]), ops)
+            }
+            0xf8..=0xfd if no_rep => {
+                none_named(["clc", "stc", "cli", "sti", "cld", "std"][usize::from(i.op - 0xf8)])
+            }
+            0xfe if no_rep => (m(["inc", "dec"][usize::from(i.reg())]), vec![e(8, true)]),
+            0xff if no_rep => match i.reg() {
+                0 | 1 => (m(["inc", "dec"][usize::from(i.reg())]), vec![e(v, true)]),
+                2 | 4 if !i.opsize16 => {
+                    let name = if i.reg() == 2 { "call" } else { "jmp" };
+                    (m(name), vec![e(64, true)])
+                }
+                6 if !i.opsize16 => (m("push"), vec![e(64, true)]),
+                _ => return None,
+            },
+            _ => return None,
+        },
+        Map::Two => match i.op {
+            0x05 => none_named("syscall"),
+            0x0b if no_rep => none_named("ud2"),
+            0x30 => none_named("wrmsr"),
+            0x31 => none_named("rdtsc"),
+            0x32 => none_named("rdmsr"),
+            0xa2 => none_named("cpuid"),
+            0x01 => match i.modrm? {
+                0xca => none_named("clac"),
+                0xcb => none_named("stac"),
+                0xf8 => none_named("swapgs"),
+                _ => return None,
+            },
+            0xae => match i.modrm? {
+                0xe8 => none_named("lfence"),
+                0xf0 => none_named("mfence"),
+                0xf8 => none_named("sfence"),
+                _ => return None,
+            },
+            0x1e => none_named("endbr64"),
+            0x1f if no_rep => (m("nop"), vec![e(v, false)]),
+            0x40..=0x4f if no_rep => (
+                format!("cmov{}", CC[usize::from(i.op & 15)]),
+                vec![g(v), e(v, false)],
+            ),
+            0x80..=0x8f if no_rep => (format!("j{}", CC[usize::from(i.op & 15)]), vec![rel(false)]),
+            0x90..=0x9f if no_rep && !i.opsize16 => (
+                format!("set{}", CC[usize::from(i.op & 15)]),
+                vec![e(8, false)],
+            ),
+            0xa3 | 0xab | 0xb3 | 0xbb if no_rep => {
+                let name = match i.op {
+                    0xa3 => "bt",
+                    0xab => "bts",
+                    0xb3 => "btr",
+                    _ => "btc",
+                };
+                (m(name), vec![e(v, false), g(v)])
+            }
+            0xba if no_rep => (
+                m(["bt", "bts", "btr", "btc"][usize::from(i.reg() - 4)]),
+                vec![e(v, true), imm8()],
+            ),
+            0xaf if no_rep => (m("imul"), vec![g(v), e(v, false)]),
+            0xb0 | 0xc0 if no_rep => {
+                let name = if i.op == 0xb0 { "cmpxchg" } else { "xadd" };
+                (m(name), vec![e(8, false), g(8)])
+            }
+            0xb1 | 0xc1 if no_rep => {
+                let name = if i.op == 0xb1 { "cmpxchg" } else { "xadd" };
+                (m(name), vec![e(v, false), g(v)])
+            }
+            0xb6 | 0xb7 | 0xbe | 0xbf if no_rep => {
+                let name = if i.op < 0xbe { "movzx" } else { "movsx" };
+                let size = if i.op & 1 == 0 { 8 } else { 16 };
+                (m(name), vec![g(v), e(size, true)])
+            }
+            0xc8..=0xcf if no_rep && !i.opsize16 => {
+                let r = (i.op & 7) | (i.rex_b() << 3);
+                (m("bswap"), vec![Operand::Reg(reg_name(v, r, rex))])
+            }
+            _ => return None,
+        },
+    };
+    Some(out)
+}
+
+/// An instruction without operands.
+fn none_named(name: &str) -> (String, Vec<Operand>) {
+    (name.to_string(), Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every instruction this file accepts, held to iced: the same length, control flow,
+    //! call and line-number load, end of flow, and, where this file formats it, the same text
+    //! with the same labels used.
+    use super::*;
+    use iced_x86::{
+        Code, Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, Mnemonic,
+        OpKind, SymbolResolver, SymbolResult,
+    };
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    struct Resolver {
+        labels: Vec<(bool, String, bool)>,
+        next_ip: u64,
+        used: Rc<Cell<usize>>,
+    }
+
+    impl SymbolResolver for Resolver {
+        fn symbol(
+            &mut self,
+            _: &Instruction,
+            _: u32,
+            _: Option<u32>,
+            address: u64,
+            _: u32,
+        ) -> Option<SymbolResult<'_>> {
+            let next_ip = self.next_ip;
+            let slot = self.labels.iter_mut().find(|(pcrel, _, taken)| {
+                !*taken
+                    && if *pcrel {
+                        address == next_ip
+                    } else {
+                        address == 0
+                    }
+            })?;
+            slot.2 = true;
+            self.used.set(self.used.get() + 1);
+            Some(SymbolResult::with_string(address, slot.1.clone()))
+        }
+    }
+
+    fn iced_text(insn: &Instruction, labels: &[OperandLabel]) -> (String, usize) {
+        let used = Rc::new(Cell::new(0));
+        let resolver = Resolver {
+            labels: labels
+                .iter()
+                .map(|l| (l.pc_relative, l.text.clone(), false))
+                .collect(),
+            next_ip: insn.next_ip(),
+            used: Rc::clone(&used),
+        };
+        let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
+        fmt.options_mut().set_hex_prefix("0x");
+        fmt.options_mut().set_hex_suffix("");
+        fmt.options_mut().set_uppercase_hex(false);
+        fmt.options_mut().set_space_after_operand_separator(true);
+        let mut text = String::new();
+        fmt.format(insn, &mut text);
+        (text, used.get())
+    }
+
+    fn label_sets() -> Vec<Vec<OperandLabel>> {
+        let l = |pc_relative: bool, text: &str| OperandLabel {
+            pc_relative,
+            text: text.into(),
+        };
+        vec![
+            vec![],
+            vec![l(true, "pc")],
+            vec![l(false, "abs")],
+            vec![l(false, "abs"), l(true, "pc")],
+        ]
+    }
+
+    /// Compare one byte string; returns whether this file accepted it.
+    fn check(bytes: &[u8], ip: u64) -> bool {
+        assert_eq!(
+            length(bytes),
+            decode(bytes).map(|i| i.len),
+            "{bytes:02x?}: length without decoding"
+        );
+        let Some(mine) = decode(bytes) else {
+            return false;
+        };
+        let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+        let insn = d.decode();
+        assert!(!insn.is_invalid(), "{bytes:02x?}: iced says invalid");
+        assert_eq!(mine.len, insn.len(), "{bytes:02x?}: length ({insn})");
+        // Control flow as `decode_flow` reads it from iced.
+        let direct = insn.op_count() == 1 && insn.op0_kind() == OpKind::NearBranch64;
+        let want = match insn.code() {
+            _ if !direct => Flow::Other,
+            Code::Call_rel32_64 => Flow::Call,
+            Code::Jmp_rel32_64 | Code::Jmp_rel8_64 => Flow::Jump,
+            _ => Flow::CondJump,
+        };
+        let (flow, target, field) = mine.flow(ip);
+        assert_eq!(flow, want, "{bytes:02x?}: flow ({insn})");
+        if flow != Flow::Other {
+            let offsets = d.get_constant_offsets(&insn);
+            assert_eq!(target, insn.near_branch_target(), "{bytes:02x?}: target");
+            assert_eq!(
+                field,
+                ip + offsets.immediate_offset() as u64,
+                "{bytes:02x?}: field"
+            );
+        }
+        assert_eq!(
+            mine.is_call(),
+            insn.mnemonic() == Mnemonic::Call,
+            "{bytes:02x?}: call ({insn})"
+        );
+        let want = (insn.code() == Code::Mov_r32_imm32)
+            .then(|| insn.op0_register() as u32 - iced_x86::Register::EAX as u32);
+        assert_eq!(
+            mine.mov_r32_imm32(),
+            want,
+            "{bytes:02x?}: mov $imm32 ({insn})"
+        );
+        // What `decode_insns` makes of it.
+        let want = super::super::x86_64::iced_insn(bytes, 0);
+        assert_eq!(
+            mine.moved_immediate(),
+            want.imm,
+            "{bytes:02x?}: moved immediate ({insn})"
+        );
+        assert_eq!(
+            mine.is_call() || mine.flow(ip).0 == Flow::Jump,
+            want.call,
+            "{bytes:02x?}: call or jump ({insn})"
+        );
+        let ends = matches!(
+            insn.mnemonic(),
+            Mnemonic::Jmp | Mnemonic::Ret | Mnemonic::Ud2 | Mnemonic::Int3
+        );
+        assert_eq!(mine.ends_flow(), ends, "{bytes:02x?}: end of flow ({insn})");
+        for labels in label_sets() {
+            if let Some(got) = format(&mine, ip, &labels) {
+                let want = iced_text(&insn, &labels);
+                if got != want {
+                    if std::env::var_os("X86_FAST_ALL").is_some() {
+                        eprintln!(
+                            "MISMATCH {:?} {:02x} /{} {bytes:02x?} labels {}: {got:?} vs {want:?}",
+                            mine.map,
+                            mine.op,
+                            mine.reg(),
+                            labels.len()
+                        );
+                        continue;
+                    }
+                    panic!("{bytes:02x?}: text with labels {labels:?}: {got:?}, iced {want:?}");
+                }
+            }
+        }
+        true
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn byte(&mut self) -> u8 {
+            self.next() as u8
+        }
+    }
+
+    const PREFIXES: &[&[u8]] = &[
+        &[],
+        &[0x48],
+        &[0x66],
+        &[0x41],
+        &[0x4c],
+        &[0x4d],
+        &[0x40],
+        &[0xf0],
+        &[0xf0, 0x48],
+        &[0xf3],
+        &[0xf3, 0x48],
+        &[0xf2],
+        &[0x66, 0x48],
+        &[0x2e],
+        &[0x3e],
+        &[0x66, 0x2e],
+        &[0x66, 0x66, 0x2e],
+    ];
+
+    /// Every prefix set of `PREFIXES`, opcode, ModRM and a few SIB bytes, with the bytes after
+    /// them from `rng`; `step` samples the ModRM bytes (1: all of them).
+    fn sweep(step: usize, rng: &mut Rng) -> usize {
+        let mut accepted = 0;
+        let sibs = [0x24, 0x25, 0x44, 0x98, 0xe5, 0x3c];
+        for prefix in PREFIXES {
+            for two in [false, true] {
+                for op in 0..=255u8 {
+                    for modrm in (0..=255u8).step_by(step) {
+                        for &sib in &sibs {
+                            let mut b = prefix.to_vec();
+                            if two {
+                                b.push(0x0f);
+                            }
+                            b.extend([op, modrm, sib]);
+                            while b.len() < 16 {
+                                b.push(rng.byte());
+                            }
+                            let ip = 0x1000 + u64::from(rng.byte());
+                            if check(&b, ip) {
+                                accepted += 1;
+                            }
+                            if modrm & 7 != 4 || modrm >> 6 == 3 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        accepted
+    }
+
+    #[test]
+    fn agrees_with_iced_on_a_sample() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        assert!(sweep(7, &mut rng) > 10_000);
+        // Random bytes, weighted towards prefixes and common opcodes.
+        let common = [
+            0x48, 0x89, 0x8b, 0x0f, 0xe8, 0x66, 0x41, 0xc7, 0x83, 0xf0, 0xff,
+        ];
+        for _ in 0..20_000 {
+            let mut b: Vec<u8> = (0..16).map(|_| rng.byte()).collect();
+            for x in b.iter_mut().take(3) {
+                if rng.byte() < 128 {
+                    *x = common[usize::from(rng.byte()) % common.len()];
+                }
+            }
+            check(&b, rng.next() & 0xffff);
+        }
+    }
+
+    /// The code of real objects (`X86_FAST_OBJS`: paths separated by `:`, a kernel's
+    /// `vmlinux.o`, a distribution's modules), instruction by instruction as iced reads it:
+    /// `X86_FAST_OBJS=... cargo test --release -p elfdiff real_code -- --ignored`.
+    #[test]
+    #[ignore]
+    fn agrees_with_iced_on_real_code() {
+        use object::{Object as _, ObjectSection as _, SectionFlags};
+        let paths = std::env::var("X86_FAST_OBJS").expect("X86_FAST_OBJS");
+        let (mut total, mut fast) = (0usize, 0usize);
+        for path in paths.split(':').filter(|p| !p.is_empty()) {
+            let data = std::fs::read(path).expect("readable");
+            let Ok(file) = object::File::parse(&*data) else {
+                continue;
+            };
+            for sec in file.sections() {
+                let exec = matches!(sec.flags(), SectionFlags::Elf { sh_flags }
+                    if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0);
+                let Ok(code) = sec.data() else { continue };
+                if !exec || code.is_empty() {
+                    continue;
+                }
+                let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+                while d.can_decode() {
+                    let insn = d.decode();
+                    let at = insn.ip() as usize;
+                    let end = (at + 16).min(code.len());
+                    total += 1;
+                    if check(&code[at..end], at as u64) {
+                        fast += 1;
+                    }
+                }
+            }
+        }
+        eprintln!("{fast} of {total} instructions decoded without iced");
+    }
+
+    /// Every ModRM byte, not a sample: `cargo test --release -p elfdiff -- --ignored`.
+    #[test]
+    #[ignore]
+    fn agrees_with_iced_everywhere() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        sweep(1, &mut rng);
+        for _ in 0..5_000_000 {
+            let b: Vec<u8> = (0..16).map(|_| rng.byte()).collect();
+            check(&b, rng.next() & 0xffff);
+        }
+    }
+}
