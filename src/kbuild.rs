@@ -173,6 +173,9 @@ fn make(
     if let Some(cc) = &cc_arg {
         all.push(cc.as_ref());
     }
+    // The target's machine and cross toolchain (none on its own machine: src/machine.rs).
+    let machine = crate::machine::make_args();
+    all.extend(machine.iter().map(|a| OsStr::new(a.as_str())));
     let out = process::run("make", &all, None, &[], Some(log), intr)?;
     if !out.success {
         return Err(KernelBuildFailed {

@@ -291,10 +291,17 @@ fn livepatch(sysfs: &Path, dir: &Path, name: &str, index: &ModuleFiles) -> Resul
 }
 
 /// The GNU build-id in a raw ELF note sequence (as `/sys/module/<m>/notes/*` holds them).
+/// The words are in the byte order of the kernel that wrote them: this machine's when
+/// `klpgen list` runs there, another's when a guest's sysfs is read (a big-endian s390x
+/// guest on an x86-64 host); both orders are tried.
 pub fn build_id_of_notes(data: &[u8]) -> Option<Vec<u8>> {
+    build_id_in(data, u32::from_le_bytes).or_else(|| build_id_in(data, u32::from_be_bytes))
+}
+
+fn build_id_in(data: &[u8], read: fn([u8; 4]) -> u32) -> Option<Vec<u8>> {
     let word = |at: usize| -> Option<usize> {
         let b = data.get(at..at + 4)?;
-        Some(u32::from_ne_bytes(b.try_into().ok()?) as usize)
+        Some(read(b.try_into().ok()?) as usize)
     };
     let align = |n: usize| n.checked_add(3).map(|n| n & !3);
     let mut at = 0;
@@ -619,22 +626,26 @@ mod tests {
 
     #[test]
     fn build_ids_from_raw_notes() {
-        let mut notes = Vec::new();
-        // Another note first (name "Linux", padded to 8), then the GNU build-id.
-        for (name, ty, desc) in [
-            (&b"Linux\0"[..], 6u32, &b"xy"[..]),
-            (&b"GNU\0"[..], 3, &[0xab, 0xcd, 0x01][..]),
-        ] {
-            notes.extend((name.len() as u32).to_ne_bytes());
-            notes.extend((desc.len() as u32).to_ne_bytes());
-            notes.extend(ty.to_ne_bytes());
-            notes.extend(name);
-            notes.resize(notes.len().div_ceil(4) * 4, 0);
-            notes.extend(desc);
-            notes.resize(notes.len().div_ceil(4) * 4, 0);
+        // Either byte order: a guest of another machine writes its own.
+        for word in [u32::to_le_bytes, u32::to_be_bytes] {
+            let mut notes = Vec::new();
+            // Another note first (name "Linux", padded to 8), then the GNU build-id.
+            for (name, ty, desc) in [
+                (&b"Linux\0"[..], 6u32, &b"xy"[..]),
+                (&b"GNU\0"[..], 3, &[0xab, 0xcd, 0x01][..]),
+            ] {
+                notes.extend(word(name.len() as u32));
+                notes.extend(word(desc.len() as u32));
+                notes.extend(word(ty));
+                notes.extend(name);
+                notes.resize(notes.len().div_ceil(4) * 4, 0);
+                notes.extend(desc);
+                notes.resize(notes.len().div_ceil(4) * 4, 0);
+            }
+            assert_eq!(build_id_of_notes(&notes), Some(vec![0xab, 0xcd, 0x01]));
         }
-        assert_eq!(build_id_of_notes(&notes), Some(vec![0xab, 0xcd, 0x01]));
-        assert_eq!(build_id_of_notes(&notes[..20]), None);
+        let notes: Vec<u8> = [6u32, 2, 6].iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(build_id_of_notes(&notes), None);
         assert_eq!(build_id_of_notes(&[]), None);
         assert_eq!(build_id_of_notes(&[0xff; 16]), None);
     }

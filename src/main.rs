@@ -18,6 +18,7 @@ mod kbuild;
 mod kernel;
 mod kofile;
 mod listcmd;
+mod machine;
 mod mirror;
 mod modinfo;
 mod objtool;

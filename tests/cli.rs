@@ -2790,6 +2790,43 @@ fn the_ci_script_builds_each_kernel_of_a_list_and_fails_on_the_one_that_cannot()
     assert!(job.join("livepatches/nolp/report.json").is_file());
 }
 
+/// On a target whose machine the kernel's Rust support does not cover (a ppc64le or s390x
+/// configuration), `--hook rust` is refused before any work, naming the machine and the reason,
+/// and `--hook auto` says that it takes the C hook and why.
+#[test]
+fn the_hook_is_c_where_the_kernel_has_no_rust() {
+    for (config, machine, kbuild) in [
+        (
+            "CONFIG_PPC64=y\nCONFIG_CPU_LITTLE_ENDIAN=y\n",
+            "ppc64le",
+            "powerpc",
+        ),
+        ("CONFIG_S390=y\nCONFIG_64BIT=y\n", "s390x", "s390"),
+    ] {
+        let t = Tree::new(&CONFIG.replace("CONFIG_X86_64=y\n", config));
+        let p = t.patch("p.patch", GOOD_PATCH);
+        let o = t.command(&p).args(["--hook", "rust"]).output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        let want = format!(
+            "--hook rust: the target is {machine}, and the kernel's Rust support does not cover {kbuild} in Linux 6.12"
+        );
+        assert!(e.contains(&want), "{e}");
+        assert!(e.contains("use --hook c (or auto)"), "{e}");
+        // A patch that does not apply ends the run right after the hook is chosen (the
+        // stand-in tree has x86-64 objects: nothing would build for the machine anyway).
+        let bad = t.patch(
+            "bad.patch",
+            &GOOD_PATCH.replace("helper(x) + 1", "helper(x) + 9"),
+        );
+        let o = t.command(&bad).args(["--hook", "auto"]).output().unwrap();
+        let e = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{e}");
+        let want = format!("klpgen: hook: C ({machine} target: the kernel's Rust support");
+        assert!(e.contains(&want), "{e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several targets in one run (`--kernel SPEC`, `--kernels FILE`).
 

@@ -633,6 +633,7 @@ fn directives_parsed() -> Result<(), Failed> {
     let sample = |k: &str| match k {
         "entry-size" | "member" | "entries" | "bytes" => "x=1",
         "fresh" | "kept" | "parts" => "f:g",
+        "arch" => "ppc64le",
         "code" => "f 90",
         "callback" => "post_patch f",
         "state" => "0x10 1",

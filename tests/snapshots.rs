@@ -80,7 +80,9 @@ fn check(src: PathBuf) -> Result<(), Failed> {
     if want_code == 0 {
         let bytes = std::fs::read(&out)
             .map_err(|e| format!("klpgen diff exited 0 but wrote no out.o: {e}"))?;
-        let dump = elfdump::dump(&bytes)?;
+        let dump = elfdump::dump_with(&bytes, &|m, t| {
+            elfdiff::arch::for_machine(m).and_then(|a| a.reloc_name(t))
+        })?;
         host_independent("the livepatch object", &dump)?;
         problems.extend(snapshot::check(&dump_path, &dump).err());
     } else {

@@ -12,7 +12,9 @@
 //! - `doc_line`: every `.rs` file of the workspace (`src`, `crates`, `xtask`, `tests`, `fuzz`)
 //!   opens with a `//!` line saying what it is for.
 //! - `machine_names`: names of a machine (`X86_64`, `x86_64`, `R_X86_64*`, `EM_X86_64`,
-//!   `iced_x86`, the relocation and machine names of other architectures, `CONFIG_X86_*`) occur
+//!   `iced_x86`, `ppc64`, `powerpc`, `s390`, `aarch64`, `arm64`, `loongarch` in any case, the
+//!   relocation and machine names of other architectures, their decoder crates, `CONFIG_X86_*`,
+//!   `CONFIG_PPC*`, `CONFIG_S390*`, `CONFIG_ARM64*`, `CONFIG_LOONGARCH*`) occur
 //!   only under the architecture folder `crates/elfdiff/src/arch/`, not in the non-test code of
 //!   `src/` or of the library crates.
 //!
@@ -427,7 +429,26 @@ fn io_findings(f: &File) -> Vec<String> {
 
 /// Names of a machine: identifiers containing the first list, identifiers and string
 /// contents starting with (or containing) the second.
-const MACHINE_IN_IDENT: &[&str] = &["X86_64", "x86_64", "iced_x86"];
+const MACHINE_IN_IDENT: &[&str] = &[
+    "X86_64",
+    "x86_64",
+    "iced_x86",
+    "ppc64",
+    "PPC64",
+    "Ppc64",
+    "powerpc",
+    "s390",
+    "S390",
+    "aarch64",
+    "Aarch64",
+    "AARCH64",
+    "arm64",
+    "ARM64",
+    "loongarch",
+    "Loongarch",
+    "LOONGARCH",
+    "yaxpeax",
+];
 const MACHINE_PREFIXES: &[&str] = &[
     "R_X86_64",
     "EM_X86_64",
@@ -440,6 +461,10 @@ const MACHINE_PREFIXES: &[&str] = &[
     "EM_AARCH64",
     "EM_LOONGARCH",
     "CONFIG_X86_",
+    "CONFIG_PPC",
+    "CONFIG_S390",
+    "CONFIG_ARM64",
+    "CONFIG_LOONGARCH",
 ];
 
 /// The architecture folder, where machine names belong.
@@ -624,7 +649,8 @@ fn rules_find_what_they_should() {
          fn b() { let m = elf::EM_X86_64; c.is_set(\"CONFIG_X86_KERNEL_IBT\"); }\n\
          #[cfg(test)]\n\
          mod tests { fn t() { std::fs::read(\"x\"); let r = elf::R_X86_64_PC32; } }\n\
-         fn c() -> u32 { elf::R_AARCH64_CALL26 }\n",
+         fn c() -> u32 { elf::R_AARCH64_CALL26 }\n\
+         fn d() { arch::Ppc64le; c.is_set(\"CONFIG_S390\"); k(\"powerpc\"); }\n",
     );
     assert_eq!(
         io_findings(&f),
@@ -638,7 +664,10 @@ fn rules_find_what_they_should() {
         [
             "crates/x/src/lib.rs:4: `EM_X86_64`",
             "crates/x/src/lib.rs:7: `R_AARCH64_CALL26`",
+            "crates/x/src/lib.rs:8: `Ppc64le`",
             "crates/x/src/lib.rs:4: \"CONFIG_X86_\" in the string \"CONFIG_X86_KERNEL_IBT\"",
+            "crates/x/src/lib.rs:8: \"S390\" in the string \"CONFIG_S390\"",
+            "crates/x/src/lib.rs:8: \"powerpc\" in the string \"powerpc\"",
         ]
     );
     let (_, modules) = test_items("#[cfg(test)]\nmod testimage;\nmod real;");

@@ -185,7 +185,9 @@ fn link_parts(
     for p in &parts {
         args.push(p.as_os_str());
     }
-    let o = crate::process::run("ld", args, None, &[], None, intr)?;
+    // The target's linker (its cross toolchain's on another machine).
+    let ld = crate::machine::tool("ld");
+    let o = crate::process::run(&ld, args, None, &[], None, intr)?;
     if !o.success {
         bail!("linking the livepatch objects failed:\n{}", o.stderr);
     }

@@ -106,6 +106,15 @@ pub struct BuildArgs {
     /// command with arguments): kbuild gets `CC="<launcher> gcc"` (clang for clang-built targets).
     #[arg(long, value_name = "CMD")]
     pub cc_launcher: Option<String>,
+    /// kbuild's ARCH of the target (powerpc, s390...): by default the machine its `.config`
+    /// names; given, it must agree.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// The target's cross toolchain prefix (`powerpc64le-linux-gnu-`) when klpgen runs on
+    /// another machine: by default the environment's CROSS_COMPILE, else the prefix of the
+    /// compiler the target was built with (CONFIG_CC_VERSION_TEXT), else Debian's.
+    #[arg(long, value_name = "PREFIX")]
+    pub cross_compile: Option<String>,
     /// sign-file to use instead of the target build's `scripts/sign-file`.
     #[arg(long, value_name = "PROGRAM")]
     pub sign_file: Option<PathBuf>,
@@ -176,6 +185,9 @@ pub struct TargetSpec {
     pub oot_ko: Option<PathBuf>,
     /// `--cc-launcher`, set up for the target's compiler kind.
     pub cc_launcher: Option<String>,
+    /// `--arch`, `--cross-compile`: the target's machine and cross toolchain.
+    pub arch: Option<String>,
+    pub cross_compile: Option<String>,
 }
 
 impl BuildArgs {
@@ -243,6 +255,8 @@ impl BuildArgs {
             modules: spec.modules.clone().or(from_dist(|d| d.modules.as_ref())),
             oot_ko: self.oot_module.clone(),
             cc_launcher: self.cc_launcher.clone(),
+            arch: self.arch.clone(),
+            cross_compile: self.cross_compile.clone(),
         })
     }
 }
@@ -334,11 +348,30 @@ impl BuildPlan {
         let module = module_name(args)?;
         let (patches, jobs) = (t.patches, t.jobs);
         record_patches(rep, tree, &patches);
-        let hook = match args.hook {
-            HookArg::Rust => HookLang::Rust,
-            HookArg::C => HookLang::C,
-            HookArg::Auto if tree.config.is_set("CONFIG_RUST") => HookLang::Rust,
-            HookArg::Auto => HookLang::C,
+        // The kernel's Rust support covers only some machines: there the hook is C.
+        let no_rust = tree
+            .arch()
+            .and_then(|a| a.rust_unsupported().map(|why| (a, why)));
+        let hook = match (args.hook, no_rust) {
+            (HookArg::Rust, Some((a, why))) => {
+                bail!(
+                    "--hook rust: the target is {}, and {why}; use --hook c (or auto)",
+                    a.name()
+                )
+            }
+            (HookArg::Rust, None) => HookLang::Rust,
+            (HookArg::C, _) => HookLang::C,
+            (HookArg::Auto, Some((a, why))) => {
+                if !args.quiet {
+                    crate::progress::message(&format!(
+                        "klpgen: hook: C ({} target: {why})",
+                        a.name()
+                    ));
+                }
+                HookLang::C
+            }
+            (HookArg::Auto, None) if tree.config.is_set("CONFIG_RUST") => HookLang::Rust,
+            (HookArg::Auto, None) => HookLang::C,
         };
         rep.hook = Some(hook.as_str());
         let oot = oot_pair(args)?;

@@ -84,6 +84,12 @@ impl Target {
         if let Some(l) = spec.cc_launcher.as_deref() {
             kbuild::set_compiler_launcher(&tree, l)?;
         }
+        // kbuild for the target's machine (its cross toolchain when klpgen runs elsewhere).
+        crate::machine::set(crate::machine::resolve(
+            &tree,
+            spec.arch.as_deref(),
+            spec.cross_compile.as_deref(),
+        )?)?;
         Ok(Target {
             tree,
             vmlinux,

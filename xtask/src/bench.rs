@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the speed and memory figures klpgen is held to, measured on the test
 //! kernel — `klpgen build` cold (nothing of klpgen's cached) and warm, and `klpgen diff` on the
-//! largest object pair (instructions under callgrind, peak memory), and the call graph of the
-//! target's vmlinux.o (`klpgen callers`). Not a test: it prints the
+//! largest object pair (instructions under callgrind, peak memory), the same for
+//! kernel/workqueue.o on the x86-64 and the ppc64le test kernels side by side, and the call
+//! graph of the target's vmlinux.o (`klpgen callers`). Not a test: it prints the
 //! figures, compares them with the targets, and writes target/bench/results.json.
 //!
 //! On the stock Debian kernel (the newest cloud-amd64 of `debian::TARGETS`, packages from the
@@ -515,6 +516,68 @@ fn section_count(path: &Path) -> Result<usize> {
     Ok(file.sections().count() + 1)
 }
 
+/// The diff of one object pair klpgen built: its size and the cost of `klpgen diff` on it.
+struct PairFigure {
+    unit: &'static str,
+    bytes: u64,
+    sections: usize,
+    instructions: u64,
+    rss_kb: u64,
+}
+
+/// Builds `patch` (touching `unit`, a `.o` path) on kernel `k` with `klpgen build`, then
+/// measures `klpgen diff` on the original and patched objects it compiled.
+fn pair_figure(
+    klpgen: &Path,
+    k: &kernel::Kernel,
+    cache: &Path,
+    name: &str,
+    patch: &Path,
+    unit: &'static str,
+    root: &Path,
+) -> Result<PairFigure> {
+    klpgen_build(klpgen, k, cache, name, patch, &root.join("out"))?;
+    let run = run_dir(cache, name)?;
+    let orig = run.join("orig").join(unit);
+    let patched = run.join("patched").join(unit);
+    Ok(PairFigure {
+        unit,
+        bytes: fs::metadata(&orig)?.len(),
+        sections: section_count(&orig)?,
+        instructions: callgrind_instructions(klpgen, &orig, &patched, root)?,
+        rss_kb: peak_rss_kb(klpgen, &orig, &patched)?,
+    })
+}
+
+/// The same unit's pair on the x86-64 test kernel and on the ppc64le one (its largest object:
+/// the cross kernel has no perf events, so not kernel/events/core.o), for comparing machines.
+fn machine_figures(
+    klpgen: &Path,
+    k: &kernel::Kernel,
+    cache: &Path,
+    root: &Path,
+) -> Result<Vec<(&'static str, PairFigure)>> {
+    let patch = util::repo_root().join("xtask/bench/workqueue.patch");
+    let unit = "kernel/workqueue.o";
+    let mut out = Vec::new();
+    eprintln!("bench: diffing {unit} on x86-64...");
+    let x86 = pair_figure(klpgen, k, cache, "bench-wq-host", &patch, unit, root)?;
+    out.push(("x86-64", x86));
+    let cross = kernel::ensure_variant(Some("ppc64le"))?;
+    eprintln!("bench: diffing {unit} on ppc64le...");
+    let ppc = pair_figure(
+        klpgen,
+        &cross,
+        cache,
+        "bench-wq-ppc64le",
+        &patch,
+        unit,
+        root,
+    )?;
+    out.push(("ppc64le", ppc));
+    Ok(out)
+}
+
 /// One `klpgen build` over `kernels` (SPECs) with its own output; its wall time.
 fn klpgen_build_targets(
     klpgen: &Path,
@@ -657,6 +720,7 @@ pub fn cmd_bench(rest: &[String]) -> Result<bool> {
     let sections = section_count(&orig)?;
     let instructions = callgrind_instructions(&klpgen, &orig, &patched, &root)?;
     let rss_kb = peak_rss_kb(&klpgen, &orig, &patched)?;
+    let machines = machine_figures(&klpgen, &k, &cache, &root)?;
 
     eprintln!("bench: diffing synthetic objects of {SYNTH_SMALL} and {SYNTH_LARGE} functions...");
     let small = synthetic_figure(&klpgen, &root.join("synthetic"), SYNTH_SMALL)?;
@@ -704,6 +768,16 @@ pub fn cmd_bench(rest: &[String]) -> Result<bool> {
         "  call graph of vmlinux.o: {} functions, {} edges ({} call sites); median of 3: {:.2?} s; {}",
         cg.functions, cg.edges, cg.sites, cg.runs, cg.internal
     );
+    for (machine, f) in &machines {
+        println!(
+            "  diff of {} on {machine}: {:.2} MB, {} sections: {:.1} M instructions, {:.1} MB peak",
+            f.unit,
+            f.bytes as f64 / 1e6,
+            f.sections,
+            f.instructions as f64 / 1e6,
+            f.rss_kb as f64 / 1024.0
+        );
+    }
     for f in [&small, &large] {
         println!(
             "  diff of a synthetic pair: {} functions, {} sections, {:.2} MB: {:.1} M instructions ({:.0} per section), {:.1} MB peak",
@@ -753,6 +827,10 @@ pub fn cmd_bench(rest: &[String]) -> Result<bool> {
         "callgraph_runs": cg.runs,
         "callgraph": { "functions": cg.functions, "edges": cg.edges, "call_sites": cg.sites, "timing": cg.internal },
         "synthetic": synthetic_json,
+        "machines": machines.iter().map(|(m, f)| serde_json::json!({
+            "machine": m, "object": f.unit, "bytes": f.bytes, "sections": f.sections,
+            "instructions": f.instructions, "peak_rss_kb": f.rss_kb,
+        })).collect::<Vec<_>>(),
         "synthetic_scaling_4x": scaling,
         "kernel_targets": targets,
         "stock": stock_json,

@@ -50,6 +50,7 @@ pub fn cmd_demo() -> Result<()> {
         probe: PROBE.as_bytes(),
         workdir: &logs,
         preload: None,
+        cross: None,
         late: None,
         second: None,
         wrong_kernel: None,

@@ -447,6 +447,7 @@ fn run_case(
         probe: &probe,
         workdir: &logs,
         preload: oot_ko.as_deref(),
+        cross: k.cross,
         late: None,
         second: second
             .as_ref()
@@ -1148,6 +1149,7 @@ pub fn cmd_boot(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        cross: k.cross,
         late: None,
         second: None,
         wrong_kernel: None,

@@ -2,6 +2,10 @@
 //! The test kernel is Debian's linux-source-6.12 with tinyconfig plus
 //! `tests/e2e/kernel.fragment`; a variant (`tests/e2e/kernel-<variant>.fragment`, merged after
 //! the main fragment) is built and cached separately, such as `noibt` (objtool per object).
+//! A cross kernel (`ppc64le`, `s390x`: [`CROSS`]) is tinyconfig plus
+//! `tests/e2e/kernel-cross.fragment` (the machine-neutral part) and
+//! `tests/e2e/kernel-<arch>.fragment`, built with `ARCH=... CROSS_COMPILE=...` by Debian's cross
+//! compiler, cached the same way under its own key.
 //! The cache is `$XDG_CACHE_HOME/klpgen-dev/` (by default `~/.cache/klpgen-dev/`).
 
 use crate::util;
@@ -21,6 +25,49 @@ const RECIPE_VERSION: &str = "klpgen-test-kernel recipe 1";
 /// The rustc the kernel is built with (Debian's rustc-web).
 pub const KERNEL_RUSTC: &str = "/usr/bin/rustc";
 
+/// A machine the test kernel is cross-built for (its name is the variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cross {
+    /// The variant name: `ppc64le`, `s390x`.
+    pub name: &'static str,
+    /// kbuild's `ARCH=`.
+    pub karch: &'static str,
+    /// kbuild's `CROSS_COMPILE=` (Debian's cross compiler package gcc-<triplet>).
+    pub cross_compile: &'static str,
+    /// The image qemu boots, relative to the build directory.
+    pub image: &'static str,
+    /// The make targets that build it (and the modules).
+    pub targets: &'static [&'static str],
+    /// Debian's architecture name (for the guest's static busybox).
+    pub debarch: &'static str,
+}
+
+/// The cross test kernels (Linux 6.12 livepatches these machines; research in
+/// /work/notes/cross/NOTES.md).
+pub const CROSS: &[Cross] = &[
+    Cross {
+        name: "ppc64le",
+        karch: "powerpc",
+        cross_compile: "powerpc64le-linux-gnu-",
+        image: "vmlinux",
+        targets: &["vmlinux", "modules"],
+        debarch: "ppc64el",
+    },
+    Cross {
+        name: "s390x",
+        karch: "s390",
+        cross_compile: "s390x-linux-gnu-",
+        image: "arch/s390/boot/bzImage",
+        targets: &["bzImage", "modules"],
+        debarch: "s390x",
+    },
+];
+
+/// The cross machine a variant name stands for, if it is one.
+pub fn cross(variant: Option<&str>) -> Option<&'static Cross> {
+    variant.and_then(|v| CROSS.iter().find(|c| c.name == v))
+}
+
 /// Paths of the cached test kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
@@ -30,12 +77,17 @@ pub struct Kernel {
     pub src: PathBuf,
     /// `O=` build directory.
     pub build: PathBuf,
+    /// The machine of a cross-built kernel; `None` for the host's (x86-64).
+    pub cross: Option<&'static Cross>,
 }
 
 impl Kernel {
     /// The bootable image.
     pub fn bzimage(&self) -> PathBuf {
-        self.build.join("arch/x86/boot/bzImage")
+        match self.cross {
+            Some(c) => self.build.join(c.image),
+            None => self.build.join("arch/x86/boot/bzImage"),
+        }
     }
 
     fn stamp(&self) -> PathBuf {
@@ -60,6 +112,12 @@ pub fn fragment_path() -> PathBuf {
 /// The fragments of a kernel variant: the main fragment, then (for a named variant) the
 /// overlay `tests/e2e/kernel-<variant>.fragment` merged after it (its lines win).
 pub fn fragment_paths(variant: Option<&str>) -> Vec<PathBuf> {
+    if let Some(c) = cross(variant) {
+        return vec![
+            util::repo_root().join("tests/e2e/kernel-cross.fragment"),
+            util::repo_root().join(format!("tests/e2e/kernel-{}.fragment", c.name)),
+        ];
+    }
     let mut v = vec![fragment_path()];
     if let Some(name) = variant {
         v.push(util::repo_root().join(format!("tests/e2e/kernel-{name}.fragment")));
@@ -101,13 +159,24 @@ pub fn locate_variant(variant: Option<&str>) -> Result<Kernel> {
     h.update(meta.mtime_nsec().to_le_bytes());
     h.update(b"\0");
     h.update(&fragment);
+    let cross = cross(variant);
+    if let Some(c) = cross {
+        // The compiler is an input as well: another cross gcc is another kernel.
+        h.update(b"\0cross\0");
+        h.update(c.name.as_bytes());
+        h.update(cross_gcc_version(c).as_bytes());
+    }
     let digest = h.finalize();
     let key: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let cache = cache_base().join(format!("kernel-{key}"));
+    let cache = match cross {
+        Some(c) => cache_base().join(format!("kernel-{}-{key}", c.name)),
+        None => cache_base().join(format!("kernel-{key}")),
+    };
     Ok(Kernel {
         src: cache.join("src").join(TOP_DIR),
         build: cache.join("build"),
         cache,
+        cross,
     })
 }
 
@@ -159,14 +228,35 @@ fn missing_options<'a>(required: &[&'a str], config: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// `<cross>gcc --version`'s first line, or "" when the compiler is missing (the build then
+/// fails naming the package).
+fn cross_gcc_version(c: &Cross) -> String {
+    Command::new(format!("{}gcc", c.cross_compile))
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn make(k: &Kernel) -> Command {
     let mut c = Command::new("make");
     c.arg("-C")
         .arg(&k.src)
-        .arg(format!("O={}", k.build.display()))
-        .arg(format!("RUSTC={KERNEL_RUSTC}"))
-        .arg(format!("HOSTRUSTC={KERNEL_RUSTC}"))
-        .env("PATH", util::path_with_cargo_bin());
+        .arg(format!("O={}", k.build.display()));
+    match k.cross {
+        // The kernel's Rust support does not cover these machines in 6.12: no RUSTC.
+        Some(x) => {
+            c.arg(format!("ARCH={}", x.karch))
+                .arg(format!("CROSS_COMPILE={}", x.cross_compile));
+        }
+        None => {
+            c.arg(format!("RUSTC={KERNEL_RUSTC}"))
+                .arg(format!("HOSTRUSTC={KERNEL_RUSTC}"));
+        }
+    }
+    c.env("PATH", util::path_with_cargo_bin());
     c
 }
 
@@ -203,6 +293,15 @@ pub fn ensure_variant(variant: Option<&str>) -> Result<Kernel> {
     if k.is_built() {
         return Ok(k);
     }
+    if let Some(c) = k.cross {
+        if util::which(&format!("{}gcc", c.cross_compile)).is_none() {
+            bail!(
+                "{}gcc is missing (Debian package gcc-{}); run `cargo xtask setup`",
+                c.cross_compile,
+                c.cross_compile.trim_end_matches('-')
+            );
+        }
+    }
     let started = std::time::Instant::now();
     eprintln!("building the test kernel in {}", k.cache.display());
     fs::create_dir_all(&k.cache)?;
@@ -214,6 +313,12 @@ pub fn ensure_variant(variant: Option<&str>) -> Result<Kernel> {
 
     util::run_logged(make(&k).arg("tinyconfig"), &log, "tinyconfig")?;
     let mut merge = Command::new(k.src.join("scripts/kconfig/merge_config.sh"));
+    if let Some(c) = k.cross {
+        // merge_config.sh runs make alldefconfig itself: it needs the machine as well.
+        merge
+            .env("ARCH", c.karch)
+            .env("CROSS_COMPILE", c.cross_compile);
+    }
     merge
         .current_dir(&k.build)
         .arg("-m")
@@ -240,11 +345,12 @@ pub fn ensure_variant(variant: Option<&str>) -> Result<Kernel> {
     }
 
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let targets: &[&str] = match k.cross {
+        Some(c) => c.targets,
+        None => &["bzImage", "modules"],
+    };
     util::run_logged(
-        make(&k)
-            .arg(format!("-j{jobs}"))
-            .arg("bzImage")
-            .arg("modules"),
+        make(&k).arg(format!("-j{jobs}")).args(targets),
         &log,
         "kernel build",
     )?;

@@ -37,7 +37,8 @@ commands:
                    Debian kernels of the distribution cases into the dev cache (idempotent;
                    `debian` fetches only those, all pinned ones or the TARGETs named)
   kernel [VARIANT] build or reuse the cached test kernel (or a variant, tests/e2e/kernel-VARIANT.fragment
-                   merged after kernel.fragment); print its source and build dirs
+                   merged after kernel.fragment, or a cross kernel: ppc64le, s390x); print its
+                   source and build dirs
   e2e [CASE...]    build klpgen; on the test kernel: self-diff of every object, the
                    kernel-header fixtures (tests/kfixtures; select with kfixtures or
                    kfixtures/NAME), the dependency scan against the kernel's records

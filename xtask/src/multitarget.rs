@@ -187,6 +187,7 @@ pub fn run(
             probe: &probe,
             workdir: &logs.join(format!("boot-{name}")),
             preload: None,
+            cross: None,
             late: None,
             second: None,
             wrong_kernel: None,

@@ -2,6 +2,7 @@
 //! and fetches the stock Debian kernels the distribution e2e runs on into the dev cache
 //! (`debian.rs`; `cargo xtask setup debian` does only that).
 
+use crate::kernel::Cross;
 use crate::util;
 use anyhow::{bail, Result};
 use std::collections::HashSet;
@@ -38,6 +39,15 @@ pub const PACKAGES: &[&str] = &[
     "valgrind",
     "time",
     "graphviz",
+    // The cross test kernels (`cargo xtask kernel ppc64le|s390x`), their qemu machines, and
+    // the cross compilers of the `//# arch:` fixtures (clang for loongarch64: Debian 12 has
+    // no GNU cross toolchain for it).
+    "gcc-powerpc64le-linux-gnu",
+    "gcc-s390x-linux-gnu",
+    "gcc-aarch64-linux-gnu",
+    "clang-19",
+    "qemu-system-ppc",
+    "qemu-system-misc",
     // `cargo xtask package`: the .deb is checked with lintian, its man pages with man, its
     // completions in each shell.
     "lintian",
@@ -156,11 +166,89 @@ fn install_cargo_tool(krate: &str, bin: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the static busybox of a cross test kernel's guests is kept (a Debian package of
+/// that architecture, unpacked, never installed).
+fn guest_busybox_dir(c: &Cross) -> std::path::PathBuf {
+    crate::kernel::cache_base()
+        .join("cross-guest")
+        .join(format!("busybox-{}", c.debarch))
+}
+
+/// The static busybox for guests of `c`'s machine, fetched on first use: Debian's
+/// busybox-static of that architecture, downloaded with `apt-get download` and unpacked with
+/// `dpkg -x`. apt needs the foreign architecture to find the package; it is added for the
+/// download and removed again (unless it was there before), so the machine's package lists
+/// stay as they were.
+pub fn guest_busybox(c: &Cross) -> Result<std::path::PathBuf> {
+    let dir = guest_busybox_dir(c);
+    let bin = dir.join("root/bin/busybox");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "setup: fetching busybox-static:{} for the {} guests",
+        c.debarch, c.name
+    );
+    std::fs::create_dir_all(&dir)?;
+    let foreign = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()?;
+    let had = String::from_utf8_lossy(&foreign.stdout)
+        .lines()
+        .any(|l| l.trim() == c.debarch);
+    let dpkg = || {
+        let mut d = if is_root() {
+            Command::new("dpkg")
+        } else {
+            let mut d = Command::new("sudo");
+            d.arg("dpkg");
+            d
+        };
+        d.stdin(Stdio::null());
+        d
+    };
+    if !had {
+        util::run(dpkg().args(["--add-architecture", c.debarch]))?;
+    }
+    let fetched = (|| -> Result<()> {
+        util::run(apt_get().args(["-o", "DPkg::Lock::Timeout=900", "update", "-qq"]))?;
+        util::run(
+            Command::new("apt-get")
+                .current_dir(&dir)
+                .args(["download", &format!("busybox-static:{}", c.debarch)])
+                .stdin(Stdio::null()),
+        )
+    })();
+    if !had {
+        util::run(dpkg().args(["--remove-architecture", c.debarch]))?;
+        util::run(apt_get().args(["-o", "DPkg::Lock::Timeout=900", "update", "-qq"]))?;
+    }
+    fetched?;
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb in {}", dir.display()))?;
+    util::run(
+        Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")),
+    )?;
+    if !bin.is_file() {
+        bail!("{} has no bin/busybox", deb.display());
+    }
+    Ok(bin)
+}
+
 /// The Debian packages and cargo tools (not the stock kernels the distribution e2e fetches).
 pub fn install_tools() -> Result<()> {
     install_packages()?;
     for (krate, bin) in CARGO_TOOLS {
         install_cargo_tool(krate, bin)?;
+    }
+    for c in crate::kernel::CROSS {
+        guest_busybox(c)?;
     }
     Ok(())
 }

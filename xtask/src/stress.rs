@@ -217,6 +217,7 @@ pub fn cmd_stress(args: &[String]) -> Result<bool> {
         probe: &probe,
         workdir: &workdir,
         preload: None,
+        cross: None,
         late: None,
         second: None,
         wrong_kernel: None,

@@ -330,7 +330,8 @@ impl Annotations {
         }
         let word = |i: usize| {
             let b: [u8; 8] = s.data[i * 8..i * 8 + 8].try_into().expect("8 bytes");
-            u64::from_le_bytes(b)
+            // In the object's byte order (s390x is big-endian).
+            object::Endian::read_u64_bytes(obj.arch.endianness(), b)
         };
         let mut conflicting = Vec::new();
         for r in 0..s.data.len() / 16 {
@@ -474,7 +475,10 @@ fn slot(obj: &Object<'_, Patched>, sec: SecIdx<Patched>, at: u64) -> Slot {
                 .ok()
                 .and_then(|i| data.get(i..i.checked_add(8)?));
             return match bytes {
-                Some(b) => Slot::Literal(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                Some(b) => Slot::Literal(object::Endian::read_u64_bytes(
+                    obj.arch.endianness(),
+                    b.try_into().expect("8 bytes"),
+                )),
                 None => Slot::Other("nothing (past the section's contents)".to_string()),
             };
         }

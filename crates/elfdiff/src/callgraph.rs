@@ -718,7 +718,7 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
         for (oi, obj) in self.objects.iter().enumerate() {
             let window = obj.arch.fentry_window();
             for sec in obj.section_indices() {
-                if obj.sec(sec).name != "__mcount_loc" {
+                if !obj.arch.ftrace_site_sections().contains(&obj.sec(sec).name) {
                     continue;
                 }
                 for r in &obj.sec(sec).relocs {
@@ -727,10 +727,19 @@ impl<'d, 'o, S: Side> Builder<'d, 'o, S> {
                     let Ok(at) = u64::try_from((sym.value as i64).wrapping_add(r.addend)) else {
                         continue;
                     };
-                    if let Some(span) = span_at(&self.idx[oi].spans[tsec.get()], at) {
-                        if span.main && at - span.start < window {
-                            self.funcs[span.func.get()].ftrace = true;
-                        }
+                    // Sites before the symbol (arm64's `=4,2` nops) belong to the function after.
+                    let before = obj.arch.fentry_before();
+                    let spans = &self.idx[oi].spans[tsec.get()];
+                    let span = span_at(spans, at)
+                        .filter(|s| s.main && at - s.start < window)
+                        .or_else(|| {
+                            (before > 0)
+                                .then(|| span_at(spans, at.saturating_add(before)))
+                                .flatten()
+                                .filter(|s| s.main && s.start > at && s.start - at <= before)
+                        });
+                    if let Some(span) = span {
+                        self.funcs[span.func.get()].ftrace = true;
                     }
                 }
             }

@@ -269,10 +269,13 @@ fn moved_immediates_only<'d>(
     Some(out)
 }
 
-/// Zero relocation fields so that only instruction bytes are compared.
-fn mask<S: Side>(obj: &Object<'_, S>, bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
+/// Zero relocation fields so that only instruction bytes are compared: only the field's bits
+/// where the relocation fills a bit field of an instruction word (the opcode around it still
+/// counts: a call that became a jump to the same function is a change).
+pub(crate) fn mask<S: Side>(obj: &Object<'_, S>, bytes: &mut [u8], base: u64, relocs: &[Reloc<S>]) {
+    let endian = obj.arch.endianness();
     for r in relocs {
-        let w = obj.reloc_kind(r.r_type).width as usize;
+        let kind = obj.reloc_kind(r.r_type);
         let Some(start) = r
             .offset
             .checked_sub(base)
@@ -280,8 +283,9 @@ fn mask<S: Side>(obj: &Object<'_, S>, bytes: &mut [u8], base: u64, relocs: &[Rel
         else {
             continue;
         };
-        if let Some(field) = bytes.get_mut(start..start.saturating_add(w)) {
-            field.fill(0);
+        let end = start.saturating_add(kind.width as usize);
+        if let Some(field) = bytes.get_mut(start..end) {
+            kind.clear(field, endian);
         }
     }
 }
@@ -300,15 +304,22 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
     if direct {
         return true;
     }
-    // Or an __mcount_loc entry pointing into the entry window (the call may be patched out).
-    if let Some(mc) = obj.find_section("__mcount_loc") {
+    // Or an __mcount_loc (or __patchable_function_entries) entry pointing into the entry
+    // window (the call may be patched out, or be nops the compiler left).
+    for mc in obj
+        .arch
+        .ftrace_site_sections()
+        .iter()
+        .filter_map(|n| obj.find_section(n))
+    {
         for r in &obj.sec(mc).relocs {
             if let Target::Symbol { sym, addend } = resolve(obj, insns, mc, r) {
                 let t = obj.sym(sym);
                 if t.section == Some(sec) {
                     let at = i128::from(t.value) + i128::from(addend);
                     let start = i128::from(s.value);
-                    if at >= start && at < start + i128::from(window) {
+                    let before = i128::from(obj.arch.fentry_before());
+                    if at >= start - before && at < start + i128::from(window) {
                         return true;
                     }
                 }

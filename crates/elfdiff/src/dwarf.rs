@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitOffset};
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object as _, ObjectSection as _};
 
 use crate::error::Error;
@@ -37,7 +37,7 @@ impl StructLayout {
     }
 }
 
-type R<'a> = EndianSlice<'a, LittleEndian>;
+type R<'a> = EndianSlice<'a, RunTimeEndian>;
 
 fn dwarf_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Dwarf {
@@ -63,7 +63,13 @@ pub fn struct_layouts(
             .unwrap_or(Cow::Borrowed(&[])))
     };
     let owned = gimli::DwarfSections::load(load).map_err(|e| dwarf_err(label, e))?;
-    let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
+    // The target's byte order (s390x is big-endian).
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let dwarf = owned.borrow(|s| EndianSlice::new(s, endian));
 
     let mut headers = Vec::new();
     let mut iter = dwarf.units();

@@ -376,7 +376,8 @@ fn entry_key<S: Side>(
         let len = obj
             .arch
             .entry_reference_len(s.name, bytes, at, &entries.members);
-        let key = piece_ref_key(obj, insns, e.sec, r, len)
+        let bias = obj.arch.entry_field_bias(s.name, at);
+        let key = piece_ref_key(obj, insns, e.sec, r, len, bias)
             .unwrap_or_else(|| ref_key(obj, insns, e.sec, r));
         refs.push((at, r.r_type, key));
     }

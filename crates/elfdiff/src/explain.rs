@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use gimli::{AttributeValue, EndianSlice, LittleEndian, Reader as _, RelocateReader};
+use gimli::{AttributeValue, EndianSlice, Reader as _, RelocateReader, RunTimeEndian};
 use serde::Serialize;
 
 use crate::arch::OperandLabel;
@@ -529,11 +529,13 @@ fn masked<S: Side>(
         .get(off as usize..(off + len) as usize)
         .unwrap_or(&[])
         .to_vec();
+    let endian = obj.arch.endianness();
     for r in relocs {
-        let w = obj.reloc_kind(r.r_type).width;
+        let kind = obj.reloc_kind(r.r_type);
         let start = (r.offset - base).saturating_sub(off) as usize;
-        if let Some(field) = b.get_mut(start..start + w as usize) {
-            field.fill(0);
+        let end = start.saturating_add(kind.width as usize);
+        if let Some(field) = b.get_mut(start..end) {
+            kind.clear(field, endian);
         }
     }
     b
@@ -762,7 +764,7 @@ impl gimli::Relocate<usize> for &RelocMap<'_> {
     }
 }
 
-type Rdr<'a> = RelocateReader<EndianSlice<'a, LittleEndian>, &'a RelocMap<'a>>;
+type Rdr<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, &'a RelocMap<'a>>;
 
 struct Seq {
     start: u64,
@@ -884,15 +886,17 @@ impl DwarfIndex {
                 Ok((id, sec, map))
             })
             .collect::<Result<_, Error>>()?;
+        // The object's byte order (s390x is big-endian).
+        let endian = match obj.arch.endianness() {
+            object::Endianness::Little => RunTimeEndian::Little,
+            object::Endianness::Big => RunTimeEndian::Big,
+        };
         let load = |id: gimli::SectionId| -> Result<Rdr<'_>, gimli::Error> {
             let (data, map) = match maps.iter().find(|m| m.0 == id) {
                 Some((_, Some(sec), map)) => (obj.sec(*sec).data, map),
                 _ => (&[][..], &empty),
             };
-            Ok(RelocateReader::new(
-                EndianSlice::new(data, LittleEndian),
-                map,
-            ))
+            Ok(RelocateReader::new(EndianSlice::new(data, endian), map))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| dwarf_err(label, e))?;
         let mut idx = DwarfIndex {

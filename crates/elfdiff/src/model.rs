@@ -174,6 +174,8 @@ pub struct Symbol<'d, S: Side> {
     pub undefined: bool,
     pub value: u64,
     pub size: u64,
+    /// `st_other`: visibility, and on ppc64 the offset of the local entry point.
+    pub other: u8,
 }
 
 impl<S: Side> Symbol<'_, S> {
@@ -190,6 +192,8 @@ pub struct Object<'d, S: Side> {
     /// The machine (`e_machine`) and what klpgen knows of it.
     pub machine: u16,
     pub arch: &'static dyn Arch,
+    /// The ELF header's `e_flags` (ppc64: the ABI version), which the livepatch object keeps.
+    pub e_flags: u32,
     pub sections: Vec<Section<'d, S>>,
     pub symbols: Vec<Symbol<'d, S>>,
     /// The STT_FILE symbol's name, the source file's base name.
@@ -295,6 +299,12 @@ impl<'d, S: Side> Object<'d, S> {
             object: label.clone(),
             machine,
         })?;
+        let e_flags = header.e_flags(endian);
+        arch.check_header(endian, e_flags)
+            .map_err(|what| Error::UnsupportedVariant {
+                object: label.clone(),
+                what,
+            })?;
         let table = header
             .sections(endian, data)
             .map_err(|e| bad(format!("section headers: {e}")))?;
@@ -305,6 +315,7 @@ impl<'d, S: Side> Object<'d, S> {
             label,
             machine,
             arch,
+            e_flags,
             sections: Vec::new(),
             symbols: Vec::with_capacity(symtab.len()),
             file_name: None,
@@ -425,6 +436,7 @@ impl<'d, S: Side> Object<'d, S> {
                 undefined: shndx == elf::SHN_UNDEF && i != 0,
                 value: sym.st_value(endian),
                 size: sym.st_size(endian),
+                other: sym.st_other(),
             });
         }
         Ok(())
@@ -453,6 +465,7 @@ impl<'d, S: Side> Object<'d, S> {
                     section.section_sym.get_or_insert(SymIdx::new(i));
                 } else if matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType)
                     && !s.name.is_empty()
+                    && !(s.bind == Bind::Local && self.arch.is_mapping_symbol(s.name))
                 {
                     section.syms.push(SymIdx::new(i));
                 }
@@ -545,10 +558,9 @@ impl<'d, S: Side> Object<'d, S> {
     /// parsed object has a known type (parsing refuses others); an unknown one counts as a
     /// zero-width absolute field.
     pub fn reloc_kind(&self, r_type: u32) -> RelocKind {
-        self.arch.reloc(r_type).unwrap_or(RelocKind {
-            width: 0,
-            pc_relative: false,
-        })
+        self.arch
+            .reloc(r_type)
+            .unwrap_or(RelocKind::bytes(0, false))
     }
 
     pub fn sec(&self, i: SecIdx<S>) -> &Section<'d, S> {

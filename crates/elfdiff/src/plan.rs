@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use object::elf;
 
-use crate::arch::Machine;
+use crate::arch::{FarRef, Machine};
 use crate::carve::{Carve, CarveError};
 use crate::diff::{Diff, Target, Verdict};
 use crate::entries::{self, Stride, StrideError};
@@ -157,6 +157,9 @@ pub struct PlanSymbol {
     pub value: u64,
     pub size: u64,
     pub kind: SymKind,
+    /// `st_other` as in the patched object: on ppc64 a function's local entry point, which
+    /// the loader adds to calls within the module (0 elsewhere).
+    pub other: u8,
 }
 
 /// A symbol of the running kernel (or module) the new code refers to.
@@ -204,6 +207,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// The machine the livepatch object is written for: the patched object's.
     pub machine: Machine,
+    /// The patched object's ELF `e_flags` (ppc64: the ELFv2 ABI), which the livepatch object
+    /// keeps.
+    pub e_flags: u32,
     /// The globals new in the patch that the plan carries ([`Diff::new_globals`]), each with
     /// its copy (index into `Plan::symbols`): other units of one livepatch may refer to them.
     pub new_globals: Vec<(String, usize)>,
@@ -303,6 +309,7 @@ impl Diff<'_, '_> {
             fixups: Vec::new(),
         };
         b.plan.machine = Machine(self.patched.arch);
+        b.plan.e_flags = self.patched.e_flags;
         b.plan.file_name = self.orig.file_name.map(str::to_string);
         b.plan.notes.extend(self.new_exports());
         b.plan.notes.extend(self.annotations.notes());
@@ -385,7 +392,10 @@ impl Diff<'_, '_> {
         b.drain()?;
         b.runtime_constants()?;
         b.drain()?;
+        // Carves first: their fixups index relocations, and the rewrite of far references
+        // drops some (the low parts).
         b.lay_out_carves();
+        b.far_references()?;
         b.plan.new_globals = self
             .new_global_symbols()
             .filter_map(|(sym, _)| {
@@ -566,6 +576,8 @@ impl Builder<'_, '_, '_> {
             value: y.value,
             size: y.size,
             kind: y.kind,
+            // The visibility is not kept (copies are local), the rest is the machine's.
+            other: y.other & !3,
         });
     }
 
@@ -577,9 +589,7 @@ impl Builder<'_, '_, '_> {
         self.diff
             .patched
             .arch
-            .carved_code_sections()
-            .iter()
-            .find(|c| c.name == name)
+            .carved_code(name)
             .map(|c| Carving::References {
                 in_place: c.in_place,
             })
@@ -632,7 +642,8 @@ impl Builder<'_, '_, '_> {
                         }
                         let x = (y.value as i64)
                             .wrapping_add(r.addend)
-                            .wrapping_add(d.patched_insns.bias(d.patched, site, r));
+                            .wrapping_add(d.patched_insns.bias(d.patched, site, r))
+                            .wrapping_add(self.entry_bias(site, r.offset));
                         // One outside the section is an error only if the livepatch follows it.
                         if let Ok(x) = u64::try_from(x) {
                             cuts.push(x);
@@ -820,6 +831,11 @@ impl Builder<'_, '_, '_> {
                 }
             };
             for r in relocs {
+                // A marker against no symbol (ppc64 `R_PPC64_ENTRY`: a hint the loader may use
+                // to shorten the global entry) is not carried.
+                if r.sym.get() == 0 {
+                    continue;
+                }
                 let (planned, pending) = self.plan_reloc(sec, r, r.offset, None)?;
                 let relocs = &mut self.plan.sections[out].relocs;
                 if let Some((carved, x)) = pending {
@@ -844,6 +860,9 @@ impl Builder<'_, '_, '_> {
     ) -> Result<(PlanReloc, Pending), Error> {
         let d = self.diff;
         let resolved = d.resolve_patched(site, r);
+        if let Target::Symbol { sym, .. } = resolved {
+            self.local_callee(site, r, sym)?;
+        }
         if let Target::Symbol { sym, addend } = resolved {
             if let Some(original) = self.original_function_pointer(site, r, sym, addend) {
                 return Ok((
@@ -893,6 +912,58 @@ impl Builder<'_, '_, '_> {
         ))
     }
 
+    /// A branch that cannot leave the module (`Arch::branch_needs_local_target`: on ppc64 a
+    /// call within the unit is a bare `bl` and a tail call a `b`, neither of which the loader
+    /// can route through a stub that restores the TOC pointer) to a function of the object
+    /// the livepatch does not carry: the livepatch carries a copy of that function, which
+    /// its code then calls (a copy behaves as the original, its own references bound to the
+    /// running kernel as usual; it is not redirected, so the running kernel's callers keep
+    /// theirs). Its callees are planned the same way, so the closure within the unit is
+    /// carried. A branch of that kind to a symbol the object does not define cannot be made
+    /// valid and is an error, unless the module link or loader provides the symbol or it is
+    /// the ftrace call (both handled without a stub).
+    fn local_callee(
+        &mut self,
+        site: SecIdx<Patched>,
+        r: &crate::model::Reloc<Patched>,
+        sym: SymIdx<Patched>,
+    ) -> Result<(), Error> {
+        let d = self.diff;
+        let arch = d.patched.arch;
+        let code = d.patched.sec(site);
+        if !code.is_exec() || !arch.branch_needs_local_target(code.data, r.offset, r.r_type) {
+            return Ok(());
+        }
+        let t = d.patched.sym(sym);
+        if t.undefined || t.section.is_none() {
+            if t.name == arch.fentry_symbol() || arch.module_provided(t.name) {
+                return Ok(());
+            }
+            return Err(Error::Malformed {
+                object: d.patched.label.clone(),
+                what: format!(
+                    "{}+{:#x}: a branch to {} that cannot go through the module loader's stub on {} (a call without the nop after it, or a tail call); klpgen cannot carry it",
+                    code.name, r.offset, t.name, arch.name()
+                ),
+            });
+        }
+        if t.kind == SymKind::Func && !self.copies(sym) {
+            self.included_funcs.insert(sym);
+            let name = match d.matched.get(&sym) {
+                Some(&o) => d.orig.sym(o).name,
+                None => t.name,
+            };
+            let note = format!(
+                "{name} is called from carried code with a branch that cannot leave the module on {} (a call within its unit has no TOC restore after it), so the livepatch carries a copy of {name} for that code; the running kernel's {name} is not replaced",
+                arch.name()
+            );
+            if !self.plan.notes.contains(&note) {
+                self.plan.notes.push(note);
+            }
+        }
+        Ok(())
+    }
+
     /// A relocation that points into carved section `sec`: the referenced offset is the
     /// symbol's value plus the addend plus the bias at the site (x86: a PC-relative field in
     /// code is relative to the end of its instruction, one in data to itself), never the
@@ -910,7 +981,10 @@ impl Builder<'_, '_, '_> {
     ) -> Result<(PlanReloc, Pending), Error> {
         let d = self.diff;
         let base = d.patched.sym(r.sym).value as i64;
-        let bias = d.patched_insns.bias(d.patched, site, r);
+        let bias = d
+            .patched_insns
+            .bias(d.patched, site, r)
+            .wrapping_add(self.entry_bias(site, r.offset));
         let x = base.wrapping_add(r.addend).wrapping_add(bias);
         let len = entry.and_then(|e| {
             d.patched.arch.entry_reference_len(
@@ -968,6 +1042,19 @@ impl Builder<'_, '_, '_> {
             addend: base.wrapping_add(r.addend),
         };
         Ok((planned, Some((sec, x))))
+    }
+
+    /// Where a PC-relative field of a special-section entry counts from, relative to the field
+    /// (`Arch::entry_field_bias`: ppc64's feature fixups count from the entry's start). The
+    /// field's place in its entry comes from the section's stride (`entries::stride`, as the
+    /// diff found it); a section without one has no known fields.
+    fn entry_bias(&self, site: SecIdx<Patched>, offset: u64) -> i64 {
+        let d = self.diff;
+        let name = d.patched.sec(site).name;
+        match d.patched_entries.stride_of(site) {
+            Some(Ok(st)) if st.size > 0 => d.patched.arch.entry_field_bias(name, offset % st.size),
+            _ => 0,
+        }
     }
 
     /// The entries of special section `sec` (`entries.rs`): a size that cannot be known, or
@@ -1078,6 +1165,198 @@ impl Builder<'_, '_, '_> {
                 site.section, site.variable
             ));
         }
+        Ok(())
+    }
+
+    /// References that count from a base register of the module and so cannot reach an object
+    /// of the running kernel (`Arch::far_reference`; ppc64: TOC-relative addressing of the
+    /// unit's data, `addis rX,r2,sym@toc@ha` and the `@toc@l` uses of rX, which in a module
+    /// count from the module's TOC and which the loader applies without a range check).
+    /// Each such pair whose target stays in the running kernel becomes a load of the target's
+    /// address from an address slot of the livepatch (`ld rX,slot@toc(r2)`, the slot holding
+    /// the target through an ordinary or klp relocation), the uses keeping their offset from
+    /// the target in their displacement. A use whose high part is not found (another register
+    /// than the one a high part of its target set), high parts of one target and register
+    /// with different offsets, or bytes that are not the expected instructions are errors
+    /// naming the place: klpgen does not guess.
+    fn far_references(&mut self) -> Result<(), Error> {
+        let d = self.diff;
+        let arch = d.patched.arch;
+        let mut code: Vec<(SecIdx<Patched>, usize)> = self
+            .sec_map
+            .iter()
+            .filter(|(&s, _)| d.patched.sec(s).is_exec())
+            .map(|(&s, &o)| (s, o))
+            .collect();
+        code.sort();
+        let mut slots: Vec<(PlanTarget, i64)> = Vec::new();
+        let mut slot_of: HashMap<(usize, i64), u64> = HashMap::new();
+        let slot_sec = self.plan.sections.len();
+        // Per output code section: (relocation, new type, slot offset) for each high part
+        // turned into a slot load, and the low parts dropped.
+        type Rewrite = (usize, Vec<(usize, u32, u64)>, Vec<usize>);
+        let mut rewrites: Vec<Rewrite> = Vec::new();
+        for (sec, out) in code {
+            let name = d.patched.sec(sec).name;
+            let ps = &self.plan.sections[out];
+            let far = |part: FarRef| {
+                ps.relocs
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, r)| {
+                        arch.far_reference(r.r_type) == Some(part)
+                            && matches!(r.target, PlanTarget::External(_))
+                    })
+                    .map(|(i, _)| i)
+            };
+            let highs: Vec<usize> = far(FarRef::High).collect();
+            let lows: Vec<usize> = far(FarRef::Low).collect();
+            if highs.is_empty() && lows.is_empty() {
+                continue;
+            }
+            let err = |at: u64, why: String| {
+                Error::Malformed {
+                object: d.patched.label.clone(),
+                what: format!(
+                    "{name}+{at:#x}: a TOC-relative reference to the running kernel's data cannot be made from a module: {why}"
+                ),
+            }
+            };
+            // (target, register, addend of the high parts) -> (that addend, the high parts'
+            // relocations, the low parts with their offsets from that addend). One register
+            // may be set for one target at several offsets (`addis r9,r2,x+128@toc@ha` in one
+            // place, `x+136` in another).
+            type Group = (i64, Vec<usize>, Vec<(usize, i64)>);
+            let mut groups: BTreeMap<(usize, u32, i64), Group> = BTreeMap::new();
+            for &i in &highs {
+                let r = &ps.relocs[i];
+                let PlanTarget::External(t) = r.target else {
+                    unreachable!()
+                };
+                let reg = arch
+                    .far_reference_register(&ps.data, r.offset, FarRef::High)
+                    .ok_or_else(|| {
+                        err(r.offset, "not the expected high-part instruction".into())
+                    })?;
+                let g =
+                    groups
+                        .entry((t, reg, r.addend))
+                        .or_insert((r.addend, Vec::new(), Vec::new()));
+                g.1.push(i);
+            }
+            for &i in &lows {
+                let r = &ps.relocs[i];
+                let PlanTarget::External(t) = r.target else {
+                    unreachable!()
+                };
+                let reg = arch
+                    .far_reference_register(&ps.data, r.offset, FarRef::Low)
+                    .ok_or_else(|| err(r.offset, "not the expected low-part instruction".into()))?;
+                // The high part of the same expression (GCC pairs `x+a@toc@ha` with
+                // `x+a@toc@l`), else the only high part of the target in that register.
+                let key = if groups.contains_key(&(t, reg, r.addend)) {
+                    (t, reg, r.addend)
+                } else {
+                    let mut of_reg = groups.keys().filter(|k| (k.0, k.1) == (t, reg));
+                    match (of_reg.next(), of_reg.next()) {
+                        (Some(&k), None) => k,
+                        (None, _) => {
+                            return Err(err(
+                                r.offset,
+                                format!(
+                                    "no high part of the same target sets its base register r{reg}"
+                                ),
+                            ))
+                        }
+                        (Some(a), Some(b)) => {
+                            return Err(err(
+                                r.offset,
+                                format!(
+                                    "high parts of its target at offsets {} and {} set its base register r{reg}, neither at its own offset {}",
+                                    a.2, b.2, r.addend
+                                ),
+                            ))
+                        }
+                    }
+                };
+                let g = groups.get_mut(&key).expect("a key of groups");
+                let delta = r.addend.wrapping_sub(g.0);
+                g.2.push((i, delta));
+            }
+            let mut data = ps.data.clone();
+            let mut changed = Vec::new();
+            let mut dropped = Vec::new();
+            for ((t, _, _), (addend, hs, ls)) in groups {
+                let slot = *slot_of.entry((t, addend)).or_insert_with(|| {
+                    slots.push((PlanTarget::External(t), addend));
+                    (slots.len() as u64 - 1) * 8
+                });
+                let low_sites: Vec<(u64, i64)> = ls
+                    .iter()
+                    .map(|&(i, dl)| (ps.relocs[i].offset, dl))
+                    .collect();
+                for &h in &hs {
+                    let at = ps.relocs[h].offset;
+                    let r_type = arch
+                        .rewrite_far_reference(&mut data, at, &low_sites)
+                        .map_err(|why| err(at, why))?;
+                    changed.push((h, r_type, slot));
+                }
+                dropped.extend(ls.iter().map(|&(i, _)| i));
+            }
+            self.plan.sections[out].data = data;
+            rewrites.push((out, changed, dropped));
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut toc = PlanSection {
+            name: arch.slot_section().unwrap_or(".toc").to_string(),
+            sh_type: elf::SHT_PROGBITS,
+            sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_WRITE),
+            align: 8,
+            entsize: 0,
+            data: vec![0; slots.len() * 8],
+            size: slots.len() as u64 * 8,
+            relocs: Vec::new(),
+        };
+        for (k, (target, addend)) in slots.iter().enumerate() {
+            toc.relocs.push(PlanReloc {
+                offset: k as u64 * 8,
+                r_type: arch.pointer_reloc(),
+                target: target.clone(),
+                addend: *addend,
+            });
+        }
+        self.plan.sections.push(toc);
+        for (out, changed, dropped) in rewrites {
+            let relocs = &mut self.plan.sections[out].relocs;
+            for (i, r_type, slot) in changed {
+                relocs[i].r_type = r_type;
+                relocs[i].target = PlanTarget::Section(slot_sec);
+                relocs[i].addend = slot as i64;
+            }
+            let mut k = 0;
+            relocs.retain(|_| {
+                k += 1;
+                !dropped.contains(&(k - 1))
+            });
+        }
+        let mut names: Vec<&str> = slots
+            .iter()
+            .filter_map(|(t, _)| match t {
+                PlanTarget::External(i) => Some(self.plan.externals[*i].name.as_str()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        self.plan.notes.push(format!(
+            "{}: the carried code addresses {} relative to its TOC pointer, which in a module is the module's own; the address is loaded from a {} slot of the livepatch instead",
+            arch.name(),
+            names.join(", "),
+            arch.slot_section().unwrap_or(".toc")
+        ));
         Ok(())
     }
 

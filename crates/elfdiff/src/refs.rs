@@ -13,7 +13,7 @@
 //! plan cuts them (`carve.rs`): at every offset an allocated section refers to.
 
 use crate::arch::{Flow, InsnMap};
-use crate::entries::Entries;
+use crate::entries::{known_special, Entries};
 use crate::model::{Bind, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol};
 use crate::names::{is_prefix_symbol, normalize, normalize_section};
 
@@ -49,11 +49,7 @@ impl Insns {
             .sections
             .iter()
             .map(|s| {
-                let c = obj
-                    .arch
-                    .carved_code_sections()
-                    .iter()
-                    .find(|c| c.name == s.name)?;
+                let c = obj.arch.carved_code(s.name)?;
                 (!s.is_nobits()).then(|| Pieces {
                     cuts: vec![0],
                     in_place: c.in_place,
@@ -75,7 +71,8 @@ impl Insns {
                     };
                     let x = (y.value as i64)
                         .wrapping_add(r.addend)
-                        .wrapping_add(insns.bias(obj, site, r));
+                        .wrapping_add(insns.bias(obj, site, r))
+                        .wrapping_add(fixed_entry_bias(obj, site, r.offset));
                     if let Ok(x) = u64::try_from(x) {
                         if x < obj.sec(ts).size {
                             p.cuts.push(x);
@@ -216,6 +213,9 @@ pub(crate) enum RefKey {
     Sym(String, i64),
     Str(Vec<u8>, i64),
     Anon(String, i64, Vec<u8>),
+    /// An address slot of the machine's slot section (ppc64 `.toc`): what the slot holds,
+    /// since the slots of a unit move when the patch adds or drops one.
+    Slot(Box<RefKey>),
     /// Into a piece of a carved section: the section, the distance from the piece's start,
     /// and the piece's content (bytes with relocation fields masked, and each relocation's
     /// offset in the piece, type and target).
@@ -379,16 +379,26 @@ pub(crate) fn ref_key<S: Side>(
 }
 
 /// The key of a reference into a carved section by the content it uses (`len` bytes when the
-/// referrer says how many, `Arch::entry_reference_len`); None when it points elsewhere.
+/// referrer says how many, `Arch::entry_reference_len`; `entry_bias`: where the field of a
+/// special-section entry counts from, `Arch::entry_field_bias`); None when it points
+/// elsewhere.
 pub(crate) fn piece_ref_key<S: Side>(
     obj: &Object<'_, S>,
     insns: &Insns,
     site: SecIdx<S>,
     r: &Reloc<S>,
     len: Option<u64>,
+    entry_bias: i64,
 ) -> Option<RefKey> {
     match resolve(obj, insns, site, r) {
-        Target::Anon { sec, offset } => piece_key(obj, insns, sec, offset, len, PIECE_DEPTH),
+        Target::Anon { sec, offset } => piece_key(
+            obj,
+            insns,
+            sec,
+            offset.wrapping_add(entry_bias),
+            len,
+            PIECE_DEPTH,
+        ),
         _ => None,
     }
 }
@@ -411,9 +421,11 @@ fn piece_key<S: Side>(
     let mut refs = Vec::with_capacity(relocs.len());
     for r in relocs {
         let at = r.offset - start;
-        let w = obj.reloc_kind(r.r_type).width as usize;
+        let kind = obj.reloc_kind(r.r_type);
+        let w = kind.width as usize;
         if let Some(f) = bytes.get_mut(at as usize..(at as usize).saturating_add(w)) {
-            f.fill(0);
+            // The field's bits only: the instruction's own (a `b` or a `bl`) are content.
+            kind.clear(f, obj.arch.endianness());
         }
         refs.push((
             at,
@@ -454,6 +466,11 @@ fn ref_key_at<S: Side>(
             )
         }
         Target::Anon { sec, offset } => {
+            // A slot (ppc64 `.toc`, also carved per entry) stands for what it holds, not for
+            // its bytes.
+            if let Some(slot) = slot_reloc(obj, sec, offset) {
+                return RefKey::Slot(Box::new(ref_key_at(obj, insns, sec, slot, depth, nested)));
+            }
             if let Some(k) = piece_key(obj, insns, sec, offset, None, depth) {
                 return k;
             }
@@ -485,17 +502,45 @@ fn ref_key_at<S: Side>(
     }
 }
 
+/// The relocation filling the address slot at `offset` of `sec`, when `sec` is the machine's
+/// slot section and a pointer-sized relocation starts exactly there.
+pub(crate) fn slot_reloc<'o, S: Side>(
+    obj: &'o Object<'_, S>,
+    sec: SecIdx<S>,
+    offset: i64,
+) -> Option<&'o Reloc<S>> {
+    let s = obj.sec(sec);
+    if obj.arch.slot_section() != Some(s.name) {
+        return None;
+    }
+    let at = u64::try_from(offset).ok()?;
+    s.relocs_in(at, at + 1)
+        .iter()
+        .find(|r| r.offset == at && obj.reloc_kind(r.r_type).width == 8)
+}
+
+/// Where the field at `offset` of special section `site` counts from, relative to the field
+/// ([`Arch::entry_field_bias`](crate::arch::Arch::entry_field_bias), by the machine's fixed
+/// entry size): the pieces are cut where the plan cuts them, which reads the same bias.
+fn fixed_entry_bias<S: Side>(obj: &Object<'_, S>, site: SecIdx<S>, offset: u64) -> i64 {
+    let name = obj.sec(site).name;
+    match known_special(obj.arch, name).and_then(|s| s.entry_size) {
+        Some(size) if size > 0 => obj.arch.entry_field_bias(name, offset % size),
+        _ => 0,
+    }
+}
+
 /// A reference target as a message shows it.
 pub(crate) fn describe(k: &RefKey) -> String {
     match k {
         RefKey::Sym(n, a) => format!("{n}{a:+}"),
         RefKey::Str(s, _) => format!("{:?}", String::from_utf8_lossy(s)),
-        RefKey::Anon(sec, off, _) => format!(".{sec}{off:+}"),
+        RefKey::Anon(sec, off, _) | RefKey::Ubsan(sec, off, ..) => format!(".{sec}{off:+}"),
+        RefKey::Slot(k) => format!("slot of {}", describe(k)),
         RefKey::Piece(sec, off, c) => format!(
             ".{sec}{off:+} (a {}-byte piece, content {:08x})",
             c.bytes.len(),
             c.digest()
         ),
-        RefKey::Ubsan(sec, off, ..) => format!(".{sec}{off:+}"),
     }
 }

@@ -151,6 +151,27 @@ fn well_formed_pair_diffs_and_plans() {
     assert_eq!(diff.plan(&PlanOptions::default()).unwrap().funcs.len(), 1);
 }
 
+/// A machine klpgen does not read is named (not only numbered), with the machines it reads.
+#[test]
+fn unread_machine_is_named() {
+    let mut b = build(&Spec::new(1));
+    // e_machine is the 16-bit field at offset 18 of the ELF header: RISC-V (243).
+    b[18..20].copy_from_slice(&243u16.to_le_bytes());
+    let e = Object::<Orig>::parse("o", &b).unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "o: RISC-V (e_machine 243) objects are not read by klpgen (it reads x86-64, "
+        ),
+        "{e}"
+    );
+    b[18..20].copy_from_slice(&0x7777u16.to_le_bytes());
+    let e = Object::<Orig>::parse("o", &b).unwrap_err().to_string();
+    assert!(
+        e.starts_with("o: machine 30583 objects are not read"),
+        "{e}"
+    );
+}
+
 /// The writer asserted on it (`object` requires power-of-two alignment).
 #[test]
 fn section_alignment_must_be_a_power_of_two() {

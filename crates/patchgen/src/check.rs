@@ -364,6 +364,48 @@ fn klp_rela_section(
                 format!("{name}: {sname} belongs to another object than {obj}"),
             );
         }
+        if let Some(arch) = elfdiff::arch::for_machine(e.e_machine) {
+            machine_klp_relocation(m, arch, target, name, r, &sname, f);
+        }
+    }
+}
+
+/// A klp relocation the machine's module loader cannot apply soundly to a symbol outside the
+/// module: one that counts from the module's own base register (ppc64 `TOC16_*`: applied
+/// without a range check, so silently wrong), or a branch that cannot go through the loader's
+/// stub (ppc64: a `bl` without the `nop` the loader turns into the TOC restore, "Expected nop
+/// after call", or a tail call `b`).
+fn machine_klp_relocation(
+    m: &Module<'_>,
+    arch: &dyn elfdiff::arch::Arch,
+    target: usize,
+    name: &str,
+    r: &elf::Rela64<object::Endianness>,
+    sname: &str,
+    f: &mut Findings,
+) {
+    let e = &m.elf;
+    let r_type = r.r_type(e.endian, false);
+    let offset = object::read::elf::Rela::r_offset(r, e.endian);
+    let rname = arch
+        .reloc_name(r_type)
+        .map_or_else(|| format!("type {r_type}"), str::to_string);
+    if arch.far_reference(r_type).is_some() {
+        f.error(
+            "check.klp-rela.far",
+            format!("{name}+{offset:#x}: {rname} against {sname} counts from the module's TOC pointer and cannot reach the running kernel's symbol on {}", arch.name()),
+        );
+        return;
+    }
+    let code = e
+        .section(target)
+        .filter(|t| t.sh_flags(e.endian) & u64::from(elf::SHF_EXECINSTR) != 0)
+        .and_then(|t| t.data(e.endian, e.data).ok());
+    if code.is_some_and(|c| arch.branch_needs_local_target(c, offset, r_type)) {
+        f.error(
+            "check.klp-rela.branch",
+            format!("{name}+{offset:#x}: the branch to {sname} cannot go through the module loader's stub on {} (a call without the nop after it, or a tail call)", arch.name()),
+        );
     }
 }
 
@@ -835,6 +877,10 @@ fn undefined(m: &Module<'_>, symvers: &Symvers, f: &mut Findings, report: &mut R
         }
         let name = e.sym_name(sym);
         if name.is_empty() || name.starts_with(KLP_SYM_PREFIX) {
+            continue;
+        }
+        // Provided by the module loader or link on the module's machine (ppc64 `.TOC.`).
+        if elfdiff::arch::for_machine(e.e_machine).is_some_and(|a| a.module_provided(&name)) {
             continue;
         }
         report.undefined += 1;

@@ -16,6 +16,7 @@ pub(crate) struct Elf<'a> {
     pub(crate) data: &'a [u8],
     pub(crate) endian: Endianness,
     pub(crate) e_type: u16,
+    pub(crate) e_machine: u16,
     pub(crate) sections: SectionTable<'a, Hdr>,
     pub(crate) symtab: SymbolTable<'a, Hdr>,
 }
@@ -35,6 +36,7 @@ impl<'a> Elf<'a> {
             data,
             endian,
             e_type: header.e_type(endian),
+            e_machine: header.e_machine(endian),
             sections,
             symtab,
         })

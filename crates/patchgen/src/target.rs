@@ -743,11 +743,8 @@ fn bind_module_external(
     vmlinux: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
-    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
-    if ext.undefined && crate::kmod::hook_defines(&ext.name) {
-        return Ok(Binding::Plain {
-            name: ext.name.clone(),
-        });
+    if let Some(b) = module_provided(plan, ext) {
+        return Ok(b);
     }
     let (objname, table) = if ext.undefined {
         if module.defines_global(&ext.name) {
@@ -764,6 +761,19 @@ fn bind_module_external(
     };
     let sympos = table.locate(ext, plan.file_name.as_deref(), &plan.orig_locals)?;
     klp_binding(objname, &ext.name, sympos)
+}
+
+/// An undefined symbol the module link or loader provides on the plan's machine (ppc64:
+/// `.TOC.`, the `_savegpr0_N` helpers): an ordinary reference, never looked up in the target
+/// (a klp relocation to it would not resolve, and `.TOC.` must be the module's own).
+fn module_provided(plan: &elfdiff::Plan, ext: &External) -> Option<Binding> {
+    // The hook's own symbols (`kmod::hook_defines`) and the machine's module-made ones
+    // (ppc64 `.TOC.`) resolve when the module links.
+    let provided =
+        crate::kmod::hook_defines(&ext.name) || plan.machine.0.module_provided(&ext.name);
+    (ext.undefined && provided).then(|| Binding::Plain {
+        name: ext.name.clone(),
+    })
 }
 
 /// A klp binding, refused when the kernel could not parse its symbol name.
@@ -802,9 +812,10 @@ fn bind_external(
     symtab: &TargetSymtab,
     symvers: &Symvers,
 ) -> Result<Binding, Error> {
-    // The hook's own symbols (`kmod::hook_defines`) resolve when the module links.
-    let hook = ext.undefined && crate::kmod::hook_defines(&ext.name);
-    if hook || (!ext.local && symvers.exporter(&ext.name).is_some()) {
+    if let Some(b) = module_provided(plan, ext) {
+        return Ok(b);
+    }
+    if !ext.local && symvers.exporter(&ext.name).is_some() {
         return Ok(Binding::Plain {
             name: ext.name.clone(),
         });

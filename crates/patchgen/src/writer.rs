@@ -47,6 +47,28 @@ fn kind_of(sh_type: u32, flags: u64) -> SectionKind {
     }
 }
 
+/// The ELF symbol flags of a defined symbol whose `st_other` is not the default (a ppc64
+/// function's local entry point); the writer's own otherwise.
+fn elf_flags(kind: SymbolKind, global: bool, other: u8) -> SymbolFlags<SectionId, SymbolId> {
+    if other == 0 {
+        return SymbolFlags::None;
+    }
+    let st_type = match kind {
+        SymbolKind::Text => elf::STT_FUNC,
+        SymbolKind::Data => elf::STT_OBJECT,
+        _ => elf::STT_NOTYPE,
+    };
+    let st_bind = if global {
+        elf::STB_GLOBAL
+    } else {
+        elf::STB_LOCAL
+    };
+    SymbolFlags::Elf {
+        st_info: (st_bind << 4) | st_type,
+        st_other: other,
+    }
+}
+
 /// Serialise a plan whose externals are bound by `bindings` (same order as `plan.externals`).
 /// `alias_base` numbers the aliases so several objects can go into one module.
 pub fn write_patch_object(
@@ -88,6 +110,13 @@ pub fn write_patch_object_with(
         plan.machine.architecture(),
         plan.machine.endianness(),
     );
+    if plan.e_flags != 0 {
+        obj.flags = object::FileFlags::Elf {
+            os_abi: elf::ELFOSABI_NONE,
+            abi_version: 0,
+            e_flags: plan.e_flags,
+        };
+    }
     let mut secs: Vec<SectionId> = Vec::with_capacity(plan.sections.len());
     for s in &plan.sections {
         let id = obj.add_section(
@@ -146,6 +175,7 @@ pub fn write_patch_object_with(
             SymKind::Object => SymbolKind::Data,
             _ => SymbolKind::Unknown,
         };
+        let flags = elf_flags(kind, globals.contains(&i), s.other);
         syms.push(obj.add_symbol(Symbol {
             name: s.name.as_bytes().to_vec(),
             value: s.value,
@@ -158,7 +188,7 @@ pub fn write_patch_object_with(
             },
             weak: false,
             section: SymbolSection::Section(sec_of(s.section)?),
-            flags: SymbolFlags::None,
+            flags,
         }));
     }
     for (i, f) in plan.funcs.iter().enumerate() {
@@ -176,7 +206,7 @@ pub fn write_patch_object_with(
             scope: SymbolScope::Dynamic,
             weak: false,
             section: SymbolSection::Section(sec_of(s.section)?),
-            flags: SymbolFlags::None,
+            flags: elf_flags(SymbolKind::Text, true, s.other),
         });
     }
     for c in &plan.callbacks {
@@ -195,7 +225,7 @@ pub fn write_patch_object_with(
             scope: SymbolScope::Dynamic,
             weak: false,
             section: SymbolSection::Section(sec_of(s.section)?),
-            flags: SymbolFlags::None,
+            flags: elf_flags(SymbolKind::Text, true, s.other),
         });
     }
     let mut ext_ids = Vec::with_capacity(bindings.len());
@@ -264,6 +294,7 @@ mod tests {
                     value: i as u64,
                     size: 1,
                     kind: SymKind::Func,
+                    other: 0,
                 })
                 .collect(),
             funcs: vec![PlanFunc {

@@ -91,6 +91,7 @@ fn plan(align: u64) -> Plan {
             value: 0,
             size: 1,
             kind: SymKind::Func,
+            other: 0,
         }],
         funcs: vec![PlanFunc {
             old_name: "f".into(),

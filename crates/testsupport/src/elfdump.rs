@@ -1,5 +1,6 @@
-//! A readelf-like text dump of a relocatable x86-64 ELF object, for snapshot tests of the
-//! livepatch object klpgen writes: every section (type, flags, size, entry size, alignment,
+//! A readelf-like text dump of a relocatable ELF object, for snapshot tests of the
+//! livepatch object klpgen writes (x86-64; other machines through [`dump_with`], which also
+//! shows the machine and `e_flags` first): every section (type, flags, size, entry size, alignment,
 //! link and info by name), every symbol (type, binding, visibility, section by name, value,
 //! size), every relocation (offset, type name, symbol name, addend), the strings of string
 //! sections and of `.modinfo`. Nothing in it depends on the machine or on file offsets.
@@ -133,16 +134,34 @@ fn signed_hex(v: i64) -> String {
     }
 }
 
-/// The dump, or what is wrong with the object.
+/// The dump of an x86-64 object, or what is wrong with it.
 pub fn dump(data: &[u8]) -> Result<String, String> {
+    dump_with(data, &|_, _| None)
+}
+
+/// The dump of a relocatable object of any machine; `reloc_name(e_machine, r_type)` names
+/// the relocation types of machines other than x86-64 (`R_<n>` where it gives none).
+pub fn dump_with(
+    data: &[u8],
+    reloc_name: &dyn Fn(u16, u32) -> Option<&'static str>,
+) -> Result<String, String> {
     fn e(what: &'static str) -> impl Fn(object::read::Error) -> String {
         move |err| format!("{what}: {err}")
     }
     let header = Hdr::parse(data).map_err(e("ELF header"))?;
     let endian = header.endian().map_err(e("ELF header"))?;
-    if header.e_machine(endian) != elf::EM_X86_64 || header.e_type(endian) != elf::ET_REL {
-        return Err("not an x86-64 relocatable object".into());
+    if header.e_type(endian) != elf::ET_REL {
+        return Err("not a relocatable object".into());
     }
+    let machine = header.e_machine(endian);
+    let x86 = machine == elf::EM_X86_64;
+    let reloc_type = |t: u32| -> String {
+        if x86 {
+            reloc_type(t)
+        } else {
+            reloc_name(machine, t).map_or_else(|| format!("R_{t}"), str::to_string)
+        }
+    };
     let sections = header.sections(endian, data).map_err(e("sections"))?;
     let symtab = sections
         .symbols(endian, data, elf::SHT_SYMTAB)
@@ -175,6 +194,14 @@ pub fn dump(data: &[u8]) -> Result<String, String> {
     };
 
     let mut out = String::new();
+    if !x86 {
+        let _ = writeln!(
+            out,
+            "machine {machine}, {:?}-endian, e_flags {:#x}",
+            endian,
+            header.e_flags(endian)
+        );
+    }
     out.push_str("sections:\n");
     for (i, s) in sections.iter().enumerate().skip(1) {
         let t = s.sh_type(endian);
@@ -206,9 +233,16 @@ pub fn dump(data: &[u8]) -> Result<String, String> {
         } else {
             sym_name(i)
         };
+        // st_other beyond the visibility: ppc64's local entry point offset.
+        let other = s.st_other() & !3;
+        let other = if other != 0 && !x86 {
+            format!(" other={other:#x}")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {:<8} {:<6} {:<7} {} value={:#x} size={} {name}",
+            "  {:<8} {:<6} {:<7} {} value={:#x} size={}{other} {name}",
             symbol_type(s.st_type()),
             symbol_bind(s.st_bind()),
             symbol_visibility(s.st_visibility()),

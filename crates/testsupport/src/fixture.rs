@@ -40,6 +40,7 @@ pub const DIRECTIVES: &[(&str, &str)] = &[
     ("fresh", "`fresh: FUNC:SYM`: FUNC's references to SYM (by normalised name) go to a copy in the livepatch"),
     ("kept", "`kept: FUNC:SYM`: FUNC's references to SYM go to the running kernel's (a klp symbol)"),
     ("code", "`code: FUNC HEX`: the livepatch's copy of FUNC contains these bytes (hex, spaces ignored) and no runtime-constant placeholder"),
+    ("arch", "`arch: ppc64le|s390x|aarch64|loongarch64`: compile with that machine's cross compiler and its kernel's code-generation flags (`testsupport::gcc::CROSS`) instead of x86-64's; a missing compiler fails the fixture"),
     ("cflags", "`cflags: FLAG ...`: more gcc flags for both builds (`-g` for DWARF line tables, `-fsanitize=shift`)"),
     ("parts", "`parts: f:f.cold ...`: exactly these split parts are listed under these functions in the report (without it, none is)"),
     ("printk-formats", "`printk-formats: w ...`: the livepatch's `.printk_index` entries by the first word of each format (sorted); their `_entry` and strings are copies, never klp relocations"),
@@ -84,6 +85,8 @@ pub struct Expect {
     pub hints: Vec<String>,
     pub notes: Vec<String>,
     pub code: Vec<(String, Vec<u8>)>,
+    /// `arch:`: the machine, None for x86-64.
+    pub arch: Option<String>,
     pub cflags: Vec<String>,
     pub parts: Option<BTreeSet<(String, String)>>,
 }
@@ -162,6 +165,14 @@ pub fn parse_expect(src: &str) -> Result<Expect, String> {
                 }
             }
             "module" => e.module = words().next(),
+            "arch" => {
+                let a = val.trim();
+                if gcc::cross_arch(a).is_none() {
+                    let names: Vec<&str> = gcc::CROSS.iter().map(|c| c.name).collect();
+                    return Err(format!("arch: {a:?} is not one of {}", names.join(", ")));
+                }
+                e.arch = Some(a.to_string());
+            }
             "ignored" => e.ignored = Some(words().collect()),
             "hint" => e.hints.push(val.trim().to_string()),
             "note" => e.notes.push(val.trim().to_string()),
@@ -238,16 +249,28 @@ pub fn stem(src: &Path) -> String {
 }
 
 /// Compile one variant (`debug`: with `-g`, for `explain:` directives; `extra`: the fixture's
-/// `cflags:`). `out` must be absolute.
+/// `cflags:`) for x86-64 or the machine `arch` names (`//# arch:`). `out` must be absolute.
 pub fn compile(
     src: &Path,
     out: &Path,
     patched: bool,
     debug: bool,
     extra: &[String],
+    arch: Option<&str>,
 ) -> Result<(), String> {
-    let mut cmd = Command::new("gcc");
-    cmd.args(gcc::KERNEL_CFLAGS).args(gcc::DIFF_CFLAGS);
+    let mut cmd;
+    match arch {
+        None => {
+            cmd = Command::new("gcc");
+            cmd.args(gcc::KERNEL_CFLAGS);
+        }
+        Some(a) => {
+            let c = gcc::cross_arch(a).ok_or_else(|| format!("unknown arch {a:?}"))?;
+            cmd = Command::new(c.cc[0]);
+            cmd.args(&c.cc[1..]).args(c.cflags);
+        }
+    }
+    cmd.args(gcc::DIFF_CFLAGS);
     // Fixtures may `#include <klpgen/klpgen.h>`.
     cmd.arg("-I").arg(crate::repo_root().join("include"));
     if debug {
@@ -264,7 +287,20 @@ pub fn compile(
         cmd.arg(src);
     }
     cmd.arg("-o").arg(out);
-    let o = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
+    // A missing cross compiler fails the fixture, naming the package (`cargo xtask setup`
+    // installs them); it is never skipped.
+    let o = cmd
+        .output()
+        .map_err(|e| match arch.and_then(gcc::cross_arch) {
+            Some(c) => format!(
+                "cannot run {} for the {} fixture {} ({e}): install {} (`cargo xtask setup`)",
+                c.cc[0],
+                c.name,
+                src.display(),
+                c.package
+            ),
+            None => format!("cannot run gcc: {e}"),
+        })?;
     if !o.status.success() {
         return Err(format!(
             "gcc failed on {}:\n{}",
@@ -293,8 +329,9 @@ pub fn build(src: &Path, work: &Path) -> Result<Built, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (orig, patched) = (dir.join("orig.o"), dir.join("patched.o"));
     let debug = !expect.explain.is_empty();
-    compile(src, &orig, false, debug, &expect.cflags)?;
-    compile(src, &patched, true, debug, &expect.cflags)?;
+    let arch = expect.arch.as_deref();
+    compile(src, &orig, false, debug, &expect.cflags, arch)?;
+    compile(src, &patched, true, debug, &expect.cflags, arch)?;
     Ok(Built {
         text,
         expect,

@@ -10,6 +10,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub mod aarch64;
+pub mod loongarch64;
+pub mod ppc64le;
+pub mod s390x;
 pub mod x86_64;
 mod x86_fast;
 
@@ -26,6 +30,21 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// What the `object` crate calls it, and its byte order, for writing the livepatch object.
     fn object_architecture(&self) -> object::Architecture;
     fn endianness(&self) -> object::Endianness;
+    /// Whether klpgen reads objects of this ELF header: the byte order, and `e_flags` (ppc64:
+    /// the ELFv2 ABI). An error names what differs.
+    fn check_header(&self, endian: object::Endianness, e_flags: u32) -> Result<(), String> {
+        let _ = e_flags;
+        if endian == self.endianness() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}-endian objects; klpgen reads {} objects only as {:?}-endian",
+                endian,
+                self.name(),
+                self.endianness()
+            ))
+        }
+    }
 
     /// What a relocation type does to its field; None for a type klpgen does not know
     /// (objects using one are refused when parsed). Asked for every relocation: keep it
@@ -53,10 +72,26 @@ pub trait Arch: fmt::Debug + Send + Sync {
     fn disassemble(&self, code: &[u8], offset: u64, labels: &[OperandLabel])
         -> Option<Disassembly>;
 
+    /// Whether a local symbol of this name only marks what kind of bytes follow (arm64's
+    /// mapping symbols `$x` and `$d`): not a symbol of the program, never a reference's target.
+    fn is_mapping_symbol(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
     /// The symbol name of the ftrace entry call.
     fn fentry_symbol(&self) -> &'static str;
+    /// The sections that list each function's ftrace site (`__mcount_loc`, or
+    /// `__patchable_function_entries` where the entry is a run of nops the compiler leaves).
+    fn ftrace_site_sections(&self) -> &'static [&'static str] {
+        &["__mcount_loc"]
+    }
     /// How far into a function the ftrace call may sit (x86: after `endbr64`).
     fn fentry_window(&self) -> u64;
+    /// How far before a function's symbol its recorded ftrace site may sit (arm64 with
+    /// `-fpatchable-function-entry=4,2`: two of the nops precede it).
+    fn fentry_before(&self) -> u64 {
+        0
+    }
     /// Length of the landing pad a function may start with (x86: `endbr64`), 0 if `code`
     /// does not start with one; a branch to just past it still enters the function.
     fn entry_pad_len(&self, code: &[u8]) -> u64;
@@ -79,6 +114,15 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// allocated section refers to (the referenced offset being the relocation's addend plus
     /// [`Arch::pcrel_bias`] at its site).
     fn carved_code_sections(&self) -> &'static [CarvedCode];
+    /// How section `name` is copied piece by piece, if it is: one of
+    /// [`Arch::carved_code_sections`], or of a family of them by prefix (ppc64's
+    /// `__ftr_alt_<n>`).
+    fn carved_code(&self, name: &str) -> Option<CarvedCode> {
+        self.carved_code_sections()
+            .iter()
+            .find(|c| c.name == name)
+            .copied()
+    }
     /// Whether execution can run past the end of `code` (a piece of a carved section that runs
     /// where it lies): false when its last instruction is an unconditional jump, a return or
     /// a trap, true otherwise (undecodable bytes included).
@@ -94,6 +138,14 @@ pub trait Arch: fmt::Debug + Send + Sync {
         field: u64,
         members: &HashMap<String, u64>,
     ) -> Option<u64>;
+
+    /// For a PC-relative field at `field` of an entry of special section `section`: how far
+    /// the address it counts from lies from the field (0: from the field itself; ppc64's
+    /// feature fixups store `label - entry start`, so their fields count from the entry).
+    fn entry_field_bias(&self, section: &str, field: u64) -> i64 {
+        let _ = (section, field);
+        0
+    }
 
     /// A pointer-sized runtime constant (the kernel's `runtime_const_ptr(sym)`) whose
     /// placeholder immediate starts at `site` of `code`: the instruction rewritten to load the
@@ -112,14 +164,126 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// The kernel config option set exactly for this machine (`CONFIG_X86_64`): how a
     /// target's `.config` names its machine.
     fn kernel_config(&self) -> &'static str;
+    /// kbuild's `ARCH=` for this machine (`x86`).
+    fn kbuild_arch(&self) -> &'static str;
+    /// The prefix of the machine's cross toolchain as Debian names it (`CROSS_COMPILE=`,
+    /// `x86_64-linux-gnu-`), used when klpgen runs on another machine and neither the target's
+    /// configuration nor the user names one.
+    fn cross_compile(&self) -> &'static str;
+    /// What Rust's `std::env::consts::ARCH` calls this machine: klpgen runs kbuild without a
+    /// cross toolchain when it runs on the target's machine.
+    fn host_arch(&self) -> &'static str;
+    /// Why the kernel's Rust support cannot build a livepatch hook for this machine (Linux
+    /// 6.12 has Rust on x86-64, arm64, loongarch and riscv), or None when it can.
+    fn rust_unsupported(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Undefined symbols that the module link or the module loader provides on this machine
+    /// (ppc64: `.TOC.`, the `_savegpr0_N` helpers `ld --save-restore-funcs` adds): references
+    /// to them stay ordinary relocations, never klp ones, and are not looked up in the target.
+    fn module_provided(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
+    /// Whether the branch whose relocation (of type `r_type`) sits at `site` of `code` can only
+    /// reach a target inside the livepatch module: a module reaches the kernel through a stub
+    /// the loader builds, and on some machines the call site must be made for one (ppc64: `bl`
+    /// then a `nop` the loader turns into the TOC restore; a bare `bl` or a tail-call `b` to a
+    /// function of the same unit is not). The plan then carries the callee.
+    fn branch_needs_local_target(&self, code: &[u8], site: u64, r_type: u32) -> bool {
+        let _ = (code, site, r_type);
+        false
+    }
+    /// The section of address slots the code loads pointers from (ppc64: `.toc`), whose
+    /// entries are compared by what they point at, not by where they sit, and copied per
+    /// entry.
+    fn slot_section(&self) -> Option<&'static str> {
+        None
+    }
+    /// A reference of type `r_type` that cannot reach an object of the running kernel from a
+    /// module and how the plan makes it sound, if any (ppc64: TOC-relative addressing counts
+    /// from the module's own TOC).
+    fn far_reference(&self, r_type: u32) -> Option<FarRef> {
+        let _ = r_type;
+        None
+    }
+    /// Rewrite the instruction pair of a far reference (`FarRef::High` at `high`, the
+    /// `FarRef::Low` uses of its register at `lows`, offsets into `code`) into a load of the
+    /// target's address from a slot: returns the relocation type the high instruction then
+    /// takes against the slot, and writes each low instruction's new displacement (its addend
+    /// minus the high one's, `deltas`). An error says why the code is not the expected pair.
+    fn rewrite_far_reference(
+        &self,
+        code: &mut [u8],
+        high: u64,
+        lows: &[(u64, i64)],
+    ) -> Result<u32, String> {
+        let _ = (code, high, lows);
+        Err(format!("{} has no far references", self.name()))
+    }
+    /// The register a `FarRef::High` instruction at `at` writes, or a `FarRef::Low` one at
+    /// `at` uses as its base (None when the bytes are not such an instruction).
+    fn far_reference_register(&self, code: &[u8], at: u64, part: FarRef) -> Option<u32> {
+        let _ = (code, at, part);
+        None
+    }
+    /// The relocation type of one pointer-sized absolute address (for a slot the plan adds).
+    fn pointer_reloc(&self) -> u32;
+}
+
+/// The two halves of a reference that counts from a base register of the module (ppc64: the
+/// TOC in r2): the high part (`addis rX,r2,sym@toc@ha`) and the low parts that use its
+/// register (`addi rY,rX,sym@toc@l`, `ld rY,sym@toc@l(rX)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarRef {
+    High,
+    Low,
+}
+
+/// [`Arch::falls_through`] from a machine's [`Arch::decode_flow`]: false only when the last
+/// instruction is a direct unconditional jump that ends `code`. A return or a trap counts as
+/// falling through, which only ever copies one piece more than needed.
+pub(crate) fn falls_through_by_flow(arch: &dyn Arch, code: &[u8]) -> bool {
+    let mut out = Vec::new();
+    arch.decode_flow(code, 0, &mut out);
+    out.last()
+        .is_none_or(|i| i.flow != Flow::Jump || i.end != code.len() as u64)
 }
 
 /// Every machine klpgen supports.
-pub const ALL: &[&dyn Arch] = &[&x86_64::X86_64];
+pub const ALL: &[&dyn Arch] = &[
+    &x86_64::X86_64,
+    &ppc64le::Ppc64le,
+    &s390x::S390x,
+    &aarch64::Aarch64,
+    &loongarch64::Loongarch64,
+];
 
 /// The machine of an object's `e_machine`, if klpgen supports it.
 pub fn for_machine(e_machine: u16) -> Option<&'static dyn Arch> {
     ALL.iter().copied().find(|a| a.e_machine() == e_machine)
+}
+
+/// What a machine klpgen does not read is, for a refusal: its name for the machines Linux
+/// builds for (32-bit ones included, since a 32-bit object is a common mistake), else its
+/// number.
+pub fn unsupported_machine(e_machine: u16) -> String {
+    use object::elf;
+    let name = match e_machine {
+        elf::EM_386 => "i386 (32-bit x86)",
+        elf::EM_ARM => "32-bit ARM",
+        elf::EM_PPC => "32-bit PowerPC",
+        elf::EM_MIPS => "MIPS",
+        elf::EM_RISCV => "RISC-V",
+        elf::EM_SPARCV9 => "SPARC64",
+        elf::EM_PARISC => "PA-RISC",
+        elf::EM_SH => "SuperH",
+        elf::EM_ALPHA => "Alpha",
+        elf::EM_IA_64 => "IA-64",
+        _ => return format!("machine {e_machine}"),
+    };
+    format!("{name} (e_machine {e_machine})")
 }
 
 /// The machine a kernel configuration is for (`is_set` answers whether a `CONFIG_` option is
@@ -171,10 +335,66 @@ impl fmt::Debug for Machine {
 /// What a relocation type does to the field at its site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelocKind {
-    /// Field width in bytes (0 for a no-op relocation).
+    /// Width in bytes of the bytes holding the field (0 for a no-op relocation): the whole
+    /// instruction word for a bit field.
     pub width: u64,
     /// Its value depends on where the site is.
     pub pc_relative: bool,
+    /// The bits of those `width` bytes (read as one integer in the object's byte order) that
+    /// the relocation fills; the others are the instruction's own (ppc64 `REL24`: the opcode
+    /// and the link bit around a 24-bit field) and must be compared.
+    pub mask: u64,
+}
+
+impl RelocKind {
+    /// A field of `width` whole bytes.
+    pub const fn bytes(width: u64, pc_relative: bool) -> Self {
+        let mask = if width >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (width * 8)) - 1
+        };
+        RelocKind {
+            width,
+            pc_relative,
+            mask,
+        }
+    }
+    /// A bit field: `mask` of `width` bytes.
+    pub const fn bits(width: u64, pc_relative: bool, mask: u64) -> Self {
+        RelocKind {
+            width,
+            pc_relative,
+            mask,
+        }
+    }
+    /// Zero the field's bits in `bytes` (the `width` bytes at the site, fewer at the end of a
+    /// copy), keeping the instruction's own bits.
+    pub fn clear(&self, bytes: &mut [u8], endian: object::Endianness) {
+        let n = bytes.len().min(self.width as usize);
+        if n == 0 {
+            return;
+        }
+        let field = &mut bytes[..n];
+        let full = RelocKind::bytes(self.width, self.pc_relative).mask;
+        if self.mask == full || n < self.width as usize {
+            field.fill(0);
+            return;
+        }
+        let mut v: u64 = 0;
+        let big = endian == object::Endianness::Big;
+        let mut read = |b: &u8| v = (v << 8) | u64::from(*b);
+        if big {
+            field.iter().for_each(&mut read);
+        } else {
+            field.iter().rev().for_each(&mut read);
+        }
+        v &= !self.mask;
+        for (k, b) in field.iter_mut().enumerate() {
+            let shift = 8 * (if big { n - 1 - k } else { k });
+            *b = (v >> shift) as u8;
+        }
+    }
 }
 
 /// A special section: its name, the size of its entries by default (when fixed, or the same

@@ -60,18 +60,9 @@ const SPECIAL_SECTIONS: &[SpecialSection] = &[
     special(".cfi_sites", Some(4), None, &[]),
 ];
 
-const PC32: RelocKind = RelocKind {
-    width: 4,
-    pc_relative: true,
-};
-const PC64: RelocKind = RelocKind {
-    width: 8,
-    pc_relative: true,
-};
-const ABS64: RelocKind = RelocKind {
-    width: 8,
-    pc_relative: false,
-};
+const PC32: RelocKind = RelocKind::bytes(4, true);
+const PC64: RelocKind = RelocKind::bytes(8, true);
+const ABS64: RelocKind = RelocKind::bytes(8, false);
 
 /// A field that may point anywhere.
 const fn at(at: u64, kind: RelocKind) -> EntryField {
@@ -257,7 +248,7 @@ impl Arch for X86_64 {
             elf::R_X86_64_REX_GOTPCRELX => (4, true),
             _ => return None,
         };
-        Some(RelocKind { width, pc_relative })
+        Some(RelocKind::bytes(width, pc_relative))
     }
 
     fn reloc_name(&self, r_type: u32) -> Option<&'static str> {
@@ -513,6 +504,22 @@ impl Arch for X86_64 {
 
     fn kernel_config(&self) -> &'static str {
         "CONFIG_X86_64"
+    }
+
+    fn kbuild_arch(&self) -> &'static str {
+        "x86"
+    }
+
+    fn cross_compile(&self) -> &'static str {
+        "x86_64-linux-gnu-"
+    }
+
+    fn host_arch(&self) -> &'static str {
+        "x86_64"
+    }
+
+    fn pointer_reloc(&self) -> u32 {
+        elf::R_X86_64_64
     }
 
     fn special_sections(&self) -> &'static [SpecialSection] {
@@ -902,7 +909,7 @@ mod tests {
     fn machine_and_relocations() {
         let a = super::super::for_machine(elf::EM_X86_64).expect("supported");
         assert_eq!(a.name(), "x86-64");
-        assert!(super::super::for_machine(elf::EM_AARCH64).is_none());
+        assert!(super::super::for_machine(elf::EM_SPARCV9).is_none());
         let pc32 = X86_64.reloc(elf::R_X86_64_PC32).unwrap();
         assert_eq!((pc32.width, pc32.pc_relative), (4, true));
         assert_eq!(X86_64.reloc_name(elf::R_X86_64_PC32), Some("R_X86_64_PC32"));

@@ -129,7 +129,11 @@ fn read_table(
     };
     let word = |at: u64| {
         let i = at as usize;
-        u64::from_le_bytes(data[i..i + 8].try_into().expect("inside the table"))
+        // In the module's byte order (an s390x module is big-endian).
+        object::Endian::read_u64_bytes(
+            e.endian,
+            data[i..i + 8].try_into().expect("inside the table"),
+        )
     };
     let target = |at: u64| {
         relocs
