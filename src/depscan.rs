@@ -616,17 +616,7 @@ mod tests {
     use super::*;
 
     fn tree(source: &Path, build: &Path) -> Tree {
-        Tree {
-            source: source.to_path_buf(),
-            build: build.to_path_buf(),
-            config_path: build.join(".config"),
-            config_text: String::new(),
-            config: crate::kernel::Config::parse(""),
-            vmlinux: build.join("vmlinux"),
-            symvers: build.join("Module.symvers"),
-            release: String::new(),
-            info: Default::default(),
-        }
+        Tree::for_tests(source, build, "", "")
     }
 
     /// A thin archive naming `members` (short names only).

@@ -166,6 +166,25 @@ pub struct Tree {
     pub info: BuildInfo,
 }
 
+#[cfg(test)]
+impl Tree {
+    /// A tree for unit tests: `source` and `build` as given, the other paths in `build`, the
+    /// configuration from `config` (read only where a test needs it), nothing read from disk.
+    pub(crate) fn for_tests(source: &Path, build: &Path, config: &str, release: &str) -> Tree {
+        Tree {
+            source: source.to_path_buf(),
+            build: build.to_path_buf(),
+            config_path: build.join(".config"),
+            config_text: config.into(),
+            config: Config::parse(config),
+            vmlinux: build.join("vmlinux"),
+            symvers: build.join("Module.symvers"),
+            release: release.into(),
+            info: Default::default(),
+        }
+    }
+}
+
 /// Where the target's pieces are, as the flags (or a distribution's defaults) name them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pieces<'a> {

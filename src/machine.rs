@@ -136,20 +136,10 @@ pub fn tool(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::Config;
+    use std::path::Path;
 
     fn tree(config: &str) -> Tree {
-        Tree {
-            source: "/src".into(),
-            build: "/build".into(),
-            config_path: "/build/.config".into(),
-            config_text: config.into(),
-            config: Config::parse(config),
-            vmlinux: "/build/vmlinux".into(),
-            symvers: "/build/Module.symvers".into(),
-            release: "6.12.0".into(),
-            info: Default::default(),
-        }
+        Tree::for_tests(Path::new("/src"), Path::new("/build"), config, "6.12.0")
     }
 
     #[test]

@@ -220,17 +220,7 @@ mod tests {
     }
 
     fn tree(build: &Path) -> Tree {
-        Tree {
-            source: build.join("src"),
-            build: build.to_path_buf(),
-            config_path: build.join(".config"),
-            config_text: String::new(),
-            config: crate::kernel::Config::parse(""),
-            vmlinux: build.join("vmlinux"),
-            symvers: build.join("Module.symvers"),
-            release: String::new(),
-            info: Default::default(),
-        }
+        Tree::for_tests(&build.join("src"), build, "", "")
     }
 
     fn put(dir: &Path, rel: &str, text: &str) {
