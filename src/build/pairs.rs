@@ -343,18 +343,7 @@ fn build_patched(
     // code: a run killed in between leaves this list, and the next run rebuilds them.
     let dirty = ws.dir.join("kbuild-dirty");
     fs::write(&dirty, units.join("\n"))?;
-    rep.stage("applying patches");
-    // In a mirror (in-tree builds) the files are links to the user's: give them their own.
-    if tree.source.starts_with(&ws.dir) {
-        mirror::unshare(&tree.source, files)?;
-    }
-    let mut applied = Applied::apply(
-        &tree.source,
-        &ctx.plan.patches,
-        &ws.dir,
-        ctx.plan.line_directives,
-        intr,
-    )?;
+    let mut applied = apply_patches(ctx, files, rep)?;
     rep.stage("building patched objects");
     let patched_build = diffbuild
         .build_units(
@@ -382,6 +371,23 @@ fn build_patched(
     Ok(changed)
 }
 
+/// The patches applied to the target's source tree, under their journal (the caller reverts).
+fn apply_patches(ctx: &Ctx<'_>, files: &[String], rep: &mut BuildReport) -> Result<Applied> {
+    let (tree, ws) = (&ctx.target.tree, ctx.ws);
+    rep.stage("applying patches");
+    // In a mirror (in-tree builds) the files are links to the user's: give them their own.
+    if tree.source.starts_with(&ws.dir) {
+        mirror::unshare(&tree.source, files)?;
+    }
+    Applied::apply(
+        &tree.source,
+        &ctx.plan.patches,
+        &ws.dir,
+        ctx.plan.line_directives,
+        ctx.intr,
+    )
+}
+
 /// The patched build by the units' recorded commands, run directly: the patches applied, each
 /// unit compiled into `<run>/patched/`, the tree reverted. None (nothing done) when a command
 /// is not one klpgen runs itself.
@@ -398,17 +404,7 @@ fn build_patched_direct(
     if !diffbuild.can_compile_direct(tree, units, &out) {
         return Ok(None);
     }
-    rep.stage("applying patches");
-    if tree.source.starts_with(&ws.dir) {
-        mirror::unshare(&tree.source, files)?;
-    }
-    let mut applied = Applied::apply(
-        &tree.source,
-        &ctx.plan.patches,
-        &ws.dir,
-        ctx.plan.line_directives,
-        intr,
-    )?;
+    let mut applied = apply_patches(ctx, files, rep)?;
     rep.stage("building patched objects");
     let built = diffbuild.compile_direct(
         tree,
