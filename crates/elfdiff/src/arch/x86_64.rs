@@ -337,27 +337,8 @@ impl Arch for X86_64 {
             return Some(Disassembly { text, labels_used });
         }
         let mut d = Decoder::with_ip(64, rest, offset, DecoderOptions::NONE);
-        let insn = d.decode();
-        let used = Rc::new(Cell::new(0));
-        let resolver = RelocResolver {
-            labels: labels
-                .iter()
-                .map(|l| (l.pc_relative, l.text.clone(), false))
-                .collect(),
-            next_ip: insn.next_ip(),
-            used: Rc::clone(&used),
-        };
-        let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
-        fmt.options_mut().set_hex_prefix("0x");
-        fmt.options_mut().set_hex_suffix("");
-        fmt.options_mut().set_uppercase_hex(false);
-        fmt.options_mut().set_space_after_operand_separator(true);
-        let mut text = String::new();
-        fmt.format(&insn, &mut text);
-        Some(Disassembly {
-            text,
-            labels_used: used.get(),
-        })
+        let (text, labels_used) = iced_text(&d.decode(), labels);
+        Some(Disassembly { text, labels_used })
     }
 
     fn fentry_symbol(&self) -> &'static str {
@@ -682,6 +663,29 @@ fn moved_immediate(d: &Decoder<'_>, i: &Instruction, bytes: &[u8]) -> Option<Imm
         value,
         arg,
     })
+}
+
+/// One instruction as iced-x86 formats it for `explain` (Intel syntax, `0x` hex in lower case,
+/// a space after each operand separator), relocation targets named by `labels`; the text and
+/// how many labels it used. `x86_fast::format` is held to this by its tests.
+pub(super) fn iced_text(insn: &Instruction, labels: &[OperandLabel]) -> (String, usize) {
+    let used = Rc::new(Cell::new(0));
+    let resolver = RelocResolver {
+        labels: labels
+            .iter()
+            .map(|l| (l.pc_relative, l.text.clone(), false))
+            .collect(),
+        next_ip: insn.next_ip(),
+        used: Rc::clone(&used),
+    };
+    let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
+    fmt.options_mut().set_hex_prefix("0x");
+    fmt.options_mut().set_hex_suffix("");
+    fmt.options_mut().set_uppercase_hex(false);
+    fmt.options_mut().set_space_after_operand_separator(true);
+    let mut text = String::new();
+    fmt.format(insn, &mut text);
+    (text, used.get())
 }
 
 /// Names relocation targets in place of the zero fields iced-x86 would show: PC-relative

@@ -1045,63 +1045,9 @@ mod tests {
     //! Every instruction this file accepts, held to iced: the same length, control flow,
     //! call and line-number load, end of flow, and, where this file formats it, the same text
     //! with the same labels used.
+    use super::super::x86_64::iced_text;
     use super::*;
-    use iced_x86::{
-        Code, Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter, Mnemonic,
-        OpKind, SymbolResolver, SymbolResult,
-    };
-    use std::cell::Cell;
-    use std::rc::Rc;
-
-    struct Resolver {
-        labels: Vec<(bool, String, bool)>,
-        next_ip: u64,
-        used: Rc<Cell<usize>>,
-    }
-
-    impl SymbolResolver for Resolver {
-        fn symbol(
-            &mut self,
-            _: &Instruction,
-            _: u32,
-            _: Option<u32>,
-            address: u64,
-            _: u32,
-        ) -> Option<SymbolResult<'_>> {
-            let next_ip = self.next_ip;
-            let slot = self.labels.iter_mut().find(|(pcrel, _, taken)| {
-                !*taken
-                    && if *pcrel {
-                        address == next_ip
-                    } else {
-                        address == 0
-                    }
-            })?;
-            slot.2 = true;
-            self.used.set(self.used.get() + 1);
-            Some(SymbolResult::with_string(address, slot.1.clone()))
-        }
-    }
-
-    fn iced_text(insn: &Instruction, labels: &[OperandLabel]) -> (String, usize) {
-        let used = Rc::new(Cell::new(0));
-        let resolver = Resolver {
-            labels: labels
-                .iter()
-                .map(|l| (l.pc_relative, l.text.clone(), false))
-                .collect(),
-            next_ip: insn.next_ip(),
-            used: Rc::clone(&used),
-        };
-        let mut fmt = IntelFormatter::with_options(Some(Box::new(resolver)), None);
-        fmt.options_mut().set_hex_prefix("0x");
-        fmt.options_mut().set_hex_suffix("");
-        fmt.options_mut().set_uppercase_hex(false);
-        fmt.options_mut().set_space_after_operand_separator(true);
-        let mut text = String::new();
-        fmt.format(insn, &mut text);
-        (text, used.get())
-    }
+    use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, OpKind};
 
     fn label_sets() -> Vec<Vec<OperandLabel>> {
         let l = |pc_relative: bool, text: &str| OperandLabel {
