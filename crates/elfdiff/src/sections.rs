@@ -80,7 +80,10 @@ pub fn special_section_structs() -> impl Iterator<Item = (&'static str, &'static
 pub(crate) fn is_data_section(name: &str) -> bool {
     [".data", ".rodata", ".bss", ".init.data", ".init.rodata"]
         .iter()
-        .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+        .any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
         && !name.starts_with(".rodata.str")
         && !name.starts_with(".rodata.cst")
 }
