@@ -127,6 +127,12 @@ pub struct Section<'d, S: Side> {
     pub section_sym: Option<SymIdx<S>>,
     /// Non-section symbols defined in this section, sorted by value.
     pub syms: Vec<SymIdx<S>>,
+    /// For each of `syms`, the furthest end (`value + max(size, 1)`) of it and those before
+    /// it: non-decreasing, so [`Object::symbol_at`] finds by binary search the first symbol
+    /// that can cover an offset instead of scanning from the section's start. Empty where
+    /// the section has few symbols (most: a function or an object), which a scan reads as
+    /// fast as a search, and an allocation per section would cost more.
+    sym_reach: Vec<u64>,
     /// Member of a section group (COMDAT).
     pub in_group: bool,
 }
@@ -204,6 +210,9 @@ pub struct Object<'d, S: Side> {
 }
 
 type Header = elf::FileHeader64<Endianness>;
+
+/// Up to this many symbols in a section, [`Object::symbol_at`] scans them all.
+const SCAN_SYMS: usize = 8;
 
 /// Section headers that hold no section of the model (tables, relocations, groups).
 const NOT_SECTIONS: &[u32] = &[
@@ -387,6 +396,7 @@ impl<'d, S: Side> Object<'d, S> {
                 deferred: &[],
                 section_sym: None,
                 syms: Vec::new(),
+                sym_reach: Vec::new(),
                 in_group: grouped[i],
             });
         }
@@ -476,6 +486,19 @@ impl<'d, S: Side> Object<'d, S> {
             section
                 .syms
                 .sort_by_key(|s| (symbols[s.get()].value, symbols[s.get()].elf_index));
+            if section.syms.len() <= SCAN_SYMS {
+                continue;
+            }
+            let mut reach = 0u64;
+            section.sym_reach = section
+                .syms
+                .iter()
+                .map(|&i| {
+                    let y = &symbols[i.get()];
+                    reach = reach.max(y.value.saturating_add(y.size.max(1)));
+                    reach
+                })
+                .collect();
         }
         Ok(())
     }
@@ -540,6 +563,7 @@ impl<'d, S: Side> Object<'d, S> {
             relocs: Vec::new(),
             deferred: &[],
             syms: Vec::new(),
+            sym_reach: Vec::new(),
             ..*s
         };
         read_relas(
@@ -589,7 +613,12 @@ impl<'d, S: Side> Object<'d, S> {
     pub fn symbol_at(&self, sec: SecIdx<S>, offset: u64) -> Option<SymIdx<S>> {
         let s = self.sec(sec);
         let mut best = None;
-        for &i in &s.syms {
+        // A symbol covers `offset` only if its reach passes it (a zero-size one reaches one
+        // byte: it covers exactly its value), so none before the first whose running reach
+        // passes `offset` does; from there on, in order, as a scan from the start would.
+        let first = s.sym_reach.partition_point(|&r| r <= offset);
+        debug_assert!(s.sym_reach.is_empty() || s.sym_reach.len() == s.syms.len());
+        for &i in &s.syms[first..] {
             let sym = self.sym(i);
             if sym.value > offset {
                 break;
