@@ -12,6 +12,8 @@
 //! for code that runs where it lies, the pieces it runs on into. The pieces are cut as the
 //! plan cuts them (`carve.rs`): at every offset an allocated section refers to.
 
+use std::sync::OnceLock;
+
 use crate::arch::{Flow, InsnMap};
 use crate::entries::{known_special, Entries};
 use crate::model::{Bind, Object, Orig, Patched, Reloc, SecIdx, Side, SymIdx, SymKind, Symbol};
@@ -20,7 +22,10 @@ use crate::names::{is_prefix_symbol, normalize, normalize_section};
 /// Per-section decoded instruction boundaries, for finding where PC-relative relocations
 /// point, and the pieces of the carved sections.
 pub(crate) struct Insns {
-    maps: Vec<Option<InsnMap>>,
+    /// Each code section's instruction boundaries, decoded the first time a relocation in it
+    /// needs them (a section symbol or local label as target, a branch question): most of an
+    /// object's functions refer only to named symbols, and decoding is most of a diff's cost.
+    maps: Vec<OnceLock<Option<InsnMap>>>,
     carved: Vec<Option<Pieces>>,
 }
 
@@ -33,14 +38,7 @@ struct Pieces {
 
 impl Insns {
     pub(crate) fn new<S: Side>(obj: &Object<'_, S>) -> Self {
-        let maps = obj
-            .sections
-            .iter()
-            .map(|s| {
-                (s.is_exec() && !s.relocs.is_empty() && !s.data.is_empty())
-                    .then(|| obj.arch.decode(s.data))
-            })
-            .collect();
+        let maps = obj.sections.iter().map(|_| OnceLock::new()).collect();
         let mut insns = Insns {
             maps,
             carved: Vec::new(),
@@ -124,6 +122,18 @@ impl Insns {
         Some((start, end))
     }
 
+    /// The instruction boundaries of section `sec` (decoded now if not yet); None where it
+    /// is not code with relocations.
+    fn map<S: Side>(&self, obj: &Object<'_, S>, sec: SecIdx<S>) -> Option<&InsnMap> {
+        self.maps[sec.get()]
+            .get_or_init(|| {
+                let s = obj.sec(sec);
+                (s.is_exec() && !s.relocs.is_empty() && !s.data.is_empty())
+                    .then(|| obj.arch.decode(s.data))
+            })
+            .as_ref()
+    }
+
     /// Whether relocation `r` fills the target of a direct call or jump.
     pub(crate) fn is_branch<S: Side>(
         &self,
@@ -131,7 +141,7 @@ impl Insns {
         sec: SecIdx<S>,
         r: &Reloc<S>,
     ) -> bool {
-        let Some(map) = &self.maps[sec.get()] else {
+        let Some(map) = self.map(obj, sec) else {
             return false;
         };
         let Some((start, end)) = map.containing(r.offset) else {
@@ -150,7 +160,10 @@ impl Insns {
     /// The distance from relocation `r`'s field to the address the CPU adds it to; 0 outside
     /// code (a PC-relative field in data counts from itself).
     pub(crate) fn bias<S: Side>(&self, obj: &Object<'_, S>, sec: SecIdx<S>, r: &Reloc<S>) -> i64 {
-        match &self.maps[sec.get()] {
+        if !obj.arch.pcrel_bias_reads_insn(r.r_type) {
+            return obj.arch.pcrel_bias(r.r_type, r.offset, None);
+        }
+        match self.map(obj, sec) {
             Some(map) => obj
                 .arch
                 .pcrel_bias(r.r_type, r.offset, map.containing(r.offset)),

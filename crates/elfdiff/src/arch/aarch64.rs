@@ -195,6 +195,10 @@ impl Arch for Aarch64 {
         0
     }
 
+    fn pcrel_bias_reads_insn(&self, _r_type: u32) -> bool {
+        false
+    }
+
     fn decode(&self, code: &[u8]) -> InsnMap {
         let n = code.len() as u64;
         InsnMap {

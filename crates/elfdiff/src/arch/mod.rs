@@ -57,6 +57,11 @@ pub trait Arch: fmt::Debug + Send + Sync {
     /// the decoded instruction holding the site, None where the code was not decoded. The
     /// real target offset is `addend + bias`.
     fn pcrel_bias(&self, r_type: u32, site: u64, insn: Option<(u64, u64)>) -> i64;
+    /// Whether [`Arch::pcrel_bias`] of a relocation of type `r_type` reads its instruction:
+    /// when not, the code is not decoded to answer it.
+    fn pcrel_bias_reads_insn(&self, _r_type: u32) -> bool {
+        true
+    }
 
     /// Decode the instruction boundaries of a code section.
     fn decode(&self, code: &[u8]) -> InsnMap;

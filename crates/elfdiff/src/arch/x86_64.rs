@@ -288,6 +288,11 @@ impl Arch for X86_64 {
         }
     }
 
+    fn pcrel_bias_reads_insn(&self, r_type: u32) -> bool {
+        // Only PC-relative fields count from the end of their instruction.
+        self.reloc(r_type).is_some_and(|k| k.pc_relative)
+    }
+
     fn decode(&self, code: &[u8]) -> InsnMap {
         let mut insns = Vec::with_capacity(code.len() / 4);
         let mut at = 0;
