@@ -28,32 +28,46 @@ fn correlatable<S: Side>(s: &Symbol<'_, S>) -> bool {
 /// locals that share a name (`count.1` in `f`, `count.2` in `g`). Only static locals are
 /// recorded: `__fentry__` alone has every function as a user.
 fn users<S: Side>(obj: &Object<'_, S>) -> HashMap<SymIdx<S>, Vec<String>> {
-    let mut out: HashMap<SymIdx<S>, Vec<String>> = HashMap::new();
+    // The static local a relocation's symbol stands for (a section symbol for the only
+    // symbol of its section), worked out once per symbol relocations use, not per relocation.
+    let stands_for = |i: SymIdx<S>| {
+        let t = obj.sym(i);
+        let target = match (t.kind, t.section) {
+            (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
+                [only] => *only,
+                _ => return None,
+            },
+            _ => i,
+        };
+        is_static_local(obj.sym(target).name).then_some(target)
+    };
+    let mut local: Vec<Option<Option<SymIdx<S>>>> = vec![None; obj.symbols.len()];
+    // (static local, user) pairs, each once, before any name is built.
+    let mut pairs: Vec<(SymIdx<S>, SymIdx<S>)> = Vec::new();
     for sec in obj.section_indices() {
         let section = obj.sec(sec);
         if !section.is_exec() {
             continue;
         }
         for r in &section.relocs {
-            let t = obj.sym(r.sym);
-            let target = match (t.kind, t.section) {
-                (SymKind::Section, Some(ts)) => match obj.sec(ts).syms.as_slice() {
-                    [only] => *only,
-                    _ => continue,
-                },
-                _ => r.sym,
-            };
-            if !is_static_local(obj.sym(target).name) {
+            let memo = &mut local[r.sym.get()];
+            let Some(target) = *memo.get_or_insert_with(|| stands_for(r.sym)) else {
                 continue;
-            }
+            };
             // Only now the user: most relocations are not to static locals.
             let Some(user) = obj.symbol_at(sec, r.offset) else {
                 continue;
             };
-            out.entry(target)
-                .or_default()
-                .push(normalize(obj.sym(user).name));
+            pairs.push((target, user));
         }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut out: HashMap<SymIdx<S>, Vec<String>> = HashMap::new();
+    for (target, user) in pairs {
+        out.entry(target)
+            .or_default()
+            .push(normalize(obj.sym(user).name));
     }
     for v in out.values_mut() {
         v.sort();
@@ -94,14 +108,15 @@ pub(crate) fn correlate(
     } else {
         (HashMap::new(), HashMap::new())
     };
-    let mut keys: Vec<_> = groups.keys().cloned().collect();
-    keys.sort();
-    let mut out = HashMap::new();
-    for key in keys {
-        let (os, ps) = &groups[&key];
-        if !ps.is_empty() {
-            match_group(orig, patched, os, ps, &users, &mut out);
-        }
+    // In key order, as before; sorted once, without looking each key up again.
+    let mut groups: Vec<_> = groups
+        .into_iter()
+        .filter(|(_, g)| !g.1.is_empty())
+        .collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = HashMap::with_capacity(groups.len());
+    for (_, (os, ps)) in &groups {
+        match_group(orig, patched, os, ps, &users, &mut out);
     }
     out
 }
@@ -112,20 +127,28 @@ fn groups<'d>(
     orig: &Object<'d, Orig>,
     patched: &Object<'d, Patched>,
 ) -> HashMap<(u8, Cow<'d, str>), Group> {
-    let mut groups: HashMap<(u8, Cow<'d, str>), Group> = HashMap::new();
+    let mut groups: HashMap<(u8, Cow<'d, str>), Group> = HashMap::with_capacity(orig.symbols.len());
     for i in orig.symbol_indices() {
         let s = orig.sym(i);
-        if correlatable(s) && !is_special(orig, i) {
-            let key = (kind_class(s.kind).unwrap_or(9), normalized(s.name));
-            groups.entry(key).or_default().0.push(i);
+        if correlatable(s) {
+            let base = normalized(s.name);
+            if !is_special_named(orig, i, &base) {
+                groups
+                    .entry((kind_class(s.kind).unwrap_or(9), base))
+                    .or_default()
+                    .0
+                    .push(i);
+            }
         }
     }
     for i in patched.symbol_indices() {
         let s = patched.sym(i);
-        if correlatable(s) && !is_special(patched, i) {
-            let key = (kind_class(s.kind).unwrap_or(9), normalized(s.name));
-            if let Some(g) = groups.get_mut(&key) {
-                g.1.push(i);
+        if correlatable(s) {
+            let base = normalized(s.name);
+            if !is_special_named(patched, i, &base) {
+                if let Some(g) = groups.get_mut(&(kind_class(s.kind).unwrap_or(9), base)) {
+                    g.1.push(i);
+                }
             }
         }
     }
@@ -225,10 +248,15 @@ fn match_group(
 /// descriptors, anything in `.data..once`).
 pub(crate) fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
     let s = obj.sym(i);
+    s.kind == SymKind::Object && is_special_named(obj, i, &normalized(s.name))
+}
+
+/// [`is_special`], given the symbol's normalised name `base`.
+fn is_special_named<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>, base: &str) -> bool {
+    let s = obj.sym(i);
     if s.kind != SymKind::Object {
         return false;
     }
-    let base = normalized(s.name);
     const NAMES: &[&str] = &[
         "__key",
         "__warned",
@@ -242,7 +270,7 @@ pub(crate) fn is_special<S: Side>(obj: &Object<'_, S>, i: SymIdx<S>) -> bool {
         "descriptor",
         "__msg",
     ];
-    if NAMES.contains(&&*base) {
+    if NAMES.contains(&base) {
         return true;
     }
     s.section.is_some_and(|sec| {
