@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::lines::{self, ImmDiff, Pending};
 use crate::model::{Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
-use crate::refs::{describe, ref_key, resolve, Insns, Pair, Target};
+use crate::refs::{describe, patched_ref_key_in, ref_key, resolve, Insns, Pair, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -148,7 +148,17 @@ impl<'d> Pair<'_, 'd> {
                 })
         };
         let identical = || self.orig.sym_bytes(o) == self.patched.sym_bytes(p) && same_fields();
-        if !osx.is_nobits() && !identical() {
+        let same_bytes = !osx.is_nobits() && identical();
+        // Sections of the same bytes, the function at the same offset in both (function
+        // sections: the function and its prefix padding): a section's decoding is a function
+        // of its bytes, so the original's serves the patched side too.
+        let same_code = same_bytes
+            && os.value == ps.value
+            && osx.is_exec() == psx.is_exec()
+            && osx.relocs.is_empty() == psx.relocs.is_empty()
+            && self.orig.machine == self.patched.machine
+            && osx.data == psx.data;
+        if !osx.is_nobits() && !same_bytes {
             let mut ob = self.orig.sym_bytes(o).to_vec();
             let mut pb = self.patched.sym_bytes(p).to_vec();
             mask(self.orig, &mut ob, os.value, orelocs);
@@ -179,11 +189,11 @@ impl<'d> Pair<'_, 'd> {
                     "relocation at +{offo:#x} moved or changed type"
                 ));
             }
-            if self.same_named_ref(osec, ro, psec, rp) {
+            if self.same_named_ref_in(osec, ro, psec, rp, same_code) {
                 continue;
             }
             let ko = ref_key(self.orig, self.orig_insns, osec, ro);
-            let kp = ref_key(self.patched, self.patched_insns, psec, rp);
+            let kp = patched_ref_key_in(self, osec, ro, psec, rp, same_code);
             if ko != kp {
                 return Comparison::Differs(format!(
                     "relocation at +{offo:#x}: {} -> {}",

@@ -196,14 +196,49 @@ impl Pair<'_, '_> {
         psec: SecIdx<Patched>,
         rp: &Reloc<Patched>,
     ) -> bool {
+        self.same_named_ref_in(osec, ro, psec, rp, false)
+    }
+
+    /// [`Pair::same_named_ref`]; `same_code`: the two sections are the same code (equal
+    /// bytes, relocation fields at the same places), so the patched field's instruction ends
+    /// where the original's does and the original's decoding answers for both.
+    pub(crate) fn same_named_ref_in(
+        &self,
+        osec: SecIdx<Orig>,
+        ro: &Reloc<Orig>,
+        psec: SecIdx<Patched>,
+        rp: &Reloc<Patched>,
+        same_code: bool,
+    ) -> bool {
         match (
             resolve(self.orig, self.orig_insns, osec, ro),
-            resolve(self.patched, self.patched_insns, psec, rp),
+            self.resolve_patched_in(osec, ro, psec, rp, same_code),
         ) {
             (Target::Symbol { sym: a, addend: x }, Target::Symbol { sym: b, addend: y }) => {
                 x == y && self.orig.sym(a).name == self.patched.sym(b).name
             }
             _ => false,
+        }
+    }
+}
+
+impl Pair<'_, '_> {
+    /// Where the patched relocation `rp` points; with `same_code` (see
+    /// [`Pair::same_named_ref_in`]) its bias is that of the original's `ro` at the same place.
+    pub(crate) fn resolve_patched_in(
+        &self,
+        osec: SecIdx<Orig>,
+        ro: &Reloc<Orig>,
+        psec: SecIdx<Patched>,
+        rp: &Reloc<Patched>,
+        same_code: bool,
+    ) -> Target<Patched> {
+        if same_code {
+            resolve_biased(self.patched, rp, || {
+                self.orig_insns.bias(self.orig, osec, ro)
+            })
+        } else {
+            resolve(self.patched, self.patched_insns, psec, rp)
         }
     }
 }
@@ -307,6 +342,16 @@ pub(crate) fn resolve<S: Side>(
     site: SecIdx<S>,
     r: &Reloc<S>,
 ) -> Target<S> {
+    resolve_biased(obj, r, || insns.bias(obj, site, r))
+}
+
+/// [`resolve`], with `bias` giving the relocation's bias ([`Insns::bias`]) when a section
+/// symbol or local label needs it.
+fn resolve_biased<S: Side>(
+    obj: &Object<'_, S>,
+    r: &Reloc<S>,
+    bias: impl FnOnce() -> i64,
+) -> Target<S> {
     let sym = obj.sym(r.sym);
     if sym.kind != SymKind::Section && !is_local_label(sym) {
         return Target::Symbol {
@@ -320,7 +365,7 @@ pub(crate) fn resolve<S: Side>(
             addend: r.addend,
         };
     };
-    let bias = insns.bias(obj, site, r);
+    let bias = bias();
     // Malformed input may overflow; real addends and biases are small.
     let effective = label_base(obj, r).wrapping_add(r.addend).wrapping_add(bias);
     let section = obj.sec(tsec);
@@ -464,7 +509,40 @@ fn ref_key_at<S: Side>(
     depth: u32,
     nested: bool,
 ) -> RefKey {
-    match resolve(obj, insns, site, r) {
+    ref_key_to(obj, insns, r, resolve(obj, insns, site, r), depth, nested)
+}
+
+/// The key of the patched relocation `rp` of a comparison, resolved as
+/// [`Pair::resolve_patched_in`] does.
+pub(crate) fn patched_ref_key_in(
+    pair: &Pair<'_, '_>,
+    osec: SecIdx<Orig>,
+    ro: &Reloc<Orig>,
+    psec: SecIdx<Patched>,
+    rp: &Reloc<Patched>,
+    same_code: bool,
+) -> RefKey {
+    let target = pair.resolve_patched_in(osec, ro, psec, rp, same_code);
+    ref_key_to(
+        pair.patched,
+        pair.patched_insns,
+        rp,
+        target,
+        PIECE_DEPTH,
+        true,
+    )
+}
+
+/// The key of relocation `r`, which points at `target`.
+fn ref_key_to<S: Side>(
+    obj: &Object<'_, S>,
+    insns: &Insns,
+    r: &Reloc<S>,
+    target: Target<S>,
+    depth: u32,
+    nested: bool,
+) -> RefKey {
+    match target {
         Target::Symbol { sym, addend } => RefKey::Sym(normalize(obj.sym(sym).name), addend),
         Target::String { sec, start } => {
             let data = obj.sec(sec).data;
