@@ -82,8 +82,8 @@ pub(crate) fn is_static_local(name: &str) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Candidates of one name and kind: the original's and the patched object's, in table order.
-type Group = (Vec<SymIdx<Orig>>, Vec<SymIdx<Patched>>);
+/// A correlation key: kind class and normalised name.
+type Key<'d> = (u8, Cow<'d, str>);
 
 /// Static locals and the functions that use them, on both sides.
 type Users = (
@@ -97,62 +97,72 @@ pub(crate) fn correlate(
     orig: &Object<'_, Orig>,
     patched: &Object<'_, Patched>,
 ) -> HashMap<SymIdx<Patched>, SymIdx<Orig>> {
-    let groups = groups(orig, patched);
+    let (os, ps) = (keyed(orig), keyed(patched));
     // A name shared by several static locals on either side: the numbers say nothing (a new
     // function's `count.0` may be the number an existing function's had), the users do.
-    let needs_users = groups.values().any(|(os, ps)| {
-        ambiguous(os, ps) && ps.iter().any(|&p| is_static_local(patched.sym(p).name))
+    let mut needs_users = false;
+    for_each_group(&os, &ps, |os, ps| {
+        needs_users |=
+            ambiguous(os, ps) && ps.iter().any(|&p| is_static_local(patched.sym(p).name));
     });
     let users: Users = if needs_users {
         (users(orig), users(patched))
     } else {
         (HashMap::new(), HashMap::new())
     };
-    // In key order, as before; sorted once, without looking each key up again.
-    let mut groups: Vec<_> = groups
-        .into_iter()
-        .filter(|(_, g)| !g.1.is_empty())
-        .collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut out = HashMap::with_capacity(groups.len());
-    for (_, (os, ps)) in &groups {
+    let mut out = HashMap::with_capacity(ps.len());
+    for_each_group(&os, &ps, |os, ps| {
         match_group(orig, patched, os, ps, &users, &mut out);
-    }
+    });
     out
 }
 
-/// The correlatable symbols of both objects grouped by kind and normalised name; patched
-/// symbols only where the original has the name.
-fn groups<'d>(
-    orig: &Object<'d, Orig>,
-    patched: &Object<'d, Patched>,
-) -> HashMap<(u8, Cow<'d, str>), Group> {
-    let mut groups: HashMap<(u8, Cow<'d, str>), Group> = HashMap::with_capacity(orig.symbols.len());
-    for i in orig.symbol_indices() {
-        let s = orig.sym(i);
+/// The correlatable symbols of `obj` but special statics, with their keys, sorted by key and
+/// then table order: a group is a run, found by walking both sides' lists together (no map,
+/// no list per name; most names have one symbol each side).
+fn keyed<'d, S: Side>(obj: &Object<'d, S>) -> Vec<(Key<'d>, SymIdx<S>)> {
+    let mut out = Vec::new();
+    for i in obj.symbol_indices() {
+        let s = obj.sym(i);
         if correlatable(s) {
             let base = normalized(s.name);
-            if !is_special_named(orig, i, &base) {
-                groups
-                    .entry((kind_class(s.kind).unwrap_or(9), base))
-                    .or_default()
-                    .0
-                    .push(i);
+            if !is_special_named(obj, i, &base) {
+                out.push(((kind_class(s.kind).unwrap_or(9), base), i));
             }
         }
     }
-    for i in patched.symbol_indices() {
-        let s = patched.sym(i);
-        if correlatable(s) {
-            let base = normalized(s.name);
-            if !is_special_named(patched, i, &base) {
-                if let Some(g) = groups.get_mut(&(kind_class(s.kind).unwrap_or(9), base)) {
-                    g.1.push(i);
-                }
-            }
+    out.sort_unstable();
+    out
+}
+
+/// Calls `f` with the candidates of each key both sides have (the original's and the
+/// patched object's, in table order), in key order.
+fn for_each_group<'d>(
+    os: &[(Key<'d>, SymIdx<Orig>)],
+    ps: &[(Key<'d>, SymIdx<Patched>)],
+    mut f: impl FnMut(&[SymIdx<Orig>], &[SymIdx<Patched>]),
+) {
+    let (mut obuf, mut pbuf) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < os.len() {
+        let key = &os[i].0;
+        obuf.clear();
+        pbuf.clear();
+        while i < os.len() && os[i].0 == *key {
+            obuf.push(os[i].1);
+            i += 1;
+        }
+        while j < ps.len() && ps[j].0 < *key {
+            j += 1;
+        }
+        while j < ps.len() && ps[j].0 == *key {
+            pbuf.push(ps[j].1);
+            j += 1;
+        }
+        if !pbuf.is_empty() {
+            f(&obuf, &pbuf);
         }
     }
-    groups
 }
 
 /// Several candidates on one side: the numbers in their names do not tell them apart.
