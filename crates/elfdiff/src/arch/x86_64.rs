@@ -145,7 +145,8 @@ const JUMP_TABLE: &[EntryLayout] = &[
 /// `struct alt_instr`: absolute pointers until 3.0 (each entry aligned before it, so the last
 /// one is 20 bytes), then relative {instr_offset, repl_offset, u16 cpuid, u8 instrlen, u8
 /// replacementlen} = 12, plus `u8 padlen` from 4.1 to 5.12 = 13, and a u32 feature word from
-/// 6.3 = 14.
+/// 6.3 = 14. The 5.10 stable series dropped `padlen` again with the retbleed backports of
+/// 5.10.133 (Debian 11's 5.10.223 has 12-byte entries), so a 5.10 object can have either.
 const ALTINSTRUCTIONS: &[EntryLayout] = &[
     EntryLayout {
         short_tail: true,
@@ -154,9 +155,13 @@ const ALTINSTRUCTIONS: &[EntryLayout] = &[
     layout(
         12,
         &[at(0, PC32), at(4, PC32)],
-        "Linux 3.1 to 4.0 and 5.13 to 6.2",
+        "Linux 3.1 to 4.0, 5.10.133 and later 5.10, and 5.13 to 6.2",
     ),
-    layout(13, &[at(0, PC32), at(4, PC32)], "Linux 4.1 to 5.12"),
+    layout(
+        13,
+        &[at(0, PC32), at(4, PC32)],
+        "Linux 4.1 to 5.12 (5.10 until 5.10.132)",
+    ),
     layout(14, &[at(0, PC32), at(4, PC32)], "Linux 6.3 and later"),
 ];
 
@@ -593,9 +598,10 @@ impl Arch for X86_64 {
         // Else the layouts klpgen knows (`ALTINSTRUCTIONS`): struct alt_instr { s32
         // instr_offset; s32 repl_offset; <feature: u32 since 6.3, u16 before>; u8 instrlen; u8
         // replacementlen; } __packed: 14 bytes (12 before 6.3 and from 3.1 to 4.0),
-        // `replacementlen` the last byte; from 4.1 to 5.12 a `u8 padlen` follows it (13
-        // bytes). Until 3.0 the two offsets were 8-byte pointers and `replacementlen` is byte
-        // 19 (of 20 emitted, 24 with the padding before the next entry).
+        // `replacementlen` the last byte; from 4.1 to 5.12 (5.10 until 5.10.132) a `u8 padlen`
+        // follows it (13 bytes). Until 3.0 the two offsets were 8-byte pointers and
+        // `replacementlen` is byte 19 (of 20 emitted, 24 with the padding before the next
+        // entry).
         let at = match (field, entry.len()) {
             (4, 12 | 14) => entry.len() - 1,
             (4, 13) => 11,
