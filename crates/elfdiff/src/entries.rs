@@ -9,7 +9,8 @@
 //! machine's defaults: the size fixed for the section, or else the one layout of the kernels
 //! klpgen knows ([`EntryLayout`]) that every entry of the section matches (each entry has a
 //! relocation of the layout's kind at each of its fields, and no other). A size from the target
-//! that contradicts the one given, or a section that is not a whole number of entries, is an
+//! that contradicts the one given, a given size where the entries fit exactly one known layout
+//! of another size, or a section that is not a whole number of entries, is an
 //! error ([`StrideError`]), never a silent wrong stride; only a layout that allows it
 //! (`EntryLayout::short_tail`, x86's `.parainstructions`: each entry aligned before it, not
 //! after) may end in a shorter entry, which is read with the stride and clamped to the
@@ -174,6 +175,19 @@ pub fn stride<S: Side>(
         }
         (n, from)
     } else if let Some(g) = given {
+        // A given size is taken where the entries' relocations say nothing; where they fit
+        // exactly one layout klpgen knows, of another size, the given one is a mistake that
+        // would carve every entry wrongly.
+        let mut fits = layouts.iter().filter(|l| matches_layout(obj, sec, l));
+        if let (Some(l), None) = (fits.next(), fits.next()) {
+            if l.size != g {
+                return Err(StrideError::Conflict {
+                    known: l.size,
+                    from: SizeSource::Layout(l.kernels),
+                    given: g,
+                });
+            }
+        }
         (g, SizeSource::Given)
     } else if let Some(n) = special.and_then(|sp| sp.entry_size) {
         (n, SizeSource::Fixed)

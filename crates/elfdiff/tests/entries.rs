@@ -226,6 +226,40 @@ fn sizes_come_from_the_target_then_the_command_line() {
     ));
 }
 
+#[test]
+fn a_given_size_the_entries_contradict_is_an_error() {
+    // Two 5.10 `__ex_table` entries (24 bytes) also divide into 8-byte ones; cut by
+    // `--entry-size __ex_table=8` every entry would be carved wrongly.
+    let f = entries(
+        2,
+        12,
+        &[(0, PC32, false), (4, PC32, false), (8, PC32, true)],
+    );
+    let bytes = build("__ex_table", 24, &f, 0);
+    let given = |n| PlanOptions {
+        given_entry_sizes: HashMap::from([("__ex_table".to_string(), n)]),
+        ..Default::default()
+    };
+    let e = stride_of(&bytes, "__ex_table", &given(8)).unwrap_err();
+    assert!(matches!(
+        e,
+        StrideError::Conflict {
+            known: 12,
+            from: SizeSource::Layout(_),
+            given: 8
+        }
+    ));
+    assert!(e.to_string().contains("--entry-size gives 8"), "{e}");
+    // The size the entries match, given, is taken as given.
+    let st = stride_of(&bytes, "__ex_table", &given(12)).unwrap();
+    assert_eq!((st.size, st.source), (12, SizeSource::Given));
+    // Entries no known layout fits: the given size is the only word on them.
+    let f = entries(2, 10, &[(0, PC32, false)]);
+    let bytes = build("__ex_table", 20, &f, 0);
+    let st = stride_of(&bytes, "__ex_table", &given(10)).unwrap();
+    assert_eq!((st.size, st.source), (10, SizeSource::Given));
+}
+
 /// Every special section of real objects (`ENTRIES_OBJS`: a file listing their paths, one a
 /// line: a distribution's modules) gets an entry size without the target's DWARF:
 /// `ENTRIES_OBJS=list cargo test -p elfdiff --test entries real -- --ignored --nocapture`.
