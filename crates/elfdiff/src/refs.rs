@@ -124,6 +124,11 @@ impl Insns {
         Some((start, end))
     }
 
+    /// The decoded instruction `[start, end)` of code section `sec` holding `offset`.
+    pub(crate) fn insn_at<S: Side>(&self, sec: SecIdx<S>, offset: u64) -> Option<(u64, u64)> {
+        self.maps.get(sec.get())?.as_ref()?.containing(offset)
+    }
+
     /// Whether relocation `r` fills the target of a direct call or jump.
     pub(crate) fn is_branch<S: Side>(
         &self,
