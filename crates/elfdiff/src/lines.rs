@@ -6,7 +6,9 @@
 //! `WARN` with a line, `might_sleep()`, `btrfs_abort_transaction()`, ext4 and xfs error helpers.
 //!
 //! `compare.rs` hands over the functions whose versions differ only in *moved immediates*
-//! (`mov $imm, dst`, `push $imm`: [`crate::arch::Insn::imm`]), each differing instruction
+//! (`mov $imm, dst`, `push $imm`: [`crate::arch::Insn::imm`]; also the numerals of a string
+//! that differs only in them, `__stringify(__LINE__)`, as immediates of the instruction that
+//! loads it), each differing instruction
 //! otherwise byte for byte the same (same opcode, same register or memory operand, the field
 //! at the same place and of the same width) and every relocation the same. Such a function is
 //! unchanged when every differing immediate is a line number by this rule:
@@ -15,7 +17,9 @@
 //! applied, read only for these functions).** An immediate is a line number when
 //! 1. in *both* versions it equals a line the line table gives its own instruction (a row
 //!    covering the instruction's address or starting inside it: the statement's line, or the
-//!    line of an inlined call at the same address), of files of the same name; and
+//!    line of an inlined call at the same address, or, where no row has it, the call site
+//!    of a function inlined at the instruction: `__LINE__` a macro hands to an inline
+//!    function is loaded inside the inlined body), of files of the same name; and
 //! 2. the code around it moved the same way: some *other* line of that file in the same
 //!    function (or, for want of one, in another part of the function's split family, `.cold`
 //!    and `.part.N`, whose code is aligned as well) is, at the same code offset, exactly as
