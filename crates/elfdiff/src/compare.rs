@@ -391,3 +391,21 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::numeral_diffs;
+
+    #[test]
+    fn strings_that_differ_only_in_numerals_give_them() {
+        let d = |a: &str, b: &str| numeral_diffs(a.as_bytes(), b.as_bytes());
+        assert_eq!(d("at x.c:742", "at x.c:744"), Some(vec![(742, 744)]));
+        assert_eq!(d("at x.c:99", "at x.c:101"), Some(vec![(99, 101)]));
+        assert_eq!(d("a 1 b 2", "a 3 b 2"), Some(vec![(1, 3)]));
+        // Text that differs, a numeral against text, or nothing differing.
+        assert_eq!(d("at x.c:742", "at y.c:742"), None);
+        assert_eq!(d("n=7", "n=x"), None);
+        assert_eq!(d("same 1", "same 1"), None);
+        assert_eq!(d("v12345678901", "v12345678902"), None);
+    }
+}
