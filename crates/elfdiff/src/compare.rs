@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use crate::lines::{self, ImmDiff, Pending};
 use crate::model::{Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
-use crate::refs::{describe, patched_ref_key_in, ref_key, resolve, Insns, Pair, Target};
+use crate::refs::{
+    describe, patched_ref_key_in, ref_key, resolve, Insns, Pair, RefKey, Target,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -194,13 +196,39 @@ impl<'d> Pair<'_, 'd> {
             }
             let ko = ref_key(self.orig, self.orig_insns, osec, ro);
             let kp = patched_ref_key_in(self, osec, ro, psec, rp, same_code);
-            if ko != kp {
-                return Comparison::Differs(format!(
-                    "relocation at +{offo:#x}: {} -> {}",
-                    describe(&ko),
-                    describe(&kp)
-                ));
+            if ko == kp {
+                continue;
             }
+            // A string that differs only in numerals may spell the line of its user
+            // (`__stringify(__LINE__)`: fortify's "field ... at file.c:742"): each such
+            // numeral is a moved immediate of the instruction that loads the string.
+            let numerals = match (&ko, &kp) {
+                (RefKey::Str(a, da), RefKey::Str(b, db)) if da == db => numeral_diffs(a, b),
+                _ => None,
+            };
+            let insn = self.orig_insns.insn_at(self.orig, osec, ro.offset);
+            if let (Some(nums), Some((start, end))) = (numerals, insn) {
+                let (diffs, _) = immediates.get_or_insert_with(|| {
+                    (
+                        Vec::new(),
+                        format!("string at +{offo:#x} differs in a numeral"),
+                    )
+                });
+                diffs.extend(nums.into_iter().map(|(orig, patched)| ImmDiff {
+                    offset: start - os.value,
+                    len: end - start,
+                    orig,
+                    patched,
+                    arg: None,
+                    callee: None,
+                }));
+                continue;
+            }
+            return Comparison::Differs(format!(
+                "relocation at +{offo:#x}: {} -> {}",
+                describe(&ko),
+                describe(&kp)
+            ));
         }
         match immediates {
             Some((diffs, why)) => Comparison::Immediates(diffs, why),
@@ -279,6 +307,43 @@ fn moved_immediates_only<'d>(
     Some(out)
 }
 
+/// Where two strings differ only in decimal numerals (maximal digit runs, each at most 9
+/// digits): the differing numerals' values in each; None when they differ otherwise.
+fn numeral_diffs(a: &[u8], b: &[u8]) -> Option<Vec<(i64, i64)>> {
+    // The string cut into alternating text and numerals.
+    fn runs(s: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < s.len() {
+            let digit = s[at].is_ascii_digit();
+            let len = s[at..]
+                .iter()
+                .position(|c| c.is_ascii_digit() != digit)
+                .unwrap_or(s.len() - at);
+            out.push(&s[at..at + len]);
+            at += len;
+        }
+        out
+    }
+    let (ra, rb) = (runs(a), runs(b));
+    if ra.len() != rb.len() {
+        return None;
+    }
+    let value = |r: &[u8]| -> Option<i64> {
+        (r.len() <= 9 && r.first()?.is_ascii_digit())
+            .then(|| std::str::from_utf8(r).ok()?.parse().ok())
+            .flatten()
+    };
+    let mut out = Vec::new();
+    for (x, y) in ra.iter().zip(&rb) {
+        if x == y {
+            continue;
+        }
+        out.push((value(x)?, value(y)?));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Zero relocation fields so that only instruction bytes are compared: only the field's bits
 /// where the relocation fills a bit field of an instruction word (the opcode around it still
 /// counts: a call that became a jump to the same function is a change).
@@ -337,4 +402,22 @@ fn traceable<S: Side>(obj: &Object<'_, S>, insns: &Insns, f: SymIdx<S>) -> bool 
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeral_diffs;
+
+    #[test]
+    fn strings_that_differ_only_in_numerals_give_them() {
+        let d = |a: &str, b: &str| numeral_diffs(a.as_bytes(), b.as_bytes());
+        assert_eq!(d("at x.c:742", "at x.c:744"), Some(vec![(742, 744)]));
+        assert_eq!(d("at x.c:99", "at x.c:101"), Some(vec![(99, 101)]));
+        assert_eq!(d("a 1 b 2", "a 3 b 2"), Some(vec![(1, 3)]));
+        // Text that differs, a numeral against text, or nothing differing.
+        assert_eq!(d("at x.c:742", "at y.c:742"), None);
+        assert_eq!(d("n=7", "n=x"), None);
+        assert_eq!(d("same 1", "same 1"), None);
+        assert_eq!(d("v12345678901", "v12345678902"), None);
+    }
 }

@@ -6,7 +6,9 @@
 //! `WARN` with a line, `might_sleep()`, `btrfs_abort_transaction()`, ext4 and xfs error helpers.
 //!
 //! `compare.rs` hands over the functions whose versions differ only in *moved immediates*
-//! (`mov $imm, dst`, `push $imm`: [`crate::arch::Insn::imm`]), each differing instruction
+//! (`mov $imm, dst`, `push $imm`: [`crate::arch::Insn::imm`]; also the numerals of a string
+//! that differs only in them, `__stringify(__LINE__)`, as immediates of the instruction that
+//! loads it), each differing instruction
 //! otherwise byte for byte the same (same opcode, same register or memory operand, the field
 //! at the same place and of the same width) and every relocation the same. Such a function is
 //! unchanged when every differing immediate is a line number by this rule:
@@ -15,7 +17,9 @@
 //! applied, read only for these functions).** An immediate is a line number when
 //! 1. in *both* versions it equals a line the line table gives its own instruction (a row
 //!    covering the instruction's address or starting inside it: the statement's line, or the
-//!    line of an inlined call at the same address), of files of the same name; and
+//!    line of an inlined call at the same address, or, where no row has it, the call site
+//!    of a function inlined at the instruction: `__LINE__` a macro hands to an inline
+//!    function is loaded inside the inlined body), of files of the same name; and
 //! 2. the code around it moved the same way: some *other* line of that file in the same
 //!    function (or, for want of one, in another part of the function's split family, `.cold`
 //!    and `.part.N`, whose code is aligned as well) is, at the same code offset, exactly as
@@ -107,6 +111,8 @@ pub(crate) fn settle(pair: Pair<'_, '_>, results: &mut [FuncResult], pending: &[
     let tables = Tables {
         orig: OnceCell::new(),
         patched: OnceCell::new(),
+        orig_full: OnceCell::new(),
+        patched_full: OnceCell::new(),
     };
     let aligned: HashSet<usize> = results
         .iter()
@@ -150,6 +156,9 @@ pub(crate) fn settle(pair: Pair<'_, '_>, results: &mut [FuncResult], pending: &[
 struct Tables {
     orig: OnceCell<Option<DwarfIndex>>,
     patched: OnceCell<Option<DwarfIndex>>,
+    /// With the inlined subroutines too, read only when the rows alone do not decide.
+    orig_full: OnceCell<Option<DwarfIndex>>,
+    patched_full: OnceCell<Option<DwarfIndex>>,
 }
 
 /// A line-table row of a function: (offset from its start, file, line).
@@ -193,6 +202,8 @@ fn line_numbers(
     };
     // The family's rows, read when the function's own give no evidence.
     let family: OnceCell<Vec<(Vec<Row<'_>>, Vec<Row<'_>>)>> = OnceCell::new();
+    // The function's rows with the inlined subroutines' call sites, read on first need.
+    let with_calls: OnceCell<Option<CallSites>> = OnceCell::new();
     diffs.iter().all(|d| {
         by_value(&own, d, |fo, fp, line, delta| {
             moved_alike(&own, fo, fp, line, delta)
@@ -200,8 +211,89 @@ fn line_numbers(
                     .get_or_init(|| evidence[1..].iter().filter_map(|&e| both(e)).collect())
                     .iter()
                     .any(|rows| moved_alike(rows, fo, fp, line, delta))
-        })
+        }) || with_calls
+            .get_or_init(|| call_sites(pair, tables, evidence[0]))
+            .as_ref()
+            .is_some_and(|c| c.is_line(d))
     })
+}
+
+/// A function's rows in both versions (of the index with inlined subroutines), for the
+/// instructions of inlined code with the lines they were inlined at: `__LINE__` expanded at
+/// the call of a macro that calls an inline function (`ext4_journal_start()`) is loaded
+/// inside the inlined body, whose rows give the header's lines; the call site's line is the
+/// one it spells.
+struct CallSites<'t> {
+    orig: Vec<Row<'t>>,
+    patched: Vec<Row<'t>>,
+    index: (&'t DwarfIndex, &'t DwarfIndex),
+    /// (ELF section index, function start) in each version.
+    at: ((usize, u64), (usize, u64)),
+}
+
+fn call_sites<'t>(
+    pair: Pair<'_, '_>,
+    tables: &'t Tables,
+    (o, p): (SymIdx<Orig>, SymIdx<Patched>),
+) -> Option<CallSites<'t>> {
+    let oidx = tables
+        .orig_full
+        .get_or_init(|| DwarfIndex::build(pair.orig).ok().flatten())
+        .as_ref()?;
+    let pidx = tables
+        .patched_full
+        .get_or_init(|| DwarfIndex::build(pair.patched).ok().flatten())
+        .as_ref()?;
+    let (os, ps) = (pair.orig.sym(o), pair.patched.sym(p));
+    Some(CallSites {
+        orig: rows(pair.orig, oidx, o)?,
+        patched: rows(pair.patched, pidx, p)?,
+        index: (oidx, pidx),
+        at: (
+            (pair.orig.sec(os.section?).elf_index, os.value),
+            (pair.patched.sec(ps.section?).elf_index, ps.value),
+        ),
+    })
+}
+
+impl CallSites<'_> {
+    /// Rule 1 with the call sites of the functions inlined at the instruction as its lines
+    /// too; rule 2 by the function's rows.
+    fn is_line(&self, d: &ImmDiff<'_>) -> bool {
+        let sites = |idx: &DwarfIndex, (sec, base): (usize, u64)| -> Vec<(String, u64)> {
+            idx.inlined_at(sec, base.saturating_add(d.offset))
+                .into_iter()
+                .filter_map(|f| f.call_site.map(|c| (c.file, c.line)))
+                .collect()
+        };
+        let (osites, psites) = (
+            sites(self.index.0, self.at.0),
+            sites(self.index.1, self.at.1),
+        );
+        if osites.is_empty() || psites.is_empty() {
+            return false;
+        }
+        // The call sites as rows of the instruction's own address, after the others there.
+        let insert = |rows: &[Row<'_>], sites: &'_ [(String, u64)]| -> Vec<(u64, String, u64)> {
+            let at = rows.partition_point(|r| r.0 <= d.offset);
+            let mut out: Vec<(u64, String, u64)> = rows[..at]
+                .iter()
+                .map(|r| (r.0, r.1.to_string(), r.2))
+                .collect();
+            out.extend(sites.iter().map(|(f, l)| (d.offset, f.clone(), *l)));
+            out.extend(rows[at..].iter().map(|r| (r.0, r.1.to_string(), r.2)));
+            out
+        };
+        let (eo, ep) = (insert(&self.orig, &osites), insert(&self.patched, &psites));
+        fn borrow(v: &[(u64, String, u64)]) -> Vec<Row<'_>> {
+            v.iter().map(|(a, f, l)| (*a, f.as_str(), *l)).collect()
+        }
+        let extended = (borrow(&eo), borrow(&ep));
+        let plain = (self.orig.clone(), self.patched.clone());
+        by_value(&extended, d, |fo, fp, line, delta| {
+            moved_alike(&plain, fo, fp, line, delta)
+        })
+    }
 }
 
 /// Rule 1: the immediate is, in both versions, a line of its own instruction (of files of the

@@ -10,6 +10,9 @@ pub fn normalize(name: &str) -> String {
 /// [`normalize`], borrowing `name` when it is already normal (most names: no `.` and no
 /// `__UNIQUE_ID_`), so that keys and tests built from names cost no allocation.
 pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(stem) = btf_id_stem(name) {
+        return std::borrow::Cow::Borrowed(stem);
+    }
     if !name.contains('.') && !name.starts_with("__UNIQUE_ID_") {
         return std::borrow::Cow::Borrowed(name);
     }
@@ -41,6 +44,16 @@ pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
         out.push_str(p);
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A BTF id slot's name without its number: `BTF_ID(struct, sk)` names its slot
+/// `__BTF_ID__struct__sk__<N>`, N pasted from `__COUNTER__` and `__LINE__` (the kernel's
+/// `include/linux/btf_ids.h`), so it changes when lines move above it.
+fn btf_id_stem(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("__BTF_ID__")?;
+    let stem = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+    (stem.len() < rest.len() && stem.ends_with("__"))
+        .then(|| &name[..name.len() - (rest.len() - stem.len())])
 }
 
 /// For a compiler-split child (`foo.cold`, `foo.part.0`, `foo.isra.0.cold`), the name of the
@@ -87,6 +100,11 @@ mod tests {
         assert_eq!(normalize("f.llvm.8812734"), "f");
         assert_eq!(normalize("__UNIQUE_ID_ddebug412"), "__UNIQUE_ID_ddebug");
         assert_eq!(normalize("plain"), "plain");
+        assert_eq!(
+            normalize("__BTF_ID__struct__reuseport_array__672338"),
+            "__BTF_ID__struct__reuseport_array__"
+        );
+        assert_eq!(normalize("__BTF_ID__set__list"), "__BTF_ID__set__list");
     }
 
     #[test]

@@ -134,6 +134,16 @@ impl Insns {
             .as_ref()
     }
 
+    /// The decoded instruction `[start, end)` of code section `sec` holding `offset`.
+    pub(crate) fn insn_at<S: Side>(
+        &self,
+        obj: &Object<'_, S>,
+        sec: SecIdx<S>,
+        offset: u64,
+    ) -> Option<(u64, u64)> {
+        self.map(obj, sec)?.containing(offset)
+    }
+
     /// Whether relocation `r` fills the target of a direct call or jump.
     pub(crate) fn is_branch<S: Side>(
         &self,

@@ -280,6 +280,16 @@ impl Arch for X86_64 {
     }
 
     fn pcrel_bias(&self, r_type: u32, site: u64, insn: Option<(u64, u64)>) -> i64 {
+        // objtool turns a jump-label `jmp` into a NOP and its relocation into
+        // R_X86_64_NONE, keeping the jump's target and addend (-4): inside an instruction it
+        // counts, as the jump's field did, from the instruction's end (else the target, the
+        // start of `f.cold`, reads as 4 bytes before it).
+        if r_type == elf::R_X86_64_NONE {
+            return match insn {
+                Some((start, end)) if site > start && site < end => (end - site) as i64,
+                _ => 0,
+            };
+        }
         let Some(kind) = self.reloc(r_type).filter(|k| k.pc_relative) else {
             return 0;
         };
@@ -294,8 +304,9 @@ impl Arch for X86_64 {
     }
 
     fn pcrel_bias_reads_insn(&self, r_type: u32) -> bool {
-        // Only PC-relative fields count from the end of their instruction.
-        self.reloc(r_type).is_some_and(|k| k.pc_relative)
+        // Only PC-relative fields count from the end of their instruction, and objtool's
+        // R_X86_64_NONE of a jump label turned NOP (see `pcrel_bias`).
+        r_type == elf::R_X86_64_NONE || self.reloc(r_type).is_some_and(|k| k.pc_relative)
     }
 
     fn decode(&self, code: &[u8]) -> InsnMap {
