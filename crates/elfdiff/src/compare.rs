@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use crate::lines::{self, ImmDiff, Pending};
 use crate::model::{Object, Orig, Patched, Reloc, Side, SymIdx, SymKind};
 use crate::names::is_prefix_symbol;
-use crate::refs::{
-    describe, patched_ref_key_in, ref_key, resolve, Insns, Pair, RefKey, Target,
-};
+use crate::refs::{describe, patched_ref_key_in, ref_key, resolve, Insns, Pair, RefKey, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

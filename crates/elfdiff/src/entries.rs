@@ -97,7 +97,7 @@ pub enum StrideError {
         size: u64,
         from: SizeSource,
     },
-    #[error("its entries are {known} bytes ({from}) but --entry-size gives {given}")]
+    #[error("its entries are {known} bytes ({from}), not the {given} --entry-size gives")]
     Conflict {
         known: u64,
         from: SizeSource,

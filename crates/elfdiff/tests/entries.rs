@@ -249,7 +249,11 @@ fn a_given_size_the_entries_contradict_is_an_error() {
             given: 8
         }
     ));
-    assert!(e.to_string().contains("--entry-size gives 8"), "{e}");
+    assert!(
+        e.to_string().contains("12 bytes (the layout of")
+            && e.to_string().contains("not the 8 --entry-size gives"),
+        "{e}"
+    );
     // The size the entries match, given, is taken as given.
     let st = stride_of(&bytes, "__ex_table", &given(12)).unwrap();
     assert_eq!((st.size, st.source), (12, SizeSource::Given));
