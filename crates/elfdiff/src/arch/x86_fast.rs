@@ -1293,6 +1293,117 @@ mod tests {
         eprintln!("{fast} of {total} instructions decoded without iced");
     }
 
+    /// How often real code falls back to iced (and so builds its tables, about 3 M
+    /// instructions): `X86_FAST_LIST` names a file of object paths, one a line (relocatable
+    /// objects or modules; other machines are skipped). Every executable section is walked as
+    /// `Arch::decode` walks it; what [`length`] leaves to iced is counted by iced's `Code`, with
+    /// the sections and objects that have any, and every length [`length`] gives is held to
+    /// iced's: `X86_FAST_LIST=... cargo test --release -p elfdiff fallbacks -- --ignored`.
+    #[test]
+    #[ignore]
+    fn fallbacks_in_real_code() {
+        use object::{Architecture, Object as _, ObjectSection as _, SectionFlags};
+        use std::collections::{BTreeMap, BTreeSet};
+        let list = std::env::var("X86_FAST_LIST").expect("X86_FAST_LIST");
+        let list = std::fs::read_to_string(list).expect("readable list");
+        let (mut objects, mut sections, mut insns) = (0usize, 0usize, 0usize);
+        let (mut fb_objects, mut fb_sections, mut fb_insns) = (0usize, 0usize, 0usize);
+        let mut wrong = 0usize;
+        // iced's Code -> (instructions, sections, objects, an example's bytes).
+        let mut groups: BTreeMap<
+            String,
+            (usize, BTreeSet<(usize, usize)>, BTreeSet<usize>, String),
+        > = BTreeMap::new();
+        for (k, path) in list.lines().filter(|p| !p.is_empty()).enumerate() {
+            let Ok(data) = std::fs::read(path) else {
+                continue;
+            };
+            let Ok(file) = object::File::parse(&*data) else {
+                continue;
+            };
+            if file.architecture() != Architecture::X86_64 {
+                continue;
+            }
+            objects += 1;
+            let mut obj_fb = false;
+            for (n, sec) in file.sections().enumerate() {
+                let exec = matches!(sec.flags(), SectionFlags::Elf { sh_flags }
+                    if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0);
+                let Ok(code) = sec.data() else { continue };
+                if !exec || code.is_empty() {
+                    continue;
+                }
+                sections += 1;
+                let mut sec_fb = false;
+                let mut at = 0;
+                while at < code.len() {
+                    let rest = &code[at..];
+                    let mut d = Decoder::with_ip(64, rest, at as u64, DecoderOptions::NONE);
+                    let insn = d.decode();
+                    insns += 1;
+                    let len = match length(rest) {
+                        Some(len) => {
+                            if len != insn.len() || insn.is_invalid() {
+                                wrong += 1;
+                                eprintln!(
+                                    "WRONG {path} {} +{at:#x}: {:02x?} fast {len} iced {} ({insn})",
+                                    sec.name().unwrap_or("?"),
+                                    &rest[..rest.len().min(16)],
+                                    insn.len()
+                                );
+                            }
+                            len
+                        }
+                        None => {
+                            fb_insns += 1;
+                            sec_fb = true;
+                            let g =
+                                groups
+                                    .entry(format!("{:?}", insn.code()))
+                                    .or_insert_with(|| {
+                                        let bytes = &rest[..insn.len().clamp(1, rest.len())];
+                                        (
+                                            0,
+                                            BTreeSet::new(),
+                                            BTreeSet::new(),
+                                            format!("{bytes:02x?} {insn}"),
+                                        )
+                                    });
+                            g.0 += 1;
+                            g.1.insert((k, n));
+                            g.2.insert(k);
+                            insn.len().max(1)
+                        }
+                    };
+                    at += len;
+                }
+                if sec_fb {
+                    fb_sections += 1;
+                    obj_fb = true;
+                }
+            }
+            if obj_fb {
+                fb_objects += 1;
+            }
+        }
+        let mut rows: Vec<_> = groups.into_iter().collect();
+        rows.sort_by_key(|(_, g)| std::cmp::Reverse((g.2.len(), g.1.len(), g.0)));
+        for (code, (n, secs, objs, example)) in &rows {
+            eprintln!(
+                "{:6} insns {:6} sections {:5} objects  {code}  e.g. {example}",
+                n,
+                secs.len(),
+                objs.len()
+            );
+        }
+        eprintln!(
+            "TOTAL objects {objects} sections {sections} insns {insns}; \
+             fallback objects {fb_objects} sections {fb_sections} insns {fb_insns}; \
+             lengths unlike iced's {wrong}"
+        );
+        assert_eq!(wrong, 0);
+    }
+
     /// Every ModRM byte, not a sample: `cargo test --release -p elfdiff -- --ignored`.
     #[test]
     #[ignore]
