@@ -31,6 +31,8 @@ pub(super) struct Inst {
     /// `66`: 16-bit operands (unless REX.W).
     pub opsize16: bool,
     pub lock: bool,
+    /// `67`: 32-bit addressing (only of ModRM memory operands here: same length).
+    pub addr32: bool,
     /// `F2` or `F3`, or 0.
     pub rep: u8,
     /// A segment override prefix, or 0.
@@ -269,6 +271,12 @@ fn accepted(i: &Inst) -> bool {
     if i.lock && (!lockable(i) || i.rep != 0) {
         return false;
     }
+    // 32-bit addressing changes the immediates and displacements of a few opcodes (the
+    // absolute address of A0..A3, `jecxz`); only the ModRM memory operands of the one-byte
+    // map are taken here.
+    if i.addr32 && !(i.map == Map::One && i.is_mem()) {
+        return false;
+    }
     // No mandatory-prefix games and no 16-bit branches.
     let plain = i.rep == 0 && !i.opsize16;
     match i.map {
@@ -480,6 +488,7 @@ pub(super) fn decode(code: &[u8]) -> Option<Inst> {
         op: 0,
         opsize16: false,
         lock: false,
+        addr32: false,
         rep: 0,
         seg: 0,
         rex: 0,
@@ -492,13 +501,12 @@ pub(super) fn decode(code: &[u8]) -> Option<Inst> {
         imm_at: 0,
     };
     let mut at = 0;
-    let mut addr32 = false;
     let byte = |at: usize| code.get(at).copied();
     // Legacy prefixes (each kind at most once, but `66` may repeat), then an optional REX.
     loop {
         match byte(at)? {
             0x66 => i.opsize16 = true,
-            0x67 if !addr32 => addr32 = true,
+            0x67 if !i.addr32 => i.addr32 = true,
             0xf0 if !i.lock => i.lock = true,
             b @ (0xf2 | 0xf3) if i.rep == 0 => i.rep = b,
             b @ (0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65) if i.seg == 0 => i.seg = b,
@@ -506,11 +514,6 @@ pub(super) fn decode(code: &[u8]) -> Option<Inst> {
             _ => break,
         }
         at += 1;
-    }
-    // 32-bit addressing changes the immediates and displacements of a few opcodes; left to
-    // iced.
-    if addr32 {
-        return None;
     }
     if let b @ 0x40..=0x4f = byte(at)? {
         i.rex = b;
@@ -736,14 +739,35 @@ fn sse(op: u8, pp: u8) -> Option<Rule> {
         (1, 0xd7 | 0xf7) => REG,
         (1..=3, 0xe6) => ANY,
         (1, 0xe7) | (3, 0xf0) => MEM_ONLY,
-        // sldt, str, lldt, ltr, verr, verw; lar, lsl; vmread, vmwrite.
+        // MMX.
+        (
+            0,
+            0x60..=0x6b
+            | 0x6e
+            | 0x6f
+            | 0x74..=0x77
+            | 0x7e
+            | 0x7f
+            | 0xd1..=0xd5
+            | 0xd8..=0xdf
+            | 0xe0..=0xe5
+            | 0xe8..=0xef
+            | 0xf1..=0xf6
+            | 0xf8..=0xfe,
+        ) => ANY,
+        (0, 0x71 | 0x72) => REG_IB.regs(0b0101_0100),
+        (0, 0x73) => REG_IB.regs(0b0100_0100),
+        // sldt, str, lldt, ltr, verr, verw; lkgs; lar, lsl; vmread, vmwrite.
         (0, 0x00) => ANY.regs(0x3f),
+        (3, 0x00) => ANY.regs(0x40),
         (0, 0x02 | 0x03 | 0x78 | 0x79) => ANY,
         // rdfsbase, rdgsbase, wrfsbase, wrgsbase; clwb, clflushopt.
         (2, 0xae) => REG.regs(0x0f),
         (1, 0xae) => MEM_ONLY.regs(0xc0),
-        // xrstors, xsavec, xsaves.
-        (0, 0xc7) => MEM_ONLY.regs(0b0011_1000),
+        // xrstors, xsavec, xsaves, vmptrld, vmptrst; vmclear; rdpid.
+        (0, 0xc7) => MEM_ONLY.regs(0b1111_1000),
+        (1, 0xc7) => MEM_ONLY.regs(0b0100_0000),
+        (2, 0xc7) => REG.regs(0b1000_0000),
         _ => return None,
     })
 }
@@ -774,6 +798,8 @@ fn map38(op: u8, pp: u8) -> Option<Rule> {
         // movbe; crc32.
         (0, 0xf0 | 0xf1) => MEM_ONLY,
         (3, 0xf0 | 0xf1) => ANY,
+        // adcx, adox.
+        (1 | 2, 0xf6) => ANY,
         _ => return None,
     })
 }
@@ -818,6 +844,7 @@ fn vex(map: u8, op: u8, pp: u8) -> Option<Rule> {
         (2, 1, 0x18 | 0x58 | 0x59 | 0x78 | 0x79) => ANY.nov().w(Zero),
         (2, 1, 0x19) => ANY.nov().w(Zero).l(One),
         (2, 1, 0x2a) => MEM_ONLY.nov(),
+        (2, 1, 0x5a) => MEM_ONLY.nov().w(Zero).l(One),
         (2, 1, 0x41) => ANY.nov().l(Zero),
         (2, 1, 0x96..=0x9f | 0xa6..=0xaf | 0xb6..=0xbf | 0xdc..=0xdf) => ANY,
         (2, 1, 0xdb) => ANY.nov().l(Zero),
@@ -852,9 +879,16 @@ fn x87(op: u8, modrm: u8) -> bool {
     }
     // fld st(i), fxch; fstp st(i); fchs, fabs, the constants; fnclex, fninit.
     match op {
-        0xd9 => matches!(modrm, 0xc0..=0xcf | 0xe0 | 0xe1 | 0xe8..=0xee),
-        0xdd => matches!(modrm, 0xd8..=0xdf),
-        0xdb => matches!(modrm, 0xe2 | 0xe3),
+        0xd8 => true,
+        0xd9 => {
+            matches!(modrm, 0xc0..=0xd0 | 0xe0 | 0xe1 | 0xe4 | 0xe5 | 0xe8..=0xee | 0xf0..=0xff)
+        }
+        0xda => matches!(modrm, 0xc0..=0xdf | 0xe9),
+        0xdb => matches!(modrm, 0xc0..=0xdf | 0xe2 | 0xe3 | 0xe8..=0xf7),
+        0xdc => matches!(modrm, 0xc0..=0xcf | 0xe0..=0xff),
+        0xdd => matches!(modrm, 0xc0..=0xc7 | 0xd0..=0xef),
+        0xde => matches!(modrm, 0xc0..=0xcf | 0xd9 | 0xe0..=0xff),
+        0xdf => matches!(modrm, 0xe0 | 0xe8..=0xf7),
         _ => false,
     }
 }
@@ -862,7 +896,7 @@ fn x87(op: u8, modrm: u8) -> bool {
 /// The `0F 01` register forms `accepted` leaves out that iced decodes: vmcall, vmlaunch,
 /// vmresume, vmxoff, xend, xtest, vmrun, vmmcall, vmload, vmsave, stgi, clgi, invlpga.
 const SYSTEM_0F01: &[u8] = &[
-    0xc1, 0xc2, 0xc3, 0xc4, 0xd5, 0xd6, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xdf,
+    0xc1, 0xc2, 0xc3, 0xc4, 0xd5, 0xd6, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xdf, 0xfa, 0xfb,
 ];
 
 /// Decode an SSE, AVX, x87 or system instruction ([`Map::Ext`]) whose opcode starts at
@@ -881,7 +915,7 @@ fn ext(code: &[u8], op_at: usize, p: Inst) -> Option<Inst> {
         len: 0,
         ..p
     };
-    if i.lock {
+    if i.lock || i.addr32 {
         return None;
     }
     let pp = match (i.opsize16, i.rep) {
@@ -1090,7 +1124,7 @@ enum Operand {
 /// know the instruction's text.
 pub(super) fn format(i: &Inst, ip: u64, labels: &[OperandLabel]) -> Option<(String, usize)> {
     // Prefixes iced would show, or that change the instruction, are left to it.
-    if i.seg != 0 {
+    if i.seg != 0 || i.addr32 {
         return None;
     }
     let (mnemonic, ops) = operands(i, ip)?;
@@ -1583,6 +1617,10 @@ mod tests {
 
     const PREFIXES: &[&[u8]] = &[
         &[],
+        &[0x67],
+        &[0x67, 0x48],
+        &[0x66, 0x67],
+        &[0xf0, 0x67],
         &[0x48],
         &[0x66],
         &[0x41],
@@ -1653,6 +1691,8 @@ mod tests {
             &[0xf0, 0x66],
             &[0x66, 0x41],
             &[0x2e],
+            &[0x67],
+            &[0x67, 0x66],
         ];
         for p in legacy {
             for esc in [&[][..], &[0x0f], &[0x0f, 0x38], &[0x0f, 0x3a]] {
