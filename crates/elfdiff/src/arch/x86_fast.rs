@@ -2,12 +2,13 @@
 //! builds its decoder's tables (about 3 M instructions) and its Intel formatter's (about 5 M)
 //! the first time either is used: more than the rest of a `klpgen diff` of a small pair costs.
 //! The integer and system instructions compilers and the kernel's inline assembly emit are
-//! decoded here from the opcode maps; anything else (VEX, EVEX, XOP, x87, SSE, the 0F 38 and
-//! 0F 3A maps, rare system instructions, unusual prefix combinations) gives `None` and is left
-//! to iced (`x86_64.rs`), as is every instruction whose text this file does not write exactly
-//! as iced's `IntelFormatter` with klpgen's options would. The tests hold every instruction
-//! this file accepts to iced's answer: length, control flow, and text.
-
+//! decoded here from the opcode maps; so are, for their length only ([`Map::Ext`]), the SSE,
+//! AVX (VEX), MMX, x87 and rarer system instructions of the kernel's crypto, RAID, FPU and
+//! virtualization code. Anything else (EVEX, XOP, 3DNow!, unusual prefix combinations) gives
+//! `None` and is left to iced (`x86_64.rs`), as is every instruction whose text this file does
+//! not write exactly as iced's `IntelFormatter` with klpgen's options would. The tests hold
+//! every instruction this file accepts to iced's answer: length, control flow, and text; an
+//! ignored one counts what real objects still leave to iced.
 use super::{Flow, Immediate, OperandLabel};
 
 /// The opcode map of an instruction.
