@@ -9,6 +9,7 @@
 //! not write exactly as iced's `IntelFormatter` with klpgen's options would. The tests hold
 //! every instruction this file accepts to iced's answer: length, control flow, and text; an
 //! ignored one counts what real objects still leave to iced.
+
 use super::{Flow, Immediate, OperandLabel};
 
 /// The opcode map of an instruction.
