@@ -1865,10 +1865,9 @@ mod tests {
         let (mut fb_objects, mut fb_sections, mut fb_insns) = (0usize, 0usize, 0usize);
         let mut wrong = 0usize;
         // iced's Code -> (instructions, sections, objects, an example's bytes).
-        let mut groups: BTreeMap<
-            String,
-            (usize, BTreeSet<(usize, usize)>, BTreeSet<usize>, String),
-        > = BTreeMap::new();
+        /// Of one `Code`: instructions, (object, section) pairs, objects, an example.
+        type Group = (usize, BTreeSet<(usize, usize)>, BTreeSet<usize>, String);
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for (k, path) in list.lines().filter(|p| !p.is_empty()).enumerate() {
             let Ok(data) = std::fs::read(path) else {
                 continue;
