@@ -669,10 +669,16 @@ impl Bit {
 struct Rule {
     rm: Rm,
     imm8: bool,
+    /// With a memory operand.
     regs: u8,
+    /// With a register operand (ModRM `mod` 3).
+    reg_regs: u8,
     l: Bit,
     w: Bit,
     v: bool,
+    /// VEX R, X and B must be 0 (the mask-register moves, whose `k` operands have no upper
+    /// half).
+    no_rxb: bool,
 }
 
 const fn rule(rm: Rm, imm8: bool) -> Rule {
@@ -680,21 +686,41 @@ const fn rule(rm: Rm, imm8: bool) -> Rule {
         rm,
         imm8,
         regs: 0xff,
+        reg_regs: 0xff,
         l: Bit::Any,
         w: Bit::Any,
         v: true,
+        no_rxb: false,
     }
 }
 
 impl Rule {
     const fn regs(self, regs: u8) -> Rule {
-        Rule { regs, ..self }
+        Rule {
+            regs,
+            reg_regs: regs,
+            ..self
+        }
+    }
+    /// The `reg` values allowed with a memory operand and with a register.
+    const fn split(self, regs: u8, reg_regs: u8) -> Rule {
+        Rule {
+            regs,
+            reg_regs,
+            ..self
+        }
     }
     const fn l(self, l: Bit) -> Rule {
         Rule { l, ..self }
     }
     const fn w(self, w: Bit) -> Rule {
         Rule { w, ..self }
+    }
+    const fn no_rxb(self) -> Rule {
+        Rule {
+            no_rxb: true,
+            ..self
+        }
     }
     /// `vvvv` is not an operand: it must be 1111.
     const fn nov(self) -> Rule {
@@ -765,11 +791,13 @@ fn sse(op: u8, pp: u8) -> Option<Rule> {
         (0, 0x02 | 0x03 | 0x78 | 0x79) => ANY,
         // rdfsbase, rdgsbase, wrfsbase, wrgsbase; clwb, clflushopt.
         (2, 0xae) => REG.regs(0x0f),
-        (1, 0xae) => MEM_ONLY.regs(0xc0),
+        // clwb, clflushopt; tpause.
+        (1, 0xae) => ANY.split(0xc0, 0b0100_0000),
         // xrstors, xsavec, xsaves, vmptrld, vmptrst; vmclear; rdpid.
         (0, 0xc7) => MEM_ONLY.regs(0b1111_1000),
         (1, 0xc7) => MEM_ONLY.regs(0b0100_0000),
-        (2, 0xc7) => REG.regs(0b1000_0000),
+        // vmxon; rdpid.
+        (2, 0xc7) => ANY.split(0b0100_0000, 0b1000_0000),
         _ => return None,
     })
 }
@@ -837,6 +865,11 @@ fn vex(map: u8, op: u8, pp: u8) -> Option<Rule> {
             0xd1..=0xd5 | 0xd8..=0xdf | 0xe0..=0xe5 | 0xe8..=0xef | 0xf1..=0xf6 | 0xf8..=0xfe,
         ) => ANY,
         (1, 1, 0xd7) => REG.nov(),
+        // kmovw, kmovb, kmovq, kmovd.
+        (1, 0 | 1, 0x90) => ANY.nov().l(Zero).no_rxb(),
+        (1, 0 | 1, 0x91) => MEM_ONLY.nov().l(Zero).no_rxb(),
+        (1, 0 | 1, 0x92 | 0x93) => REG.nov().l(Zero).w(Zero).no_rxb(),
+        (1, 3, 0x92 | 0x93) => REG.nov().l(Zero).no_rxb(),
         (1, 1, 0xe7) => MEM_ONLY.nov(),
         (2, 1, 0x00..=0x0b | 0x28 | 0x29 | 0x2b | 0x37..=0x40 | 0x45 | 0x47) => ANY,
         (2, 1, 0x46) => ANY.w(Zero),
@@ -953,7 +986,11 @@ fn ext(code: &[u8], op_at: usize, p: Inst) -> Option<Inst> {
                 return done(i, at);
             }
             let r = vex(map, i.op, vpp)?;
-            if (!r.v && vvvv != 0) || !r.l.allows(l) || !r.w.allows(w) {
+            // R, X and B, stored inverted (C5 has only R).
+            let rxb = if first == 0xc5 { b1 & 0x80 } else { b1 & 0xe0 };
+            let full = if first == 0xc5 { 0x80 } else { 0xe0 };
+            if (!r.v && vvvv != 0) || !r.l.allows(l) || !r.w.allows(w) || (r.no_rxb && rxb != full)
+            {
                 return None;
             }
             r
@@ -1010,7 +1047,8 @@ fn ext(code: &[u8], op_at: usize, p: Inst) -> Option<Inst> {
         Rm::Mem => md != 3,
         Rm::Reg => md == 3,
     };
-    if !ok || rule.regs & (1 << reg) == 0 {
+    let regs = if md == 3 { rule.reg_regs } else { rule.regs };
+    if !ok || regs & (1 << reg) == 0 {
         return None;
     }
     if md != 3 {
