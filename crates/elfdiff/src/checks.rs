@@ -143,6 +143,8 @@ fn function_refusal(
         Untraced::Assembly
     } else if !file_traced {
         Untraced::NoFtraceFlags
+    } else if section.starts_with(".meminit.") {
+        Untraced::MemInit
     } else {
         Untraced::Notrace
     };

@@ -189,6 +189,9 @@ pub(crate) enum Untraced<'a> {
     Assembly,
     /// No function of the file has an ftrace entry (built without the ftrace flags).
     NoFtraceFlags,
+    /// `__meminit` code (`.meminit.*`: notrace, and freed after boot like `__init` unless
+    /// the kernel keeps it for memory hotplug).
+    MemInit,
     /// `notrace`, or otherwise not traceable.
     Notrace,
 }
@@ -199,6 +202,7 @@ pub(crate) fn no_ftrace(name: &str, section: &str, why: &str, cause: Untraced<'_
         Untraced::SyscallBody { stub_prefix } => format!("this is a syscall body (SYSCALL_DEFINEn makes __do_sys_* static inline, hence notrace): define the syscall with KLPGEN_SYSCALL_DEFINEn from <klpgen/klpgen.h>, which puts the body into the traceable {stub_prefix}* stub"),
         Untraced::Assembly => format!("{name} is assembly (the object has no C source, and assembly functions get no ftrace entry), so livepatch cannot redirect it; patch its C callers instead (`klpgen callers {name}` lists them), or, for a short routine, re-implement the fixed version in C in a changed caller"),
         Untraced::NoFtraceFlags => format!("no function of this file has an ftrace entry: kbuild builds it without the ftrace flags (a CFLAGS_REMOVE_<file>.o = $(CC_FLAGS_FTRACE) line in its Makefile, or a notrace directory), so none of them can be patched; patch the callers of {name} in other, traced files instead (`klpgen callers {name}` lists them)"),
+        Untraced::MemInit => format!("{name} is __meminit ({section}), which is notrace: without CONFIG_MEMORY_HOTPLUG the kernel freed it after boot like __init code, so the running kernel no longer calls it; with memory hotplug patch its traceable callers instead (`klpgen callers {name}` lists them)"),
         Untraced::Notrace => "patch its traceable callers instead, or remove notrace from it in the running kernel's next build".into(),
     };
     RefusalKind::NoFtrace.refusal(
