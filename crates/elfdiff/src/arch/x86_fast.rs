@@ -482,6 +482,34 @@ pub(super) fn length(code: &[u8]) -> Option<usize> {
     (at <= code.len() && at <= 15).then_some(at)
 }
 
+/// The SIB byte and displacement of a ModRM memory operand (`md` != 3) starting at `at`,
+/// recorded in `i`; where the instruction goes on.
+fn memory_operand(code: &[u8], mut at: usize, md: u8, rm: u8, i: &mut Inst) -> Option<usize> {
+    let mut disp = match md {
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    if rm == 4 {
+        let s = *code.get(at)?;
+        i.sib = Some(s);
+        at += 1;
+        if md == 0 && s & 7 == 5 {
+            disp = 4;
+        }
+    } else if md == 0 && rm == 5 {
+        disp = 4;
+    }
+    let d = code.get(at..at + disp)?;
+    i.disp = match disp {
+        1 => d[0] as i8 as i64,
+        4 => i32::from_le_bytes(d.try_into().ok()?) as i64,
+        _ => 0,
+    };
+    i.disp_len = disp;
+    Some(at + disp)
+}
+
 /// Decode the instruction at the start of `code`, or None to leave it to iced.
 pub(super) fn decode(code: &[u8]) -> Option<Inst> {
     let mut i = Inst {
@@ -555,29 +583,7 @@ pub(super) fn decode(code: &[u8]) -> Option<Inst> {
         let reg_only = i.map == Map::Two && (0x20..=0x23).contains(&i.op);
         let (md, rm) = (m >> 6, m & 7);
         if md != 3 && !reg_only {
-            let mut disp = match md {
-                1 => 1,
-                2 => 4,
-                _ => 0,
-            };
-            if rm == 4 {
-                let s = byte(at)?;
-                i.sib = Some(s);
-                at += 1;
-                if md == 0 && s & 7 == 5 {
-                    disp = 4;
-                }
-            } else if md == 0 && rm == 5 {
-                disp = 4;
-            }
-            let d = code.get(at..at + disp)?;
-            i.disp = match disp {
-                1 => d[0] as i8 as i64,
-                4 => i32::from_le_bytes(d.try_into().ok()?) as i64,
-                _ => 0,
-            };
-            i.disp_len = disp;
-            at += disp;
+            at = memory_operand(code, at, md, rm, &mut i)?;
         }
     }
     let osz16 = i.opsize16 && !i.rex_w();
@@ -1056,29 +1062,7 @@ fn ext(code: &[u8], op_at: usize, p: Inst) -> Option<Inst> {
         return None;
     }
     if md != 3 {
-        let mut disp = match md {
-            1 => 1,
-            2 => 4,
-            _ => 0,
-        };
-        if rm == 4 {
-            let s = byte(at)?;
-            i.sib = Some(s);
-            at += 1;
-            if md == 0 && s & 7 == 5 {
-                disp = 4;
-            }
-        } else if md == 0 && rm == 5 {
-            disp = 4;
-        }
-        let d = code.get(at..at + disp)?;
-        i.disp = match disp {
-            1 => d[0] as i8 as i64,
-            4 => i32::from_le_bytes(d.try_into().ok()?) as i64,
-            _ => 0,
-        };
-        i.disp_len = disp;
-        at += disp;
+        at = memory_operand(code, at, md, rm, &mut i)?;
     }
     if rule.imm8 {
         i.imm = u64::from(byte(at)?);
@@ -1683,37 +1667,42 @@ mod tests {
         &[0x66, 0x66, 0x2e],
     ];
 
-    /// Every prefix set of `PREFIXES`, opcode, ModRM and a few SIB bytes, with the bytes after
-    /// them from `rng`; `step` samples the ModRM bytes (1: all of them).
-    fn sweep(step: usize, rng: &mut Rng) -> usize {
+    /// Every header (prefixes and escapes) with every opcode and ModRM byte (`step` samples
+    /// them: 1 is all) and, where the ModRM byte asks for one, each of `sibs`, the bytes
+    /// after them from `rng`, through [`check`]; how many this file accepted.
+    fn sweep_headers(headers: &[Vec<u8>], sibs: &[u8], step: usize, rng: &mut Rng) -> usize {
         let mut accepted = 0;
-        let sibs = [0x24, 0x25, 0x44, 0x98, 0xe5, 0x3c];
-        for prefix in PREFIXES {
-            for two in [false, true] {
-                for op in 0..=255u8 {
-                    for modrm in (0..=255u8).step_by(step) {
-                        for &sib in &sibs {
-                            let mut b = prefix.to_vec();
-                            if two {
-                                b.push(0x0f);
-                            }
-                            b.extend([op, modrm, sib]);
-                            while b.len() < 16 {
-                                b.push(rng.byte());
-                            }
-                            let ip = 0x1000 + u64::from(rng.byte());
-                            if check(&b, ip) {
-                                accepted += 1;
-                            }
-                            if modrm & 7 != 4 || modrm >> 6 == 3 {
-                                break;
-                            }
+        for header in headers {
+            for op in 0..=255u8 {
+                for modrm in (0..=255u8).step_by(step) {
+                    for &sib in sibs {
+                        let mut b = header.clone();
+                        b.extend([op, modrm, sib]);
+                        while b.len() < 16 {
+                            b.push(rng.byte());
+                        }
+                        let ip = 0x1000 + u64::from(rng.byte());
+                        if check(&b, ip) {
+                            accepted += 1;
+                        }
+                        if modrm & 7 != 4 || modrm >> 6 == 3 {
+                            break;
                         }
                     }
                 }
             }
         }
         accepted
+    }
+
+    /// Every prefix set of `PREFIXES`, in the one- and two-byte maps, through
+    /// [`sweep_headers`].
+    fn sweep(step: usize, rng: &mut Rng) -> usize {
+        let headers: Vec<Vec<u8>> = PREFIXES
+            .iter()
+            .flat_map(|p| [p.to_vec(), [*p, &[0x0f][..]].concat()])
+            .collect();
+        sweep_headers(&headers, &[0x24, 0x25, 0x44, 0x98, 0xe5, 0x3c], step, rng)
     }
 
     /// The headers [`ext`] reads before an opcode byte: legacy prefixes with the `0F`,
@@ -1770,44 +1759,9 @@ mod tests {
         out
     }
 
-    /// Every [`ext_headers`] header with every opcode and ModRM byte (`step` samples them) and
-    /// a few SIB bytes, the rest from `rng`; how many were accepted.
+    /// Every [`ext_headers`] header through [`sweep_headers`].
     fn sweep_ext(step: usize, rng: &mut Rng) -> usize {
-        let mut accepted = 0;
-        for header in ext_headers() {
-            for op in 0..=255u8 {
-                for modrm in (0..=255u8).step_by(step) {
-                    for sib in [0x24, 0x25, 0x98] {
-                        let mut b = header.clone();
-                        b.extend([op, modrm, sib]);
-                        while b.len() < 16 {
-                            b.push(rng.byte());
-                        }
-                        if std::env::var_os("X86_FAST_ALL").is_some() {
-                            if let Some(mine) = decode(&b) {
-                                let mut d = Decoder::new(64, &b, DecoderOptions::NONE);
-                                let insn = d.decode();
-                                if insn.is_invalid() || insn.len() != mine.len {
-                                    eprintln!(
-                                        "EXT {header:02x?} {op:02x} {modrm:02x}: {} vs {} {insn}",
-                                        mine.len,
-                                        insn.len()
-                                    );
-                                }
-                            }
-                            continue;
-                        }
-                        if check(&b, 0x1000 + u64::from(rng.byte())) {
-                            accepted += 1;
-                        }
-                        if modrm & 7 != 4 || modrm >> 6 == 3 {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        accepted
+        sweep_headers(&ext_headers(), &[0x24, 0x25, 0x98], step, rng)
     }
 
     /// SSE, AVX, x87 and system instructions ([`ext`]), held to iced on a sample of every
