@@ -178,26 +178,20 @@ pub fn stride<S: Side>(
         // A given size is taken where the entries' relocations say nothing; where they fit
         // exactly one layout klpgen knows, of another size, the given one is a mistake that
         // would carve every entry wrongly.
-        let mut fits = layouts.iter().filter(|l| matches_layout(obj, sec, l));
-        if let (Some(l), None) = (fits.next(), fits.next()) {
-            if l.size != g {
-                return Err(StrideError::Conflict {
-                    known: l.size,
-                    from: SizeSource::Layout(l.kernels),
-                    given: g,
-                });
-            }
+        if let Some(l) = only_matching_layout(obj, sec, layouts).filter(|l| l.size != g) {
+            return Err(StrideError::Conflict {
+                known: l.size,
+                from: SizeSource::Layout(l.kernels),
+                given: g,
+            });
         }
         (g, SizeSource::Given)
     } else if let Some(n) = special.and_then(|sp| sp.entry_size) {
         (n, SizeSource::Fixed)
     } else {
-        let mut fits = layouts.iter().filter(|l| matches_layout(obj, sec, l));
-        match (fits.next(), fits.next()) {
-            (Some(l), None) => (l.size, SizeSource::Layout(l.kernels)),
-            // Two layouts of one size (`__ex_table` of 5.16 and of 4.6 differ in a field)
-            // cannot both match every entry; two sizes can only when nothing is relocated.
-            _ => return Err(StrideError::Unknown { len: s.size }),
+        match only_matching_layout(obj, sec, layouts) {
+            Some(l) => (l.size, SizeSource::Layout(l.kernels)),
+            None => return Err(StrideError::Unknown { len: s.size }),
         }
     };
     // Of the layouts of this size, the one the entries match (what their bytes mean).
@@ -223,6 +217,21 @@ pub fn stride<S: Side>(
         });
     }
     Ok(stride)
+}
+
+/// The one layout of `layouts` every entry of `sec` matches; None when none or several do.
+/// Two layouts of one size (`__ex_table` of 5.16 and of 4.6 differ in a field) cannot both
+/// match every entry; two sizes can only when nothing is relocated.
+fn only_matching_layout<'l, S: Side>(
+    obj: &Object<'_, S>,
+    sec: SecIdx<S>,
+    layouts: &'l [EntryLayout],
+) -> Option<&'l EntryLayout> {
+    let mut fits = layouts.iter().filter(|l| matches_layout(obj, sec, l));
+    match (fits.next(), fits.next()) {
+        (Some(l), None) => Some(l),
+        _ => None,
+    }
 }
 
 /// Whether `len` bytes are a whole number of `size`-byte entries, or, under a layout of that
