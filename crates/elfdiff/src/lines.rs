@@ -224,8 +224,8 @@ fn line_numbers(
 /// inside the inlined body, whose rows give the header's lines; the call site's line is the
 /// one it spells.
 struct CallSites<'t> {
-    orig: Vec<Row<'t>>,
-    patched: Vec<Row<'t>>,
+    /// The function's rows, original and patched.
+    rows: (Vec<Row<'t>>, Vec<Row<'t>>),
     index: (&'t DwarfIndex, &'t DwarfIndex),
     /// (ELF section index, function start) in each version.
     at: ((usize, u64), (usize, u64)),
@@ -246,8 +246,7 @@ fn call_sites<'t>(
         .as_ref()?;
     let (os, ps) = (pair.orig.sym(o), pair.patched.sym(p));
     Some(CallSites {
-        orig: rows(pair.orig, oidx, o)?,
-        patched: rows(pair.patched, pidx, p)?,
+        rows: (rows(pair.orig, oidx, o)?, rows(pair.patched, pidx, p)?),
         index: (oidx, pidx),
         at: (
             (pair.orig.sec(os.section?).elf_index, os.value),
@@ -274,24 +273,22 @@ impl CallSites<'_> {
             return false;
         }
         // The call sites as rows of the instruction's own address, after the others there.
-        let insert = |rows: &[Row<'_>], sites: &'_ [(String, u64)]| -> Vec<(u64, String, u64)> {
-            let at = rows.partition_point(|r| r.0 <= d.offset);
-            let mut out: Vec<(u64, String, u64)> = rows[..at]
+        fn insert<'a>(rows: &[Row<'a>], sites: &'a [(String, u64)], offset: u64) -> Vec<Row<'a>> {
+            let at = rows.partition_point(|r| r.0 <= offset);
+            let sites = sites.iter().map(|(f, l)| (offset, f.as_str(), *l));
+            rows[..at]
                 .iter()
-                .map(|r| (r.0, r.1.to_string(), r.2))
-                .collect();
-            out.extend(sites.iter().map(|(f, l)| (d.offset, f.clone(), *l)));
-            out.extend(rows[at..].iter().map(|r| (r.0, r.1.to_string(), r.2)));
-            out
-        };
-        let (eo, ep) = (insert(&self.orig, &osites), insert(&self.patched, &psites));
-        fn borrow(v: &[(u64, String, u64)]) -> Vec<Row<'_>> {
-            v.iter().map(|(a, f, l)| (*a, f.as_str(), *l)).collect()
+                .copied()
+                .chain(sites)
+                .chain(rows[at..].iter().copied())
+                .collect()
         }
-        let extended = (borrow(&eo), borrow(&ep));
-        let plain = (self.orig.clone(), self.patched.clone());
+        let extended = (
+            insert(&self.rows.0, &osites, d.offset),
+            insert(&self.rows.1, &psites, d.offset),
+        );
         by_value(&extended, d, |fo, fp, line, delta| {
-            moved_alike(&plain, fo, fp, line, delta)
+            moved_alike(&self.rows, fo, fp, line, delta)
         })
     }
 }
