@@ -230,9 +230,7 @@ impl Pair<'_, '_> {
             _ => false,
         }
     }
-}
 
-impl Pair<'_, '_> {
     /// Where the patched relocation `rp` points; with `same_code` (see
     /// [`Pair::same_named_ref_in`]) its bias is that of the original's `ro` at the same place.
     pub(crate) fn resolve_patched_in(
